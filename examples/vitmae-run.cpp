@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: Apache-2.0
+// vitmae-run: runs a checkpoint on pixel_values (and noise) from a safetensors file and writes
+// every output HF gives, under HF's names, to another safetensors file.
+#include <vitmae/vitmae.hpp>
+
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
+    "                  [--interpolate-pos-encoding] [--dtype float32|float64]\n"
+    "                  [--hidden-states] [--attentions] [--seed N]\n"
+    "IN holds pixel_values [B,C,H,W] and optionally noise [B,L] (without it, noise is drawn\n"
+    "from --seed, default 0). OUT gets last_hidden_state, mask, ids_restore and, when the\n"
+    "checkpoint has a decoder, logits and loss; hidden_states.i / attentions.i when asked.\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::string model, input, output, dtype = "float32";
+  bool interpolate = false, hidden_states = false, attentions = false;
+  std::uint64_t seed = 0;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(s + " needs a value");
+      return argv[++i];
+    };
+    if (s == "--model") a.model = value();
+    else if (s == "--input") a.input = value();
+    else if (s == "--output") a.output = value();
+    else if (s == "--dtype") a.dtype = value();
+    else if (s == "--seed") {
+      const std::string v = value();
+      char* end = nullptr;
+      a.seed = std::strtoull(v.c_str(), &end, 10);
+      if (v.empty() || *end) throw UsageError("--seed expects a non-negative integer, got '" + v + "'");
+    } else if (s == "--interpolate-pos-encoding") a.interpolate = true;
+    else if (s == "--hidden-states") a.hidden_states = true;
+    else if (s == "--attentions") a.attentions = true;
+    else if (s == "-h" || s == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else throw UsageError("unknown argument '" + s + "'");
+  }
+  if (a.model.empty() || a.input.empty() || a.output.empty())
+    throw UsageError("--model, --input and --output are required");
+  if (a.dtype != "float32" && a.dtype != "float64")
+    throw UsageError("--dtype expects float32 or float64, got '" + a.dtype + "'");
+  return a;
+}
+
+/// B matrices of (rows, cols) -> one [B, rows, cols] tensor (or [B, heads, T, T] via shape).
+template <class Scalar>
+void add_stack(vitmae::io::SafetensorsWriter& w, const std::string& name, const std::vector<vitmae::Matrix<Scalar>>& ms,
+               std::vector<std::int64_t> shape, vitmae::io::DType dtype) {
+  std::vector<Scalar> flat;
+  for (const auto& m : ms) flat.insert(flat.end(), m.data(), m.data() + m.size());
+  w.add(name, flat.data(), shape, dtype);
+}
+
+template <class Scalar>
+void run(const Args& a) {
+  using namespace vitmae;
+  const io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64 : io::DType::F32;
+  const Config config = Config::load(io::join_path(a.model, "config.json"));
+  const auto weights = io::open_checkpoint_weights(a.model);
+  const bool pretraining = ForPreTraining<Scalar>::has_decoder(*weights);
+
+  io::SafetensorsFile in(a.input);
+  detail::require(in.contains("pixel_values"), a.input, ": no tensor 'pixel_values'");
+  const Tensor<Scalar> pixels = in.get<Scalar>("pixel_values");
+  detail::require(pixels.dim() == 4, a.input, ": 'pixel_values' must be [batch, channels, height, width], got ",
+                  detail::shape_str(pixels.shape));
+  const Index B = pixels.size(0);
+  const Index L = (pixels.size(2) / config.patch_size) * (pixels.size(3) / config.patch_size);
+  Matrix<Scalar> noise;
+  if (in.contains("noise")) {
+    const Tensor<Scalar> n = in.get<Scalar>("noise");
+    detail::require(n.dim() == 2, a.input, ": 'noise' has shape ", detail::shape_str(n.shape),
+                    ", expected [batch, num_patches]");
+    noise = Eigen::Map<const Matrix<Scalar>>(n.ptr(), n.size(0), n.size(1));  // forward checks the sizes
+  } else {
+    std::mt19937_64 rng(a.seed);
+    noise = ops::uniform_noise<Scalar>(B, L, rng);
+  }
+  ForwardOptions opts;
+  opts.interpolate_pos_encoding = a.interpolate;
+  opts.output_hidden_states = a.hidden_states;
+  opts.output_attentions = a.attentions;
+
+  PreTrainingOutput<Scalar> out;
+  std::int64_t heads = config.num_attention_heads;
+  if (pretraining) {
+    ForPreTraining<Scalar> model(config);
+    model.load_weights(*weights);
+    out = model.forward(pixels, noise, opts);
+  } else {
+    Model<Scalar> model(config);
+    model.load_weights(*weights);
+    static_cast<ModelOutput<Scalar>&>(out) = model.forward(pixels, noise, opts);
+  }
+
+  io::SafetensorsWriter w;
+  const std::int64_t T = out.last_hidden_state.empty() ? 1 : out.last_hidden_state[0].rows();
+  add_stack(w, "last_hidden_state", out.last_hidden_state, {B, T, config.hidden_size}, dtype);
+  w.add("mask", out.mask.data(), {B, L}, dtype);
+  w.add("ids_restore", out.ids_restore.data(), {B, L}, io::DType::I64);
+  if (pretraining) {
+    add_stack(w, "logits", out.logits, {B, L, config.patch_size * config.patch_size * config.num_channels}, dtype);
+    w.add("loss", &out.loss, {1}, dtype);
+  }
+  for (size_t i = 0; i < out.hidden_states.size(); ++i)
+    add_stack(w, "hidden_states." + std::to_string(i), out.hidden_states[i], {B, T, config.hidden_size}, dtype);
+  for (size_t i = 0; i < out.attentions.size(); ++i)
+    add_stack(w, "attentions." + std::to_string(i), out.attentions[i], {B, heads, T, T}, dtype);
+  w.set_metadata("interpolate_pos_encoding", a.interpolate ? "true" : "false");
+  w.save(a.output);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  try {
+    args = parse(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "vitmae-run: " << e.what() << "\n" << kUsage;
+    return 2;
+  }
+  try {
+    if (args.dtype == "float64") run<double>(args);
+    else run<float>(args);
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: Apache-2.0
+// ViTMAEDecoder: decoder_embed, mask tokens, unshuffle, decoder_pos_embed, decoder_layers,
+// decoder_norm, decoder_pred.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "vitmae/config.hpp"
+#include "vitmae/modules/layer.hpp"
+#include "vitmae/modules/layer_norm.hpp"
+#include "vitmae/modules/linear.hpp"
+#include "vitmae/ops/interpolate.hpp"
+#include "vitmae/ops/sincos_pos_embed.hpp"
+
+namespace vitmae {
+
+template <class Scalar = float>
+struct Decoder {
+  Linear<Scalar> decoder_embed;            // hidden -> decoder_hidden
+  RowVector<Scalar> mask_token;            // (decoder_hidden)
+  Matrix<Scalar> decoder_pos_embed;        // (1+L, decoder_hidden)
+  std::vector<Layer<Scalar>> decoder_layers;
+  LayerNorm<Scalar> decoder_norm;
+  Linear<Scalar> decoder_pred;             // decoder_hidden -> p*p*C
+
+  Decoder() = default;
+  explicit Decoder(const Config& c)
+      : decoder_embed(c.hidden_size, c.decoder_hidden_size),
+        mask_token(RowVector<Scalar>::Zero(c.decoder_hidden_size)),
+        decoder_pos_embed(ops::get_2d_sincos_pos_embed<Scalar>(c.decoder_hidden_size, c.grid_size(), c.grid_size(), true)),
+        decoder_layers(static_cast<size_t>(c.decoder_num_hidden_layers), Layer<Scalar>(c.decoder_config())),
+        decoder_norm(c.decoder_hidden_size, c.layer_norm_eps),
+        decoder_pred(c.decoder_hidden_size, c.patch_size * c.patch_size * c.num_channels) {}
+
+  /// The decoder position table for L patches. Without interpolation the stored table, which
+  /// must have L rows. With it, HF's ViTMAEDecoder.interpolate_pos_encoding: the patch rows are
+  /// laid out as a 1 x L0 strip and stretched by bicubic interpolation with scale_factor
+  /// (1, L / L0) along the strip, not as a 2-D grid. That mixes positions across grid rows;
+  /// we match it because trained checkpoints expect it.
+  Matrix<Scalar> position_table(Index L, bool interpolate_pos_encoding) const {
+    const Index L0 = decoder_pos_embed.rows() - 1;
+    if (!interpolate_pos_encoding) {
+      detail::require(L == L0, "ViTMAEDecoder: ", L, " patches but decoder_pos_embed has ", L0,
+                      " patch rows; pass interpolate_pos_encoding to run other sizes");
+      return decoder_pos_embed;
+    }
+    const double factor = static_cast<double>(L) / static_cast<double>(L0);
+    const Index out = static_cast<Index>(std::floor(static_cast<double>(L0) * factor));
+    detail::require(out == L, "ViTMAEDecoder.interpolate_pos_encoding: floor(", L0, " * (", L, "/",
+                    L0, ")) = ", out, " rows, expected ", L, " (HF fails here too)");
+    Matrix<Scalar> table(1 + L, decoder_pos_embed.cols());  // (1+L, decoder_hidden)
+    table.row(0) = decoder_pos_embed.row(0);
+    table.bottomRows(L) = ops::bicubic_resize<Scalar>(decoder_pos_embed.bottomRows(L0), 1, L0, 1, L, 1.0, factor);
+    return table;
+  }
+
+  /// latent (1+K, hidden) of one sample, ids_restore (L) -> logits (L, p*p*C), CLS removed.
+  Matrix<Scalar> forward(const Matrix<Scalar>& latent, const std::vector<Index>& ids_restore, const Matrix<Scalar>& pos,
+                         std::vector<Matrix<Scalar>>* hidden_states = nullptr,
+                         std::vector<Matrix<Scalar>>* attentions = nullptr) const {
+    const Index L = static_cast<Index>(ids_restore.size());
+    const Index K = latent.rows() - 1;
+    detail::require(K <= L, "ViTMAEDecoder: ", K, " kept tokens but only ", L, " patches");
+    const Matrix<Scalar> x = decoder_embed.forward(latent);  // (1+K, Dd)
+    Matrix<Scalar> h(1 + L, x.cols());                        // (1+L, Dd)
+    h.row(0) = x.row(0);
+    // x_ = cat([x[:, 1:], mask_tokens]); x_ = gather(x_, 1, ids_restore): patch l takes kept
+    // token ids_restore[l] when ids_restore[l] < K, else a mask token.
+    for (Index l = 0; l < L; ++l) {
+      const Index r = ids_restore[static_cast<size_t>(l)];
+      if (r < K) h.row(1 + l) = x.row(1 + r);
+      else h.row(1 + l) = mask_token;
+    }
+    h += pos;  // hidden_states = x + decoder_pos_embed
+    for (const Layer<Scalar>& layer : decoder_layers) {
+      if (hidden_states) hidden_states->push_back(h);
+      Matrix<Scalar> probs;
+      h = layer.forward(h, attentions ? &probs : nullptr);  // (1+L, Dd)
+      if (attentions) attentions->push_back(std::move(probs));
+    }
+    if (hidden_states) hidden_states->push_back(h);
+    const Matrix<Scalar> logits = decoder_pred.forward(decoder_norm.forward(h));  // (1+L, p*p*C)
+    return logits.bottomRows(L);                                                 // remove cls token
+  }
+
+  template <class V>
+  void visit_parameters(const std::string& prefix, V&& visit) {
+    visit(prefix + "mask_token", mask_token, std::vector<Index>{1, 1, mask_token.size()});
+    visit(prefix + "decoder_pos_embed", decoder_pos_embed,
+          std::vector<Index>{1, decoder_pos_embed.rows(), decoder_pos_embed.cols()});
+    decoder_embed.visit_parameters(prefix + "decoder_embed.", visit);
+    for (size_t i = 0; i < decoder_layers.size(); ++i)
+      decoder_layers[i].visit_parameters(prefix + "decoder_layers." + std::to_string(i) + ".", visit);
+    decoder_norm.visit_parameters(prefix + "decoder_norm.", visit);
+    decoder_pred.visit_parameters(prefix + "decoder_pred.", visit);
+  }
+};
+
+}  // namespace vitmae

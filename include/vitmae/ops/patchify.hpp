@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: Apache-2.0
+// ViTMAEForPreTraining.patchify / unpatchify for one image.
+#pragma once
+
+#include "vitmae/error.hpp"
+#include "vitmae/tensor.hpp"
+
+namespace vitmae::ops {
+
+/// image (C, H*W), CHW -> (L, p*p*C) with L = (H/p)*(W/p) in row-major patch order and each
+/// patch flattened (p, q, c): HF's einsum("nchpwq->nhwpqc"). Not the (c, kh, kw) order of the
+/// patch projection. @throws vitmae::Error unless p divides H and W.
+template <class Scalar>
+Matrix<Scalar> patchify(const Matrix<Scalar>& image, Index height, Index width, Index patch_size) {
+  const Index C = image.rows(), p = patch_size;
+  detail::require(image.cols() == height * width, "patchify: image has ", image.cols(),
+                  " pixels per channel, expected ", height, "x", width);
+  detail::require(p > 0 && height % p == 0 && width % p == 0,
+                  "patchify: image size ", height, "x", width,
+                  " is not divisible by the patch size ", p);
+  const Index nh = height / p, nw = width / p;
+  Matrix<Scalar> out(nh * nw, p * p * C);  // (L, p*p*C)
+  for (Index h = 0; h < nh; ++h)
+    for (Index w = 0; w < nw; ++w)
+      for (Index y = 0; y < p; ++y)
+        for (Index x = 0; x < p; ++x)
+          for (Index c = 0; c < C; ++c)
+            out(h * nw + w, (y * p + x) * C + c) = image(c, (h * p + y) * width + w * p + x);
+  return out;
+}
+
+/// Inverse of patchify: (L, p*p*C) -> (C, H*W). @throws vitmae::Error on a size mismatch.
+template <class Scalar>
+Matrix<Scalar> unpatchify(const Matrix<Scalar>& patches, Index height, Index width, Index patch_size,
+                          Index channels) {
+  const Index p = patch_size, C = channels;
+  const Index nh = height / p, nw = width / p;
+  detail::require(nh * nw == patches.rows(), "unpatchify: ", patches.rows(),
+                  " patches do not tile a ", height, "x", width, " image with patch size ", p,
+                  ", expected ", nh * nw);
+  detail::require(patches.cols() == p * p * C, "unpatchify: patches have ", patches.cols(),
+                  " values, expected patch_size^2 * num_channels = ", p * p * C);
+  Matrix<Scalar> image(C, nh * p * nw * p);  // (C, H*W)
+  const Index W = nw * p;
+  for (Index h = 0; h < nh; ++h)
+    for (Index w = 0; w < nw; ++w)
+      for (Index y = 0; y < p; ++y)
+        for (Index x = 0; x < p; ++x)
+          for (Index c = 0; c < C; ++c)
+            image(c, (h * p + y) * W + w * p + x) = patches(h * nw + w, (y * p + x) * C + c);
+  return image;
+}
+
+}  // namespace vitmae::ops

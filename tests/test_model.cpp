@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: Apache-2.0
+// ViTMAEModel / ViTMAEForPreTraining: names, batching, determinism, save/load, initialisation,
+// and the loader's and forward's errors.
+#include "test_util.hpp"
+
+#include <fstream>
+#include <set>
+
+using vitmae::Index;
+using vitmae::Matrix;
+using vitmae::Tensor;
+namespace io = vitmae::io;
+
+namespace {
+
+vitmae::Config tiny_config() { return vitmae::Config::load(test::data("hf/tiny/config.json")); }
+
+template <class Scalar>
+Tensor<Scalar> random_pixels(Index B, const vitmae::Config& c, unsigned seed, Index H = -1, Index W = -1) {
+  Tensor<Scalar> t({B, c.num_channels, H < 0 ? c.image_size : H, W < 0 ? c.image_size : W});
+  std::mt19937_64 rng(seed);
+  vitmae::detail::NormalGenerator normal(rng);
+  for (auto& x : t.data) x = static_cast<Scalar>(normal());
+  return t;
+}
+
+/// name -> shape of every parameter the module visits, with HF's shapes.
+template <class Module>
+std::map<std::string, std::vector<std::int64_t>> visited(Module& m) {
+  std::map<std::string, std::vector<std::int64_t>> names;
+  m.visit_parameters("", [&](const std::string& n, auto&, const std::vector<Index>& s) {
+    names[n] = std::vector<std::int64_t>(s.begin(), s.end());
+  });
+  return names;
+}
+
+std::map<std::string, std::vector<std::int64_t>> file_names(const std::string& path) {
+  std::map<std::string, std::vector<std::int64_t>> names;
+  const io::SafetensorsFile f(path);
+  for (const auto& [n, info] : f.tensors()) names[n] = info.shape;
+  return names;
+}
+
+/// Copies a fixture checkpoint, applying `edit` to its tensor list.
+std::string edited_checkpoint(const std::string& name, const std::string& fixture,
+                              const std::function<void(std::map<std::string, Tensor<float>>&)>& edit) {
+  const std::string dir = test::tmp_dir(name);
+  std::system(("cp " + test::data(fixture) + "/config.json " + dir).c_str());
+  io::SafetensorsFile in(test::data(fixture + "/model.safetensors"));
+  std::map<std::string, Tensor<float>> tensors;
+  for (const auto& kv : in.tensors()) tensors[kv.first] = in.get<float>(kv.first);
+  edit(tensors);
+  io::SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  for (const auto& [n, t] : tensors) w.add(n, t.ptr(), std::vector<std::int64_t>(t.shape.begin(), t.shape.end()), io::DType::F32);
+  w.save(dir + "/model.safetensors");
+  return dir;
+}
+
+}  // namespace
+
+TEST_CASE("visit_parameters yields exactly the HF state-dict keys and shapes") {
+  vitmae::ForPreTraining<float> m(tiny_config());
+  CHECK(visited(m) == file_names(test::data("hf/tiny/model.safetensors")));
+  vitmae::Model<float> enc(tiny_config());
+  CHECK(visited(enc) == file_names(test::data("formats/encoder_only/model.safetensors")));
+  // qkv_bias false: no query/key/value biases.
+  vitmae::ForPreTraining<float> nb(vitmae::Config::load(test::data("hf/tiny_normpix_gelu_new/config.json")));
+  CHECK(visited(nb) == file_names(test::data("hf/tiny_normpix_gelu_new/model.safetensors")));
+}
+
+TEST_CASE_TEMPLATE("a batch gives the same rows as its samples one by one", Scalar, float, double) {
+  const auto model = vitmae::ForPreTraining<Scalar>::from_pretrained(test::data("hf/tiny"));
+  const Tensor<Scalar> px = random_pixels<Scalar>(3, model.config, 11);
+  std::mt19937_64 rng(5);
+  const Matrix<Scalar> noise = vitmae::ops::uniform_noise<Scalar>(3, 64, rng);
+  const auto all = model.forward(px, noise);
+  for (Index b = 0; b < 3; ++b) {
+    Tensor<Scalar> one({1, 3, 32, 32});
+    std::copy(px.data.begin() + b * 3072, px.data.begin() + (b + 1) * 3072, one.data.begin());
+    const auto single = model.forward(one, Matrix<Scalar>(noise.row(b)));
+    CHECK(single.last_hidden_state[0] == all.last_hidden_state[static_cast<size_t>(b)]);
+    CHECK(single.logits[0] == all.logits[static_cast<size_t>(b)]);
+    CHECK(single.ids_restore.row(0) == all.ids_restore.row(b));
+    CHECK(single.mask.row(0) == all.mask.row(b));
+  }
+}
+
+TEST_CASE("the same noise (or seed) gives identical output") {
+  const auto model = vitmae::ForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  const Tensor<float> px = random_pixels<float>(2, model.config, 3);
+  std::mt19937_64 r1(9), r2(9), r3(10);
+  const auto a = model.forward(px, r1);
+  const auto b = model.forward(px, r2);
+  const auto c = model.forward(px, r3);
+  CHECK(a.loss == b.loss);
+  CHECK(a.logits[1] == b.logits[1]);
+  CHECK(a.ids_restore == b.ids_restore);
+  CHECK(a.ids_restore != c.ids_restore);
+}
+
+TEST_CASE("mask_ratio 0 keeps every patch, the loss is NaN as in the reference (0/0)") {
+  auto model = vitmae::ForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  model.config.mask_ratio = 0.0;
+  std::mt19937_64 rng(1);
+  const auto out = model.forward(random_pixels<float>(2, model.config, 1), rng);
+  CHECK(out.last_hidden_state[0].rows() == 65);
+  CHECK(out.mask.sum() == 0.0f);
+  CHECK(std::isnan(out.loss));
+}
+
+TEST_CASE_TEMPLATE("save_pretrained then from_pretrained round-trips bit-exactly with HF's names", Scalar, float, double) {
+  const auto model = vitmae::ForPreTraining<Scalar>::from_pretrained(test::data("hf/tiny_normpix_gelu_new"));
+  const std::string dir = test::tmp_dir(std::string("roundtrip_") + (sizeof(Scalar) == 4 ? "f32" : "f64"));
+  auto copy = model;
+  copy.save_pretrained(dir);
+  CHECK(file_names(dir + "/model.safetensors") == file_names(test::data("hf/tiny_normpix_gelu_new/model.safetensors")));
+  CHECK(io::SafetensorsFile(dir + "/model.safetensors").metadata().at("format") == "pt");
+  auto back = vitmae::ForPreTraining<Scalar>::from_pretrained(dir);
+  CHECK(back.config.to_json() == model.config.to_json());
+  std::map<std::string, std::vector<Scalar>> a, b;
+  copy.visit_parameters("", [&](const std::string& n, auto& t, const auto&) { a[n].assign(t.data(), t.data() + t.size()); });
+  back.visit_parameters("", [&](const std::string& n, auto& t, const auto&) { b[n].assign(t.data(), t.data() + t.size()); });
+  CHECK(a == b);
+
+  // The encoder alone saves HF's ViTMAEModel layout.
+  const std::string enc_dir = dir + "_encoder";
+  auto enc = vitmae::ViTMAEModel<Scalar>::from_pretrained(test::data("hf/tiny_normpix_gelu_new"));
+  enc.save_pretrained(enc_dir);
+  for (const auto& [n, s] : file_names(enc_dir + "/model.safetensors")) CHECK(n.rfind("vit.", 0) == std::string::npos);
+  nlohmann::json cfg = nlohmann::json::parse(std::ifstream(enc_dir + "/config.json"));
+  CHECK(cfg["architectures"][0] == "ViTMAEModel");
+}
+
+TEST_CASE("a checkpoint without position tables regenerates them (fixed sin-cos)") {
+  const std::string dir = edited_checkpoint("no_pos", "hf/tiny", [](auto& t) { t.erase("vit.embeddings.position_embeddings"); });
+  const auto m = vitmae::ForPreTraining<float>::from_pretrained(dir);
+  const auto ref = vitmae::ForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  CHECK(m.vit.embeddings.position_embeddings == ref.vit.embeddings.position_embeddings);
+}
+
+TEST_CASE("loader errors: missing tensors listed, shape mismatch named, unexpected tensors, encoder-only") {
+  {
+    const std::string dir = edited_checkpoint("missing", "hf/tiny", [](auto& t) {
+      t.erase("vit.layernorm.weight");
+      t.erase("decoder.decoder_pred.bias");
+    });
+    CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
+                         doctest::Contains("missing tensors: 'vit.layernorm.weight', 'decoder.decoder_pred.bias'"),
+                         vitmae::Error);
+  }
+  {
+    const std::string dir = edited_checkpoint("shape", "hf/tiny", [](auto& t) {
+      t["vit.layernorm.weight"] = Tensor<float>({63});
+    });
+    CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
+                         doctest::Contains("'vit.layernorm.weight' has shape [63], expected [64]"), vitmae::Error);
+  }
+  {
+    const std::string dir = edited_checkpoint("unexpected", "hf/tiny", [](auto& t) { t["vit.pooler.dense.weight"] = Tensor<float>({2}); });
+    CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
+                         doctest::Contains("unexpected tensors: 'vit.pooler.dense.weight'"), vitmae::Error);
+  }
+  CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(test::data("formats/encoder_only")),
+                       doctest::Contains("encoder-only ViTMAEModel checkpoint"), vitmae::Error);
+  // A pre-training checkpoint loads as ViTMAEModel, its decoder ignored.
+  CHECK_NOTHROW(vitmae::ViTMAEModel<float>::from_pretrained(test::data("hf/tiny")));
+  CHECK_THROWS_WITH_AS(vitmae::ViTMAEModel<float>::from_pretrained("/nonexistent"),
+                       doctest::Contains("/nonexistent/config.json: cannot open"), vitmae::Error);
+  const std::string empty = test::tmp_dir("no_weights");
+  std::system(("cp " + test::data("hf/tiny/config.json") + " " + empty).c_str());
+  CHECK_THROWS_WITH_AS(vitmae::ViTMAEModel<float>::from_pretrained(empty),
+                       doctest::Contains("no weights found, expected model.safetensors or model.safetensors.index.json"),
+                       vitmae::Error);
+}
+
+TEST_CASE("forward errors: channels, size without interpolation, noise shape, patchify of odd sizes") {
+  const auto model = vitmae::ForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  std::mt19937_64 rng(0);
+  CHECK_THROWS_WITH_AS(model.forward(Tensor<float>({1, 1, 32, 32}), rng),
+                       doctest::Contains("pixel_values have 1 channels, expected num_channels = 3"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(model.forward(Tensor<float>({1, 3, 48, 48}), rng),
+                       doctest::Contains("input image size (48*48) doesn't match model (32*32)"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(model.forward(Tensor<float>({3, 32, 32}), rng),
+                       doctest::Contains("pixel_values must be [batch, channels, height, width], got [3, 32, 32]"),
+                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(model.forward(Tensor<float>({2, 3, 32, 32}), Matrix<float>::Zero(1, 64)),
+                       doctest::Contains("noise has shape [1, 64], expected [batch, num_patches] = [2, 64]"),
+                       vitmae::Error);
+  vitmae::ForwardOptions interp;
+  interp.interpolate_pos_encoding = true;
+  CHECK_THROWS_WITH_AS(model.forward(Tensor<float>({1, 3, 2, 40}), rng, interp),
+                       doctest::Contains("smaller than one patch"), vitmae::Error);
+  // Like torch's reshape in HF's patchify, the loss needs sizes divisible by the patch.
+  CHECK_THROWS_WITH_AS(model.forward(Tensor<float>({1, 3, 34, 32}), rng, interp),
+                       doctest::Contains("not divisible by the patch size 4"), vitmae::Error);
+  // The encoder alone runs such a size: the convolution drops the remainder.
+  const auto enc = vitmae::ViTMAEModel<float>::from_pretrained(test::data("hf/tiny"));
+  CHECK(enc.forward(Tensor<float>({1, 3, 34, 32}), rng, interp).mask.cols() == 64);
+}
+
+TEST_CASE("interpolate_pos_encoding runs non-square inputs, the same size is the stored table") {
+  const auto model = vitmae::ForPreTraining<double>::from_pretrained(test::data("hf/tiny"));
+  vitmae::ForwardOptions interp;
+  interp.interpolate_pos_encoding = true;
+  std::mt19937_64 rng(4);
+  const auto px = random_pixels<double>(2, model.config, 2, 32, 48);
+  const auto out = model.forward(px, rng, interp);
+  CHECK(out.mask.cols() == 8 * 12);
+  CHECK(out.logits[0].rows() == 96);
+  CHECK(std::isfinite(out.loss));
+  CHECK(model.vit.embeddings.position_table(32, 32, true) == model.vit.embeddings.position_embeddings);
+  CHECK((model.decoder.position_table(64, true) - model.decoder.decoder_pos_embed).cwiseAbs().maxCoeff() == 0.0);
+  // Matches running without the flag at the model's own size.
+  std::mt19937_64 a(3), b(3);
+  const auto px32 = random_pixels<double>(1, model.config, 8);
+  CHECK(model.forward(px32, a, interp).loss == model.forward(px32, b).loss);
+}
+
+TEST_CASE("init_weights: seeded, HF's scheme") {
+  vitmae::ForPreTraining<double> a(tiny_config()), b(tiny_config());
+  std::mt19937_64 r1(123), r2(123);
+  a.init_weights(r1);
+  b.init_weights(r2);
+  CHECK(a.decoder.decoder_pred.weight == b.decoder.decoder_pred.weight);
+  CHECK(a.vit.embeddings.patch_embeddings.projection.weight == b.vit.embeddings.patch_embeddings.projection.weight);
+  // Linear weights ~ N(0, 0.02): 64*128 samples.
+  const auto& w = a.vit.encoder.layer[0].intermediate.dense.weight;
+  const double mean = w.mean();
+  const double sd = std::sqrt((w.array() - mean).square().mean());
+  CHECK(std::abs(mean) < 0.002);
+  CHECK(sd == doctest::Approx(0.02).epsilon(0.05));
+  CHECK(a.vit.encoder.layer[0].intermediate.dense.bias.isZero());
+  CHECK(a.vit.layernorm.weight.isOnes());
+  // xavier_uniform on (hidden, C*p*p): bound sqrt(6 / (48 + 64)).
+  const auto& pw = a.vit.embeddings.patch_embeddings.projection.weight;
+  CHECK(pw.cwiseAbs().maxCoeff() <= std::sqrt(6.0 / 112.0));
+  CHECK(pw.cwiseAbs().maxCoeff() > 0.9 * std::sqrt(6.0 / 112.0));
+  CHECK(a.vit.embeddings.position_embeddings ==
+        vitmae::ops::get_2d_sincos_pos_embed<double>(64, 8, 8, true));
+  CHECK(a.decoder.decoder_pos_embed == vitmae::ops::get_2d_sincos_pos_embed<double>(32, 8, 8, true));
+  CHECK_FALSE(a.vit.embeddings.cls_token.isZero());
+  CHECK_FALSE(a.decoder.mask_token.isZero());
+}

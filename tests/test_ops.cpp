@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+// ops/: activations, softmax, sin-cos tables, random masking, patchify, bicubic interpolation,
+// against values computed by hand or with Python's math module.
+#include "test_util.hpp"
+
+#include <cmath>
+
+using vitmae::Index;
+using vitmae::Matrix;
+namespace ops = vitmae::ops;
+
+TEST_CASE_TEMPLATE("activations match HF's definitions", Scalar, float, double) {
+  const double tol = std::is_same_v<Scalar, float> ? 1e-6 : 1e-14;
+  using A = ops::Activation;
+  // Reference values from Python's math module (erf, tanh, exp, log1p).
+  CHECK(ops::activate<Scalar>(A::gelu, Scalar(1)) == doctest::Approx(0.8413447460685429).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::gelu, Scalar(-2)) == doctest::Approx(-0.04550026389635842).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::gelu_tanh, Scalar(1)) == doctest::Approx(0.8411919906082768).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::gelu_tanh, Scalar(-2)) == doctest::Approx(-0.04540230591222494).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::gelu_fast, Scalar(1)) == doctest::Approx(0.8411919906082768).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::quick_gelu, Scalar(1)) == doctest::Approx(0.8457957659328212).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::silu, Scalar(1)) == doctest::Approx(0.7310585786300049).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::mish, Scalar(1)) == doctest::Approx(0.8650983882673103).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::sigmoid, Scalar(-2)) == doctest::Approx(0.11920292202211755).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::tanh, Scalar(-2)) == doctest::Approx(-0.9640275800758169).epsilon(tol));
+  CHECK(ops::activate<Scalar>(A::relu, Scalar(-2)) == Scalar(0));
+  CHECK(ops::activate<Scalar>(A::relu, Scalar(3)) == Scalar(3));
+  CHECK(ops::activate<Scalar>(A::linear, Scalar(-2)) == Scalar(-2));
+}
+
+TEST_CASE("activation names: HF's aliases, and a clear error for others") {
+  CHECK(ops::activation_from_name("gelu") == ops::Activation::gelu);
+  CHECK(ops::activation_from_name("gelu_new") == ops::Activation::gelu_tanh);
+  CHECK(ops::activation_from_name("gelu_pytorch_tanh") == ops::Activation::gelu_tanh);
+  CHECK(ops::activation_from_name("swish") == ops::Activation::silu);
+  CHECK_THROWS_WITH_AS(ops::activation_from_name("gelu_fancy"), doctest::Contains("unknown activation 'gelu_fancy'"),
+                       vitmae::Error);
+}
+
+TEST_CASE_TEMPLATE("softmax rows sum to one and subtract the max", Scalar, float, double) {
+  Matrix<Scalar> x(2, 3);
+  x << 1, 2, 3, 1000, 1000, 1000;
+  ops::softmax_rows_inplace(x);
+  const double e = std::exp(1.0);
+  CHECK(x(0, 0) == doctest::Approx(1.0 / (1 + e + e * e)));
+  CHECK(x(0, 2) == doctest::Approx(e * e / (1 + e + e * e)));
+  CHECK(x(1, 1) == doctest::Approx(1.0 / 3));  // no overflow
+}
+
+TEST_CASE("2-D sin-cos table: HF's layout (first half encodes the column, second the row)") {
+  const Matrix<double> t = ops::get_2d_sincos_pos_embed<double>(8, 2, 3, true);
+  REQUIRE(t.rows() == 1 + 6);
+  CHECK(t.row(0).isZero());
+  // Row for grid row i = 1, column j = 2: 1 + 1*3 + 2 = 6. Frequencies for D/2 = 4: 1, 1/100.
+  auto f = [](double v) { return static_cast<double>(static_cast<float>(v)); };
+  CHECK(t(6, 0) == f(std::sin(2.0)));
+  CHECK(t(6, 1) == f(std::sin(0.02)));
+  CHECK(t(6, 2) == f(std::cos(2.0)));
+  CHECK(t(6, 3) == f(std::cos(0.02)));
+  CHECK(t(6, 4) == f(std::sin(1.0)));
+  CHECK(t(6, 5) == f(std::sin(0.01)));
+  CHECK(t(6, 6) == f(std::cos(1.0)));
+  CHECK(t(6, 7) == f(std::cos(0.01)));
+  CHECK_THROWS_WITH_AS(ops::get_2d_sincos_pos_embed<double>(6, 2, 2, true), doctest::Contains("multiple of 4"),
+                       vitmae::Error);
+}
+
+TEST_CASE("random masking: argsort of the noise, ids_restore, mask, len_keep truncated") {
+  Eigen::RowVectorXd noise(4);
+  noise << 0.5, 0.1, 0.9, 0.3;
+  const ops::Masking m = ops::random_masking(noise, 0.5);
+  CHECK(m.ids_keep == std::vector<Index>{1, 3});
+  CHECK(m.ids_restore == std::vector<Index>{2, 0, 3, 1});
+  CHECK(m.mask == std::vector<Index>{1, 0, 1, 0});
+  // int(L * (1 - mask_ratio)) in double precision, truncated.
+  CHECK(ops::num_kept(64, 0.6) == 25);
+  CHECK(ops::num_kept(196, 0.75) == 49);
+  CHECK(ops::num_kept(64, 0.0) == 64);
+  CHECK(ops::num_kept(10, 0.7) == 3);  // 10 * 0.30000000000000004 = 3.0000000000000004
+  // Ties keep index order (stable).
+  Eigen::RowVectorXd ties = Eigen::RowVectorXd::Constant(3, 0.5);
+  CHECK(ops::random_masking(ties, 0.34).ids_keep == std::vector<Index>{0});
+}
+
+TEST_CASE("seeded noise is reproducible and uniform in 0 to 1") {
+  std::mt19937_64 a(7), b(7);
+  const Matrix<double> x = ops::uniform_noise<double>(3, 50, a);
+  const Matrix<double> y = ops::uniform_noise<double>(3, 50, b);
+  CHECK(x == y);
+  CHECK(x.minCoeff() >= 0.0);
+  CHECK(x.maxCoeff() < 1.0);
+  CHECK(std::abs(x.mean() - 0.5) < 0.1);
+}
+
+TEST_CASE_TEMPLATE("patchify orders (h, w, p, q, c), unpatchify inverts it, non-square and C=2", Scalar, float, double) {
+  const Index C = 2, H = 4, W = 6, p = 2;
+  Matrix<Scalar> img(C, H * W);
+  for (Index c = 0; c < C; ++c)
+    for (Index i = 0; i < H * W; ++i) img(c, i) = static_cast<Scalar>(100 * c + i);
+  const Matrix<Scalar> patches = ops::patchify(img, H, W, p);
+  REQUIRE(patches.rows() == 6);
+  REQUIRE(patches.cols() == 8);
+  // Patch (h=1, w=2) is row 1*3 + 2 = 5; its pixel (y=1, x=0), channel 1 is column (1*2+0)*2+1 = 5
+  // and comes from image row 1*2+1 = 3, column 2*2+0 = 4: 100 + 3*6 + 4.
+  CHECK(patches(5, 5) == Scalar(122));
+  CHECK(ops::unpatchify(patches, H, W, p, C) == img);
+  CHECK_THROWS_WITH_AS(ops::patchify(img, H, W, 4), doctest::Contains("not divisible by the patch size 4"),
+                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(ops::unpatchify(patches, 8, 8, p, C), doctest::Contains("do not tile"), vitmae::Error);
+}
+
+TEST_CASE_TEMPLATE("bicubic interpolation: torch's A=-0.75 kernel, clamped borders", Scalar, float, double) {
+  // 1 x 2 -> 1 x 4 of [0, 1]: hand-computed from the cubic convolution kernel. PyTorch gives
+  // [-0.10546875, 0.2265625, 0.7734375, 1.10546875] for this input.
+  Matrix<Scalar> g(2, 1);
+  g << 0, 1;
+  const Matrix<Scalar> up = ops::bicubic_resize<Scalar>(g, 1, 2, 1, 4);
+  CHECK(up(0, 0) == doctest::Approx(-0.10546875));
+  CHECK(up(1, 0) == doctest::Approx(0.2265625));
+  CHECK(up(2, 0) == doctest::Approx(0.7734375));
+  CHECK(up(3, 0) == doctest::Approx(1.10546875));
+  // Same size is the identity; constants stay constant when downsampling.
+  Matrix<Scalar> r = Matrix<Scalar>::Random(9, 3);
+  CHECK((ops::bicubic_resize<Scalar>(r, 3, 3, 3, 3) - r).cwiseAbs().maxCoeff() < 1e-6);
+  const Matrix<Scalar> ones = Matrix<Scalar>::Ones(36, 2);
+  CHECK((ops::bicubic_resize<Scalar>(ones, 6, 6, 4, 5).array() - 1).abs().maxCoeff() < 1e-6);
+}

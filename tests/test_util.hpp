@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared test helpers: fixture paths, fixture loading and allclose with a useful report.
+#pragma once
+
+#include <doctest/doctest.h>
+#include <vitmae/vitmae.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+namespace test {
+
+inline std::string data(const std::string& rel) { return std::string(VITMAE_TEST_DATA) + "/" + rel; }
+
+/// A fresh scratch folder under the build tree, private to this process (ctest -j runs test
+/// cases in parallel processes).
+inline std::string tmp_dir(const std::string& name) {
+  const std::string root = VITMAE_TEST_TMP;
+  ::mkdir(root.c_str(), 0755);
+  const std::string mine = root + "/" + std::to_string(static_cast<long>(::getpid()));
+  ::mkdir(mine.c_str(), 0755);
+  const std::string d = mine + "/" + name;
+  std::system(("rm -rf '" + d + "'").c_str());
+  ::mkdir(d.c_str(), 0755);
+  return d;
+}
+
+struct CloseReport {
+  bool ok = true;
+  double max_abs = 0;
+  long first_bad = -1;
+  std::string message;
+};
+
+/// |a - b| <= atol + rtol * |b| elementwise (NaN equal to NaN), like llm.c's check_tensor.
+template <class A, class B>
+CloseReport allclose(const A* a, const B* b, long n, double rtol, double atol) {
+  CloseReport r;
+  for (long i = 0; i < n; ++i) {
+    const double x = static_cast<double>(a[i]), y = static_cast<double>(b[i]);
+    if (std::isnan(x) && std::isnan(y)) continue;
+    const double d = std::fabs(x - y);
+    if (!(d <= r.max_abs)) r.max_abs = std::isnan(d) ? INFINITY : std::max(r.max_abs, d);
+    if (!(d <= atol + rtol * std::fabs(y)) && r.first_bad < 0) {
+      r.first_bad = i;
+      r.ok = false;
+      std::ostringstream s;
+      s.precision(10);
+      s << "first bad index " << i << ": got " << x << ", expected " << y;
+      r.message = s.str();
+    }
+  }
+  if (r.ok) r.message = "ok";
+  return r;
+}
+
+/// Checks `got` (n values) against fixture tensor `name`, with an informative failure message.
+template <class Scalar>
+void check_close(const std::string& what, const Scalar* got, long n, const vitmae::Tensor<double>& expected,
+                 double atol, double rtol = 0.0) {
+  INFO(what);
+  REQUIRE(n == static_cast<long>(expected.numel()));
+  const CloseReport r = allclose(got, expected.ptr(), n, rtol, atol);
+  INFO("max abs diff " << r.max_abs << "; " << r.message);
+  CHECK(r.ok);
+}
+
+/// Concatenates per-sample matrices into one flat vector (batch-major).
+template <class Scalar>
+std::vector<Scalar> flatten(const std::vector<vitmae::Matrix<Scalar>>& ms) {
+  std::vector<Scalar> v;
+  for (const auto& m : ms) v.insert(v.end(), m.data(), m.data() + m.size());
+  return v;
+}
+
+}  // namespace test
