@@ -15,7 +15,9 @@ namespace {
 constexpr const char* kUsage =
     "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
     "                  [--interpolate-pos-encoding] [--dtype float32|float64]\n"
-    "                  [--hidden-states] [--attentions] [--seed N]\n"
+    "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME]\n"
+    "DIR: an HF checkpoint folder (safetensors, sharded, pytorch_model.bin) or an MAE-release\n"
+    "folder/.pth file; --preset mae-vit-base|mae-vit-large|mae-vit-huge when it has no config.json.\n"
     "IN holds pixel_values [B,C,H,W] and optionally noise [B,L] (without it, noise is drawn\n"
     "from --seed, default 0). OUT gets last_hidden_state, mask, ids_restore and, when the\n"
     "checkpoint has a decoder, logits and loss; hidden_states.i / attentions.i when asked.\n";
@@ -25,7 +27,7 @@ struct UsageError : std::runtime_error {
 };
 
 struct Args {
-  std::string model, input, output, dtype = "float32";
+  std::string model, input, output, dtype = "float32", preset;
   bool interpolate = false, hidden_states = false, attentions = false;
   std::uint64_t seed = 0;
 };
@@ -42,6 +44,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--input") a.input = value();
     else if (s == "--output") a.output = value();
     else if (s == "--dtype") a.dtype = value();
+    else if (s == "--preset") a.preset = value();
     else if (s == "--seed") {
       const std::string v = value();
       char* end = nullptr;
@@ -75,7 +78,8 @@ template <class Scalar>
 void run(const Args& a) {
   using namespace vitmae;
   const io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64 : io::DType::F32;
-  const Config config = Config::load(io::join_path(a.model, "config.json"));
+  const Config config = a.preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(a.model), "config.json"))
+                                         : Config::preset(a.preset);
   const auto weights = io::open_checkpoint_weights(a.model);
   const bool pretraining = ForPreTraining<Scalar>::has_decoder(*weights);
 

@@ -170,7 +170,7 @@ TEST_CASE("loader errors: missing tensors listed, shape mismatch named, unexpect
   const std::string empty = test::tmp_dir("no_weights");
   std::system(("cp " + test::data("hf/tiny/config.json") + " " + empty).c_str());
   CHECK_THROWS_WITH_AS(vitmae::ViTMAEModel<float>::from_pretrained(empty),
-                       doctest::Contains("no weights found, expected model.safetensors or model.safetensors.index.json"),
+                       doctest::Contains("no weights found, expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or a .pth file"),
                        vitmae::Error);
 }
 

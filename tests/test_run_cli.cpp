@@ -14,9 +14,9 @@ struct RunResult {
   std::string err;
 };
 
-RunResult run(const std::string& args) {
+RunResult run(const std::string& args, const std::string& exe = VITMAE_RUN_EXE) {
   const std::string err_path = test::tmp_dir("cli_stderr") + "/stderr.txt";
-  const int rc = std::system((std::string(VITMAE_RUN_EXE) + " " + args + " 2> " + err_path).c_str());
+  const int rc = std::system((exe + " " + args + " > /dev/null 2> " + err_path).c_str());
   RunResult r;
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
   std::ifstream in(err_path);
@@ -26,13 +26,13 @@ RunResult run(const std::string& args) {
 
 /// Runs vitmae-run on a fixture case and compares every tensor of the output that the
 /// fixture also has. float64 compares against the `*_f64` references where they exist.
-void check_cli_case(const std::string& dir, const std::string& dtype) {
-  INFO("case " << dir << " dtype " << dtype);
+void check_cli_case(const std::string& dir, const std::string& dtype, const std::string& model = "") {
+  INFO("case " << dir << " dtype " << dtype << " model " << model);
   const std::string in = test::data(dir + "/io.safetensors");
   const io::SafetensorsFile ref(in);
   const bool interp = ref.metadata().count("interpolate_pos_encoding") && ref.metadata().at("interpolate_pos_encoding") == "true";
   const std::string out = test::tmp_dir("cli_out") + "/out.safetensors";
-  const RunResult r = run("--model " + test::data(dir) + " --input " + in + " --output " + out + " --dtype " + dtype +
+  const RunResult r = run("--model " + (model.empty() ? test::data(dir) : model) + " --input " + in + " --output " + out + " --dtype " + dtype +
                           " --hidden-states --attentions" + (interp ? " --interpolate-pos-encoding" : ""));
   INFO(r.err);
   REQUIRE(r.status == 0);
@@ -75,6 +75,32 @@ TEST_CASE("vitmae-run reproduces every hf fixture (float32 and float64)") {
 TEST_CASE("vitmae-run reproduces the sharded, fp16, bf16 and encoder-only checkpoints") {
   for (const char* c : {"formats/sharded", "formats/fp16", "formats/bf16", "formats/encoder_only"})
     check_cli_case(c, "float32");
+}
+
+TEST_CASE("vitmae-run reproduces pytorch_model.bin and the MAE release checkpoint") {
+  check_cli_case("formats/pytorch_bin", "float32");
+  check_cli_case("formats/mae_original", "float32");
+  check_cli_case("formats/mae_original", "float64", test::data("formats/mae_original/checkpoint.pth"));
+}
+
+TEST_CASE("vitmae-convert of pytorch_model.bin and the MAE release gives HF folders that reproduce them") {
+  for (const char* c : {"formats/pytorch_bin", "formats/mae_original"}) {
+    const std::string out = test::tmp_dir("convert") + "/" + std::string(c).substr(8);
+    const RunResult r = run("--input " + test::data(c) + " --out " + out, VITMAE_CONVERT_EXE);
+    INFO(r.err);
+    REQUIRE(r.status == 0);
+    CHECK(io::file_exists(out + "/config.json"));
+    CHECK(io::file_exists(out + "/preprocessor_config.json"));
+    // Same names and shapes as an HF ViTMAEForPreTraining checkpoint.
+    const io::SafetensorsFile a(out + "/model.safetensors"), b(test::data("hf/tiny/model.safetensors"));
+    CHECK(a.tensors().size() == b.tensors().size());
+    for (const auto& [n, info] : b.tensors()) CHECK(a.info(n).shape == info.shape);
+    check_cli_case(c, "float32", out);
+  }
+  const RunResult r = run("--input " + test::data("formats/mae_original") + " --out /nonexistent/dir/x", VITMAE_CONVERT_EXE);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("/nonexistent/dir/x: cannot create folder") != std::string::npos);
+  CHECK(run("--input x", VITMAE_CONVERT_EXE).status == 2);
 }
 
 TEST_CASE("vitmae-run errors: one line on stderr, exit 1, usage errors exit 2") {

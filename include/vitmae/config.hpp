@@ -191,6 +191,25 @@ struct Config {
     io::write_file_atomic(path, to_json(architecture, torch_dtype).dump(2) + "\n");
   }
 
+  /// The sizes of the original MAE release (facebookresearch/mae): "mae-vit-base" (ViT-B/16),
+  /// "mae-vit-large" (ViT-L/16), "mae-vit-huge" (ViT-H/14), all with the 512-wide, 8-layer,
+  /// 16-head decoder and timm's LayerNorm eps 1e-6. @throws vitmae::Error for another name.
+  static Config preset(const std::string& name) {
+    Config c;
+    c.layer_norm_eps = 1e-6;
+    if (name == "mae-vit-base") return c;
+    if (name == "mae-vit-large") {
+      c.hidden_size = 1024, c.num_hidden_layers = 24, c.num_attention_heads = 16, c.intermediate_size = 4096;
+      return c;
+    }
+    if (name == "mae-vit-huge") {
+      c.hidden_size = 1280, c.num_hidden_layers = 32, c.num_attention_heads = 16, c.intermediate_size = 5120;
+      c.patch_size = 14;
+      return c;
+    }
+    detail::fail("preset: unknown name '", name, "', expected mae-vit-base, mae-vit-large or mae-vit-huge");
+  }
+
   /// The decoder's view of the config, as HF's deepcopy with decoder_* sizes swapped in.
   Config decoder_config() const {
     Config d = *this;

@@ -180,10 +180,13 @@ struct Model {
                     io::join_names(r.unexpected));
   }
 
-  /// HF's ViTMAEModel.from_pretrained(dir): config.json plus weights. @throws vitmae::Error.
-  static Model from_pretrained(const std::string& dir) {
-    Model m(Config::load(io::join_path(dir, "config.json")));
-    m.load_weights(*io::open_checkpoint_weights(dir));
+  /// HF's from_pretrained: a checkpoint folder (config.json plus model.safetensors, a sharded
+  /// index, pytorch_model.bin or an MAE-release .pth) or a weights file with config.json beside
+  /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
+  /// @throws vitmae::Error.
+  static Model from_pretrained(const std::string& path, const std::string& preset = "") {
+    Model m(preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset));
+    m.load_weights(*io::open_checkpoint_weights(path));
     return m;
   }
 

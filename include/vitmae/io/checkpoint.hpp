@@ -9,10 +9,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <vector>
 
 #include "vitmae/error.hpp"
+#include "vitmae/io/pytorch.hpp"
 #include "vitmae/io/state_dict.hpp"
 
 namespace vitmae::io {
@@ -63,15 +65,55 @@ inline std::unique_ptr<TensorSource> open_sharded_safetensors(const std::string&
   return std::make_unique<SafetensorsSource>(index_path, std::move(files), std::move(owner));
 }
 
-/// The weights of a checkpoint folder, in HF's order of preference: model.safetensors, then
-/// model.safetensors.index.json. @throws vitmae::Error when none is there.
-inline std::unique_ptr<TensorSource> open_checkpoint_weights(const std::string& dir) {
-  detail::require(dir_exists(dir), dir, ": checkpoint folder does not exist");
-  const std::string single = join_path(dir, "model.safetensors");
-  if (file_exists(single)) return std::make_unique<SafetensorsSource>(single);
-  const std::string index = join_path(dir, "model.safetensors.index.json");
-  if (file_exists(index)) return open_sharded_safetensors(index);
-  detail::fail(dir, ": no weights found, expected model.safetensors or model.safetensors.index.json");
+/// A single weights file: safetensors, a sharded index, or a PyTorch zip checkpoint (by content).
+inline std::shared_ptr<TensorSource> open_weights_file(const std::string& path) {
+  const std::string index_suffix = ".index.json";
+  if (path.size() > index_suffix.size() && path.compare(path.size() - index_suffix.size(), index_suffix.size(), index_suffix) == 0)
+    return open_sharded_safetensors(path);
+  char magic[2] = {0, 0};
+  std::ifstream(path, std::ios::binary).read(magic, 2);
+  if (magic[0] == 'P' && magic[1] == 'K') return std::make_shared<PytorchSource>(path);
+  return std::make_shared<SafetensorsSource>(path);
+}
+
+/// The weights of a checkpoint: a folder in HF's order of preference (model.safetensors,
+/// model.safetensors.index.json, pytorch_model.bin), else the folder's single .pth/.pt file
+/// (the MAE release); or a weights file itself. timm names (the MAE release) are mapped to HF's.
+/// @throws vitmae::Error when none is there.
+inline std::shared_ptr<TensorSource> open_checkpoint_weights(const std::string& path) {
+  std::shared_ptr<TensorSource> src;
+  if (file_exists(path)) {
+    src = open_weights_file(path);
+  } else {
+    detail::require(dir_exists(path), path, ": checkpoint folder does not exist");
+    for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"})
+      if (!src && file_exists(join_path(path, name))) src = open_weights_file(join_path(path, name));
+    if (!src) {
+      std::vector<std::string> pth;
+      if (DIR* d = ::opendir(path.c_str())) {
+        while (const dirent* e = ::readdir(d)) {
+          const std::string n = e->d_name;
+          if ((n.size() > 4 && n.compare(n.size() - 4, 4, ".pth") == 0) || (n.size() > 3 && n.compare(n.size() - 3, 3, ".pt") == 0))
+            pth.push_back(n);
+        }
+        ::closedir(d);
+      }
+      detail::require(pth.size() <= 1, path, ": several .pth/.pt files, name the one to load");
+      detail::require(pth.size() == 1, path,
+                      ": no weights found, expected model.safetensors, model.safetensors.index.json, "
+                      "pytorch_model.bin or a .pth file");
+      src = open_weights_file(join_path(path, pth[0]));
+    }
+  }
+  if (has_timm_names(*src)) return timm_to_hf(src);
+  return src;
+}
+
+/// The folder a checkpoint path names: itself, or the file's folder.
+inline std::string checkpoint_folder(const std::string& path) {
+  if (!file_exists(path)) return path;
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
 }
 
 }  // namespace vitmae::io
