@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+// Images in and out through stb_image / stb_image_write: decoding (PNG, JPEG, BMP, TGA, GIF first
+// frame, PNM, PSD, HDR as 8-bit), channel conversion like PIL, PNG writing (atomic).
+//
+// stb's implementation is compiled into each translation unit that includes this header, as
+// static functions. A program that already compiles stb_image / stb_image_write itself defines
+// VITMAE_NO_STB_IMPLEMENTATION before including vitmae.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#if !defined(VITMAE_NO_STB_IMPLEMENTATION)
+#if !defined(STB_IMAGE_IMPLEMENTATION) && !defined(STBI_INCLUDE_STB_IMAGE_H)
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define VITMAE_UNDEF_STB_IMAGE
+#endif
+#if !defined(STB_IMAGE_WRITE_IMPLEMENTATION) && !defined(INCLUDE_STB_IMAGE_WRITE_H)
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#define VITMAE_UNDEF_STB_IMAGE_WRITE
+#endif
+#endif
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wpedantic"
+#endif
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+#ifdef VITMAE_UNDEF_STB_IMAGE
+#undef STB_IMAGE_IMPLEMENTATION
+#undef VITMAE_UNDEF_STB_IMAGE
+#endif
+#ifdef VITMAE_UNDEF_STB_IMAGE_WRITE
+#undef STB_IMAGE_WRITE_IMPLEMENTATION
+#undef VITMAE_UNDEF_STB_IMAGE_WRITE
+#endif
+
+#include "vitmae/error.hpp"
+#include "vitmae/io/atomic_file.hpp"
+
+namespace vitmae::io {
+
+/// An 8-bit image, rows top to bottom, channels interleaved (HWC), like PIL's "L" or "RGB".
+struct Image8 {
+  int width = 0, height = 0, channels = 0;
+  std::vector<std::uint8_t> data;  // height * width * channels
+  std::uint8_t& at(int y, int x, int c) { return data[(static_cast<size_t>(y) * width + x) * channels + c]; }
+  std::uint8_t at(int y, int x, int c) const { return data[(static_cast<size_t>(y) * width + x) * channels + c]; }
+};
+
+/// The default limit on decoded pixels (width * height), like PIL's decompression-bomb guard.
+inline constexpr std::int64_t kDefaultMaxPixels = 178'956'970;  // PIL's MAX_IMAGE_PIXELS * 2
+
+/// PIL's convert("L"): ITU-R 601-2 luma in 16.16 fixed point, rounded.
+inline std::uint8_t pil_luma(std::uint8_t r, std::uint8_t g, std::uint8_t b) {
+  return static_cast<std::uint8_t>((r * 19595u + g * 38470u + b * 7471u + 0x8000u) >> 16);
+}
+
+/// Converts to `channels` (1 or 3) the way PIL would for a model: alpha dropped, grey
+/// replicated to RGB, RGB to grey by pil_luma.
+inline Image8 to_channels(const Image8& in, int channels) {
+  detail::require(channels == 1 || channels == 3, "image: models take 1 or 3 channels, got ", channels);
+  Image8 out;
+  out.width = in.width;
+  out.height = in.height;
+  out.channels = channels;
+  out.data.resize(static_cast<size_t>(in.width) * in.height * channels);
+  const bool grey_in = in.channels <= 2;
+  for (size_t p = 0; p < static_cast<size_t>(in.width) * in.height; ++p) {
+    const std::uint8_t* s = &in.data[p * in.channels];
+    std::uint8_t* d = &out.data[p * channels];
+    if (channels == 3) {
+      for (int c = 0; c < 3; ++c) d[c] = grey_in ? s[0] : s[c];
+    } else {
+      d[0] = grey_in ? s[0] : pil_luma(s[0], s[1], s[2]);
+    }
+  }
+  return out;
+}
+
+/// Decodes an image file with stb_image, keeping its own channel count (1 grey, 2 grey+alpha,
+/// 3 RGB, 4 RGBA; palettes are expanded). @throws vitmae::Error naming the file when it is
+/// missing, empty, not an image, truncated or corrupt, or larger than max_pixels.
+inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = kDefaultMaxPixels) {
+  std::ifstream in(path, std::ios::binary);
+  detail::require(static_cast<bool>(in), path, ": cannot open image: ", std::strerror(errno));
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  detail::require(!bytes.empty(), path, ": image file is empty");
+  detail::require(bytes.size() < (1u << 31), path, ": image file is larger than 2 GiB");
+  int w = 0, h = 0, c = 0;
+  const int len = static_cast<int>(bytes.size());
+  detail::require(stbi_info_from_memory(bytes.data(), len, &w, &h, &c) != 0, path,
+                  ": not a readable image (", stbi_failure_reason(), "): expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR");
+  detail::require(w > 0 && h > 0, path, ": image has zero size (", w, "x", h, ")");
+  detail::require(static_cast<std::int64_t>(w) * h <= max_pixels, path, ": image is ", w, "x", h, " = ",
+                  static_cast<std::int64_t>(w) * h, " pixels, more than the limit of ", max_pixels,
+                  " (raise max_pixels to read it)");
+  unsigned char* px = stbi_load_from_memory(bytes.data(), len, &w, &h, &c, 0);
+  detail::require(px != nullptr, path, ": cannot decode image (", stbi_failure_reason(), "): truncated or corrupt file");
+  Image8 img;
+  img.width = w;
+  img.height = h;
+  img.channels = c;
+  img.data.assign(px, px + static_cast<size_t>(w) * h * c);
+  stbi_image_free(px);
+  // stb fills a truncated JPEG's missing blocks silently: the stream must reach an end-of-image
+  // marker (FF D9) after its last start-of-scan (FF DA). Entropy-coded data never holds FF D9.
+  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
+    size_t sos = 0, eoi = 0;
+    for (size_t i = 0; i + 1 < bytes.size(); ++i)
+      if (bytes[i] == 0xFF) {
+        if (bytes[i + 1] == 0xDA) sos = i;
+        if (bytes[i + 1] == 0xD9) eoi = i;
+      }
+    detail::require(eoi > sos, path, ": truncated JPEG: the data ends before its end-of-image marker");
+  }
+  return img;
+}
+
+/// Decodes an image and converts it to `channels` (see to_channels).
+inline Image8 load_image(const std::string& path, int channels, std::int64_t max_pixels = kDefaultMaxPixels) {
+  return to_channels(load_image_raw(path, max_pixels), channels);
+}
+
+/// Writes a PNG atomically. @throws vitmae::Error naming the file when it cannot be written.
+inline void save_png(const std::string& path, const Image8& img) {
+  detail::require(img.width > 0 && img.height > 0 && (img.channels >= 1 && img.channels <= 4) &&
+                      img.data.size() == static_cast<size_t>(img.width) * img.height * img.channels,
+                  path, ": cannot write an empty or malformed image");
+  std::string png;
+  auto sink = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+  };
+  detail::require(stbi_write_png_to_func(sink, &png, img.width, img.height, img.channels, img.data.data(),
+                                         img.width * img.channels) != 0,
+                  path, ": PNG encoding failed");
+  write_file_atomic(path, png);
+}
+
+}  // namespace vitmae::io
