@@ -6,6 +6,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vitmae/model.hpp"
@@ -59,6 +60,18 @@ struct ForPreTraining {
     return target;
   }
 
+  /// One sample's share of the loss: (sum over masked patches of the per-patch mean squared
+  /// error, number of masked patches). pred and the target are (L, p*p*C).
+  std::pair<Scalar, Scalar> loss_terms(const Matrix<Scalar>& image, Index height, Index width, const Matrix<Scalar>& pred,
+                                       const RowVector<Scalar>& mask_row) const {
+    const Matrix<Scalar> target = loss_target(image, height, width);  // (L, P)
+    detail::require(pred.rows() == target.rows() && pred.cols() == target.cols() && mask_row.size() == target.rows(),
+                    "forward_loss: predictions (", pred.rows(), ", ", pred.cols(), ") do not match the target (",
+                    target.rows(), ", ", target.cols(), ")");
+    const ColVector<Scalar> per_patch = (pred - target).array().square().rowwise().mean();  // (L)
+    return {mask_row * per_patch, mask_row.sum()};
+  }
+
   /// HF forward_loss: mean over patch values of the squared error, averaged over masked patches
   /// of the whole batch: (loss * mask).sum() / mask.sum(). NaN when mask.sum() == 0.
   Scalar forward_loss(const Tensor<Scalar>& pixel_values, const std::vector<Matrix<Scalar>>& pred,
@@ -68,14 +81,9 @@ struct ForPreTraining {
                     " images but ", pred.size(), " predictions and ", mask.rows(), " mask rows");
     Scalar num = 0, den = 0;
     for (Index b = 0; b < B; ++b) {
-      const Matrix<Scalar> target = loss_target(detail::image_of(pixel_values, b), H, W);  // (L, P)
-      const Matrix<Scalar>& p = pred[static_cast<size_t>(b)];
-      detail::require(p.rows() == target.rows() && p.cols() == target.cols() && mask.cols() == target.rows(),
-                      "forward_loss: predictions (", p.rows(), ", ", p.cols(), ") do not match the target (",
-                      target.rows(), ", ", target.cols(), ")");
-      const ColVector<Scalar> per_patch = (p - target).array().square().rowwise().mean();  // (L)
-      num += mask.row(b) * per_patch;
-      den += mask.row(b).sum();
+      const auto [n, d] = loss_terms(detail::image_of(pixel_values, b), H, W, pred[static_cast<size_t>(b)], mask.row(b));
+      num += n;
+      den += d;
     }
     return num / den;
   }

@@ -13,6 +13,7 @@
 #include "vitmae/io/state_dict.hpp"
 #include "vitmae/model.hpp"
 #include "vitmae/tensor.hpp"
+#include "vitmae/visualize.hpp"
 
 #define VITMAE_VERSION_MAJOR 0
 #define VITMAE_VERSION_MINOR 1

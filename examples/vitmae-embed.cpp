@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: Apache-2.0
+// vitmae-embed: images to features. Per image the CLS token and the mean of the patch tokens of
+// ViTMAEModel's last_hidden_state (after the final layernorm), with no masking by default.
+#include "common.hpp"
+
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: vitmae-embed --model DIR --image PATH [--image PATH ...] --out FEATURES.safetensors\n"
+    "                    [--npy PREFIX] [--batch N] [--mask-ratio R] [--seed N] [--threads N]\n"
+    "Writes 'cls' and 'mean' [images, hidden] (float32, one row per image in input order; the\n"
+    "image paths are in the metadata); --npy also writes PREFIX_cls.npy and PREFIX_mean.npy.\n"
+    "--mask-ratio defaults to 0 (every patch seen); --batch images per forward pass (default 8).\n";
+
+/// A NumPy .npy (format 1.0, little-endian float32, C order).
+std::string npy(const std::vector<float>& data, long rows, long cols) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
+                       std::to_string(cols) + "), }";
+  while ((10 + header.size() + 1) % 64 != 0) header.push_back(' ');
+  header.push_back('\n');
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out.push_back(static_cast<char>(header.size() & 0xff));
+  out.push_back(static_cast<char>(header.size() >> 8));
+  out += header;
+  out.append(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return examples::run_main("vitmae-embed", kUsage, [&] {
+    std::string model_dir, out, npy_prefix;
+    std::vector<std::string> images;
+    long batch = 8;
+    double mask_ratio = 0.0;
+    std::uint64_t seed = 0;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--model") model_dir = examples::value(argc, argv, i);
+      else if (a == "--image") images.push_back(examples::value(argc, argv, i));
+      else if (a == "--out") out = examples::value(argc, argv, i);
+      else if (a == "--npy") npy_prefix = examples::value(argc, argv, i);
+      else if (a == "--batch") batch = static_cast<long>(examples::to_int(a, examples::value(argc, argv, i), 1, 4096));
+      else if (a == "--mask-ratio") {
+        mask_ratio = examples::to_double(a, examples::value(argc, argv, i));
+        if (!(mask_ratio >= 0.0 && mask_ratio < 1.0)) throw examples::UsageError("--mask-ratio must be in [0, 1)");
+      } else if (a == "--seed") seed = static_cast<std::uint64_t>(examples::to_int(a, examples::value(argc, argv, i), 0, INT64_MAX));
+      else if (a == "--threads") examples::set_threads(static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024)));
+      else if (a == "-h" || a == "--help") {
+        std::cout << kUsage;
+        return;
+      } else throw examples::UsageError("unknown argument '" + a + "'");
+    }
+    if (model_dir.empty() || images.empty() || out.empty()) throw examples::UsageError("--model, --image and --out are required");
+
+    auto model = vitmae::ViTMAEModel<float>::from_pretrained(model_dir);
+    model.config.mask_ratio = mask_ratio;
+    const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config);
+    const long D = static_cast<long>(model.config.hidden_size), N = static_cast<long>(images.size());
+    std::vector<float> cls(static_cast<size_t>(N * D)), mean(static_cast<size_t>(N * D));
+    // One noise stream over all images in input order, so batching does not change the masks.
+    std::mt19937_64 rng(seed);
+    for (long start = 0; start < N; start += batch) {
+      const long n = std::min(batch, N - start);
+      std::vector<vitmae::io::Image8> imgs;
+      for (long k = 0; k < n; ++k) imgs.push_back(vitmae::io::load_image(images[static_cast<size_t>(start + k)], static_cast<int>(model.config.num_channels)));
+      const vitmae::Tensor<float> px = proc.preprocess<float>(imgs);
+      vitmae::ForwardOptions opts;
+      opts.interpolate_pos_encoding = px.size(2) != model.config.image_size || px.size(3) != model.config.image_size;
+      const vitmae::Matrix<float> noise = vitmae::ops::uniform_noise<float>(n, model.num_patches_for(px.size(2), px.size(3)), rng);
+      const auto r = model.forward(px, noise, opts);
+      for (long k = 0; k < n; ++k) {
+        const vitmae::Matrix<float>& h = r.last_hidden_state[static_cast<size_t>(k)];  // (1+K, hidden)
+        const vitmae::RowVector<float> c = h.row(0);
+        const vitmae::RowVector<float> m = h.bottomRows(h.rows() - 1).colwise().mean();
+        std::copy(c.data(), c.data() + D, cls.begin() + (start + k) * D);
+        std::copy(m.data(), m.data() + D, mean.begin() + (start + k) * D);
+      }
+    }
+    vitmae::io::SafetensorsWriter w;
+    w.add("cls", cls.data(), {N, D}, vitmae::io::DType::F32);
+    w.add("mean", mean.data(), {N, D}, vitmae::io::DType::F32);
+    w.set_metadata("images", nlohmann::json(images).dump());
+    w.set_metadata("mask_ratio", std::to_string(mask_ratio));
+    w.save(out);
+    if (!npy_prefix.empty()) {
+      vitmae::io::write_file_atomic(npy_prefix + "_cls.npy", npy(cls, N, D));
+      vitmae::io::write_file_atomic(npy_prefix + "_mean.npy", npy(mean, N, D));
+    }
+    std::printf("wrote %s: cls and mean, %ld images x %ld\n", out.c_str(), N, D);
+  });
+}
