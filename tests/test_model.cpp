@@ -79,8 +79,11 @@ TEST_CASE_TEMPLATE("a batch gives the same rows as its samples one by one", Scal
     Tensor<Scalar> one({1, 3, 32, 32});
     std::copy(px.data.begin() + b * 3072, px.data.begin() + (b + 1) * 3072, one.data.begin());
     const auto single = model.forward(one, Matrix<Scalar>(noise.row(b)));
-    CHECK(single.last_hidden_state[0] == all.last_hidden_state[static_cast<size_t>(b)]);
-    CHECK(single.logits[0] == all.logits[static_cast<size_t>(b)]);
+    // Equal up to float rounding: the batch goes through each product stacked, and a GEMM's
+    // blocking (so its summation order) depends on the number of rows, as in PyTorch.
+    const double tol = std::is_same_v<Scalar, float> ? 1e-5 : 1e-12;
+    CHECK((single.last_hidden_state[0] - all.last_hidden_state[static_cast<size_t>(b)]).cwiseAbs().maxCoeff() <= tol);
+    CHECK((single.logits[0] - all.logits[static_cast<size_t>(b)]).cwiseAbs().maxCoeff() <= tol);
     CHECK(single.ids_restore.row(0) == all.ids_restore.row(b));
     CHECK(single.mask.row(0) == all.mask.row(b));
   }

@@ -97,12 +97,13 @@ struct ForPreTraining {
     static_cast<ModelOutput<Scalar>&>(out) = vit.forward(pixel_values, noise, vit_opts);
     const Index B = pixel_values.size(0), L = noise.cols();
     const Matrix<Scalar> pos = decoder.position_table(L, opts.interpolate_pos_encoding);  // (1+L, Dd)
-    out.logits.resize(static_cast<size_t>(B));
-    for (Index b = 0; b < B; ++b) {
-      std::vector<Index> ids(static_cast<size_t>(L));
-      for (Index l = 0; l < L; ++l) ids[static_cast<size_t>(l)] = out.ids_restore(b, l);
-      out.logits[static_cast<size_t>(b)] = decoder.forward(out.last_hidden_state[static_cast<size_t>(b)], ids, pos);
-    }
+    std::vector<std::vector<Index>> ids(static_cast<size_t>(B), std::vector<Index>(static_cast<size_t>(L)));
+    for (Index b = 0; b < B; ++b)
+      for (Index l = 0; l < L; ++l) ids[static_cast<size_t>(b)][static_cast<size_t>(l)] = out.ids_restore(b, l);
+    const Index T = B > 0 ? out.last_hidden_state[0].rows() : 0;
+    Matrix<Scalar> latents(B * T, config.hidden_size);  // (B*(1+K), hidden)
+    for (Index b = 0; b < B; ++b) latents.middleRows(b * T, T) = out.last_hidden_state[static_cast<size_t>(b)];
+    if (B > 0) out.logits = decoder.forward(latents, ids, pos);
     out.loss = forward_loss(pixel_values, out.logits, out.mask);
     return out;
   }

@@ -127,20 +127,28 @@ struct Model {
     const size_t n_attn = opts.output_attentions ? encoder.layer.size() : 0;
     out.hidden_states.assign(n_hidden, std::vector<Matrix<Scalar>>(static_cast<size_t>(B)));
     out.attentions.assign(n_attn, std::vector<Matrix<Scalar>>(static_cast<size_t>(B)));
+    // Embed and mask each sample, then run the whole batch through the encoder stacked as one
+    // (B*(1+K), hidden) matrix: every product sees all samples at once.
+    const Index T = 1 + ops::num_kept(L, mask_ratio);
+    Matrix<Scalar> x(B * T, config.hidden_size);  // (B*(1+K), hidden)
     for (Index b = 0; b < B; ++b) {
       ops::Masking masking;
       const RowVector<Scalar> noise_row = noise.row(b);
-      Matrix<Scalar> x = embeddings.forward(detail::image_of(pixel_values, b), H, W, pos, noise_row,
-                                            mask_ratio, opts.interpolate_pos_encoding, masking);  // (1+K, hidden)
-      std::vector<Matrix<Scalar>> hs, at;
-      x = encoder.forward(std::move(x), n_hidden ? &hs : nullptr, n_attn ? &at : nullptr);
-      out.last_hidden_state[static_cast<size_t>(b)] = layernorm.forward(x);  // sequence_output = layernorm(encoder_outputs[0])
+      x.middleRows(b * T, T) = embeddings.forward(detail::image_of(pixel_values, b), H, W, pos, noise_row, mask_ratio,
+                                                  opts.interpolate_pos_encoding, masking);  // (1+K, hidden)
       for (Index l = 0; l < L; ++l) {
         out.mask(b, l) = static_cast<Scalar>(masking.mask[static_cast<size_t>(l)]);
         out.ids_restore(b, l) = masking.ids_restore[static_cast<size_t>(l)];
       }
-      for (size_t i = 0; i < n_hidden; ++i) out.hidden_states[i][static_cast<size_t>(b)] = std::move(hs[i]);
-      for (size_t i = 0; i < n_attn; ++i) out.attentions[i][static_cast<size_t>(b)] = std::move(at[i]);
+    }
+    std::vector<Matrix<Scalar>> hs, at;
+    x = encoder.forward(std::move(x), n_hidden ? &hs : nullptr, n_attn ? &at : nullptr, T);
+    x = layernorm.forward(x);  // sequence_output = layernorm(encoder_outputs[0])
+    const Index HT = config.num_attention_heads * T;
+    for (Index b = 0; b < B; ++b) {
+      out.last_hidden_state[static_cast<size_t>(b)] = x.middleRows(b * T, T);
+      for (size_t i = 0; i < n_hidden; ++i) out.hidden_states[i][static_cast<size_t>(b)] = hs[i].middleRows(b * T, T);
+      for (size_t i = 0; i < n_attn; ++i) out.attentions[i][static_cast<size_t>(b)] = at[i].middleRows(b * HT, HT);
     }
     return out;
   }

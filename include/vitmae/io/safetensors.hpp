@@ -159,13 +159,55 @@ class MappedFile {
   std::size_t size_ = 0;
 };
 
-/// A parsed, validated safetensors file. Tensors are read (and converted) on demand from the map.
+/// A read-only file read with pread: tensors are converted straight into their destination,
+/// so loading a checkpoint costs no second copy of it in memory (and the page cache does not
+/// count towards the process's resident size, as a memory map would).
+class RandomAccessFile {
+ public:
+  explicit RandomAccessFile(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    detail::require(fd_ >= 0, path, ": cannot open: ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      detail::fail(path, ": not a regular file");
+    }
+    size_ = static_cast<std::uint64_t>(st.st_size);
+  }
+  ~RandomAccessFile() { ::close(fd_); }
+  RandomAccessFile(const RandomAccessFile&) = delete;
+  RandomAccessFile& operator=(const RandomAccessFile&) = delete;
+
+  std::uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+  /// Reads exactly n bytes at offset. @throws vitmae::Error if the file is shorter or unreadable.
+  void read(std::uint64_t offset, void* dst, std::uint64_t n) const {
+    auto* out = static_cast<char*>(dst);
+    while (n > 0) {
+      const ssize_t got = ::pread(fd_, out, static_cast<size_t>(std::min<std::uint64_t>(n, 1u << 30)), static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      detail::require(got > 0, path_, ": read failed at byte ", offset, got == 0 ? ": file shorter than expected" : ": ",
+                      got == 0 ? "" : std::strerror(errno));
+      out += got;
+      offset += static_cast<std::uint64_t>(got);
+      n -= static_cast<std::uint64_t>(got);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+};
+
+/// A parsed, validated safetensors file. Tensors are read (and converted) on demand.
 class SafetensorsFile {
  public:
   /// Largest header accepted (the reference library's own limit is 100 MB).
   static constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 
-  explicit SafetensorsFile(const std::string& path) : file_(std::make_shared<MappedFile>(path)) { parse(); }
+  explicit SafetensorsFile(const std::string& path) : file_(std::make_shared<RandomAccessFile>(path)) { parse(); }
 
   const std::string& path() const { return file_->path(); }
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
@@ -178,16 +220,24 @@ class SafetensorsFile {
     return it->second;
   }
 
-  /// Raw bytes of a tensor.
-  const unsigned char* bytes(const std::string& name) const {
-    return file_->data() + data_start_ + info(name).begin;
-  }
-
-  /// Converts a tensor's elements into dst (numel elements).
+  /// Converts a tensor's elements into dst (numel elements), in chunks: F32 into float (and
+  /// F64 into double) is read in place.
   template <class Scalar>
   void read(const std::string& name, Scalar* dst) const {
     const TensorInfo& t = info(name);
-    convert_elements(t.dtype, bytes(name), static_cast<std::size_t>(t.numel()), dst);
+    const std::uint64_t n = static_cast<std::uint64_t>(t.numel()), es = dtype_size(t.dtype);
+    const std::uint64_t at = data_start_ + t.begin;
+    if ((std::is_same_v<Scalar, float> && t.dtype == DType::F32) || (std::is_same_v<Scalar, double> && t.dtype == DType::F64)) {
+      file_->read(at, dst, n * es);
+      return;
+    }
+    constexpr std::uint64_t kChunk = 1u << 16;  // elements
+    std::vector<unsigned char> buf(static_cast<size_t>(std::min(n, kChunk) * es));
+    for (std::uint64_t i = 0; i < n; i += kChunk) {
+      const std::uint64_t m = std::min(kChunk, n - i);
+      file_->read(at + i * es, buf.data(), m * es);
+      convert_elements(t.dtype, buf.data(), static_cast<std::size_t>(m), dst + i);
+    }
   }
 
   template <class Scalar>
@@ -205,13 +255,15 @@ class SafetensorsFile {
     detail::require(size >= 8, p, ": not a safetensors file: ", size,
                     " bytes, expected at least 8 (the header length)");
     std::uint64_t n = 0;
-    std::memcpy(&n, file_->data(), 8);
+    file_->read(0, &n, 8);
     detail::require(n <= kMaxHeaderBytes, p, ": safetensors header length ", n,
                     " is larger than the limit of ", kMaxHeaderBytes, " bytes");
     detail::require(n <= size - 8, p, ": safetensors header length ", n,
                     " is larger than the file (", size, " bytes): file truncated or not safetensors");
     data_start_ = 8 + n;
     const std::uint64_t data_size = size - data_start_;
+    std::string text(static_cast<size_t>(n), '\0');
+    file_->read(8, text.data(), n);
     nlohmann::json header;
     // nlohmann keeps the last of duplicate keys; the callback sees every top-level key.
     std::vector<std::string> keys;
@@ -226,7 +278,7 @@ class SafetensorsFile {
       return true;
     };
     try {
-      header = nlohmann::json::parse(file_->data() + 8, file_->data() + 8 + n, watch);
+      header = nlohmann::json::parse(text.begin(), text.end(), watch);
     } catch (const nlohmann::json::exception& e) {
       detail::fail(p, ": safetensors header is not valid JSON (", e.what(), ")");
     }
@@ -297,7 +349,7 @@ class SafetensorsFile {
     }
   }
 
-  std::shared_ptr<MappedFile> file_;
+  std::shared_ptr<RandomAccessFile> file_;
   std::uint64_t data_start_ = 0;
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -2,10 +2,12 @@
 // ViTMAESelfAttention, ViTMAESelfOutput and ViTMAEAttention.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
 #include "vitmae/config.hpp"
+#include "vitmae/detail/parallel.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/ops/softmax.hpp"
 
@@ -23,24 +25,34 @@ struct SelfAttention {
       : query(c.hidden_size, c.hidden_size, c.qkv_bias), key(c.hidden_size, c.hidden_size, c.qkv_bias),
         value(c.hidden_size, c.hidden_size, c.qkv_bias), num_attention_heads(c.num_attention_heads) {}
 
-  /// x: (tokens, hidden) -> context (tokens, hidden). When `probs` is given it receives the
-  /// softmax probabilities, heads stacked: (heads*tokens, tokens).
-  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr) const {
-    const Index T = x.rows(), H = num_attention_heads, d = query.out_features() / H;
-    const Matrix<Scalar> q = query.forward(x);  // (T, hidden)
-    const Matrix<Scalar> k = key.forward(x);    // (T, hidden)
-    const Matrix<Scalar> v = value.forward(x);  // (T, hidden)
+  /// x: (B*T, hidden), B sequences of `seq_len` tokens stacked (seq_len <= 0: one sequence)
+  /// -> context (B*T, hidden). Sequences attend only within themselves. When `probs` is given
+  /// it receives the softmax probabilities, (B*heads*T, T): sequence b, head h in rows
+  /// (b*heads + h)*T ... (HF's [B, heads, T, T]).
+  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr, Index seq_len = 0) const {
+    const Index T = seq_len > 0 ? seq_len : x.rows(), B = x.rows() / T, H = num_attention_heads, d = query.out_features() / H;
+    detail::require(B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T, "-token sequences");
+    const Matrix<Scalar> q = query.forward(x);  // (B*T, hidden)
+    const Matrix<Scalar> k = key.forward(x);    // (B*T, hidden)
+    const Matrix<Scalar> v = value.forward(x);  // (B*T, hidden)
     const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
-    Matrix<Scalar> context(T, H * d);  // (T, hidden)
-    Matrix<Scalar> scores(T, T);       // (T, T)
-    if (probs) probs->resize(H * T, T);
-    for (Index h = 0; h < H; ++h) {
+    Matrix<Scalar> context(B * T, H * d);  // (B*T, hidden)
+    if (probs) probs->resize(B * H * T, T);
+    // (sequence, head) pairs are independent: one per thread, each with its own scores buffer.
+    const Index pairs = B * H;
+    const int threads = static_cast<int>(std::min<Index>(detail::available_threads(), pairs));
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && pairs * T * T * d >= 100000)
+#endif
+    for (Index bh = 0; bh < pairs; ++bh) {
+      const Index b = bh / H, h = bh % H;
+      Matrix<Scalar> scores(T, T);  // (T, T)
       // attention_scores = q @ kᵀ / sqrt(d); softmax(dim=-1)
-      scores.noalias() = q.middleCols(h * d, d) * k.middleCols(h * d, d).transpose();
+      scores.noalias() = q.block(b * T, h * d, T, d) * k.block(b * T, h * d, T, d).transpose();
       scores *= scale;
       ops::softmax_rows_inplace(scores);
-      if (probs) probs->middleRows(h * T, T) = scores;
-      context.middleCols(h * d, d).noalias() = scores * v.middleCols(h * d, d);
+      if (probs) probs->middleRows(bh * T, T) = scores;
+      context.block(b * T, h * d, T, d).noalias() = scores * v.block(b * T, h * d, T, d);
     }
     return context;
   }
@@ -73,8 +85,8 @@ struct Attention {
   SelfOutput<Scalar> output;
   Attention() = default;
   explicit Attention(const Config& c) : attention(c), output(c) {}
-  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr) const {
-    return output.forward(attention.forward(x, probs));  // (tokens, hidden)
+  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr, Index seq_len = 0) const {
+    return output.forward(attention.forward(x, probs, seq_len));  // (tokens, hidden)
   }
   template <class V>
   void visit_parameters(const std::string& prefix, V&& visit) {

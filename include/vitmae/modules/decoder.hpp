@@ -56,33 +56,33 @@ struct Decoder {
     return table;
   }
 
-  /// latent (1+K, hidden) of one sample, ids_restore (L) -> logits (L, p*p*C), CLS removed.
-  Matrix<Scalar> forward(const Matrix<Scalar>& latent, const std::vector<Index>& ids_restore, const Matrix<Scalar>& pos,
-                         std::vector<Matrix<Scalar>>* hidden_states = nullptr,
-                         std::vector<Matrix<Scalar>>* attentions = nullptr) const {
-    const Index L = static_cast<Index>(ids_restore.size());
-    const Index K = latent.rows() - 1;
+  /// latents: B samples' (1+K, hidden) stacked as (B*(1+K), hidden); ids_restore[b] (L) each
+  /// -> logits per sample (L, p*p*C), CLS removed. All samples go through each layer together.
+  std::vector<Matrix<Scalar>> forward(const Matrix<Scalar>& latents, const std::vector<std::vector<Index>>& ids_restore,
+                                      const Matrix<Scalar>& pos) const {
+    const Index B = static_cast<Index>(ids_restore.size());
+    detail::require(B > 0 && latents.rows() % B == 0, "ViTMAEDecoder: ", latents.rows(), " latent rows for ", B, " samples");
+    const Index L = static_cast<Index>(ids_restore[0].size()), K = latents.rows() / B - 1;
     detail::require(K <= L, "ViTMAEDecoder: ", K, " kept tokens but only ", L, " patches");
-    const Matrix<Scalar> x = decoder_embed.forward(latent);  // (1+K, Dd)
-    Matrix<Scalar> h(1 + L, x.cols());                        // (1+L, Dd)
-    h.row(0) = x.row(0);
-    // x_ = cat([x[:, 1:], mask_tokens]); x_ = gather(x_, 1, ids_restore): patch l takes kept
-    // token ids_restore[l] when ids_restore[l] < K, else a mask token.
-    for (Index l = 0; l < L; ++l) {
-      const Index r = ids_restore[static_cast<size_t>(l)];
-      if (r < K) h.row(1 + l) = x.row(1 + r);
-      else h.row(1 + l) = mask_token;
+    const Matrix<Scalar> x = decoder_embed.forward(latents);  // (B*(1+K), Dd)
+    Matrix<Scalar> h(B * (1 + L), x.cols());                   // (B*(1+L), Dd)
+    for (Index b = 0; b < B; ++b) {
+      const Index in = b * (1 + K), out = b * (1 + L);
+      h.row(out) = x.row(in);
+      // x_ = cat([x[:, 1:], mask_tokens]); x_ = gather(x_, 1, ids_restore): patch l takes kept
+      // token ids_restore[l] when ids_restore[l] < K, else a mask token.
+      for (Index l = 0; l < L; ++l) {
+        const Index r = ids_restore[static_cast<size_t>(b)][static_cast<size_t>(l)];
+        if (r < K) h.row(out + 1 + l) = x.row(in + 1 + r);
+        else h.row(out + 1 + l) = mask_token;
+      }
+      h.middleRows(out, 1 + L) += pos;  // hidden_states = x + decoder_pos_embed
     }
-    h += pos;  // hidden_states = x + decoder_pos_embed
-    for (const Layer<Scalar>& layer : decoder_layers) {
-      if (hidden_states) hidden_states->push_back(h);
-      Matrix<Scalar> probs;
-      h = layer.forward(h, attentions ? &probs : nullptr);  // (1+L, Dd)
-      if (attentions) attentions->push_back(std::move(probs));
-    }
-    if (hidden_states) hidden_states->push_back(h);
-    const Matrix<Scalar> logits = decoder_pred.forward(decoder_norm.forward(h));  // (1+L, p*p*C)
-    return logits.bottomRows(L);                                                 // remove cls token
+    for (const Layer<Scalar>& layer : decoder_layers) h = layer.forward(h, nullptr, 1 + L);  // (B*(1+L), Dd)
+    const Matrix<Scalar> logits = decoder_pred.forward(decoder_norm.forward(h));  // (B*(1+L), p*p*C)
+    std::vector<Matrix<Scalar>> out(static_cast<size_t>(B));
+    for (Index b = 0; b < B; ++b) out[static_cast<size_t>(b)] = logits.middleRows(b * (1 + L) + 1, L);  // remove cls token
+    return out;
   }
 
   template <class V>

@@ -20,12 +20,13 @@ struct Encoder {
   /// x: (tokens, hidden) -> the last layer's output, before the final layernorm.
   /// hidden_states, when given, receives each layer's input and then the last output
   /// (num_layers + 1 entries); attentions each layer's probabilities (heads*tokens, tokens).
+  /// x may stack sequences of seq_len tokens (see SelfAttention).
   Matrix<Scalar> forward(Matrix<Scalar> x, std::vector<Matrix<Scalar>>* hidden_states = nullptr,
-                         std::vector<Matrix<Scalar>>* attentions = nullptr) const {
+                         std::vector<Matrix<Scalar>>* attentions = nullptr, Index seq_len = 0) const {
     for (const Layer<Scalar>& l : layer) {
       if (hidden_states) hidden_states->push_back(x);
       Matrix<Scalar> probs;
-      x = l.forward(x, attentions ? &probs : nullptr);  // (tokens, hidden)
+      x = l.forward(x, attentions ? &probs : nullptr, seq_len);  // (tokens, hidden)
       if (attentions) attentions->push_back(std::move(probs));
     }
     if (hidden_states) hidden_states->push_back(x);

@@ -61,10 +61,10 @@ struct Layer {
       : attention(c), intermediate(c), output(c), layernorm_before(c.hidden_size, c.layer_norm_eps),
         layernorm_after(c.hidden_size, c.layer_norm_eps) {}
 
-  /// x: (tokens, hidden) -> same shape.
-  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr) const {
+  /// x: (tokens, hidden) -> same shape; tokens may stack sequences of seq_len (see SelfAttention).
+  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr, Index seq_len = 0) const {
     // attention_output = attention(layernorm_before(hidden_states)); hidden_states = attention_output + hidden_states
-    Matrix<Scalar> h = attention.forward(layernorm_before.forward(x), probs);  // (tokens, hidden)
+    Matrix<Scalar> h = attention.forward(layernorm_before.forward(x), probs, seq_len);  // (tokens, hidden)
     h += x;
     // layer_output = output(intermediate(layernorm_after(hidden_states)), hidden_states)
     return output.forward(intermediate.forward(layernorm_after.forward(h)), h);

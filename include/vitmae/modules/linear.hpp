@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "vitmae/detail/parallel.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/tensor.hpp"
 
@@ -30,8 +31,8 @@ struct Linear {
   Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
     detail::require(x.cols() == weight.cols(), "Linear: input has ", x.cols(), " features, expected ",
                     weight.cols());
-    Matrix<Scalar> y(x.rows(), weight.rows());  // (tokens, out)
-    y.noalias() = x * weight.transpose();
+    Matrix<Scalar> y;  // (tokens, out)
+    detail::gemm_nt(x, weight, y);
     if (has_bias) y.rowwise() += bias;
     return y;
   }
@@ -69,8 +70,8 @@ struct PatchConv2d {
           for (Index y = 0; y < p; ++y)
             cols.row(h * nw + w).segment((c * p + y) * p, p) =
                 image.row(c).segment((h * p + y) * width + w * p, p);
-    Matrix<Scalar> out(nh * nw, weight.rows());  // (L, hidden)
-    out.noalias() = cols * weight.transpose();
+    Matrix<Scalar> out;  // (L, hidden)
+    detail::gemm_nt(cols, weight, out);
     out.rowwise() += bias;
     return out;
   }

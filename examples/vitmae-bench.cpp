@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+// vitmae-bench: vit-mae-base speed against the machine's own yardstick, a 2048x2048x2048
+// single-precision matrix product through OpenBLAS timed in the same run with the same threads.
+#include "common.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <sys/resource.h>
+#include <thread>
+#include <vector>
+
+#include <cblas.h>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load]\n"
+    "Times, after a warm-up, the median of N runs (default 5) of pretrain_b1, features_b1 and\n"
+    "pretrain_b8 on vit-mae-base (HF defaults, the library's random init, or --model DIR), and the\n"
+    "2048^3 OpenBLAS sgemm yardstick; efficiency = achieved GFLOP/s / yardstick GFLOP/s. Then the\n"
+    "time from_pretrained takes on a saved copy of the model (skip with --no-load) and peak RSS.\n";
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+struct Timing {
+  double median_ms = 0, min_ms = 0;
+};
+
+template <class F>
+Timing time_runs(F&& f, int runs) {
+  f();  // warm-up
+  std::vector<double> ms;
+  for (int r = 0; r < runs; ++r) {
+    const double t = now();
+    f();
+    ms.push_back(1e3 * (now() - t));
+  }
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms.front()};
+}
+
+/// FLOPs of one forward pass as the reference computes it (multiply-adds x 2): every Linear on
+/// every token, attention scores and context, the patch projection on all L patches.
+double layer_flops(double T, double D, double I) { return 2 * T * D * 3 * D + 2 * T * D * D + 4 * T * D * I + 4 * T * T * D; }
+
+double forward_gflop(const vitmae::Config& c, bool decoder, double mask_ratio, int batch) {
+  const double L = static_cast<double>(c.num_patches()), P = static_cast<double>(c.patch_size * c.patch_size * c.num_channels);
+  const double K = static_cast<double>(vitmae::ops::num_kept(c.num_patches(), mask_ratio));
+  double f = 2 * L * P * c.hidden_size + c.num_hidden_layers * layer_flops(K + 1, c.hidden_size, c.intermediate_size);
+  if (decoder)
+    f += 2 * (K + 1) * c.hidden_size * c.decoder_hidden_size +
+         c.decoder_num_hidden_layers * layer_flops(L + 1, c.decoder_hidden_size, c.decoder_intermediate_size) +
+         2 * (L + 1) * c.decoder_hidden_size * P;
+  return f * batch / 1e9;
+}
+
+long peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return examples::run_main("vitmae-bench", kUsage, [&] {
+    int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    int runs = 5;
+    bool json_only = false, load = true;
+    std::string model_dir;
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--threads") threads = static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024));
+      else if (a == "--runs") runs = static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 100000));
+      else if (a == "--json") json_only = true;
+      else if (a == "--model") model_dir = examples::value(argc, argv, i);
+      else if (a == "--no-load") load = false;
+      else if (a == "-h" || a == "--help") {
+        std::cout << kUsage;
+        return;
+      } else throw examples::UsageError("unknown argument '" + a + "'");
+    }
+    examples::set_threads(threads);
+    openblas_set_num_threads(threads);
+
+    // The yardstick.
+    const int n = 2048;
+    std::vector<float> A(static_cast<size_t>(n) * n, 0.5f), B(A.size(), 0.25f), C(A.size());
+    const Timing ty = time_runs([&] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n);
+    }, runs);
+    const double yard_gflops = 2.0 * n * n * n / 1e9 / (ty.median_ms / 1e3);
+    std::printf("{\"workload\": \"yardstick_sgemm_2048\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f}\n",
+                threads, ty.median_ms, ty.min_ms, 2.0 * n * n * n / 1e9, yard_gflops);
+
+    vitmae::ForPreTraining<float> model = [&] {
+      if (!model_dir.empty()) return vitmae::ForPreTraining<float>::from_pretrained(model_dir);
+      vitmae::ForPreTraining<float> m{vitmae::Config{}};
+      std::mt19937_64 rng(0);
+      m.init_weights(rng);
+      return m;
+    }();
+    const vitmae::Config& c = model.config;
+    auto pixels = [&](int batch) {
+      vitmae::Tensor<float> t({batch, c.num_channels, c.image_size, c.image_size});
+      std::mt19937_64 rng(1);
+      vitmae::detail::NormalGenerator g(rng);
+      for (auto& x : t.data) x = static_cast<float>(g());
+      return t;
+    };
+    auto report = [&](const char* name, const Timing& t, double gflop) {
+      const double gflops = gflop / (t.median_ms / 1e3);
+      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f}\n",
+                  name, threads, t.median_ms, t.min_ms, gflop, gflops, gflops / yard_gflops);
+      std::fflush(stdout);
+    };
+    for (int batch : {1, 8}) {
+      const auto px = pixels(batch);
+      std::mt19937_64 rng(2);
+      const vitmae::Matrix<float> noise = vitmae::ops::uniform_noise<float>(batch, c.num_patches(), rng);
+      float sink = 0;
+      const Timing t = time_runs([&] { sink += model.forward(px, noise).loss; }, runs);
+      report(batch == 1 ? "pretrain_b1" : "pretrain_b8", t, forward_gflop(c, true, c.mask_ratio, batch));
+      if (batch == 1) {
+        vitmae::ForwardOptions o;
+        o.mask_ratio = 0.0;
+        const Timing tf = time_runs([&] { sink += model.vit.forward(px, noise, o).last_hidden_state[0](0, 0); }, runs);
+        report("features_b1", tf, forward_gflop(c, false, 0.0, 1));
+      }
+      if (sink == 12345.f) std::printf(" ");
+    }
+    if (!json_only) std::printf("# train_b8: not measured (pre-training has not landed)\n");
+    if (load) {
+      const std::string dir = "/tmp/vitmae-bench-checkpoint-" + std::to_string(static_cast<long>(::getpid()));
+      model.save_pretrained(dir);
+      const long rss_before = peak_rss_mb();
+      const Timing tl = time_runs([&] { const auto m = vitmae::ForPreTraining<float>::from_pretrained(dir); }, std::min(runs, 3));
+      struct stat st {};
+      ::stat((dir + "/model.safetensors").c_str(), &st);
+      std::printf("{\"workload\": \"from_pretrained\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"file_MB\": %.1f}\n",
+                  threads, tl.median_ms, tl.min_ms, st.st_size / 1e6);
+      std::system(("rm -rf '" + dir + "'").c_str());
+      (void)rss_before;
+    }
+    std::printf("{\"peak_rss_MB\": %ld}\n", peak_rss_mb());
+  });
+}
