@@ -7,6 +7,7 @@
 // VITMAE_NO_STB_IMPLEMENTATION before including vitmae.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -91,6 +92,23 @@ inline Image8 to_channels(const Image8& in, int channels) {
   return out;
 }
 
+/// Rejects JPEG Huffman tables (DHT segments) that declare more than 256 codes: Debian's
+/// stb_image 2.27 writes past its table for them (found by tests/fuzz/fuzz_image). Entropy-coded
+/// data never holds FF C4, so every FF C4 in the file is a DHT marker.
+inline void check_jpeg_huffman_tables(const std::vector<unsigned char>& b, const std::string& path) {
+  if (b.size() < 2 || b[0] != 0xFF || b[1] != 0xD8) return;
+  for (size_t i = 2; i + 3 < b.size(); ++i) {
+    if (b[i] != 0xFF || b[i + 1] != 0xC4) continue;
+    const size_t end = std::min(b.size(), i + 2 + ((static_cast<size_t>(b[i + 2]) << 8) | b[i + 3]));
+    for (size_t p = i + 4; p < end;) {
+      size_t n = 0;
+      for (size_t k = 0; k < 16 && p + 1 + k < end; ++k) n += b[p + 1 + k];
+      detail::require(n <= 256, path, ": corrupt JPEG: a Huffman table declares ", n, " codes, at most 256 are allowed");
+      p += 17 + n;
+    }
+  }
+}
+
 /// Decodes an image file with stb_image, keeping its own channel count (1 grey, 2 grey+alpha,
 /// 3 RGB, 4 RGBA; palettes are expanded). @throws vitmae::Error naming the file when it is
 /// missing, empty, not an image, truncated or corrupt, or larger than max_pixels.
@@ -100,6 +118,7 @@ inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = 
   std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   detail::require(!bytes.empty(), path, ": image file is empty");
   detail::require(bytes.size() < (1u << 31), path, ": image file is larger than 2 GiB");
+  check_jpeg_huffman_tables(bytes, path);
   int w = 0, h = 0, c = 0;
   const int len = static_cast<int>(bytes.size());
   detail::require(stbi_info_from_memory(bytes.data(), len, &w, &h, &c) != 0, path,

@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: Apache-2.0
+// The backward pass of ViTMAEForPreTraining, module by module (llm.c style): each forward_train
+// keeps what its backward needs in a cache; each backward adds parameter gradients into a second
+// instance of the same module (so gradients carry the HF names) and returns the input gradient.
+// Position embeddings are fixed, as in the reference: they get no gradient.
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "vitmae/for_pre_training.hpp"
+
+namespace vitmae::train {
+
+// ---------------------------------------------------------------- Linear, patch projection
+template <class S>
+struct LinearCache {
+  Matrix<S> x;
+};
+
+template <class S>
+Matrix<S> forward_train(const Linear<S>& m, const Matrix<S>& x, LinearCache<S>& c) {
+  c.x = x;
+  return m.forward(x);
+}
+
+/// dW += dyᵀ x, db += Σ dy, returns dx = dy W.
+template <class S>
+Matrix<S> backward(const Linear<S>& m, const Matrix<S>& dy, const LinearCache<S>& c, Linear<S>& g) {
+  g.weight.noalias() += dy.transpose() * c.x;
+  if (m.has_bias) g.bias += dy.colwise().sum();
+  Matrix<S> dx(dy.rows(), m.weight.cols());
+  dx.noalias() = dy * m.weight;
+  return dx;
+}
+
+// ---------------------------------------------------------------- LayerNorm
+template <class S>
+struct LayerNormCache {
+  Matrix<S> xhat;
+  ColVector<S> rstd;
+};
+
+template <class S>
+Matrix<S> forward_train(const LayerNorm<S>& m, const Matrix<S>& x, LayerNormCache<S>& c) {
+  const S inv_n = S(1) / static_cast<S>(x.cols());
+  c.xhat.resize(x.rows(), x.cols());
+  c.rstd.resize(x.rows());
+  for (Index r = 0; r < x.rows(); ++r) {
+    const S mean = x.row(r).sum() * inv_n;
+    const S var = (x.row(r).array() - mean).square().sum() * inv_n;
+    c.rstd(r) = S(1) / std::sqrt(var + m.eps);
+    c.xhat.row(r) = (x.row(r).array() - mean) * c.rstd(r);
+  }
+  Matrix<S> y = (c.xhat.array().rowwise() * m.weight.array()).matrix();
+  y.rowwise() += m.bias;
+  return y;
+}
+
+template <class S>
+Matrix<S> backward(const LayerNorm<S>& m, const Matrix<S>& dy, const LayerNormCache<S>& c, LayerNorm<S>& g) {
+  g.weight += (dy.array() * c.xhat.array()).colwise().sum().matrix();
+  g.bias += dy.colwise().sum();
+  const Matrix<S> dxhat = (dy.array().rowwise() * m.weight.array()).matrix();
+  Matrix<S> dx(dy.rows(), dy.cols());
+  const S inv_n = S(1) / static_cast<S>(dy.cols());
+  for (Index r = 0; r < dy.rows(); ++r) {
+    const S a = dxhat.row(r).sum() * inv_n;
+    const S b = dxhat.row(r).dot(c.xhat.row(r)) * inv_n;
+    dx.row(r) = c.rstd(r) * (dxhat.row(r).array() - a - c.xhat.row(r).array() * b).matrix();
+  }
+  return dx;
+}
+
+// ---------------------------------------------------------------- activations
+/// d act(z) / dz for each supported activation.
+template <class S>
+S activation_grad(ops::Activation a, S z) {
+  using std::exp, std::tanh, std::erf, std::sqrt;
+  const S k = S(0.7978845608028654);
+  auto sigmoid = [](S v) { return S(1) / (S(1) + std::exp(-v)); };
+  switch (a) {
+    case ops::Activation::gelu:
+      return S(0.5) * (S(1) + erf(z * S(0.7071067811865476))) + z * exp(S(-0.5) * z * z) * S(0.3989422804014327);
+    case ops::Activation::gelu_tanh:
+    case ops::Activation::gelu_fast: {
+      const S t = tanh(k * (z + S(0.044715) * z * z * z));
+      return S(0.5) * (S(1) + t) + S(0.5) * z * (S(1) - t * t) * k * (S(1) + S(3) * S(0.044715) * z * z);
+    }
+    case ops::Activation::quick_gelu: {
+      const S s = sigmoid(S(1.702) * z);
+      return s + z * S(1.702) * s * (S(1) - s);
+    }
+    case ops::Activation::relu: return z > S(0) ? S(1) : S(0);
+    case ops::Activation::silu: {
+      const S s = sigmoid(z);
+      return s + z * s * (S(1) - s);
+    }
+    case ops::Activation::tanh: {
+      const S t = tanh(z);
+      return S(1) - t * t;
+    }
+    case ops::Activation::sigmoid: {
+      const S s = sigmoid(z);
+      return s * (S(1) - s);
+    }
+    case ops::Activation::mish: {
+      const S sp = z > S(20) ? z : std::log1p(exp(z));
+      const S t = tanh(sp);
+      return t + z * (S(1) - t * t) * sigmoid(z);
+    }
+    case ops::Activation::linear: return S(1);
+  }
+  return S(1);
+}
+
+// ---------------------------------------------------------------- attention
+template <class S>
+struct AttentionCache {
+  LinearCache<S> q_in, k_in, v_in, out_in;
+  Matrix<S> q, k, v, probs;  // probs: (B*H*T, T)
+  Index seq_len = 0;
+};
+
+template <class S>
+Matrix<S> forward_train(const Attention<S>& m, const Matrix<S>& x, AttentionCache<S>& c, Index seq_len) {
+  const SelfAttention<S>& a = m.attention;
+  const Index T = seq_len, B = x.rows() / T, H = a.num_attention_heads, d = a.query.out_features() / H;
+  c.seq_len = T;
+  c.q = forward_train(a.query, x, c.q_in);
+  c.k = forward_train(a.key, x, c.k_in);
+  c.v = forward_train(a.value, x, c.v_in);
+  const S scale = S(1) / std::sqrt(static_cast<S>(d));
+  Matrix<S> context(B * T, H * d);
+  c.probs.resize(B * H * T, T);
+  for (Index bh = 0; bh < B * H; ++bh) {
+    const Index b = bh / H, h = bh % H;
+    Matrix<S> scores(T, T);
+    scores.noalias() = c.q.block(b * T, h * d, T, d) * c.k.block(b * T, h * d, T, d).transpose();
+    scores *= scale;
+    ops::softmax_rows_inplace(scores);
+    c.probs.middleRows(bh * T, T) = scores;
+    context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
+  }
+  return forward_train(m.output.dense, context, c.out_in);
+}
+
+template <class S>
+Matrix<S> backward(const Attention<S>& m, const Matrix<S>& dy, const AttentionCache<S>& c, Attention<S>& g) {
+  const SelfAttention<S>& a = m.attention;
+  const Index T = c.seq_len, B = dy.rows() / T, H = a.num_attention_heads, d = a.query.out_features() / H;
+  const Matrix<S> dctx = backward(m.output.dense, dy, c.out_in, g.output.dense);  // (B*T, D)
+  const S scale = S(1) / std::sqrt(static_cast<S>(d));
+  Matrix<S> dq(B * T, H * d), dk(B * T, H * d), dv(B * T, H * d);
+  for (Index bh = 0; bh < B * H; ++bh) {
+    const Index b = bh / H, h = bh % H;
+    const auto P = c.probs.middleRows(bh * T, T);
+    const auto dc = dctx.block(b * T, h * d, T, d);
+    dv.block(b * T, h * d, T, d).noalias() = P.transpose() * dc;
+    Matrix<S> dP(T, T);
+    dP.noalias() = dc * c.v.block(b * T, h * d, T, d).transpose();
+    // softmax backward: dS = P ∘ (dP - rowsum(dP ∘ P))
+    const ColVector<S> dot = (dP.array() * P.array()).rowwise().sum();
+    Matrix<S> dS = (P.array() * (dP.array().colwise() - dot.array())).matrix() * scale;
+    dq.block(b * T, h * d, T, d).noalias() = dS * c.k.block(b * T, h * d, T, d);
+    dk.block(b * T, h * d, T, d).noalias() = dS.transpose() * c.q.block(b * T, h * d, T, d);
+  }
+  Matrix<S> dx = backward(a.query, dq, c.q_in, g.attention.query);
+  dx += backward(a.key, dk, c.k_in, g.attention.key);
+  dx += backward(a.value, dv, c.v_in, g.attention.value);
+  return dx;
+}
+
+// ---------------------------------------------------------------- Layer
+template <class S>
+struct LayerCache {
+  LayerNormCache<S> ln_before, ln_after;
+  AttentionCache<S> attention;
+  LinearCache<S> fc1, fc2;
+  Matrix<S> z;  // pre-activation
+};
+
+template <class S>
+Matrix<S> forward_train(const Layer<S>& m, const Matrix<S>& x, LayerCache<S>& c, Index seq_len) {
+  Matrix<S> h = forward_train(m.attention, forward_train(m.layernorm_before, x, c.ln_before), c.attention, seq_len);
+  h += x;
+  c.z = forward_train(m.intermediate.dense, forward_train(m.layernorm_after, h, c.ln_after), c.fc1);
+  Matrix<S> a = c.z;
+  ops::activate_inplace(m.intermediate.act, a);
+  Matrix<S> y = forward_train(m.output.dense, a, c.fc2);
+  y += h;
+  return y;
+}
+
+template <class S>
+Matrix<S> backward(const Layer<S>& m, const Matrix<S>& dy, const LayerCache<S>& c, Layer<S>& g) {
+  Matrix<S> da = backward(m.output.dense, dy, c.fc2, g.output.dense);
+  for (Index i = 0; i < da.size(); ++i) da.data()[i] *= activation_grad(m.intermediate.act, c.z.data()[i]);
+  Matrix<S> dh = dy;  // residual
+  dh += backward(m.layernorm_after, backward(m.intermediate.dense, da, c.fc1, g.intermediate.dense), c.ln_after,
+                 g.layernorm_after);
+  Matrix<S> dx = dh;  // residual
+  dx += backward(m.layernorm_before, backward(m.attention, dh, c.attention, g.attention), c.ln_before, g.layernorm_before);
+  return dx;
+}
+
+// ---------------------------------------------------------------- the whole model
+template <class S>
+struct PreTrainingCache {
+  Index B = 0, H = 0, W = 0, L = 0, K = 0;
+  std::vector<Matrix<S>> cols;                 // per sample (L, C*p*p) im2col of the patch projection
+  std::vector<ops::Masking> masking;
+  std::vector<LayerCache<S>> enc, dec;
+  LayerNormCache<S> enc_norm, dec_norm;
+  LinearCache<S> dec_embed, pred;
+  std::vector<Matrix<S>> logits;
+  Matrix<S> mask;
+};
+
+/// im2col of one image in the (c, kh, kw) order of the conv weight.
+template <class S>
+Matrix<S> im2col(const Matrix<S>& image, Index height, Index width, Index p) {
+  const Index C = image.rows(), nh = height / p, nw = width / p;
+  Matrix<S> cols(nh * nw, C * p * p);
+  for (Index h = 0; h < nh; ++h)
+    for (Index w = 0; w < nw; ++w)
+      for (Index c = 0; c < C; ++c)
+        for (Index y = 0; y < p; ++y) cols.row(h * nw + w).segment((c * p + y) * p, p) = image.row(c).segment((h * p + y) * width + w * p, p);
+  return cols;
+}
+
+/// One training forward and backward of ViTMAEForPreTraining on (pixel_values, noise) at the
+/// configured size. Adds every trainable parameter's gradient into `grads`; returns the loss.
+/// dpixels, when given, receives d loss / d pixel_values (B, C*H*W), through both the encoder
+/// and the reconstruction target (the reference does not detach the target).
+template <class S>
+S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, ForPreTraining<S>& grads,
+                   Matrix<S>* dpixels = nullptr) {
+  const Config& cfg = m.config;
+  m.vit.check_inputs(pixel_values, noise, false);
+  PreTrainingCache<S> c;
+  c.B = pixel_values.size(0), c.H = pixel_values.size(2), c.W = pixel_values.size(3), c.L = noise.cols();
+  c.K = ops::num_kept(c.L, cfg.mask_ratio);
+  const Index B = c.B, L = c.L, K = c.K, T = 1 + K, D = cfg.hidden_size, p = cfg.patch_size;
+  const Embeddings<S>& emb = m.vit.embeddings;
+  const PatchConv2d<S>& conv = emb.patch_embeddings.projection;
+  // ---- forward: embeddings
+  Matrix<S> x(B * T, D);
+  c.cols.resize(static_cast<size_t>(B));
+  c.masking.resize(static_cast<size_t>(B));
+  c.mask.resize(B, L);
+  for (Index b = 0; b < B; ++b) {
+    c.cols[static_cast<size_t>(b)] = im2col(detail::image_of(pixel_values, b), c.H, c.W, p);
+    Matrix<S> patches = c.cols[static_cast<size_t>(b)] * conv.weight.transpose();
+    patches.rowwise() += conv.bias;
+    patches += emb.position_embeddings.bottomRows(L);
+    ops::Masking& mk = c.masking[static_cast<size_t>(b)];
+    mk = ops::random_masking(RowVector<S>(noise.row(b)), cfg.mask_ratio);
+    x.row(b * T) = emb.cls_token + emb.position_embeddings.row(0);
+    for (Index k = 0; k < K; ++k) x.row(b * T + 1 + k) = patches.row(mk.ids_keep[static_cast<size_t>(k)]);
+    for (Index l = 0; l < L; ++l) c.mask(b, l) = static_cast<S>(mk.mask[static_cast<size_t>(l)]);
+  }
+  // ---- encoder
+  c.enc.resize(m.vit.encoder.layer.size());
+  for (size_t i = 0; i < c.enc.size(); ++i) x = forward_train(m.vit.encoder.layer[i], x, c.enc[i], T);
+  const Matrix<S> latent = forward_train(m.vit.layernorm, x, c.enc_norm);
+  // ---- decoder
+  const Decoder<S>& dec = m.decoder;
+  const Matrix<S> xe = forward_train(dec.decoder_embed, latent, c.dec_embed);  // (B*T, Dd)
+  const Index Dd = cfg.decoder_hidden_size, TL = 1 + L;
+  Matrix<S> h(B * TL, Dd);
+  for (Index b = 0; b < B; ++b) {
+    h.row(b * TL) = xe.row(b * T);
+    for (Index l = 0; l < L; ++l) {
+      const Index r = c.masking[static_cast<size_t>(b)].ids_restore[static_cast<size_t>(l)];
+      h.row(b * TL + 1 + l) = r < K ? Matrix<S>(xe.row(b * T + 1 + r)) : Matrix<S>(dec.mask_token);
+    }
+    h.middleRows(b * TL, TL) += dec.decoder_pos_embed;
+  }
+  c.dec.resize(dec.decoder_layers.size());
+  for (size_t i = 0; i < c.dec.size(); ++i) h = forward_train(dec.decoder_layers[i], h, c.dec[i], TL);
+  const Matrix<S> pred_all = forward_train(dec.decoder_pred, forward_train(dec.decoder_norm, h, c.dec_norm), c.pred);  // (B*TL, P)
+  // ---- loss
+  const Index P = pred_all.cols();
+  const S den = c.mask.sum();
+  S num = 0;
+  Matrix<S> dpred_all = Matrix<S>::Zero(B * TL, P);
+  if (dpixels) dpixels->setZero(B, pixel_values.size(1) * c.H * c.W);
+  for (Index b = 0; b < B; ++b) {
+    const Matrix<S> img = detail::image_of(pixel_values, b);
+    Matrix<S> raw = ops::patchify(img, c.H, c.W, p);  // (L, P)
+    Matrix<S> target = m.loss_target(img, c.H, c.W);
+    const Matrix<S> pred = pred_all.middleRows(b * TL + 1, L);
+    const Matrix<S> diff = pred - target;
+    num += c.mask.row(b) * diff.array().square().rowwise().mean().matrix();
+    // d loss / d pred = 2 (pred - target) / P * mask / den
+    Matrix<S> dpred = (diff.array().colwise() * (c.mask.row(b).transpose().array() * (S(2) / (S(P) * den)))).matrix();
+    dpred_all.middleRows(b * TL + 1, L) = dpred;
+    if (dpixels) {
+      // Through the target: d target = -d pred, then the per-patch normalisation's backward.
+      Matrix<S> dt = -dpred;
+      if (cfg.norm_pix_loss) {
+        for (Index l = 0; l < L; ++l) {
+          const S mean = raw.row(l).mean();
+          const RowVector<S> xc = (raw.row(l).array() - mean).matrix();
+          const S var = xc.squaredNorm() / static_cast<S>(P - 1);
+          const S sd = std::sqrt(var + S(1e-6));
+          const RowVector<S> g = dt.row(l);
+          dt.row(l) = ((g.array() - g.mean()) / sd - xc.array() * (g.dot(xc) / (static_cast<S>(P - 1) * sd * sd * sd))).matrix();
+        }
+      }
+      const Matrix<S> di = ops::unpatchify(dt, c.H, c.W, p, cfg.num_channels);
+      dpixels->row(b) += Eigen::Map<const RowVector<S>>(di.data(), di.size());
+    }
+  }
+  // ---- backward: decoder
+  Matrix<S> dh = backward(dec.decoder_norm, backward(dec.decoder_pred, dpred_all, c.pred, grads.decoder.decoder_pred), c.dec_norm,
+                          grads.decoder.decoder_norm);
+  for (size_t i = c.dec.size(); i-- > 0;) dh = backward(dec.decoder_layers[i], dh, c.dec[i], grads.decoder.decoder_layers[i]);
+  Matrix<S> dxe = Matrix<S>::Zero(B * T, Dd);
+  for (Index b = 0; b < B; ++b) {
+    dxe.row(b * T) = dh.row(b * TL);
+    for (Index l = 0; l < L; ++l) {
+      const Index r = c.masking[static_cast<size_t>(b)].ids_restore[static_cast<size_t>(l)];
+      if (r < K) dxe.row(b * T + 1 + r) += dh.row(b * TL + 1 + l);
+      else grads.decoder.mask_token += dh.row(b * TL + 1 + l);
+    }
+  }
+  Matrix<S> dx = backward(m.vit.layernorm, backward(dec.decoder_embed, dxe, c.dec_embed, grads.decoder.decoder_embed), c.enc_norm,
+                          grads.vit.layernorm);
+  for (size_t i = c.enc.size(); i-- > 0;) dx = backward(m.vit.encoder.layer[i], dx, c.enc[i], grads.vit.encoder.layer[i]);
+  // ---- embeddings
+  PatchConv2d<S>& gconv = grads.vit.embeddings.patch_embeddings.projection;
+  for (Index b = 0; b < B; ++b) {
+    grads.vit.embeddings.cls_token += dx.row(b * T);
+    Matrix<S> dpatches = Matrix<S>::Zero(L, D);
+    for (Index k = 0; k < K; ++k) dpatches.row(c.masking[static_cast<size_t>(b)].ids_keep[static_cast<size_t>(k)]) = dx.row(b * T + 1 + k);
+    gconv.weight.noalias() += dpatches.transpose() * c.cols[static_cast<size_t>(b)];
+    gconv.bias += dpatches.colwise().sum();
+    if (dpixels) {
+      const Matrix<S> dcols = dpatches * conv.weight;  // (L, C*p*p)
+      const Index C = cfg.num_channels, nw = c.W / p;
+      for (Index l = 0; l < L; ++l)
+        for (Index ch = 0; ch < C; ++ch)
+          for (Index y = 0; y < p; ++y)
+            for (Index xx = 0; xx < p; ++xx)
+              (*dpixels)(b, ch * c.H * c.W + ((l / nw) * p + y) * c.W + (l % nw) * p + xx) += dcols(l, (ch * p + y) * p + xx);
+    }
+  }
+  return num / den;
+}
+
+/// A zeroed twin of a model, to accumulate gradients into.
+template <class S>
+ForPreTraining<S> zero_grads_like(const ForPreTraining<S>& m) {
+  ForPreTraining<S> g = m;
+  g.visit_parameters("", [](const std::string&, auto& t, const std::vector<Index>&) { t.setZero(); });
+  return g;
+}
+
+}  // namespace vitmae::train

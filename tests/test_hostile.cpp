@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// Bad input and failing writes: NaN propagation, atomic writes that leave the previous file
+// intact, and the remaining malformed-input cases.
+#include "test_util.hpp"
+
+#include <csignal>
+#include <fstream>
+#include <sys/resource.h>
+
+namespace io = vitmae::io;
+using vitmae::Tensor;
+
+TEST_CASE("NaN in pixel_values is allowed and propagates like in PyTorch") {
+  const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  Tensor<float> px({1, 3, 32, 32}, 0.1f);
+  px.data[0] = std::numeric_limits<float>::quiet_NaN();  // pixel (0, 0) of channel 0: patch 0
+  const vitmae::Matrix<float> noise = Eigen::RowVectorXf::LinSpaced(64, 0.0f, 1.0f);  // keeps patches 0..15
+  const auto out = m.forward(px, noise);
+  CHECK(std::isnan(out.last_hidden_state[0](1, 0)));  // patch 0's token
+  CHECK(std::isnan(out.loss));
+  // Other tokens attend to the NaN token, so (as in torch) NaN spreads through attention.
+  CHECK(std::isnan(out.last_hidden_state[0](0, 0)));
+}
+
+TEST_CASE("a failing checkpoint write (file size limit: like a full disk) leaves the previous checkpoint loadable") {
+  const std::string dir = test::tmp_dir("atomic_ckpt");
+  auto model = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  model.save_pretrained(dir);
+  std::ifstream before_in(dir + "/model.safetensors", std::ios::binary);
+  const std::string before((std::istreambuf_iterator<char>(before_in)), std::istreambuf_iterator<char>());
+
+  auto changed = model;
+  changed.vit.layernorm.bias.setConstant(7.0f);
+  // Limit file size below the checkpoint's (SIGXFSZ ignored so write() fails with EFBIG).
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit small = old;
+  small.rlim_cur = 100000;
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+  CHECK_THROWS_WITH_AS(changed.save_pretrained(dir), doctest::Contains("model.safetensors: write failed: File too large"),
+                       vitmae::Error);
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+
+  std::ifstream after_in(dir + "/model.safetensors", std::ios::binary);
+  const std::string after((std::istreambuf_iterator<char>(after_in)), std::istreambuf_iterator<char>());
+  CHECK(after == before);
+  const auto back = vitmae::ViTMAEForPreTraining<float>::from_pretrained(dir);
+  CHECK(back.vit.layernorm.bias == model.vit.layernorm.bias);
+  // No temporary file is left behind.
+  CHECK(std::system(("ls " + dir + " | grep -q tmp").c_str()) != 0);
+}
+
+TEST_CASE("an interrupted write (exception mid-file) leaves the old file and no temporary") {
+  const std::string dir = test::tmp_dir("atomic_interrupt");
+  io::write_file_atomic(dir + "/f.txt", std::string("old contents"));
+  CHECK_THROWS_AS(io::write_file_atomic(dir + "/f.txt", [](std::FILE* f) {
+                    std::fputs("half of the new", f);
+                    throw vitmae::Error("interrupted");
+                  }),
+                  vitmae::Error);
+  std::ifstream in(dir + "/f.txt");
+  const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(s == "old contents");
+  CHECK(std::system(("ls " + dir + " | grep -q tmp").c_str()) != 0);
+  CHECK_THROWS_WITH_AS(io::write_file_atomic("/nonexistent/dir/f.txt", std::string("x")),
+                       doctest::Contains("/nonexistent/dir/f.txt: cannot create"), vitmae::Error);
+}
+
+TEST_CASE("images of zero size and index files that are not JSON are errors") {
+  const std::string dir = test::tmp_dir("hostile_misc");
+  std::ofstream(dir + "/zero.pgm", std::ios::binary) << "P5\n0 0\n255\n";
+  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/zero.pgm"), doctest::Contains("zero.pgm: image has zero size (0x0)"),
+                       vitmae::Error);
+  std::ofstream(dir + "/model.safetensors.index.json") << "{\"weight_map\": ";
+  CHECK_THROWS_WITH_AS(io::open_sharded_safetensors(dir + "/model.safetensors.index.json"), doctest::Contains("not valid JSON"),
+                       vitmae::Error);
+  std::ofstream(dir + "/model.safetensors.index.json") << "{\"metadata\": {}}";
+  CHECK_THROWS_WITH_AS(io::open_sharded_safetensors(dir + "/model.safetensors.index.json"),
+                       doctest::Contains("expected an object with a 'weight_map' object"), vitmae::Error);
+  std::ofstream(dir + "/model.safetensors.index.json") << R"({"weight_map": {"a": "missing-shard.safetensors"}})";
+  CHECK_THROWS_WITH_AS(io::open_sharded_safetensors(dir + "/model.safetensors.index.json"),
+                       doctest::Contains("missing-shard.safetensors: cannot open"), vitmae::Error);
+}
+
+TEST_CASE("fuzz finding: a JPEG whose Huffman table overflows stb's is refused before decoding") {
+  // Found by tests/fuzz/fuzz_image: stb_image 2.27 writes past its Huffman table for a DHT
+  // segment declaring more than 256 codes (UBSan: index 257 out of bounds).
+  CHECK_THROWS_WITH_AS(io::load_image_raw(test::data("fuzz/dht_overflow.jpg")),
+                       doctest::Contains("corrupt JPEG: a Huffman table declares 586 codes, at most 256 are allowed"),
+                       vitmae::Error);
+}
