@@ -12,6 +12,7 @@
 
 #include "vitmae/error.hpp"
 #include "vitmae/io/atomic_file.hpp"
+#include "vitmae/io/json_file.hpp"
 #include "vitmae/ops/activations.hpp"
 
 namespace vitmae {
@@ -173,17 +174,7 @@ struct Config {
   }
 
   /// Reads a config.json file. @throws vitmae::Error naming the file.
-  static Config load(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    detail::require(static_cast<bool>(in), path, ": cannot open config file");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      detail::fail(path, ": not valid JSON (", e.what(), ")");
-    }
-    return from_json(j, path);
-  }
+  static Config load(const std::string& path) { return from_json(io::read_json_file(path, "config file"), path); }
 
   /// Writes config.json atomically (temporary file, then rename).
   void save(const std::string& path, const std::string& architecture = "ViTMAEForPreTraining",

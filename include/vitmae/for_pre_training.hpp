@@ -151,7 +151,7 @@ struct ForPreTraining {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static ForPreTraining from_pretrained(const std::string& path, const std::string& preset = "") {
-    ForPreTraining m(preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset));
+    ForPreTraining m(detail::checkpoint_config(path, preset));
     m.load_weights(*io::open_checkpoint_weights(path));
     return m;
   }
@@ -159,12 +159,7 @@ struct ForPreTraining {
   /// Writes config.json and model.safetensors with HF's ViTMAEForPreTraining names.
   void save_pretrained(const std::string& dir, io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64
                                                                                                   : io::DType::F32) {
-    detail::make_dir(dir);
-    io::SafetensorsWriter w;
-    w.set_metadata("format", "pt");
-    io::add_state_dict(*this, w, "", dtype);
-    w.save(io::join_path(dir, "model.safetensors"));
-    config.save(io::join_path(dir, "config.json"), "ViTMAEForPreTraining", detail::torch_dtype_name(dtype));
+    detail::save_checkpoint(*this, config, dir, dtype, "ViTMAEForPreTraining");
   }
 };
 

@@ -16,6 +16,7 @@
 #include "vitmae/io/atomic_file.hpp"
 #include "vitmae/io/checkpoint.hpp"
 #include "vitmae/io/image.hpp"
+#include "vitmae/io/json_file.hpp"
 #include "vitmae/tensor.hpp"
 
 namespace vitmae {
@@ -98,17 +99,7 @@ struct ImageProcessor {
             {"size", {{"height", height}, {"width", width}}}};
   }
 
-  static ImageProcessor load(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    detail::require(static_cast<bool>(in), path, ": cannot open");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      detail::fail(path, ": not valid JSON (", e.what(), ")");
-    }
-    return from_json(j, path);
-  }
+  static ImageProcessor load(const std::string& path) { return from_json(io::read_json_file(path), path); }
 
   void save(const std::string& path) const { io::write_file_atomic(path, to_json().dump(2) + "\n"); }
 

@@ -66,6 +66,24 @@ inline void make_dir(const std::string& dir) {
                   std::strerror(errno));
 }
 
+/// Config of a checkpoint: its config.json (beside a weights file, or in the folder), or a preset.
+inline Config checkpoint_config(const std::string& path, const std::string& preset) {
+  return preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset);
+}
+
+/// save_pretrained of either model: model.safetensors (HF names, "format": "pt" metadata, which
+/// transformers requires) and config.json naming the architecture.
+template <class Module>
+void save_checkpoint(Module& module, const Config& config, const std::string& dir, io::DType dtype,
+                     const std::string& architecture) {
+  make_dir(dir);
+  io::SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  io::add_state_dict(module, w, "", dtype);
+  w.save(io::join_path(dir, "model.safetensors"));
+  config.save(io::join_path(dir, "config.json"), architecture, torch_dtype_name(dtype));
+}
+
 /// The key every ViTMAE checkpoint has, in each naming layout.
 inline const char* kPatchWeightKey = "embeddings.patch_embeddings.projection.weight";
 }  // namespace detail
@@ -193,7 +211,7 @@ struct Model {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static Model from_pretrained(const std::string& path, const std::string& preset = "") {
-    Model m(preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset));
+    Model m(detail::checkpoint_config(path, preset));
     m.load_weights(*io::open_checkpoint_weights(path));
     return m;
   }
@@ -202,12 +220,7 @@ struct Model {
   /// dtype: storage type, by default the Scalar's own (bit-exact round trip).
   void save_pretrained(const std::string& dir, io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64
                                                                                                   : io::DType::F32) {
-    detail::make_dir(dir);
-    io::SafetensorsWriter w;
-    w.set_metadata("format", "pt");
-    io::add_state_dict(*this, w, "", dtype);
-    w.save(io::join_path(dir, "model.safetensors"));
-    config.save(io::join_path(dir, "config.json"), "ViTMAEModel", detail::torch_dtype_name(dtype));
+    detail::save_checkpoint(*this, config, dir, dtype, "ViTMAEModel");
   }
 };
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "vitmae/error.hpp"
+#include "vitmae/io/json_file.hpp"
 #include "vitmae/io/pytorch.hpp"
 #include "vitmae/io/state_dict.hpp"
 
@@ -35,14 +36,7 @@ inline std::string join_path(const std::string& dir, const std::string& name) {
 /// Opens a sharded checkpoint through its index ({"weight_map": {tensor: shard file}}).
 /// Every tensor named in the index must be in its shard.
 inline std::unique_ptr<TensorSource> open_sharded_safetensors(const std::string& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  detail::require(static_cast<bool>(in), index_path, ": cannot open");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    detail::fail(index_path, ": not valid JSON (", e.what(), ")");
-  }
+  const nlohmann::json j = read_json_file(index_path);
   detail::require(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index_path,
                   ": expected an object with a 'weight_map' object");
   const std::string dir = index_path.substr(0, index_path.find_last_of('/') == std::string::npos ? 0 : index_path.find_last_of('/'));
