@@ -93,8 +93,8 @@ TEST_CASE("ViTImageProcessor parity: PIL 8-bit resize exact and pixel_values wit
   const io::SafetensorsFile ref(test::data("preprocess/preprocess.safetensors"));
   int compared = 0;
   for (const char* stem : {"chelsea", "camera"})
-    for (const std::pair<const char*, int> rs : {std::pair<const char*, int>{"bilinear", 2}, {"bicubic", 3}})
-      for (const std::pair<int, int> hw : {std::pair<int, int>{224, 224}, {64, 64}, {200, 300}}) {
+    for (const auto& rs : {std::pair<const char*, int>{"bilinear", 2}, {"bicubic", 3}})
+      for (const auto& hw : {std::pair<int, int>{224, 224}, {64, 64}, {200, 300}}) {
         const std::string key = std::string(stem) + "." + rs.first + "." + std::to_string(hw.first) + "x" + std::to_string(hw.second);
         INFO(key);
         vitmae::ImageProcessor p;
