@@ -58,18 +58,22 @@ struct PatchConv2d {
       : weight(Matrix<Scalar>::Zero(hidden, channels * patch * patch)),
         bias(RowVector<Scalar>::Zero(hidden)), in_channels(channels), kernel_size(patch) {}
 
-  /// image (C, H*W) -> (nh*nw, hidden), patches in row-major grid order; like the convolution,
-  /// trailing rows/columns that do not fill a patch are dropped.
-  Matrix<Scalar> forward(const Matrix<Scalar>& image, Index height, Index width) const {
-    const Index p = kernel_size, C = in_channels;
-    const Index nh = height / p, nw = width / p;
-    Matrix<Scalar> cols(nh * nw, C * p * p);  // (L, C*p*p), im2col in (c, kh, kw) order
+  /// image (C, H*W) -> (nh*nw, C*p*p): each patch flattened in the (c, kh, kw) order of the
+  /// weight; like the convolution, rows/columns that do not fill a patch are dropped.
+  static Matrix<Scalar> im2col(const Matrix<Scalar>& image, Index height, Index width, Index p) {
+    const Index C = image.rows(), nh = height / p, nw = width / p;
+    Matrix<Scalar> cols(nh * nw, C * p * p);  // (L, C*p*p)
     for (Index h = 0; h < nh; ++h)
       for (Index w = 0; w < nw; ++w)
         for (Index c = 0; c < C; ++c)
           for (Index y = 0; y < p; ++y)
-            cols.row(h * nw + w).segment((c * p + y) * p, p) =
-                image.row(c).segment((h * p + y) * width + w * p, p);
+            cols.row(h * nw + w).segment((c * p + y) * p, p) = image.row(c).segment((h * p + y) * width + w * p, p);
+    return cols;
+  }
+
+  /// image (C, H*W) -> (nh*nw, hidden), patches in row-major grid order.
+  Matrix<Scalar> forward(const Matrix<Scalar>& image, Index height, Index width) const {
+    const Matrix<Scalar> cols = im2col(image, height, width, kernel_size);  // (L, C*p*p)
     Matrix<Scalar> out;  // (L, hidden)
     detail::gemm_nt(cols, weight, out);
     out.rowwise() += bias;

@@ -217,18 +217,6 @@ struct PreTrainingCache {
   Matrix<S> mask;
 };
 
-/// im2col of one image in the (c, kh, kw) order of the conv weight.
-template <class S>
-Matrix<S> im2col(const Matrix<S>& image, Index height, Index width, Index p) {
-  const Index C = image.rows(), nh = height / p, nw = width / p;
-  Matrix<S> cols(nh * nw, C * p * p);
-  for (Index h = 0; h < nh; ++h)
-    for (Index w = 0; w < nw; ++w)
-      for (Index c = 0; c < C; ++c)
-        for (Index y = 0; y < p; ++y) cols.row(h * nw + w).segment((c * p + y) * p, p) = image.row(c).segment((h * p + y) * width + w * p, p);
-  return cols;
-}
-
 /// One training forward and backward of ViTMAEForPreTraining on (pixel_values, noise) at the
 /// configured size. Adds every trainable parameter's gradient into `grads`; returns the loss.
 /// dpixels, when given, receives d loss / d pixel_values (B, C*H*W), through both the encoder
@@ -250,7 +238,7 @@ S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, co
   c.masking.resize(static_cast<size_t>(B));
   c.mask.resize(B, L);
   for (Index b = 0; b < B; ++b) {
-    c.cols[static_cast<size_t>(b)] = im2col(detail::image_of(pixel_values, b), c.H, c.W, p);
+    c.cols[static_cast<size_t>(b)] = PatchConv2d<S>::im2col(detail::image_of(pixel_values, b), c.H, c.W, p);
     Matrix<S> patches = c.cols[static_cast<size_t>(b)] * conv.weight.transpose();
     patches.rowwise() += conv.bias;
     patches += emb.position_embeddings.bottomRows(L);
