@@ -13,6 +13,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace examples {
 
@@ -51,6 +54,17 @@ inline void set_threads(int n) {
   }
 #else
   (void)n;
+#endif
+}
+
+/// Keeps freed memory in the process instead of returning it to the kernel after every large
+/// matrix (glibc): training frees and re-allocates the same buffers each step, and returning them
+/// cost a third of the time in system calls and page faults (measured with vitmae-pretrain).
+inline void tune_allocator() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
 #endif
 }
 

@@ -13,6 +13,10 @@
 #include "vitmae/io/state_dict.hpp"
 #include "vitmae/model.hpp"
 #include "vitmae/tensor.hpp"
+#include "vitmae/train/backward.hpp"
+#include "vitmae/train/data.hpp"
+#include "vitmae/train/optimizer.hpp"
+#include "vitmae/train/trainer.hpp"
 #include "vitmae/visualize.hpp"
 
 #define VITMAE_VERSION_MAJOR 0

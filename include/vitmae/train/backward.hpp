@@ -5,7 +5,10 @@
 // Position embeddings are fixed, as in the reference: they get no gradient.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "vitmae/for_pre_training.hpp"
@@ -221,9 +224,11 @@ struct PreTrainingCache {
 /// configured size. Adds every trainable parameter's gradient into `grads`; returns the loss.
 /// dpixels, when given, receives d loss / d pixel_values (B, C*H*W), through both the encoder
 /// and the reconstruction target (the reference does not detach the target).
+/// loss_denominator, when positive, replaces this batch's count of masked patches: a slice of a
+/// larger batch then returns its share of that batch's loss and gradients.
 template <class S>
 S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, ForPreTraining<S>& grads,
-                   Matrix<S>* dpixels = nullptr) {
+                   Matrix<S>* dpixels = nullptr, S loss_denominator = S(0)) {
   const Config& cfg = m.config;
   m.vit.check_inputs(pixel_values, noise, false);
   PreTrainingCache<S> c;
@@ -270,7 +275,7 @@ S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, co
   const Matrix<S> pred_all = forward_train(dec.decoder_pred, forward_train(dec.decoder_norm, h, c.dec_norm), c.pred);  // (B*TL, P)
   // ---- loss
   const Index P = pred_all.cols();
-  const S den = c.mask.sum();
+  const S den = loss_denominator > S(0) ? loss_denominator : c.mask.sum();
   S num = 0;
   Matrix<S> dpred_all = Matrix<S>::Zero(B * TL, P);
   if (dpixels) dpixels->setZero(B, pixel_values.size(1) * c.H * c.W);
@@ -345,5 +350,57 @@ ForPreTraining<S> zero_grads_like(const ForPreTraining<S>& m) {
   g.visit_parameters("", [](const std::string&, auto& t, const std::vector<Index>&) { t.setZero(); });
   return g;
 }
+
+/// forward_backward with the batch split into contiguous slices, one per thread, each into its
+/// own gradient twin; the twins are then added into `grads` in slice order. The result depends
+/// on the thread count (summation order) but not on scheduling: the same threads give the same
+/// bits. Keeps its twins between calls.
+template <class S>
+class ParallelBackward {
+ public:
+  S run(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, ForPreTraining<S>& grads, int threads) {
+    const Index B = pixel_values.size(0), L = noise.cols();
+    detail::require(pixel_values.dim() == 4 && noise.rows() == B, "forward_backward: pixel_values has ", B,
+                    " images but noise has ", noise.rows(), " rows");
+    const int n = static_cast<int>(std::max<Index>(1, std::min<Index>(threads, B)));
+    const S den = static_cast<S>(B * (L - ops::num_kept(L, m.config.mask_ratio)));
+    if (n == 1) return forward_backward(m, pixel_values, noise, grads, static_cast<Matrix<S>*>(nullptr), den);
+    if (static_cast<int>(twins_.size()) != n) twins_.assign(static_cast<size_t>(n), zero_grads_like(m));
+    std::vector<S> losses(static_cast<size_t>(n), S(0));
+    std::vector<std::string> errors(static_cast<size_t>(n));
+    const Index per_image = pixel_values.numel() / B;
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(n) schedule(static, 1)
+#endif
+    for (int t = 0; t < n; ++t) {
+      try {
+        const Index b0 = B * t / n, b1 = B * (t + 1) / n;
+        Tensor<S> part(std::vector<Index>{b1 - b0, pixel_values.size(1), pixel_values.size(2), pixel_values.size(3)});
+        std::copy_n(pixel_values.ptr() + b0 * per_image, (b1 - b0) * per_image, part.ptr());
+        ForPreTraining<S>& g = twins_[static_cast<size_t>(t)];
+        g.visit_parameters("", [](const std::string&, auto& x, const std::vector<Index>&) { x.setZero(); });
+        losses[static_cast<size_t>(t)] = forward_backward(m, part, Matrix<S>(noise.middleRows(b0, b1 - b0)), g, static_cast<Matrix<S>*>(nullptr), den);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(t)] = e.what();
+      }
+    }
+    for (const auto& e : errors)
+      if (!e.empty()) throw Error(e);
+    std::map<std::string, S*> out;
+    grads.visit_parameters("", [&](const std::string& name, auto& x, const std::vector<Index>&) { out[name] = x.data(); });
+    S loss = 0;
+    for (int t = 0; t < n; ++t) {
+      loss += losses[static_cast<size_t>(t)];
+      twins_[static_cast<size_t>(t)].visit_parameters("", [&](const std::string& name, auto& x, const std::vector<Index>&) {
+        S* o = out.at(name);
+        for (Index i = 0; i < x.size(); ++i) o[i] += x.data()[i];
+      });
+    }
+    return loss;
+  }
+
+ private:
+  std::vector<ForPreTraining<S>> twins_;
+};
 
 }  // namespace vitmae::train

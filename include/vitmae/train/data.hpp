@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: Apache-2.0
+// The pre-training data pipeline of the MAE recipe: image files from a folder (recursive) or a
+// list file; RandomResizedCrop (torchvision's parameter search: scale 0.2-1, ratio 3/4-4/3,
+// ten tries then a centre crop) resized with PIL's bicubic; horizontal flip with probability
+// 1/2; the model's normalisation (ImageProcessor). Worker threads build batches ahead of the
+// trainer.
+//
+// Reproducible: batch k holds the samples at positions k*B .. k*B+B-1 of an endless stream of
+// epochs, each epoch a seeded permutation of the files, and every sample's augmentation draws
+// from its own generator seeded by (seed, position). So a batch depends on (seed, k) only, not
+// on the number of workers or their timing, and resuming at batch k needs only k.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "vitmae/image_processor.hpp"
+#include "vitmae/io/image.hpp"
+
+namespace vitmae::train {
+
+/// A 64-bit generator for one purpose: SplitMix64-mixed seeds into mt19937_64.
+inline std::mt19937_64 seeded_rng(std::uint64_t seed, std::uint64_t stream) {
+  auto mix = [](std::uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  return std::mt19937_64(mix(mix(seed) ^ stream));
+}
+
+/// Uniform in [0, 1) with 53 random bits.
+inline double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+/// Uniform integer in [0, n).
+inline int uniform_int(std::mt19937_64& rng, int n) {
+  return std::min(n - 1, static_cast<int>(uniform01(rng) * n));
+}
+
+// ---------------------------------------------------------------- augmentation
+
+struct AugmentOptions {
+  double scale_min = 0.2, scale_max = 1.0;         // of the image's area
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;  // width / height
+  bool hflip = true;                               // mirror with probability 1/2
+  bool random_crop = true;                         // false: resize the whole image (no crop)
+};
+
+struct CropBox {
+  int top = 0, left = 0, height = 0, width = 0;
+};
+
+/// torchvision's RandomResizedCrop.get_params: ten tries of a random area and log-uniform aspect
+/// ratio that fits, else the whole image clamped to the ratio range, centred.
+inline CropBox random_resized_crop_box(int height, int width, const AugmentOptions& o, std::mt19937_64& rng) {
+  const double area = static_cast<double>(height) * width;
+  const double log_lo = std::log(o.ratio_min), log_hi = std::log(o.ratio_max);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * (o.scale_min + (o.scale_max - o.scale_min) * uniform01(rng));
+    const double aspect = std::exp(log_lo + (log_hi - log_lo) * uniform01(rng));
+    const int w = static_cast<int>(std::lround(std::sqrt(target * aspect)));
+    const int h = static_cast<int>(std::lround(std::sqrt(target / aspect)));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      const int top = uniform_int(rng, height - h + 1);
+      const int left = uniform_int(rng, width - w + 1);
+      return {top, left, h, w};
+    }
+  }
+  const double in_ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (in_ratio < o.ratio_min) {
+    h = static_cast<int>(std::lround(w / o.ratio_min));
+  } else if (in_ratio > o.ratio_max) {
+    w = static_cast<int>(std::lround(h * o.ratio_max));
+  }
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+inline io::Image8 crop(const io::Image8& in, const CropBox& b) {
+  detail::require(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 && b.top + b.height <= in.height &&
+                      b.left + b.width <= in.width,
+                  "crop: box ", b.width, "x", b.height, "+", b.left, "+", b.top, " is outside the ", in.width, "x", in.height, " image");
+  io::Image8 out{b.width, b.height, in.channels, std::vector<std::uint8_t>(static_cast<size_t>(b.width) * b.height * in.channels)};
+  const size_t row = static_cast<size_t>(b.width) * in.channels;
+  for (int y = 0; y < b.height; ++y)
+    std::copy_n(&in.data[(static_cast<size_t>(b.top + y) * in.width + b.left) * in.channels], row, &out.data[y * row]);
+  return out;
+}
+
+inline io::Image8 hflip(const io::Image8& in) {
+  io::Image8 out = in;
+  for (int y = 0; y < in.height; ++y)
+    for (int x = 0; x < in.width; ++x)
+      for (int c = 0; c < in.channels; ++c) out.at(y, x, c) = in.at(y, in.width - 1 - x, c);
+  return out;
+}
+
+/// One training view of an image: crop box, PIL resize to the processor's size with its
+/// resample filter, flip. Draws from `rng` in torchvision's order (crop, then flip).
+inline io::Image8 augment(const io::Image8& img, const ImageProcessor& proc, const AugmentOptions& o, std::mt19937_64& rng) {
+  const CropBox box = o.random_crop ? random_resized_crop_box(img.height, img.width, o, rng) : CropBox{0, 0, img.height, img.width};
+  io::Image8 view = detail::pil_resize(box.height == img.height && box.width == img.width ? img : crop(img, box),
+                                       static_cast<int>(proc.width), static_cast<int>(proc.height),
+                                       static_cast<detail::Resample>(proc.resample));
+  if (o.hflip && uniform01(rng) < 0.5) view = hflip(view);
+  return view;
+}
+
+// ---------------------------------------------------------------- dataset
+
+/// The image files of a folder (recursive, sorted, by extension) or of a list file (one path per
+/// line, relative to the list's folder; blank lines and lines starting with '#' skipped).
+/// Decoded images are kept in memory up to `cache_bytes` (so small datasets decode once). With
+/// `shorter_side` > 0, an image whose shorter side is longer is shrunk once on decoding (PIL
+/// bicubic, aspect kept), which bounds the cost of every later crop's resize.
+class ImageDataset {
+ public:
+  static bool is_image_name(const std::string& name) {
+    std::string ext = std::filesystem::path(name).extension().string();
+    for (auto& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    for (const char* e : {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm", ".psd"})
+      if (ext == e) return true;
+    return false;
+  }
+
+  /// @throws vitmae::Error naming `path` when it holds no image or cannot be read.
+  static ImageDataset open(const std::string& path, int channels, int shorter_side = 0,
+                           std::int64_t cache_bytes = std::int64_t(1) << 31) {
+    namespace fs = std::filesystem;
+    ImageDataset d;
+    d.channels_ = channels;
+    d.shorter_side_ = shorter_side;
+    d.cache_budget_ = cache_bytes;
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) {
+      fs::recursive_directory_iterator it(path, fs::directory_options::follow_directory_symlink, ec), end;
+      detail::require(!ec, "dataset ", path, ": cannot list the folder: ", ec.message());
+      for (; it != end; it.increment(ec)) {
+        detail::require(!ec, "dataset ", path, ": cannot list the folder: ", ec.message());
+        if (it->is_regular_file(ec) && is_image_name(it->path().string())) d.files_.push_back(it->path().string());
+      }
+      std::sort(d.files_.begin(), d.files_.end());
+    } else {
+      std::ifstream in(path);
+      detail::require(in.good(), "dataset ", path, ": not a folder or a readable list file");
+      const fs::path base = fs::path(path).parent_path();
+      std::string line;
+      while (std::getline(in, line)) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+        size_t s = line.find_first_not_of(" \t");
+        if (s == std::string::npos || line[s] == '#') continue;
+        const fs::path p(line.substr(s));
+        d.files_.push_back(p.is_absolute() ? p.string() : (base / p).string());
+      }
+    }
+    detail::require(!d.files_.empty(), "dataset ", path, ": no image files found (looked for .png .jpg .jpeg .bmp .gif .tga .ppm .pgm .pnm .psd)");
+    d.cache_ = std::make_shared<Cache>();
+    return d;
+  }
+
+  size_t size() const { return files_.size(); }
+  const std::vector<std::string>& files() const { return files_; }
+  int channels() const { return channels_; }
+
+  /// Image i decoded and converted to the model's channels (thread-safe). @throws vitmae::Error.
+  std::shared_ptr<const io::Image8> image(size_t i) const {
+    {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      auto it = cache_->images.find(i);
+      if (it != cache_->images.end()) return it->second;
+    }
+    io::Image8 decoded = io::load_image(files_.at(i), channels_);
+    const int shorter = std::min(decoded.width, decoded.height);
+    if (shorter_side_ > 0 && shorter > shorter_side_) {
+      const double f = static_cast<double>(shorter_side_) / shorter;
+      decoded = detail::pil_resize(decoded, std::max(1, static_cast<int>(std::lround(decoded.width * f))),
+                                   std::max(1, static_cast<int>(std::lround(decoded.height * f))), detail::Resample::bicubic);
+    }
+    auto img = std::make_shared<const io::Image8>(std::move(decoded));
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    const auto bytes = static_cast<std::int64_t>(img->data.size());
+    if (cache_->bytes + bytes <= cache_budget_ && !cache_->images.count(i)) {
+      cache_->images[i] = img;
+      cache_->bytes += bytes;
+    }
+    return img;
+  }
+
+ private:
+  struct Cache {
+    std::mutex mutex;
+    std::map<size_t, std::shared_ptr<const io::Image8>> images;
+    std::int64_t bytes = 0;
+  };
+  std::vector<std::string> files_;
+  int channels_ = 3, shorter_side_ = 0;
+  std::int64_t cache_budget_ = 0;
+  std::shared_ptr<Cache> cache_;
+};
+
+// ---------------------------------------------------------------- loader
+
+/// Endless batches of augmented, normalised pixel_values [B, C, H, W], built by worker threads
+/// up to `prefetch` batches ahead. Batch k is a function of (seed, k) only (see the top).
+template <class S>
+class DataLoader {
+ public:
+  DataLoader(ImageDataset data, ImageProcessor proc, AugmentOptions aug, int batch, std::uint64_t seed, int workers = 1,
+             int prefetch = 2, long first_batch = 0)
+      : data_(std::move(data)), proc_(std::move(proc)), aug_(aug), batch_(batch), seed_(seed), next_(first_batch),
+        produce_(first_batch), prefetch_(std::max(1, prefetch)) {
+    detail::require(batch > 0, "DataLoader: batch size must be positive, got ", batch);
+    detail::require(data_.size() > 0, "DataLoader: empty dataset");
+    for (int w = 0; w < std::max(1, workers); ++w) threads_.emplace_back([this] { work(); });
+  }
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+  ~DataLoader() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  /// The dataset index at stream position `pos` (epoch = pos / N, seeded permutation per epoch).
+  size_t file_at(long pos) const {
+    const long n = static_cast<long>(data_.size());
+    const long epoch = pos / n;
+    std::lock_guard<std::mutex> lock(perm_mutex_);
+    auto it = perms_.find(epoch);
+    if (it == perms_.end()) {
+      std::vector<size_t> p(data_.size());
+      for (size_t i = 0; i < p.size(); ++i) p[i] = i;
+      auto rng = seeded_rng(seed_, 0x5045524D00000000ull + static_cast<std::uint64_t>(epoch));  // "PERM"
+      for (size_t i = p.size(); i > 1; --i) std::swap(p[i - 1], p[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
+      if (perms_.size() > 4) perms_.erase(perms_.begin());
+      it = perms_.emplace(epoch, std::move(p)).first;
+    }
+    return it->second[static_cast<size_t>(pos % n)];
+  }
+
+  /// Batch k, computed on the calling thread (what the workers run).
+  Tensor<S> make_batch(long k) const {
+    const Index C = data_.channels(), H = proc_.height, W = proc_.width;
+    Tensor<S> t({batch_, C, H, W});
+    for (int b = 0; b < batch_; ++b) {
+      const long pos = k * batch_ + b;
+      auto rng = seeded_rng(seed_, static_cast<std::uint64_t>(pos));
+      const auto img = data_.image(file_at(pos));
+      const Matrix<S> pv = proc_.to_pixel_values<S>(augment(*img, proc_, aug_, rng));
+      std::copy_n(pv.data(), pv.size(), t.data.data() + static_cast<size_t>(b) * pv.size());
+    }
+    return t;
+  }
+
+  /// The next batch in order (waits for a worker). Rethrows a worker's error.
+  Tensor<S> next() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const long k = next_;
+    cv_.wait(lock, [&] { return ready_.count(k) || errors_.count(k); });
+    if (errors_.count(k)) {
+      const std::string what = errors_[k];
+      throw Error(what);
+    }
+    Tensor<S> t = std::move(ready_[k]);
+    ready_.erase(k);
+    ++next_;
+    lock.unlock();
+    cv_.notify_all();
+    return t;
+  }
+
+  long batches_taken() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return next_;
+  }
+
+ private:
+  void work() {
+    for (;;) {
+      long k;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [&] { return stop_ || produce_ < next_ + prefetch_; });
+        if (stop_) return;
+        k = produce_++;
+      }
+      try {
+        Tensor<S> t = make_batch(k);
+        std::lock_guard<std::mutex> lock(mutex_);
+        ready_[k] = std::move(t);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        errors_[k] = e.what();
+      }
+      cv_.notify_all();
+    }
+  }
+
+  ImageDataset data_;
+  ImageProcessor proc_;
+  AugmentOptions aug_;
+  int batch_;
+  std::uint64_t seed_;
+  mutable std::mutex mutex_, perm_mutex_;
+  mutable std::map<long, std::vector<size_t>> perms_;
+  std::condition_variable cv_;
+  long next_, produce_;
+  int prefetch_;
+  bool stop_ = false;
+  std::map<long, Tensor<S>> ready_;
+  std::map<long, std::string> errors_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace vitmae::train
