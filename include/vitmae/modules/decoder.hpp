@@ -56,6 +56,27 @@ struct Decoder {
     return table;
   }
 
+  /// decoder_embed's output x (B*(1+K), Dd) -> the layers' input (B*(1+L), Dd): per sample CLS,
+  /// then for patch l kept token ids_restore[l] when ids_restore[l] < K, else the mask token
+  /// (x_ = gather(cat([x[:, 1:], mask_tokens]), 1, ids_restore)), plus the position table.
+  Matrix<Scalar> unshuffle(const Matrix<Scalar>& x, const std::vector<std::vector<Index>>& ids_restore,
+                           const Matrix<Scalar>& pos) const {
+    const Index B = static_cast<Index>(ids_restore.size());
+    const Index L = static_cast<Index>(ids_restore[0].size()), K = x.rows() / B - 1;
+    Matrix<Scalar> h(B * (1 + L), x.cols());
+    for (Index b = 0; b < B; ++b) {
+      const Index in = b * (1 + K), out = b * (1 + L);
+      h.row(out) = x.row(in);
+      for (Index l = 0; l < L; ++l) {
+        const Index r = ids_restore[static_cast<size_t>(b)][static_cast<size_t>(l)];
+        if (r < K) h.row(out + 1 + l) = x.row(in + 1 + r);
+        else h.row(out + 1 + l) = mask_token;
+      }
+      h.middleRows(out, 1 + L) += pos;  // hidden_states = x + decoder_pos_embed
+    }
+    return h;
+  }
+
   /// latents: B samples' (1+K, hidden) stacked as (B*(1+K), hidden); ids_restore[b] (L) each
   /// -> logits per sample (L, p*p*C), CLS removed. All samples go through each layer together.
   std::vector<Matrix<Scalar>> forward(const Matrix<Scalar>& latents, const std::vector<std::vector<Index>>& ids_restore,
@@ -64,21 +85,8 @@ struct Decoder {
     detail::require(B > 0 && latents.rows() % B == 0, "ViTMAEDecoder: ", latents.rows(), " latent rows for ", B, " samples");
     const Index L = static_cast<Index>(ids_restore[0].size()), K = latents.rows() / B - 1;
     detail::require(K <= L, "ViTMAEDecoder: ", K, " kept tokens but only ", L, " patches");
-    const Matrix<Scalar> x = decoder_embed.forward(latents);  // (B*(1+K), Dd)
-    Matrix<Scalar> h(B * (1 + L), x.cols());                   // (B*(1+L), Dd)
-    for (Index b = 0; b < B; ++b) {
-      const Index in = b * (1 + K), out = b * (1 + L);
-      h.row(out) = x.row(in);
-      // x_ = cat([x[:, 1:], mask_tokens]); x_ = gather(x_, 1, ids_restore): patch l takes kept
-      // token ids_restore[l] when ids_restore[l] < K, else a mask token.
-      for (Index l = 0; l < L; ++l) {
-        const Index r = ids_restore[static_cast<size_t>(b)][static_cast<size_t>(l)];
-        if (r < K) h.row(out + 1 + l) = x.row(in + 1 + r);
-        else h.row(out + 1 + l) = mask_token;
-      }
-      h.middleRows(out, 1 + L) += pos;  // hidden_states = x + decoder_pos_embed
-    }
-    for (const Layer<Scalar>& layer : decoder_layers) h = layer.forward(h, nullptr, 1 + L);  // (B*(1+L), Dd)
+    Matrix<Scalar> h = unshuffle(decoder_embed.forward(latents), ids_restore, pos);  // (B*(1+L), Dd)
+    for (const Layer<Scalar>& layer : decoder_layers) h = layer.forward(h, nullptr, 1 + L);
     const Matrix<Scalar> logits = decoder_pred.forward(decoder_norm.forward(h));  // (B*(1+L), p*p*C)
     std::vector<Matrix<Scalar>> out(static_cast<size_t>(B));
     for (Index b = 0; b < B; ++b) out[static_cast<size_t>(b)] = logits.middleRows(b * (1 + L) + 1, L);  // remove cls token

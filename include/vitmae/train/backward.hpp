@@ -237,20 +237,16 @@ S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, co
   const Index B = c.B, L = c.L, K = c.K, T = 1 + K, D = cfg.hidden_size, p = cfg.patch_size;
   const Embeddings<S>& emb = m.vit.embeddings;
   const PatchConv2d<S>& conv = emb.patch_embeddings.projection;
-  // ---- forward: embeddings
+  // ---- forward: embeddings (the module's own forward; the im2col is kept for the backward)
   Matrix<S> x(B * T, D);
   c.cols.resize(static_cast<size_t>(B));
   c.masking.resize(static_cast<size_t>(B));
   c.mask.resize(B, L);
   for (Index b = 0; b < B; ++b) {
-    c.cols[static_cast<size_t>(b)] = PatchConv2d<S>::im2col(detail::image_of(pixel_values, b), c.H, c.W, p);
-    Matrix<S> patches = c.cols[static_cast<size_t>(b)] * conv.weight.transpose();
-    patches.rowwise() += conv.bias;
-    patches += emb.position_embeddings.bottomRows(L);
+    const Matrix<S> img = detail::image_of(pixel_values, b);
+    c.cols[static_cast<size_t>(b)] = PatchConv2d<S>::im2col(img, c.H, c.W, p);
     ops::Masking& mk = c.masking[static_cast<size_t>(b)];
-    mk = ops::random_masking(RowVector<S>(noise.row(b)), cfg.mask_ratio);
-    x.row(b * T) = emb.cls_token + emb.position_embeddings.row(0);
-    for (Index k = 0; k < K; ++k) x.row(b * T + 1 + k) = patches.row(mk.ids_keep[static_cast<size_t>(k)]);
+    x.middleRows(b * T, T) = emb.forward(img, c.H, c.W, emb.position_embeddings, RowVector<S>(noise.row(b)), cfg.mask_ratio, false, mk);
     for (Index l = 0; l < L; ++l) c.mask(b, l) = static_cast<S>(mk.mask[static_cast<size_t>(l)]);
   }
   // ---- encoder
@@ -261,15 +257,9 @@ S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, co
   const Decoder<S>& dec = m.decoder;
   const Matrix<S> xe = forward_train(dec.decoder_embed, latent, c.dec_embed);  // (B*T, Dd)
   const Index Dd = cfg.decoder_hidden_size, TL = 1 + L;
-  Matrix<S> h(B * TL, Dd);
-  for (Index b = 0; b < B; ++b) {
-    h.row(b * TL) = xe.row(b * T);
-    for (Index l = 0; l < L; ++l) {
-      const Index r = c.masking[static_cast<size_t>(b)].ids_restore[static_cast<size_t>(l)];
-      h.row(b * TL + 1 + l) = r < K ? Matrix<S>(xe.row(b * T + 1 + r)) : Matrix<S>(dec.mask_token);
-    }
-    h.middleRows(b * TL, TL) += dec.decoder_pos_embed;
-  }
+  std::vector<std::vector<Index>> ids_restore(static_cast<size_t>(B));
+  for (Index b = 0; b < B; ++b) ids_restore[static_cast<size_t>(b)] = c.masking[static_cast<size_t>(b)].ids_restore;
+  Matrix<S> h = dec.unshuffle(xe, ids_restore, dec.decoder_pos_embed);
   c.dec.resize(dec.decoder_layers.size());
   for (size_t i = 0; i < c.dec.size(); ++i) h = forward_train(dec.decoder_layers[i], h, c.dec[i], TL);
   const Matrix<S> pred_all = forward_train(dec.decoder_pred, forward_train(dec.decoder_norm, h, c.dec_norm), c.pred);  // (B*TL, P)
