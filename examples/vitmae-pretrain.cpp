@@ -21,7 +21,8 @@ constexpr const char* kUsage =
     "                       [--steps N | --epochs N] [--batch B] [--accum N] [--base-lr X | --lr X] [--min-lr X]\n"
     "                       [--warmup N] [--weight-decay X] [--clip-grad X] [--mask-ratio R] [--seed N]\n"
     "                       [--resume DIR] [--save-every N] [--keep N] [--threads N] [--workers N]\n"
-    "                       [--scale-min X] [--no-flip] [--shorter-side N] [--log-every N]\n"
+    "                       [--scale-min X] [--no-flip] [--vflip] [--transpose] [--channel-shuffle]\n"
+    "                       [--shorter-side N] [--log-every N]\n"
     "  --data      a folder of images (searched recursively) or a text file listing image paths\n"
     "  --out       where checkpoints go: OUT/checkpoint-STEP every --save-every steps (the last --keep\n"
     "              kept), OUT/final at the end, OUT/loss.csv and OUT/loss.svg; each checkpoint holds\n"
@@ -38,14 +39,17 @@ constexpr const char* kUsage =
     "  --threads   threads over the batch (default: all cores); --workers image-decoding threads (1)\n"
     "  --shorter-side  shrink each image once, on decoding, to this shorter side when it is longer\n"
     "              (default 4x the model's image size; 0 keeps full size: exact torchvision crops,\n"
-    "              slower); --scale-min the smallest crop area (0.2); --no-flip no mirroring\n";
+    "              slower); --scale-min the smallest crop area (0.2); --no-flip no mirroring\n"
+    "  --vflip, --transpose, --channel-shuffle  extra augmentation for small datasets (not MAE's\n"
+    "              recipe): upside-down views, swapped axes (all 8 orientations with the flips),\n"
+    "              permuted RGB channels, each with probability 1/2\n";
 
 struct Args {
   std::string data, out, config, preset, init, resume;
   long steps = 0, epochs = 0, save_every = 500, log_every = 0;
   int keep = 2, workers = 1, threads = 0, shorter_side = -1;
   double mask_ratio = -1, scale_min = 0.2;
-  bool flip = true;
+  bool flip = true, vflip = false, transpose = false, channel_shuffle = false;
   vitmae::train::TrainOptions train;
 };
 
@@ -82,6 +86,9 @@ Args parse(int argc, char** argv) {
     else if (f == "--scale-min") a.scale_min = num();
     else if (f == "--shorter-side") a.shorter_side = static_cast<int>(integer(0, 1 << 20));
     else if (f == "--no-flip") a.flip = false;
+    else if (f == "--vflip") a.vflip = true;
+    else if (f == "--transpose") a.transpose = true;
+    else if (f == "--channel-shuffle") a.channel_shuffle = true;
     else if (f == "--log-every") a.log_every = integer(1, 1'000'000'000);
     else if (f == "-h" || f == "--help") {
       std::cout << kUsage;
@@ -161,6 +168,9 @@ int main(int argc, char** argv) {
     vitmae::train::AugmentOptions aug;
     aug.scale_min = a.scale_min;
     aug.hflip = a.flip;
+    aug.vflip = a.vflip;
+    aug.transpose = a.transpose;
+    aug.channel_shuffle = a.channel_shuffle;
     vitmae::train::DataLoader<Scalar> loader(data, proc, aug, opts.batch, opts.seed, a.workers, 2 + a.workers,
                                              trainer.step() * opts.accum);
     long params = 0;

@@ -8,6 +8,7 @@
 
 #include <fstream>
 #include <regex>
+#include <algorithm>
 #include <csignal>
 #include <set>
 #include <sys/resource.h>
@@ -134,6 +135,15 @@ TEST_CASE("crop, flip and augment: pixels where they belong") {
   for (int y = 0; y < 3; ++y)
     for (int x = 0; x < 5; ++x) CHECK(f.at(y, x, 1) == img.at(y, 4 - x, 1));
   CHECK_THROWS_WITH_AS(train::crop(img, {2, 0, 2, 5}), doctest::Contains("outside the 5x3 image"), vitmae::Error);
+  const io::Image8 u = train::vflip(img), t = train::transpose(img);
+  REQUIRE(t.width == 3);
+  REQUIRE(t.height == 5);
+  for (int y = 0; y < 3; ++y)
+    for (int x = 0; x < 5; ++x)
+      for (int ch = 0; ch < 3; ++ch) {
+        CHECK(u.at(y, x, ch) == img.at(2 - y, x, ch));
+        CHECK(t.at(x, y, ch) == img.at(y, x, ch));
+      }
 
   // Without crop and flip, augment is exactly the processor's resize (HF's preprocessing).
   const io::Image8 photo = io::load_image(test::data("images/coffee.png"), 3);
@@ -148,6 +158,31 @@ TEST_CASE("crop, flip and augment: pixels where they belong") {
   CHECK(v.width == 24);
   CHECK(v.height == 24);
   CHECK(v.data != p.resize(photo).data);
+
+  // The extras: every view is one of the 8 orientations of the plain resize, channels permuted.
+  const io::Image8 base = p.resize(photo);
+  train::AugmentOptions extras = none;
+  extras.hflip = extras.vflip = extras.transpose = extras.channel_shuffle = true;
+  std::set<std::vector<std::uint8_t>> seen;
+  for (int i = 0; i < 400; ++i) {
+    const io::Image8 w = train::augment(photo, p, extras, rng);
+    bool found = false;
+    for (int k = 0; k < 8 && !found; ++k) {
+      io::Image8 o = base;
+      if (k & 1) o = train::hflip(o);
+      if (k & 2) o = train::vflip(o);
+      if (k & 4) o = train::transpose(o);
+      int perm[3] = {0, 1, 2};
+      do {
+        bool same = true;
+        for (size_t j = 0; j < o.data.size() && same; ++j) same = w.data[j] == o.data[j - j % 3 + static_cast<size_t>(perm[j % 3])];
+        found = same;
+      } while (!found && std::next_permutation(perm, perm + 3));
+    }
+    CHECK(found);
+    seen.insert(w.data);
+  }
+  CHECK(seen.size() == 48);  // 8 orientations x 6 channel orders, all drawn
 }
 
 TEST_CASE("datasets: a folder recursively, a list file, clear errors") {
@@ -286,6 +321,11 @@ TEST_CASE("trainer: N steps equal N/2 + checkpoint + resume + N/2, bit for bit")
   CHECK(same_weights(straight.model(), resumed.model()));
   for (const auto& [name, m] : straight.optimizer().exp_avg_sq()) REQUIRE(m == resumed.optimizer().exp_avg_sq().at(name));
   for (size_t i = 0; i < 8; ++i) CHECK(straight.history()[i].loss == resumed.history()[i].loss);
+
+  // Dropout is not implemented in training: refused, not ignored.
+  vitmae::Config dropout = c;
+  dropout.hidden_dropout_prob = 0.1;
+  CHECK_THROWS_WITH_AS(train::Trainer<float>(fresh_model(dropout), o), doctest::Contains("dropout is not implemented"), vitmae::Error);
 
   // A checkpoint from another batch size is refused with the reason.
   train::TrainOptions other = o;

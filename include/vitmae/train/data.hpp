@@ -57,6 +57,11 @@ struct AugmentOptions {
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;  // width / height
   bool hflip = true;                               // mirror with probability 1/2
   bool random_crop = true;                         // false: resize the whole image (no crop)
+  // Beyond MAE's recipe, for small datasets (each with probability 1/2, off by default):
+  bool vflip = false;                              // upside down
+  bool transpose = false;                          // swap rows and columns (square views only);
+                                                   // with both flips: all 8 rotations/reflections
+  bool channel_shuffle = false;                    // a random permutation of the RGB channels
 };
 
 struct CropBox {
@@ -108,14 +113,41 @@ inline io::Image8 hflip(const io::Image8& in) {
   return out;
 }
 
+inline io::Image8 vflip(const io::Image8& in) {
+  io::Image8 out = in;
+  const size_t row = static_cast<size_t>(in.width) * in.channels;
+  for (int y = 0; y < in.height; ++y) std::copy_n(&in.data[static_cast<size_t>(in.height - 1 - y) * row], row, &out.data[y * row]);
+  return out;
+}
+
+inline io::Image8 transpose(const io::Image8& in) {
+  io::Image8 out{in.height, in.width, in.channels, std::vector<std::uint8_t>(in.data.size())};
+  for (int y = 0; y < out.height; ++y)
+    for (int x = 0; x < out.width; ++x)
+      for (int c = 0; c < in.channels; ++c) out.at(y, x, c) = in.at(x, y, c);
+  return out;
+}
+
 /// One training view of an image: crop box, PIL resize to the processor's size with its
-/// resample filter, flip. Draws from `rng` in torchvision's order (crop, then flip).
+/// resample filter, flip. Draws from `rng` in torchvision's order (crop, then flip), then the
+/// optional extras in the order vflip, transpose, channel permutation.
 inline io::Image8 augment(const io::Image8& img, const ImageProcessor& proc, const AugmentOptions& o, std::mt19937_64& rng) {
   const CropBox box = o.random_crop ? random_resized_crop_box(img.height, img.width, o, rng) : CropBox{0, 0, img.height, img.width};
   io::Image8 view = detail::pil_resize(box.height == img.height && box.width == img.width ? img : crop(img, box),
                                        static_cast<int>(proc.width), static_cast<int>(proc.height),
                                        static_cast<detail::Resample>(proc.resample));
   if (o.hflip && uniform01(rng) < 0.5) view = hflip(view);
+  if (o.vflip && uniform01(rng) < 0.5) view = vflip(view);
+  if (o.transpose && view.width == view.height && uniform01(rng) < 0.5) view = transpose(view);
+  if (o.channel_shuffle && view.channels == 3) {
+    int perm[3] = {0, 1, 2};
+    for (int i = 2; i > 0; --i) std::swap(perm[i], perm[uniform_int(rng, i + 1)]);
+    if (perm[0] != 0 || perm[1] != 1) {
+      const io::Image8 src = view;
+      for (size_t i = 0; i < view.data.size(); i += 3)
+        for (int c = 0; c < 3; ++c) view.data[i + static_cast<size_t>(c)] = src.data[i + static_cast<size_t>(perm[c])];
+    }
+  }
   return view;
 }
 

@@ -60,6 +60,10 @@ class Trainer {
         adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}) {
     detail::require(o.steps > 0, "Trainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "Trainer: batch and accum must be positive");
+    detail::require(model_.config.hidden_dropout_prob == 0 && model_.config.attention_probs_dropout_prob == 0,
+                    "Trainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
+                    model_.config.hidden_dropout_prob, ", attention_probs_dropout_prob ", model_.config.attention_probs_dropout_prob,
+                    "; MAE and HF's defaults are 0): set them to 0");
   }
 
   ForPreTraining<S>& model() { return model_; }
