@@ -13,16 +13,20 @@
 #include <vector>
 
 #include <cblas.h>
+#include <vitmae/train/trainer.hpp>
 
 extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load]\n"
-    "Times, after a warm-up, the median of N runs (default 5) of pretrain_b1, features_b1 and\n"
-    "pretrain_b8 on vit-mae-base (HF defaults, the library's random init, or --model DIR), and the\n"
-    "2048^3 OpenBLAS sgemm yardstick; efficiency = achieved GFLOP/s / yardstick GFLOP/s. Then the\n"
+    "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load] [--no-train]\n"
+    "Prints JSON lines, then (without --json) a summary. Times, after a warm-up, the median of N\n"
+    "runs (default 5) of pretrain_b1, features_b1 and pretrain_b8 on vit-mae-base (HF defaults,\n"
+    "the library's random init, or --model DIR), and the 2048^3 OpenBLAS sgemm yardstick;\n"
+    "efficiency = achieved GFLOP/s / yardstick GFLOP/s. Then\n"
+    "training steps (forward, backward, AdamW; counted as 3x the forward's FLOPs): train_b8 on\n"
+    "vit-mae-base and train_small_b64 on the bundled model's shape (skip with --no-train), the\n"
     "time from_pretrained takes on a saved copy of the model (skip with --no-load) and peak RSS.\n";
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
@@ -71,7 +75,7 @@ int main(int argc, char** argv) {
   return examples::run_main("vitmae-bench", kUsage, [&] {
     int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     int runs = 5;
-    bool json_only = false, load = true;
+    bool json_only = false, load = true, train = true;
     std::string model_dir;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -80,12 +84,14 @@ int main(int argc, char** argv) {
       else if (a == "--json") json_only = true;
       else if (a == "--model") model_dir = examples::value(argc, argv, i);
       else if (a == "--no-load") load = false;
+      else if (a == "--no-train") train = false;
       else if (a == "-h" || a == "--help") {
         std::cout << kUsage;
         return;
       } else throw examples::UsageError("unknown argument '" + a + "'");
     }
     examples::set_threads(threads);
+    examples::tune_allocator();
     openblas_set_num_threads(threads);
 
     // The yardstick.
@@ -113,10 +119,16 @@ int main(int argc, char** argv) {
       for (auto& x : t.data) x = static_cast<float>(g());
       return t;
     };
-    auto report = [&](const char* name, const Timing& t, double gflop) {
+    std::vector<std::string> summary;
+    auto report = [&](const char* name, const Timing& t, double gflop, int images = 0) {
       const double gflops = gflop / (t.median_ms / 1e3);
-      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f}\n",
+      char line[256];
+      std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name, t.median_ms, gflops, gflops / yard_gflops);
+      summary.push_back(line + (images ? "  " + std::to_string(static_cast<int>(images / (t.median_ms / 1e3) + 0.5)) + " images/s" : std::string()));
+      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
                   name, threads, t.median_ms, t.min_ms, gflop, gflops, gflops / yard_gflops);
+      if (images) std::printf(", \"images_per_s\": %.1f", images / (t.median_ms / 1e3));
+      std::printf("}\n");
       std::fflush(stdout);
     };
     for (int batch : {1, 8}) {
@@ -134,7 +146,28 @@ int main(int argc, char** argv) {
       }
       if (sink == 12345.f) std::printf(" ");
     }
-    if (!json_only) std::printf("# train_b8: not measured (pre-training has not landed)\n");
+    if (train) {
+      // One optimiser step = forward + backward + AdamW on a fixed batch (threads over the batch).
+      auto train_case = [&](const char* name, const vitmae::ForPreTraining<float>& m, int batch) {
+        vitmae::train::TrainOptions o;
+        o.batch = batch;
+        o.steps = 1000000;
+        o.threads = threads;
+        vitmae::train::Trainer<float> trainer(m, o);
+        const vitmae::Config& mc = m.config;
+        vitmae::Tensor<float> px({batch, mc.num_channels, mc.image_size, mc.image_size});
+        std::mt19937_64 rng(3);
+        vitmae::detail::NormalGenerator g(rng);
+        for (auto& x : px.data) x = static_cast<float>(g());
+        const Timing t = time_runs([&] { trainer.train_step([&] { return px; }); }, runs);
+        report(name, t, 3 * forward_gflop(mc, true, mc.mask_ratio, batch), batch);
+      };
+      train_case("train_b8", model, 8);
+      vitmae::ForPreTraining<float> small(vitmae::Config::load(VITMAE_SMALL_CONFIG));
+      std::mt19937_64 rng(0);
+      small.init_weights(rng);
+      train_case("train_small_b64", small, 64);
+    }
     if (load) {
       const std::string dir = "/tmp/vitmae-bench-checkpoint-" + std::to_string(static_cast<long>(::getpid()));
       model.save_pretrained(dir);
@@ -148,5 +181,9 @@ int main(int argc, char** argv) {
       (void)rss_before;
     }
     std::printf("{\"peak_rss_MB\": %ld}\n", peak_rss_mb());
+    if (!json_only) {
+      std::printf("# %d threads; yardstick %.1f GFLOP/s\n", threads, yard_gflops);
+      for (const auto& l : summary) std::printf("%s\n", l.c_str());
+    }
   });
 }

@@ -2,7 +2,7 @@
 // vitmae-convert: any checkpoint vitmae reads (HF safetensors, sharded, pytorch_model.bin, the
 // MAE release's .pth) to an HF-layout folder: config.json, model.safetensors,
 // preprocessor_config.json, which HF transformers loads too.
-#include <vitmae/vitmae.hpp>
+#include "common.hpp"
 
 #include <fstream>
 #include <iostream>
@@ -15,10 +15,6 @@ constexpr const char* kUsage =
     "PATH: an HF checkpoint folder or weights file, or an MAE-release .pth (with config.json beside\n"
     "it, or --preset mae-vit-base|mae-vit-large|mae-vit-huge). DIR receives config.json,\n"
     "model.safetensors and preprocessor_config.json (copied from PATH's folder when it has one).\n";
-
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 /// ViTImageProcessor settings of the hub's MAE checkpoints (ImageNet statistics, bicubic).
 nlohmann::json default_preprocessor(const vitmae::Config& c) {
@@ -36,31 +32,24 @@ nlohmann::json default_preprocessor(const vitmae::Config& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string input, out, preset, dtype = "float32";
-  try {
+  return examples::run_main("vitmae-convert", kUsage, [&] {
+    using examples::UsageError;
+    std::string input, out, preset, dtype = "float32";
     for (int i = 1; i < argc; ++i) {
       const std::string s = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw UsageError(s + " needs a value");
-        return argv[++i];
-      };
-      if (s == "--input") input = value();
-      else if (s == "--out") out = value();
-      else if (s == "--preset") preset = value();
-      else if (s == "--dtype") dtype = value();
+      if (s == "--input") input = examples::value(argc, argv, i);
+      else if (s == "--out") out = examples::value(argc, argv, i);
+      else if (s == "--preset") preset = examples::value(argc, argv, i);
+      else if (s == "--dtype") dtype = examples::value(argc, argv, i);
       else if (s == "-h" || s == "--help") {
         std::cout << kUsage;
-        return 0;
+        return;
       } else throw UsageError("unknown argument '" + s + "'");
     }
     if (input.empty() || out.empty()) throw UsageError("--input and --out are required");
     if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16")
       throw UsageError("--dtype expects float32, float16 or bfloat16, got '" + dtype + "'");
-  } catch (const UsageError& e) {
-    std::cerr << "vitmae-convert: " << e.what() << "\n" << kUsage;
-    return 2;
-  }
-  try {
+
     using namespace vitmae;
     const io::DType dt = dtype == "float16" ? io::DType::F16 : dtype == "bfloat16" ? io::DType::BF16 : io::DType::F32;
     const std::string folder = io::checkpoint_folder(input);
@@ -75,21 +64,9 @@ int main(int argc, char** argv) {
       m.load_weights(*weights);
       m.save_pretrained(out, dt);
     }
-    nlohmann::json pre = default_preprocessor(config);
     const std::string src_pre = io::join_path(folder, "preprocessor_config.json");
-    if (io::file_exists(src_pre)) {
-      std::ifstream in(src_pre);
-      try {
-        pre = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        detail::fail(src_pre, ": not valid JSON (", e.what(), ")");
-      }
-    }
+    const nlohmann::json pre = io::file_exists(src_pre) ? io::read_json_file(src_pre) : default_preprocessor(config);
     io::write_file_atomic(io::join_path(out, "preprocessor_config.json"), pre.dump(2) + "\n");
     std::cout << "wrote " << out << "/{config.json, model.safetensors, preprocessor_config.json}\n";
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+  });
 }

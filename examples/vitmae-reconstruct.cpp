@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     if (model_dir.empty()) {
       model_dir = VITMAE_DEFAULT_MODEL_DIR;
       vitmae::detail::require(vitmae::io::dir_exists(model_dir), model_dir,
-                              ": the bundled model is not there yet (it comes with the pre-training work): pass --model DIR");
+                              ": the bundled model is missing (it ships in examples/model): pass --model DIR");
     }
     if (images.empty()) images.push_back(VITMAE_DEFAULT_IMAGE);
 

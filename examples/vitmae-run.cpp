@@ -1,10 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // vitmae-run: runs a checkpoint on pixel_values (and noise) from a safetensors file and writes
 // every output HF gives, under HF's names, to another safetensors file.
-#include <vitmae/vitmae.hpp>
+#include "common.hpp"
 
-#include <cstdlib>
-#include <iostream>
 #include <optional>
 #include <random>
 #include <string>
@@ -22,10 +20,6 @@ constexpr const char* kUsage =
     "from --seed, default 0). OUT gets last_hidden_state, mask, ids_restore and, when the\n"
     "checkpoint has a decoder, logits and loss; hidden_states.i / attentions.i when asked.\n";
 
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 struct Args {
   std::string model, input, output, dtype = "float32", preset;
   bool interpolate = false, hidden_states = false, attentions = false;
@@ -33,24 +27,18 @@ struct Args {
 };
 
 Args parse(int argc, char** argv) {
+  using examples::UsageError;
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError(s + " needs a value");
-      return argv[++i];
-    };
+    auto value = [&] { return examples::value(argc, argv, i); };
     if (s == "--model") a.model = value();
     else if (s == "--input") a.input = value();
     else if (s == "--output") a.output = value();
     else if (s == "--dtype") a.dtype = value();
     else if (s == "--preset") a.preset = value();
-    else if (s == "--seed") {
-      const std::string v = value();
-      char* end = nullptr;
-      a.seed = std::strtoull(v.c_str(), &end, 10);
-      if (v.empty() || *end) throw UsageError("--seed expects a non-negative integer, got '" + v + "'");
-    } else if (s == "--interpolate-pos-encoding") a.interpolate = true;
+    else if (s == "--seed") a.seed = static_cast<std::uint64_t>(examples::to_int(s, value(), 0, INT64_MAX));
+    else if (s == "--interpolate-pos-encoding") a.interpolate = true;
     else if (s == "--hidden-states") a.hidden_states = true;
     else if (s == "--attentions") a.attentions = true;
     else if (s == "-h" || s == "--help") {
@@ -137,19 +125,9 @@ void run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args args;
-  try {
-    args = parse(argc, argv);
-  } catch (const UsageError& e) {
-    std::cerr << "vitmae-run: " << e.what() << "\n" << kUsage;
-    return 2;
-  }
-  try {
+  return examples::run_main("vitmae-run", kUsage, [&] {
+    const Args args = parse(argc, argv);
     if (args.dtype == "float64") run<double>(args);
     else run<float>(args);
-  } catch (const std::exception& e) {
-    std::cerr << e.what() << "\n";
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -156,3 +156,31 @@ TEST_CASE("norm_pix_loss panels never use a masked patch's own statistics") {
   const double var = (patches.row(v).array() - mean).square().sum() / 47.0;
   CHECK(shown(v, 0) == doctest::Approx(out.logits[0](v, 0) * std::sqrt(var + 1e-6) + mean));
 }
+
+TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which it never saw (10 seeds)") {
+  auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(VITMAE_BUNDLED_MODEL);
+  CHECK(m.config.image_size == 64);
+  CHECK(m.config.mask_ratio == 0.75);
+  CHECK_FALSE(m.config.norm_pix_loss);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(VITMAE_BUNDLED_MODEL, m.config);
+  const vitmae::Tensor<float> px = proc.preprocess<float>({io::load_image(test::data("images/chelsea.png"), 3)});
+  const vitmae::Matrix<float> img = vitmae::detail::image_of(px, 0);
+  double loss = 0, baseline = 0;
+  for (std::uint64_t seed = 0; seed < 10; ++seed) {
+    std::mt19937_64 rng(seed);  // vitmae-reconstruct's --seed
+    const auto out = m.forward(px, rng);
+    loss += out.loss;
+    baseline += vitmae::mean_fill_loss(m, img, 64, 64, vitmae::RowVector<float>(out.mask.row(0)));
+  }
+  MESSAGE("chelsea, 10 seeds: masked-patch loss " << loss / 10 << ", mean-fill baseline " << baseline / 10 << ", ratio "
+                                                  << loss / baseline);
+  CHECK(loss / baseline < 1.0);
+
+  // The program's defaults are this model and this photo.
+  const std::string dir = test::tmp_dir("reconstruct_default");
+  const Run r = run(VITMAE_RECONSTRUCT_EXE, "--out " + dir + "/panel.png --seed 0");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("chelsea.png: masked-patch loss") != std::string::npos);
+  CHECK(io::load_image(dir + "/panel.png", 3).height > 0);
+}
