@@ -9,30 +9,12 @@
 
 namespace io = vitmae::io;
 
-namespace {
-
-struct Run {
-  int status = -1;
-  std::string out, err;
-};
-
-Run run(const std::string& exe, const std::string& args) {
-  const std::string dir = test::tmp_dir("examples_run");
-  const int rc = std::system((exe + " " + args + " > " + dir + "/out.txt 2> " + dir + "/err.txt").c_str());
-  Run r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  std::ifstream o(dir + "/out.txt"), e(dir + "/err.txt");
-  r.out.assign(std::istreambuf_iterator<char>(o), std::istreambuf_iterator<char>());
-  r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-  return r;
-}
-
-}  // namespace
+using test::Run;
 
 TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact, loss = the library's") {
   const std::string dir = test::tmp_dir("reconstruct");
   const std::string model = test::data("hf/tiny"), image = test::data("images/chelsea.png");
-  const Run r = run(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " + image + " --out " + dir + "/panel.png --mask-ratio 0.75 --seed 42");
+  const Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " + image + " --out " + dir + "/panel.png --mask-ratio 0.75 --seed 42");
   INFO(r.err);
   REQUIRE(r.status == 0);
 
@@ -73,13 +55,13 @@ TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact
 
 TEST_CASE("vitmae-reconstruct errors: bad image, bad flags, no bundled model named") {
   const std::string model = test::data("hf/tiny");
-  Run r = run(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " + test::data("images/truncated.jpg") + " --out /tmp/never.png");
+  Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " + test::data("images/truncated.jpg") + " --out /tmp/never.png");
   CHECK(r.status == 1);
   CHECK(r.err.find("truncated.jpg: ") != std::string::npos);
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-  r = run(VITMAE_RECONSTRUCT_EXE, "--mask-ratio 1.5");
+  r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--mask-ratio 1.5");
   CHECK(r.status == 2);
-  r = run(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --out /nonexistent/dir/panel.png");
+  r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --out /nonexistent/dir/panel.png");
   CHECK(r.status == 1);
   CHECK(r.err.find("/nonexistent/dir/panel.png") != std::string::npos);
 }
@@ -89,10 +71,10 @@ TEST_CASE("vitmae-embed: a batch gives the per-image rows, equal to ViTMAEModel'
   const std::string model = test::data("hf/tiny");
   const std::string imgs = " --image " + test::data("images/chelsea.png") + " --image " + test::data("images/camera.png") +
                            " --image " + test::data("images/rocket.jpg");
-  Run r = run(VITMAE_EMBED_EXE, "--model " + model + imgs + " --out " + dir + "/b3.safetensors --batch 3 --npy " + dir + "/b3");
+  Run r = test::run_program(VITMAE_EMBED_EXE, "--model " + model + imgs + " --out " + dir + "/b3.safetensors --batch 3 --npy " + dir + "/b3");
   INFO(r.err);
   REQUIRE(r.status == 0);
-  r = run(VITMAE_EMBED_EXE, "--model " + model + imgs + " --out " + dir + "/b1.safetensors --batch 1");
+  r = test::run_program(VITMAE_EMBED_EXE, "--model " + model + imgs + " --out " + dir + "/b1.safetensors --batch 1");
   REQUIRE(r.status == 0);
   const io::SafetensorsFile b3(dir + "/b3.safetensors"), b1(dir + "/b1.safetensors");
   CHECK(b3.info("cls").shape == std::vector<std::int64_t>{3, 64});
@@ -127,7 +109,7 @@ TEST_CASE("vitmae-embed: a batch gives the per-image rows, equal to ViTMAEModel'
   CHECK(bytes.substr(0, 6) == "\x93NUMPY");
   CHECK(bytes.find("'shape': (3, 64)") != std::string::npos);
   CHECK(std::memcmp(bytes.data() + 128, cls.data(), cls.size() * 4) == 0);
-  CHECK(run(VITMAE_EMBED_EXE, "--model " + model).status == 2);
+  CHECK(test::run_program(VITMAE_EMBED_EXE, "--model " + model).status == 2);
 }
 
 TEST_CASE("norm_pix_loss panels never use a masked patch's own statistics") {
@@ -178,7 +160,7 @@ TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which 
 
   // The program's defaults are this model and this photo.
   const std::string dir = test::tmp_dir("reconstruct_default");
-  const Run r = run(VITMAE_RECONSTRUCT_EXE, "--out " + dir + "/panel.png --seed 0");
+  const Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--out " + dir + "/panel.png --seed 0");
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out.find("chelsea.png: masked-patch loss") != std::string::npos);

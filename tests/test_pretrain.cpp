@@ -59,21 +59,9 @@ bool same_weights(vitmae::ForPreTraining<S>& a, vitmae::ForPreTraining<S>& b) {
   return same && seen == pa.size();
 }
 
-struct Run {
-  int status = -1;
-  std::string out, err;
-};
+using test::Run;
 
-Run run(const std::string& args) {
-  const std::string dir = test::tmp_dir("pretrain_run");
-  const int rc = std::system((std::string(VITMAE_PRETRAIN_EXE) + " " + args + " > " + dir + "/out.txt 2> " + dir + "/err.txt").c_str());
-  Run r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  std::ifstream o(dir + "/out.txt"), e(dir + "/err.txt");
-  r.out.assign(std::istreambuf_iterator<char>(o), std::istreambuf_iterator<char>());
-  r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
-  return r;
-}
+Run run(const std::string& args) { return test::run_program(VITMAE_PRETRAIN_EXE, args); }
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

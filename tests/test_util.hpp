@@ -7,9 +7,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
 
@@ -28,6 +31,24 @@ inline std::string tmp_dir(const std::string& name) {
   std::system(("rm -rf '" + d + "'").c_str());
   ::mkdir(d.c_str(), 0755);
   return d;
+}
+
+/// A program's exit status (-1 when it did not exit normally) and what it printed.
+struct Run {
+  int status = -1;
+  std::string out, err;
+};
+
+/// Runs `exe args` through the shell, capturing stdout and stderr.
+inline Run run_program(const std::string& exe, const std::string& args) {
+  const std::string dir = tmp_dir("run_program");
+  const int rc = std::system((exe + " " + args + " > " + dir + "/out.txt 2> " + dir + "/err.txt").c_str());
+  Run r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  std::ifstream o(dir + "/out.txt"), e(dir + "/err.txt");
+  r.out.assign(std::istreambuf_iterator<char>(o), std::istreambuf_iterator<char>());
+  r.err.assign(std::istreambuf_iterator<char>(e), std::istreambuf_iterator<char>());
+  return r;
 }
 
 struct CloseReport {
