@@ -13,7 +13,7 @@
 #include <vector>
 
 #include <cblas.h>
-#include <vitmae/train/trainer.hpp>
+#include <vitmae/train.hpp>
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -111,11 +111,11 @@ int main(int argc, char** argv) {
       m.init_weights(rng);
       return m;
     }();
-    const vitmae::Config& c = model.config;
+    const vitmae::Config& c = model.config();
     auto pixels = [&](int batch) {
       vitmae::Tensor<float> t({batch, c.num_channels, c.image_size, c.image_size});
       std::mt19937_64 rng(1);
-      vitmae::detail::NormalGenerator g(rng);
+      vitmae::NormalGenerator<std::mt19937_64> g(rng);
       for (auto& x : t.data) x = static_cast<float>(g());
       return t;
     };
@@ -154,10 +154,10 @@ int main(int argc, char** argv) {
         o.steps = 1000000;
         o.threads = threads;
         vitmae::train::Trainer<float> trainer(m, o);
-        const vitmae::Config& mc = m.config;
+        const vitmae::Config& mc = m.config();
         vitmae::Tensor<float> px({batch, mc.num_channels, mc.image_size, mc.image_size});
         std::mt19937_64 rng(3);
-        vitmae::detail::NormalGenerator g(rng);
+        vitmae::NormalGenerator<std::mt19937_64> g(rng);
         for (auto& x : px.data) x = static_cast<float>(g());
         const Timing t = time_runs([&] { trainer.train_step([&] { return px; }); }, runs);
         report(name, t, 3 * forward_gflop(mc, true, mc.mask_ratio, batch), batch);

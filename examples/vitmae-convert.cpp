@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
     using namespace vitmae;
     const io::DType dt = dtype == "float16" ? io::DType::F16 : dtype == "bfloat16" ? io::DType::BF16 : io::DType::F32;
     const std::string folder = io::checkpoint_folder(input);
-    const Config config = preset.empty() ? Config::load(io::join_path(folder, "config.json")) : Config::preset(preset);
-    const auto weights = io::open_checkpoint_weights(input);
+    const Config config = checkpoint_config(input, preset);
+    const auto weights = vitmae::open_pretrained_weights(input);
     if (ForPreTraining<float>::has_decoder(*weights)) {
       ForPreTraining<float> m(config);
       m.load_weights(*weights);

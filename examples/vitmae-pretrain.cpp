@@ -5,7 +5,7 @@
 // transformers load, plus the loss curve as CSV and SVG.
 #include "common.hpp"
 
-#include <vitmae/train/trainer.hpp>
+#include <vitmae/train.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
     Args a = parse(argc, argv);
     examples::set_threads(a.threads);
     examples::tune_allocator();
-    a.train.threads = a.threads > 0 ? a.threads : vitmae::detail::available_threads();
+    a.train.threads = a.threads > 0 ? a.threads : vitmae::available_threads();
 
     // The model: a checkpoint to start from, or a config/preset initialised as MAE does.
     std::string source = !a.init.empty() ? a.init : a.resume;
@@ -133,27 +133,27 @@ int main(int argc, char** argv) {
         vitmae::Config cfg = a.config.empty() ? vitmae::Config::preset(a.preset) : vitmae::Config::load(a.config);
         if (a.mask_ratio > 0) cfg.mask_ratio = a.mask_ratio;
         ForPreTraining<Scalar> m(cfg);
-        auto rng = vitmae::train::seeded_rng(a.train.seed, 0x494E4954ull);  // "INIT"
+        auto rng = vitmae::seeded_rng(a.train.seed, 0x494E4954ull);  // "INIT"
         m.init_weights(rng);
         return m;
       }
       ForPreTraining<Scalar> m = ForPreTraining<Scalar>::from_pretrained(source);
-      if (a.mask_ratio > 0) m.config.mask_ratio = a.mask_ratio;
+      if (a.mask_ratio > 0) m.config().mask_ratio = a.mask_ratio;
       return m;
     }();
     vitmae::ImageProcessor proc;
     if (!source.empty() && vitmae::io::file_exists(vitmae::io::join_path(source, "preprocessor_config.json"))) {
-      proc = vitmae::ImageProcessor::for_checkpoint(source, model.config);
+      proc = vitmae::ImageProcessor::for_checkpoint(source, model.config());
     } else {  // MAE's normalisation (ImageNet statistics) and bicubic resampling, at the model's size
-      proc.height = proc.width = model.config.image_size;
+      proc.height = proc.width = model.config().image_size;
       proc.resample = 3;
       proc.image_mean = {0.485, 0.456, 0.406};
       proc.image_std = {0.229, 0.224, 0.225};
-      if (model.config.num_channels != 3) proc.image_mean = {0.45}, proc.image_std = {0.225};
+      if (model.config().num_channels != 3) proc.image_mean = {0.45}, proc.image_std = {0.225};
     }
 
     const int shorter = a.shorter_side >= 0 ? a.shorter_side : 4 * static_cast<int>(std::max(proc.height, proc.width));
-    const auto data = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config.num_channels), shorter);
+    const auto data = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
     if (a.epochs) {
       const long per_step = static_cast<long>(a.train.batch) * a.train.accum;
       a.train.steps = (a.epochs * static_cast<long>(data.size()) + per_step - 1) / per_step;
@@ -161,8 +161,8 @@ int main(int argc, char** argv) {
       a.train.steps = a.steps;
     }
     vitmae::train::Trainer<Scalar> trainer(std::move(model), a.train);
-    if (!a.resume.empty()) trainer.resume(a.resume);
-    if (a.mask_ratio > 0) trainer.model().config.mask_ratio = a.mask_ratio;
+    if (!a.resume.empty()) vitmae::train::resume(trainer, a.resume);
+    if (a.mask_ratio > 0) trainer.model().config().mask_ratio = a.mask_ratio;
     const auto& opts = trainer.options();
 
     vitmae::train::AugmentOptions aug;
@@ -174,25 +174,25 @@ int main(int argc, char** argv) {
     vitmae::train::DataLoader<Scalar> loader(data, proc, aug, opts.batch, opts.seed, a.workers, 2 + a.workers,
                                              trainer.step() * opts.accum);
     long params = 0;
-    trainer.model().visit_parameters("", [&](const std::string& n, auto& t, const std::vector<vitmae::Index>&) {
-      if (vitmae::train::trainable(n)) params += static_cast<long>(t.size());
+    trainer.model().visit_parameters("", [&](const vitmae::Parameter<const Scalar>& p) {
+      if (p.trainable()) params += static_cast<long>(p.size);
     });
     std::fprintf(stderr,
                  "vitmae-pretrain: %zu images, %ld trainable parameters, %dx%d patch %ld, steps %ld from %ld, batch %d x %d, "
                  "peak lr %.3g, warm-up %ld, %d threads\n",
                  data.size(), params, static_cast<int>(proc.width), static_cast<int>(proc.height),
-                 static_cast<long>(trainer.model().config.patch_size), opts.steps, trainer.step(), opts.batch, opts.accum,
+                 static_cast<long>(trainer.model().config().patch_size), opts.steps, trainer.step(), opts.batch, opts.accum,
                  opts.peak_lr(), opts.warmup(), opts.threads);
 
     fs::create_directories(a.out);
     auto write_curves = [&] {
-      vitmae::io::write_file_atomic((fs::path(a.out) / "loss.csv").string(), trainer.loss_csv());
+      vitmae::io::write_file_atomic((fs::path(a.out) / "loss.csv").string(), vitmae::train::loss_csv(trainer.history()));
       vitmae::io::write_file_atomic((fs::path(a.out) / "loss.svg").string(), vitmae::train::loss_curve_svg(trainer.history()));
     };
     std::vector<long> saved;
     auto save = [&](long step, bool final) {
       const std::string dir = (fs::path(a.out) / (final ? std::string("final") : "checkpoint-" + std::to_string(step))).string();
-      trainer.save_checkpoint(dir, proc);
+      vitmae::train::save_checkpoint(trainer, dir, proc);
       write_curves();
       if (!final) {
         saved.push_back(step);

@@ -51,22 +51,22 @@ int main(int argc, char** argv) {
 
     using Scalar = float;
     auto model = vitmae::ViTMAEForPreTraining<Scalar>::from_pretrained(model_dir);
-    if (mask_ratio > 0) model.config.mask_ratio = mask_ratio;
-    const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config);
+    if (mask_ratio > 0) model.config().mask_ratio = mask_ratio;
+    const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config());
     std::vector<vitmae::io::Image8> resized;
-    for (const auto& path : images) resized.push_back(proc.resize(vitmae::io::load_image(path, static_cast<int>(model.config.num_channels))));
+    for (const auto& path : images) resized.push_back(proc.resize(vitmae::io::load_image(path, static_cast<int>(model.config().num_channels))));
     vitmae::ImageProcessor no_resize = proc;
     no_resize.do_resize = false;
     const vitmae::Tensor<Scalar> pixels = no_resize.preprocess<Scalar>(resized);
     const vitmae::Index H = pixels.size(2), W = pixels.size(3);
     std::mt19937_64 rng(seed);
     vitmae::ForwardOptions opts;
-    opts.interpolate_pos_encoding = H != model.config.image_size || W != model.config.image_size;
+    opts.interpolate_pos_encoding = H != model.config().image_size || W != model.config().image_size;
     const auto result = model.forward(pixels, rng, opts);
 
     std::vector<vitmae::ReconstructionImages> rows;
     for (size_t b = 0; b < images.size(); ++b) {
-      const vitmae::Matrix<Scalar> img = vitmae::detail::image_of(pixels, static_cast<vitmae::Index>(b));
+      const vitmae::Matrix<Scalar> img = vitmae::image_of(pixels, static_cast<vitmae::Index>(b));
       const vitmae::RowVector<Scalar> mask = result.mask.row(static_cast<vitmae::Index>(b));
       const auto [num, den] = model.loss_terms(img, H, W, result.logits[b], mask);
       const Scalar baseline = vitmae::mean_fill_loss(model, img, H, W, mask);
@@ -78,6 +78,6 @@ int main(int argc, char** argv) {
     layout.scale = vitmae::PanelLayout::scale_for(static_cast<int>(H), static_cast<int>(W));
     vitmae::io::save_png(out, vitmae::make_panel(rows, layout));
     std::printf("wrote %s (%zu row%s: original | masked %.0f%% | reconstruction | reconstruction + visible)\n", out.c_str(),
-                rows.size(), rows.size() == 1 ? "" : "s", 100.0 * model.config.mask_ratio);
+                rows.size(), rows.size() == 1 ? "" : "s", 100.0 * model.config().mask_ratio);
   });
 }

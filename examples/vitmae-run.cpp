@@ -66,9 +66,8 @@ template <class Scalar>
 void run(const Args& a) {
   using namespace vitmae;
   const io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64 : io::DType::F32;
-  const Config config = a.preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(a.model), "config.json"))
-                                         : Config::preset(a.preset);
-  const auto weights = io::open_checkpoint_weights(a.model);
+  const Config config = checkpoint_config(a.model, a.preset);
+  const auto weights = vitmae::open_pretrained_weights(a.model);
   const bool pretraining = ForPreTraining<Scalar>::has_decoder(*weights);
 
   io::SafetensorsFile in(a.input);
@@ -102,7 +101,12 @@ void run(const Args& a) {
   } else {
     Model<Scalar> model(config);
     model.load_weights(*weights);
-    static_cast<ModelOutput<Scalar>&>(out) = model.forward(pixels, noise, opts);
+    ModelOutput<Scalar> enc = model.forward(pixels, noise, opts);
+    out.last_hidden_state = std::move(enc.last_hidden_state);
+    out.mask = std::move(enc.mask);
+    out.ids_restore = std::move(enc.ids_restore);
+    out.hidden_states = std::move(enc.hidden_states);
+    out.attentions = std::move(enc.attentions);
   }
 
   io::SafetensorsWriter w;

@@ -48,7 +48,7 @@ TEST_CASE("reads a hub config.json, ignoring unknown keys, writes it back") {
   CHECK(j["architectures"][0] == "ViTMAEForPreTraining");
 
   const std::string dir = test::tmp_dir("config_roundtrip");
-  c.save(dir + "/config.json");
+  vitmae::io::write_file_atomic(dir + "/config.json", c.to_json().dump(2));
   CHECK(Config::load(dir + "/config.json").to_json() == c.to_json());
 }
 

@@ -20,7 +20,7 @@ TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact
 
   // The library on the same image and seed.
   auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(model);
-  const auto proc = vitmae::ImageProcessor::for_checkpoint(model, m.config);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(model, m.config());
   const io::Image8 resized = proc.resize(io::load_image(image, 3));
   const vitmae::Tensor<float> px = proc.preprocess<float>({io::load_image(image, 3)});
   std::mt19937_64 rng(42);
@@ -29,7 +29,7 @@ TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact
   std::smatch match;
   REQUIRE(std::regex_search(r.out, match, std::regex("masked-patch loss ([0-9.]+), mean-fill baseline ([0-9.]+)")));
   CHECK(std::stod(match[1]) == doctest::Approx(out.loss).epsilon(1e-5));
-  const float baseline = vitmae::mean_fill_loss(m, vitmae::detail::image_of(px, 0), 32, 32, vitmae::RowVector<float>(out.mask.row(0)));
+  const float baseline = vitmae::mean_fill_loss(m, vitmae::image_of(px, 0), 32, 32, vitmae::RowVector<float>(out.mask.row(0)));
   CHECK(std::stod(match[2]) == doctest::Approx(baseline).epsilon(1e-5));
 
   // Layout: 4 columns of 32x32 scaled by ceil(224/32) = 7, 4-pixel gaps.
@@ -115,13 +115,13 @@ TEST_CASE("vitmae-embed: a batch gives the per-image rows, equal to ViTMAEModel'
 TEST_CASE("norm_pix_loss panels never use a masked patch's own statistics") {
   // Changing the hidden content of a masked patch must not change how its prediction is shown.
   const auto m = vitmae::ViTMAEForPreTraining<double>::from_pretrained(test::data("hf/tiny_normpix_gelu_new"));
-  REQUIRE(m.config.norm_pix_loss);
-  const auto proc = vitmae::ImageProcessor::for_checkpoint(test::data("hf/tiny_normpix_gelu_new"), m.config);
+  REQUIRE(m.config().norm_pix_loss);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(test::data("hf/tiny_normpix_gelu_new"), m.config());
   const auto px = proc.preprocess<double>({io::load_image(test::data("images/coffee.png"), 3)});
   std::mt19937_64 rng(3);
   const auto out = m.forward(px, rng);
   const vitmae::RowVector<double> mask = out.mask.row(0);
-  vitmae::Matrix<double> img = vitmae::detail::image_of(px, 0);
+  vitmae::Matrix<double> img = vitmae::image_of(px, 0);
   const vitmae::Matrix<double> shown = vitmae::predicted_pixels(m, img, 32, 32, out.logits[0], mask);
   vitmae::Index l = 0;
   while (mask(l) == 0.0) ++l;  // the first masked patch
@@ -133,7 +133,7 @@ TEST_CASE("norm_pix_loss panels never use a masked patch's own statistics") {
   // Visible patches are shown with their own statistics: de-normalising the prediction there.
   vitmae::Index v = 0;
   while (mask(v) != 0.0) ++v;
-  const vitmae::Matrix<double> patches = m.patchify(vitmae::detail::image_of(px, 0), 32, 32);
+  const vitmae::Matrix<double> patches = m.patchify(vitmae::image_of(px, 0), 32, 32);
   const double mean = patches.row(v).mean();
   const double var = (patches.row(v).array() - mean).square().sum() / 47.0;
   CHECK(shown(v, 0) == doctest::Approx(out.logits[0](v, 0) * std::sqrt(var + 1e-6) + mean));
@@ -141,12 +141,12 @@ TEST_CASE("norm_pix_loss panels never use a masked patch's own statistics") {
 
 TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which it never saw (10 seeds)") {
   auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(VITMAE_BUNDLED_MODEL);
-  CHECK(m.config.image_size == 64);
-  CHECK(m.config.mask_ratio == 0.75);
-  CHECK_FALSE(m.config.norm_pix_loss);
-  const auto proc = vitmae::ImageProcessor::for_checkpoint(VITMAE_BUNDLED_MODEL, m.config);
+  CHECK(m.config().image_size == 64);
+  CHECK(m.config().mask_ratio == 0.75);
+  CHECK_FALSE(m.config().norm_pix_loss);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(VITMAE_BUNDLED_MODEL, m.config());
   const vitmae::Tensor<float> px = proc.preprocess<float>({io::load_image(test::data("images/chelsea.png"), 3)});
-  const vitmae::Matrix<float> img = vitmae::detail::image_of(px, 0);
+  const vitmae::Matrix<float> img = vitmae::image_of(px, 0);
   double loss = 0, baseline = 0;
   for (std::uint64_t seed = 0; seed < 10; ++seed) {
     std::mt19937_64 rng(seed);  // vitmae-reconstruct's --seed

@@ -19,7 +19,7 @@ template <class Scalar>
 Tensor<Scalar> random_pixels(Index B, const vitmae::Config& c, unsigned seed, Index H = -1, Index W = -1) {
   Tensor<Scalar> t({B, c.num_channels, H < 0 ? c.image_size : H, W < 0 ? c.image_size : W});
   std::mt19937_64 rng(seed);
-  vitmae::detail::NormalGenerator normal(rng);
+  vitmae::NormalGenerator<std::mt19937_64> normal(rng);
   for (auto& x : t.data) x = static_cast<Scalar>(normal());
   return t;
 }
@@ -28,9 +28,7 @@ Tensor<Scalar> random_pixels(Index B, const vitmae::Config& c, unsigned seed, In
 template <class Module>
 std::map<std::string, std::vector<std::int64_t>> visited(Module& m) {
   std::map<std::string, std::vector<std::int64_t>> names;
-  m.visit_parameters("", [&](const std::string& n, auto&, const std::vector<Index>& s) {
-    names[n] = std::vector<std::int64_t>(s.begin(), s.end());
-  });
+  m.visit_parameters("", [&](const auto& p) { names[p.name] = std::vector<std::int64_t>(p.shape.begin(), p.shape.end()); });
   return names;
 }
 
@@ -71,7 +69,7 @@ TEST_CASE("visit_parameters yields exactly the HF state-dict keys and shapes") {
 
 TEST_CASE_TEMPLATE("a batch gives the same rows as its samples one by one", Scalar, float, double) {
   const auto model = vitmae::ForPreTraining<Scalar>::from_pretrained(test::data("hf/tiny"));
-  const Tensor<Scalar> px = random_pixels<Scalar>(3, model.config, 11);
+  const Tensor<Scalar> px = random_pixels<Scalar>(3, model.config(), 11);
   std::mt19937_64 rng(5);
   const Matrix<Scalar> noise = vitmae::ops::uniform_noise<Scalar>(3, 64, rng);
   const auto all = model.forward(px, noise);
@@ -91,7 +89,7 @@ TEST_CASE_TEMPLATE("a batch gives the same rows as its samples one by one", Scal
 
 TEST_CASE("the same noise (or seed) gives identical output") {
   const auto model = vitmae::ForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
-  const Tensor<float> px = random_pixels<float>(2, model.config, 3);
+  const Tensor<float> px = random_pixels<float>(2, model.config(), 3);
   std::mt19937_64 r1(9), r2(9), r3(10);
   const auto a = model.forward(px, r1);
   const auto b = model.forward(px, r2);
@@ -104,9 +102,9 @@ TEST_CASE("the same noise (or seed) gives identical output") {
 
 TEST_CASE("mask_ratio 0 keeps every patch, the loss is NaN as in the reference (0/0)") {
   auto model = vitmae::ForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
-  model.config.mask_ratio = 0.0;
+  model.config().mask_ratio = 0.0;
   std::mt19937_64 rng(1);
-  const auto out = model.forward(random_pixels<float>(2, model.config, 1), rng);
+  const auto out = model.forward(random_pixels<float>(2, model.config(), 1), rng);
   CHECK(out.last_hidden_state[0].rows() == 65);
   CHECK(out.mask.sum() == 0.0f);
   CHECK(std::isnan(out.loss));
@@ -120,10 +118,10 @@ TEST_CASE_TEMPLATE("save_pretrained then from_pretrained round-trips bit-exactly
   CHECK(file_names(dir + "/model.safetensors") == file_names(test::data("hf/tiny_normpix_gelu_new/model.safetensors")));
   CHECK(io::SafetensorsFile(dir + "/model.safetensors").metadata().at("format") == "pt");
   auto back = vitmae::ForPreTraining<Scalar>::from_pretrained(dir);
-  CHECK(back.config.to_json() == model.config.to_json());
+  CHECK(back.config().to_json() == model.config().to_json());
   std::map<std::string, std::vector<Scalar>> a, b;
-  copy.visit_parameters("", [&](const std::string& n, auto& t, const auto&) { a[n].assign(t.data(), t.data() + t.size()); });
-  back.visit_parameters("", [&](const std::string& n, auto& t, const auto&) { b[n].assign(t.data(), t.data() + t.size()); });
+  copy.visit_parameters("", [&](const auto& p) { a[p.name].assign(p.data, p.data + p.size); });
+  back.visit_parameters("", [&](const auto& p) { b[p.name].assign(p.data, p.data + p.size); });
   CHECK(a == b);
 
   // The encoder alone saves HF's ViTMAEModel layout.
@@ -207,7 +205,7 @@ TEST_CASE("interpolate_pos_encoding runs non-square inputs, the same size is the
   vitmae::ForwardOptions interp;
   interp.interpolate_pos_encoding = true;
   std::mt19937_64 rng(4);
-  const auto px = random_pixels<double>(2, model.config, 2, 32, 48);
+  const auto px = random_pixels<double>(2, model.config(), 2, 32, 48);
   const auto out = model.forward(px, rng, interp);
   CHECK(out.mask.cols() == 8 * 12);
   CHECK(out.logits[0].rows() == 96);
@@ -216,7 +214,7 @@ TEST_CASE("interpolate_pos_encoding runs non-square inputs, the same size is the
   CHECK((model.decoder.position_table(64, true) - model.decoder.decoder_pos_embed).cwiseAbs().maxCoeff() == 0.0);
   // Matches running without the flag at the model's own size.
   std::mt19937_64 a(3), b(3);
-  const auto px32 = random_pixels<double>(1, model.config, 8);
+  const auto px32 = random_pixels<double>(1, model.config(), 8);
   CHECK(model.forward(px32, a, interp).loss == model.forward(px32, b).loss);
 }
 

@@ -4,7 +4,7 @@
 // clipping against hand-made steps, checkpoints in HF's layout) and vitmae-pretrain end to end.
 #include "test_util.hpp"
 
-#include <vitmae/train/trainer.hpp>
+#include <vitmae/train.hpp>
 
 #include <fstream>
 #include <regex>
@@ -21,7 +21,7 @@ using vitmae::Matrix;
 
 namespace {
 
-vitmae::Config tiny_config() {
+vitmae::Config tiny16_config() {
   vitmae::Config c = vitmae::Config::load(test::data("hf/tiny/config.json"));
   c.image_size = 16;
   return c;
@@ -43,31 +43,24 @@ vitmae::ImageProcessor processor(int size) {
 
 /// Every parameter of a and b, bit for bit.
 template <class S>
-bool same_weights(vitmae::ForPreTraining<S>& a, vitmae::ForPreTraining<S>& b) {
-  std::map<std::string, Matrix<S>> pa;
-  a.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>&) { pa[n] = Matrix<S>(Eigen::Map<const Matrix<S>>(t.data(), 1, t.size())); });
+bool same_weights(const vitmae::ForPreTraining<S>& a, const vitmae::ForPreTraining<S>& b) {
   bool same = true;
-  size_t seen = 0;
-  b.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>&) {
-    ++seen;
-    const Matrix<S>& x = pa.at(n);
-    if (x.size() != t.size() || std::memcmp(x.data(), t.data(), sizeof(S) * static_cast<size_t>(t.size())) != 0) {
-      MESSAGE("differs: " << n);
-      same = false;
-    }
-  });
-  return same && seen == pa.size();
+  vitmae::visit_lockstep(
+      a,
+      [&](const vitmae::Parameter<const S>& x, const vitmae::Parameter<const S>& y) {
+        if (std::memcmp(x.data, y.data, sizeof(S) * static_cast<size_t>(x.size)) != 0) {
+          MESSAGE("differs: " << x.name);
+          same = false;
+        }
+      },
+      b);
+  return same;
 }
 
 using test::Run;
 
-Run run(const std::string& args) { return test::run_program(VITMAE_PRETRAIN_EXE, args); }
+Run run_pretrain(const std::string& args) { return test::run_program(VITMAE_PRETRAIN_EXE, args); }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 }  // namespace
 
@@ -241,7 +234,7 @@ TEST_CASE("data loader: batch k depends on (seed, k) only, epochs are permutatio
 // ---------------------------------------------------------------- trainer
 
 TEST_CASE("trainer: the loss falls on a fixed batch and on augmented photos") {
-  const vitmae::Config c = tiny_config();
+  const vitmae::Config c = tiny16_config();
   train::TrainOptions o;
   o.steps = 100;
   o.batch = 4;
@@ -275,7 +268,7 @@ TEST_CASE("trainer: the loss falls on a fixed batch and on augmented photos") {
 }
 
 TEST_CASE("trainer: N steps equal N/2 + checkpoint + resume + N/2, bit for bit") {
-  const vitmae::Config c = tiny_config();
+  const vitmae::Config c = tiny16_config();
   train::TrainOptions o;
   o.steps = 8;
   o.batch = 3;
@@ -298,16 +291,17 @@ TEST_CASE("trainer: N steps equal N/2 + checkpoint + resume + N/2, bit for bit")
     train::Trainer<float> first(fresh_model(c), o);
     train::DataLoader<float> loader(data, p, {}, o.batch, o.seed, 1);
     while (first.step() < o.steps / 2) first.train_step([&] { return loader.next(); });
-    first.save_checkpoint(dir + "/half", p);
+    train::save_checkpoint(first, dir + "/half", p);
   }
   train::Trainer<float> resumed(fresh_model(c, 99), o);  // different start: resume must replace it
-  resumed.resume(dir + "/half");
+  train::resume(resumed, dir + "/half");
   CHECK(resumed.step() == 4);
   CHECK(resumed.history().size() == 4);
   train::DataLoader<float> loader(data, p, {}, o.batch, o.seed, 3, 2, resumed.step());
   while (resumed.step() < o.steps) resumed.train_step([&] { return loader.next(); });
   CHECK(same_weights(straight.model(), resumed.model()));
-  for (const auto& [name, m] : straight.optimizer().exp_avg_sq()) REQUIRE(m == resumed.optimizer().exp_avg_sq().at(name));
+  CHECK(same_weights(straight.optimizer().exp_avg_sq(), resumed.optimizer().exp_avg_sq()));
+  CHECK(same_weights(straight.optimizer().exp_avg(), resumed.optimizer().exp_avg()));
   for (size_t i = 0; i < 8; ++i) CHECK(straight.history()[i].loss == resumed.history()[i].loss);
 
   // Dropout is not implemented in training: refused, not ignored.
@@ -319,11 +313,25 @@ TEST_CASE("trainer: N steps equal N/2 + checkpoint + resume + N/2, bit for bit")
   train::TrainOptions other = o;
   other.batch = 5;
   train::Trainer<float> wrong(fresh_model(c), other);
-  CHECK_THROWS_WITH_AS(wrong.resume(dir + "/half"), doctest::Contains("trained with batch 3"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(train::resume(wrong, dir + "/half"),
+                       doctest::Contains("the checkpoint was trained with batch 3, this run asks for 5; a resumed run must keep it"),
+                       vitmae::Error);
+  // So are another schedule length, seed or thread count (the schedule, the data, the bits).
+  for (auto [field, change] : {std::pair<const char*, int>{"steps", 0}, {"seed", 1}, {"threads", 2}}) {
+    train::TrainOptions changed = o;
+    if (change == 0) changed.steps = 9;
+    if (change == 1) changed.seed = 77;
+    if (change == 2) changed.threads = 1;
+    train::Trainer<float> t(fresh_model(c), changed);
+    const std::string expected = std::string("the checkpoint was trained with ") + field + " " +
+                                 (change == 0 ? "8" : change == 1 ? std::to_string(o.seed) : std::to_string(o.threads)) +
+                                 ", this run asks for " + (change == 0 ? "9" : change == 1 ? "77" : "1");
+    CHECK_THROWS_WITH_AS(train::resume(t, dir + "/half"), doctest::Contains(expected.c_str()), vitmae::Error);
+  }
 }
 
 TEST_CASE("trainer: gradient accumulation and clipping equal hand-made steps") {
-  const vitmae::Config c = tiny_config();
+  const vitmae::Config c = tiny16_config();
   std::mt19937_64 rng(5);
   vitmae::Tensor<float> a({3, 3, 16, 16}), b({3, 3, 16, 16});
   std::normal_distribution<float> nd;
@@ -349,30 +357,31 @@ TEST_CASE("trainer: gradient accumulation and clipping equal hand-made steps") {
   const float la = train::forward_backward(m, a, t.noise(0), g);
   const float lb = train::forward_backward(m, b, t.noise(1), g);
   double sq = 0;
-  g.visit_parameters("", [&](const std::string& n, auto& x, const std::vector<Index>&) {
-    if (!train::trainable(n)) return;
-    x *= 0.5f;
-    sq += static_cast<double>(x.squaredNorm());
+  g.visit_parameters("", [&](const vitmae::Parameter<float>& p) {
+    if (!p.trainable()) return;
+    p.values() *= 0.5f;
+    sq += static_cast<double>(p.values().squaredNorm());
   });
   const double norm = std::sqrt(sq);
   CHECK(r.grad_norm == doctest::Approx(norm).epsilon(1e-5));
   CHECK(r.loss == doctest::Approx((la + lb) / 2.0).epsilon(1e-6));
   REQUIRE(norm > 0.05);
-  g.visit_parameters("", [&](const std::string&, auto& x, const std::vector<Index>&) { x *= static_cast<float>(0.05 / (norm + 1e-6)); });
-  train::AdamW<float> adam(m, train::AdamWOptions{0.9, 0.95, 1e-8, 0.05});
+  g.visit_parameters("", [&](const vitmae::Parameter<float>& p) { p.values() *= static_cast<float>(0.05 / (norm + 1e-6)); });
+  train::AdamW<vitmae::ForPreTraining<float>> adam(m, train::AdamWOptions{0.9, 0.95, 1e-8, 0.05});
   adam.step(m, g, t.learning_rate(0));
   double worst = 0;
-  std::map<std::string, Matrix<float>> mine;
-  m.visit_parameters("", [&](const std::string& n, auto& x, const std::vector<Index>&) { mine[n] = Eigen::Map<const Matrix<float>>(x.data(), 1, x.size()); });
-  t.model().visit_parameters("", [&](const std::string& n, auto& x, const std::vector<Index>&) {
-    worst = std::max(worst, static_cast<double>((Eigen::Map<const Matrix<float>>(x.data(), 1, x.size()) - mine.at(n)).cwiseAbs().maxCoeff()));
-  });
+  vitmae::visit_lockstep(
+      t.model(),
+      [&](const vitmae::Parameter<float>& x, const vitmae::Parameter<float>& mine) {
+        worst = std::max(worst, static_cast<double>((x.values() - mine.values()).cwiseAbs().maxCoeff()));
+      },
+      m);
   MESSAGE("largest weight difference from the hand-made step " << worst);
   CHECK(worst < 1e-6);
 }
 
 TEST_CASE("threads over the batch: the same loss and gradients as one thread") {
-  const vitmae::Config c = tiny_config();
+  const vitmae::Config c = tiny16_config();
   const auto m = fresh_model(c);
   vitmae::Tensor<float> px({5, 3, 16, 16});
   std::mt19937_64 rng(9);
@@ -384,13 +393,14 @@ TEST_CASE("threads over the batch: the same loss and gradients as one thread") {
   train::ParallelBackward<float> pb;
   const float l3 = pb.run(m, px, noise, g3, 3);
   CHECK(l3 == doctest::Approx(l1).epsilon(1e-6));
-  std::map<std::string, Matrix<float>> a;
-  g1.visit_parameters("", [&](const std::string& n, auto& x, const std::vector<Index>&) { a[n] = Eigen::Map<const Matrix<float>>(x.data(), 1, x.size()); });
-  g3.visit_parameters("", [&](const std::string& n, auto& x, const std::vector<Index>&) {
-    const auto r = test::allclose(x.data(), a.at(n).data(), x.size(), 1e-4, 1e-6);
-    INFO(n << ": " << r.message);
-    CHECK(r.ok);
-  });
+  vitmae::visit_lockstep(
+      g3,
+      [&](const vitmae::Parameter<float>& x, const vitmae::Parameter<float>& a) {
+        const auto r = test::allclose(x.data, a.data, x.size, 1e-4, 1e-6);
+        INFO(x.name << ": " << r.message);
+        CHECK(r.ok);
+      },
+      g1);
   // Run twice: the same bits (the twins are re-zeroed).
   auto g3b = train::zero_grads_like(m);
   CHECK(pb.run(m, px, noise, g3b, 3) == l3);
@@ -409,7 +419,7 @@ TEST_CASE("trainer checkpoints: HF's names and shapes, bit-exact reload, loss cu
   t.train_step([&] { return px; });
   const std::string dir = test::tmp_dir("trainer_ckpt");
   const vitmae::ImageProcessor p = processor(32);
-  t.save_checkpoint(dir + "/ck", p);
+  train::save_checkpoint(t, dir + "/ck", p);
   const io::SafetensorsFile mine(dir + "/ck/model.safetensors"), ref(test::data("hf/tiny/model.safetensors"));
   REQUIRE(mine.tensors().size() == ref.tensors().size());
   for (const auto& [name, info] : ref.tensors()) {
@@ -424,7 +434,7 @@ TEST_CASE("trainer checkpoints: HF's names and shapes, bit-exact reload, loss cu
   const auto st = io::read_json_file(dir + "/ck/trainer_state.json");
   CHECK(st["step"] == 2);
   CHECK(st["history"].size() == 2);
-  const std::string csv = slurp(dir + "/ck/loss.csv");
+  const std::string csv = test::slurp(dir + "/ck/loss.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 3);
   CHECK(csv.rfind("step,loss,lr,grad_norm,seconds\n1,", 0) == 0);
   const std::string svg = train::loss_curve_svg(t.history());
@@ -432,9 +442,9 @@ TEST_CASE("trainer checkpoints: HF's names and shapes, bit-exact reload, loss cu
   CHECK(svg.find("</svg>") != std::string::npos);
 
   // Saving again replaces the folder whole; a failed save leaves the previous one intact.
-  t.save_checkpoint(dir + "/ck", p);
+  train::save_checkpoint(t, dir + "/ck", p);
   CHECK(std::system(("ls -a " + dir + " | grep -q tmp").c_str()) != 0);
-  const std::string before = slurp(dir + "/ck/model.safetensors");
+  const std::string before = test::slurp(dir + "/ck/model.safetensors");
   t.train_step([&] { return px; });
   rlimit old{};
   getrlimit(RLIMIT_FSIZE, &old);
@@ -442,10 +452,10 @@ TEST_CASE("trainer checkpoints: HF's names and shapes, bit-exact reload, loss cu
   rlimit small = old;
   small.rlim_cur = 10000;  // below model.safetensors: its write fails with EFBIG, as on a full disk
   REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
-  CHECK_THROWS_WITH_AS(t.save_checkpoint(dir + "/ck", p), doctest::Contains("File too large"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(train::save_checkpoint(t, dir + "/ck", p), doctest::Contains("File too large"), vitmae::Error);
   setrlimit(RLIMIT_FSIZE, &old);
   std::signal(SIGXFSZ, old_handler);
-  CHECK(slurp(dir + "/ck/model.safetensors") == before);
+  CHECK(test::slurp(dir + "/ck/model.safetensors") == before);
   CHECK(io::read_json_file(dir + "/ck/trainer_state.json")["step"] == 2);
   CHECK(std::system(("ls -a " + dir + " | grep -q tmp").c_str()) != 0);
 }
@@ -456,10 +466,10 @@ TEST_CASE("vitmae-pretrain: trains, writes checkpoints and curves, resumes to th
   const std::string dir = test::tmp_dir("pretrain_cli");
   io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/rocket.jpg") + "\n" +
                                                test::data("images/camera.png") + "\n");
-  vitmae::Config c = tiny_config();
-  c.save(dir + "/config.json", "ViTMAEForPreTraining", "float32");
+  vitmae::Config c = tiny16_config();
+  io::write_file_atomic(dir + "/config.json", c.to_json().dump(2));
   const std::string common = "--data " + dir + "/list.txt --config " + dir + "/config.json --batch 4 --lr 2e-3 --seed 3 --threads 2 ";
-  const Run a = run(common + "--out " + dir + "/a --steps 6 --save-every 3");
+  const Run a = run_pretrain(common + "--out " + dir + "/a --steps 6 --save-every 3");
   INFO(a.err);
   REQUIRE(a.status == 0);
   CHECK(a.err.find("step 6/6") != std::string::npos);
@@ -472,27 +482,27 @@ TEST_CASE("vitmae-pretrain: trains, writes checkpoints and curves, resumes to th
     CHECK(io::file_exists(dir + "/a/checkpoint-3/" + f));
   }
   CHECK(io::file_exists(dir + "/a/loss.svg"));
-  const std::string csv = slurp(dir + "/a/loss.csv");
+  const std::string csv = test::slurp(dir + "/a/loss.csv");
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 7);
 
-  const Run b = run(common + "--out " + dir + "/b --steps 6 --resume " + dir + "/a/checkpoint-3");
+  const Run b = run_pretrain(common + "--out " + dir + "/b --steps 6 --resume " + dir + "/a/checkpoint-3");
   INFO(b.err);
   REQUIRE(b.status == 0);
   CHECK(b.out.find("trained 3 steps") != std::string::npos);
-  CHECK(slurp(dir + "/b/final/model.safetensors") == slurp(dir + "/a/final/model.safetensors"));
-  CHECK(slurp(dir + "/b/final/optimizer.safetensors") == slurp(dir + "/a/final/optimizer.safetensors"));
+  CHECK(test::slurp(dir + "/b/final/model.safetensors") == test::slurp(dir + "/a/final/model.safetensors"));
+  CHECK(test::slurp(dir + "/b/final/optimizer.safetensors") == test::slurp(dir + "/a/final/optimizer.safetensors"));
 
-  const Run help = run("--help");
+  const Run help = run_pretrain("--help");
   CHECK(help.status == 0);
   CHECK(help.out.find("usage: vitmae-pretrain") != std::string::npos);
 
-  const Run bad = run("--out " + dir + "/c --config " + dir + "/config.json");
+  const Run bad = run_pretrain("--out " + dir + "/c --config " + dir + "/config.json");
   CHECK(bad.status == 2);
   CHECK(bad.err.find("--data and --out are required") != std::string::npos);
-  const Run empty = run("--data " + test::tmp_dir("pretrain_empty") + " --out " + dir + "/c --config " + dir + "/config.json");
+  const Run empty = run_pretrain("--data " + test::tmp_dir("pretrain_empty") + " --out " + dir + "/c --config " + dir + "/config.json");
   CHECK(empty.status == 1);
   CHECK(empty.err.find("no image files found") != std::string::npos);
-  const Run mismatch = run(common + "--out " + dir + "/d --steps 6 --batch 5 --resume " + dir + "/a/checkpoint-3");
+  const Run mismatch = run_pretrain(common + "--out " + dir + "/d --steps 6 --batch 5 --resume " + dir + "/a/checkpoint-3");
   CHECK(mismatch.status == 1);
   CHECK(mismatch.err.find("trained with batch 4") != std::string::npos);
 }

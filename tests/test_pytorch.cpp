@@ -10,10 +10,6 @@ using vitmae::Tensor;
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 std::string write(const std::string& dir, const std::string& name, const std::string& bytes) {
   const std::string p = dir + "/" + name;
@@ -59,7 +55,7 @@ TEST_CASE("zip64 archives (what torch.save writes past 4 GiB) load the same tens
 }
 
 TEST_CASE("the MAE release's checkpoint.pth maps (timm names, split qkv) to the weights of hf/tiny") {
-  const auto src = io::open_checkpoint_weights(test::data("formats/mae_original/checkpoint.pth"));
+  const auto src = vitmae::open_pretrained_weights(test::data("formats/mae_original/checkpoint.pth"));
   check_same_weights(*src, test::data("hf/tiny/model.safetensors"));
 }
 
@@ -106,7 +102,7 @@ TEST_CASE("a non-contiguous (transposed) view is read as torch would") {
   // Re-point the first (64, 64) weight's stride (64, 1) at (1, 64) in the pickle: the same
   // storage read as the transpose. Exactly that tensor must change, to its transpose.
   const std::string dir = test::tmp_dir("pytorch_strided");
-  const std::string good = slurp(test::data("formats/pytorch_bin/pytorch_model.bin"));
+  const std::string good = test::slurp(test::data("formats/pytorch_bin/pytorch_model.bin"));
   const std::string p = write(dir, "strided.bin", patch(good, std::string("K@K\x01\x86", 5), std::string("K\x01K@\x86", 5)));
   io::PytorchSource a(test::data("formats/pytorch_bin/pytorch_model.bin")), b(p);
   int changed = 0;
@@ -129,7 +125,7 @@ TEST_CASE("a non-contiguous (transposed) view is read as torch would") {
 
 TEST_CASE("pytorch reader errors: not a zip, truncated, unknown global, bad opcode, short storage, deflated entry") {
   const std::string dir = test::tmp_dir("pytorch_bad");
-  const std::string good = slurp(test::data("formats/pytorch_bin/pytorch_model.bin"));
+  const std::string good = test::slurp(test::data("formats/pytorch_bin/pytorch_model.bin"));
   auto open = [](const std::string& p) { io::PytorchSource s(p); };
 
   CHECK_THROWS_WITH_AS(open(write(dir, "text.bin", "this is not a checkpoint at all, just text")),

@@ -97,9 +97,12 @@ TEST_CASE("vitmae-convert of pytorch_model.bin and the MAE release gives HF fold
     for (const auto& [n, info] : b.tensors()) CHECK(a.info(n).shape == info.shape);
     check_cli_case(c, "float32", out);
   }
-  const RunResult r = run("--input " + test::data("formats/mae_original") + " --out /nonexistent/dir/x", VITMAE_CONVERT_EXE);
+  // Missing parents are created (HF's os.makedirs); a regular file in the way is an error.
+  const std::string blocked = test::tmp_dir("convert_blocked") + "/file";
+  vitmae::io::write_file_atomic(blocked, "not a folder");
+  const RunResult r = run("--input " + test::data("formats/mae_original") + " --out " + blocked + "/x", VITMAE_CONVERT_EXE);
   CHECK(r.status == 1);
-  CHECK(r.err.find("/nonexistent/dir/x: cannot create folder") != std::string::npos);
+  CHECK(r.err.find(blocked + "/x: cannot create folder") != std::string::npos);
   CHECK(run("--input x", VITMAE_CONVERT_EXE).status == 2);
 }
 

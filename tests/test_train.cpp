@@ -3,8 +3,9 @@
 // finite-difference checks on small random shapes.
 #include "test_util.hpp"
 
-#include <vitmae/train/backward.hpp>
-#include <vitmae/train/optimizer.hpp>
+#include <vitmae/train.hpp>
+
+#include <map>
 
 namespace io = vitmae::io;
 using vitmae::Index;
@@ -13,7 +14,8 @@ using vitmae::Matrix;
 namespace {
 
 /// Compares every grad.* tensor of the case with the library's, relative to the largest
-/// reference gradient. Returns the worst relative error seen.
+/// reference gradient (grad.* only: loss_f64 is not a gradient). Returns the worst relative
+/// error seen.
 double check_grads(const std::string& dir, double rel_tol) {
   INFO(dir);
   const auto m = vitmae::ViTMAEForPreTraining<double>::from_pretrained(test::data(dir));
@@ -24,23 +26,27 @@ double check_grads(const std::string& dir, double rel_tol) {
   Matrix<double> dpix;
   const Matrix<double> noise = Eigen::Map<const Matrix<double>>(nt.ptr(), nt.size(0), nt.size(1));
   const double loss = vitmae::train::forward_backward(m, px, noise, grads, &dpix);
-  CHECK(loss == doctest::Approx(ref.get<double>("loss_f64").data[0]).epsilon(1e-8));
+  const double ref_loss = ref.get<double>("loss_f64").data[0];
+  INFO("loss " << loss << " reference " << ref_loss);
+  CHECK(std::abs(loss - ref_loss) <= 1e-12 * std::abs(ref_loss));
   double largest = 0;
   for (const auto& [name, info] : ref.tensors()) {
+    if (name.rfind("grad.", 0) != 0) continue;
     const auto g = ref.get<double>(name);
     for (double v : g.data) largest = std::max(largest, std::abs(v));
   }
   double worst = 0;
   size_t seen = 0;
-  grads.visit_parameters("", [&](const std::string& name, auto& t, const std::vector<Index>&) {
-    if (!ref.contains("grad." + name)) return;  // position tables: frozen
+  grads.visit_parameters("", [&](const vitmae::Parameter<const double>& p) {
+    CHECK(ref.contains("grad." + p.name) == p.trainable());  // position tables are frozen: no gradient
+    if (!p.trainable()) return;
     ++seen;
-    const auto e = ref.get<double>("grad." + name);
-    REQUIRE(e.numel() == t.size());
+    const auto e = ref.get<double>("grad." + p.name);
+    REQUIRE(e.numel() == p.size);
     double d = 0;
-    for (Index i = 0; i < t.size(); ++i) d = std::max(d, std::abs(t.data()[i] - e.data[static_cast<size_t>(i)]));
+    for (Index i = 0; i < p.size; ++i) d = std::max(d, std::abs(p.data[i] - e.data[static_cast<size_t>(i)]));
     worst = std::max(worst, d / largest);
-    INFO(name << ": max abs diff " << d << ", relative to the largest gradient " << d / largest);
+    INFO(p.name << ": max abs diff " << d << ", relative to the largest gradient " << d / largest);
     CHECK(d <= rel_tol * largest);
   });
   CHECK(seen + 1 == ref.tensors().size() - 1);  // every grad.* but pixel_values (and loss_f64)
@@ -54,10 +60,12 @@ double check_grads(const std::string& dir, double rel_tol) {
 
 }  // namespace
 
-TEST_CASE("gradients of hf/tiny match the reference") { MESSAGE("worst relative error " << check_grads("hf/tiny", 1e-8)); }
+TEST_CASE("gradients of hf/tiny match the float64 reference within 1e-12 of the largest gradient") {
+  MESSAGE("worst relative error " << check_grads("hf/tiny", 1e-12));
+}
 
-TEST_CASE("gradients of hf/tiny_normpix_gelu_new match the reference") {
-  MESSAGE("worst relative error " << check_grads("hf/tiny_normpix_gelu_new", 1e-8));
+TEST_CASE("gradients of hf/tiny_normpix_gelu_new match the float64 reference within 1e-12 of the largest gradient") {
+  MESSAGE("worst relative error " << check_grads("hf/tiny_normpix_gelu_new", 1e-12));
 }
 
 TEST_CASE("finite differences: every activation, qkv bias on and off, norm_pix_loss, 1 and 3 channels") {
@@ -82,10 +90,10 @@ TEST_CASE("finite differences: every activation, qkv bias on and off, norm_pix_l
     vitmae::ForPreTraining<double> m(c);
     std::mt19937_64 rng(7);
     m.init_weights(rng);
-    vitmae::detail::NormalGenerator g(rng);
-    m.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>&) {
-      if (n.find("pos") == std::string::npos)
-        for (Index i = 0; i < t.size(); ++i) t.data()[i] += 0.1 * g();  // non-trivial norms and biases
+    vitmae::NormalGenerator<std::mt19937_64> g(rng);
+    m.visit_parameters("", [&](const vitmae::Parameter<double>& p) {
+      if (p.trainable())
+        for (Index i = 0; i < p.size; ++i) p.data[i] += 0.1 * g();  // non-trivial norms and biases
     });
     vitmae::Tensor<double> px({2, c.num_channels, 8, 8});
     for (auto& v : px.data) v = g();
@@ -105,56 +113,103 @@ TEST_CASE("finite differences: every activation, qkv bias on and off, norm_pix_l
       INFO(what << ": analytic " << analytic << " numeric " << numeric);
       CHECK(std::abs(analytic - numeric) <= 1e-6 * (1 + std::abs(numeric)));
     };
-    std::map<std::string, double*> grad_ptr;
-    grads.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>&) { grad_ptr[n] = t.data(); });
-    m.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>&) {
-      if (n.find("position_embeddings") != std::string::npos || n.find("decoder_pos_embed") != std::string::npos) return;
-      for (Index i : {Index(0), t.size() / 2, t.size() - 1}) probe(t.data()[i], grad_ptr[n][i], n + "[" + std::to_string(i) + "]");
-    });
+    vitmae::visit_lockstep(
+        m,
+        [&](const vitmae::Parameter<double>& p, const vitmae::Parameter<double>& g) {
+          if (!p.trainable()) return;
+          for (Index i : {Index(0), p.size / 2, p.size - 1}) probe(p.data[i], g.data[i], p.name + "[" + std::to_string(i) + "]");
+        },
+        grads);
     for (Index i : {Index(0), Index(37), px.numel() - 1}) probe(px.data[static_cast<size_t>(i)], dpix.data()[i], "pixel " + std::to_string(i));
   }
 }
 
-TEST_CASE("12 AdamW steps of the reference: losses within 1e-9 relative, weights within 1e-7 (key biases aside)") {
+TEST_CASE("12 AdamW steps of the float64 reference: every loss and every weight within 1e-12") {
   auto m = vitmae::ViTMAEForPreTraining<double>::from_pretrained(test::data("hf/tiny"));
   const io::SafetensorsFile ref(test::data("hf/tiny/train_steps.safetensors"));
   const auto px = ref.get<double>("pixel_values");  // [12, 4, 3, 32, 32]
   const auto noise = ref.get<double>("noise");      // [12, 4, 64]
   const auto lr = ref.get<double>("lr").data;
   const auto losses = ref.get<double>("loss").data;
-  vitmae::train::AdamW<double> opt(m);
+  vitmae::train::AdamW<vitmae::ForPreTraining<double>> opt(m);
   CHECK(opt.options().beta2 == 0.95);
+  CHECK(opt.options().weight_decay == 0.05);
   const Index per = 4 * 3 * 32 * 32;
+  auto grads = vitmae::train::zero_grads_like(m);
+  vitmae::ForPreTraining<double>::Cache cache;  // reused across steps, as a training loop does
   for (Index s = 0; s < 12; ++s) {
     vitmae::Tensor<double> batch({4, 3, 32, 32});
     std::copy(px.data.begin() + s * per, px.data.begin() + (s + 1) * per, batch.data.begin());
     const Matrix<double> n = Eigen::Map<const Matrix<double>>(noise.ptr() + s * 4 * 64, 4, 64);
-    auto grads = vitmae::train::zero_grads_like(m);
-    const double loss = vitmae::train::forward_backward(m, batch, n, grads);
+    vitmae::train::zero_parameters(grads);
+    const double loss = vitmae::train::forward_backward(m, batch, n, grads, nullptr, 0.0, vitmae::ForwardOptions{}, &cache);
     INFO("step " << s << " loss " << loss << " reference " << losses[static_cast<size_t>(s)]);
-    CHECK(std::abs(loss - losses[static_cast<size_t>(s)]) <= 1e-9 * std::abs(losses[static_cast<size_t>(s)]));
+    CHECK(std::abs(loss - losses[static_cast<size_t>(s)]) <= 1e-12 * std::abs(losses[static_cast<size_t>(s)]));
     opt.step(m, grads, lr[static_cast<size_t>(s)]);
   }
-  // Final weights. The key projections' biases are the exception: their true gradient is
-  // exactly zero (a constant added to every score of a row leaves the softmax unchanged), so
-  // what moves them is rounding noise, ~1e-12 in the reference's float64 gradients
-  // (grads.safetensors) and ~1e-20 in ours; Adam divides by sqrt(v) + eps and turns the
-  // reference's noise into drifts of up to 3.6e-6 in 12 steps, which no implementation of the
-  // model reproduces. Every other weight is held to 1e-7 (the issue asks 1e-8; measured 9.4e-8).
+  // Every weight, the key projections' biases included: their true gradient is exactly zero
+  // (a constant added to every score of a row leaves the softmax unchanged), so only rounding
+  // noise moves them; with the softmax in float64 in the reference too, that noise is ~1e-16
+  // on both sides and Adam's amplification of it stays far below 1e-12.
   size_t compared = 0;
-  double worst = 0, worst_key_bias = 0;
-  m.visit_parameters("", [&](const std::string& name, auto& t, const std::vector<Index>&) {
-    if (!ref.contains("final." + name)) return;
+  double worst = 0;
+  std::string worst_name;
+  m.visit_parameters("", [&](const vitmae::Parameter<const double>& p) {
+    REQUIRE(ref.contains("final." + p.name));
     ++compared;
-    const auto e = ref.get<double>("final." + name);
-    double d = 0;
-    for (Index i = 0; i < t.size(); ++i) d = std::max(d, std::abs(t.data()[i] - e.data[static_cast<size_t>(i)]));
-    (vitmae::detail::ends_with(name, "key.bias") ? worst_key_bias : worst) = std::max(vitmae::detail::ends_with(name, "key.bias") ? worst_key_bias : worst, d);
+    const auto e = ref.get<double>("final." + p.name);
+    REQUIRE(e.numel() == p.size);
+    for (Index i = 0; i < p.size; ++i) {
+      const double d = std::abs(p.data[i] - e.data[static_cast<size_t>(i)]);
+      if (d > worst) worst = d, worst_name = p.name;
+    }
   });
-  MESSAGE("largest weight difference after 12 steps: " << worst << " (key biases: " << worst_key_bias << ")");
-  CHECK(worst <= 1e-7);
-  CHECK(worst_key_bias <= 4e-6);
+  MESSAGE("largest weight difference after 12 steps: " << worst << " (" << worst_name << ")");
+  CHECK(worst <= 1e-12);
   CHECK(compared == 78);  // final.* holds every tensor, the unchanged position tables included
+}
+
+TEST_CASE("parameter kinds decide the optimiser's groups and the frozen tables") {
+  vitmae::Config c;
+  c.hidden_size = 16, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.intermediate_size = 24;
+  c.decoder_hidden_size = 8, c.decoder_num_hidden_layers = 1, c.decoder_num_attention_heads = 2, c.decoder_intermediate_size = 12;
+  c.image_size = 8, c.patch_size = 2;
+  const vitmae::ForPreTraining<double> m(c);
+  std::map<std::string, vitmae::ParamKind> kind;
+  m.visit_parameters("", [&](const vitmae::Parameter<const double>& p) { kind[p.name] = p.kind; });
+  using K = vitmae::ParamKind;
+  CHECK(kind.at("vit.embeddings.cls_token") == K::token);
+  CHECK(kind.at("decoder.mask_token") == K::token);
+  CHECK(kind.at("vit.embeddings.position_embeddings") == K::fixed_table);
+  CHECK(kind.at("decoder.decoder_pos_embed") == K::fixed_table);
+  CHECK(kind.at("vit.embeddings.patch_embeddings.projection.weight") == K::weight);
+  CHECK(kind.at("vit.embeddings.patch_embeddings.projection.bias") == K::bias);
+  CHECK(kind.at("vit.encoder.layer.0.attention.attention.key.weight") == K::weight);
+  CHECK(kind.at("vit.encoder.layer.0.layernorm_before.weight") == K::norm);
+  CHECK(kind.at("vit.encoder.layer.0.layernorm_before.bias") == K::bias);
+  CHECK(kind.at("decoder.decoder_pred.bias") == K::bias);
+  // One step with a gradient of one everywhere and zero moments: every trainable entry moves by
+  // lr (Adam's first step is lr * sign(g)), weights also shrink by lr * wd * w; tables stay.
+  auto model = m;
+  std::mt19937_64 rng(1);
+  model.init_weights(rng);
+  const auto before = model;
+  auto grads = vitmae::train::zero_grads_like(model);
+  grads.visit_parameters("", [](const vitmae::Parameter<double>& p) { p.values().setOnes(); });
+  vitmae::train::AdamW<vitmae::ForPreTraining<double>> opt(model, {0.9, 0.999, 1e-8, 0.1});
+  opt.step(model, grads, 0.01);
+  vitmae::visit_lockstep(
+      model,
+      [&](const vitmae::Parameter<double>& p, const vitmae::Parameter<const double>& b) {
+        INFO(p.name);
+        for (Index i = 0; i < p.size; ++i) {
+          double expected = b.data[i];
+          if (p.kind == K::weight) expected *= 1 - 0.01 * 0.1;
+          if (p.kind != K::fixed_table) expected -= 0.01 / (1 + 1e-8);  // lr * m̂ / (sqrt(v̂) + eps), m̂ = v̂ = 1
+          CHECK(p.data[i] == doctest::Approx(expected).epsilon(1e-12));
+        }
+      },
+      before);
 }
 
 TEST_CASE("learning-rate schedule: linear warm-up then cosine") {

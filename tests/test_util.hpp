@@ -33,6 +33,12 @@ inline std::string tmp_dir(const std::string& name) {
   return d;
 }
 
+/// A whole file's bytes ("" when it cannot be read).
+inline std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 /// A program's exit status (-1 when it did not exit normally) and what it printed.
 struct Run {
   int status = -1;

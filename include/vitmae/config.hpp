@@ -7,11 +7,9 @@
 
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <string>
 
 #include "vitmae/error.hpp"
-#include "vitmae/io/atomic_file.hpp"
 #include "vitmae/io/json_file.hpp"
 #include "vitmae/ops/activations.hpp"
 
@@ -175,12 +173,6 @@ struct Config {
 
   /// Reads a config.json file. @throws vitmae::Error naming the file.
   static Config load(const std::string& path) { return from_json(io::read_json_file(path, "config file"), path); }
-
-  /// Writes config.json atomically (temporary file, then rename).
-  void save(const std::string& path, const std::string& architecture = "ViTMAEForPreTraining",
-            const std::string& torch_dtype = "float32") const {
-    io::write_file_atomic(path, to_json(architecture, torch_dtype).dump(2) + "\n");
-  }
 
   /// The sizes of the original MAE release (facebookresearch/mae): "mae-vit-base" (ViT-B/16),
   /// "mae-vit-large" (ViT-L/16), "mae-vit-huge" (ViT-H/14), all with the 512-wide, 8-layer,

@@ -13,7 +13,7 @@
 #include "vitmae/config.hpp"
 #include "vitmae/detail/pil_resize.hpp"
 #include "vitmae/error.hpp"
-#include "vitmae/io/atomic_file.hpp"
+#include "vitmae/io/file.hpp"
 #include "vitmae/io/checkpoint.hpp"
 #include "vitmae/io/image.hpp"
 #include "vitmae/io/json_file.hpp"

@@ -1,23 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-// ViTMAEModel: embeddings (with random masking), encoder, final layernorm.
+// ViTMAEModel: embeddings (with random masking), encoder, final layernorm; with its backward.
 #pragma once
 
-#include <cerrno>
-#include <cstring>
 #include <optional>
 #include <random>
 #include <string>
-#include <sys/stat.h>
 #include <vector>
 
+#include "vitmae/checkpoint.hpp"
 #include "vitmae/config.hpp"
-#include "vitmae/detail/init.hpp"
-#include "vitmae/io/checkpoint.hpp"
-#include "vitmae/io/state_dict.hpp"
+#include "vitmae/init.hpp"
 #include "vitmae/modules/embeddings.hpp"
 #include "vitmae/modules/encoder.hpp"
 #include "vitmae/modules/layer_norm.hpp"
 #include "vitmae/ops/random_masking.hpp"
+#include "vitmae/state_dict.hpp"
 
 namespace vitmae {
 
@@ -26,12 +23,12 @@ struct ForwardOptions {
   bool interpolate_pos_encoding = false;
   bool output_hidden_states = false;
   bool output_attentions = false;
-  /// Overrides config.mask_ratio for this call when set (ViTMAEForPreTraining passes its own).
+  /// Overrides config.mask_ratio for this call when set.
   std::optional<double> mask_ratio;
 };
 
-/// ViTMAEModelOutput. Per-sample matrices because K (kept patches) is the same for all samples
-/// but rows are tokens: last_hidden_state[b] is (1+K, hidden), CLS first.
+/// ViTMAEModelOutput. Per-sample matrices because rows are tokens: last_hidden_state[b] is
+/// (1+K, hidden), CLS first, K = int(L * (1 - mask_ratio)) kept patches.
 template <class Scalar = float>
 struct ModelOutput {
   std::vector<Matrix<Scalar>> last_hidden_state;  // B x (1+K, hidden)
@@ -44,166 +41,137 @@ struct ModelOutput {
 };
 
 namespace detail {
-/// pixel_values must be [B, C, H, W]; returns sample b as (C, H*W).
+/// Rows [b*T, (b+1)*T) of a stacked (B*T, n) matrix, one matrix per sample.
 template <class Scalar>
-Matrix<Scalar> image_of(const Tensor<Scalar>& pixel_values, Index b) {
-  const Index C = pixel_values.size(1), HW = pixel_values.size(2) * pixel_values.size(3);
-  return Eigen::Map<const Matrix<Scalar>>(pixel_values.ptr() + b * C * HW, C, HW);
+std::vector<Matrix<Scalar>> unstack(const Matrix<Scalar>& x, Index B) {
+  std::vector<Matrix<Scalar>> out(static_cast<size_t>(B));
+  const Index T = B > 0 ? x.rows() / B : 0;
+  for (Index b = 0; b < B; ++b) out[static_cast<size_t>(b)] = x.middleRows(b * T, T);
+  return out;
 }
-
-inline std::string torch_dtype_name(io::DType d) {
-  switch (d) {
-    case io::DType::F64: return "float64";
-    case io::DType::F16: return "float16";
-    case io::DType::BF16: return "bfloat16";
-    default: return "float32";
-  }
-}
-
-inline void make_dir(const std::string& dir) {
-  if (io::dir_exists(dir)) return;
-  detail::require(::mkdir(dir.c_str(), 0755) == 0 || io::dir_exists(dir), dir, ": cannot create folder: ",
-                  std::strerror(errno));
-}
-
-/// Config of a checkpoint: its config.json (beside a weights file, or in the folder), or a preset.
-inline Config checkpoint_config(const std::string& path, const std::string& preset) {
-  return preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset);
-}
-
-/// save_pretrained of either model: model.safetensors (HF names, "format": "pt" metadata, which
-/// transformers requires) and config.json naming the architecture.
-template <class Module>
-void save_checkpoint(Module& module, const Config& config, const std::string& dir, io::DType dtype,
-                     const std::string& architecture) {
-  make_dir(dir);
-  io::SafetensorsWriter w;
-  w.set_metadata("format", "pt");
-  io::add_state_dict(module, w, "", dtype);
-  w.save(io::join_path(dir, "model.safetensors"));
-  config.save(io::join_path(dir, "config.json"), architecture, torch_dtype_name(dtype));
-}
-
-/// The key every ViTMAE checkpoint has, in each naming layout.
-inline const char* kPatchWeightKey = "embeddings.patch_embeddings.projection.weight";
 }  // namespace detail
 
 template <class Scalar = float>
 struct Model {
+  using scalar_type = Scalar;
   Config config;
   Embeddings<Scalar> embeddings;
   Encoder<Scalar> encoder;
   LayerNorm<Scalar> layernorm;
+
+  /// Every activation of one forward that the backward reads, and the backward's scratch.
+  /// Keep one between training steps: its buffers are then allocated once.
+  struct Cache {
+    typename Embeddings<Scalar>::Cache embeddings;
+    typename Encoder<Scalar>::Cache encoder;
+    typename LayerNorm<Scalar>::Cache layernorm;
+    Matrix<Scalar> tokens, encoded;  // the encoder's input and output (B*(1+K), hidden)
+    Matrix<Scalar> dencoded, dtokens;
+    Index seq_len = 0;
+  };
 
   /// Builds the modules for `c` with fixed sin-cos position tables and other weights at their
   /// constructor values (zeros, LayerNorm ones); call init_weights for a random start.
   explicit Model(const Config& c)
       : config((c.validate(), c)), embeddings(c), encoder(c), layernorm(c.hidden_size, c.layer_norm_eps) {}
 
-  /// HF's _init_weights, seeded (see detail::init_weights).
-  void init_weights(std::mt19937_64& rng) { detail::init_weights(*this, config.initializer_range, rng); }
+  /// Random weights by kind, seeded (see vitmae::init_weights).
+  template <class Engine>
+  void init_weights(Engine& rng) {
+    vitmae::init_weights(*this, config.initializer_range, rng);
+  }
 
   /// Patches of an input of height x width.
   Index num_patches_for(Index height, Index width) const {
     return (height / config.patch_size) * (width / config.patch_size);
   }
 
-  /// Checks pixel_values [B, C, H, W] and noise (B, L). @throws vitmae::Error naming what is off.
-  void check_inputs(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise, bool interpolate) const {
-    detail::require(pixel_values.dim() == 4, "ViTMAEModel.forward: pixel_values must be [batch, channels, height, width], got ",
-                    detail::shape_str(pixel_values.shape));
-    detail::require(pixel_values.size(1) == config.num_channels, "ViTMAEModel.forward: pixel_values have ",
-                    pixel_values.size(1), " channels, expected num_channels = ", config.num_channels);
-    const Index H = pixel_values.size(2), W = pixel_values.size(3);
-    detail::require(interpolate || (H == config.image_size && W == config.image_size),
-                    "ViTMAEModel.forward: input image size (", H, "*", W, ") doesn't match model (",
-                    config.image_size, "*", config.image_size, "); pass interpolate_pos_encoding to run other sizes");
-    detail::require(H >= config.patch_size && W >= config.patch_size, "ViTMAEModel.forward: image ", H, "x", W,
-                    " is smaller than one patch (", config.patch_size, ")");
-    const Index L = num_patches_for(H, W);
-    detail::require(noise.rows() == pixel_values.size(0) && noise.cols() == L, "ViTMAEModel.forward: noise has shape [",
-                    noise.rows(), ", ", noise.cols(), "], expected [batch, num_patches] = [", pixel_values.size(0),
-                    ", ", L, "]");
-  }
-
-  /// pixel_values [B, C, H, W]; noise (B, L) decides the masking as in HF (argsort ascending,
-  /// keep the first int(L * (1 - mask_ratio))). @throws vitmae::Error on bad shapes.
-  ModelOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise,
-                              const ForwardOptions& opts = {}) const {
-    check_inputs(pixel_values, noise, opts.interpolate_pos_encoding);
-    const Index B = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3);
-    const Index L = noise.cols();
+  /// The forward on a batch, HF's ViTMAEModel.forward: pixel_values [B, C, H, W]; noise (B, L)
+  /// decides the masking (argsort ascending, keep the first int(L * (1 - mask_ratio))).
+  /// sequence_output (B*(1+K), hidden), samples stacked, lands in y; the masks stay in
+  /// c.embeddings.masking. hidden_states / attentions as in Encoder::forward.
+  /// @throws vitmae::Error on bad shapes.
+  void forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise, const ForwardOptions& opts,
+               Matrix<Scalar>& y, Cache& c, std::vector<Matrix<Scalar>>* hidden_states = nullptr,
+               std::vector<Matrix<Scalar>>* attentions = nullptr) const {
     const double mask_ratio = opts.mask_ratio ? *opts.mask_ratio : config.mask_ratio;
     detail::require(mask_ratio >= 0.0 && mask_ratio < 1.0, "ViTMAEModel.forward: mask_ratio must be in [0, 1), got ",
                     mask_ratio);
-    const Matrix<Scalar> pos = embeddings.position_table(H, W, opts.interpolate_pos_encoding);  // (1+L, hidden)
+    embeddings.forward(pixel_values, noise, mask_ratio, opts.interpolate_pos_encoding, c.tokens, c.embeddings);
+    c.seq_len = 1 + c.embeddings.num_kept;
+    encoder.forward(c.tokens, c.seq_len, c.encoded, c.encoder, hidden_states, attentions);
+    layernorm.forward(c.encoded, y, &c.layernorm);  // sequence_output = layernorm(encoder_outputs[0])
+  }
+
+  /// dy: dL/d sequence_output (B*(1+K), hidden). Adds every parameter's gradient into g; when
+  /// dpixels is given, adds dL/dpixel_values (B, C*H*W) into it.
+  void backward(const Matrix<Scalar>& dy, Cache& c, Model& g, Matrix<Scalar>* dpixels = nullptr) const {
+    layernorm.backward(dy, c.layernorm, g.layernorm, c.dencoded);
+    encoder.backward(c.dencoded, c.seq_len, c.encoder, g.encoder, c.dtokens);
+    embeddings.backward(c.dtokens, c.embeddings, g.embeddings, dpixels);
+  }
+
+  /// HF's ViTMAEModel.forward with its outputs per sample. @throws vitmae::Error on bad shapes.
+  ModelOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise,
+                              const ForwardOptions& opts = {}) const {
+    Cache c;
+    Matrix<Scalar> y;
+    std::vector<Matrix<Scalar>> hs, at;
+    forward(pixel_values, noise, opts, y, c, opts.output_hidden_states ? &hs : nullptr, opts.output_attentions ? &at : nullptr);
+    return output(pixel_values.size(0), y, c, hs, at);
+  }
+
+  /// As above with noise drawn from `rng`, any standard engine (ops::uniform_noise).
+  template <class Engine, class = typename Engine::result_type>
+  ModelOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, Engine& rng, const ForwardOptions& opts = {}) const {
+    return forward(pixel_values, noise_for(pixel_values, rng), opts);
+  }
+
+  /// Noise (B, L) for pixel_values [B, C, H, W] from `rng`.
+  template <class Engine>
+  Matrix<Scalar> noise_for(const Tensor<Scalar>& pixel_values, Engine& rng) const {
+    detail::require(pixel_values.dim() == 4, "ViTMAEModel.forward: pixel_values must be [batch, channels, height, width], got ",
+                    detail::shape_str(pixel_values.shape));
+    return ops::uniform_noise<Scalar>(pixel_values.size(0), num_patches_for(pixel_values.size(2), pixel_values.size(3)), rng);
+  }
+
+  /// The per-sample outputs of a forward (y and c as forward filled them).
+  ModelOutput<Scalar> output(Index B, const Matrix<Scalar>& y, const Cache& c, const std::vector<Matrix<Scalar>>& hs,
+                             const std::vector<Matrix<Scalar>>& at) const {
     ModelOutput<Scalar> out;
-    out.last_hidden_state.resize(static_cast<size_t>(B));
+    const Index L = c.embeddings.num_patches;
+    out.last_hidden_state = detail::unstack(y, B);
     out.mask.resize(B, L);
     out.ids_restore.resize(B, L);
-    const size_t n_hidden = opts.output_hidden_states ? encoder.layer.size() + 1 : 0;
-    const size_t n_attn = opts.output_attentions ? encoder.layer.size() : 0;
-    out.hidden_states.assign(n_hidden, std::vector<Matrix<Scalar>>(static_cast<size_t>(B)));
-    out.attentions.assign(n_attn, std::vector<Matrix<Scalar>>(static_cast<size_t>(B)));
-    // Embed and mask each sample, then run the whole batch through the encoder stacked as one
-    // (B*(1+K), hidden) matrix: every product sees all samples at once.
-    const Index T = 1 + ops::num_kept(L, mask_ratio);
-    Matrix<Scalar> x(B * T, config.hidden_size);  // (B*(1+K), hidden)
     for (Index b = 0; b < B; ++b) {
-      ops::Masking masking;
-      const RowVector<Scalar> noise_row = noise.row(b);
-      x.middleRows(b * T, T) = embeddings.forward(detail::image_of(pixel_values, b), H, W, pos, noise_row, mask_ratio,
-                                                  opts.interpolate_pos_encoding, masking);  // (1+K, hidden)
+      const ops::Masking& m = c.embeddings.masking[static_cast<size_t>(b)];
       for (Index l = 0; l < L; ++l) {
-        out.mask(b, l) = static_cast<Scalar>(masking.mask[static_cast<size_t>(l)]);
-        out.ids_restore(b, l) = masking.ids_restore[static_cast<size_t>(l)];
+        out.mask(b, l) = static_cast<Scalar>(m.mask[static_cast<size_t>(l)]);
+        out.ids_restore(b, l) = m.ids_restore[static_cast<size_t>(l)];
       }
     }
-    std::vector<Matrix<Scalar>> hs, at;
-    x = encoder.forward(std::move(x), n_hidden ? &hs : nullptr, n_attn ? &at : nullptr, T);
-    x = layernorm.forward(x);  // sequence_output = layernorm(encoder_outputs[0])
-    const Index HT = config.num_attention_heads * T;
-    for (Index b = 0; b < B; ++b) {
-      out.last_hidden_state[static_cast<size_t>(b)] = x.middleRows(b * T, T);
-      for (size_t i = 0; i < n_hidden; ++i) out.hidden_states[i][static_cast<size_t>(b)] = hs[i].middleRows(b * T, T);
-      for (size_t i = 0; i < n_attn; ++i) out.attentions[i][static_cast<size_t>(b)] = at[i].middleRows(b * HT, HT);
-    }
+    for (const Matrix<Scalar>& h : hs) out.hidden_states.push_back(detail::unstack(h, B));
+    for (const Matrix<Scalar>& a : at) out.attentions.push_back(detail::unstack(a, B));
     return out;
   }
 
-  /// As above with noise drawn from `rng` (ops::uniform_noise: documented, platform-independent).
-  ModelOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, std::mt19937_64& rng,
-                              const ForwardOptions& opts = {}) const {
-    detail::require(pixel_values.dim() == 4, "ViTMAEModel.forward: pixel_values must be [batch, channels, height, width], got ",
-                    detail::shape_str(pixel_values.shape));
-    return forward(pixel_values,
-                   ops::uniform_noise<Scalar>(pixel_values.size(0), num_patches_for(pixel_values.size(2), pixel_values.size(3)), rng),
-                   opts);
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.embeddings.visit_parameters(prefix + "embeddings.", visit);
+    m.encoder.visit_parameters(prefix + "encoder.", visit);
+    m.layernorm.visit_parameters(prefix + "layernorm.", visit);
   }
-
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    embeddings.visit_parameters(prefix + "embeddings.", visit);
-    encoder.visit_parameters(prefix + "encoder.", visit);
-    layernorm.visit_parameters(prefix + "layernorm.", visit);
-  }
+  VITMAE_VISIT_PARAMETERS
 
   /// Loads weights from `source`: HF's ViTMAEModel layout (unprefixed) or a ViTMAEForPreTraining
-  /// checkpoint (`vit.` prefix; its decoder is ignored). A missing position table is
-  /// regenerated (it is fixed sin-cos); any other missing tensor is an error listing them.
+  /// checkpoint (`vit.` prefix; its decoder is ignored). A missing fixed position table keeps its
+  /// sin-cos values; any other missing tensor is an error listing them.
   void load_weights(const io::TensorSource& source) {
-    const bool prefixed = source.contains(std::string("vit.") + detail::kPatchWeightKey);
-    detail::require(prefixed || source.contains(detail::kPatchWeightKey), source.where(),
-                    ": not a ViTMAE checkpoint: it has neither 'vit.", detail::kPatchWeightKey, "' nor '",
-                    detail::kPatchWeightKey, "'");
-    const io::LoadReport r = io::load_state_dict(*this, source, prefixed ? "vit." : "",
-                                                 prefixed ? std::vector<std::string>{"decoder."} : std::vector<std::string>{});
-    std::vector<std::string> missing;
-    for (const auto& n : r.missing)
-      if (n != "embeddings.position_embeddings") missing.push_back(n);
-    detail::require(missing.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", io::join_names(missing));
-    detail::require(r.unexpected.empty(), "load_state_dict: ", source.where(), ": unexpected tensors: ",
-                    io::join_names(r.unexpected));
+    const bool prefixed = source.contains(std::string("vit.") + kPatchWeightKey);
+    detail::require(prefixed || source.contains(kPatchWeightKey), source.where(), ": not a ViTMAE checkpoint: it has neither 'vit.",
+                    kPatchWeightKey, "' nor '", kPatchWeightKey, "'");
+    load_state_dict(*this, source, prefixed ? "vit." : "", prefixed ? std::vector<std::string>{"decoder."} : std::vector<std::string>{})
+        .require_complete(source);
   }
 
   /// HF's from_pretrained: a checkpoint folder (config.json plus model.safetensors, a sharded
@@ -211,16 +179,15 @@ struct Model {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static Model from_pretrained(const std::string& path, const std::string& preset = "") {
-    Model m(detail::checkpoint_config(path, preset));
-    m.load_weights(*io::open_checkpoint_weights(path));
+    Model m(checkpoint_config(path, preset));
+    m.load_weights(*open_pretrained_weights(path));
     return m;
   }
 
   /// Writes config.json and model.safetensors (unprefixed names, like HF's ViTMAEModel).
   /// dtype: storage type, by default the Scalar's own (bit-exact round trip).
-  void save_pretrained(const std::string& dir, io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64
-                                                                                                  : io::DType::F32) {
-    detail::save_checkpoint(*this, config, dir, dtype, "ViTMAEModel");
+  void save_pretrained(const std::string& dir, io::DType dtype = io::dtype_of<Scalar>()) const {
+    save_checkpoint(*this, config, dir, dtype, "ViTMAEModel");
   }
 };
 

@@ -26,19 +26,16 @@ struct ReconstructionImages {
 template <class Scalar>
 Matrix<Scalar> predicted_pixels(const ForPreTraining<Scalar>& model, const Matrix<Scalar>& image, Index height, Index width,
                                 const Matrix<Scalar>& logits, const RowVector<Scalar>& mask) {
-  if (!model.config.norm_pix_loss) return logits;
+  if (!model.config().norm_pix_loss) return logits;
   const Matrix<Scalar> patches = model.patchify(image, height, width);  // (L, P)
-  const Index p = model.config.patch_size, gw = width / p, gh = height / p, L = patches.rows(), P = patches.cols();
-  std::vector<Scalar> mean(static_cast<size_t>(L)), var(static_cast<size_t>(L));
-  for (Index l = 0; l < L; ++l) {
-    mean[static_cast<size_t>(l)] = patches.row(l).mean();
-    var[static_cast<size_t>(l)] = (patches.row(l).array() - mean[static_cast<size_t>(l)]).square().sum() / static_cast<Scalar>(P - 1);
-  }
+  const Index p = model.config().patch_size, gw = width / p, gh = height / p, L = patches.rows(), P = patches.cols();
+  ColVector<Scalar> mean, var;  // norm_pix_loss's statistics of each patch
+  ops::patch_mean_var(patches, mean, var);
   Matrix<Scalar> out(L, P);
   for (Index l = 0; l < L; ++l) {
     Scalar m = 0, v = 0;
     if (mask(l) == Scalar(0)) {
-      m = mean[static_cast<size_t>(l)], v = var[static_cast<size_t>(l)];
+      m = mean(l), v = var(l);
     } else {
       // Visible patches in growing square rings around (i, j) until some are found.
       const Index i = l / gw, j = l % gw;
@@ -47,8 +44,8 @@ Matrix<Scalar> predicted_pixels(const ForPreTraining<Scalar>& model, const Matri
         for (Index y = std::max<Index>(0, i - r); y <= std::min(gh - 1, i + r); ++y)
           for (Index x = std::max<Index>(0, j - r); x <= std::min(gw - 1, j + r); ++x)
             if (mask(y * gw + x) == Scalar(0)) {
-              m += mean[static_cast<size_t>(y * gw + x)];
-              v += var[static_cast<size_t>(y * gw + x)];
+              m += mean(y * gw + x);
+              v += var(y * gw + x);
               ++n;
             }
       if (n > 0) m /= static_cast<Scalar>(n), v /= static_cast<Scalar>(n);
@@ -66,7 +63,7 @@ ReconstructionImages reconstruction_images(const ForPreTraining<Scalar>& model, 
                                            const io::Image8& resized, const Matrix<Scalar>& image,
                                            const Matrix<Scalar>& logits, const RowVector<Scalar>& mask) {
   const int H = resized.height, W = resized.width, C = resized.channels;
-  const Index p = model.config.patch_size, gw = W / p;
+  const Index p = model.config().patch_size, gw = W / p;
   ReconstructionImages r;
   r.original = resized;
   const Matrix<Scalar> pred = predicted_pixels(model, image, H, W, logits, mask);
@@ -114,7 +111,7 @@ inline io::Image8 make_panel(const std::vector<ReconstructionImages>& rows, cons
 template <class Scalar>
 Scalar mean_fill_loss(const ForPreTraining<Scalar>& model, const Matrix<Scalar>& image, Index height, Index width,
                       const RowVector<Scalar>& mask) {
-  const Index p = model.config.patch_size, gw = width / p, C = image.rows();
+  const Index p = model.config().patch_size, gw = width / p, C = image.rows();
   ColVector<Scalar> colour = ColVector<Scalar>::Zero(C);
   Index n = 0;
   for (Index y = 0; y < height; ++y)

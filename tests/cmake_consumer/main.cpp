@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   if (argc != 2) return 2;
   try {
     auto model = vitmae::ViTMAEForPreTraining<float>::from_pretrained(argv[1]);
-    const auto& c = model.config;
+    const auto& c = model.config();
     vitmae::Tensor<float> pixels({1, c.num_channels, c.image_size, c.image_size}, 0.25f);
     std::mt19937_64 rng(0);
     const auto out = model.forward(pixels, rng);

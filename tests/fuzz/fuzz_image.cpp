@@ -2,6 +2,9 @@
 // libFuzzer target: the image loader (stb_image behind vitmae's checks) and the PIL resize.
 #include "fuzz_util.hpp"
 
+// stb compiled into this target with the sanitizers, so the fuzzer sees inside the decoder.
+#include <vitmae/stb_implementation.hpp>
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
   const std::string path = fuzz::write_input(data, size, ".img");
   try {

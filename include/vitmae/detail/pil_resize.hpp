@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "vitmae/error.hpp"
-#include "vitmae/io/image.hpp"
+#include "vitmae/io/image8.hpp"
 
 namespace vitmae::detail {
 

@@ -1,37 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
-// Finding the weights of an HF checkpoint folder: model.safetensors, or the shards listed by
-// model.safetensors.index.json.
+// Finding the weights of an HF checkpoint folder: model.safetensors, the shards listed by
+// model.safetensors.index.json, pytorch_model.bin, or a single .pth/.pt file. Model-agnostic:
+// names are passed through as the file has them.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <string>
-#include <dirent.h>
-#include <sys/stat.h>
 #include <vector>
 
 #include "vitmae/error.hpp"
-#include "vitmae/io/json_file.hpp"
+#include "vitmae/io/file.hpp"
 #include "vitmae/io/pytorch.hpp"
-#include "vitmae/io/state_dict.hpp"
+#include "vitmae/io/safetensors.hpp"
+#include "vitmae/io/tensor_source.hpp"
 
 namespace vitmae::io {
-
-inline bool file_exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-inline bool dir_exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-inline std::string join_path(const std::string& dir, const std::string& name) {
-  if (dir.empty()) return name;
-  return dir.back() == '/' ? dir + name : dir + "/" + name;
-}
 
 /// Opens a sharded checkpoint through its index ({"weight_map": {tensor: shard file}}).
 /// Every tensor named in the index must be in its shard.
@@ -39,7 +27,7 @@ inline std::unique_ptr<TensorSource> open_sharded_safetensors(const std::string&
   const nlohmann::json j = read_json_file(index_path);
   detail::require(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index_path,
                   ": expected an object with a 'weight_map' object");
-  const std::string dir = index_path.substr(0, index_path.find_last_of('/') == std::string::npos ? 0 : index_path.find_last_of('/'));
+  const std::string dir = std::filesystem::path(index_path).parent_path().string();
   std::vector<std::shared_ptr<SafetensorsFile>> files;
   std::map<std::string, size_t> file_index, owner;
   for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
@@ -52,8 +40,8 @@ inline std::unique_ptr<TensorSource> open_sharded_safetensors(const std::string&
       files.push_back(std::make_shared<SafetensorsFile>(join_path(dir, shard)));
       f = file_index.emplace(shard, files.size() - 1).first;
     }
-    detail::require(files[f->second]->contains(it.key()), index_path, ": tensor '", it.key(),
-                    "' is listed in shard '", shard, "' but that file does not hold it");
+    detail::require(files[f->second]->contains(it.key()), index_path, ": tensor '", it.key(), "' is listed in shard '", shard,
+                    "' but that file does not hold it");
     owner[it.key()] = f->second;
   }
   return std::make_unique<SafetensorsSource>(index_path, std::move(files), std::move(owner));
@@ -61,9 +49,7 @@ inline std::unique_ptr<TensorSource> open_sharded_safetensors(const std::string&
 
 /// A single weights file: safetensors, a sharded index, or a PyTorch zip checkpoint (by content).
 inline std::shared_ptr<TensorSource> open_weights_file(const std::string& path) {
-  const std::string index_suffix = ".index.json";
-  if (path.size() > index_suffix.size() && path.compare(path.size() - index_suffix.size(), index_suffix.size(), index_suffix) == 0)
-    return open_sharded_safetensors(path);
+  if (ends_with(path, ".index.json") && path.size() > 11) return open_sharded_safetensors(path);
   char magic[2] = {0, 0};
   std::ifstream(path, std::ios::binary).read(magic, 2);
   if (magic[0] == 'P' && magic[1] == 'K') return std::make_shared<PytorchSource>(path);
@@ -72,42 +58,30 @@ inline std::shared_ptr<TensorSource> open_weights_file(const std::string& path) 
 
 /// The weights of a checkpoint: a folder in HF's order of preference (model.safetensors,
 /// model.safetensors.index.json, pytorch_model.bin), else the folder's single .pth/.pt file
-/// (the MAE release); or a weights file itself. timm names (the MAE release) are mapped to HF's.
-/// @throws vitmae::Error when none is there.
+/// (the MAE release); or a weights file itself. @throws vitmae::Error when none is there.
 inline std::shared_ptr<TensorSource> open_checkpoint_weights(const std::string& path) {
-  std::shared_ptr<TensorSource> src;
-  if (file_exists(path)) {
-    src = open_weights_file(path);
-  } else {
-    detail::require(dir_exists(path), path, ": checkpoint folder does not exist");
-    for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"})
-      if (!src && file_exists(join_path(path, name))) src = open_weights_file(join_path(path, name));
-    if (!src) {
-      std::vector<std::string> pth;
-      if (DIR* d = ::opendir(path.c_str())) {
-        while (const dirent* e = ::readdir(d)) {
-          const std::string n = e->d_name;
-          if ((n.size() > 4 && n.compare(n.size() - 4, 4, ".pth") == 0) || (n.size() > 3 && n.compare(n.size() - 3, 3, ".pt") == 0))
-            pth.push_back(n);
-        }
-        ::closedir(d);
-      }
-      detail::require(pth.size() <= 1, path, ": several .pth/.pt files, name the one to load");
-      detail::require(pth.size() == 1, path,
-                      ": no weights found, expected model.safetensors, model.safetensors.index.json, "
-                      "pytorch_model.bin or a .pth file");
-      src = open_weights_file(join_path(path, pth[0]));
-    }
+  if (file_exists(path)) return open_weights_file(path);
+  detail::require(dir_exists(path), path, ": checkpoint folder does not exist");
+  for (const char* name : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"})
+    if (file_exists(join_path(path, name))) return open_weights_file(join_path(path, name));
+  std::vector<std::string> pth;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(path, ec)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_regular_file(ec) && (ends_with(n, ".pth") || ends_with(n, ".pt"))) pth.push_back(n);
   }
-  if (has_timm_names(*src)) return timm_to_hf(src);
-  return src;
+  detail::require(pth.size() <= 1, path, ": several .pth/.pt files, name the one to load");
+  detail::require(pth.size() == 1, path,
+                  ": no weights found, expected model.safetensors, model.safetensors.index.json, "
+                  "pytorch_model.bin or a .pth file");
+  return open_weights_file(join_path(path, pth[0]));
 }
 
 /// The folder a checkpoint path names: itself, or the file's folder.
 inline std::string checkpoint_folder(const std::string& path) {
   if (!file_exists(path)) return path;
-  const size_t slash = path.find_last_of('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash == 0 ? 1 : slash);
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
 }
 
 }  // namespace vitmae::io

@@ -2,9 +2,9 @@
 // Images in and out through stb_image / stb_image_write: decoding (PNG, JPEG, BMP, TGA, GIF first
 // frame, PNM, PSD, HDR as 8-bit), channel conversion like PIL, PNG writing (atomic).
 //
-// stb's implementation is compiled into each translation unit that includes this header, as
-// static functions. A program that already compiles stb_image / stb_image_write itself defines
-// VITMAE_NO_STB_IMPLEMENTATION before including vitmae.
+// stb's implementation is not compiled here: programs link it once. Debian's libstb-dev ships it
+// compiled (libstb), which the vitmae::vitmae CMake target links; without it, include
+// "vitmae/stb_implementation.hpp" in exactly one .cpp file of the program.
 #pragma once
 
 #include <algorithm>
@@ -15,52 +15,14 @@
 #include <string>
 #include <vector>
 
-#if !defined(VITMAE_NO_STB_IMPLEMENTATION)
-#if !defined(STB_IMAGE_IMPLEMENTATION) && !defined(STBI_INCLUDE_STB_IMAGE_H)
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#define VITMAE_UNDEF_STB_IMAGE
-#endif
-#if !defined(STB_IMAGE_WRITE_IMPLEMENTATION) && !defined(INCLUDE_STB_IMAGE_WRITE_H)
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define VITMAE_UNDEF_STB_IMAGE_WRITE
-#endif
-#endif
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#pragma GCC diagnostic ignored "-Wpedantic"
-#endif
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
-#ifdef VITMAE_UNDEF_STB_IMAGE
-#undef STB_IMAGE_IMPLEMENTATION
-#undef VITMAE_UNDEF_STB_IMAGE
-#endif
-#ifdef VITMAE_UNDEF_STB_IMAGE_WRITE
-#undef STB_IMAGE_WRITE_IMPLEMENTATION
-#undef VITMAE_UNDEF_STB_IMAGE_WRITE
-#endif
 
 #include "vitmae/error.hpp"
-#include "vitmae/io/atomic_file.hpp"
+#include "vitmae/io/file.hpp"
+#include "vitmae/io/image8.hpp"
 
 namespace vitmae::io {
-
-/// An 8-bit image, rows top to bottom, channels interleaved (HWC), like PIL's "L" or "RGB".
-struct Image8 {
-  int width = 0, height = 0, channels = 0;
-  std::vector<std::uint8_t> data;  // height * width * channels
-  std::uint8_t& at(int y, int x, int c) { return data[(static_cast<size_t>(y) * width + x) * channels + c]; }
-  std::uint8_t at(int y, int x, int c) const { return data[(static_cast<size_t>(y) * width + x) * channels + c]; }
-};
 
 /// The default limit on decoded pixels (width * height), like PIL's decompression-bomb guard.
 inline constexpr std::int64_t kDefaultMaxPixels = 178'956'970;  // PIL's MAX_IMAGE_PIXELS * 2

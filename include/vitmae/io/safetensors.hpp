@@ -22,92 +22,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vitmae/detail/half.hpp"
+#include "vitmae/io/dtype.hpp"
 #include "vitmae/error.hpp"
-#include "vitmae/io/atomic_file.hpp"
+#include "vitmae/io/file.hpp"
 #include "vitmae/tensor.hpp"
 
 namespace vitmae::io {
-
-enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
-
-inline const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::F64: return "F64";
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::BF16: return "BF16";
-    case DType::I64: return "I64";
-    case DType::I32: return "I32";
-    case DType::I16: return "I16";
-    case DType::I8: return "I8";
-    case DType::U8: return "U8";
-    case DType::BOOL: return "BOOL";
-  }
-  return "?";
-}
-
-inline std::size_t dtype_size(DType d) {
-  switch (d) {
-    case DType::F64: case DType::I64: return 8;
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: case DType::I16: return 2;
-    case DType::I8: case DType::U8: case DType::BOOL: return 1;
-  }
-  return 1;
-}
-
-inline bool dtype_from_name(const std::string& s, DType& out) {
-  static const std::pair<const char*, DType> table[] = {
-      {"F64", DType::F64}, {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
-      {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
-      {"U8", DType::U8},   {"BOOL", DType::BOOL}};
-  for (const auto& [name, d] : table)
-    if (s == name) { out = d; return true; }
-  return false;
-}
-
-/// Converts `count` little-endian elements of dtype `d` at `src` to Scalar.
-template <class Scalar>
-void convert_elements(DType d, const unsigned char* src, std::size_t count, Scalar* dst) {
-  auto load = [&](auto tag) {
-    using T = decltype(tag);
-    for (std::size_t i = 0; i < count; ++i) {
-      T v;
-      std::memcpy(&v, src + i * sizeof(T), sizeof(T));
-      dst[i] = static_cast<Scalar>(v);
-    }
-  };
-  switch (d) {
-    case DType::F64: load(double{}); break;
-    case DType::F32:
-      if constexpr (std::is_same_v<Scalar, float>) std::memcpy(dst, src, count * 4);
-      else load(float{});
-      break;
-    case DType::F16:
-      for (std::size_t i = 0; i < count; ++i) {
-        std::uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = static_cast<Scalar>(detail::f16_to_float(h));
-      }
-      break;
-    case DType::BF16:
-      for (std::size_t i = 0; i < count; ++i) {
-        std::uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = static_cast<Scalar>(detail::bf16_to_float(h));
-      }
-      break;
-    case DType::I64: load(std::int64_t{}); break;
-    case DType::I32: load(std::int32_t{}); break;
-    case DType::I16: load(std::int16_t{}); break;
-    case DType::I8: load(std::int8_t{}); break;
-    case DType::U8: load(std::uint8_t{}); break;
-    case DType::BOOL:
-      for (std::size_t i = 0; i < count; ++i) dst[i] = static_cast<Scalar>(src[i] != 0);
-      break;
-  }
-}
 
 struct TensorInfo {
   DType dtype = DType::F32;

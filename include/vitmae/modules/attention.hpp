@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// ViTMAESelfAttention, ViTMAESelfOutput and ViTMAEAttention.
+// ViTMAESelfAttention, ViTMAESelfOutput and ViTMAEAttention, with their backward.
 #pragma once
 
 #include <algorithm>
@@ -20,49 +20,83 @@ struct SelfAttention {
   Linear<Scalar> query, key, value;
   Index num_attention_heads = 1;
 
+  /// The projections and the softmax probabilities, (B*heads*T, T): sequence b, head h in rows
+  /// (b*heads + h)*T ... (HF's [B, heads, T, T]); plus backward scratch.
+  struct Cache {
+    Matrix<Scalar> q, k, v, probs;
+    Matrix<Scalar> dq, dk, dv;
+  };
+
   SelfAttention() = default;
   explicit SelfAttention(const Config& c)
       : query(c.hidden_size, c.hidden_size, c.qkv_bias), key(c.hidden_size, c.hidden_size, c.qkv_bias),
         value(c.hidden_size, c.hidden_size, c.qkv_bias), num_attention_heads(c.num_attention_heads) {}
 
-  /// x: (B*T, hidden), B sequences of `seq_len` tokens stacked (seq_len <= 0: one sequence)
-  /// -> context (B*T, hidden). Sequences attend only within themselves. When `probs` is given
-  /// it receives the softmax probabilities, (B*heads*T, T): sequence b, head h in rows
-  /// (b*heads + h)*T ... (HF's [B, heads, T, T]).
-  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr, Index seq_len = 0) const {
-    const Index T = seq_len > 0 ? seq_len : x.rows(), B = x.rows() / T, H = num_attention_heads, d = query.out_features() / H;
-    detail::require(B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T, "-token sequences");
-    const Matrix<Scalar> q = query.forward(x);  // (B*T, hidden)
-    const Matrix<Scalar> k = key.forward(x);    // (B*T, hidden)
-    const Matrix<Scalar> v = value.forward(x);  // (B*T, hidden)
-    const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
-    Matrix<Scalar> context(B * T, H * d);  // (B*T, hidden)
-    if (probs) probs->resize(B * H * T, T);
-    // (sequence, head) pairs are independent: one per thread, each with its own scores buffer.
-    const Index pairs = B * H;
-    const int threads = static_cast<int>(std::min<Index>(detail::available_threads(), pairs));
+  /// Runs f(b, h) for every (sequence, head) pair, one pair per thread when it pays.
+  template <class F>
+  void for_each_head(Index B, Index T, Index d, F&& f) const {
+    const Index pairs = B * num_attention_heads;
+    const int threads = static_cast<int>(std::min<Index>(available_threads(), pairs));
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && pairs * T * T * d >= 100000)
 #endif
-    for (Index bh = 0; bh < pairs; ++bh) {
-      const Index b = bh / H, h = bh % H;
-      Matrix<Scalar> scores(T, T);  // (T, T)
-      // attention_scores = q @ kᵀ / sqrt(d); softmax(dim=-1)
-      scores.noalias() = q.block(b * T, h * d, T, d) * k.block(b * T, h * d, T, d).transpose();
-      scores *= scale;
-      ops::softmax_rows_inplace(scores);
-      if (probs) probs->middleRows(bh * T, T) = scores;
-      context.block(b * T, h * d, T, d).noalias() = scores * v.block(b * T, h * d, T, d);
-    }
-    return context;
+    for (Index bh = 0; bh < pairs; ++bh) f(bh / num_attention_heads, bh % num_attention_heads);
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    query.visit_parameters(prefix + "query.", visit);
-    key.visit_parameters(prefix + "key.", visit);
-    value.visit_parameters(prefix + "value.", visit);
+  /// x: (B*T, hidden), B sequences of `seq_len` tokens stacked -> context (B*T, hidden).
+  /// Sequences attend only within themselves. The probabilities stay in c.probs.
+  void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& context, Cache& c) const {
+    const Index T = seq_len, B = x.rows() / T, H = num_attention_heads, d = query.out_features() / H;
+    detail::require(T > 0 && B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T,
+                    "-token sequences");
+    query.forward(x, c.q);  // (B*T, hidden)
+    key.forward(x, c.k);    // (B*T, hidden)
+    value.forward(x, c.v);  // (B*T, hidden)
+    const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
+    context.resize(B * T, H * d);  // (B*T, hidden)
+    c.probs.resize(B * H * T, T);
+    for_each_head(B, T, d, [&](Index b, Index h) {
+      auto scores = c.probs.middleRows((b * H + h) * T, T);  // (T, T)
+      // attention_scores = q @ kᵀ / sqrt(d); softmax(dim=-1)
+      scores.noalias() = c.q.block(b * T, h * d, T, d) * c.k.block(b * T, h * d, T, d).transpose();
+      scores *= scale;
+      ops::softmax_rows_inplace(scores);
+      context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
+    });
   }
+
+  /// x: the forward's input; dcontext: (B*T, hidden) -> dx. Softmax backward per head:
+  /// dS = P ∘ (dP - rowsum(dP ∘ P)).
+  void backward(const Matrix<Scalar>& x, Index seq_len, const Matrix<Scalar>& dcontext, Cache& c, SelfAttention& g,
+                Matrix<Scalar>& dx) const {
+    const Index T = seq_len, B = x.rows() / T, H = num_attention_heads, d = query.out_features() / H;
+    const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
+    c.dq.resize(B * T, H * d);
+    c.dk.resize(B * T, H * d);
+    c.dv.resize(B * T, H * d);
+    for_each_head(B, T, d, [&](Index b, Index h) {
+      const auto P = c.probs.middleRows((b * H + h) * T, T);
+      const auto dc = dcontext.block(b * T, h * d, T, d);
+      c.dv.block(b * T, h * d, T, d).noalias() = P.transpose() * dc;
+      Matrix<Scalar> dS(T, T);
+      dS.noalias() = dc * c.v.block(b * T, h * d, T, d).transpose();  // dP
+      const ColVector<Scalar> dot = (dS.array() * P.array()).rowwise().sum();
+      dS = (P.array() * (dS.array().colwise() - dot.array())).matrix() * scale;
+      c.dq.block(b * T, h * d, T, d).noalias() = dS * c.k.block(b * T, h * d, T, d);
+      c.dk.block(b * T, h * d, T, d).noalias() = dS.transpose() * c.q.block(b * T, h * d, T, d);
+    });
+    query.backward(x, c.dq, g.query, &dx);
+    key.backward(x, c.dk, g.key, &dx, true);
+    value.backward(x, c.dv, g.value, &dx, true);
+  }
+
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.query.visit_parameters(prefix + "query.", visit);
+    m.key.visit_parameters(prefix + "key.", visit);
+    m.value.visit_parameters(prefix + "value.", visit);
+  }
+  VITMAE_VISIT_PARAMETERS
 };
 
 /// The attention output projection. Unlike Output, it does not add the residual (Layer does).
@@ -71,11 +105,11 @@ struct SelfOutput {
   Linear<Scalar> dense;
   SelfOutput() = default;
   explicit SelfOutput(const Config& c) : dense(c.hidden_size, c.hidden_size) {}
-  Matrix<Scalar> forward(const Matrix<Scalar>& x) const { return dense.forward(x); }
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    dense.visit_parameters(prefix + "dense.", visit);
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.dense.visit_parameters(prefix + "dense.", visit);
   }
+  VITMAE_VISIT_PARAMETERS
 };
 
 /// HF names: attention.{query,key,value}, output.dense.
@@ -83,16 +117,32 @@ template <class Scalar = float>
 struct Attention {
   SelfAttention<Scalar> attention;
   SelfOutput<Scalar> output;
+
+  struct Cache {
+    typename SelfAttention<Scalar>::Cache attention;
+    Matrix<Scalar> context, dcontext;  // output.dense's input and its gradient
+  };
+
   Attention() = default;
   explicit Attention(const Config& c) : attention(c), output(c) {}
-  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr, Index seq_len = 0) const {
-    return output.forward(attention.forward(x, probs, seq_len));  // (tokens, hidden)
+
+  /// x: (B*T, hidden) -> y (B*T, hidden), sequences of seq_len tokens.
+  void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c) const {
+    attention.forward(x, seq_len, c.context, c.attention);
+    output.dense.forward(c.context, y);  // (tokens, hidden)
   }
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    attention.visit_parameters(prefix + "attention.", visit);
-    output.visit_parameters(prefix + "output.", visit);
+  void backward(const Matrix<Scalar>& x, Index seq_len, const Matrix<Scalar>& dy, Cache& c, Attention& g,
+                Matrix<Scalar>& dx) const {
+    output.dense.backward(c.context, dy, g.output.dense, &c.dcontext);
+    attention.backward(x, seq_len, c.dcontext, c.attention, g.attention, dx);
   }
+
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.attention.visit_parameters(prefix + "attention.", visit);
+    m.output.visit_parameters(prefix + "output.", visit);
+  }
+  VITMAE_VISIT_PARAMETERS
 };
 
 }  // namespace vitmae

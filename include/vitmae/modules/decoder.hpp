@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // ViTMAEDecoder: decoder_embed, mask tokens, unshuffle, decoder_pos_embed, decoder_layers,
-// decoder_norm, decoder_pred.
+// decoder_norm, decoder_pred; with its backward.
 #pragma once
 
 #include <cmath>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "vitmae/config.hpp"
+#include "vitmae/modules/encoder.hpp"
 #include "vitmae/modules/layer.hpp"
 #include "vitmae/modules/layer_norm.hpp"
 #include "vitmae/modules/linear.hpp"
@@ -18,12 +19,20 @@ namespace vitmae {
 
 template <class Scalar = float>
 struct Decoder {
-  Linear<Scalar> decoder_embed;            // hidden -> decoder_hidden
-  RowVector<Scalar> mask_token;            // (decoder_hidden)
-  Matrix<Scalar> decoder_pos_embed;        // (1+L, decoder_hidden)
+  Linear<Scalar> decoder_embed;      // hidden -> decoder_hidden
+  RowVector<Scalar> mask_token;      // (decoder_hidden)
+  Matrix<Scalar> decoder_pos_embed;  // (1+L, decoder_hidden)
   std::vector<Layer<Scalar>> decoder_layers;
   LayerNorm<Scalar> decoder_norm;
-  Linear<Scalar> decoder_pred;             // decoder_hidden -> p*p*C
+  Linear<Scalar> decoder_pred;  // decoder_hidden -> p*p*C
+
+  struct Cache {
+    Matrix<Scalar> embedded, unshuffled, layers_out, normed;  // decoder_embed(x), + mask tokens and positions, ...
+    LayerStackCache<Scalar> layers;
+    typename LayerNorm<Scalar>::Cache norm;
+    IndexMatrix ids_restore;
+    Matrix<Scalar> dnormed, dlayers_out, dunshuffled, dembedded;
+  };
 
   Decoder() = default;
   explicit Decoder(const Config& c)
@@ -48,62 +57,74 @@ struct Decoder {
     }
     const double factor = static_cast<double>(L) / static_cast<double>(L0);
     const Index out = static_cast<Index>(std::floor(static_cast<double>(L0) * factor));
-    detail::require(out == L, "ViTMAEDecoder.interpolate_pos_encoding: floor(", L0, " * (", L, "/",
-                    L0, ")) = ", out, " rows, expected ", L, " (HF fails here too)");
+    detail::require(out == L, "ViTMAEDecoder.interpolate_pos_encoding: floor(", L0, " * (", L, "/", L0, ")) = ", out,
+                    " rows, expected ", L, " (HF fails here too)");
     Matrix<Scalar> table(1 + L, decoder_pos_embed.cols());  // (1+L, decoder_hidden)
     table.row(0) = decoder_pos_embed.row(0);
     table.bottomRows(L) = ops::bicubic_resize<Scalar>(decoder_pos_embed.bottomRows(L0), 1, L0, 1, L, 1.0, factor);
     return table;
   }
 
-  /// decoder_embed's output x (B*(1+K), Dd) -> the layers' input (B*(1+L), Dd): per sample CLS,
-  /// then for patch l kept token ids_restore[l] when ids_restore[l] < K, else the mask token
-  /// (x_ = gather(cat([x[:, 1:], mask_tokens]), 1, ids_restore)), plus the position table.
-  Matrix<Scalar> unshuffle(const Matrix<Scalar>& x, const std::vector<std::vector<Index>>& ids_restore,
-                           const Matrix<Scalar>& pos) const {
-    const Index B = static_cast<Index>(ids_restore.size());
-    const Index L = static_cast<Index>(ids_restore[0].size()), K = x.rows() / B - 1;
-    Matrix<Scalar> h(B * (1 + L), x.cols());
-    for (Index b = 0; b < B; ++b) {
-      const Index in = b * (1 + K), out = b * (1 + L);
-      h.row(out) = x.row(in);
-      for (Index l = 0; l < L; ++l) {
-        const Index r = ids_restore[static_cast<size_t>(b)][static_cast<size_t>(l)];
-        if (r < K) h.row(out + 1 + l) = x.row(in + 1 + r);
-        else h.row(out + 1 + l) = mask_token;
-      }
-      h.middleRows(out, 1 + L) += pos;  // hidden_states = x + decoder_pos_embed
-    }
-    return h;
-  }
-
-  /// latents: B samples' (1+K, hidden) stacked as (B*(1+K), hidden); ids_restore[b] (L) each
-  /// -> logits per sample (L, p*p*C), CLS removed. All samples go through each layer together.
-  std::vector<Matrix<Scalar>> forward(const Matrix<Scalar>& latents, const std::vector<std::vector<Index>>& ids_restore,
-                                      const Matrix<Scalar>& pos) const {
-    const Index B = static_cast<Index>(ids_restore.size());
+  /// latents: B samples' (1+K, hidden) stacked as (B*(1+K), hidden); ids_restore (B, L) ->
+  /// logits (B*(1+L), p*p*C), each sample's CLS row first (callers drop it, as HF's
+  /// `logits[:, 1:, :]`). All samples go through each layer together.
+  void forward(const Matrix<Scalar>& latents, const IndexMatrix& ids_restore, bool interpolate_pos_encoding,
+               Matrix<Scalar>& logits, Cache& c) const {
+    const Index B = ids_restore.rows(), L = ids_restore.cols();
     detail::require(B > 0 && latents.rows() % B == 0, "ViTMAEDecoder: ", latents.rows(), " latent rows for ", B, " samples");
-    const Index L = static_cast<Index>(ids_restore[0].size()), K = latents.rows() / B - 1;
+    const Index K = latents.rows() / B - 1, T = 1 + K, TL = 1 + L;
     detail::require(K <= L, "ViTMAEDecoder: ", K, " kept tokens but only ", L, " patches");
-    Matrix<Scalar> h = unshuffle(decoder_embed.forward(latents), ids_restore, pos);  // (B*(1+L), Dd)
-    for (const Layer<Scalar>& layer : decoder_layers) h = layer.forward(h, nullptr, 1 + L);
-    const Matrix<Scalar> logits = decoder_pred.forward(decoder_norm.forward(h));  // (B*(1+L), p*p*C)
-    std::vector<Matrix<Scalar>> out(static_cast<size_t>(B));
-    for (Index b = 0; b < B; ++b) out[static_cast<size_t>(b)] = logits.middleRows(b * (1 + L) + 1, L);  // remove cls token
-    return out;
+    const Matrix<Scalar> pos = position_table(L, interpolate_pos_encoding);  // (1+L, Dd)
+    c.ids_restore = ids_restore;
+    decoder_embed.forward(latents, c.embedded);  // (B*(1+K), Dd)
+    // x_ = gather(cat([x[:, 1:], mask_tokens]), 1, ids_restore); x = cat([x[:, :1], x_]) + decoder_pos_embed
+    c.unshuffled.resize(B * TL, c.embedded.cols());  // (B*(1+L), Dd)
+    for (Index b = 0; b < B; ++b) {
+      c.unshuffled.row(b * TL) = c.embedded.row(b * T);
+      for (Index l = 0; l < L; ++l) {
+        const Index r = ids_restore(b, l);
+        if (r < K) c.unshuffled.row(b * TL + 1 + l) = c.embedded.row(b * T + 1 + r);
+        else c.unshuffled.row(b * TL + 1 + l) = mask_token;
+      }
+      c.unshuffled.middleRows(b * TL, TL) += pos;
+    }
+    detail::layer_stack_forward<Scalar>(decoder_layers, c.unshuffled, TL, c.layers_out, c.layers, nullptr, nullptr);
+    decoder_norm.forward(c.layers_out, c.normed, &c.norm);
+    decoder_pred.forward(c.normed, logits);  // (B*(1+L), p*p*C)
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    visit(prefix + "mask_token", mask_token, std::vector<Index>{1, 1, mask_token.size()});
-    visit(prefix + "decoder_pos_embed", decoder_pos_embed,
-          std::vector<Index>{1, decoder_pos_embed.rows(), decoder_pos_embed.cols()});
-    decoder_embed.visit_parameters(prefix + "decoder_embed.", visit);
-    for (size_t i = 0; i < decoder_layers.size(); ++i)
-      decoder_layers[i].visit_parameters(prefix + "decoder_layers." + std::to_string(i) + ".", visit);
-    decoder_norm.visit_parameters(prefix + "decoder_norm.", visit);
-    decoder_pred.visit_parameters(prefix + "decoder_pred.", visit);
+  /// dlogits: (B*(1+L), p*p*C) (CLS rows zero) -> dlatents (B*(1+K), hidden).
+  void backward(const Matrix<Scalar>& latents, const Matrix<Scalar>& dlogits, Cache& c, Decoder& g,
+                Matrix<Scalar>& dlatents) const {
+    const Index B = c.ids_restore.rows(), L = c.ids_restore.cols(), K = latents.rows() / B - 1, T = 1 + K, TL = 1 + L;
+    decoder_pred.backward(c.normed, dlogits, g.decoder_pred, &c.dnormed);
+    decoder_norm.backward(c.dnormed, c.norm, g.decoder_norm, c.dlayers_out);
+    detail::layer_stack_backward(decoder_layers, c.dlayers_out, TL, c.layers, g.decoder_layers, c.dunshuffled);
+    // the gather's adjoint: kept rows go back to their token, masked rows to mask_token
+    c.dembedded.setZero(B * T, c.dunshuffled.cols());
+    for (Index b = 0; b < B; ++b) {
+      c.dembedded.row(b * T) = c.dunshuffled.row(b * TL);
+      for (Index l = 0; l < L; ++l) {
+        const Index r = c.ids_restore(b, l);
+        if (r < K) c.dembedded.row(b * T + 1 + r) += c.dunshuffled.row(b * TL + 1 + l);
+        else g.mask_token += c.dunshuffled.row(b * TL + 1 + l);
+      }
+    }
+    decoder_embed.backward(latents, c.dembedded, g.decoder_embed, &dlatents);
   }
+
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    detail::visit_tensor(visit, prefix + "mask_token", m.mask_token, {1, 1, m.mask_token.size()}, ParamKind::token);
+    detail::visit_tensor(visit, prefix + "decoder_pos_embed", m.decoder_pos_embed,
+                         {1, m.decoder_pos_embed.rows(), m.decoder_pos_embed.cols()}, ParamKind::fixed_table);
+    m.decoder_embed.visit_parameters(prefix + "decoder_embed.", visit);
+    for (size_t i = 0; i < m.decoder_layers.size(); ++i)
+      m.decoder_layers[i].visit_parameters(prefix + "decoder_layers." + std::to_string(i) + ".", visit);
+    m.decoder_norm.visit_parameters(prefix + "decoder_norm.", visit);
+    m.decoder_pred.visit_parameters(prefix + "decoder_pred.", visit);
+  }
+  VITMAE_VISIT_PARAMETERS
 };
 
 }  // namespace vitmae

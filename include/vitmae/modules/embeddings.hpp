@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // ViTMAEPatchEmbeddings and ViTMAEEmbeddings (patch projection, fixed 2-D sin-cos position
-// embeddings, random masking, CLS token), with interpolate_pos_encoding.
+// embeddings, random masking, CLS token), with interpolate_pos_encoding and the backward.
 #pragma once
 
 #include <cmath>
@@ -15,6 +15,15 @@
 
 namespace vitmae {
 
+/// pixel_values [B, C, H, W]: sample b as a (C, H*W) matrix (CHW).
+template <class Scalar>
+Matrix<Scalar> image_of(const Tensor<Scalar>& pixel_values, Index b) {
+  detail::require(pixel_values.dim() == 4 && b >= 0 && b < pixel_values.size(0), "image_of: sample ", b,
+                  " of pixel_values ", detail::shape_str(pixel_values.shape));
+  const Index C = pixel_values.size(1), HW = pixel_values.size(2) * pixel_values.size(3);
+  return Eigen::Map<const Matrix<Scalar>>(pixel_values.ptr() + b * C * HW, C, HW);
+}
+
 /// HF names: projection.weight (hidden, C, p, p), projection.bias.
 template <class Scalar = float>
 struct PatchEmbeddings {
@@ -26,33 +35,50 @@ struct PatchEmbeddings {
       : projection(c.num_channels, c.hidden_size, c.patch_size), image_size(c.image_size),
         patch_size(c.patch_size), num_channels(c.num_channels) {}
 
-  /// image (C, H*W) -> (L, hidden). Without interpolation the size must be the configured one.
-  Matrix<Scalar> forward(const Matrix<Scalar>& image, Index height, Index width,
-                         bool interpolate_pos_encoding) const {
-    detail::require(image.rows() == num_channels, "ViTMAEPatchEmbeddings: pixel_values have ",
-                    image.rows(), " channels, expected num_channels = ", num_channels);
-    detail::require(interpolate_pos_encoding || (height == image_size && width == image_size),
-                    "ViTMAEPatchEmbeddings: input image size (", height, "*", width,
-                    ") doesn't match model (", image_size, "*", image_size,
-                    "); pass interpolate_pos_encoding to run other sizes");
-    detail::require(height >= patch_size && width >= patch_size, "ViTMAEPatchEmbeddings: image ",
-                    height, "x", width, " is smaller than one patch (", patch_size, ")");
-    return projection.forward(image, height, width);
+  /// pixel_values [B, C, H, W] -> y (B*L, hidden), each image's patches in row-major grid order;
+  /// cols receives their im2col (B*L, C*p*p). Without interpolation the size must be the
+  /// configured one. @throws vitmae::Error naming what is off.
+  void forward(const Tensor<Scalar>& pixel_values, bool interpolate_pos_encoding, Matrix<Scalar>& cols,
+               Matrix<Scalar>& y) const {
+    detail::require(pixel_values.dim() == 4, "ViTMAEPatchEmbeddings: pixel_values must be [batch, channels, height, width], got ",
+                    detail::shape_str(pixel_values.shape));
+    const Index B = pixel_values.size(0), C = pixel_values.size(1), H = pixel_values.size(2), W = pixel_values.size(3);
+    detail::require(C == num_channels, "ViTMAEPatchEmbeddings: pixel_values have ", C,
+                    " channels, expected num_channels = ", num_channels);
+    detail::require(interpolate_pos_encoding || (H == image_size && W == image_size),
+                    "ViTMAEPatchEmbeddings: input image size (", H, "*", W, ") doesn't match model (", image_size, "*",
+                    image_size, "); pass interpolate_pos_encoding to run other sizes");
+    detail::require(H >= patch_size && W >= patch_size, "ViTMAEPatchEmbeddings: image ", H, "x", W,
+                    " is smaller than one patch (", patch_size, ")");
+    const Index L = (H / patch_size) * (W / patch_size);
+    cols.resize(B * L, C * patch_size * patch_size);  // (B*L, C*p*p)
+    for (Index b = 0; b < B; ++b)
+      PatchConv2d<Scalar>::im2col(pixel_values.ptr() + b * C * H * W, C, H, W, patch_size, cols, b * L);
+    projection.forward(cols, y);  // (B*L, hidden)
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    projection.visit_parameters(prefix + "projection.", visit);
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.projection.visit_parameters(prefix + "projection.", visit);
   }
+  VITMAE_VISIT_PARAMETERS
 };
 
 /// HF names: cls_token (1, 1, hidden), position_embeddings (1, 1+L, hidden), patch_embeddings.*.
 template <class Scalar = float>
 struct Embeddings {
-  RowVector<Scalar> cls_token;             // (hidden)
-  Matrix<Scalar> position_embeddings;      // (1+L, hidden), row 0 is the CLS position (zeros)
+  RowVector<Scalar> cls_token;         // (hidden)
+  Matrix<Scalar> position_embeddings;  // (1+L, hidden), row 0 is the CLS position (zeros)
   PatchEmbeddings<Scalar> patch_embeddings;
   Index hidden_size = 0;
+
+  /// The batch's patches, their masking, and backward scratch.
+  struct Cache {
+    Matrix<Scalar> cols, patches;       // (B*L, C*p*p) im2col; (B*L, hidden) projected + positions
+    std::vector<ops::Masking> masking;  // per sample
+    Index height = 0, width = 0, num_patches = 0, num_kept = 0;
+    Matrix<Scalar> dpatches, dcols;
+  };
 
   Embeddings() = default;
   explicit Embeddings(const Config& c)
@@ -70,8 +96,8 @@ struct Embeddings {
     const Index num_positions = position_embeddings.rows() - 1;
     if (new_h * new_w == num_positions && height == width) return position_embeddings;
     const Index side = static_cast<Index>(std::sqrt(static_cast<double>(num_positions)));
-    detail::require(side * side == num_positions, "interpolate_pos_encoding: position table has ",
-                    num_positions, " patch rows, expected a square grid");
+    detail::require(side * side == num_positions, "interpolate_pos_encoding: position table has ", num_positions,
+                    " patch rows, expected a square grid");
     Matrix<Scalar> table(1 + new_h * new_w, position_embeddings.cols());  // (1+L', hidden)
     table.row(0) = position_embeddings.row(0);
     table.bottomRows(new_h * new_w) =
@@ -79,35 +105,59 @@ struct Embeddings {
     return table;
   }
 
-  /// One image (C, H*W) -> (1+K, hidden) tokens, CLS first, plus its masking.
-  /// pos: position_table(H, W, ...); noise_row: (L) noise; mask_ratio as HF's config.mask_ratio.
-  Matrix<Scalar> forward(const Matrix<Scalar>& image, Index height, Index width, const Matrix<Scalar>& pos,
-                         const RowVector<Scalar>& noise_row, double mask_ratio, bool interpolate_pos_encoding,
-                         ops::Masking& masking) const {
-    Matrix<Scalar> patches = patch_embeddings.forward(image, height, width, interpolate_pos_encoding);  // (L, hidden)
-    const Index L = patches.rows();
-    detail::require(pos.rows() == L + 1, "ViTMAEEmbeddings: ", L,
-                    " patches but the position table has ", pos.rows() - 1, " patch rows");
-    detail::require(noise_row.size() == L, "ViTMAEEmbeddings: noise has ", noise_row.size(),
-                    " entries per sample, expected the number of patches ", L);
-    // embeddings = embeddings + position_embeddings[:, 1:, :]
-    patches += pos.bottomRows(L);
-    masking = ops::random_masking(noise_row, mask_ratio);
-    const Index K = static_cast<Index>(masking.ids_keep.size());
-    Matrix<Scalar> tokens(1 + K, patches.cols());  // (1+K, hidden)
-    // cls_token = self.cls_token + position_embeddings[:, :1, :], prepended after masking
-    tokens.row(0) = cls_token + pos.row(0);
-    for (Index k = 0; k < K; ++k) tokens.row(1 + k) = patches.row(masking.ids_keep[static_cast<size_t>(k)]);
-    return tokens;
+  /// pixel_values [B, C, H, W], noise (B, L) -> y (B*(1+K), hidden): per sample the CLS token,
+  /// then the K kept patches in shuffled order (HF's random_masking). c.masking holds the masks.
+  void forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise, double mask_ratio,
+               bool interpolate_pos_encoding, Matrix<Scalar>& y, Cache& c) const {
+    patch_embeddings.forward(pixel_values, interpolate_pos_encoding, c.cols, c.patches);  // (B*L, hidden)
+    const Index B = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3);
+    const Index L = B > 0 ? c.patches.rows() / B : 0;
+    detail::require(noise.rows() == B && noise.cols() == L, "ViTMAEEmbeddings: noise has shape [", noise.rows(), ", ",
+                    noise.cols(), "], expected [batch, num_patches] = [", B, ", ", L, "]");
+    const Matrix<Scalar> pos = position_table(H, W, interpolate_pos_encoding);  // (1+L, hidden)
+    detail::require(pos.rows() == L + 1, "ViTMAEEmbeddings: ", L, " patches but the position table has ", pos.rows() - 1,
+                    " patch rows");
+    const Index K = ops::num_kept(L, mask_ratio), T = 1 + K;
+    c.height = H, c.width = W, c.num_patches = L, c.num_kept = K;
+    c.masking.resize(static_cast<size_t>(B));
+    y.resize(B * T, hidden_size);  // (B*(1+K), hidden)
+    for (Index b = 0; b < B; ++b) {
+      // embeddings = embeddings + position_embeddings[:, 1:, :]
+      c.patches.middleRows(b * L, L) += pos.bottomRows(L);
+      ops::Masking& m = c.masking[static_cast<size_t>(b)];
+      m = ops::random_masking(noise.row(b), mask_ratio);
+      // cls_token = self.cls_token + position_embeddings[:, :1, :], prepended after masking
+      y.row(b * T) = cls_token + pos.row(0);
+      for (Index k = 0; k < K; ++k) y.row(b * T + 1 + k) = c.patches.row(b * L + m.ids_keep[static_cast<size_t>(k)]);
+    }
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    visit(prefix + "cls_token", cls_token, std::vector<Index>{1, 1, cls_token.size()});
-    visit(prefix + "position_embeddings", position_embeddings,
-          std::vector<Index>{1, position_embeddings.rows(), position_embeddings.cols()});
-    patch_embeddings.visit_parameters(prefix + "patch_embeddings.", visit);
+  /// dy: (B*(1+K), hidden). Adds the cls_token and projection gradients (the position table is
+  /// fixed); when dpixels is given, it receives dL/dpixel_values (B, C*H*W) (added to).
+  void backward(const Matrix<Scalar>& dy, Cache& c, Embeddings& g, Matrix<Scalar>* dpixels) const {
+    const Index B = static_cast<Index>(c.masking.size()), L = c.num_patches, K = c.num_kept, T = 1 + K;
+    c.dpatches.setZero(B * L, hidden_size);
+    for (Index b = 0; b < B; ++b) {
+      g.cls_token += dy.row(b * T);
+      const ops::Masking& m = c.masking[static_cast<size_t>(b)];
+      for (Index k = 0; k < K; ++k) c.dpatches.row(b * L + m.ids_keep[static_cast<size_t>(k)]) = dy.row(b * T + 1 + k);
+    }
+    const PatchConv2d<Scalar>& conv = patch_embeddings.projection;
+    conv.backward(c.cols, c.dpatches, g.patch_embeddings.projection, dpixels ? &c.dcols : nullptr);
+    if (!dpixels) return;
+    const Index C = conv.in_channels;
+    for (Index b = 0; b < B; ++b)
+      PatchConv2d<Scalar>::col2im_add(c.dcols, b * L, C, c.height, c.width, conv.kernel_size, dpixels->row(b).data());
   }
+
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    detail::visit_tensor(visit, prefix + "cls_token", m.cls_token, {1, 1, m.cls_token.size()}, ParamKind::token);
+    detail::visit_tensor(visit, prefix + "position_embeddings", m.position_embeddings,
+                         {1, m.position_embeddings.rows(), m.position_embeddings.cols()}, ParamKind::fixed_table);
+    m.patch_embeddings.visit_parameters(prefix + "patch_embeddings.", visit);
+  }
+  VITMAE_VISIT_PARAMETERS
 };
 
 }  // namespace vitmae

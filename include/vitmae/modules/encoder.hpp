@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// ViTMAEEncoder: the stack of layers (HF's list is named `layer`, singular).
+// ViTMAEEncoder: the stack of layers (HF's list is named `layer`, singular), with its backward.
 #pragma once
 
 #include <string>
@@ -10,33 +10,76 @@
 
 namespace vitmae {
 
+/// A stack of Layers run in order; Encoder and the decoder's layer list share it.
+template <class Scalar>
+struct LayerStackCache {
+  std::vector<typename Layer<Scalar>::Cache> layer;
+  Matrix<Scalar> buf, dbuf;
+};
+
+namespace detail {
+
+/// x -> y through `layers` (y must not be x). hidden_states, when given, receives each layer's
+/// input and then the last output; attentions each layer's probabilities (B*heads*T, T).
+template <class Scalar>
+void layer_stack_forward(const std::vector<Layer<Scalar>>& layers, const Matrix<Scalar>& x, Index seq_len,
+                         Matrix<Scalar>& y, LayerStackCache<Scalar>& c, std::vector<Matrix<Scalar>>* hidden_states,
+                         std::vector<Matrix<Scalar>>* attentions) {
+  const size_t n = layers.size();
+  c.layer.resize(n);
+  if (n == 0) y = x;
+  const Matrix<Scalar>* in = &x;
+  for (size_t i = 0; i < n; ++i) {
+    if (hidden_states) hidden_states->push_back(*in);
+    Matrix<Scalar>& out = (n - 1 - i) % 2 == 0 ? y : c.buf;  // ping-pong so that the last output lands in y
+    layers[i].forward(*in, seq_len, out, c.layer[i]);
+    if (attentions) attentions->push_back(c.layer[i].attention.attention.probs);
+    in = &out;
+  }
+  if (hidden_states) hidden_states->push_back(y);
+}
+
+/// dy -> dx back through `layers` (dx must not be dy), adding parameter gradients into g.
+template <class Scalar>
+void layer_stack_backward(const std::vector<Layer<Scalar>>& layers, const Matrix<Scalar>& dy, Index seq_len,
+                          LayerStackCache<Scalar>& c, std::vector<Layer<Scalar>>& g, Matrix<Scalar>& dx) {
+  const size_t n = layers.size();
+  if (n == 0) dx = dy;
+  const Matrix<Scalar>* in = &dy;
+  for (size_t i = n; i-- > 0;) {
+    Matrix<Scalar>& out = i % 2 == 0 ? dx : c.dbuf;  // the last (layer 0) lands in dx
+    layers[i].backward(*in, seq_len, c.layer[i], g[i], out);
+    in = &out;
+  }
+}
+
+}  // namespace detail
+
 template <class Scalar = float>
 struct Encoder {
   std::vector<Layer<Scalar>> layer;
 
+  using Cache = LayerStackCache<Scalar>;
+
   Encoder() = default;
   explicit Encoder(const Config& c) : layer(static_cast<size_t>(c.num_hidden_layers), Layer<Scalar>(c)) {}
 
-  /// x: (tokens, hidden) -> the last layer's output, before the final layernorm.
-  /// hidden_states, when given, receives each layer's input and then the last output
-  /// (num_layers + 1 entries); attentions each layer's probabilities (heads*tokens, tokens).
-  /// x may stack sequences of seq_len tokens (see SelfAttention).
-  Matrix<Scalar> forward(Matrix<Scalar> x, std::vector<Matrix<Scalar>>* hidden_states = nullptr,
-                         std::vector<Matrix<Scalar>>* attentions = nullptr, Index seq_len = 0) const {
-    for (const Layer<Scalar>& l : layer) {
-      if (hidden_states) hidden_states->push_back(x);
-      Matrix<Scalar> probs;
-      x = l.forward(x, attentions ? &probs : nullptr, seq_len);  // (tokens, hidden)
-      if (attentions) attentions->push_back(std::move(probs));
-    }
-    if (hidden_states) hidden_states->push_back(x);
-    return x;
+  /// x: (tokens, hidden) -> y: the last layer's output, before the final layernorm. x may stack
+  /// sequences of seq_len tokens (see SelfAttention). hidden_states / attentions as HF's
+  /// output_hidden_states / output_attentions (see detail::layer_stack_forward).
+  void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c,
+               std::vector<Matrix<Scalar>>* hidden_states = nullptr, std::vector<Matrix<Scalar>>* attentions = nullptr) const {
+    detail::layer_stack_forward(layer, x, seq_len, y, c, hidden_states, attentions);
+  }
+  void backward(const Matrix<Scalar>& dy, Index seq_len, Cache& c, Encoder& g, Matrix<Scalar>& dx) const {
+    detail::layer_stack_backward(layer, dy, seq_len, c, g.layer, dx);
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    for (size_t i = 0; i < layer.size(); ++i) layer[i].visit_parameters(prefix + "layer." + std::to_string(i) + ".", visit);
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    for (size_t i = 0; i < m.layer.size(); ++i) m.layer[i].visit_parameters(prefix + "layer." + std::to_string(i) + ".", visit);
   }
+  VITMAE_VISIT_PARAMETERS
 };
 
 }  // namespace vitmae

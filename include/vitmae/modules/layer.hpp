@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// ViTMAEIntermediate, ViTMAEOutput and ViTMAELayer (pre-norm transformer block).
+// ViTMAEIntermediate, ViTMAEOutput and ViTMAELayer (pre-norm transformer block), with the
+// layer's backward.
 #pragma once
 
 #include <string>
@@ -20,15 +21,25 @@ struct Intermediate {
   Intermediate() = default;
   explicit Intermediate(const Config& c)
       : dense(c.hidden_size, c.intermediate_size), act(ops::activation_from_name(c.hidden_act)) {}
-  Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
-    Matrix<Scalar> y = dense.forward(x);  // (tokens, intermediate)
+
+  /// x: (tokens, hidden) -> z = dense(x) (kept for the backward) and y = act(z).
+  void forward(const Matrix<Scalar>& x, Matrix<Scalar>& z, Matrix<Scalar>& y) const {
+    dense.forward(x, z);  // (tokens, intermediate)
+    y = z;
     ops::activate_inplace(act, y);
-    return y;
   }
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    dense.visit_parameters(prefix + "dense.", visit);
+  /// dy: gradient of act(z); overwritten with the gradient of z, then dense's backward.
+  void backward(const Matrix<Scalar>& x, const Matrix<Scalar>& z, Matrix<Scalar>& dy, Intermediate& g,
+                Matrix<Scalar>& dx) const {
+    ops::activation_backward_inplace(act, z, dy);
+    dense.backward(x, dy, g.dense, &dx);
   }
+
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.dense.visit_parameters(prefix + "dense.", visit);
+  }
+  VITMAE_VISIT_PARAMETERS
 };
 
 /// dense then the residual: HF's `hidden_states = dense(h); hidden_states + input_tensor`.
@@ -37,15 +48,15 @@ struct Output {
   Linear<Scalar> dense;
   Output() = default;
   explicit Output(const Config& c) : dense(c.intermediate_size, c.hidden_size) {}
-  Matrix<Scalar> forward(const Matrix<Scalar>& h, const Matrix<Scalar>& input) const {
-    Matrix<Scalar> y = dense.forward(h);  // (tokens, hidden)
+  void forward(const Matrix<Scalar>& h, const Matrix<Scalar>& input, Matrix<Scalar>& y) const {
+    dense.forward(h, y);  // (tokens, hidden)
     y += input;
-    return y;
   }
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    dense.visit_parameters(prefix + "dense.", visit);
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.dense.visit_parameters(prefix + "dense.", visit);
   }
+  VITMAE_VISIT_PARAMETERS
 };
 
 /// HF names: attention.*, intermediate.dense, output.dense, layernorm_before, layernorm_after.
@@ -56,28 +67,62 @@ struct Layer {
   Output<Scalar> output;
   LayerNorm<Scalar> layernorm_before, layernorm_after;
 
+  /// The block's activations (what the backward reads) and its backward scratch. Kept between
+  /// calls, so a training loop allocates them once.
+  struct Cache {
+    typename LayerNorm<Scalar>::Cache ln_before, ln_after;
+    typename Attention<Scalar>::Cache attention;
+    Matrix<Scalar> ln1, h, ln2, z, a;  // layernorm_before(x), x + attention, layernorm_after(h), fc1 out, act(z)
+    Matrix<Scalar> dh, da, dln, tmp;   // backward scratch
+  };
+
   Layer() = default;
   explicit Layer(const Config& c)
       : attention(c), intermediate(c), output(c), layernorm_before(c.hidden_size, c.layer_norm_eps),
         layernorm_after(c.hidden_size, c.layer_norm_eps) {}
 
-  /// x: (tokens, hidden) -> same shape; tokens may stack sequences of seq_len (see SelfAttention).
-  Matrix<Scalar> forward(const Matrix<Scalar>& x, Matrix<Scalar>* probs = nullptr, Index seq_len = 0) const {
-    // attention_output = attention(layernorm_before(hidden_states)); hidden_states = attention_output + hidden_states
-    Matrix<Scalar> h = attention.forward(layernorm_before.forward(x), probs, seq_len);  // (tokens, hidden)
-    h += x;
+  /// x: (tokens, hidden) -> y, same shape; tokens stack sequences of seq_len (see SelfAttention).
+  /// The attention probabilities stay in c.attention.attention.probs.
+  void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c) const {
+    // attention_output = attention(layernorm_before(hidden_states))
+    layernorm_before.forward(x, c.ln1, &c.ln_before);
+    attention.forward(c.ln1, seq_len, c.h, c.attention);
+    // hidden_states = attention_output + hidden_states
+    c.h += x;
     // layer_output = output(intermediate(layernorm_after(hidden_states)), hidden_states)
-    return output.forward(intermediate.forward(layernorm_after.forward(h)), h);
+    layernorm_after.forward(c.h, c.ln2, &c.ln_after);
+    intermediate.forward(c.ln2, c.z, c.a);
+    output.forward(c.a, c.h, y);
+  }
+  Matrix<Scalar> forward(const Matrix<Scalar>& x, Index seq_len) const {
+    Cache c;
+    Matrix<Scalar> y;
+    forward(x, seq_len, y, c);
+    return y;
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    attention.visit_parameters(prefix + "attention.", visit);
-    intermediate.visit_parameters(prefix + "intermediate.", visit);
-    output.visit_parameters(prefix + "output.", visit);
-    layernorm_before.visit_parameters(prefix + "layernorm_before.", visit);
-    layernorm_after.visit_parameters(prefix + "layernorm_after.", visit);
+  /// dy: (tokens, hidden) -> dx, adding every parameter's gradient into g.
+  void backward(const Matrix<Scalar>& dy, Index seq_len, Cache& c, Layer& g, Matrix<Scalar>& dx) const {
+    // y = h + fc2(a): the residual passes dy to h
+    output.dense.backward(c.a, dy, g.output.dense, &c.da);
+    intermediate.backward(c.ln2, c.z, c.da, g.intermediate, c.dln);
+    layernorm_after.backward(c.dln, c.ln_after, g.layernorm_after, c.dh);
+    c.dh += dy;
+    // h = x + attention(ln1): the residual passes dh to x
+    attention.backward(c.ln1, seq_len, c.dh, c.attention, g.attention, c.dln);
+    layernorm_before.backward(c.dln, c.ln_before, g.layernorm_before, dx);
+    dx += c.dh;
   }
+
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    m.attention.visit_parameters(prefix + "attention.", visit);
+    m.intermediate.visit_parameters(prefix + "intermediate.", visit);
+    m.output.visit_parameters(prefix + "output.", visit);
+    m.layernorm_before.visit_parameters(prefix + "layernorm_before.", visit);
+    m.layernorm_after.visit_parameters(prefix + "layernorm_after.", visit);
+  }
+  VITMAE_VISIT_PARAMETERS
 };
 
 }  // namespace vitmae

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// torch.nn.Linear and the patch projection torch.nn.Conv2d(kernel = stride = patch_size).
+// torch.nn.Linear and the patch projection torch.nn.Conv2d(kernel = stride = patch_size), each
+// with its backward. The "cache" of a linear map is its input, which the caller keeps.
 #pragma once
 
 #include <string>
@@ -7,6 +8,7 @@
 
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/error.hpp"
+#include "vitmae/parameter.hpp"
 #include "vitmae/tensor.hpp"
 
 namespace vitmae {
@@ -15,7 +17,7 @@ namespace vitmae {
 /// (the query/key/value projections have none when qkv_bias is false).
 template <class Scalar = float>
 struct Linear {
-  Matrix<Scalar> weight;  // (out, in)
+  Matrix<Scalar> weight;   // (out, in)
   RowVector<Scalar> bias;  // (out), empty when has_bias is false
   bool has_bias = true;
 
@@ -27,26 +29,39 @@ struct Linear {
   Index in_features() const { return weight.cols(); }
   Index out_features() const { return weight.rows(); }
 
-  /// x: (tokens, in) -> (tokens, out). @throws vitmae::Error on a width mismatch.
-  Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
-    detail::require(x.cols() == weight.cols(), "Linear: input has ", x.cols(), " features, expected ",
-                    weight.cols());
-    Matrix<Scalar> y;  // (tokens, out)
-    detail::gemm_nt(x, weight, y);
+  /// x: (tokens, in) -> y: (tokens, out); y's storage is reused when its shape already fits.
+  /// @throws vitmae::Error on a width mismatch.
+  void forward(const Matrix<Scalar>& x, Matrix<Scalar>& y) const {
+    detail::require(x.cols() == weight.cols(), "Linear: input has ", x.cols(), " features, expected ", weight.cols());
+    detail::gemm_nt(x, weight, y);  // (tokens, out)
     if (has_bias) y.rowwise() += bias;
+  }
+  Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
+    Matrix<Scalar> y;
+    forward(x, y);
     return y;
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    visit(prefix + "weight", weight, std::vector<Index>{weight.rows(), weight.cols()});
-    if (has_bias) visit(prefix + "bias", bias, std::vector<Index>{bias.size()});
+  /// x: the forward's input; dy = dL/dy. Adds dyᵀ x to g.weight and Σ dy to g.bias; when dx is
+  /// given, dx = dy W (or dx += dy W when `accumulate`).
+  void backward(const Matrix<Scalar>& x, const Matrix<Scalar>& dy, Linear& g, Matrix<Scalar>* dx,
+                bool accumulate = false) const {
+    detail::gemm_tn_add(dy, x, g.weight);  // (out, in)
+    if (has_bias) g.bias += dy.colwise().sum();
+    if (dx) detail::gemm_nn(dy, weight, *dx, accumulate);  // (tokens, in)
   }
+
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    detail::visit_tensor(visit, prefix + "weight", m.weight, {m.weight.rows(), m.weight.cols()}, ParamKind::weight);
+    if (m.has_bias) detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
+  }
+  VITMAE_VISIT_PARAMETERS
 };
 
-/// The strided patch projection nn.Conv2d(C, hidden, kernel_size=p, stride=p), done as a GEMM.
-/// HF names: <prefix>weight (hidden, C, p, p), stored here as (hidden, C*p*p) flattened
-/// (c, kh, kw) like torch's memory; <prefix>bias (hidden).
+/// The strided patch projection nn.Conv2d(C, hidden, kernel_size=p, stride=p), done as a GEMM on
+/// the image's patches (im2col). HF names: <prefix>weight (hidden, C, p, p), stored here as
+/// (hidden, C*p*p) flattened (c, kh, kw) like torch's memory; <prefix>bias (hidden).
 template <class Scalar = float>
 struct PatchConv2d {
   Matrix<Scalar> weight;   // (hidden, C*p*p)
@@ -58,33 +73,50 @@ struct PatchConv2d {
       : weight(Matrix<Scalar>::Zero(hidden, channels * patch * patch)),
         bias(RowVector<Scalar>::Zero(hidden)), in_channels(channels), kernel_size(patch) {}
 
-  /// image (C, H*W) -> (nh*nw, C*p*p): each patch flattened in the (c, kh, kw) order of the
-  /// weight; like the convolution, rows/columns that do not fill a patch are dropped.
-  static Matrix<Scalar> im2col(const Matrix<Scalar>& image, Index height, Index width, Index p) {
-    const Index C = image.rows(), nh = height / p, nw = width / p;
-    Matrix<Scalar> cols(nh * nw, C * p * p);  // (L, C*p*p)
+  /// image (C, H*W) -> rows [row0, row0 + nh*nw) of cols (.., C*p*p): each patch flattened in the
+  /// (c, kh, kw) order of the weight; like the convolution, pixels that do not fill a patch are dropped.
+  static void im2col(const Scalar* image, Index channels, Index height, Index width, Index p, Matrix<Scalar>& cols,
+                     Index row0) {
+    const Index nh = height / p, nw = width / p;
     for (Index h = 0; h < nh; ++h)
       for (Index w = 0; w < nw; ++w)
-        for (Index c = 0; c < C; ++c)
+        for (Index c = 0; c < channels; ++c)
           for (Index y = 0; y < p; ++y)
-            cols.row(h * nw + w).segment((c * p + y) * p, p) = image.row(c).segment((h * p + y) * width + w * p, p);
-    return cols;
+            cols.row(row0 + h * nw + w).segment((c * p + y) * p, p) =
+                Eigen::Map<const RowVector<Scalar>>(image + c * height * width + (h * p + y) * width + w * p, p);
+  }
+  /// The adjoint of im2col: adds the rows [row0, row0 + nh*nw) of dcols into the image gradient.
+  static void col2im_add(const Matrix<Scalar>& dcols, Index row0, Index channels, Index height, Index width, Index p,
+                         Scalar* dimage) {
+    const Index nh = height / p, nw = width / p;
+    for (Index h = 0; h < nh; ++h)
+      for (Index w = 0; w < nw; ++w)
+        for (Index c = 0; c < channels; ++c)
+          for (Index y = 0; y < p; ++y)
+            Eigen::Map<RowVector<Scalar>>(dimage + c * height * width + (h * p + y) * width + w * p, p) +=
+                dcols.row(row0 + h * nw + w).segment((c * p + y) * p, p);
   }
 
-  /// image (C, H*W) -> (nh*nw, hidden), patches in row-major grid order.
-  Matrix<Scalar> forward(const Matrix<Scalar>& image, Index height, Index width) const {
-    const Matrix<Scalar> cols = im2col(image, height, width, kernel_size);  // (L, C*p*p)
-    Matrix<Scalar> out;  // (L, hidden)
-    detail::gemm_nt(cols, weight, out);
-    out.rowwise() += bias;
-    return out;
+  /// cols: im2col of the images (patches, C*p*p) -> y (patches, hidden).
+  void forward(const Matrix<Scalar>& cols, Matrix<Scalar>& y) const {
+    detail::gemm_nt(cols, weight, y);  // (patches, hidden)
+    y.rowwise() += bias;
+  }
+  /// cols: the forward's input; dy: (patches, hidden). Adds the weight and bias gradients; when
+  /// dcols is given, dcols = dy W.
+  void backward(const Matrix<Scalar>& cols, const Matrix<Scalar>& dy, PatchConv2d& g, Matrix<Scalar>* dcols) const {
+    detail::gemm_tn_add(dy, cols, g.weight);
+    g.bias += dy.colwise().sum();
+    if (dcols) detail::gemm_nn(dy, weight, *dcols, false);
   }
 
-  template <class V>
-  void visit_parameters(const std::string& prefix, V&& visit) {
-    visit(prefix + "weight", weight, std::vector<Index>{weight.rows(), in_channels, kernel_size, kernel_size});
-    visit(prefix + "bias", bias, std::vector<Index>{bias.size()});
+  template <class Self, class V>
+  static void parameters(Self& m, const std::string& prefix, V& visit) {
+    detail::visit_tensor(visit, prefix + "weight", m.weight, {m.weight.rows(), m.in_channels, m.kernel_size, m.kernel_size},
+                         ParamKind::weight);
+    detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
   }
+  VITMAE_VISIT_PARAMETERS
 };
 
 }  // namespace vitmae

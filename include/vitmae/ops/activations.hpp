@@ -87,4 +87,54 @@ inline void activate_inplace(Activation a, Eigen::DenseBase<Derived>& x) {
   }
 }
 
+/// d act(z) / dz, the derivative of activate() for each activation.
+template <class S>
+S activation_grad(Activation a, S z) {
+  using std::exp, std::tanh, std::erf;
+  const S k = S(0.7978845608028654);
+  auto sigmoid = [](S v) { return S(1) / (S(1) + std::exp(-v)); };
+  switch (a) {
+    case Activation::gelu:
+      return S(0.5) * (S(1) + erf(z * S(0.7071067811865476))) + z * exp(S(-0.5) * z * z) * S(0.3989422804014327);
+    case Activation::gelu_tanh:
+    case Activation::gelu_fast: {
+      const S t = tanh(k * (z + S(0.044715) * z * z * z));
+      return S(0.5) * (S(1) + t) + S(0.5) * z * (S(1) - t * t) * k * (S(1) + S(3) * S(0.044715) * z * z);
+    }
+    case Activation::quick_gelu: {
+      const S s = sigmoid(S(1.702) * z);
+      return s + z * S(1.702) * s * (S(1) - s);
+    }
+    case Activation::relu: return z > S(0) ? S(1) : S(0);
+    case Activation::silu: {
+      const S s = sigmoid(z);
+      return s + z * s * (S(1) - s);
+    }
+    case Activation::tanh: {
+      const S t = tanh(z);
+      return S(1) - t * t;
+    }
+    case Activation::sigmoid: {
+      const S s = sigmoid(z);
+      return s * (S(1) - s);
+    }
+    case Activation::mish: {
+      const S sp = z > S(20) ? z : std::log1p(exp(z));
+      const S t = tanh(sp);
+      return t + z * (S(1) - t * t) * sigmoid(z);
+    }
+    case Activation::linear: return S(1);
+  }
+  return S(1);
+}
+
+/// The backward of activate_inplace: dy (the gradient of act(z)) becomes the gradient of z.
+template <class Derived, class DerivedZ>
+inline void activation_backward_inplace(Activation a, const Eigen::DenseBase<DerivedZ>& z, Eigen::DenseBase<Derived>& dy) {
+  using Scalar = typename Derived::Scalar;
+  Scalar* g = dy.derived().data();
+  const Scalar* zz = z.derived().data();
+  for (Eigen::Index i = 0; i < dy.size(); ++i) g[i] *= activation_grad<Scalar>(a, zz[i]);
+}
+
 }  // namespace vitmae::ops

@@ -2,6 +2,8 @@
 // ViTMAEForPreTraining.patchify / unpatchify for one image.
 #pragma once
 
+#include <cmath>
+
 #include "vitmae/error.hpp"
 #include "vitmae/tensor.hpp"
 
@@ -49,6 +51,42 @@ Matrix<Scalar> unpatchify(const Matrix<Scalar>& patches, Index height, Index wid
           for (Index c = 0; c < C; ++c)
             image(c, (h * p + y) * W + w * p + x) = patches(h * nw + w, (y * p + x) * C + c);
   return image;
+}
+
+/// Per-patch statistics of patches (L, P), as norm_pix_loss takes them: the mean and torch's
+/// unbiased var() of each row.
+template <class Scalar>
+void patch_mean_var(const Matrix<Scalar>& patches, ColVector<Scalar>& mean, ColVector<Scalar>& var) {
+  const Index L = patches.rows(), P = patches.cols();
+  mean.resize(L);
+  var.resize(L);
+  for (Index l = 0; l < L; ++l) {
+    mean(l) = patches.row(l).mean();
+    var(l) = (patches.row(l).array() - mean(l)).square().sum() / static_cast<Scalar>(P - 1);
+  }
+}
+
+/// norm_pix_loss's per-patch normalisation, in place: (x - mean) / sqrt(var + 1e-6), the 1e-6
+/// being HF's own (not layer_norm_eps).
+template <class Scalar>
+void normalize_patches(Matrix<Scalar>& patches, const ColVector<Scalar>& mean, const ColVector<Scalar>& var) {
+  for (Index l = 0; l < patches.rows(); ++l)
+    patches.row(l) = ((patches.row(l).array() - mean(l)) / std::sqrt(var(l) + Scalar(1e-6))).matrix();
+}
+
+/// The backward of normalize_patches: dy (gradient of the normalised patches) becomes the
+/// gradient of the raw patches, which `raw` holds.
+template <class Scalar>
+void normalize_patches_backward(const Matrix<Scalar>& raw, const ColVector<Scalar>& mean, const ColVector<Scalar>& var,
+                                Matrix<Scalar>& dy) {
+  const Index P = raw.cols();
+  RowVector<Scalar> xc(P), g(P);
+  for (Index l = 0; l < raw.rows(); ++l) {
+    xc = (raw.row(l).array() - mean(l)).matrix();
+    const Scalar sd = std::sqrt(var(l) + Scalar(1e-6));
+    g = dy.row(l);
+    dy.row(l) = ((g.array() - g.mean()) / sd - xc.array() * (g.dot(xc) / (static_cast<Scalar>(P - 1) * sd * sd * sd))).matrix();
+  }
 }
 
 }  // namespace vitmae::ops

@@ -3,12 +3,13 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <numeric>
-#include <random>
 #include <vector>
 
 #include "vitmae/error.hpp"
+#include "vitmae/random.hpp"
 #include "vitmae/tensor.hpp"
 
 namespace vitmae::ops {
@@ -52,15 +53,15 @@ Masking random_masking(const Eigen::MatrixBase<Derived>& noise_row, double mask_
   return m;
 }
 
-/// The noise vitmae draws when the caller gives none: uniform in [0, 1) with 53 random bits,
-/// u = (rng() >> 11) * 2^-53, row by row. The same seed gives the same masks on every platform
-/// (unlike std::uniform_real_distribution, whose algorithm is the library's choice).
-template <class Scalar>
-Matrix<Scalar> uniform_noise(Index batch, Index length, std::mt19937_64& rng) {
+/// The noise vitmae draws when the caller gives none: uniform53 draws (53 random bits in
+/// [0, 1), see random.hpp) from any standard engine, row by row. The same seed gives the same
+/// masks on every platform (unlike std::uniform_real_distribution, whose algorithm is the
+/// standard library's choice).
+template <class Scalar, class Engine>
+Matrix<Scalar> uniform_noise(Index batch, Index length, Engine& rng) {
   Matrix<Scalar> noise(batch, length);
   for (Index b = 0; b < batch; ++b)
-    for (Index l = 0; l < length; ++l)
-      noise(b, l) = static_cast<Scalar>(static_cast<double>(rng() >> 11) * 0x1.0p-53);
+    for (Index l = 0; l < length; ++l) noise(b, l) = static_cast<Scalar>(uniform53(rng));
   return noise;
 }
 

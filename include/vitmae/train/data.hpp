@@ -28,27 +28,9 @@
 
 #include "vitmae/image_processor.hpp"
 #include "vitmae/io/image.hpp"
+#include "vitmae/random.hpp"
 
 namespace vitmae::train {
-
-/// A 64-bit generator for one purpose: SplitMix64-mixed seeds into mt19937_64.
-inline std::mt19937_64 seeded_rng(std::uint64_t seed, std::uint64_t stream) {
-  auto mix = [](std::uint64_t z) {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  };
-  return std::mt19937_64(mix(mix(seed) ^ stream));
-}
-
-/// Uniform in [0, 1) with 53 random bits.
-inline double uniform01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-
-/// Uniform integer in [0, n).
-inline int uniform_int(std::mt19937_64& rng, int n) {
-  return std::min(n - 1, static_cast<int>(uniform01(rng) * n));
-}
 
 // ---------------------------------------------------------------- augmentation
 
@@ -74,8 +56,8 @@ inline CropBox random_resized_crop_box(int height, int width, const AugmentOptio
   const double area = static_cast<double>(height) * width;
   const double log_lo = std::log(o.ratio_min), log_hi = std::log(o.ratio_max);
   for (int attempt = 0; attempt < 10; ++attempt) {
-    const double target = area * (o.scale_min + (o.scale_max - o.scale_min) * uniform01(rng));
-    const double aspect = std::exp(log_lo + (log_hi - log_lo) * uniform01(rng));
+    const double target = area * (o.scale_min + (o.scale_max - o.scale_min) * uniform53(rng));
+    const double aspect = std::exp(log_lo + (log_hi - log_lo) * uniform53(rng));
     const int w = static_cast<int>(std::lround(std::sqrt(target * aspect)));
     const int h = static_cast<int>(std::lround(std::sqrt(target / aspect)));
     if (w > 0 && w <= width && h > 0 && h <= height) {
@@ -136,9 +118,9 @@ inline io::Image8 augment(const io::Image8& img, const ImageProcessor& proc, con
   io::Image8 view = detail::pil_resize(box.height == img.height && box.width == img.width ? img : crop(img, box),
                                        static_cast<int>(proc.width), static_cast<int>(proc.height),
                                        static_cast<detail::Resample>(proc.resample));
-  if (o.hflip && uniform01(rng) < 0.5) view = hflip(view);
-  if (o.vflip && uniform01(rng) < 0.5) view = vflip(view);
-  if (o.transpose && view.width == view.height && uniform01(rng) < 0.5) view = transpose(view);
+  if (o.hflip && uniform53(rng) < 0.5) view = hflip(view);
+  if (o.vflip && uniform53(rng) < 0.5) view = vflip(view);
+  if (o.transpose && view.width == view.height && uniform53(rng) < 0.5) view = transpose(view);
   if (o.channel_shuffle && view.channels == 3) {
     int perm[3] = {0, 1, 2};
     for (int i = 2; i > 0; --i) std::swap(perm[i], perm[uniform_int(rng, i + 1)]);

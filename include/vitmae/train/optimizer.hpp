@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// AdamW as torch.optim.AdamW computes it, with the MAE recipe's parameter groups, and the
-// learning-rate schedule of the MAE paper (linear warm-up, then cosine decay).
+// AdamW as torch.optim.AdamW computes it, with MAE's parameter groups decided by each
+// parameter's kind, and the learning-rate schedule of the MAE paper (linear warm-up, then cosine).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
-#include <map>
 #include <string>
 #include <vector>
 
-#include "vitmae/for_pre_training.hpp"
+#include "vitmae/detail/parallel.hpp"
+#include "vitmae/parameter.hpp"
+#include "vitmae/train/backward.hpp"
 
 namespace vitmae::train {
 
@@ -16,67 +18,73 @@ struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.05;
 };
 
-/// MAE's groups: no weight decay on 1-D tensors (biases, norms), *.bias, cls_token, mask_token.
-inline bool decays(const std::string& name, const std::vector<Index>& hf_shape) {
-  auto ends = [&](const char* s) { return detail::ends_with(name, s); };
-  return !(hf_shape.size() <= 1 || ends(".bias") || ends("cls_token") || ends("mask_token"));
-}
-/// The fixed sin-cos tables are not trained (requires_grad False in the reference).
-inline bool trainable(const std::string& name) {
-  return !(detail::ends_with(name, "position_embeddings") || detail::ends_with(name, "decoder_pos_embed"));
-}
-
-/// torch.optim.AdamW: p *= 1 - lr*wd (decoupled, decaying groups only); m = lerp(m, g, 1 - b1);
-/// v = b2 v + (1 - b2) g²; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-template <class S>
+/// torch.optim.AdamW over a model M (ViTMAEForPreTraining, or any module with a scalar_type and
+/// visit_parameters): p *= 1 - lr*wd (decoupled; weights only, Parameter::decays: MAE's groups
+/// leave biases, norms, tokens alone); m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g²;
+/// p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). Fixed tables are not trained.
+/// The moments are twins of the model, so they carry the HF names. Every element's update is
+/// independent of the others, so the parameters are split over threads with no effect on the bits.
+template <class M>
 class AdamW {
  public:
-  explicit AdamW(ForPreTraining<S>& model, AdamWOptions o = {}) : opts_(o) {
-    model.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>&) {
-      if (!trainable(n)) return;
-      m_[n] = Matrix<S>::Zero(1, t.size());
-      v_[n] = Matrix<S>::Zero(1, t.size());
-    });
-  }
+  using S = typename M::scalar_type;
+
+  explicit AdamW(const M& model, AdamWOptions o = {}) : opts_(o), m_(zero_grads_like(model)), v_(zero_grads_like(model)) {}
 
   const AdamWOptions& options() const { return opts_; }
   long step_count() const { return step_; }
+  void set_step_count(long s) { step_ = s; }
 
   /// One update of `model` with `grads` (a twin holding the gradients) at learning rate lr.
-  void step(ForPreTraining<S>& model, ForPreTraining<S>& grads, double lr) {
+  void step(M& model, const M& grads, double lr) {
+    step(model, grads, lr, [](const Parameter<S>&) { return 1.0; });
+  }
+  /// The same with lr_scale(p) scaling the rate of parameter p (layer-wise decay).
+  template <class Scale>
+  void step(M& model, const M& grads, double lr, Scale&& lr_scale) {
     ++step_;
-    std::map<std::string, S*> g;
-    grads.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>&) { g[n] = t.data(); });
-    const S b1 = static_cast<S>(opts_.beta1), b2 = static_cast<S>(opts_.beta2);
+    const auto p = parameter_list(model);
+    const auto g = parameter_list(grads);
+    const auto m = parameter_list(m_);
+    const auto v = parameter_list(v_);
+    detail::require(g.size() == p.size(), "AdamW: the gradients do not match the model");
+    const S b1 = static_cast<S>(opts_.beta1), b2 = static_cast<S>(opts_.beta2), eps = static_cast<S>(opts_.eps);
     const S bc1 = S(1) - static_cast<S>(std::pow(opts_.beta1, static_cast<double>(step_)));
     const S bc2_sqrt = std::sqrt(S(1) - static_cast<S>(std::pow(opts_.beta2, static_cast<double>(step_))));
-    const S step_size = static_cast<S>(lr) / bc1, eps = static_cast<S>(opts_.eps);
-    const S decay = S(1) - static_cast<S>(lr * opts_.weight_decay);
-    model.visit_parameters("", [&](const std::string& n, auto& t, const std::vector<Index>& shape) {
-      if (!trainable(n)) return;
-      S* p = t.data();
-      const S* gr = g.at(n);
-      S* m = m_.at(n).data();
-      S* v = v_.at(n).data();
-      const bool wd = decays(n, shape);
-      for (Index i = 0; i < t.size(); ++i) {
-        if (wd) p[i] *= decay;
-        m[i] += (gr[i] - m[i]) * (S(1) - b1);  // exp_avg.lerp_(grad, 1 - beta1)
-        v[i] = v[i] * b2 + (S(1) - b2) * gr[i] * gr[i];
-        p[i] -= step_size * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+    const int threads = available_threads();
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1)
+#endif
+    for (size_t k = 0; k < p.size(); ++k) {
+      if (!p[k].trainable()) continue;
+      const double rate = lr * lr_scale(p[k]);
+      const S step_size = static_cast<S>(rate) / bc1;
+      const S decay = S(1) - static_cast<S>(rate * opts_.weight_decay);
+      const bool wd = p[k].decays();
+      S* w = p[k].data;
+      const S* gr = g[k].data;
+      S* mk = m[k].data;
+      S* vk = v[k].data;
+      for (Index i = 0; i < p[k].size; ++i) {
+        if (wd) w[i] *= decay;
+        mk[i] += (gr[i] - mk[i]) * (S(1) - b1);  // exp_avg.lerp_(grad, 1 - beta1)
+        vk[i] = vk[i] * b2 + (S(1) - b2) * gr[i] * gr[i];
+        w[i] -= step_size * mk[i] / (std::sqrt(vk[i]) / bc2_sqrt + eps);
       }
-    });
+    }
   }
 
-  /// Moments by parameter name, for saving and resuming.
-  std::map<std::string, Matrix<S>>& exp_avg() { return m_; }
-  std::map<std::string, Matrix<S>>& exp_avg_sq() { return v_; }
-  void set_step_count(long s) { step_ = s; }
+  /// The moments (twins of the model), for saving and resuming.
+  M& exp_avg() { return m_; }
+  M& exp_avg_sq() { return v_; }
+  const M& exp_avg() const { return m_; }
+  const M& exp_avg_sq() const { return v_; }
 
  private:
   AdamWOptions opts_;
   long step_ = 0;
-  std::map<std::string, Matrix<S>> m_, v_;
+  M m_, v_;
 };
 
 /// The MAE paper's schedule: lr = base_lr * batch / 256, linear warm-up over warmup_steps from

@@ -1,20 +1,46 @@
 // SPDX-License-Identifier: Apache-2.0
-// Writing files so that a reader never sees half of one: write a temporary file in the same
-// folder, flush it to disk, then rename it over the target.
+// Files: paths (std::filesystem) and writing so
+// that a reader never sees half of a file (a temporary file in the same folder, flushed to disk
+// with POSIX fsync, then renamed over the target).
 #pragma once
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include "vitmae/error.hpp"
+#include "vitmae/io/json_file.hpp"
 
 namespace vitmae::io {
+
+inline bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+inline bool file_exists(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(path, ec);
+}
+inline bool dir_exists(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::is_directory(path, ec);
+}
+inline std::string join_path(const std::string& dir, const std::string& name) {
+  if (dir.empty()) return name;
+  return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+/// Creates `dir` and its parents. @throws vitmae::Error naming the folder.
+inline void make_dirs(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  detail::require(!ec || dir_exists(dir), dir, ": cannot create folder: ", ec.message());
+}
+
 
 /// Calls `write(FILE*)` on a temporary file next to `path`, then renames it into place.
 /// On any failure the temporary file is removed, `path` is left as it was and vitmae::Error

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// Strict state-dict loading and saving through a module's visit_parameters, the one list of
+// HF tensor names (torch's load_state_dict(strict=True) / state_dict()).
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "vitmae/error.hpp"
+#include "vitmae/io/safetensors.hpp"
+#include "vitmae/io/tensor_source.hpp"
+#include "vitmae/parameter.hpp"
+#include "vitmae/tensor.hpp"
+
+namespace vitmae {
+
+namespace detail {
+inline std::vector<std::int64_t> squeeze_leading(std::vector<std::int64_t> s) {
+  while (s.size() > 1 && s.front() == 1) s.erase(s.begin());
+  return s;
+}
+}  // namespace detail
+
+/// Joins names for an error message, at most `most` of them.
+inline std::string join_names(const std::vector<std::string>& names, size_t most = 20) {
+  std::string s;
+  for (size_t i = 0; i < names.size() && i < most; ++i) s += (i ? ", " : "") + std::string("'") + names[i] + "'";
+  if (names.size() > most) s += ", ... (" + std::to_string(names.size()) + " in all)";
+  return s;
+}
+
+/// What load_state_dict found.
+struct LoadReport {
+  std::vector<std::string> missing;     // parameter names (without key_prefix) not in the source
+  std::vector<ParamKind> missing_kind;  // their kinds
+  std::vector<std::string> unexpected;  // source names neither loaded nor ignored
+
+  /// @throws vitmae::Error listing the missing tensors (fixed position tables aside: they keep
+  /// their sin-cos values) and the unexpected ones.
+  void require_complete(const io::TensorSource& source) const {
+    std::vector<std::string> lacking;
+    for (size_t i = 0; i < missing.size(); ++i)
+      if (missing_kind[i] != ParamKind::fixed_table) lacking.push_back(missing[i]);
+    detail::require(lacking.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", join_names(lacking));
+    detail::require(unexpected.empty(), "load_state_dict: ", source.where(), ": unexpected tensors: ", join_names(unexpected));
+  }
+};
+
+/// Loads every parameter `module` visits from `source[key_prefix + name]`, converting to Scalar.
+/// Shapes must match HF's (leading 1-dims aside, like cls_token (1, 1, D) vs (D)): a mismatch
+/// throws naming the tensor and both shapes. Missing names are collected in the report (the
+/// caller decides which it can regenerate); source names starting with one of
+/// `ignore_prefixes` are not reported as unexpected.
+template <class Module>
+LoadReport load_state_dict(Module& module, const io::TensorSource& source, const std::string& key_prefix,
+                           const std::vector<std::string>& ignore_prefixes = {}) {
+  LoadReport report;
+  std::set<std::string> used;
+  module.visit_parameters("", [&](const auto& p) {
+    const std::string key = key_prefix + p.name;
+    if (!source.contains(key)) {
+      report.missing.push_back(p.name);
+      report.missing_kind.push_back(p.kind);
+      return;
+    }
+    used.insert(key);
+    const std::vector<std::int64_t> expected(p.shape.begin(), p.shape.end());
+    const std::vector<std::int64_t> found = source.shape(key);
+    detail::require(detail::squeeze_leading(found) == detail::squeeze_leading(expected), "load_state_dict: ",
+                    source.where(), ": '", key, "' has shape ", detail::shape_str(found), ", expected ",
+                    detail::shape_str(expected));
+    source.read(key, p.data);
+  });
+  for (const std::string& n : source.names()) {
+    if (used.count(n)) continue;
+    bool ignored = false;
+    for (const auto& p : ignore_prefixes) ignored = ignored || n.rfind(p, 0) == 0;
+    if (!ignored) report.unexpected.push_back(n);
+  }
+  return report;
+}
+
+/// Writes every parameter `module` visits under `key_prefix + name` with HF's shapes.
+template <class Module>
+void add_state_dict(const Module& module, io::SafetensorsWriter& writer, const std::string& key_prefix, io::DType dtype) {
+  module.visit_parameters("", [&](const auto& p) {
+    writer.add(key_prefix + p.name, p.data, std::vector<std::int64_t>(p.shape.begin(), p.shape.end()), dtype);
+  });
+}
+
+}  // namespace vitmae

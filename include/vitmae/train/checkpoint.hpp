@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: Apache-2.0
+// Training checkpoints: a folder in HF's layout (config.json, model.safetensors,
+// preprocessor_config.json) plus optimizer.safetensors (the AdamW moments, `exp_avg.<name>` and
+// `exp_avg_sq.<name>`, flat), trainer_state.json and loss.csv. Written atomically: a temporary
+// folder renamed into place, so a reader never sees half of one.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "vitmae/image_processor.hpp"
+#include "vitmae/io/file.hpp"
+#include "vitmae/io/safetensors.hpp"
+#include "vitmae/train/trainer.hpp"
+
+namespace vitmae::train {
+
+/// The history as CSV: step,loss,lr,grad_norm,seconds.
+inline std::string loss_csv(const std::vector<StepRecord>& history) {
+  std::ostringstream s;
+  s.precision(9);
+  s << "step,loss,lr,grad_norm,seconds\n";
+  for (const auto& h : history) s << h.step << ',' << h.loss << ',' << h.lr << ',' << h.grad_norm << ',' << h.seconds << '\n';
+  return s.str();
+}
+
+/// Writes `dir` atomically: config.json, model.safetensors (the model's precision),
+/// preprocessor_config.json, optimizer.safetensors, trainer_state.json, loss.csv. An existing
+/// folder of that name is replaced only once the new one is complete.
+template <class S>
+void save_checkpoint(const Trainer<S>& trainer, const std::string& dir, const ImageProcessor& proc) {
+  namespace fs = std::filesystem;
+  const fs::path final_dir(dir);
+  const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
+  io::make_dirs(parent.string());
+  const std::string pid = std::to_string(static_cast<long>(::getpid()));
+  const fs::path tmp = parent / ("." + final_dir.filename().string() + ".tmp-" + pid);
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  try {
+    trainer.model().save_pretrained(tmp.string());
+    proc.save((tmp / "preprocessor_config.json").string());
+    io::SafetensorsWriter w;
+    w.set_metadata("format", "pt");
+    const io::DType dt = io::dtype_of<S>();
+    const auto& adam = trainer.optimizer();
+    for (const char* prefix : {"exp_avg.", "exp_avg_sq."}) {
+      const ForPreTraining<S>& moments = std::string(prefix) == "exp_avg." ? adam.exp_avg() : adam.exp_avg_sq();
+      moments.visit_parameters("", [&](const Parameter<const S>& p) {
+        if (p.trainable()) w.add(prefix + p.name, p.data, {static_cast<std::int64_t>(p.size)}, dt);
+      });
+    }
+    w.save((tmp / "optimizer.safetensors").string());
+    io::write_file_atomic((tmp / "trainer_state.json").string(), trainer.state_json().dump(2) + "\n");
+    io::write_file_atomic((tmp / "loss.csv").string(), loss_csv(trainer.history()));
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  const fs::path old = parent / ("." + final_dir.filename().string() + ".old-" + pid);
+  if (fs::exists(final_dir)) {
+    fs::rename(final_dir, old, ec);
+    detail::require(!ec, dir, ": cannot move the previous checkpoint aside: ", ec.message());
+  }
+  fs::rename(tmp, final_dir, ec);
+  detail::require(!ec, dir, ": cannot rename the new checkpoint into place: ", ec.message());
+  fs::remove_all(old, ec);
+}
+
+/// Restores weights, optimiser moments, step and loss history from a checkpoint written by
+/// save_checkpoint. The run's options must agree with the checkpoint's on everything that
+/// decides the result: batch, accum, steps (the schedule), seed (the data and masks) and threads
+/// (the summation order of the gradient): each difference is refused, naming both values.
+template <class S>
+void resume(Trainer<S>& trainer, const std::string& dir) {
+  const TrainOptions& opts = trainer.options();
+  const std::string state_path = io::join_path(dir, "trainer_state.json");
+  const nlohmann::json st = io::read_json_file(state_path);
+  auto get_long = [&](const char* k) {
+    detail::require(st.contains(k) && st[k].is_number_integer(), state_path, ": '", k, "' must be an integer");
+    return st[k].get<long>();
+  };
+  const long step = get_long("step");
+  for (const auto& [key, mine] : {std::pair<const char*, long>{"batch", opts.batch}, {"accum", opts.accum}, {"steps", opts.steps},
+                                  {"seed", static_cast<long>(opts.seed)}, {"threads", opts.threads}}) {
+    const long theirs = get_long(key);
+    detail::require(theirs == mine, state_path, ": the checkpoint was trained with ", key, " ", theirs, ", this run asks for ", mine,
+                    "; a resumed run must keep it");
+  }
+  detail::require(step >= 0 && step <= opts.steps, state_path, ": step ", step, " is beyond this run's ", opts.steps, " steps");
+  ForPreTraining<S> loaded = ForPreTraining<S>::from_pretrained(dir);
+  detail::require(loaded.config().to_json() == trainer.model().config().to_json(), dir,
+                  "/config.json: the checkpoint's model differs from this run's --config/--preset");
+  const io::SafetensorsFile opt(io::join_path(dir, "optimizer.safetensors"));
+  auto& adam = trainer.optimizer();
+  for (const char* prefix : {"exp_avg.", "exp_avg_sq."}) {
+    ForPreTraining<S>& moments = std::string(prefix) == "exp_avg." ? adam.exp_avg() : adam.exp_avg_sq();
+    moments.visit_parameters("", [&](const Parameter<S>& p) {
+      if (!p.trainable()) return;
+      const std::string key = prefix + p.name;
+      detail::require(opt.contains(key), opt.path(), ": missing tensor '", key, "'");
+      detail::require(opt.info(key).numel() == p.size, opt.path(), ": tensor '", key, "' has ", opt.info(key).numel(),
+                      " elements, expected ", p.size);
+      opt.read(key, p.data);
+    });
+  }
+  std::vector<StepRecord> history;
+  if (st.contains("history") && st["history"].is_array())
+    for (const auto& h : st["history"])
+      if (h.is_array() && h.size() == 5)
+        history.push_back({h[0].get<long>(), h[1].get<double>(), h[2].get<double>(), h[3].get<double>(), h[4].get<double>()});
+  trainer.restore(std::move(loaded), step, std::move(history));
+}
+
+}  // namespace vitmae::train
