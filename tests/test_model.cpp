@@ -3,6 +3,7 @@
 // and the loader's and forward's errors.
 #include "test_util.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 
@@ -200,8 +201,8 @@ TEST_CASE("forward errors: channels, size without interpolation, noise shape, pa
   CHECK(enc.forward(Tensor<float>({1, 3, 34, 32}), rng, interp).mask.cols() == 64);
 }
 
-TEST_CASE("interpolate_pos_encoding runs non-square inputs, the same size is the stored table") {
-  const auto model = vitmae::ForPreTraining<double>::from_pretrained(test::data("hf/tiny"));
+TEST_CASE("interpolate_pos_encoding on non-square inputs: both tables equal an independent bicubic, the same size is the stored table") {
+  const auto model = vitmae::ForPreTraining<double>::from_pretrained(test::data("hf/tiny_tables"));  // non-zero tables, the decoder's too
   vitmae::ForwardOptions interp;
   interp.interpolate_pos_encoding = true;
   std::mt19937_64 rng(4);
@@ -210,6 +211,54 @@ TEST_CASE("interpolate_pos_encoding runs non-square inputs, the same size is the
   CHECK(out.mask.cols() == 8 * 12);
   CHECK(out.logits[0].rows() == 96);
   CHECK(std::isfinite(out.loss));
+  // The tables' values against an independent bicubic (torch's upsample_bicubic2d written out
+  // from its definition: A = -0.75, align_corners=False, border taps clamped).
+  auto cubic = [](double x) {
+    const double A = -0.75;
+    x = std::abs(x);
+    if (x <= 1) return ((A + 2) * x - (A + 3)) * x * x + 1;
+    if (x < 2) return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
+    return 0.0;
+  };
+  auto taps = [&](Index in, double scale, Index o, Index k) {  // k-th tap of output o: (index, weight)
+    const double src = scale * (static_cast<double>(o) + 0.5) - 0.5;
+    const double i0 = std::floor(src), t = src - i0;
+    const Index idx = std::clamp<Index>(static_cast<Index>(i0) - 1 + k, 0, in - 1);
+    return std::make_pair(idx, cubic(t - static_cast<double>(k - 1)));
+  };
+  const vitmae::Matrix<double>& enc = model.vit.embeddings.position_embeddings;  // (1+64, 64), an 8x8 grid
+  const vitmae::Matrix<double> table = model.vit.embeddings.position_table(32, 48, true);  // 8x12 grid
+  REQUIRE(table.rows() == 1 + 96);
+  CHECK(table.row(0) == enc.row(0));
+  double worst = 0;
+  for (Index oy = 0; oy < 8; ++oy)
+    for (Index ox = 0; ox < 12; ++ox)
+      for (Index d = 0; d < table.cols(); ++d) {
+        double v = 0;
+        for (Index a = 0; a < 4; ++a)
+          for (Index b = 0; b < 4; ++b) {
+            const auto [iy, wy] = taps(8, 8.0 / 8.0, oy, a);
+            const auto [ix, wx] = taps(8, 8.0 / 12.0, ox, b);
+            v += wy * wx * enc(1 + iy * 8 + ix, d);
+          }
+        worst = std::max(worst, std::abs(v - table(1 + oy * 12 + ox, d)));
+      }
+  CHECK(worst < 1e-12);
+  // The decoder's: HF stretches the 64 patch rows as a 1 x 64 strip to 1 x 96 (scale_factor 1.5).
+  const vitmae::Matrix<double>& dec = model.decoder.decoder_pos_embed;
+  const vitmae::Matrix<double> dtable = model.decoder.position_table(96, true);
+  REQUIRE(dtable.rows() == 1 + 96);
+  worst = 0;
+  for (Index o = 0; o < 96; ++o)
+    for (Index d = 0; d < dtable.cols(); ++d) {
+      double v = 0;
+      for (Index k = 0; k < 4; ++k) {
+        const auto [i, w] = taps(64, 1.0 / 1.5, o, k);
+        v += w * dec(1 + i, d);
+      }
+      worst = std::max(worst, std::abs(v - dtable(1 + o, d)));
+    }
+  CHECK(worst < 1e-12);
   CHECK(model.vit.embeddings.position_table(32, 32, true) == model.vit.embeddings.position_embeddings);
   CHECK((model.decoder.position_table(64, true) - model.decoder.decoder_pos_embed).cwiseAbs().maxCoeff() == 0.0);
   // Matches running without the flag at the model's own size.

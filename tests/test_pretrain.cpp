@@ -225,10 +225,27 @@ TEST_CASE("data loader: batch k depends on (seed, k) only, epochs are permutatio
     for (long i = 0; i < n; ++i) seen.insert(one.file_at(e * n + i));
     CHECK(static_cast<long>(seen.size()) == n);
   }
-  // Normalisation: a batch's values are the processor's (x/255 - mean)/std of some view.
-  const vitmae::ImageProcessor p = processor(16);
-  const float lo = static_cast<float>((0.0 - 0.5) / 0.5), hi = static_cast<float>((1.0 - 0.5) / 0.5);
-  for (float v : batches[0].data) REQUIRE((v >= lo && v <= hi));
+  // Normalisation: every value is (q/255 - 0.5)/0.5 for an 8-bit level q (an all-zero batch
+  // would be level 127.5 everywhere), and the batch is not flat.
+  double sum = 0, sq = 0;
+  for (float v : batches[0].data) {
+    const double q = (static_cast<double>(v) * 0.5 + 0.5) * 255.0;
+    REQUIRE(std::abs(q - std::round(q)) < 1e-3);
+    REQUIRE((q > -0.5 && q < 255.5));
+    sum += v, sq += static_cast<double>(v) * v;
+  }
+  const double count = static_cast<double>(batches[0].data.size());
+  CHECK(sq / count - (sum / count) * (sum / count) > 0.01);
+  // Without crop and flip, a sample is the processor's own preprocessing of its file.
+  train::AugmentOptions plain;
+  plain.random_crop = false;
+  plain.hflip = false;
+  train::DataLoader<float> exact(data, processor(16), plain, 3, 7, 1);
+  const vitmae::Tensor<float> b0 = exact.next();
+  for (long i = 0; i < 3; ++i) {
+    const vitmae::Tensor<float> ref = processor(16).preprocess<float>({io::load_image(data.files()[exact.file_at(i)], 3)});
+    CHECK(std::equal(ref.data.begin(), ref.data.end(), b0.data.begin() + i * ref.numel()));
+  }
 }
 
 // ---------------------------------------------------------------- trainer

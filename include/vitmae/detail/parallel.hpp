@@ -51,12 +51,19 @@ inline double product_flops(Index m, Index n, Index k) {
   return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
 }
 
-/// y = x wᵀ (x: (T, in), w: (out, in); y resized to (T, out) only when its shape differs).
+/// y = x wᵀ + b (x: (T, in), w: (out, in), b: (out) or empty for none; y resized to (T, out)
+/// only when its shape differs). Each column block starts from the bias and accumulates the
+/// product: one pass fewer than a product (which zeroes its output) and a bias add.
 template <class Scalar>
-void gemm_nt(const Matrix<Scalar>& x, const Matrix<Scalar>& w, Matrix<Scalar>& y) {
+void gemm_nt(const Matrix<Scalar>& x, const Matrix<Scalar>& w, const RowVector<Scalar>& b, Matrix<Scalar>& y) {
   y.resize(x.rows(), w.rows());
   split_columns(w.rows(), product_flops(x.rows(), w.rows(), x.cols()), [&](Index c0, Index n) {
-    y.middleCols(c0, n).noalias() = x * w.middleRows(c0, n).transpose();
+    if (b.size() == 0) {
+      y.middleCols(c0, n).noalias() = x * w.middleRows(c0, n).transpose();
+      return;
+    }
+    y.middleCols(c0, n).rowwise() = b.segment(c0, n);
+    y.middleCols(c0, n).noalias() += x * w.middleRows(c0, n).transpose();
   });
 }
 

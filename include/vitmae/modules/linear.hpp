@@ -33,8 +33,7 @@ struct Linear {
   /// @throws vitmae::Error on a width mismatch.
   void forward(const Matrix<Scalar>& x, Matrix<Scalar>& y) const {
     detail::require(x.cols() == weight.cols(), "Linear: input has ", x.cols(), " features, expected ", weight.cols());
-    detail::gemm_nt(x, weight, y);  // (tokens, out)
-    if (has_bias) y.rowwise() += bias;
+    detail::gemm_nt(x, weight, bias, y);  // (tokens, out); bias is empty without one
   }
   Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
     Matrix<Scalar> y;
@@ -99,8 +98,7 @@ struct PatchConv2d {
 
   /// cols: im2col of the images (patches, C*p*p) -> y (patches, hidden).
   void forward(const Matrix<Scalar>& cols, Matrix<Scalar>& y) const {
-    detail::gemm_nt(cols, weight, y);  // (patches, hidden)
-    y.rowwise() += bias;
+    detail::gemm_nt(cols, weight, bias, y);  // (patches, hidden)
   }
   /// cols: the forward's input; dy: (patches, hidden). Adds the weight and bias gradients; when
   /// dcols is given, dcols = dy W.

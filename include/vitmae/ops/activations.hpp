@@ -128,13 +128,36 @@ S activation_grad(Activation a, S z) {
   return S(1);
 }
 
-/// The backward of activate_inplace: dy (the gradient of act(z)) becomes the gradient of z.
+/// The backward of activate_inplace: dy (the gradient of act(z)) becomes the gradient of z,
+/// dy *= act'(z). The GELUs, the sigmoid family, tanh and relu use Eigen's vectorised kernels
+/// (the same formulas as activation_grad); mish runs element by element.
 template <class Derived, class DerivedZ>
 inline void activation_backward_inplace(Activation a, const Eigen::DenseBase<DerivedZ>& z, Eigen::DenseBase<Derived>& dy) {
   using Scalar = typename Derived::Scalar;
-  Scalar* g = dy.derived().data();
-  const Scalar* zz = z.derived().data();
-  for (Eigen::Index i = 0; i < dy.size(); ++i) g[i] *= activation_grad<Scalar>(a, zz[i]);
+  auto g = dy.derived().array();
+  const auto v = z.derived().array();
+  const Scalar half(0.5), one(1), k(0.7978845608028654), c(0.044715);
+  switch (a) {
+    case Activation::gelu:
+      g *= half * (one + (v * Scalar(0.7071067811865476)).erf()) + v * (Scalar(-0.5) * v.square()).exp() * Scalar(0.3989422804014327);
+      return;
+    case Activation::gelu_tanh:
+    case Activation::gelu_fast: {
+      const Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> t = (k * (v + c * v.cube())).tanh();
+      g *= half * (one + t) + half * v * (one - t.square()) * k * (one + Scalar(3) * c * v.square());
+      return;
+    }
+    case Activation::relu: g *= (v > Scalar(0)).template cast<Scalar>(); return;
+    case Activation::tanh: g *= one - v.tanh().square(); return;
+    case Activation::linear: return;
+    case Activation::quick_gelu:
+    case Activation::silu:
+    case Activation::sigmoid:
+    case Activation::mish: break;
+  }
+  Scalar* gp = dy.derived().data();
+  const Scalar* zp = z.derived().data();
+  for (Eigen::Index i = 0; i < dy.size(); ++i) gp[i] *= activation_grad<Scalar>(a, zp[i]);
 }
 
 }  // namespace vitmae::ops

@@ -51,11 +51,12 @@ S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, co
   return loss_denominator > S(0) ? c.num / loss_denominator : loss;
 }
 
-/// forward_backward with the batch split into contiguous slices, one per thread, each into its
-/// own gradient twin; the twins are then added into `grads` in slice order (element by element,
-/// the elements split over threads). The result depends on the thread count (summation order)
-/// but not on scheduling: the same threads give the same bits. Keeps its twins and caches
-/// between calls, so a training loop allocates them once.
+/// forward_backward with the batch split into contiguous slices, one per thread: slice 0 adds
+/// into `grads` itself, slice t > 0 into its own gradient twin; the twins are then added into
+/// `grads` in slice order (element by element, the elements split over threads). The result
+/// depends on the thread count (summation order) but not on scheduling: the same threads give
+/// the same bits. Keeps its twins and caches between calls, so a training loop allocates them
+/// once.
 template <class S>
 class ParallelBackward {
  public:
@@ -71,7 +72,7 @@ class ParallelBackward {
     const S den = static_cast<S>(B * (L - ops::num_kept(L, mask_ratio)));
     caches_.resize(static_cast<size_t>(n));
     if (n == 1) return forward_backward(m, pixel_values, noise, grads, static_cast<Matrix<S>*>(nullptr), den, opts, &caches_[0]);
-    if (static_cast<int>(twins_.size()) != n) twins_.assign(static_cast<size_t>(n), zero_grads_like(m));
+    if (static_cast<int>(twins_.size()) != n - 1) twins_.assign(static_cast<size_t>(n - 1), zero_grads_like(m));
     std::vector<S> losses(static_cast<size_t>(n), S(0));
     std::vector<std::string> errors(static_cast<size_t>(n));
     const Index per_image = pixel_values.numel() / std::max<Index>(B, 1);
@@ -83,8 +84,8 @@ class ParallelBackward {
         const Index b0 = B * t / n, b1 = B * (t + 1) / n;
         Tensor<S> part(std::vector<Index>{b1 - b0, pixel_values.size(1), pixel_values.size(2), pixel_values.size(3)});
         std::copy_n(pixel_values.ptr() + b0 * per_image, (b1 - b0) * per_image, part.ptr());
-        Model& g = twins_[static_cast<size_t>(t)];
-        zero_parameters(g);
+        Model& g = t == 0 ? grads : twins_[static_cast<size_t>(t - 1)];
+        if (t > 0) zero_parameters(g);
         losses[static_cast<size_t>(t)] = forward_backward(m, part, Matrix<S>(noise.middleRows(b0, b1 - b0)), g,
                                                           static_cast<Matrix<S>*>(nullptr), den, opts, &caches_[static_cast<size_t>(t)]);
       } catch (const std::exception& e) {
@@ -100,7 +101,7 @@ class ParallelBackward {
   }
 
  private:
-  /// grads[i] += twin_0[i] + twin_1[i] + ..., in that order for every element.
+  /// grads[i] += twin_1[i] + twin_2[i] + ..., in that order for every element.
   void add_twins(Model& grads) {
     const auto out = parameter_list(grads);
     std::vector<std::vector<Parameter<S>>> in;
