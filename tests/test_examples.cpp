@@ -2,6 +2,8 @@
 // vitmae-reconstruct and vitmae-embed end to end on the hf/tiny fixture model and sample photos.
 #include "test_util.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <regex>
@@ -164,5 +166,48 @@ TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which 
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out.find("chelsea.png: masked-patch loss") != std::string::npos);
-  CHECK(io::load_image(dir + "/panel.png", 3).height > 0);
+
+  // The printed numbers against the panel the program drew, computed here from its pixels alone
+  // (not through the library call the program makes): columns original | masked | reconstruction
+  // | pasted, each 64 px scaled 4x, 4 px apart; a patch is masked where the masked column is grey.
+  std::smatch match;
+  REQUIRE(std::regex_search(r.out, match, std::regex("masked-patch loss ([0-9.]+), mean-fill baseline ([0-9.]+)")));
+  const double printed_loss = std::stod(match[1]), printed_baseline = std::stod(match[2]);
+  const io::Image8 panel = io::load_image_raw(dir + "/panel.png");
+  REQUIRE(panel.width == 4 * 256 + 3 * 4);
+  const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
+  auto norm = [&](int column, int y, int x, int c) { return (panel.at(y * 4, x * 4 + column * 260, c) / 255.0 - mean[c]) / stdev[c]; };
+  std::vector<bool> masked(64);
+  double colour[3] = {0, 0, 0};
+  int visible_pixels = 0;
+  for (int l = 0; l < 64; ++l) {
+    bool grey = true;
+    for (int y = 0; y < 8; ++y)
+      for (int x = 0; x < 8; ++x)
+        for (int c = 0; c < 3; ++c) grey = grey && panel.at(((l / 8) * 8 + y) * 4, ((l % 8) * 8 + x) * 4 + 260, c) == 128;
+    masked[static_cast<size_t>(l)] = grey;
+    if (grey) continue;
+    for (int y = 0; y < 8; ++y)
+      for (int x = 0; x < 8; ++x, ++visible_pixels)
+        for (int c = 0; c < 3; ++c) colour[c] += norm(0, (l / 8) * 8 + y, (l % 8) * 8 + x, c);
+  }
+  CHECK(std::count(masked.begin(), masked.end(), true) == 48);
+  double recomputed = 0, drawn = 0;
+  for (int l = 0; l < 64; ++l) {
+    if (!masked[static_cast<size_t>(l)]) continue;
+    double b = 0, d = 0;
+    for (int y = 0; y < 8; ++y)
+      for (int x = 0; x < 8; ++x)
+        for (int c = 0; c < 3; ++c) {
+          const double truth = norm(0, (l / 8) * 8 + y, (l % 8) * 8 + x, c);
+          b += std::pow(colour[c] / visible_pixels - truth, 2);
+          d += std::pow(norm(2, (l / 8) * 8 + y, (l % 8) * 8 + x, c) - truth, 2);
+        }
+    recomputed += b / 192 / 48, drawn += d / 192 / 48;
+  }
+  MESSAGE("printed loss " << printed_loss << ", from the drawn reconstruction " << drawn << "; printed baseline "
+                          << printed_baseline << ", recomputed " << recomputed);
+  CHECK(printed_baseline == doctest::Approx(recomputed).epsilon(1e-5));
+  // The drawn reconstruction is rounded to 8 bits (and clipped to [0, 255]): within 2%.
+  CHECK(printed_loss == doctest::Approx(drawn).epsilon(0.02));
 }

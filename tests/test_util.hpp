@@ -7,11 +7,11 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
 #include <string>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <vector>
@@ -23,14 +23,11 @@ inline std::string data(const std::string& rel) { return std::string(VITMAE_TEST
 /// A fresh scratch folder under the build tree, private to this process (ctest -j runs test
 /// cases in parallel processes).
 inline std::string tmp_dir(const std::string& name) {
-  const std::string root = VITMAE_TEST_TMP;
-  ::mkdir(root.c_str(), 0755);
-  const std::string mine = root + "/" + std::to_string(static_cast<long>(::getpid()));
-  ::mkdir(mine.c_str(), 0755);
-  const std::string d = mine + "/" + name;
-  std::system(("rm -rf '" + d + "'").c_str());
-  ::mkdir(d.c_str(), 0755);
-  return d;
+  const std::filesystem::path d =
+      std::filesystem::path(VITMAE_TEST_TMP) / std::to_string(static_cast<long>(::getpid())) / name;
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d.string();
 }
 
 /// A whole file's bytes ("" when it cannot be read).

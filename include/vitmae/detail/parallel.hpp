@@ -47,6 +47,19 @@ void split_columns(Index n, double flops, F&& f) {
   }
 }
 
+/// Calls f(i) for i in [0, n), the indices handed out to the available threads one at a time
+/// (the per-parameter loops of training: zeroing, summing twins, AdamW, the gradient norm). The
+/// result must not depend on which thread runs an index: each f(i) touches only its own data.
+template <class F>
+void parallel_for(size_t n, F&& f) {
+  const int threads = available_threads();
+  (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1 && n > 1)
+#endif
+  for (size_t i = 0; i < n; ++i) f(i);
+}
+
 inline double product_flops(Index m, Index n, Index k) {
   return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
 }

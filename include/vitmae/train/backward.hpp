@@ -18,12 +18,7 @@ namespace vitmae::train {
 template <class M>
 void zero_parameters(M& m) {
   const auto list = parameter_list(m);
-  const int threads = available_threads();
-  (void)threads;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1)
-#endif
-  for (size_t i = 0; i < list.size(); ++i) list[i].values().setZero();
+  detail::parallel_for(list.size(), [&](size_t i) { list[i].values().setZero(); });
 }
 
 /// A zeroed twin of a model, to accumulate gradients (or optimiser moments) into.
@@ -106,13 +101,9 @@ class ParallelBackward {
     const auto out = parameter_list(grads);
     std::vector<std::vector<Parameter<S>>> in;
     for (Model& t : twins_) in.push_back(parameter_list(t));
-    const int threads = available_threads();
-    (void)threads;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1)
-#endif
-    for (size_t p = 0; p < out.size(); ++p)
+    detail::parallel_for(out.size(), [&](size_t p) {
       for (const auto& twin : in) out[p].values() += twin[p].values();
+    });
   }
 
   std::vector<Model> twins_;

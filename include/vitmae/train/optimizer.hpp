@@ -51,13 +51,8 @@ class AdamW {
     const S b1 = static_cast<S>(opts_.beta1), b2 = static_cast<S>(opts_.beta2), eps = static_cast<S>(opts_.eps);
     const S bc1 = S(1) - static_cast<S>(std::pow(opts_.beta1, static_cast<double>(step_)));
     const S bc2_sqrt = std::sqrt(S(1) - static_cast<S>(std::pow(opts_.beta2, static_cast<double>(step_))));
-    const int threads = available_threads();
-    (void)threads;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1)
-#endif
-    for (size_t k = 0; k < p.size(); ++k) {
-      if (!p[k].trainable()) continue;
+    detail::parallel_for(p.size(), [&](size_t k) {
+      if (!p[k].trainable()) return;
       const double rate = lr * lr_scale(p[k]);
       const S step_size = static_cast<S>(rate) / bc1;
       const S decay = S(1) - static_cast<S>(rate * opts_.weight_decay);
@@ -72,7 +67,7 @@ class AdamW {
         vk[i] = vk[i] * b2 + (S(1) - b2) * gr[i] * gr[i];
         w[i] -= step_size * mk[i] / (std::sqrt(vk[i]) / bc2_sqrt + eps);
       }
-    }
+    });
   }
 
   /// The moments (twins of the model), for saving and resuming.

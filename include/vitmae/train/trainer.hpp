@@ -97,16 +97,11 @@ class Trainer {
     const auto g = parameter_list(grads_);
     std::vector<double> sq(g.size(), 0.0);
     const S inv_accum = S(1) / static_cast<S>(opts_.accum);
-    const int threads = available_threads();
-    (void)threads;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic) if (threads > 1)
-#endif
-    for (size_t k = 0; k < g.size(); ++k) {
-      if (!g[k].trainable()) continue;
+    detail::parallel_for(g.size(), [&](size_t k) {
+      if (!g[k].trainable()) return;
       if (opts_.accum > 1) g[k].values() *= inv_accum;
       sq[k] = static_cast<double>(g[k].values().squaredNorm());
-    }
+    });
     double total = 0;
     for (double v : sq) total += v;
     const double norm = std::sqrt(total);
