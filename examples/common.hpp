@@ -1,27 +1,52 @@
 // SPDX-License-Identifier: Apache-2.0
 // Shared by the example programs: argument parsing helpers and the error convention
-// (one line on stderr, exit 1; usage errors exit 2).
+// (one line on stderr, exit 1; usage errors exit 2; running out of memory says while doing what).
 #pragma once
 
 #include <vitmae/vitmae.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 namespace examples {
 
+/// A usage error (exit 2): a missing or bad flag, printed with the synopsis; or, with
+/// `with_usage` false, a flag that contradicts something on disk (a checkpoint being resumed),
+/// printed as the one line it is.
 struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+  explicit UsageError(const std::string& what, bool with_usage = true) : std::runtime_error(what), with_usage(with_usage) {}
+  bool with_usage = true;
 };
+
+/// What the program is doing, for the message of an allocation that fails ("allocating the
+/// model ..."); set it before each large step with doing().
+inline std::string& activity() {
+  static std::string what;
+  return what;
+}
+inline void doing(std::string what) { activity() = std::move(what); }
+
+/// "1.2e+09 parameters, 4.8 GB as float32" for a config, for activity().
+inline std::string model_size(const vitmae::Config& c, bool for_pre_training) {
+  double n = 0;
+  for (const auto& t : vitmae::parameter_specs(c, for_pre_training)) {
+    double k = 1;
+    for (std::int64_t d : t.shape) k *= static_cast<double>(d);
+    n += k;
+  }
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.3g parameters, %.3g GB as float32", n, n * 4 / 1e9);
+  return buf;
+}
 
 /// The value after argv[i] (advancing i), or a usage error naming the flag.
 inline std::string value(int argc, char** argv, int& i) {
@@ -45,6 +70,15 @@ inline double to_double(const std::string& flag, const std::string& v) {
   return x;
 }
 
+/// A usage error unless `name` is one of Config::preset's.
+inline void check_preset(const std::string& name) {
+  try {
+    vitmae::Config::preset(name);
+  } catch (const vitmae::Error&) {
+    throw UsageError("--preset expects mae-vit-base, mae-vit-large or mae-vit-huge, got '" + name + "'");
+  }
+}
+
 /// Threads for Eigen's products (OpenMP builds); 0 keeps the default (all cores).
 inline void set_threads(int n) {
 #ifdef _OPENMP
@@ -57,26 +91,34 @@ inline void set_threads(int n) {
 #endif
 }
 
-/// Keeps freed memory in the process instead of returning it to the kernel after every large
-/// matrix (glibc): training frees and re-allocates the same buffers each step, and returning them
-/// cost a third of the time in system calls and page faults (measured with vitmae-pretrain).
-inline void tune_allocator() {
-#if defined(__GLIBC__)
-  mallopt(M_MMAP_THRESHOLD, 256 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_TOP_PAD, 64 << 20);
-#endif
+/// The "usage:" lines at the top of a program's help text (up to its first unindented line).
+inline std::string synopsis(const std::string& usage) {
+  size_t end = 0;
+  do {
+    const size_t nl = usage.find('\n', end);
+    end = nl == std::string::npos ? usage.size() : nl + 1;
+  } while (end < usage.size() && usage[end] == ' ');
+  return usage.substr(0, end);
 }
 
-/// Runs `body`, mapping usage errors to exit 2 (with the usage text) and others to exit 1.
+/// Runs `body`, mapping usage errors to exit 2 (with the synopsis) and others to exit 1, each
+/// on one line; a failed allocation becomes "vitmae: out of memory while <activity()>".
 template <class F>
 int run_main(const char* program, const char* usage, F&& body) {
   try {
     body();
     return 0;
   } catch (const UsageError& e) {
-    std::cerr << program << ": " << e.what() << "\n" << usage;
+    if (!e.with_usage) {
+      std::cerr << e.what() << "\n";
+    } else {
+      std::cerr << program << ": " << e.what() << "\n" << synopsis(usage) << "run '" << program
+                << " --help' for every flag and its default\n";
+    }
     return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "vitmae: out of memory" << (activity().empty() ? "" : " while " + activity()) << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << e.what() << "\n";
     return 1;

@@ -13,9 +13,18 @@ namespace {
 constexpr const char* kUsage =
     "usage: vitmae-embed --model DIR --image PATH [--image PATH ...] --out FEATURES.safetensors\n"
     "                    [--npy PREFIX] [--batch N] [--mask-ratio R] [--seed N] [--threads N]\n"
-    "Writes 'cls' and 'mean' [images, hidden] (float32, one row per image in input order; the\n"
-    "image paths are in the metadata); --npy also writes PREFIX_cls.npy and PREFIX_mean.npy.\n"
-    "--mask-ratio defaults to 0 (every patch seen); --batch images per forward pass (default 8).\n";
+    "Per image, the CLS token and the mean of the patch tokens of ViTMAEModel's last_hidden_state.\n"
+    "  --model DIR       (required) an HF checkpoint folder (its preprocessor_config.json decides the\n"
+    "                    preprocessing; without one, ViTImageProcessor's defaults at the model's size)\n"
+    "  --image PATH      (required, one or more) an image: PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR\n"
+    "  --out FILE        (required) writes 'cls' and 'mean' [images, hidden] (float32, one row per\n"
+    "                    image in input order; the image paths are in the metadata)\n"
+    "  --npy PREFIX      also write PREFIX_cls.npy and PREFIX_mean.npy (default: none)\n"
+    "  --batch N         images per forward pass; the features do not depend on it (default 8)\n"
+    "  --mask-ratio R    fraction of patches hidden, in [0, 1) (default 0: every patch seen)\n"
+    "  --seed N          draws the masks when --mask-ratio is above 0 (default 0)\n"
+    "  --threads N       threads for the matrix products (default: all cores)\n"
+    "  -h, --help        print this text and exit\n";
 
 /// A NumPy .npy (format 1.0, little-endian float32, C order).
 std::string npy(const std::vector<float>& data, long rows, long cols) {
@@ -59,6 +68,7 @@ int main(int argc, char** argv) {
     }
     if (model_dir.empty() || images.empty() || out.empty()) throw examples::UsageError("--model, --image and --out are required");
 
+    examples::doing("loading the model " + model_dir);
     auto model = vitmae::ViTMAEModel<float>::from_pretrained(model_dir);
     model.config.mask_ratio = mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config);
@@ -70,6 +80,7 @@ int main(int argc, char** argv) {
       const long n = std::min(batch, N - start);
       std::vector<vitmae::io::Image8> imgs;
       for (long k = 0; k < n; ++k) imgs.push_back(vitmae::io::load_image(images[static_cast<size_t>(start + k)], static_cast<int>(model.config.num_channels)));
+      examples::doing("embedding images " + std::to_string(start + 1) + " to " + std::to_string(start + n));
       const vitmae::Tensor<float> px = proc.preprocess<float>(imgs);
       vitmae::ForwardOptions opts;
       opts.interpolate_pos_encoding = px.size(2) != model.config.image_size || px.size(3) != model.config.image_size;

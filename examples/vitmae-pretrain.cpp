@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <regex>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -17,39 +18,76 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitmae-pretrain --data DIR|LIST --out DIR [--config config.json | --preset NAME | --init DIR]\n"
-    "                       [--steps N | --epochs N] [--batch B] [--accum N] [--base-lr X | --lr X] [--min-lr X]\n"
-    "                       [--warmup N] [--weight-decay X] [--clip-grad X] [--mask-ratio R] [--seed N]\n"
-    "                       [--resume DIR] [--save-every N] [--keep N] [--threads N] [--workers N]\n"
-    "                       [--scale-min X] [--no-flip] [--vflip] [--transpose] [--channel-shuffle]\n"
-    "                       [--shorter-side N] [--log-every N]\n"
-    "  --data      a folder of images (searched recursively) or a text file listing image paths\n"
-    "  --out       where checkpoints go: OUT/checkpoint-STEP every --save-every steps (the last --keep\n"
-    "              kept), OUT/final at the end, OUT/loss.csv and OUT/loss.svg; each checkpoint holds\n"
-    "              config.json, model.safetensors, preprocessor_config.json, optimizer.safetensors,\n"
-    "              trainer_state.json and loss.csv, and is written atomically\n"
-    "  --config    the model to train from scratch (HF config.json); --preset mae-vit-base|large|huge;\n"
-    "              --init DIR starts from a checkpoint's weights instead of a random initialisation\n"
-    "  --steps     optimiser steps (default 1000); --epochs N sets steps to N passes over the data\n"
-    "  --batch     images per micro-batch (default 64); --accum micro-batches per step (default 1)\n"
-    "  --base-lr   MAE's base learning rate (default 1.5e-4), scaled by batch*accum/256; --lr sets\n"
-    "              the peak rate directly. --warmup steps of linear warm-up (default 5% of steps),\n"
-    "              then cosine decay to --min-lr (default 0)\n"
-    "  --resume    continue from a checkpoint of the same run (same --batch, --accum, --steps)\n"
-    "  --threads   threads over the batch (default: all cores); --workers image-decoding threads (1)\n"
-    "  --shorter-side  shrink each image once, on decoding, to this shorter side when it is longer\n"
-    "              (default 4x the model's image size; 0 keeps full size: exact torchvision crops,\n"
-    "              slower); --scale-min the smallest crop area (0.2); --no-flip no mirroring\n"
-    "  --vflip, --transpose, --channel-shuffle  extra augmentation for small datasets (not MAE's\n"
-    "              recipe): upside-down views, swapped axes (all 8 orientations with the flips),\n"
-    "              permuted RGB channels, each with probability 1/2\n";
+    "usage: vitmae-pretrain --data DIR|LIST --out DIR\n"
+    "                       (--config FILE | --preset NAME | --init DIR | --resume DIR)\n"
+    "                       [--steps N | --epochs N] [--batch B] [--accum N] [--base-lr X | --lr X]\n"
+    "                       [--min-lr X] [--warmup N] [--weight-decay X] [--clip-grad X]\n"
+    "                       [--mask-ratio R] [--seed N] [--save-every N] [--keep N] [--threads N]\n"
+    "                       [--workers N] [--log-every N] [--scale-min X] [--shorter-side N] [--no-flip]\n"
+    "                       [--vflip] [--transpose] [--channel-shuffle] [--skip-bad-images]\n"
+    "Data and output:\n"
+    "  --data DIR|LIST     (required) a folder of images (searched recursively) or a text file listing\n"
+    "                      image paths, one a line\n"
+    "  --out DIR           (required) OUT/checkpoint-STEP every --save-every steps, OUT/final at the end,\n"
+    "                      OUT/loss.csv and OUT/loss.svg; each checkpoint holds config.json,\n"
+    "                      model.safetensors, preprocessor_config.json, optimizer.safetensors,\n"
+    "                      trainer_state.json and loss.csv, and is written atomically\n"
+    "  --skip-bad-images   decode every image once at the start, leave out those that cannot be read\n"
+    "                      (saying how many and which) and train on the rest (default: off, the first\n"
+    "                      damaged image a batch needs ends the run, naming the file)\n"
+    "The model (required: --config, --preset, --init or --resume):\n"
+    "  --config FILE       train from scratch the model an HF config.json describes (required, or one of\n"
+    "                      the next three)\n"
+    "  --preset NAME       train from scratch mae-vit-base, mae-vit-large or mae-vit-huge (required, or\n"
+    "                      another of the four)\n"
+    "  --init DIR          start from a checkpoint's weights as a new run, with a fresh optimiser and\n"
+    "                      schedule (required, or another of the four)\n"
+    "  --resume DIR        continue a run from one of its checkpoints, bit for bit (required, or another\n"
+    "                      of the four). The run must keep the checkpoint's --batch, --accum, --steps,\n"
+    "                      --seed and --threads: a different --steps, --seed or --threads is refused\n"
+    "                      (exit 2), naming both values\n"
+    "Schedule and optimiser (MAE's recipe: AdamW betas 0.9/0.95, warm-up then cosine decay):\n"
+    "  --steps N           optimiser steps (default 1000)\n"
+    "  --epochs N          instead of --steps: N passes over the data (default: use --steps)\n"
+    "  --batch B           images per micro-batch (default 64)\n"
+    "  --accum N           micro-batches per optimiser step (default 1)\n"
+    "  --base-lr X         MAE's base learning rate (default 1.5e-4); the peak rate is\n"
+    "                      base-lr * batch * accum / 256, so a small batch trains slowly: --batch 8 gives\n"
+    "                      1.5e-4 * 8 / 256 = 4.7e-6, and a short run learns nothing visible. For short\n"
+    "                      runs and small batches set the peak with --lr (the bundled model: --lr 1e-3)\n"
+    "  --lr X              the peak learning rate itself, overriding --base-lr (default: from --base-lr)\n"
+    "  --min-lr X          the floor of the cosine decay (default 0)\n"
+    "  --warmup N          steps of linear warm-up (default 5% of the steps)\n"
+    "  --weight-decay X    AdamW's decoupled weight decay, on weights only (default 0.05)\n"
+    "  --clip-grad X       clip the gradient's global norm to X (default 0: no clipping)\n"
+    "  --mask-ratio R      fraction of patches hidden, in (0, 1) (default: the config's, 0.75 in HF's)\n"
+    "  --seed N            seeds the initial weights, the data order, the crops and the masks (default 0)\n"
+    "Augmentation (MAE's recipe: random resized crop, horizontal flip):\n"
+    "  --scale-min X       smallest crop, as a fraction of the image's area, in (0, 1] (default 0.2)\n"
+    "  --shorter-side N    shrink each image once, on decoding, to this shorter side when it is longer\n"
+    "                      (default 4x the model's image size; 0 keeps full size: exact torchvision\n"
+    "                      crops, slower)\n"
+    "  --no-flip           no horizontal mirroring (default: mirror with probability 1/2)\n"
+    "  --vflip             also turn views upside down, probability 1/2 (default: off; not MAE's recipe)\n"
+    "  --transpose         also swap rows and columns of square views, probability 1/2; with both flips\n"
+    "                      all 8 orientations (default: off; not MAE's recipe)\n"
+    "  --channel-shuffle   also permute the RGB channels at random, probability 1/2 (default: off; not\n"
+    "                      MAE's recipe)\n"
+    "Running:\n"
+    "  --save-every N      write OUT/checkpoint-STEP every N steps (default 500; 0: only OUT/final)\n"
+    "  --keep N            how many of those to keep, the newest (default 2)\n"
+    "  --threads N         threads over the batch; the result depends on it (default: all cores)\n"
+    "  --workers N         image-decoding threads that build batches ahead (default 1)\n"
+    "  --log-every N       print the loss every N steps (default: every step on a terminal, else 100\n"
+    "                      lines a run)\n"
+    "  -h, --help          print this text and exit\n";
 
 struct Args {
   std::string data, out, config, preset, init, resume;
   long steps = 0, epochs = 0, save_every = 500, log_every = 0;
   int keep = 2, workers = 1, threads = 0, shorter_side = -1;
   double mask_ratio = -1, scale_min = 0.2;
-  bool flip = true, vflip = false, transpose = false, channel_shuffle = false;
+  bool flip = true, vflip = false, transpose = false, channel_shuffle = false, skip_bad_images = false;
   vitmae::train::TrainOptions train;
 };
 
@@ -89,6 +127,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--vflip") a.vflip = true;
     else if (f == "--transpose") a.transpose = true;
     else if (f == "--channel-shuffle") a.channel_shuffle = true;
+    else if (f == "--skip-bad-images") a.skip_bad_images = true;
     else if (f == "--log-every") a.log_every = integer(1, 1'000'000'000);
     else if (f == "-h" || f == "--help") {
       std::cout << kUsage;
@@ -99,6 +138,7 @@ Args parse(int argc, char** argv) {
   if (!a.config.empty() + !a.preset.empty() + !a.init.empty() > 1) throw UsageError("give one of --config, --preset, --init");
   if (a.config.empty() && a.preset.empty() && a.init.empty() && a.resume.empty())
     throw UsageError("give the model: --config, --preset, --init or --resume");
+  if (!a.preset.empty()) examples::check_preset(a.preset);
   if (a.steps && a.epochs) throw UsageError("give --steps or --epochs, not both");
   if (!(a.train.base_lr > 0) || a.train.lr < 0 || a.train.min_lr < 0 || a.train.weight_decay < 0 || a.train.clip_grad < 0)
     throw UsageError("learning rates must be positive, --min-lr, --weight-decay and --clip-grad non-negative");
@@ -123,7 +163,6 @@ int main(int argc, char** argv) {
     using vitmae::ForPreTraining;
     Args a = parse(argc, argv);
     examples::set_threads(a.threads);
-    examples::tune_allocator();
     a.train.threads = a.threads > 0 ? a.threads : vitmae::available_threads();
 
     // The model: a checkpoint to start from, or a config/preset initialised as MAE does.
@@ -132,11 +171,14 @@ int main(int argc, char** argv) {
       if (!a.config.empty() || !a.preset.empty()) {
         vitmae::Config cfg = a.config.empty() ? vitmae::Config::preset(a.preset) : vitmae::Config::load(a.config);
         if (a.mask_ratio > 0) cfg.mask_ratio = a.mask_ratio;
+        examples::doing("allocating the model of " + (a.config.empty() ? "preset " + a.preset : a.config) + " (" +
+                        examples::model_size(cfg, true) + ")");
         ForPreTraining<Scalar> m(cfg);
         auto rng = vitmae::seeded_rng(a.train.seed, 0x494E4954ull);  // "INIT"
         m.init_weights(rng);
         return m;
       }
+      examples::doing("loading the model " + source);
       ForPreTraining<Scalar> m = ForPreTraining<Scalar>::from_pretrained(source);
       if (a.mask_ratio > 0) m.config().mask_ratio = a.mask_ratio;
       return m;
@@ -153,15 +195,38 @@ int main(int argc, char** argv) {
     }
 
     const int shorter = a.shorter_side >= 0 ? a.shorter_side : 4 * static_cast<int>(std::max(proc.height, proc.width));
-    const auto data = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
+    examples::doing("reading the images of " + a.data);
+    auto data = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
+    if (a.skip_bad_images) {
+      const size_t all = data.size();
+      const auto skipped = data.skip_unreadable(std::max(a.workers, a.train.threads));
+      if (skipped.empty()) std::fprintf(stderr, "vitmae-pretrain: --skip-bad-images: all %zu images can be read\n", all);
+      else std::fprintf(stderr, "vitmae-pretrain: --skip-bad-images: left out %zu of %zu images, which cannot be read:\n", skipped.size(), all);
+      const size_t shown = 10;
+      for (size_t i = 0; i < skipped.size() && i < shown; ++i) std::fprintf(stderr, "  %s\n", skipped[i].reason.c_str());
+      if (skipped.size() > shown) std::fprintf(stderr, "  ... and %zu more\n", skipped.size() - shown);
+    }
     if (a.epochs) {
       const long per_step = static_cast<long>(a.train.batch) * a.train.accum;
       a.train.steps = (a.epochs * static_cast<long>(data.size()) + per_step - 1) / per_step;
     } else if (a.steps) {
       a.train.steps = a.steps;
     }
+    examples::doing("allocating the trainer (gradients and AdamW moments: 3 more copies of the model)");
     vitmae::train::Trainer<Scalar> trainer(std::move(model), a.train);
-    if (!a.resume.empty()) vitmae::train::resume(trainer, a.resume);
+    if (!a.resume.empty()) {
+      examples::doing("loading the checkpoint " + a.resume);
+      try {
+        vitmae::train::resume(trainer, a.resume);
+      } catch (const vitmae::Error& e) {
+        // A --steps, --seed or --threads that differs from the checkpoint's is the user's to
+        // change: a usage error, its one line. (A different --batch or --accum still exits 1,
+        // which tests/test_pretrain.cpp asserts.)
+        static const std::regex refusal("trained with (batch|accum|steps|seed|threads) -?[0-9]+, this run asks for -?[0-9]+; a resumed run must keep it$");
+        if (std::regex_search(e.what(), refusal)) throw examples::UsageError(e.what(), false);
+        throw;
+      }
+    }
     if (a.mask_ratio > 0) trainer.model().config().mask_ratio = a.mask_ratio;
     const auto& opts = trainer.options();
 
@@ -211,8 +276,21 @@ int main(int argc, char** argv) {
     const long first = trainer.step();
     double avg_loss = 0;
     long avg_n = 0;
+    examples::doing("training");
+    auto next_batch = [&] {
+      try {
+        return loader.next();
+      } catch (const vitmae::Error& e) {
+        // An image that cannot be read names itself; say how to train on without it.
+        const std::string what = e.what();
+        for (const std::string& f : data.files())
+          if (what.rfind("vitmae: " + f + ": ", 0) == 0)
+            throw vitmae::Error(what + " (--skip-bad-images leaves out the images that cannot be read)");
+        throw;
+      }
+    };
     while (trainer.step() < opts.steps) {
-      const auto r = trainer.train_step([&] { return loader.next(); });
+      const auto r = trainer.train_step(next_batch);
       avg_loss += r.loss, ++avg_n;
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const long done = trainer.step() - first;

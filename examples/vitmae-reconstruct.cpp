@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // vitmae-reconstruct: hide part of each image, let the model paint it back, and write a panel
-// original | masked | reconstruction | reconstruction + visible; print the masked-patch loss
-// beside a mean-fill baseline's.
+// original | masked | reconstruction | reconstruction + visible (PNG, JPEG or BMP); print the
+// masked-patch loss beside a mean-fill baseline's.
 #include "common.hpp"
 
 #include <cstdio>
@@ -12,12 +12,22 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitmae-reconstruct [--model DIR] [--image PATH ...] [--out panel.png] [--mask-ratio R]\n"
+    "usage: vitmae-reconstruct [--model DIR] [--image PATH ...] [--out PANEL] [--mask-ratio R]\n"
     "                          [--seed N] [--threads N]\n"
-    "Defaults: the bundled model (examples/model), the bundled photo (examples/data/chelsea.png),\n"
-    "panel.png, the model's mask ratio, seed 0, all cores. Prints per image the masked-patch loss\n"
-    "(the model's normalised pixel space) and the loss of filling masked patches with the mean\n"
-    "colour of the visible ones.\n";
+    "Hides part of each image, lets the model paint it back and writes a panel, one row per image:\n"
+    "original | masked | reconstruction | reconstruction + visible. Prints per image the masked-patch\n"
+    "loss (the model's normalised pixel space) and the loss of filling masked patches with the mean\n"
+    "colour of the visible ones.\n"
+    "  --model DIR      a ViTMAEForPreTraining checkpoint folder (default: the bundled model,\n"
+    "                   examples/model)\n"
+    "  --image PATH     an image, repeatable: PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR (default: the\n"
+    "                   bundled photo, examples/data/chelsea.png)\n"
+    "  --out PANEL      the panel, in the format its extension names: .png, .jpg/.jpeg (quality 95) or\n"
+    "                   .bmp (default panel.png)\n"
+    "  --mask-ratio R   fraction of patches hidden, in (0, 1) (default: the model's, 0.75 in HF's)\n"
+    "  --seed N         draws the masks (default 0)\n"
+    "  --threads N      threads for the matrix products (default: all cores)\n"
+    "  -h, --help       print this text and exit\n";
 
 }  // namespace
 
@@ -42,6 +52,8 @@ int main(int argc, char** argv) {
         return;
       } else throw examples::UsageError("unknown argument '" + a + "'");
     }
+    if (vitmae::io::image_format_for_path(out).empty())
+      throw examples::UsageError("--out must end in .png, .jpg, .jpeg or .bmp (the panel's format), got '" + out + "'");
     if (model_dir.empty()) {
       model_dir = VITMAE_DEFAULT_MODEL_DIR;
       vitmae::detail::require(vitmae::io::dir_exists(model_dir), model_dir,
@@ -50,9 +62,11 @@ int main(int argc, char** argv) {
     if (images.empty()) images.push_back(VITMAE_DEFAULT_IMAGE);
 
     using Scalar = float;
+    examples::doing("loading the model " + model_dir);
     auto model = vitmae::ViTMAEForPreTraining<Scalar>::from_pretrained(model_dir);
     if (mask_ratio > 0) model.config().mask_ratio = mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config());
+    examples::doing("reconstructing " + std::to_string(images.size()) + " image" + (images.size() == 1 ? "" : "s"));
     std::vector<vitmae::io::Image8> resized;
     for (const auto& path : images) resized.push_back(proc.resize(vitmae::io::load_image(path, static_cast<int>(model.config().num_channels))));
     vitmae::ImageProcessor no_resize = proc;
@@ -76,7 +90,7 @@ int main(int argc, char** argv) {
     }
     vitmae::PanelLayout layout;
     layout.scale = vitmae::PanelLayout::scale_for(static_cast<int>(H), static_cast<int>(W));
-    vitmae::io::save_png(out, vitmae::make_panel(rows, layout));
+    vitmae::io::save_image(out, vitmae::make_panel(rows, layout));  // atomic, in the format --out names
     std::printf("wrote %s (%zu row%s: original | masked %.0f%% | reconstruction | reconstruction + visible)\n", out.c_str(),
                 rows.size(), rows.size() == 1 ? "" : "s", 100.0 * model.config().mask_ratio);
   });

@@ -14,11 +14,25 @@ constexpr const char* kUsage =
     "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
     "                  [--interpolate-pos-encoding] [--dtype float32|float64]\n"
     "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME]\n"
-    "DIR: an HF checkpoint folder (safetensors, sharded, pytorch_model.bin) or an MAE-release\n"
-    "folder/.pth file; --preset mae-vit-base|mae-vit-large|mae-vit-huge when it has no config.json.\n"
-    "IN holds pixel_values [B,C,H,W] and optionally noise [B,L] (without it, noise is drawn\n"
-    "from --seed, default 0). OUT gets last_hidden_state, mask, ids_restore and, when the\n"
-    "checkpoint has a decoder, logits and loss; hidden_states.i / attentions.i when asked.\n";
+    "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names.\n"
+    "  --model DIR                 (required) an HF checkpoint folder (safetensors, sharded,\n"
+    "                              pytorch_model.bin) or an MAE-release folder or .pth file\n"
+    "  --input IN                  (required) a safetensors file holding pixel_values [B,C,H,W] and\n"
+    "                              optionally noise [B,L], which decides the masking\n"
+    "  --output OUT                (required) gets last_hidden_state, mask, ids_restore and, when the\n"
+    "                              checkpoint has a decoder, logits and loss\n"
+    "  --interpolate-pos-encoding  accept images of another size than the config's, interpolating the\n"
+    "                              position tables as HF does (default: off)\n"
+    "  --dtype float32|float64     the precision of the computation and of OUT (default float32)\n"
+    "  --hidden-states             also write hidden_states.i, every layer's input and the last\n"
+    "                              layer's output (default: off)\n"
+    "  --attentions                also write attentions.i, every layer's attention probabilities\n"
+    "                              [B, heads, T, T] (default: off)\n"
+    "  --seed N                    draws the noise when IN has none (default 0)\n"
+    "  --preset NAME               mae-vit-base, mae-vit-large or mae-vit-huge: the sizes of the MAE\n"
+    "                              release, for a checkpoint without config.json (default: none, read\n"
+    "                              DIR's config.json)\n"
+    "  -h, --help                  print this text and exit\n";
 
 struct Args {
   std::string model, input, output, dtype = "float32", preset;
@@ -50,6 +64,7 @@ Args parse(int argc, char** argv) {
     throw UsageError("--model, --input and --output are required");
   if (a.dtype != "float32" && a.dtype != "float64")
     throw UsageError("--dtype expects float32 or float64, got '" + a.dtype + "'");
+  if (!a.preset.empty()) examples::check_preset(a.preset);
   return a;
 }
 
@@ -63,12 +78,20 @@ void add_stack(vitmae::io::SafetensorsWriter& w, const std::string& name, const 
 }
 
 template <class Scalar>
+std::string forward_activity(const Args& a, const vitmae::Tensor<Scalar>& pixels) {
+  return "running the model on " + a.input + "'s pixel_values " + vitmae::detail::shape_str(pixels.shape) +
+         (a.attentions ? " with --attentions" : "");
+}
+
+template <class Scalar>
 void run(const Args& a) {
   using namespace vitmae;
   const io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64 : io::DType::F32;
   const Config config = checkpoint_config(a.model, a.preset);
   const auto weights = vitmae::open_pretrained_weights(a.model);
   const bool pretraining = ForPreTraining<Scalar>::has_decoder(*weights);
+  // Before allocating: every tensor's shape against what the config implies.
+  check_weights_fit(config, *weights, pretraining, checkpoint_config_name(a.model, a.preset));
 
   io::SafetensorsFile in(a.input);
   detail::require(in.contains("pixel_values"), a.input, ": no tensor 'pixel_values'");
@@ -94,13 +117,17 @@ void run(const Args& a) {
 
   PreTrainingOutput<Scalar> out;
   std::int64_t heads = config.num_attention_heads;
+  examples::doing("allocating the model of " + checkpoint_config_name(a.model, a.preset) + " (" +
+                  examples::model_size(config, pretraining) + ")");
   if (pretraining) {
     ForPreTraining<Scalar> model(config);
     model.load_weights(*weights);
+    examples::doing(forward_activity(a, pixels));
     out = model.forward(pixels, noise, opts);
   } else {
     Model<Scalar> model(config);
     model.load_weights(*weights);
+    examples::doing(forward_activity(a, pixels));
     ModelOutput<Scalar> enc = model.forward(pixels, noise, opts);
     out.last_hidden_state = std::move(enc.last_hidden_state);
     out.mask = std::move(enc.mask);
@@ -109,6 +136,7 @@ void run(const Args& a) {
     out.attentions = std::move(enc.attentions);
   }
 
+  examples::doing("writing " + a.output);
   io::SafetensorsWriter w;
   const std::int64_t T = out.last_hidden_state.empty() ? 1 : out.last_hidden_state[0].rows();
   add_stack(w, "last_hidden_state", out.last_hidden_state, {B, T, config.hidden_size}, dtype);

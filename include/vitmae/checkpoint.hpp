@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // ViTMAE checkpoints: the MAE release's timm names mapped to HF's, the weights and config of a
-// checkpoint path as from_pretrained reads them, and save_pretrained's folder. The io/ headers
+// checkpoint path as from_pretrained reads them, the check that they fit each other before a
+// model is allocated, and save_pretrained's folder. The io/ headers
 // below it know no model; this one knows ViTMAE's names.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -99,6 +101,94 @@ inline std::shared_ptr<io::TensorSource> open_pretrained_weights(const std::stri
 /// Config of a checkpoint: its config.json (beside a weights file, or in the folder), or a preset.
 inline Config checkpoint_config(const std::string& path, const std::string& preset) {
   return preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset);
+}
+
+/// The tensors of ViTMAEModel (`for_pre_training` false: its unprefixed names) or of
+/// ViTMAEForPreTraining (`vit.` and `decoder.` names) for `c`, in visit_parameters order, with
+/// HF's shapes and kinds, computed without allocating anything: what a checkpoint is checked
+/// against before its model is built. It restates the modules' visit_parameters (the one list of
+/// names) as sizes; tests/test_new_user.cpp holds the two equal for several configs.
+inline std::vector<TensorSpec> parameter_specs(const Config& c, bool for_pre_training) {
+  std::vector<TensorSpec> out;
+  auto v = [](const char* key, std::int64_t x) { return std::string(key) + " " + std::to_string(x); };
+  const std::int64_t positions = 1 + c.num_patches(), P = c.patch_size * c.patch_size * c.num_channels;
+  const std::string pos = "1 + (image_size " + std::to_string(c.image_size) + " / patch_size " + std::to_string(c.patch_size) +
+                          ")^2 = " + std::to_string(positions) + " positions";
+  const std::string pred = "patch_size " + std::to_string(c.patch_size) + "^2 * num_channels " + std::to_string(c.num_channels) +
+                           " = " + std::to_string(P) + " values per patch";
+  auto add = [&](const std::string& name, std::vector<std::int64_t> shape, ParamKind kind, std::vector<std::string> from) {
+    out.push_back({name, std::move(shape), kind, std::move(from)});
+  };
+  auto linear = [&](const std::string& p, std::int64_t in, const std::string& in_from, std::int64_t o, const std::string& o_from,
+                    bool bias = true) {
+    add(p + "weight", {o, in}, ParamKind::weight, {o_from, in_from});
+    if (bias) add(p + "bias", {o}, ParamKind::bias, {o_from});
+  };
+  auto layer_norm = [&](const std::string& p, std::int64_t n, const std::string& n_from) {
+    add(p + "weight", {n}, ParamKind::norm, {n_from});
+    add(p + "bias", {n}, ParamKind::bias, {n_from});
+  };
+  // One Layer: HF's ViTMAELayer, with the encoder's or the decoder's sizes.
+  auto layer = [&](const std::string& p, std::int64_t h, const char* h_key, std::int64_t i, const char* i_key) {
+    const std::string hf = v(h_key, h), f = v(i_key, i);
+    for (const char* q : {"query.", "key.", "value."}) linear(p + "attention.attention." + q, h, hf, h, hf, c.qkv_bias);
+    linear(p + "attention.output.dense.", h, hf, h, hf);
+    linear(p + "intermediate.dense.", h, hf, i, f);
+    linear(p + "output.dense.", i, f, h, hf);
+    layer_norm(p + "layernorm_before.", h, hf);
+    layer_norm(p + "layernorm_after.", h, hf);
+  };
+  const std::string e = for_pre_training ? "vit." : "";
+  const std::string hidden = v("hidden_size", c.hidden_size);
+  add(e + "embeddings.cls_token", {1, 1, c.hidden_size}, ParamKind::token, {"", "", hidden});
+  add(e + "embeddings.position_embeddings", {1, positions, c.hidden_size}, ParamKind::fixed_table, {"", pos, hidden});
+  add(e + "embeddings.patch_embeddings.projection.weight", {c.hidden_size, c.num_channels, c.patch_size, c.patch_size},
+      ParamKind::weight, {hidden, v("num_channels", c.num_channels), v("patch_size", c.patch_size), v("patch_size", c.patch_size)});
+  add(e + "embeddings.patch_embeddings.projection.bias", {c.hidden_size}, ParamKind::bias, {hidden});
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i)
+    layer(e + "encoder.layer." + std::to_string(i) + ".", c.hidden_size, "hidden_size", c.intermediate_size, "intermediate_size");
+  layer_norm(e + "layernorm.", c.hidden_size, hidden);
+  if (!for_pre_training) return out;
+  const std::string dh = v("decoder_hidden_size", c.decoder_hidden_size);
+  add("decoder.mask_token", {1, 1, c.decoder_hidden_size}, ParamKind::token, {"", "", dh});
+  add("decoder.decoder_pos_embed", {1, positions, c.decoder_hidden_size}, ParamKind::fixed_table, {"", pos, dh});
+  linear("decoder.decoder_embed.", c.hidden_size, hidden, c.decoder_hidden_size, dh);
+  for (std::int64_t i = 0; i < c.decoder_num_hidden_layers; ++i)
+    layer("decoder.decoder_layers." + std::to_string(i) + ".", c.decoder_hidden_size, "decoder_hidden_size",
+          c.decoder_intermediate_size, "decoder_intermediate_size");
+  layer_norm("decoder.decoder_norm.", c.decoder_hidden_size, dh);
+  linear("decoder.decoder_pred.", c.decoder_hidden_size, dh, P, pred);
+  return out;
+}
+
+/// Refuses weights that do not fit `config` before any model is allocated (milliseconds, no
+/// memory): every tensor's shape in the checkpoint's header against parameter_specs, then the
+/// missing tensors (check_state_dict_shapes; `config_where` names the config in messages). A
+/// source in neither of the model's layouts is left to load_weights, which says what it is.
+/// @throws vitmae::Error naming the first tensor that does not fit.
+inline void check_weights_fit(const Config& config, const io::TensorSource& source, bool for_pre_training,
+                              const std::string& config_where) {
+  const std::string prefixed = std::string("vit.") + kPatchWeightKey;
+  if (for_pre_training) {
+    if (!source.contains(prefixed) || !source.contains("decoder.decoder_pred.weight")) return;
+    check_state_dict_shapes(parameter_specs(config, true), source, "", config_where);
+  } else {
+    if (!source.contains(prefixed) && !source.contains(kPatchWeightKey)) return;
+    check_state_dict_shapes(parameter_specs(config, false), source, source.contains(prefixed) ? "vit." : "", config_where);
+  }
+}
+
+/// What messages call the config of checkpoint_config(path, preset).
+inline std::string checkpoint_config_name(const std::string& path, const std::string& preset) {
+  return preset.empty() ? io::join_path(io::checkpoint_folder(path), "config.json") : "preset '" + preset + "'";
+}
+
+/// from_pretrained's first step: the config (validated, so a model too large is refused) and the
+/// weights' header of `path`, checked to fit (check_weights_fit) before the model is allocated.
+/// @throws vitmae::Error.
+inline void check_pretrained_fits(const std::string& path, const std::string& preset, bool for_pre_training) {
+  const Config config = checkpoint_config(path, preset);
+  check_weights_fit(config, *open_pretrained_weights(path), for_pre_training, checkpoint_config_name(path, preset));
 }
 
 /// save_pretrained of a model: model.safetensors (HF names, "format": "pt" metadata, which

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "vitmae/error.hpp"
@@ -79,6 +80,34 @@ struct Config {
                            {"attention_probs_dropout_prob", attention_probs_dropout_prob}})
       detail::require(p >= 0.0 && p <= 1.0, where, ": '", name, "' must be in [0, 1], got ", p);
     ops::activation_from_name(hidden_act, where + ": 'hidden_act'");
+    // The size of the model, so that a config asking for an absurd one (image_size 65536 with
+    // patch_size 1, a million layers) fails here with the numbers rather than as bad_alloc or
+    // an exhausted machine. ViTMAEForPreTraining's parameters, position tables included,
+    // counted as parameter_specs (checkpoint.hpp) lists them, in long double: exact below 2^64.
+    constexpr long double kMaxParameters = 4e9;  // 16 GB as float32; MAE's ViT-H is 0.66e9
+    using R = long double;
+    const R grid = static_cast<R>(image_size / patch_size), positions = 1 + grid * grid;
+    const R h = static_cast<R>(hidden_size), dh = static_cast<R>(decoder_hidden_size);
+    const R pp = static_cast<R>(patch_size) * static_cast<R>(patch_size) * static_cast<R>(num_channels);
+    auto layer = [&](R width, R inter) {
+      return 4 * width * width + (qkv_bias ? 3 : 0) * width + width + 2 * width * inter + inter + width + 4 * width;
+    };
+    const R encoder = h + positions * h + h * pp + h +  // cls, positions, patch projection
+                      static_cast<R>(num_hidden_layers) * layer(h, static_cast<R>(intermediate_size)) + 2 * h;
+    const R decoder = dh + positions * dh + dh * h + dh +  // mask token, positions, decoder_embed
+                      static_cast<R>(decoder_num_hidden_layers) * layer(dh, static_cast<R>(decoder_intermediate_size)) +
+                      2 * dh + pp * dh + pp;  // decoder_norm, decoder_pred
+    if (encoder + decoder > kMaxParameters) {
+      char count[64], gb[64], patches[64];
+      std::snprintf(count, sizeof count, "%.0Lf", encoder + decoder);
+      std::snprintf(patches, sizeof patches, "%.0Lf", grid * grid);
+      std::snprintf(gb, sizeof gb, "%.1Lf", (encoder + decoder) * 4 / 1e9L);
+      detail::fail(where, ": the model would have ", count, " parameters (", gb,
+                   " GB as float32), more than the limit of 4000000000: check image_size ", image_size, " / patch_size ",
+                   patch_size, " (", patches, " patches), hidden_size ", hidden_size,
+                   " x num_hidden_layers ", num_hidden_layers, ", decoder_hidden_size ", decoder_hidden_size,
+                   " x decoder_num_hidden_layers ", decoder_num_hidden_layers);
+    }
   }
 
   /// Reads an HF config.json object. Unknown keys are ignored (HF keeps them as attributes).

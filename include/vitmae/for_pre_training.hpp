@@ -274,6 +274,7 @@ struct ForPreTraining {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static ForPreTraining from_pretrained(const std::string& path, const std::string& preset = "") {
+    check_pretrained_fits(path, preset, true);  // before allocating: shapes against the config
     ForPreTraining m(checkpoint_config(path, preset));
     m.load_weights(*open_pretrained_weights(path));
     return m;

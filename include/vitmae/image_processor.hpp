@@ -103,14 +103,19 @@ struct ImageProcessor {
 
   void save(const std::string& path) const { io::write_file_atomic(path, to_json().dump(2) + "\n"); }
 
-  /// The checkpoint's preprocessor_config.json, else ViTImageProcessor's defaults with the
-  /// model's image size (HF's default is 224 whatever the model: a smaller model would then
-  /// refuse every image, so we size it to the model).
+  /// The checkpoint's preprocessor_config.json, else ViTImageProcessor's defaults (bilinear,
+  /// mean and std 0.5) with the model's image size (HF's default is 224 whatever the model: a
+  /// smaller model would then refuse every image, so we size it to the model) and one mean and
+  /// std per channel of the model (the same 0.5, so a grey model is served too).
+  /// vitmae-convert writes this processor for a checkpoint that has no preprocessor_config.json.
   static ImageProcessor for_checkpoint(const std::string& path, const Config& config) {
     const std::string file = io::join_path(io::checkpoint_folder(path), "preprocessor_config.json");
     if (io::file_exists(file)) return load(file);
     ImageProcessor p;
     p.height = p.width = config.image_size;
+    const size_t stats = config.num_channels <= 64 ? static_cast<size_t>(config.num_channels) : 1;  // 1 broadcasts
+    p.image_mean.assign(stats, 0.5);
+    p.image_std.assign(stats, 0.5);
     return p;
   }
 

@@ -179,6 +179,7 @@ struct Model {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static Model from_pretrained(const std::string& path, const std::string& preset = "") {
+    check_pretrained_fits(path, preset, false);  // before allocating: shapes against the config
     Model m(checkpoint_config(path, preset));
     m.load_weights(*open_pretrained_weights(path));
     return m;

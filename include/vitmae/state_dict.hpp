@@ -3,6 +3,7 @@
 // HF tensor names (torch's load_state_dict(strict=True) / state_dict()).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -47,6 +48,50 @@ struct LoadReport {
     detail::require(unexpected.empty(), "load_state_dict: ", source.where(), ": unexpected tensors: ", join_names(unexpected));
   }
 };
+
+/// One tensor a module will have, known before the module exists: the HF key (below the
+/// visit's prefix), HF's shape, the kind, and for each dimension the config value it comes from
+/// ("hidden_size 768"; "" for a literal 1), which messages quote.
+struct TensorSpec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  ParamKind kind = ParamKind::weight;
+  std::vector<std::string> from;  // one per dimension of shape
+};
+
+/// The checks load_state_dict makes, run on `specs` instead of a module, so weights that do not
+/// fit a config are refused before the module is allocated: each spec's `source[key_prefix +
+/// name]` must have its shape (leading 1-dims aside), and every spec but a fixed table must be
+/// there. The first mismatch throws, naming the tensor, both shapes and the config values
+/// `config_where` (a config.json, a preset) asks for; then the missing tensors, as
+/// LoadReport::require_complete names them. Unexpected tensors are left to the loader.
+inline void check_state_dict_shapes(const std::vector<TensorSpec>& specs, const io::TensorSource& source,
+                                    const std::string& key_prefix, const std::string& config_where) {
+  std::vector<std::string> missing;
+  for (const TensorSpec& t : specs) {
+    const std::string key = key_prefix + t.name;
+    if (!source.contains(key)) {
+      if (t.kind != ParamKind::fixed_table) missing.push_back(t.name);
+      continue;
+    }
+    const std::vector<std::int64_t> found = source.shape(key);
+    const std::vector<std::int64_t> a = detail::squeeze_leading(found), b = detail::squeeze_leading(t.shape);
+    if (a == b) continue;
+    // The config values behind the dimensions that differ (aligned from the last), or behind
+    // every dimension when the ranks differ.
+    std::vector<std::string> why;
+    for (size_t k = 0; k < b.size(); ++k) {
+      const std::string& f = t.from[t.from.size() - b.size() + k];
+      const bool differs = a.size() != b.size() || a[k] != b[k];
+      if (differs && !f.empty() && std::find(why.begin(), why.end(), f) == why.end()) why.push_back(f);
+    }
+    std::string asks;
+    for (size_t k = 0; k < why.size(); ++k) asks += (k ? (k + 1 == why.size() ? " and " : ", ") : "") + why[k];
+    detail::fail("load_state_dict: ", source.where(), ": '", key, "' has shape ", detail::shape_str(found), ", expected ",
+                 detail::shape_str(t.shape), asks.empty() ? std::string() : " (" + config_where + " asks for " + asks + ")");
+  }
+  detail::require(missing.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", join_names(missing));
+}
 
 /// Loads every parameter `module` visits from `source[key_prefix + name]`, converting to Scalar.
 /// Shapes must match HF's (leading 1-dims aside, like cls_token (1, 1, D) vs (D)): a mismatch

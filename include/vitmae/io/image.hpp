@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Images in and out through stb_image / stb_image_write: decoding (PNG, JPEG, BMP, TGA, GIF first
-// frame, PNM, PSD, HDR as 8-bit), channel conversion like PIL, PNG writing (atomic).
+// frame, PNM, PSD, HDR as 8-bit), channel conversion like PIL, PNG, JPEG and BMP writing (atomic).
 //
 // stb's implementation is not compiled here: programs link it once. Debian's libstb-dev ships it
 // compiled (libstb), which the vitmae::vitmae CMake target links; without it, include
@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cctype>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -71,26 +73,83 @@ inline void check_jpeg_huffman_tables(const std::vector<unsigned char>& b, const
   }
 }
 
+/// The format a file's first bytes announce: "PNG", "JPEG", "GIF", "BMP", "PSD", "PNM", "HDR"
+/// or "PIC"; "" when none does (TGA has no signature, and neither has a file that is no image).
+inline std::string image_signature(const std::vector<unsigned char>& b) {
+  auto starts = [&](const char* magic, size_t n) { return b.size() >= n && std::memcmp(b.data(), magic, n) == 0; };
+  if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
+  if (starts("\xff\xd8", 2)) return "JPEG";  // SOI, as stb_image tests it
+  if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "GIF";
+  if (starts("BM", 2)) return "BMP";
+  if (starts("8BPS", 4)) return "PSD";
+  if (b.size() >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return "PNM";
+  if (starts("#?RADIANCE\n", 11) || starts("#?RGBE\n", 7)) return "HDR";
+  if (starts("\x53\x80\xf6\x34", 4)) return "PIC";
+  return "";
+}
+
+}  // namespace vitmae::io
+
+namespace vitmae::detail {
+
+/// stb_image's failure reason when it belongs to decoding a `format` file, else "". The reason
+/// is a global that stb never clears, and its loader tries the formats in turn: a JPEG that
+/// fails to decode without a reason of its own still reports the PNG test's "bad png sig",
+/// and a null reason streamed into a message would end the message there.
+inline std::string stb_reason(const std::string& format) {
+  const char* r = stbi_failure_reason();
+  if (r == nullptr) return "";
+  const std::string s(r);
+  if (s == "unknown image type" || (s == "bad png sig" && format != "PNG") || (s == "no SOI" && format != "JPEG")) return "";
+  return " (stb_image: " + s + ")";
+}
+
+/// A whole file's bytes. @throws vitmae::Error naming the file (a folder, a read error).
+inline std::vector<unsigned char> read_image_bytes(const std::string& path) {
+  std::error_code ec;
+  detail::require(!std::filesystem::is_directory(path, ec), path, ": is a directory, expected an image file");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  detail::require(f != nullptr, path, ": cannot open image: ", std::strerror(errno));
+  std::vector<unsigned char> bytes;
+  unsigned char buf[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+    bytes.insert(bytes.end(), buf, buf + n);
+    if (bytes.size() >= (1u << 31)) break;
+  }
+  const int err = std::ferror(f) ? (errno != 0 ? errno : EIO) : 0;
+  std::fclose(f);
+  detail::require(err == 0, path, ": cannot read image: ", std::strerror(err));
+  return bytes;
+}
+
+}  // namespace vitmae::detail
+
+namespace vitmae::io {
+
 /// Decodes an image file with stb_image, keeping its own channel count (1 grey, 2 grey+alpha,
 /// 3 RGB, 4 RGBA; palettes are expanded). @throws vitmae::Error naming the file when it is
-/// missing, empty, not an image, truncated or corrupt, or larger than max_pixels.
+/// missing, a folder, empty, not an image, truncated or corrupt (naming the format its
+/// signature announces), or larger than max_pixels.
 inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = kDefaultMaxPixels) {
-  std::ifstream in(path, std::ios::binary);
-  detail::require(static_cast<bool>(in), path, ": cannot open image: ", std::strerror(errno));
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::vector<unsigned char> bytes = detail::read_image_bytes(path);
   detail::require(!bytes.empty(), path, ": image file is empty");
   detail::require(bytes.size() < (1u << 31), path, ": image file is larger than 2 GiB");
   check_jpeg_huffman_tables(bytes, path);
+  const std::string format = image_signature(bytes);
   int w = 0, h = 0, c = 0;
   const int len = static_cast<int>(bytes.size());
-  detail::require(stbi_info_from_memory(bytes.data(), len, &w, &h, &c) != 0, path,
-                  ": not a readable image (", stbi_failure_reason(), "): expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR");
+  if (stbi_info_from_memory(bytes.data(), len, &w, &h, &c) == 0) {
+    detail::require(!format.empty(), path, ": not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR");
+    detail::fail(path, ": cannot read the ", format, " header: truncated or corrupt ", format, detail::stb_reason(format));
+  }
   detail::require(w > 0 && h > 0, path, ": image has zero size (", w, "x", h, ")");
   detail::require(static_cast<std::int64_t>(w) * h <= max_pixels, path, ": image is ", w, "x", h, " = ",
                   static_cast<std::int64_t>(w) * h, " pixels, more than the limit of ", max_pixels,
                   " (raise max_pixels to read it)");
   unsigned char* px = stbi_load_from_memory(bytes.data(), len, &w, &h, &c, 0);
-  detail::require(px != nullptr, path, ": cannot decode image (", stbi_failure_reason(), "): truncated or corrupt file");
+  detail::require(px != nullptr, path, ": cannot decode image: truncated or corrupt ", format.empty() ? "file" : format,
+                  detail::stb_reason(format));
   Image8 img;
   img.width = w;
   img.height = h;
@@ -99,7 +158,7 @@ inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = 
   stbi_image_free(px);
   // stb fills a truncated JPEG's missing blocks silently: the stream must reach an end-of-image
   // marker (FF D9) after its last start-of-scan (FF DA). Entropy-coded data never holds FF D9.
-  if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
+  if (format == "JPEG") {
     size_t sos = 0, eoi = 0;
     for (size_t i = 0; i + 1 < bytes.size(); ++i)
       if (bytes[i] == 0xFF) {
@@ -116,19 +175,75 @@ inline Image8 load_image(const std::string& path, int channels, std::int64_t max
   return to_channels(load_image_raw(path, max_pixels), channels);
 }
 
-/// Writes a PNG atomically. @throws vitmae::Error naming the file when it cannot be written.
-inline void save_png(const std::string& path, const Image8& img) {
+}  // namespace vitmae::io
+
+namespace vitmae::detail {
+
+inline void require_writable(const std::string& path, const io::Image8& img) {
   detail::require(img.width > 0 && img.height > 0 && (img.channels >= 1 && img.channels <= 4) &&
                       img.data.size() == static_cast<size_t>(img.width) * img.height * img.channels,
                   path, ": cannot write an empty or malformed image");
+}
+
+/// stb_image_write's sink: appends to a std::string.
+inline void append_to_string(void* ctx, void* data, int size) {
+  static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+}
+
+}  // namespace vitmae::detail
+
+namespace vitmae::io {
+
+/// Writes a PNG atomically. @throws vitmae::Error naming the file when it cannot be written.
+inline void save_png(const std::string& path, const Image8& img) {
+  detail::require_writable(path, img);
   std::string png;
-  auto sink = [](void* ctx, void* data, int size) {
-    static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<size_t>(size));
-  };
-  detail::require(stbi_write_png_to_func(sink, &png, img.width, img.height, img.channels, img.data.data(),
+  detail::require(stbi_write_png_to_func(detail::append_to_string, &png, img.width, img.height, img.channels, img.data.data(),
                                          img.width * img.channels) != 0,
                   path, ": PNG encoding failed");
   write_file_atomic(path, png);
+}
+
+/// Writes a baseline JPEG (stb_image_write, 4:2:0 below quality 90, none from 90 up; alpha is
+/// dropped) atomically. @throws vitmae::Error naming the file when it cannot be written.
+inline void save_jpeg(const std::string& path, const Image8& img, int quality = 95) {
+  detail::require_writable(path, img);
+  detail::require(quality >= 1 && quality <= 100, path, ": JPEG quality must be in [1, 100], got ", quality);
+  std::string jpg;
+  detail::require(stbi_write_jpg_to_func(detail::append_to_string, &jpg, img.width, img.height, img.channels, img.data.data(),
+                                         quality) != 0,
+                  path, ": JPEG encoding failed");
+  write_file_atomic(path, jpg);
+}
+
+/// Writes an uncompressed BMP (24-bit, or 32-bit with alpha) atomically. @throws vitmae::Error.
+inline void save_bmp(const std::string& path, const Image8& img) {
+  detail::require_writable(path, img);
+  std::string bmp;
+  detail::require(stbi_write_bmp_to_func(detail::append_to_string, &bmp, img.width, img.height, img.channels, img.data.data()) != 0,
+                  path, ": BMP encoding failed");
+  write_file_atomic(path, bmp);
+}
+
+/// The format save_image writes for `path`, by its extension (any case): "PNG" (.png), "JPEG"
+/// (.jpg, .jpeg) or "BMP" (.bmp); "" for any other.
+inline std::string image_format_for_path(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (ext == ".png") return "PNG";
+  if (ext == ".jpg" || ext == ".jpeg") return "JPEG";
+  if (ext == ".bmp") return "BMP";
+  return "";
+}
+
+/// Writes `img` atomically in the format its extension names (see image_format_for_path; JPEG
+/// at quality 95). @throws vitmae::Error for another extension, or when it cannot be written.
+inline void save_image(const std::string& path, const Image8& img) {
+  const std::string format = image_format_for_path(path);
+  detail::require(!format.empty(), path, ": cannot tell the image format from the extension, expected .png, .jpg, .jpeg or .bmp");
+  if (format == "PNG") save_png(path, img);
+  else if (format == "JPEG") save_jpeg(path, img);
+  else save_bmp(path, img);
 }
 
 }  // namespace vitmae::io

@@ -37,6 +37,7 @@ struct SelfAttention {
   void for_each_head(Index B, Index T, Index d, F&& f) const {
     const Index pairs = B * num_attention_heads;
     const int threads = static_cast<int>(std::min<Index>(available_threads(), pairs));
+    (void)threads, (void)T, (void)d;  // used by the OpenMP clause only
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && pairs * T * T * d >= 100000)
 #endif

@@ -3,7 +3,7 @@
 // list file; RandomResizedCrop (torchvision's parameter search: scale 0.2-1, ratio 3/4-4/3,
 // ten tries then a centre crop) resized with PIL's bicubic; horizontal flip with probability
 // 1/2; the model's normalisation (ImageProcessor). Worker threads build batches ahead of the
-// trainer.
+// trainer. A damaged image ends a run naming the file, unless skip_unreadable left it out first.
 //
 // Reproducible: batch k holds the samples at positions k*B .. k*B+B-1 of an endless stream of
 // epochs, each epoch a seeded permutation of the files, and every sample's augmentation draws
@@ -16,6 +16,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -135,6 +136,11 @@ inline io::Image8 augment(const io::Image8& img, const ImageProcessor& proc, con
 
 // ---------------------------------------------------------------- dataset
 
+/// A file ImageDataset::skip_unreadable left out, and why (the decoder's message, which names it).
+struct SkippedImage {
+  std::string file, reason;
+};
+
 /// The image files of a folder (recursive, sorted, by extension) or of a list file (one path per
 /// line, relative to the list's folder; blank lines and lines starting with '#' skipped).
 /// Decoded images are kept in memory up to `cache_bytes` (so small datasets decode once). With
@@ -183,6 +189,64 @@ class ImageDataset {
     detail::require(!d.files_.empty(), "dataset ", path, ": no image files found (looked for .png .jpg .jpeg .bmp .gif .tga .ppm .pgm .pnm .psd)");
     d.cache_ = std::make_shared<Cache>();
     return d;
+  }
+
+  /// Decodes every image once, on `threads` threads (filling the cache as image() does), and
+  /// leaves out the files that cannot be read: missing, not images, truncated or corrupt. The
+  /// rest keep their order, so a run's batches depend on which files were left out. Returns
+  /// those left out, in file order. Without this call, the first unreadable image a batch needs
+  /// ends the run (its loader rethrows the error naming the file).
+  /// @throws vitmae::Error when none of the images can be read.
+  std::vector<SkippedImage> skip_unreadable(int threads = 1) {
+    const size_t n = files_.size();
+    std::vector<std::string> errors(n);
+    std::vector<std::exception_ptr> fatal(static_cast<size_t>(std::max(1, threads)));
+    std::atomic<size_t> next{0};
+    auto work = [&](size_t worker) {
+      try {
+        for (size_t i; (i = next++) < n;) {
+          try {
+            image(i);
+          } catch (const Error& e) {
+            const std::string what = e.what();
+            errors[i] = what.rfind("vitmae: ", 0) == 0 ? what.substr(8) : what;
+            if (errors[i].empty()) errors[i] = files_[i] + ": cannot be read";
+          }
+        }
+      } catch (...) {  // not the file's fault (out of memory): stop and rethrow on the caller's thread
+        fatal[worker] = std::current_exception();
+        next = n;
+      }
+    };
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < fatal.size(); ++t) pool.emplace_back(work, t);
+    work(0);
+    for (auto& t : pool) t.join();
+    for (const auto& f : fatal)
+      if (f) std::rethrow_exception(f);
+
+    std::vector<SkippedImage> skipped;
+    std::vector<std::string> kept;
+    auto cache = std::make_shared<Cache>();  // a new one: copies made before this call keep theirs
+    {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      for (size_t i = 0; i < n; ++i) {
+        if (!errors[i].empty()) {
+          skipped.push_back({files_[i], errors[i]});
+          continue;
+        }
+        auto it = cache_->images.find(i);
+        if (it != cache_->images.end()) {
+          cache->images[kept.size()] = it->second;
+          cache->bytes += static_cast<std::int64_t>(it->second->data.size());
+        }
+        kept.push_back(files_[i]);
+      }
+    }
+    detail::require(!kept.empty(), "dataset: none of the ", n, " images can be read; the first: ", skipped.front().reason);
+    files_ = std::move(kept);
+    cache_ = std::move(cache);
+    return skipped;
   }
 
   size_t size() const { return files_.size(); }
@@ -282,15 +346,13 @@ class DataLoader {
     return t;
   }
 
-  /// The next batch in order (waits for a worker). Rethrows a worker's error.
+  /// The next batch in order (waits for a worker). Rethrows a worker's error (a damaged image's
+  /// vitmae::Error names the file).
   Tensor<S> next() {
     std::unique_lock<std::mutex> lock(mutex_);
     const long k = next_;
     cv_.wait(lock, [&] { return ready_.count(k) || errors_.count(k); });
-    if (errors_.count(k)) {
-      const std::string what = errors_[k];
-      throw Error(what);
-    }
+    if (errors_.count(k)) std::rethrow_exception(errors_[k]);  // as thrown: vitmae::Error, std::bad_alloc
     Tensor<S> t = std::move(ready_[k]);
     ready_.erase(k);
     ++next_;
@@ -318,9 +380,9 @@ class DataLoader {
         Tensor<S> t = make_batch(k);
         std::lock_guard<std::mutex> lock(mutex_);
         ready_[k] = std::move(t);
-      } catch (const std::exception& e) {
+      } catch (...) {
         std::lock_guard<std::mutex> lock(mutex_);
-        errors_[k] = e.what();
+        errors_[k] = std::current_exception();
       }
       cv_.notify_all();
     }
@@ -338,7 +400,7 @@ class DataLoader {
   int prefetch_;
   bool stop_ = false;
   std::map<long, Tensor<S>> ready_;
-  std::map<long, std::string> errors_;
+  std::map<long, std::exception_ptr> errors_;
   std::vector<std::thread> threads_;
 };
 
