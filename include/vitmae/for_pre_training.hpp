@@ -214,6 +214,7 @@ struct ForPreTraining {
   PreTrainingOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise,
                                     const ForwardOptions& opts = {}) const {
     Cache c;
+    c.vit.encoder.for_backward = c.decoder.layers.for_backward = false;  // one layer's activations at a time
     std::vector<Matrix<Scalar>> hs, at;
     PreTrainingOutput<Scalar> out;
     out.loss = forward(pixel_values, noise, opts, c, opts.output_hidden_states ? &hs : nullptr, opts.output_attentions ? &at : nullptr);

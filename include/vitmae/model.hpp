@@ -115,6 +115,7 @@ struct Model {
   ModelOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise,
                               const ForwardOptions& opts = {}) const {
     Cache c;
+    c.encoder.for_backward = false;  // one layer's activations at a time
     Matrix<Scalar> y;
     std::vector<Matrix<Scalar>> hs, at;
     forward(pixel_values, noise, opts, y, c, opts.output_hidden_states ? &hs : nullptr, opts.output_attentions ? &at : nullptr);

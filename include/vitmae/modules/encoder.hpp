@@ -2,6 +2,7 @@
 // ViTMAEEncoder: the stack of layers (HF's list is named `layer`, singular), with its backward.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -10,11 +11,15 @@
 
 namespace vitmae {
 
-/// A stack of Layers run in order; Encoder and the decoder's layer list share it.
+/// A stack of Layers run in order; Encoder and the decoder's layer list share it. For a
+/// backward every layer keeps its own activations; a forward alone (for_backward false) runs
+/// every layer in one cache, so inference holds one layer's activations at a time.
 template <class Scalar>
 struct LayerStackCache {
   std::vector<typename Layer<Scalar>::Cache> layer;
+  typename Layer<Scalar>::Cache scratch;  // the backward's buffers, shared by every layer
   Matrix<Scalar> buf, dbuf;
+  bool for_backward = true;
 };
 
 namespace detail {
@@ -26,14 +31,15 @@ void layer_stack_forward(const std::vector<Layer<Scalar>>& layers, const Matrix<
                          Matrix<Scalar>& y, LayerStackCache<Scalar>& c, std::vector<Matrix<Scalar>>* hidden_states,
                          std::vector<Matrix<Scalar>>* attentions) {
   const size_t n = layers.size();
-  c.layer.resize(n);
+  c.layer.resize(c.for_backward ? n : std::min<size_t>(n, 1));
   if (n == 0) y = x;
   const Matrix<Scalar>* in = &x;
   for (size_t i = 0; i < n; ++i) {
     if (hidden_states) hidden_states->push_back(*in);
     Matrix<Scalar>& out = (n - 1 - i) % 2 == 0 ? y : c.buf;  // ping-pong so that the last output lands in y
-    layers[i].forward(*in, seq_len, out, c.layer[i]);
-    if (attentions) attentions->push_back(c.layer[i].attention.attention.probs);
+    typename Layer<Scalar>::Cache& lc = c.layer[c.for_backward ? i : 0];
+    layers[i].forward(*in, seq_len, out, lc);
+    if (attentions) attentions->push_back(lc.attention.attention.probs);
     in = &out;
   }
   if (hidden_states) hidden_states->push_back(y);
@@ -44,11 +50,14 @@ template <class Scalar>
 void layer_stack_backward(const std::vector<Layer<Scalar>>& layers, const Matrix<Scalar>& dy, Index seq_len,
                           LayerStackCache<Scalar>& c, std::vector<Layer<Scalar>>& g, Matrix<Scalar>& dx) {
   const size_t n = layers.size();
+  detail::require(c.for_backward && c.layer.size() == n, "backward: the forward ran without keeping activations");
   if (n == 0) dx = dy;
   const Matrix<Scalar>* in = &dy;
   for (size_t i = n; i-- > 0;) {
     Matrix<Scalar>& out = i % 2 == 0 ? dx : c.dbuf;  // the last (layer 0) lands in dx
+    c.layer[i].swap_scratch(c.scratch);
     layers[i].backward(*in, seq_len, c.layer[i], g[i], out);
+    c.layer[i].swap_scratch(c.scratch);
     in = &out;
   }
 }

@@ -74,6 +74,16 @@ struct Layer {
     typename Attention<Scalar>::Cache attention;
     Matrix<Scalar> ln1, h, ln2, z, a;  // layernorm_before(x), x + attention, layernorm_after(h), fc1 out, act(z)
     Matrix<Scalar> dh, da, dln, tmp;   // backward scratch
+
+    /// Exchanges the backward's scratch buffers (not the activations) with another cache's, so
+    /// a stack of layers can run every backward in one hot set of buffers.
+    void swap_scratch(Cache& o) {
+      dh.swap(o.dh), da.swap(o.da), dln.swap(o.dln), tmp.swap(o.tmp);
+      attention.dcontext.swap(o.attention.dcontext);
+      attention.attention.dq.swap(o.attention.attention.dq);
+      attention.attention.dk.swap(o.attention.attention.dk);
+      attention.attention.dv.swap(o.attention.attention.dv);
+    }
   };
 
   Layer() = default;
