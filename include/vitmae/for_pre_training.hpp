@@ -213,8 +213,9 @@ struct ForPreTraining {
   /// HF's ViTMAEForPreTraining.forward. noise (B, L) as in ViTMAEModel.forward.
   PreTrainingOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise,
                                     const ForwardOptions& opts = {}) const {
-    Cache c;
-    c.vit.encoder.for_backward = c.decoder.layers.for_backward = false;  // one layer's activations at a time
+    // This thread's buffers, kept between calls (see Model::forward); one layer at a time.
+    static thread_local Cache c;
+    c.vit.encoder.for_backward = c.decoder.layers.for_backward = false;
     std::vector<Matrix<Scalar>> hs, at;
     PreTrainingOutput<Scalar> out;
     out.loss = forward(pixel_values, noise, opts, c, opts.output_hidden_states ? &hs : nullptr, opts.output_attentions ? &at : nullptr);

@@ -25,6 +25,7 @@ struct SelfAttention {
   struct Cache {
     Matrix<Scalar> q, k, v, probs;
     Matrix<Scalar> dq, dk, dv;
+    bool keep_probs = true;  // false: a forward alone, nobody reads the probabilities
   };
 
   SelfAttention() = default;
@@ -55,14 +56,24 @@ struct SelfAttention {
     value.forward(x, c.v);  // (B*T, hidden)
     const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
     context.resize(B * T, H * d);  // (B*T, hidden)
-    c.probs.resize(B * H * T, T);
-    for_each_head(B, T, d, [&](Index b, Index h) {
-      auto scores = c.probs.middleRows((b * H + h) * T, T);  // (T, T)
+    // The probabilities are kept (B*H*T, T) when the backward or output_attentions needs them;
+    // otherwise each head's scores live in a small per-thread buffer that stays in cache.
+    if (c.keep_probs) c.probs.resize(B * H * T, T);
+    auto head = [&](auto&& scores, Index b, Index h) {
       // attention_scores = q @ kᵀ / sqrt(d); softmax(dim=-1)
       scores.noalias() = c.q.block(b * T, h * d, T, d) * c.k.block(b * T, h * d, T, d).transpose();
       scores *= scale;
       ops::softmax_rows_inplace(scores);
       context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
+    };
+    for_each_head(B, T, d, [&](Index b, Index h) {
+      if (c.keep_probs) {
+        head(c.probs.middleRows((b * H + h) * T, T), b, h);
+        return;
+      }
+      thread_local Matrix<Scalar> scores;
+      scores.resize(T, T);
+      head(scores, b, h);
     });
   }
 
