@@ -183,14 +183,6 @@ inline std::string checkpoint_config_name(const std::string& path, const std::st
   return preset.empty() ? io::join_path(io::checkpoint_folder(path), "config.json") : "preset '" + preset + "'";
 }
 
-/// from_pretrained's first step: the config (validated, so a model too large is refused) and the
-/// weights' header of `path`, checked to fit (check_weights_fit) before the model is allocated.
-/// @throws vitmae::Error.
-inline void check_pretrained_fits(const std::string& path, const std::string& preset, bool for_pre_training) {
-  const Config config = checkpoint_config(path, preset);
-  check_weights_fit(config, *open_pretrained_weights(path), for_pre_training, checkpoint_config_name(path, preset));
-}
-
 /// save_pretrained of a model: model.safetensors (HF names, "format": "pt" metadata, which
 /// transformers requires) and config.json naming the architecture, each written atomically.
 template <class Module>

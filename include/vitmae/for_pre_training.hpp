@@ -276,9 +276,11 @@ struct ForPreTraining {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static ForPreTraining from_pretrained(const std::string& path, const std::string& preset = "") {
-    check_pretrained_fits(path, preset, true);  // before allocating: shapes against the config
-    ForPreTraining m(checkpoint_config(path, preset));
-    m.load_weights(*open_pretrained_weights(path));
+    const Config config = checkpoint_config(path, preset);
+    const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);  // opened (and parsed) once
+    check_weights_fit(config, *weights, true, checkpoint_config_name(path, preset));  // before allocating
+    ForPreTraining m(config);
+    m.load_weights(*weights);
     return m;
   }
 

@@ -182,9 +182,11 @@ struct Model {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static Model from_pretrained(const std::string& path, const std::string& preset = "") {
-    check_pretrained_fits(path, preset, false);  // before allocating: shapes against the config
-    Model m(checkpoint_config(path, preset));
-    m.load_weights(*open_pretrained_weights(path));
+    const Config config = checkpoint_config(path, preset);
+    const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);  // opened (and parsed) once
+    check_weights_fit(config, *weights, false, checkpoint_config_name(path, preset));  // before allocating
+    Model m(config);
+    m.load_weights(*weights);
     return m;
   }
 
