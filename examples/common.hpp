@@ -10,6 +10,7 @@
 #include <iostream>
 #include <new>
 #include <stdexcept>
+#include <fstream>
 #include <string>
 #include <utility>
 
@@ -80,6 +81,24 @@ inline void check_preset(const std::string& name) {
 }
 
 /// Threads for Eigen's products (OpenMP builds); 0 keeps the default (all cores).
+/// Class names from a file, one per line in class order (trailing spaces and CR dropped).
+/// @throws vitmae::Error naming the file when it cannot be read, is empty or repeats a name.
+inline std::vector<std::string> read_label_names(const std::string& path) {
+  std::ifstream in(path);
+  vitmae::detail::require(in.good(), path, ": cannot open the labels file");
+  std::vector<std::string> names;
+  std::string line;
+  while (std::getline(in, line)) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    if (line.empty()) continue;
+    for (const std::string& n : names)
+      vitmae::detail::require(n != line, path, ": label '", line, "' appears twice");
+    names.push_back(line);
+  }
+  vitmae::detail::require(!names.empty(), path, ": no label names (expected one per line)");
+  return names;
+}
+
 inline void set_threads(int n) {
 #ifdef _OPENMP
   if (n > 0) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// vitmae-run: runs a checkpoint on pixel_values (and noise) from a safetensors file and writes
-// every output HF gives, under HF's names, to another safetensors file.
+// vitmae-run: runs a checkpoint (ViTMAE, or a ViT classifier) on pixel_values (and noise, or
+// labels) from a safetensors file and writes every output HF gives, under HF's names, to another
+// safetensors file.
 #include "common.hpp"
 
 #include <optional>
@@ -16,11 +17,15 @@ constexpr const char* kUsage =
     "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME]\n"
     "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names.\n"
     "  --model DIR                 (required) an HF checkpoint folder (safetensors, sharded,\n"
-    "                              pytorch_model.bin) or an MAE-release folder or .pth file\n"
+    "                              pytorch_model.bin) or an MAE-release folder or .pth file; a ViT\n"
+    "                              classifier (config.json model_type \"vit\") runs as\n"
+    "                              ViTForImageClassification\n"
     "  --input IN                  (required) a safetensors file holding pixel_values [B,C,H,W] and\n"
-    "                              optionally noise [B,L], which decides the masking\n"
+    "                              optionally noise [B,L], which decides the masking; for a classifier\n"
+    "                              optionally labels (I64 [B] classes, or float [B,N] / [B] targets)\n"
     "  --output OUT                (required) gets last_hidden_state, mask, ids_restore and, when the\n"
-    "                              checkpoint has a decoder, logits and loss\n"
+    "                              checkpoint has a decoder, logits and loss; for a classifier\n"
+    "                              logits, last_hidden_state and, with labels, loss\n"
     "  --interpolate-pos-encoding  accept images of another size than the config's, interpolating the\n"
     "                              position tables as HF does (default: off)\n"
     "  --dtype float32|float64     the precision of the computation and of OUT (default float32)\n"
@@ -83,10 +88,55 @@ std::string forward_activity(const Args& a, const vitmae::Tensor<Scalar>& pixels
          (a.attentions ? " with --attentions" : "");
 }
 
+/// A ViT classifier: logits, last_hidden_state, loss with labels, hidden_states.i, attentions.i.
+template <class Scalar>
+void run_classifier(const Args& a, vitmae::io::DType dtype) {
+  using namespace vitmae;
+  io::SafetensorsFile in(a.input);
+  detail::require(in.contains("pixel_values"), a.input, ": no tensor 'pixel_values'");
+  const Tensor<Scalar> pixels = in.get<Scalar>("pixel_values");
+  detail::require(pixels.dim() == 4, a.input, ": 'pixel_values' must be [batch, channels, height, width], got ",
+                  detail::shape_str(pixels.shape));
+  std::optional<Labels<Scalar>> labels;
+  if (in.contains("labels")) {
+    const auto& info = in.tensors().at("labels");
+    if (info.dtype == io::DType::I64 || info.dtype == io::DType::I32) {
+      labels = Labels<Scalar>::of_classes(in.get<std::int64_t>("labels").data);
+    } else {
+      const Tensor<Scalar> t = in.get<Scalar>("labels");
+      detail::require(t.dim() == 1 || t.dim() == 2, a.input, ": 'labels' must be [batch] or [batch, num_labels], got ",
+                      detail::shape_str(t.shape));
+      labels = Labels<Scalar>::of_targets(Eigen::Map<const Matrix<Scalar>>(t.ptr(), t.size(0), t.dim() == 2 ? t.size(1) : 1));
+    }
+  }
+  examples::doing("loading the classifier " + a.model);
+  const auto model = ViTForImageClassification<Scalar>::from_pretrained(a.model);
+  ForwardOptions opts;
+  opts.interpolate_pos_encoding = a.interpolate;
+  opts.output_hidden_states = a.hidden_states;
+  opts.output_attentions = a.attentions;
+  examples::doing(forward_activity(a, pixels));
+  const ClassificationOutput<Scalar> out = model.forward(pixels, labels ? &*labels : nullptr, opts);
+  examples::doing("writing " + a.output);
+  const std::int64_t B = pixels.size(0), H = model.config().hidden_size;
+  const std::int64_t T = out.last_hidden_state.empty() ? 1 : out.last_hidden_state[0].rows();
+  io::SafetensorsWriter w;
+  w.add("logits", out.logits.data(), {B, out.logits.cols()}, dtype);
+  add_stack(w, "last_hidden_state", out.last_hidden_state, {B, T, H}, dtype);
+  if (out.loss) w.add("loss", &*out.loss, {1}, dtype);
+  for (size_t i = 0; i < out.hidden_states.size(); ++i)
+    add_stack(w, "hidden_states." + std::to_string(i), out.hidden_states[i], {B, T, H}, dtype);
+  for (size_t i = 0; i < out.attentions.size(); ++i)
+    add_stack(w, "attentions." + std::to_string(i), out.attentions[i], {B, model.config().num_attention_heads, T, T}, dtype);
+  w.set_metadata("interpolate_pos_encoding", a.interpolate ? "true" : "false");
+  w.save(a.output);
+}
+
 template <class Scalar>
 void run(const Args& a) {
   using namespace vitmae;
   const io::DType dtype = std::is_same_v<Scalar, double> ? io::DType::F64 : io::DType::F32;
+  if (checkpoint_model_type(a.model, a.preset) == "vit") return run_classifier<Scalar>(a, dtype);
   const Config config = checkpoint_config(a.model, a.preset);
   const auto weights = vitmae::open_pretrained_weights(a.model);
   const bool pretraining = ForPreTraining<Scalar>::has_decoder(*weights);

@@ -185,8 +185,8 @@ inline std::string checkpoint_config_name(const std::string& path, const std::st
 
 /// save_pretrained of a model: model.safetensors (HF names, "format": "pt" metadata, which
 /// transformers requires) and config.json naming the architecture, each written atomically.
-template <class Module>
-void save_checkpoint(const Module& module, const Config& config, const std::string& dir, io::DType dtype,
+template <class Module, class ModelConfig>
+void save_checkpoint(const Module& module, const ModelConfig& config, const std::string& dir, io::DType dtype,
                      const std::string& architecture) {
   io::make_dirs(dir);
   io::SafetensorsWriter w;

@@ -16,7 +16,56 @@
 
 namespace vitmae {
 
-struct Config {
+namespace detail {
+
+/// Reads typed fields of a config.json object, each error naming the file and the key. Absent
+/// keys leave the field at its default (HF's code defaults).
+struct JsonFields {
+  const nlohmann::json& j;
+  const std::string& where;
+
+  void get(const char* key, std::int64_t& out) const {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    if (it->is_number_integer()) {
+      out = it->get<std::int64_t>();
+      return;
+    }
+    // An integral float such as 224.0 is what Python writes for some converted configs.
+    if (it->is_number_float()) {
+      const double v = it->get<double>();
+      if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9.0e15) {
+        out = static_cast<std::int64_t>(v);
+        return;
+      }
+    }
+    detail::fail(where, ": '", key, "' must be an integer, got ", it->dump());
+  }
+  void get(const char* key, double& out) const {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    detail::require(it->is_number(), where, ": '", key, "' must be a number, got ", it->dump());
+    out = it->get<double>();
+  }
+  void get(const char* key, bool& out) const {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    detail::require(it->is_boolean(), where, ": '", key, "' must be true or false, got ", it->dump());
+    out = it->get<bool>();
+  }
+  void get(const char* key, std::string& out) const {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    detail::require(it->is_string(), where, ": '", key, "' must be a string, got ", it->dump());
+    out = it->get<std::string>();
+  }
+};
+
+}  // namespace detail
+
+/// The fields ViTConfig and ViTMAEConfig share: the ViT encoder's sizes (and what the encoder
+/// modules are built from). Field names are the config.json keys, defaults HF's code defaults.
+struct EncoderConfig {
   std::int64_t hidden_size = 768;
   std::int64_t num_hidden_layers = 12;
   std::int64_t num_attention_heads = 12;
@@ -30,20 +79,14 @@ struct Config {
   std::int64_t patch_size = 16;
   std::int64_t num_channels = 3;
   bool qkv_bias = true;
-  // HF's docstring says 12 here; the code default is 16, and the code is what runs.
-  std::int64_t decoder_num_attention_heads = 16;
-  std::int64_t decoder_hidden_size = 512;
-  std::int64_t decoder_num_hidden_layers = 8;
-  std::int64_t decoder_intermediate_size = 2048;
-  double mask_ratio = 0.75;
-  bool norm_pix_loss = false;
 
   /// Patches per side and in all at the configured image size.
   std::int64_t grid_size() const { return image_size / patch_size; }
   std::int64_t num_patches() const { return grid_size() * grid_size(); }
 
-  /// Checks every field; @throws vitmae::Error naming the field, what was expected and what was found.
-  void validate(const std::string& where = "config") const {
+  /// Checks the encoder's fields; @throws vitmae::Error naming the field, what was expected and
+  /// what was found.
+  void validate_encoder(const std::string& where) const {
     auto positive = [&](const char* name, std::int64_t v) {
       detail::require(v > 0, where, ": '", name, "' must be positive, got ", v);
     };
@@ -53,25 +96,12 @@ struct Config {
     positive("image_size", image_size);
     positive("patch_size", patch_size);
     positive("num_channels", num_channels);
-    positive("decoder_hidden_size", decoder_hidden_size);
-    positive("decoder_num_attention_heads", decoder_num_attention_heads);
-    positive("decoder_intermediate_size", decoder_intermediate_size);
-    detail::require(num_hidden_layers >= 0, where, ": 'num_hidden_layers' must be >= 0, got ",
-                    num_hidden_layers);
-    detail::require(decoder_num_hidden_layers >= 0, where,
-                    ": 'decoder_num_hidden_layers' must be >= 0, got ", decoder_num_hidden_layers);
+    detail::require(num_hidden_layers >= 0, where, ": 'num_hidden_layers' must be >= 0, got ", num_hidden_layers);
     detail::require(hidden_size % num_attention_heads == 0, where, ": 'hidden_size' ", hidden_size,
                     " is not a multiple of 'num_attention_heads' ", num_attention_heads);
-    detail::require(decoder_hidden_size % decoder_num_attention_heads == 0, where,
-                    ": 'decoder_hidden_size' ", decoder_hidden_size,
-                    " is not a multiple of 'decoder_num_attention_heads' ",
-                    decoder_num_attention_heads);
-    detail::require(patch_size <= image_size, where, ": 'patch_size' ", patch_size,
-                    " is larger than 'image_size' ", image_size);
-    detail::require(image_size % patch_size == 0, where, ": 'image_size' ", image_size,
-                    " is not a multiple of 'patch_size' ", patch_size);
-    detail::require(std::isfinite(mask_ratio) && mask_ratio >= 0.0 && mask_ratio < 1.0, where,
-                    ": 'mask_ratio' must be in [0, 1), got ", mask_ratio);
+    detail::require(patch_size <= image_size, where, ": 'patch_size' ", patch_size, " is larger than 'image_size' ", image_size);
+    detail::require(image_size % patch_size == 0, where, ": 'image_size' ", image_size, " is not a multiple of 'patch_size' ",
+                    patch_size);
     detail::require(std::isfinite(layer_norm_eps) && layer_norm_eps >= 0.0, where,
                     ": 'layer_norm_eps' must be a finite number >= 0, got ", layer_norm_eps);
     detail::require(std::isfinite(initializer_range) && initializer_range >= 0.0, where,
@@ -80,34 +110,105 @@ struct Config {
                            {"attention_probs_dropout_prob", attention_probs_dropout_prob}})
       detail::require(p >= 0.0 && p <= 1.0, where, ": '", name, "' must be in [0, 1], got ", p);
     ops::activation_from_name(hidden_act, where + ": 'hidden_act'");
-    // The size of the model, so that a config asking for an absurd one (image_size 65536 with
-    // patch_size 1, a million layers) fails here with the numbers rather than as bad_alloc or
-    // an exhausted machine. ViTMAEForPreTraining's parameters, position tables included,
-    // counted as parameter_specs (checkpoint.hpp) lists them, in long double: exact below 2^64.
-    constexpr long double kMaxParameters = 4e9;  // 16 GB as float32; MAE's ViT-H is 0.66e9
+  }
+
+  /// Parameters of one transformer layer of width w and MLP width i (HF's ViTLayer).
+  long double layer_parameters(long double w, long double i) const {
+    return 4 * w * w + (qkv_bias ? 3 : 0) * w + w + 2 * w * i + i + w + 4 * w;
+  }
+  /// The encoder's parameters (embeddings with their position table, layers, final norm).
+  long double encoder_parameters() const {
     using R = long double;
-    const R grid = static_cast<R>(image_size / patch_size), positions = 1 + grid * grid;
+    const R grid = static_cast<R>(grid_size()), positions = 1 + grid * grid, h = static_cast<R>(hidden_size);
+    const R pp = static_cast<R>(patch_size) * static_cast<R>(patch_size) * static_cast<R>(num_channels);
+    return h + positions * h + h * pp + h + static_cast<R>(num_hidden_layers) * layer_parameters(h, static_cast<R>(intermediate_size)) +
+           2 * h;
+  }
+  /// Refuses a model larger than 4e9 parameters (16 GB as float32; MAE's ViT-H is 0.66e9), so
+  /// that a config asking for an absurd one (image_size 65536 with patch_size 1, a million
+  /// layers) fails with the numbers rather than as bad_alloc or an exhausted machine.
+  void check_model_size(long double parameters, const std::string& where, const std::string& sizes) const {
+    if (parameters <= 4e9L) return;
+    char count[64], gb[64];
+    std::snprintf(count, sizeof count, "%.0Lf", parameters);
+    std::snprintf(gb, sizeof gb, "%.1Lf", parameters * 4 / 1e9L);
+    detail::fail(where, ": the model would have ", count, " parameters (", gb,
+                 " GB as float32), more than the limit of 4000000000: check image_size ", image_size, " / patch_size ",
+                 patch_size, " (", std::to_string(grid_size() * grid_size()), " patches), hidden_size ", hidden_size,
+                 " x num_hidden_layers ", num_hidden_layers, sizes);
+  }
+
+  void read_encoder(const detail::JsonFields& f) {
+    f.get("hidden_size", hidden_size);
+    f.get("num_hidden_layers", num_hidden_layers);
+    f.get("num_attention_heads", num_attention_heads);
+    f.get("intermediate_size", intermediate_size);
+    f.get("hidden_act", hidden_act);
+    f.get("hidden_dropout_prob", hidden_dropout_prob);
+    f.get("attention_probs_dropout_prob", attention_probs_dropout_prob);
+    f.get("initializer_range", initializer_range);
+    f.get("layer_norm_eps", layer_norm_eps);
+    f.get("image_size", image_size);
+    f.get("patch_size", patch_size);
+    f.get("num_channels", num_channels);
+    f.get("qkv_bias", qkv_bias);
+  }
+  void write_encoder(nlohmann::json& j) const {
+    j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
+    j["hidden_act"] = hidden_act;
+    j["hidden_dropout_prob"] = hidden_dropout_prob;
+    j["hidden_size"] = hidden_size;
+    j["image_size"] = image_size;
+    j["initializer_range"] = initializer_range;
+    j["intermediate_size"] = intermediate_size;
+    j["layer_norm_eps"] = layer_norm_eps;
+    j["num_attention_heads"] = num_attention_heads;
+    j["num_channels"] = num_channels;
+    j["num_hidden_layers"] = num_hidden_layers;
+    j["patch_size"] = patch_size;
+    j["qkv_bias"] = qkv_bias;
+  }
+};
+
+/// transformers.ViTMAEConfig: the encoder's fields, the decoder's and the masking.
+struct Config : EncoderConfig {
+  // HF's docstring says 12 here; the code default is 16, and the code is what runs.
+  std::int64_t decoder_num_attention_heads = 16;
+  std::int64_t decoder_hidden_size = 512;
+  std::int64_t decoder_num_hidden_layers = 8;
+  std::int64_t decoder_intermediate_size = 2048;
+  double mask_ratio = 0.75;
+  bool norm_pix_loss = false;
+
+  /// Checks every field; @throws vitmae::Error naming the field, what was expected and what was found.
+  void validate(const std::string& where = "config") const {
+    validate_encoder(where);
+    auto positive = [&](const char* name, std::int64_t v) {
+      detail::require(v > 0, where, ": '", name, "' must be positive, got ", v);
+    };
+    positive("decoder_hidden_size", decoder_hidden_size);
+    positive("decoder_num_attention_heads", decoder_num_attention_heads);
+    positive("decoder_intermediate_size", decoder_intermediate_size);
+    detail::require(decoder_num_hidden_layers >= 0, where,
+                    ": 'decoder_num_hidden_layers' must be >= 0, got ", decoder_num_hidden_layers);
+    detail::require(decoder_hidden_size % decoder_num_attention_heads == 0, where,
+                    ": 'decoder_hidden_size' ", decoder_hidden_size,
+                    " is not a multiple of 'decoder_num_attention_heads' ",
+                    decoder_num_attention_heads);
+    detail::require(std::isfinite(mask_ratio) && mask_ratio >= 0.0 && mask_ratio < 1.0, where,
+                    ": 'mask_ratio' must be in [0, 1), got ", mask_ratio);
+    // ViTMAEForPreTraining's parameters, position tables included, counted as parameter_specs
+    // (checkpoint.hpp) lists them, in long double: exact below 2^64.
+    using R = long double;
+    const R grid = static_cast<R>(grid_size()), positions = 1 + grid * grid;
     const R h = static_cast<R>(hidden_size), dh = static_cast<R>(decoder_hidden_size);
     const R pp = static_cast<R>(patch_size) * static_cast<R>(patch_size) * static_cast<R>(num_channels);
-    auto layer = [&](R width, R inter) {
-      return 4 * width * width + (qkv_bias ? 3 : 0) * width + width + 2 * width * inter + inter + width + 4 * width;
-    };
-    const R encoder = h + positions * h + h * pp + h +  // cls, positions, patch projection
-                      static_cast<R>(num_hidden_layers) * layer(h, static_cast<R>(intermediate_size)) + 2 * h;
     const R decoder = dh + positions * dh + dh * h + dh +  // mask token, positions, decoder_embed
-                      static_cast<R>(decoder_num_hidden_layers) * layer(dh, static_cast<R>(decoder_intermediate_size)) +
+                      static_cast<R>(decoder_num_hidden_layers) * layer_parameters(dh, static_cast<R>(decoder_intermediate_size)) +
                       2 * dh + pp * dh + pp;  // decoder_norm, decoder_pred
-    if (encoder + decoder > kMaxParameters) {
-      char count[64], gb[64], patches[64];
-      std::snprintf(count, sizeof count, "%.0Lf", encoder + decoder);
-      std::snprintf(patches, sizeof patches, "%.0Lf", grid * grid);
-      std::snprintf(gb, sizeof gb, "%.1Lf", (encoder + decoder) * 4 / 1e9L);
-      detail::fail(where, ": the model would have ", count, " parameters (", gb,
-                   " GB as float32), more than the limit of 4000000000: check image_size ", image_size, " / patch_size ",
-                   patch_size, " (", patches, " patches), hidden_size ", hidden_size,
-                   " x num_hidden_layers ", num_hidden_layers, ", decoder_hidden_size ", decoder_hidden_size,
-                   " x decoder_num_hidden_layers ", decoder_num_hidden_layers);
-    }
+    check_model_size(encoder_parameters() + decoder, where,
+                     ", decoder_hidden_size " + std::to_string(decoder_hidden_size) + " x decoder_num_hidden_layers " +
+                         std::to_string(decoder_num_hidden_layers));
   }
 
   /// Reads an HF config.json object. Unknown keys are ignored (HF keeps them as attributes).
@@ -115,58 +216,14 @@ struct Config {
   static Config from_json(const nlohmann::json& j, const std::string& where = "config.json") {
     detail::require(j.is_object(), where, ": expected a JSON object, got ", j.type_name());
     Config c;
-    auto get_int = [&](const char* key, std::int64_t& out) {
-      auto it = j.find(key);
-      if (it == j.end()) return;
-      if (it->is_number_integer()) {
-        out = it->get<std::int64_t>();
-        return;
-      }
-      // An integral float such as 224.0 is what Python writes for some converted configs.
-      if (it->is_number_float()) {
-        const double v = it->get<double>();
-        if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9.0e15) {
-          out = static_cast<std::int64_t>(v);
-          return;
-        }
-      }
-      detail::fail(where, ": '", key, "' must be an integer, got ", it->dump());
-    };
-    auto get_double = [&](const char* key, double& out) {
-      auto it = j.find(key);
-      if (it == j.end()) return;
-      detail::require(it->is_number(), where, ": '", key, "' must be a number, got ", it->dump());
-      out = it->get<double>();
-    };
-    auto get_bool = [&](const char* key, bool& out) {
-      auto it = j.find(key);
-      if (it == j.end()) return;
-      detail::require(it->is_boolean(), where, ": '", key, "' must be true or false, got ",
-                      it->dump());
-      out = it->get<bool>();
-    };
-    get_int("hidden_size", c.hidden_size);
-    get_int("num_hidden_layers", c.num_hidden_layers);
-    get_int("num_attention_heads", c.num_attention_heads);
-    get_int("intermediate_size", c.intermediate_size);
-    if (auto it = j.find("hidden_act"); it != j.end()) {
-      detail::require(it->is_string(), where, ": 'hidden_act' must be a string, got ", it->dump());
-      c.hidden_act = it->get<std::string>();
-    }
-    get_double("hidden_dropout_prob", c.hidden_dropout_prob);
-    get_double("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
-    get_double("initializer_range", c.initializer_range);
-    get_double("layer_norm_eps", c.layer_norm_eps);
-    get_int("image_size", c.image_size);
-    get_int("patch_size", c.patch_size);
-    get_int("num_channels", c.num_channels);
-    get_bool("qkv_bias", c.qkv_bias);
-    get_int("decoder_num_attention_heads", c.decoder_num_attention_heads);
-    get_int("decoder_hidden_size", c.decoder_hidden_size);
-    get_int("decoder_num_hidden_layers", c.decoder_num_hidden_layers);
-    get_int("decoder_intermediate_size", c.decoder_intermediate_size);
-    get_double("mask_ratio", c.mask_ratio);
-    get_bool("norm_pix_loss", c.norm_pix_loss);
+    const detail::JsonFields f{j, where};
+    c.read_encoder(f);
+    f.get("decoder_num_attention_heads", c.decoder_num_attention_heads);
+    f.get("decoder_hidden_size", c.decoder_hidden_size);
+    f.get("decoder_num_hidden_layers", c.decoder_num_hidden_layers);
+    f.get("decoder_intermediate_size", c.decoder_intermediate_size);
+    f.get("mask_ratio", c.mask_ratio);
+    f.get("norm_pix_loss", c.norm_pix_loss);
     c.validate(where);
     return c;
   }
@@ -176,26 +233,14 @@ struct Config {
                          const std::string& torch_dtype = "float32") const {
     nlohmann::json j;
     j["architectures"] = {architecture};
-    j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
+    write_encoder(j);
     j["decoder_hidden_size"] = decoder_hidden_size;
     j["decoder_intermediate_size"] = decoder_intermediate_size;
     j["decoder_num_attention_heads"] = decoder_num_attention_heads;
     j["decoder_num_hidden_layers"] = decoder_num_hidden_layers;
-    j["hidden_act"] = hidden_act;
-    j["hidden_dropout_prob"] = hidden_dropout_prob;
-    j["hidden_size"] = hidden_size;
-    j["image_size"] = image_size;
-    j["initializer_range"] = initializer_range;
-    j["intermediate_size"] = intermediate_size;
-    j["layer_norm_eps"] = layer_norm_eps;
     j["mask_ratio"] = mask_ratio;
     j["model_type"] = "vit_mae";
     j["norm_pix_loss"] = norm_pix_loss;
-    j["num_attention_heads"] = num_attention_heads;
-    j["num_channels"] = num_channels;
-    j["num_hidden_layers"] = num_hidden_layers;
-    j["patch_size"] = patch_size;
-    j["qkv_bias"] = qkv_bias;
     j["torch_dtype"] = torch_dtype;
     return j;
   }

@@ -20,7 +20,7 @@ enum class ParamKind {
   weight,       ///< Linear (out, in) or patch-projection (hidden, C, p, p) weight: random init, weight decay
   bias,         ///< a bias, LayerNorm's included: zero init, no weight decay
   norm,         ///< LayerNorm's scale: init 1, no weight decay
-  token,        ///< cls_token / mask_token: N(0, initializer_range), no weight decay
+  token,        ///< cls_token / mask_token / ViT's learned position table: random init, no weight decay
   fixed_table,  ///< a fixed sin-cos position table: not trained, regenerated when a checkpoint lacks it
 };
 

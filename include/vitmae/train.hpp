@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // vitmae's training: the backward composition, AdamW and the MAE schedule, the image data
-// pipeline, the Trainer, its checkpoints and the loss curve. Inference users include
+// pipeline, labelled datasets for fine-tuning, the Trainer, its checkpoints and the loss curve. Inference users include
 // vitmae/vitmae.hpp only and never pay for this.
 #pragma once
 
@@ -8,6 +8,7 @@
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/checkpoint.hpp"
 #include "vitmae/train/data.hpp"
+#include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/plot.hpp"
 #include "vitmae/train/trainer.hpp"

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// vitmae: HuggingFace's ViTMAE (ViTMAEConfig, ViTMAEModel, ViTMAEForPreTraining) on Eigen.
+// vitmae: HuggingFace's ViTMAE (ViTMAEConfig, ViTMAEModel, ViTMAEForPreTraining) and the classifier
+// its encoder becomes (ViTConfig, ViTForImageClassification) on Eigen.
 // The one header inference users include (training: vitmae/train.hpp).
 #pragma once
 
@@ -14,6 +15,8 @@
 #include "vitmae/state_dict.hpp"
 #include "vitmae/tensor.hpp"
 #include "vitmae/visualize.hpp"
+#include "vitmae/vit_config.hpp"
+#include "vitmae/vit_for_image_classification.hpp"
 
 #define VITMAE_VERSION_MAJOR 0
 #define VITMAE_VERSION_MINOR 1

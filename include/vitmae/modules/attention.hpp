@@ -29,7 +29,7 @@ struct SelfAttention {
   };
 
   SelfAttention() = default;
-  explicit SelfAttention(const Config& c)
+  explicit SelfAttention(const EncoderConfig& c)
       : query(c.hidden_size, c.hidden_size, c.qkv_bias), key(c.hidden_size, c.hidden_size, c.qkv_bias),
         value(c.hidden_size, c.hidden_size, c.qkv_bias), num_attention_heads(c.num_attention_heads) {}
 
@@ -116,7 +116,7 @@ template <class Scalar = float>
 struct SelfOutput {
   Linear<Scalar> dense;
   SelfOutput() = default;
-  explicit SelfOutput(const Config& c) : dense(c.hidden_size, c.hidden_size) {}
+  explicit SelfOutput(const EncoderConfig& c) : dense(c.hidden_size, c.hidden_size) {}
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     m.dense.visit_parameters(prefix + "dense.", visit);
@@ -136,7 +136,7 @@ struct Attention {
   };
 
   Attention() = default;
-  explicit Attention(const Config& c) : attention(c), output(c) {}
+  explicit Attention(const EncoderConfig& c) : attention(c), output(c) {}
 
   /// x: (B*T, hidden) -> y (B*T, hidden), sequences of seq_len tokens.
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c) const {

@@ -24,6 +24,47 @@ Matrix<Scalar> image_of(const Tensor<Scalar>& pixel_values, Index b) {
   return Eigen::Map<const Matrix<Scalar>>(pixel_values.ptr() + b * C * HW, C, HW);
 }
 
+/// True when HF's interpolate_pos_encoding leaves a table of 1+num_positions rows as it is for
+/// an input of height x width: the patch count is unchanged and the image is square.
+inline bool position_table_unchanged(Index num_positions, Index patch_size, Index height, Index width) {
+  return (height / patch_size) * (width / patch_size) == num_positions && height == width;
+}
+
+/// A (1+N, hidden) position table (row 0 the CLS position) for an input of height x width, as
+/// HF's ViTEmbeddings and ViTMAEEmbeddings interpolate_pos_encoding compute it: the table
+/// itself, or its N rows as a square grid resized bicubically (align_corners=False) to (H/p,
+/// W/p), row 0 kept; unchanged when the patch count is and the image is square.
+template <class Scalar>
+Matrix<Scalar> position_table_for(const Matrix<Scalar>& table, Index patch_size, Index height, Index width,
+                                  bool interpolate_pos_encoding) {
+  const Index num_positions = table.rows() - 1;
+  if (!interpolate_pos_encoding || position_table_unchanged(num_positions, patch_size, height, width)) return table;
+  const Index new_h = height / patch_size, new_w = width / patch_size;
+  const Index side = static_cast<Index>(std::sqrt(static_cast<double>(num_positions)));
+  detail::require(side * side == num_positions, "interpolate_pos_encoding: position table has ", num_positions,
+                  " patch rows, expected a square grid");
+  Matrix<Scalar> out(1 + new_h * new_w, table.cols());  // (1+L', hidden)
+  out.row(0) = table.row(0);
+  out.bottomRows(new_h * new_w) = ops::bicubic_resize<Scalar>(table.bottomRows(num_positions), side, side, new_h, new_w);
+  return out;
+}
+
+/// The adjoint of position_table_for: adds to dtable (1+N, hidden) the gradient of a table
+/// whose resized form received dused (1+L', hidden).
+template <class Scalar>
+void position_table_for_backward(const Matrix<Scalar>& dused, Index patch_size, Index height, Index width,
+                                 bool interpolate_pos_encoding, Matrix<Scalar>& dtable) {
+  const Index num_positions = dtable.rows() - 1;
+  if (!interpolate_pos_encoding || position_table_unchanged(num_positions, patch_size, height, width)) {
+    dtable += dused;
+    return;
+  }
+  const Index side = static_cast<Index>(std::sqrt(static_cast<double>(num_positions)));
+  dtable.row(0) += dused.row(0);
+  dtable.bottomRows(num_positions) +=
+      ops::bicubic_resize_adjoint<Scalar>(dused.bottomRows(dused.rows() - 1), side, side, height / patch_size, width / patch_size);
+}
+
 /// HF names: projection.weight (hidden, C, p, p), projection.bias.
 template <class Scalar = float>
 struct PatchEmbeddings {
@@ -31,7 +72,7 @@ struct PatchEmbeddings {
   Index image_size = 0, patch_size = 0, num_channels = 0;
 
   PatchEmbeddings() = default;
-  explicit PatchEmbeddings(const Config& c)
+  explicit PatchEmbeddings(const EncoderConfig& c)
       : projection(c.num_channels, c.hidden_size, c.patch_size), image_size(c.image_size),
         patch_size(c.patch_size), num_channels(c.num_channels) {}
 
@@ -81,28 +122,14 @@ struct Embeddings {
   };
 
   Embeddings() = default;
-  explicit Embeddings(const Config& c)
+  explicit Embeddings(const EncoderConfig& c)
       : cls_token(RowVector<Scalar>::Zero(c.hidden_size)),
         position_embeddings(ops::get_2d_sincos_pos_embed<Scalar>(c.hidden_size, c.grid_size(), c.grid_size(), true)),
         patch_embeddings(c), hidden_size(c.hidden_size) {}
 
-  /// The position table for an input of height x width: the stored one, or HF's
-  /// interpolate_pos_encoding: bicubic (align_corners=False) resize of the square grid to
-  /// (H/p, W/p), skipped when the patch count is unchanged and the image is square.
+  /// The position table for an input of height x width (see position_table_for).
   Matrix<Scalar> position_table(Index height, Index width, bool interpolate_pos_encoding) const {
-    if (!interpolate_pos_encoding) return position_embeddings;
-    const Index p = patch_embeddings.patch_size;
-    const Index new_h = height / p, new_w = width / p;
-    const Index num_positions = position_embeddings.rows() - 1;
-    if (new_h * new_w == num_positions && height == width) return position_embeddings;
-    const Index side = static_cast<Index>(std::sqrt(static_cast<double>(num_positions)));
-    detail::require(side * side == num_positions, "interpolate_pos_encoding: position table has ", num_positions,
-                    " patch rows, expected a square grid");
-    Matrix<Scalar> table(1 + new_h * new_w, position_embeddings.cols());  // (1+L', hidden)
-    table.row(0) = position_embeddings.row(0);
-    table.bottomRows(new_h * new_w) =
-        ops::bicubic_resize<Scalar>(position_embeddings.bottomRows(num_positions), side, side, new_h, new_w);
-    return table;
+    return position_table_for(position_embeddings, patch_embeddings.patch_size, height, width, interpolate_pos_encoding);
   }
 
   /// pixel_values [B, C, H, W], noise (B, L) -> y (B*(1+K), hidden): per sample the CLS token,

@@ -19,7 +19,7 @@ struct Intermediate {
   Linear<Scalar> dense;
   ops::Activation act = ops::Activation::gelu;
   Intermediate() = default;
-  explicit Intermediate(const Config& c)
+  explicit Intermediate(const EncoderConfig& c)
       : dense(c.hidden_size, c.intermediate_size), act(ops::activation_from_name(c.hidden_act)) {}
 
   /// x: (tokens, hidden) -> z = dense(x) (kept for the backward) and y = act(z).
@@ -47,7 +47,7 @@ template <class Scalar = float>
 struct Output {
   Linear<Scalar> dense;
   Output() = default;
-  explicit Output(const Config& c) : dense(c.intermediate_size, c.hidden_size) {}
+  explicit Output(const EncoderConfig& c) : dense(c.intermediate_size, c.hidden_size) {}
   void forward(const Matrix<Scalar>& h, const Matrix<Scalar>& input, Matrix<Scalar>& y) const {
     dense.forward(h, y);  // (tokens, hidden)
     y += input;
@@ -87,7 +87,7 @@ struct Layer {
   };
 
   Layer() = default;
-  explicit Layer(const Config& c)
+  explicit Layer(const EncoderConfig& c)
       : attention(c), intermediate(c), output(c), layernorm_before(c.hidden_size, c.layer_norm_eps),
         layernorm_after(c.hidden_size, c.layer_norm_eps) {}
 

@@ -78,4 +78,25 @@ Matrix<Scalar> bicubic_resize(const Matrix<Scalar>& grid, Index in_h, Index in_w
   return out;
 }
 
+/// The adjoint (transpose) of bicubic_resize: dout (out_h*out_w, D) -> (in_h*in_w, D), each
+/// output row's gradient spread over the 16 taps it was read from, with their weights.
+template <class Scalar>
+Matrix<Scalar> bicubic_resize_adjoint(const Matrix<Scalar>& dout, Index in_h, Index in_w, Index out_h, Index out_w,
+                                      double scale_factor_h = 0.0, double scale_factor_w = 0.0) {
+  vitmae::detail::require(dout.rows() == out_h * out_w && in_h > 0 && in_w > 0, "bicubic_resize_adjoint: gradient has ",
+                          dout.rows(), " rows, expected ", out_h, "x", out_w);
+  const auto th = detail_interp::cubic_taps<Scalar>(in_h, out_h, scale_factor_h);
+  const auto tw = detail_interp::cubic_taps<Scalar>(in_w, out_w, scale_factor_w);
+  Matrix<Scalar> din = Matrix<Scalar>::Zero(in_h * in_w, dout.cols());  // (in_h*in_w, D)
+  for (Index oy = 0; oy < out_h; ++oy)
+    for (Index ox = 0; ox < out_w; ++ox)
+      for (size_t a = 0; a < 4; ++a) {
+        const Index iy = th.index[static_cast<size_t>(oy)][a];
+        for (size_t b = 0; b < 4; ++b)
+          din.row(iy * in_w + tw.index[static_cast<size_t>(ox)][b]) +=
+              (th.weight[static_cast<size_t>(oy)][a] * tw.weight[static_cast<size_t>(ox)][b]) * dout.row(oy * out_w + ox);
+      }
+  return din;
+}
+
 }  // namespace vitmae::ops

@@ -11,6 +11,7 @@
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/for_pre_training.hpp"
 #include "vitmae/parameter.hpp"
+#include "vitmae/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
 
@@ -44,6 +45,23 @@ S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, co
   const S loss = m.forward(pixel_values, noise, opts, c);
   m.backward(c, grads, dpixels, loss_denominator);
   return loss_denominator > S(0) ? c.num / loss_denominator : loss;
+}
+
+/// One training forward and backward of ViTForImageClassification on (pixel_values, labels):
+/// adds every parameter's gradient of the loss (HF's problem_type rules, cross-entropy with
+/// torch's label_smoothing) into `grads`; returns the loss. dpixels as above. `dloss_scale`
+/// scales the gradients (a slice of a larger batch passes its share of the batch).
+template <class S>
+S forward_backward(const ViTForImageClassification<S>& m, const Tensor<S>& pixel_values, const Labels<S>& labels,
+                   ViTForImageClassification<S>& grads, typename ViTForImageClassification<S>::Cache::Gradient* dpixels = nullptr,
+                   double label_smoothing = 0.0,
+                   const ForwardOptions& opts = {}, typename ViTForImageClassification<S>::Cache* cache = nullptr,
+                   S dloss_scale = S(1)) {
+  typename ViTForImageClassification<S>::Cache local;
+  typename ViTForImageClassification<S>::Cache& c = cache ? *cache : local;
+  const S loss = m.forward(pixel_values, opts, c, &labels, label_smoothing);
+  m.backward(c, grads, dpixels, dloss_scale);
+  return loss;
 }
 
 /// forward_backward with the batch split into contiguous slices, one per thread: slice 0 adds

@@ -82,6 +82,21 @@ class AdamW {
   M m_, v_;
 };
 
+/// The layer id MAE's fine-tuning gives a parameter of ViTForImageClassification (its
+/// param_groups_lrd): 0 for vit.embeddings.* (CLS token, position table, patch projection), i+1
+/// for vit.encoder.layer.i.*, num_layers+1 for the rest (the final layernorm, the classifier).
+inline long vit_layer_id(const std::string& name, long num_layers) {
+  if (name.rfind("vit.embeddings.", 0) == 0) return 0;
+  const std::string layer = "vit.encoder.layer.";
+  if (name.rfind(layer, 0) == 0) return std::stol(name.substr(layer.size())) + 1;
+  return num_layers + 1;
+}
+
+/// Layer-wise learning-rate decay: the rate of `name` is scaled by decay^(num_layers+1-id).
+inline double layer_decay_scale(const std::string& name, long num_layers, double decay) {
+  return std::pow(decay, static_cast<double>(num_layers + 1 - vit_layer_id(name, num_layers)));
+}
+
 /// The MAE paper's schedule: lr = base_lr * batch / 256, linear warm-up over warmup_steps from
 /// 0, then half-cosine decay to min_lr at total_steps. step counts from 0.
 inline double mae_learning_rate(long step, long warmup_steps, long total_steps, double peak_lr, double min_lr = 0.0) {

@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: Apache-2.0
+// Labelled images for fine-tuning and linear probing: torchvision's ImageFolder layout, a list
+// file ("path label"), and IDX files (MNIST's format, gzip or not, as Debian's
+// dataset-fashion-mnist ships them); seeded subsets with N images per class.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "vitmae/error.hpp"
+#include "vitmae/io/gzip.hpp"
+#include "vitmae/io/image.hpp"
+#include "vitmae/random.hpp"
+#include "vitmae/train/data.hpp"
+
+namespace vitmae::train {
+
+/// Fashion-MNIST's class names, in label order.
+inline std::vector<std::string> fashion_mnist_classes() {
+  return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+}
+
+/// Images with a class index each, and the class names (index = label). Images are files
+/// (decoded on demand) or held in memory (IDX).
+class LabelledDataset {
+ public:
+  std::vector<std::string> classes;
+
+  size_t size() const { return labels_.size(); }
+  std::int64_t label(size_t i) const { return labels_.at(i); }
+  const std::vector<std::int64_t>& labels() const { return labels_; }
+  /// The file of sample i, or "FILE#k" for the k-th image of an IDX file.
+  std::string source(size_t i) const { return files_.empty() ? idx_name_ + "#" + std::to_string(index_.at(i)) : files_.at(i); }
+
+  /// Sample i's image with `channels` channels (PIL's conversions). @throws vitmae::Error naming
+  /// the file when it cannot be decoded.
+  io::Image8 image(size_t i, int channels) const {
+    if (files_.empty()) return io::to_channels((*memory_)[static_cast<size_t>(index_.at(i))], channels);
+    return io::load_image(files_.at(i), channels);
+  }
+
+  /// torchvision's ImageFolder: root/<class>/..., classes the sorted names of root's
+  /// sub-folders, each one's image files (searched recursively) in sorted order.
+  /// @throws vitmae::Error naming the folder when it has no class folder or a class has no image.
+  static LabelledDataset image_folder(const std::string& root) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    detail::require(fs::is_directory(root, ec), "dataset ", root, ": not a folder (expected root/<class>/<images>)");
+    LabelledDataset d;
+    for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+      if (it->is_directory(ec)) d.classes.push_back(it->path().filename().string());
+    detail::require(!ec, "dataset ", root, ": cannot list the folder: ", ec.message());
+    std::sort(d.classes.begin(), d.classes.end());
+    detail::require(!d.classes.empty(), "dataset ", root, ": no class folders (expected root/<class>/<images>)");
+    for (size_t c = 0; c < d.classes.size(); ++c) {
+      const fs::path dir = fs::path(root) / d.classes[c];
+      std::vector<std::string> files;
+      fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
+      for (; !ec && it != end; it.increment(ec))
+        if (it->is_regular_file(ec) && ImageDataset::is_image_name(it->path().string())) files.push_back(it->path().string());
+      detail::require(!ec, "dataset ", dir.string(), ": cannot list the folder: ", ec.message());
+      detail::require(!files.empty(), "dataset ", dir.string(), ": class '", d.classes[c], "' has no image files");
+      std::sort(files.begin(), files.end());
+      for (std::string& f : files) {
+        d.files_.push_back(std::move(f));
+        d.labels_.push_back(static_cast<std::int64_t>(c));
+      }
+    }
+    return d;
+  }
+
+  /// A list file: one "path label" per line (label a class name, or an index when `classes` is
+  /// given and the label is a number); relative paths are relative to the list's folder; blank
+  /// lines and lines starting with # are skipped. Without `classes` they are the sorted names
+  /// the file uses. @throws vitmae::Error naming the file and line.
+  static LabelledDataset list_file(const std::string& path, std::vector<std::string> classes = {}) {
+    namespace fs = std::filesystem;
+    std::ifstream in(path);
+    detail::require(in.good(), "dataset ", path, ": cannot open the list file");
+    const fs::path base = fs::path(path).parent_path();
+    std::vector<std::pair<std::string, std::string>> rows;
+    std::string line;
+    for (long n = 1; std::getline(in, line); ++n) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+      const size_t s = line.find_first_not_of(" \t");
+      if (s == std::string::npos || line[s] == '#') continue;
+      const size_t sep = line.find_last_of(" \t");
+      detail::require(sep != std::string::npos && sep > s, "dataset ", path, ":", n, ": expected 'path label', got '", line, "'");
+      std::string file = line.substr(s, line.find_last_not_of(" \t", sep) + 1 - s);
+      const fs::path p(file);
+      rows.emplace_back(p.is_absolute() ? p.string() : (base / p).string(), line.substr(sep + 1));
+    }
+    detail::require(!rows.empty(), "dataset ", path, ": no 'path label' lines");
+    LabelledDataset d;
+    const bool given = !classes.empty();
+    if (!given) {
+      for (const auto& r : rows) classes.push_back(r.second);
+      std::sort(classes.begin(), classes.end());
+      classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
+    }
+    d.classes = std::move(classes);
+    for (const auto& [file, label] : rows) {
+      d.files_.push_back(file);
+      d.labels_.push_back(d.class_index(label, given, path));
+    }
+    return d;
+  }
+
+  /// IDX image and label files (MNIST's format: magic 0x00000803 images [N, rows, cols] of
+  /// bytes, 0x00000801 labels [N] of bytes; big-endian sizes), gzip-compressed or not.
+  /// @throws vitmae::Error naming the file: a wrong magic number, a truncated body, counts that
+  /// differ, a label out of range of `classes`.
+  static LabelledDataset idx(const std::string& images_path, const std::string& labels_path, std::vector<std::string> classes) {
+    const std::vector<std::uint8_t> img = io::read_maybe_gzip(images_path), lab = io::read_maybe_gzip(labels_path);
+    auto be32 = [](const std::vector<std::uint8_t>& b, size_t at) {
+      return (static_cast<std::uint32_t>(b[at]) << 24) | (static_cast<std::uint32_t>(b[at + 1]) << 16) |
+             (static_cast<std::uint32_t>(b[at + 2]) << 8) | static_cast<std::uint32_t>(b[at + 3]);
+    };
+    detail::require(img.size() >= 16 && be32(img, 0) == 0x803, images_path, ": not an IDX image file (magic number ",
+                    img.size() >= 4 ? be32(img, 0) : 0u, ", expected 2051 = 0x00000803: unsigned bytes, 3 dimensions)");
+    detail::require(lab.size() >= 8 && be32(lab, 0) == 0x801, labels_path, ": not an IDX label file (magic number ",
+                    lab.size() >= 4 ? be32(lab, 0) : 0u, ", expected 2049 = 0x00000801: unsigned bytes, 1 dimension)");
+    const std::uint64_t n = be32(img, 4), rows = be32(img, 8), cols = be32(img, 12), nl = be32(lab, 4);
+    detail::require(rows > 0 && cols > 0 && rows <= 65536 && cols <= 65536, images_path, ": image size ", rows, "x", cols,
+                    " is not plausible");
+    detail::require(img.size() - 16 == n * rows * cols, images_path, ": truncated or oversized body: ", img.size() - 16,
+                    " bytes of pixels, the header says ", n, " images of ", rows, "x", cols, " = ", n * rows * cols);
+    detail::require(lab.size() - 8 == nl, labels_path, ": truncated or oversized body: ", lab.size() - 8,
+                    " labels, the header says ", nl);
+    detail::require(n == nl, images_path, " has ", n, " images but ", labels_path, " has ", nl, " labels");
+    LabelledDataset d;
+    d.classes = std::move(classes);
+    d.idx_name_ = images_path;
+    auto memory = std::make_shared<std::vector<io::Image8>>(static_cast<size_t>(n));
+    for (size_t i = 0; i < n; ++i) {
+      const std::int64_t y = lab[8 + i];
+      detail::require(y < static_cast<std::int64_t>(d.classes.size()), labels_path, ": label ", y, " of image ", i,
+                      " is out of range: ", d.classes.size(), " classes");
+      io::Image8& im = (*memory)[i];
+      im.width = static_cast<int>(cols), im.height = static_cast<int>(rows), im.channels = 1;
+      im.data.assign(img.begin() + static_cast<std::ptrdiff_t>(16 + i * rows * cols),
+                     img.begin() + static_cast<std::ptrdiff_t>(16 + (i + 1) * rows * cols));
+      d.labels_.push_back(y);
+      d.index_.push_back(static_cast<std::int64_t>(i));
+    }
+    d.memory_ = std::move(memory);
+    return d;
+  }
+
+  /// Fashion-MNIST's "train" (60,000) or "t10k" (10,000) split from `dir` (Debian's
+  /// dataset-fashion-mnist: /usr/share/datasets/fashion-mnist).
+  static LabelledDataset fashion_mnist(const std::string& dir, const std::string& split) {
+    detail::require(split == "train" || split == "t10k", "fashion_mnist: split must be 'train' or 't10k', got '", split, "'");
+    return idx(dir + "/" + split + "-images-idx3-ubyte.gz", dir + "/" + split + "-labels-idx1-ubyte.gz", fashion_mnist_classes());
+  }
+
+  /// The samples at `positions`, in that order (the classes unchanged).
+  LabelledDataset select(const std::vector<size_t>& positions) const {
+    LabelledDataset d;
+    d.classes = classes;
+    d.idx_name_ = idx_name_;
+    d.memory_ = memory_;
+    for (size_t p : positions) {
+      detail::require(p < size(), "select: position ", p, " of a dataset of ", size());
+      d.labels_.push_back(labels_[p]);
+      if (files_.empty())
+        d.index_.push_back(index_[p]);
+      else
+        d.files_.push_back(files_[p]);
+    }
+    return d;
+  }
+
+  /// A seeded subset with `per_class` samples of every class (each class's samples shuffled by
+  /// the seed, the first per_class kept; the subset in dataset order). The rest, when given,
+  /// receives the positions left out (a held-out set for choices). @throws vitmae::Error when a
+  /// class has fewer samples.
+  LabelledDataset per_class_subset(size_t per_class, std::uint64_t seed, std::vector<size_t>* rest = nullptr) const {
+    std::vector<std::vector<size_t>> by_class(classes.size());
+    for (size_t i = 0; i < size(); ++i) by_class[static_cast<size_t>(labels_[i])].push_back(i);
+    std::vector<size_t> keep;
+    auto rng = seeded_rng(seed, 0x5355425345540000ull);  // "SUBSET"
+    for (size_t c = 0; c < classes.size(); ++c) {
+      std::vector<size_t>& v = by_class[c];
+      detail::require(v.size() >= per_class, "per_class_subset: class '", classes[c], "' has ", v.size(), " samples, fewer than ",
+                      per_class);
+      for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
+      keep.insert(keep.end(), v.begin(), v.begin() + static_cast<std::ptrdiff_t>(per_class));
+    }
+    std::sort(keep.begin(), keep.end());
+    if (rest) {
+      rest->clear();
+      size_t k = 0;
+      for (size_t i = 0; i < size(); ++i) {
+        if (k < keep.size() && keep[k] == i) {
+          ++k;
+          continue;
+        }
+        rest->push_back(i);
+      }
+    }
+    return select(keep);
+  }
+
+  /// Re-labels this set (validation, test) by the class names of the set a model was trained
+  /// on. @throws vitmae::Error naming a class the training set does not have.
+  void use_classes_of(const std::vector<std::string>& train_classes) {
+    std::vector<std::int64_t> map(classes.size());
+    for (size_t c = 0; c < classes.size(); ++c) {
+      const auto it = std::find(train_classes.begin(), train_classes.end(), classes[c]);
+      detail::require(it != train_classes.end(), "dataset: class '", classes[c], "' is not one of the training set's ",
+                      train_classes.size(), " classes");
+      map[c] = it - train_classes.begin();
+    }
+    for (std::int64_t& y : labels_) y = map[static_cast<size_t>(y)];
+    classes = train_classes;
+  }
+
+ private:
+  std::vector<std::string> files_;  // one per sample (file-backed sets)
+  std::vector<std::int64_t> labels_;
+  std::vector<std::int64_t> index_;  // IDX-backed sets: the image's index in memory_
+  std::string idx_name_;
+  std::shared_ptr<const std::vector<io::Image8>> memory_;
+
+  std::int64_t class_index(const std::string& label, bool numeric_allowed, const std::string& path) const {
+    const auto it = std::find(classes.begin(), classes.end(), label);
+    if (it != classes.end()) return it - classes.begin();
+    if (numeric_allowed && !label.empty() && label.find_first_not_of("0123456789") == std::string::npos && label.size() < 10) {
+      const std::int64_t y = std::stoll(label);
+      detail::require(y < static_cast<std::int64_t>(classes.size()), "dataset ", path, ": label ", y, " is out of range: ",
+                      classes.size(), " classes");
+      return y;
+    }
+    detail::fail("dataset ", path, ": label '", label, "' is not one of the ", classes.size(), " classes");
+  }
+};
+
+}  // namespace vitmae::train

@@ -1,0 +1,446 @@
+// SPDX-License-Identifier: Apache-2.0
+// ViTForImageClassification against transformers' (tests/data/hf_vit, see its README): outputs,
+// losses, gradients and fine-tuning steps; loading from an MAE checkpoint; the config; errors.
+#include "test_util.hpp"
+
+#include <vitmae/train.hpp>
+
+#include <map>
+#include <random>
+
+namespace io = vitmae::io;
+using vitmae::Index;
+using vitmae::Matrix;
+
+namespace {
+
+/// The labels of a fixture: I64 [B] class indices, F32 [B, N] multi-label targets, F32 [B]
+/// regression targets.
+template <class Scalar>
+vitmae::Labels<Scalar> fixture_labels(const io::SafetensorsFile& f, const std::string& name = "labels") {
+  if (f.tensors().at(name).dtype == io::DType::I64) {
+    const auto t = f.get<std::int64_t>(name);
+    return vitmae::Labels<Scalar>::of_classes(t.data);
+  }
+  const auto t = f.get<Scalar>(name);
+  const Index B = t.size(0), N = t.dim() > 1 ? t.size(1) : 1;
+  return vitmae::Labels<Scalar>::of_targets(Eigen::Map<const Matrix<Scalar>>(t.ptr(), B, N));
+}
+
+/// Runs the case's checkpoint on its io.safetensors and checks every output it holds: float32
+/// within 1e-4 of the float32 references; float64 within 1e-12 of the `*_f64` ones (every
+/// operation in float64) where the case has them, else 1e-4 of the float32 ones.
+template <class Scalar>
+void check_case(const std::string& dir) {
+  INFO("case " << dir);
+  const io::SafetensorsFile f(test::data(dir + "/io.safetensors"));
+  const auto model = vitmae::ViTForImageClassification<Scalar>::from_pretrained(test::data(dir));
+  vitmae::ForwardOptions opts;
+  opts.interpolate_pos_encoding = f.metadata().at("interpolate_pos_encoding") == "true";
+  opts.output_hidden_states = opts.output_attentions = true;
+  const auto labels = fixture_labels<Scalar>(f);
+  const auto out = model.forward(f.get<Scalar>("pixel_values"), &labels, opts);
+
+  const bool f64 = std::is_same_v<Scalar, double>;
+  auto expected = [&](const std::string& name) {
+    const bool have64 = f64 && f.contains(name + "_f64");
+    return std::make_pair(f.get<double>(have64 ? name + "_f64" : name), have64 ? 1e-12 : 1e-4);
+  };
+  {
+    auto [e, t] = expected("logits");
+    test::check_close("logits", out.logits.data(), static_cast<long>(out.logits.size()), e, t);
+  }
+  {
+    auto [e, t] = expected("loss");
+    REQUIRE(out.loss.has_value());
+    test::check_close("loss", &*out.loss, 1, e, t);
+  }
+  {
+    auto [e, t] = expected("last_hidden_state");
+    const auto got = test::flatten(out.last_hidden_state);
+    test::check_close("last_hidden_state", got.data(), static_cast<long>(got.size()), e, t);
+  }
+  const Index layers = model.config().num_hidden_layers;
+  REQUIRE(static_cast<Index>(out.hidden_states.size()) == layers + 1);
+  REQUIRE(static_cast<Index>(out.attentions.size()) == layers);
+  for (Index i = 0; i <= layers; ++i) {
+    const auto got = test::flatten(out.hidden_states[static_cast<size_t>(i)]);
+    test::check_close("hidden_states." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                      f.get<double>("hidden_states." + std::to_string(i)), 1e-4);
+  }
+  for (Index i = 0; i < layers; ++i) {
+    const auto got = test::flatten(out.attentions[static_cast<size_t>(i)]);
+    test::check_close("attentions." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                      f.get<double>("attentions." + std::to_string(i)), 1e-4);
+  }
+  if (f.contains("loss_label_smoothing_0.1")) {  // torch's CrossEntropyLoss(label_smoothing=0.1) of the float32 logits
+    const Scalar smoothed = model.loss_of(0.1).forward(out.logits, labels, static_cast<Matrix<Scalar>*>(nullptr));
+    test::check_close("loss_label_smoothing_0.1", &smoothed, 1, f.get<double>("loss_label_smoothing_0.1"), 1e-4);
+  }
+}
+
+const char* const kCases[] = {"hf_vit/cls_tiny", "hf_vit/cls_interp_48", "hf_vit/cls_multilabel", "hf_vit/cls_regression",
+                              "hf_vit/cls_from_mae_tiny"};
+
+/// Largest |value| over a file's grad.* tensors.
+double largest_gradient(const io::SafetensorsFile& ref) {
+  double largest = 0;
+  for (const auto& [name, info] : ref.tensors())
+    if (name.rfind("grad.", 0) == 0)
+      for (double v : ref.get<double>(name).data) largest = std::max(largest, std::abs(v));
+  return largest;
+}
+
+/// A small random classifier for finite differences.
+vitmae::ViTConfig small_config(Index labels, const char* act = "gelu") {
+  vitmae::ViTConfig c;
+  c.hidden_size = 8, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.intermediate_size = 12;
+  c.image_size = 8, c.patch_size = 4, c.num_channels = 2, c.hidden_act = act;
+  c.id2label = vitmae::ViTConfig::default_labels(labels);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("ViTForImageClassification matches transformers on every hf_vit case", Scalar, float, double) {
+  for (const char* c : kCases) check_case<Scalar>(c);
+}
+
+TEST_CASE("an MAE checkpoint becomes a classifier: the encoder's tensors unchanged, the decoder dropped") {
+  std::vector<std::string> notes;
+  vitmae::ClassifierLoadOptions o;
+  o.labels = vitmae::ViTConfig::default_labels(3);
+  auto m = vitmae::ViTForImageClassification<float>::from_pretrained(test::data("hf/tiny"), o, &notes);
+  const io::SafetensorsSource ref(test::data("hf_vit/cls_from_mae_tiny/model.safetensors"));
+  size_t compared = 0;
+  m.visit_parameters("", [&](const vitmae::Parameter<float>& p) {
+    REQUIRE(ref.contains(p.name));
+    if (p.name.rfind("classifier.", 0) == 0) return;  // drawn with another generator than torch's
+    ++compared;
+    std::vector<float> e(static_cast<size_t>(p.size));
+    ref.read(p.name, e.data());
+    INFO(p.name);
+    CHECK(std::equal(e.begin(), e.end(), p.data));
+  });
+  CHECK(compared == 38);  // every vit.* tensor of the case
+  REQUIRE(notes.size() == 2);
+  CHECK(notes[0].find("decoder") != std::string::npos);
+  CHECK(notes[1].find("classifier.weight and classifier.bias are not in") != std::string::npos);
+  // The fresh classifier: truncated normal with std initializer_range (0.02), bias 0.
+  CHECK(m.classifier.bias.isZero());
+  CHECK(m.classifier.weight.cwiseAbs().maxCoeff() > 0.0f);
+  CHECK(m.classifier.weight.cwiseAbs().maxCoeff() < 0.1f);
+  // With the case's classifier, the case's logits.
+  vitmae::load_state_dict(m.classifier, ref, "classifier.", {""}).require_complete(ref);
+  const io::SafetensorsFile f(test::data("hf_vit/cls_from_mae_tiny/io.safetensors"));
+  const auto out = m.forward(f.get<float>("pixel_values"));
+  test::check_close("logits", out.logits.data(), static_cast<long>(out.logits.size()), f.get<double>("logits"), 1e-4);
+  CHECK(!out.loss.has_value());
+  // Without labels an MAE checkpoint is refused with what to do.
+  CHECK_THROWS_WITH_AS(vitmae::ViTForImageClassification<float>::from_pretrained(test::data("hf/tiny")),
+                       doctest::Contains("an MAE checkpoint has no classifier: give the labels"), vitmae::Error);
+}
+
+TEST_CASE("classifier gradients match the float64 reference within 1e-12 of the largest gradient") {
+  const auto m = vitmae::ViTForImageClassification<double>::from_pretrained(test::data("hf_vit/cls_tiny"));
+  const io::SafetensorsFile f(test::data("hf_vit/cls_tiny/io.safetensors")), ref(test::data("hf_vit/cls_tiny/grads.safetensors"));
+  auto grads = vitmae::train::zero_grads_like(m);
+  Matrix<double> dpix = Matrix<double>::Zero(3, 3 * 32 * 32);
+  const double loss = vitmae::train::forward_backward(m, f.get<double>("pixel_values"), fixture_labels<double>(f), grads, &dpix);
+  const double ref_loss = ref.get<double>("loss_f64").data[0];
+  CHECK(std::abs(loss - ref_loss) <= 1e-12 * std::abs(ref_loss));
+  const double largest = largest_gradient(ref);
+  double worst = 0;
+  size_t seen = 0;
+  grads.visit_parameters("", [&](const vitmae::Parameter<const double>& p) {
+    REQUIRE(ref.contains("grad." + p.name));  // the position table is learned in ViT: it has a gradient
+    ++seen;
+    const auto e = ref.get<double>("grad." + p.name);
+    REQUIRE(e.numel() == p.size);
+    double d = 0;
+    for (Index i = 0; i < p.size; ++i) d = std::max(d, std::abs(p.data[i] - e.data[static_cast<size_t>(i)]));
+    INFO(p.name << ": max abs diff " << d << ", relative to the largest gradient " << d / largest);
+    CHECK(d <= 1e-12 * largest);
+    worst = std::max(worst, d / largest);
+  });
+  CHECK(seen == ref.tensors().size() - 2);  // every grad.* but pixel_values; loss_f64
+  const auto e = ref.get<double>("grad.pixel_values");
+  double d = 0;
+  for (Index i = 0; i < dpix.size(); ++i) d = std::max(d, std::abs(dpix.data()[i] - e.data[static_cast<size_t>(i)]));
+  CHECK(d <= 1e-12 * largest);
+  MESSAGE("worst relative gradient error " << std::max(worst, d / largest));
+}
+
+TEST_CASE("8 fine-tuning steps (AdamW, layer decay 0.75, label smoothing 0.1) match the float64 reference") {
+  auto m = vitmae::ViTForImageClassification<double>::from_pretrained(test::data("hf_vit/cls_tiny"));
+  const io::SafetensorsFile ref(test::data("hf_vit/cls_tiny/train_steps.safetensors"));
+  REQUIRE(ref.metadata().at("betas") == "0.9,0.999");
+  const auto px = ref.get<double>("pixel_values");  // [8, 4, 3, 32, 32]
+  const auto labels = ref.get<std::int64_t>("labels");
+  const auto lr = ref.get<double>("lr").data;
+  const auto losses = ref.get<double>("loss").data;
+  vitmae::train::AdamWOptions ao;
+  ao.beta1 = 0.9, ao.beta2 = 0.999, ao.eps = 1e-8, ao.weight_decay = 0.05;
+  vitmae::train::AdamW<vitmae::ViTForImageClassification<double>> opt(m, ao);
+  const long layers = static_cast<long>(m.config().num_hidden_layers);
+  auto scale = [&](const vitmae::Parameter<double>& p) { return vitmae::train::layer_decay_scale(p.name, layers, 0.75); };
+  auto grads = vitmae::train::zero_grads_like(m);
+  vitmae::ViTForImageClassification<double>::Cache cache;
+  const Index per = 4 * 3 * 32 * 32;
+  for (Index s = 0; s < 8; ++s) {
+    vitmae::Tensor<double> batch({4, 3, 32, 32});
+    std::copy(px.data.begin() + s * per, px.data.begin() + (s + 1) * per, batch.data.begin());
+    const auto y = vitmae::Labels<double>::of_classes(
+        std::vector<std::int64_t>(labels.data.begin() + s * 4, labels.data.begin() + (s + 1) * 4));
+    vitmae::train::zero_parameters(grads);
+    const double loss = vitmae::train::forward_backward(m, batch, y, grads, nullptr, 0.1, {}, &cache);
+    INFO("step " << s << " loss " << loss << " reference " << losses[static_cast<size_t>(s)]);
+    CHECK(std::abs(loss - losses[static_cast<size_t>(s)]) <= 1e-12 * std::abs(losses[static_cast<size_t>(s)]));
+    opt.step(m, grads, lr[static_cast<size_t>(s)], scale);
+  }
+  double worst = 0;
+  std::string worst_name;
+  size_t compared = 0;
+  m.visit_parameters("", [&](const vitmae::Parameter<const double>& p) {
+    REQUIRE(ref.contains("final." + p.name));
+    ++compared;
+    const auto e = ref.get<double>("final." + p.name);
+    for (Index i = 0; i < p.size; ++i) {
+      const double d = std::abs(p.data[i] - e.data[static_cast<size_t>(i)]);
+      if (d > worst) worst = d, worst_name = p.name;
+    }
+  });
+  MESSAGE("largest weight difference after 8 steps: " << worst << " (" << worst_name << ")");
+  CHECK(worst <= 1e-12);
+  CHECK(compared == 40);
+}
+
+TEST_CASE("layer-wise lr decay ids follow MAE's param_groups_lrd") {
+  using vitmae::train::vit_layer_id;
+  CHECK(vit_layer_id("vit.embeddings.cls_token", 12) == 0);
+  CHECK(vit_layer_id("vit.embeddings.patch_embeddings.projection.weight", 12) == 0);
+  CHECK(vit_layer_id("vit.encoder.layer.0.attention.attention.query.weight", 12) == 1);
+  CHECK(vit_layer_id("vit.encoder.layer.11.output.dense.bias", 12) == 12);
+  CHECK(vit_layer_id("vit.layernorm.weight", 12) == 13);
+  CHECK(vit_layer_id("classifier.weight", 12) == 13);
+  CHECK(vitmae::train::layer_decay_scale("classifier.bias", 2, 0.75) == 1.0);
+  CHECK(vitmae::train::layer_decay_scale("vit.embeddings.cls_token", 2, 0.75) == doctest::Approx(0.421875));
+}
+
+TEST_CASE("finite differences: every loss type, interpolated positions, num_labels 0") {
+  struct Case {
+    Index labels;
+    const char* problem;
+    Index size;  // input side (8: the configured size; 12: interpolate_pos_encoding)
+    double smoothing;
+  };
+  for (const Case& k : {Case{3, "", 8, 0.0}, Case{3, "", 12, 0.1}, Case{4, "multi_label_classification", 8, 0.0},
+                        Case{1, "", 12, 0.0}, Case{0, "", 8, 0.0}}) {
+    INFO("labels " << k.labels << " problem '" << k.problem << "' size " << k.size);
+    vitmae::ViTConfig c = small_config(k.labels, "gelu_new");
+    c.problem_type = k.problem;
+    vitmae::ViTForImageClassification<double> m(c);
+    std::mt19937_64 rng(7);
+    m.init_weights(rng);
+    m.vit.embeddings.cls_token.setRandom();
+    m.vit.embeddings.position_embeddings.setRandom();
+    const Index B = 3;
+    vitmae::Tensor<double> px({B, 2, k.size, k.size});
+    std::uniform_real_distribution<double> u(-1, 1);
+    for (auto& v : px.data) v = u(rng);
+    const bool integer = k.labels > 1 && std::string(k.problem).empty();
+    const Index outputs = k.labels > 0 ? k.labels : c.hidden_size;  // num_labels 0: the CLS features, BCE on them
+    const vitmae::Labels<double> y =
+        integer ? vitmae::Labels<double>::of_classes({0, 2, -100})
+                : vitmae::Labels<double>::of_targets(Matrix<double>::NullaryExpr(
+                      B, outputs, [&] { return k.labels == 1 ? u(rng) : static_cast<double>(u(rng) > 0); }));
+    vitmae::ForwardOptions opts;
+    opts.interpolate_pos_encoding = k.size != 8;
+    auto grads = vitmae::train::zero_grads_like(m);
+    Matrix<double> dpix = Matrix<double>::Zero(B, 2 * k.size * k.size);
+    vitmae::train::forward_backward(m, px, y, grads, &dpix, k.smoothing, opts);
+    vitmae::ViTForImageClassification<double>::Cache cache;
+    auto loss_at = [&] { return m.forward(px, opts, cache, &y, k.smoothing); };
+    const double h = 1e-6;
+    auto g = vitmae::parameter_list(grads);
+    size_t i = 0;
+    m.visit_parameters("", [&](const vitmae::Parameter<double>& p) {
+      const auto& gp = g[i++];
+      for (Index e : {Index(0), p.size / 2, p.size - 1}) {
+        const double keep = p.data[e];
+        p.data[e] = keep + h;
+        const double up = loss_at();
+        p.data[e] = keep - h;
+        const double down = loss_at();
+        p.data[e] = keep;
+        INFO(p.name << "[" << e << "]");
+        CHECK(gp.data[e] == doctest::Approx((up - down) / (2 * h)).epsilon(1e-5).scale(1e-3));
+      }
+    });
+    for (Index e : {Index(0), dpix.size() / 3, dpix.size() - 1}) {
+      const double keep = px.data[static_cast<size_t>(e)];
+      px.data[static_cast<size_t>(e)] = keep + h;
+      const double up = loss_at();
+      px.data[static_cast<size_t>(e)] = keep - h;
+      const double down = loss_at();
+      px.data[static_cast<size_t>(e)] = keep;
+      CHECK(dpix.data()[e] == doctest::Approx((up - down) / (2 * h)).epsilon(1e-5).scale(1e-3));
+    }
+  }
+}
+
+TEST_CASE("cross-entropy ignores -100 like torch, and refuses labels out of range") {
+  vitmae::ClassificationLoss loss{"", 3, 0.0};
+  Matrix<double> logits(2, 3);
+  logits << 1, 2, 3, 0.5, -1, 2;
+  const double only_first = loss.forward(logits, vitmae::Labels<double>::of_classes({2, -100}), static_cast<Matrix<double>*>(nullptr));
+  CHECK(only_first == doctest::Approx(std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3.0).epsilon(1e-14));
+  CHECK(std::isnan(loss.forward(logits, vitmae::Labels<double>::of_classes({-100, -100}), static_cast<Matrix<double>*>(nullptr))));
+  CHECK_THROWS_WITH_AS(loss.forward(logits, vitmae::Labels<double>::of_classes({3, 0}), static_cast<Matrix<double>*>(nullptr)),
+                       doctest::Contains("label 3 of sample 0 is out of range: the model has 3 labels"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(loss.forward(logits, vitmae::Labels<double>::of_classes({1}), static_cast<Matrix<double>*>(nullptr)),
+                       doctest::Contains("1 labels for a batch of 2"), vitmae::Error);
+  CHECK(loss.resolved(true) == "single_label_classification");
+  CHECK(loss.resolved(false) == "multi_label_classification");
+  CHECK(vitmae::ClassificationLoss{"", 1, 0.0}.resolved(true) == "regression");
+}
+
+TEST_CASE("ViTConfig: HF's fields and defaults, id2label rules, errors naming the key") {
+  const vitmae::ViTConfig d;
+  CHECK(d.hidden_size == 768);
+  CHECK(d.encoder_stride == 16);
+  CHECK(d.num_labels() == 2);
+  CHECK(d.id2label[1] == "LABEL_1");
+  const auto c = vitmae::ViTConfig::load(test::data("hf_vit/cls_tiny/config.json"));
+  CHECK(c.num_labels() == 10);
+  CHECK(c.id2label[9] == "Ankle boot");
+  CHECK(c.label_id("Sneaker") == 7);
+  const auto j = c.to_json();
+  CHECK(j["model_type"] == "vit");
+  CHECK(j["architectures"][0] == "ViTForImageClassification");
+  CHECK(j["label2id"]["Dress"] == 3);
+  CHECK(j["id2label"]["3"] == "Dress");
+  const auto back = vitmae::ViTConfig::from_json(j);
+  CHECK(back.id2label == c.id2label);
+  CHECK(back.hidden_size == c.hidden_size);
+  CHECK(vitmae::ViTConfig::from_json(nlohmann::json{{"num_labels", 5}}).num_labels() == 5);
+  CHECK_THROWS_WITH_AS(vitmae::ViTConfig::from_json(nlohmann::json{{"id2label", {{"0", "a"}, {"2", "b"}}}}, "x.json"),
+                       doctest::Contains("x.json: 'id2label' key '2' is not a class index in 0 ... 1"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::ViTConfig::from_json(nlohmann::json{{"problem_type", "ranking"}}, "x.json"),
+                       doctest::Contains("x.json: 'problem_type' must be null"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::ViTConfig::from_json(nlohmann::json{{"hidden_size", 10}, {"num_attention_heads", 3}}, "x.json"),
+                       doctest::Contains("'hidden_size' 10 is not a multiple of 'num_attention_heads' 3"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(c.label_id("Hat"), doctest::Contains("label 'Hat' is not one of the model's 10 labels"), vitmae::Error);
+}
+
+TEST_CASE_TEMPLATE("classifier save_pretrained then from_pretrained round-trips bit-exactly", Scalar, float, double) {
+  vitmae::ViTForImageClassification<Scalar> m(small_config(3));
+  std::mt19937_64 rng(3);
+  m.init_weights(rng);
+  const std::string dir = test::tmp_dir("cls_roundtrip");
+  m.save_pretrained(dir);
+  const auto back = vitmae::ViTForImageClassification<Scalar>::from_pretrained(dir);
+  CHECK(back.config().id2label == m.config().id2label);
+  const auto a = vitmae::parameter_list(m), b = vitmae::parameter_list(back);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i].name == b[i].name);
+    CHECK(a[i].values() == b[i].values());
+  }
+  const io::SafetensorsFile saved(dir + "/model.safetensors");
+  CHECK(saved.contains("vit.embeddings.position_embeddings"));
+  CHECK(saved.contains("classifier.weight"));
+  CHECK(saved.tensors().size() == a.size());
+}
+
+TEST_CASE("IDX files, gzip or not: pixels and labels as Python wrote them, and every way they can be broken") {
+  using vitmae::train::LabelledDataset;
+  const std::vector<std::string> abc{"a", "b", "c"};
+  // tests/tools/make_idx.py: pixel (i, r, c) = (17 i + 5 r + c) % 256, labels 2 0 1 2 1.
+  const auto d = LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc);
+  REQUIRE(d.size() == 5);
+  CHECK(d.labels() == std::vector<std::int64_t>{2, 0, 1, 2, 1});
+  for (size_t i = 0; i < 5; ++i) {
+    const auto im = d.image(i, 1);
+    REQUIRE((im.width == 4 && im.height == 3 && im.channels == 1));
+    for (int r = 0; r < 3; ++r)
+      for (int c = 0; c < 4; ++c) CHECK(im.at(r, c, 0) == (17 * i + 5 * r + c) % 256);
+  }
+  CHECK(d.image(3, 3).channels == 3);
+  CHECK(d.source(4) == test::data("idx/images-idx3-ubyte.gz") + "#4");
+  // Uncompressed labels read the same.
+  CHECK(LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte"), abc).labels() == d.labels());
+  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/bad-magic-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+                       doctest::Contains("bad-magic-idx3-ubyte.gz: not an IDX image file (magic number 2049, expected 2051"),
+                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/truncated-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+                       doctest::Contains("truncated-idx3-ubyte.gz: truncated or oversized body: 53 bytes of pixels, the header says 5 images"),
+                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/cut-gzip-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+                       doctest::Contains("cut-gzip-idx3-ubyte.gz"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), {"a", "b"}),
+                       doctest::Contains("labels-idx1-ubyte.gz: label 2 of image 0 is out of range: 2 classes"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/labels-idx1-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+                       doctest::Contains("not an IDX image file"), vitmae::Error);
+  // Seeded per-class subsets: reproducible, balanced, in dataset order; the rest is the complement.
+  std::vector<size_t> rest;
+  const auto s = d.per_class_subset(1, 5, &rest);
+  CHECK(s.size() == 3);
+  CHECK(rest.size() == 2);
+  std::vector<std::int64_t> got = s.labels();
+  std::sort(got.begin(), got.end());
+  CHECK(got == std::vector<std::int64_t>{0, 1, 2});
+  CHECK(d.per_class_subset(1, 5).labels() == s.labels());
+  CHECK_THROWS_WITH_AS(d.per_class_subset(2, 5), doctest::Contains("class 'a' has 1 samples, fewer than 2"), vitmae::Error);
+}
+
+TEST_CASE("Fashion-MNIST as Debian ships it (when dataset-fashion-mnist is installed)") {
+  const std::string dir = "/usr/share/datasets/fashion-mnist";
+  if (!vitmae::io::file_exists(dir + "/t10k-labels-idx1-ubyte.gz")) {
+    MESSAGE("dataset-fashion-mnist is not installed: the committed IDX fixtures above cover the reader");
+    return;
+  }
+  // Expected values from Python's gzip module on the same files.
+  const auto test_set = vitmae::train::LabelledDataset::fashion_mnist(dir, "t10k");
+  CHECK(test_set.size() == 10000);
+  CHECK(std::vector<std::int64_t>(test_set.labels().begin(), test_set.labels().begin() + 8) ==
+        std::vector<std::int64_t>{9, 2, 1, 1, 6, 1, 4, 6});
+  CHECK(test_set.classes[9] == "Ankle boot");
+}
+
+TEST_CASE("ImageFolder and list files: classes sorted, labels by folder or name, clear errors") {
+  using vitmae::train::LabelledDataset;
+  const std::string root = test::tmp_dir("image_folder");
+  vitmae::io::Image8 px{2, 2, 3, std::vector<std::uint8_t>(12, 100)};
+  for (const char* f : {"dog/b.png", "dog/a.png", "cat/x/deep.png", "cat/c.png"}) {
+    std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
+    vitmae::io::save_png(root + "/" + f, px);
+  }
+  const auto d = LabelledDataset::image_folder(root);
+  CHECK(d.classes == std::vector<std::string>{"cat", "dog"});
+  REQUIRE(d.size() == 4);
+  CHECK(d.labels() == std::vector<std::int64_t>{0, 0, 1, 1});
+  CHECK(d.source(0) == root + "/cat/c.png");
+  CHECK(d.source(1) == root + "/cat/x/deep.png");
+  CHECK(d.source(2) == root + "/dog/a.png");
+  CHECK(d.image(3, 3).width == 2);
+  vitmae::io::write_file_atomic(root + "/list.txt", "# comment\ndog/a.png dog\n\ncat/c.png cat\r\n");
+  const auto l = LabelledDataset::list_file(root + "/list.txt");
+  CHECK(l.classes == std::vector<std::string>{"cat", "dog"});
+  CHECK(l.labels() == std::vector<std::int64_t>{1, 0});
+  CHECK(l.source(0) == root + "/dog/a.png");
+  vitmae::io::write_file_atomic(root + "/numbers.txt", "dog/a.png 1\ncat/c.png 0\n");
+  CHECK(LabelledDataset::list_file(root + "/numbers.txt", {"cat", "dog"}).labels() == std::vector<std::int64_t>{1, 0});
+  vitmae::io::write_file_atomic(root + "/bad.txt", "dog/a.png 7\n");
+  CHECK_THROWS_WITH_AS(LabelledDataset::list_file(root + "/bad.txt", {"cat", "dog"}), doctest::Contains("label 7 is out of range: 2 classes"),
+                       vitmae::Error);
+  std::filesystem::create_directories(root + "/empty_root/bird");
+  CHECK_THROWS_WITH_AS(LabelledDataset::image_folder(root + "/empty_root"), doctest::Contains("class 'bird' has no image files"),
+                       vitmae::Error);
+  // Validation classes are mapped onto the training set's; an unknown one is refused.
+  auto v = LabelledDataset::list_file(root + "/list.txt");
+  v.use_classes_of({"dog", "cat"});
+  CHECK(v.labels() == std::vector<std::int64_t>{0, 1});
+  CHECK_THROWS_WITH_AS(v.use_classes_of({"dog", "horse"}), doctest::Contains("class 'cat' is not one of the training set's 2 classes"),
+                       vitmae::Error);
+}
