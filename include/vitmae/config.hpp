@@ -138,35 +138,28 @@ struct EncoderConfig {
                  " x num_hidden_layers ", num_hidden_layers, sizes);
   }
 
+  /// Hands each encoder field to f(config.json key, field), for reading and writing alike.
+  template <class Self, class F>
+  static void encoder_fields(Self& c, F&& f) {
+    f("hidden_size", c.hidden_size);
+    f("num_hidden_layers", c.num_hidden_layers);
+    f("num_attention_heads", c.num_attention_heads);
+    f("intermediate_size", c.intermediate_size);
+    f("hidden_act", c.hidden_act);
+    f("hidden_dropout_prob", c.hidden_dropout_prob);
+    f("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
+    f("initializer_range", c.initializer_range);
+    f("layer_norm_eps", c.layer_norm_eps);
+    f("image_size", c.image_size);
+    f("patch_size", c.patch_size);
+    f("num_channels", c.num_channels);
+    f("qkv_bias", c.qkv_bias);
+  }
   void read_encoder(const detail::JsonFields& f) {
-    f.get("hidden_size", hidden_size);
-    f.get("num_hidden_layers", num_hidden_layers);
-    f.get("num_attention_heads", num_attention_heads);
-    f.get("intermediate_size", intermediate_size);
-    f.get("hidden_act", hidden_act);
-    f.get("hidden_dropout_prob", hidden_dropout_prob);
-    f.get("attention_probs_dropout_prob", attention_probs_dropout_prob);
-    f.get("initializer_range", initializer_range);
-    f.get("layer_norm_eps", layer_norm_eps);
-    f.get("image_size", image_size);
-    f.get("patch_size", patch_size);
-    f.get("num_channels", num_channels);
-    f.get("qkv_bias", qkv_bias);
+    encoder_fields(*this, [&](const char* key, auto& field) { f.get(key, field); });
   }
   void write_encoder(nlohmann::json& j) const {
-    j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
-    j["hidden_act"] = hidden_act;
-    j["hidden_dropout_prob"] = hidden_dropout_prob;
-    j["hidden_size"] = hidden_size;
-    j["image_size"] = image_size;
-    j["initializer_range"] = initializer_range;
-    j["intermediate_size"] = intermediate_size;
-    j["layer_norm_eps"] = layer_norm_eps;
-    j["num_attention_heads"] = num_attention_heads;
-    j["num_channels"] = num_channels;
-    j["num_hidden_layers"] = num_hidden_layers;
-    j["patch_size"] = patch_size;
-    j["qkv_bias"] = qkv_bias;
+    encoder_fields(*this, [&](const char* key, const auto& field) { j[key] = field; });
   }
 };
 
