@@ -444,3 +444,87 @@ TEST_CASE("ImageFolder and list files: classes sorted, labels by folder or name,
   CHECK_THROWS_WITH_AS(v.use_classes_of({"dog", "horse"}), doctest::Contains("class 'cat' is not one of the training set's 2 classes"),
                        vitmae::Error);
 }
+
+TEST_CASE("ClassifierTrainer: a step is forward_backward plus layer-decayed AdamW; threads split the batch, not the result") {
+  namespace train = vitmae::train;
+  vitmae::ViTConfig c = small_config(3);
+  vitmae::ViTForImageClassification<double> m0(c);
+  std::mt19937_64 rng(11);
+  m0.init_weights(rng);
+  const Index B = 6;
+  std::vector<train::LabelledBatch<double>> batches;
+  std::uniform_real_distribution<double> u(-1, 1);
+  for (int k = 0; k < 3; ++k) {
+    train::LabelledBatch<double> b{vitmae::Tensor<double>({B, 2, 8, 8}), {0, 1, 2, 2, -100, 1}};
+    for (auto& v : b.pixels.data) v = u(rng);
+    batches.push_back(b);
+  }
+  train::FineTuneOptions o;
+  o.steps = 3, o.batch = static_cast<int>(B), o.base_lr = 0.05, o.warmup_steps = 1, o.layer_decay = 0.6, o.label_smoothing = 0.1;
+  o.clip_grad = 0.5;
+  auto run = [&](int threads) {
+    o.threads = threads;
+    train::ClassifierTrainer<double> t(m0, o);
+    int k = 0;
+    std::vector<double> losses;
+    while (t.step() < o.steps) losses.push_back(t.train_step([&] { return batches[static_cast<size_t>(k++)]; }).loss);
+    return std::make_pair(losses, t.model());
+  };
+  const auto [l1, m1] = run(1);
+  const auto [l2, m2] = run(2);
+  // By hand: the same three steps with forward_backward, the mean/clip and AdamW's layer decay.
+  auto m = m0;
+  train::AdamW<vitmae::ViTForImageClassification<double>> opt(m, train::AdamWOptions{0.9, 0.999, 1e-8, 0.05});
+  auto g = train::zero_grads_like(m);
+  for (int k = 0; k < 3; ++k) {
+    train::zero_parameters(g);
+    const double loss = train::forward_backward(m, batches[static_cast<size_t>(k)].pixels,
+                                                vitmae::Labels<double>::of_classes(batches[static_cast<size_t>(k)].labels), g,
+                                                nullptr, 0.1);
+    CHECK(loss == l1[static_cast<size_t>(k)]);
+    CHECK(std::abs(l2[static_cast<size_t>(k)] - loss) <= 1e-12 * std::abs(loss));
+    train::finish_gradients(g, 1, 0.5);
+    const double lr = train::mae_learning_rate(k, 1, 3, o.peak_lr(), o.min_lr);
+    opt.step(m, g, lr, [&](const vitmae::Parameter<double>& p) { return train::layer_decay_scale(p.name, 1, 0.6); });
+  }
+  const auto a = vitmae::parameter_list(m);
+  const auto b1 = vitmae::parameter_list(m1), b2 = vitmae::parameter_list(m2);
+  double diff2 = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].name);
+    CHECK(a[i].values() == b1[i].values());  // one thread: bit for bit
+    diff2 = std::max(diff2, (a[i].values() - b2[i].values()).cwiseAbs().maxCoeff());
+  }
+  MESSAGE("two threads against one: largest weight difference " << diff2);
+  CHECK(diff2 <= 1e-12);
+  CHECK(l1[2] < l1[0]);  // it learns the batches
+}
+
+TEST_CASE("evaluate: top-1, top-5, loss and the confusion matrix as the forward gives them") {
+  const auto model = vitmae::ViTForImageClassification<float>::from_pretrained(test::data("hf_vit/cls_tiny"));
+  // 5 IDX images (3x4, grey) as a 10-class set: preprocessing resizes them to 32x32, 3 channels.
+  auto set = vitmae::train::LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"),
+                                                 model.config().id2label);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(test::data("hf_vit/cls_tiny"), model.config().mae_config());
+  const auto e = vitmae::train::evaluate(model, set, proc, 2);
+  CHECK(e.count == 5);
+  long top1 = 0;
+  double loss = 0;
+  for (size_t i = 0; i < set.size(); ++i) {
+    const auto px = proc.preprocess<float>(std::vector<vitmae::io::Image8>{set.image(i, 3)});
+    const auto y = vitmae::Labels<float>::of_classes({set.label(i)});
+    const auto out = model.forward(px, &y);
+    Index best = 0;
+    out.logits.row(0).maxCoeff(&best);
+    top1 += best == set.label(i);
+    loss += *out.loss;
+    CHECK(e.confusion[static_cast<size_t>(set.label(i))][static_cast<size_t>(best)] >= 1);
+  }
+  CHECK(e.top1 == doctest::Approx(top1 / 5.0));
+  CHECK(e.loss == doctest::Approx(loss / 5.0).epsilon(1e-5));
+  long sum = 0;
+  for (const auto& row : e.confusion)
+    for (long v : row) sum += v;
+  CHECK(sum == 5);
+  CHECK(e.top5 >= e.top1);
+}

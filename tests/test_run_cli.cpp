@@ -2,7 +2,11 @@
 // examples/vitmae-run end to end: the fixtures reproduced through the program, and its errors.
 #include "test_util.hpp"
 
+#include <vitmae/train.hpp>
+
+#include <algorithm>
 #include <fstream>
+#include <random>
 #include <sys/wait.h>
 
 namespace io = vitmae::io;
@@ -209,4 +213,47 @@ TEST_CASE("vitmae-classify: top-k with the probabilities the API gives, JSON lin
   CHECK(r.status == 1);
   CHECK(r.err.find("/nonexistent.png") != std::string::npos);
   CHECK(run("--model " + dir + "/cls", VITMAE_CLASSIFY_EXE).status == 2);
+}
+
+TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its classifier, metrics and confusion") {
+  const std::string dir = test::tmp_dir("finetune");
+  // Class "dark": values 0-60; "light": 190-255 (noise from a fixed generator), 8x8 RGB PNGs.
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> dark(0, 60), light(190, 255);
+  for (const char* split : {"train", "val"})
+    for (const char* cls : {"dark", "light"})
+      for (int i = 0; i < (std::string(split) == "train" ? 16 : 6); ++i) {
+        vitmae::io::Image8 im{8, 8, 3, std::vector<std::uint8_t>(192)};
+        for (auto& v : im.data) v = static_cast<std::uint8_t>(std::string(cls) == "dark" ? dark(rng) : light(rng));
+        std::filesystem::create_directories(dir + "/" + split + "/" + cls);
+        vitmae::io::save_png(dir + "/" + split + "/" + cls + "/" + std::to_string(i) + ".png", im);
+      }
+  io::write_file_atomic(dir + "/config.json", R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
+  RunResult r = run("--train " + dir + "/train --val " + dir + "/val --out " + dir + "/run --config " + dir +
+                        "/config.json --steps 24 --batch 8 --base-lr 0.05 --eval-every 12 --threads 2",
+                    VITMAE_FINETUNE_EXE);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("32 training images in 2 classes, 12 validation images") != std::string::npos);
+  const std::string metrics = test::slurp(dir + "/run/metrics.csv");
+  CHECK(std::count(metrics.begin(), metrics.end(), '\n') == 25);  // header + 24 steps
+  // The last row's validation accuracy is the classifier's, recomputed through the API.
+  const auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir + "/run/final");
+  CHECK(model.config().id2label == std::vector<std::string>{"dark", "light"});
+  const auto val = vitmae::train::LabelledDataset::image_folder(dir + "/val");
+  const auto e = vitmae::train::evaluate(model, val, vitmae::ImageProcessor::load(dir + "/run/final/preprocessor_config.json"));
+  CHECK(e.top1 == 1.0);  // the two classes are told apart by brightness alone
+  const std::string last = metrics.substr(metrics.rfind('\n', metrics.size() - 2) + 1);
+  CHECK(last.find(",1.000000,1.000000,") != std::string::npos);
+  CHECK(test::slurp(dir + "/run/confusion.csv") == "true\\predicted,\"dark\",\"light\"\n\"dark\",6,0\n\"light\",0,6\n");
+  // A validation class the training set lacks is refused, naming it; nothing is written.
+  std::filesystem::create_directories(dir + "/val2/cloudy");
+  std::filesystem::copy_file(dir + "/val/dark/0.png", dir + "/val2/cloudy/0.png");
+  r = run("--train " + dir + "/train --val " + dir + "/val2 --out " + dir + "/run2 --config " + dir + "/config.json --steps 2",
+          VITMAE_FINETUNE_EXE);
+  CHECK(r.status == 1);
+  CHECK(r.err == "vitmae: dataset: class 'cloudy' is not one of the training set's 2 classes\n");
+  CHECK_FALSE(io::file_exists(dir + "/run2/metrics.csv"));
+  CHECK(run("--train a --val b --out c", VITMAE_FINETUNE_EXE).status == 2);
 }

@@ -8,6 +8,7 @@
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/checkpoint.hpp"
 #include "vitmae/train/data.hpp"
+#include "vitmae/train/finetune.hpp"
 #include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/plot.hpp"

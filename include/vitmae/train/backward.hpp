@@ -64,43 +64,36 @@ S forward_backward(const ViTForImageClassification<S>& m, const Tensor<S>& pixel
   return loss;
 }
 
-/// forward_backward with the batch split into contiguous slices, one per thread: slice 0 adds
-/// into `grads` itself, slice t > 0 into its own gradient twin; the twins are then added into
-/// `grads` in slice order (element by element, the elements split over threads). The result
-/// depends on the thread count (summation order) but not on scheduling: the same threads give
-/// the same bits. Keeps its twins and caches between calls, so a training loop allocates them
-/// once.
-template <class S>
-class ParallelBackward {
+/// A batch split into contiguous slices, one per thread, for any model M (with scalar_type,
+/// Cache and visit_parameters): slice 0 adds into `grads` itself, slice t > 0 into its own
+/// gradient twin; the twins are then added into `grads` in slice order (element by element, the
+/// elements split over threads). The result depends on the thread count (summation order) but
+/// not on scheduling: the same threads give the same bits. Keeps its twins and caches between
+/// calls, so a training loop allocates them once.
+template <class M>
+class BatchSlices {
  public:
-  using Model = ForPreTraining<S>;
+  using S = typename M::scalar_type;
 
-  S run(const Model& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, Model& grads, int threads,
-        const ForwardOptions& opts = {}) {
-    const Index B = pixel_values.size(0), L = noise.cols();
-    detail::require(pixel_values.dim() == 4 && noise.rows() == B, "forward_backward: pixel_values has ", B,
-                    " images but noise has ", noise.rows(), " rows");
-    const int n = static_cast<int>(std::max<Index>(1, std::min<Index>(threads, B)));
-    const double mask_ratio = opts.mask_ratio ? *opts.mask_ratio : m.config().mask_ratio;
-    const S den = static_cast<S>(B * (L - ops::num_kept(L, mask_ratio)));
+  /// job(b0, b1, grads, cache) runs samples [b0, b1) into grads and returns its share of the
+  /// loss; run returns the sum of the shares. An exception in any slice is rethrown (the first
+  /// slice's first) after every slice has finished.
+  template <class Job>
+  S run(const M& m, Index batch, int threads, M& grads, Job&& job) {
+    const int n = static_cast<int>(std::max<Index>(1, std::min<Index>(threads, batch)));
     caches_.resize(static_cast<size_t>(n));
-    if (n == 1) return forward_backward(m, pixel_values, noise, grads, static_cast<Matrix<S>*>(nullptr), den, opts, &caches_[0]);
+    if (n == 1) return job(Index(0), batch, grads, caches_[0]);
     if (static_cast<int>(twins_.size()) != n - 1) twins_.assign(static_cast<size_t>(n - 1), zero_grads_like(m));
     std::vector<S> losses(static_cast<size_t>(n), S(0));
     std::vector<std::string> errors(static_cast<size_t>(n));
-    const Index per_image = pixel_values.numel() / std::max<Index>(B, 1);
 #if defined(_OPENMP)
 #pragma omp parallel for num_threads(n) schedule(static, 1)
 #endif
     for (int t = 0; t < n; ++t) {
       try {
-        const Index b0 = B * t / n, b1 = B * (t + 1) / n;
-        Tensor<S> part(std::vector<Index>{b1 - b0, pixel_values.size(1), pixel_values.size(2), pixel_values.size(3)});
-        std::copy_n(pixel_values.ptr() + b0 * per_image, (b1 - b0) * per_image, part.ptr());
-        Model& g = t == 0 ? grads : twins_[static_cast<size_t>(t - 1)];
+        M& g = t == 0 ? grads : twins_[static_cast<size_t>(t - 1)];
         if (t > 0) zero_parameters(g);
-        losses[static_cast<size_t>(t)] = forward_backward(m, part, Matrix<S>(noise.middleRows(b0, b1 - b0)), g,
-                                                          static_cast<Matrix<S>*>(nullptr), den, opts, &caches_[static_cast<size_t>(t)]);
+        losses[static_cast<size_t>(t)] = job(batch * t / n, batch * (t + 1) / n, g, caches_[static_cast<size_t>(t)]);
       } catch (const std::exception& e) {
         errors[static_cast<size_t>(t)] = e.what();
       }
@@ -115,17 +108,91 @@ class ParallelBackward {
 
  private:
   /// grads[i] += twin_1[i] + twin_2[i] + ..., in that order for every element.
-  void add_twins(Model& grads) {
+  void add_twins(M& grads) {
     const auto out = parameter_list(grads);
     std::vector<std::vector<Parameter<S>>> in;
-    for (Model& t : twins_) in.push_back(parameter_list(t));
+    for (M& t : twins_) in.push_back(parameter_list(t));
     detail::parallel_for(out.size(), [&](size_t p) {
       for (const auto& twin : in) out[p].values() += twin[p].values();
     });
   }
 
-  std::vector<Model> twins_;
-  std::vector<typename Model::Cache> caches_;
+  std::vector<M> twins_;
+  std::vector<typename M::Cache> caches_;
+};
+
+/// Images [b0, b1) of pixel_values [B, C, H, W].
+template <class S>
+Tensor<S> batch_slice(const Tensor<S>& pixel_values, Index b0, Index b1) {
+  const Index per_image = pixel_values.numel() / std::max<Index>(pixel_values.size(0), 1);
+  Tensor<S> part(std::vector<Index>{b1 - b0, pixel_values.size(1), pixel_values.size(2), pixel_values.size(3)});
+  std::copy_n(pixel_values.ptr() + b0 * per_image, (b1 - b0) * per_image, part.ptr());
+  return part;
+}
+
+/// ViTMAEForPreTraining's forward_backward over BatchSlices: each slice's loss and gradients are
+/// its share of the whole batch's (divided by the batch's count of masked patches).
+template <class S>
+class ParallelBackward {
+ public:
+  using Model = ForPreTraining<S>;
+
+  S run(const Model& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, Model& grads, int threads,
+        const ForwardOptions& opts = {}) {
+    const Index B = pixel_values.size(0), L = noise.cols();
+    detail::require(pixel_values.dim() == 4 && noise.rows() == B, "forward_backward: pixel_values has ", B,
+                    " images but noise has ", noise.rows(), " rows");
+    const double mask_ratio = opts.mask_ratio ? *opts.mask_ratio : m.config().mask_ratio;
+    const S den = static_cast<S>(B * (L - ops::num_kept(L, mask_ratio)));
+    return slices_.run(m, B, threads, grads, [&](Index b0, Index b1, Model& g, typename Model::Cache& c) {
+      if (b0 == 0 && b1 == B) return forward_backward(m, pixel_values, noise, g, static_cast<Matrix<S>*>(nullptr), den, opts, &c);
+      return forward_backward(m, batch_slice(pixel_values, b0, b1), Matrix<S>(noise.middleRows(b0, b1 - b0)), g,
+                              static_cast<Matrix<S>*>(nullptr), den, opts, &c);
+    });
+  }
+
+ private:
+  BatchSlices<Model> slices_;
+};
+
+/// ViTForImageClassification's forward_backward over BatchSlices: each slice's loss and
+/// gradients are scaled to its share of the batch's mean (the labels it counts: cross-entropy
+/// leaves out -100, the other losses count every sample), so the sum is the whole batch's.
+template <class S>
+class ParallelClassifierBackward {
+ public:
+  using Model = ViTForImageClassification<S>;
+
+  S run(const Model& m, const Tensor<S>& pixel_values, const Labels<S>& labels, Model& grads, int threads,
+        double label_smoothing = 0.0, const ForwardOptions& opts = {}) {
+    const Index B = pixel_values.size(0);
+    detail::require(pixel_values.dim() == 4 && labels.batch() == B, "forward_backward: pixel_values has ", B, " images but ",
+                    labels.batch(), " labels");
+    const bool counts_labels = labels.integer && m.loss_of(label_smoothing).resolved(true) == "single_label_classification";
+    auto counted = [&](Index b0, Index b1) {
+      if (!counts_labels) return b1 - b0;
+      Index n = 0;
+      for (Index b = b0; b < b1; ++b) n += labels.classes[static_cast<size_t>(b)] != kIgnoreIndex;
+      return n;
+    };
+    const Index total = counted(0, B);
+    return slices_.run(m, B, threads, grads, [&](Index b0, Index b1, Model& g, typename Model::Cache& c) {
+      if (b0 == 0 && b1 == B) return forward_backward(m, pixel_values, labels, g, nullptr, label_smoothing, opts, &c);
+      const Index n = counted(b0, b1);
+      if (n == 0) return S(0);  // nothing of this slice counts
+      Labels<S> part = labels;
+      if (labels.integer)
+        part.classes.assign(labels.classes.begin() + b0, labels.classes.begin() + b1);
+      else
+        part.targets = labels.targets.middleRows(b0, b1 - b0);
+      const S share = static_cast<S>(n) / static_cast<S>(total);
+      return share * forward_backward(m, batch_slice(pixel_values, b0, b1), part, g, nullptr, label_smoothing, opts, &c,
+                                      share);
+    });
+  }
+
+ private:
+  BatchSlices<Model> slices_;
 };
 
 }  // namespace vitmae::train

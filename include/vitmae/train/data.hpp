@@ -293,10 +293,12 @@ class ImageDataset {
 
 /// Endless batches of augmented, normalised pixel_values [B, C, H, W], built by worker threads
 /// up to `prefetch` batches ahead. Batch k is a function of (seed, k) only (see the top).
-template <class S>
+/// Dataset: ImageDataset, or LabelledDataset (train/labelled.hpp), whose batch labels
+/// labels_of(k) gives.
+template <class S, class Dataset = ImageDataset>
 class DataLoader {
  public:
-  DataLoader(ImageDataset data, ImageProcessor proc, AugmentOptions aug, int batch, std::uint64_t seed, int workers = 1,
+  DataLoader(Dataset data, ImageProcessor proc, AugmentOptions aug, int batch, std::uint64_t seed, int workers = 1,
              int prefetch = 2, long first_batch = 0)
       : data_(std::move(data)), proc_(std::move(proc)), aug_(aug), batch_(batch), seed_(seed), next_(first_batch),
         produce_(first_batch), prefetch_(std::max(1, prefetch)) {
@@ -346,6 +348,13 @@ class DataLoader {
     return t;
   }
 
+  /// The labels of batch k (a LabelledDataset's), in the order of its images.
+  std::vector<std::int64_t> labels_of(long k) const {
+    std::vector<std::int64_t> y(static_cast<size_t>(batch_));
+    for (int b = 0; b < batch_; ++b) y[static_cast<size_t>(b)] = data_.label(file_at(k * batch_ + b));
+    return y;
+  }
+
   /// The next batch in order (waits for a worker). Rethrows a worker's error (a damaged image's
   /// vitmae::Error names the file).
   Tensor<S> next() {
@@ -388,7 +397,7 @@ class DataLoader {
     }
   }
 
-  ImageDataset data_;
+  Dataset data_;
   ImageProcessor proc_;
   AugmentOptions aug_;
   int batch_;

@@ -45,6 +45,10 @@ class LabelledDataset {
     if (files_.empty()) return io::to_channels((*memory_)[static_cast<size_t>(index_.at(i))], channels);
     return io::load_image(files_.at(i), channels);
   }
+  /// The same with the channels set_channels chose (what DataLoader reads).
+  std::shared_ptr<const io::Image8> image(size_t i) const { return std::make_shared<const io::Image8>(image(i, channels_)); }
+  int channels() const { return channels_; }
+  void set_channels(int c) { channels_ = c; }
 
   /// torchvision's ImageFolder: root/<class>/..., classes the sorted names of root's
   /// sub-folders, each one's image files (searched recursively) in sorted order.
@@ -167,6 +171,7 @@ class LabelledDataset {
     d.classes = classes;
     d.idx_name_ = idx_name_;
     d.memory_ = memory_;
+    d.channels_ = channels_;
     for (size_t p : positions) {
       detail::require(p < size(), "select: position ", p, " of a dataset of ", size());
       d.labels_.push_back(labels_[p]);
@@ -229,6 +234,7 @@ class LabelledDataset {
   std::vector<std::int64_t> index_;  // IDX-backed sets: the image's index in memory_
   std::string idx_name_;
   std::shared_ptr<const std::vector<io::Image8>> memory_;
+  int channels_ = 3;
 
   std::int64_t class_index(const std::string& label, bool numeric_allowed, const std::string& path) const {
     const auto it = std::find(classes.begin(), classes.end(), label);

@@ -82,6 +82,30 @@ class AdamW {
   M m_, v_;
 };
 
+/// The mean of `accum` accumulated gradients, their norm over the trainable tensors (summed in
+/// parameter order) and torch.nn.utils.clip_grad_norm_ at clip (0: none). Returns the norm.
+template <class M>
+double finish_gradients(M& grads, int accum, double clip) {
+  using S = typename M::scalar_type;
+  const auto g = parameter_list(grads);
+  std::vector<double> sq(g.size(), 0.0);
+  const S inv_accum = S(1) / static_cast<S>(accum);
+  detail::parallel_for(g.size(), [&](size_t k) {
+    if (!g[k].trainable()) return;
+    if (accum > 1) g[k].values() *= inv_accum;
+    sq[k] = static_cast<double>(g[k].values().squaredNorm());
+  });
+  double total = 0;
+  for (double v : sq) total += v;
+  const double norm = std::sqrt(total);
+  if (clip > 0) {
+    const double coef = clip / (norm + 1e-6);
+    if (coef < 1)
+      for (const auto& p : g) p.values() *= static_cast<S>(coef);
+  }
+  return norm;
+}
+
 /// The layer id MAE's fine-tuning gives a parameter of ViTForImageClassification (its
 /// param_groups_lrd): 0 for vit.embeddings.* (CLS token, position table, patch projection), i+1
 /// for vit.encoder.layer.i.*, num_layers+1 for the rest (the final layernorm, the classifier).

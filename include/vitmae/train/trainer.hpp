@@ -93,23 +93,7 @@ class Trainer {
       loss += static_cast<double>(parallel_.run(model_, pixels, noise(step_ * opts_.accum + a), grads_, opts_.threads));
     }
     loss /= opts_.accum;
-    // The mean gradient, its norm over the trainable tensors (summed in parameter order), clipping.
-    const auto g = parameter_list(grads_);
-    std::vector<double> sq(g.size(), 0.0);
-    const S inv_accum = S(1) / static_cast<S>(opts_.accum);
-    detail::parallel_for(g.size(), [&](size_t k) {
-      if (!g[k].trainable()) return;
-      if (opts_.accum > 1) g[k].values() *= inv_accum;
-      sq[k] = static_cast<double>(g[k].values().squaredNorm());
-    });
-    double total = 0;
-    for (double v : sq) total += v;
-    const double norm = std::sqrt(total);
-    if (opts_.clip_grad > 0) {  // torch.nn.utils.clip_grad_norm_
-      const double coef = opts_.clip_grad / (norm + 1e-6);
-      if (coef < 1)
-        for (const auto& p : g) p.values() *= static_cast<S>(coef);
-    }
+    const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);  // mean, norm, clipping
     const double lr = learning_rate(step_);
     adam_.step(model_, grads_, lr);
     ++step_;

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fine-tuning ViTForImageClassification with MAE's recipe (main_finetune.py): AdamW with
+// layer-wise lr decay, no weight decay on biases, norms, cls_token and position_embeddings,
+// label smoothing, linear warm-up then cosine, accumulation and clipping; and the evaluation
+// (top-1, top-5, per-class accuracy, confusion matrix).
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "vitmae/image_processor.hpp"
+#include "vitmae/train/backward.hpp"
+#include "vitmae/train/labelled.hpp"
+#include "vitmae/train/optimizer.hpp"
+#include "vitmae/train/trainer.hpp"
+#include "vitmae/vit_for_image_classification.hpp"
+
+namespace vitmae::train {
+
+struct FineTuneOptions {
+  long steps = 1000;             // optimiser steps
+  int batch = 64;                // images per micro-batch
+  int accum = 1;                 // micro-batches per step
+  int threads = 1;               // threads over each batch (BatchSlices)
+  double base_lr = 1e-3;         // MAE's blr: the peak rate is base_lr * batch * accum / 256
+  double min_lr = 1e-6;
+  long warmup_steps = 0;
+  double weight_decay = 0.05;
+  double layer_decay = 0.75;     // lr x layer_decay^(num_layers+1-layer_id); 1: none
+  double label_smoothing = 0.1;
+  double clip_grad = 0;          // max gradient norm; 0: none
+  double beta1 = 0.9, beta2 = 0.999;
+  std::uint64_t seed = 0;
+
+  double peak_lr() const { return base_lr * batch * accum / 256.0; }
+};
+
+/// One labelled batch: pixel_values [B, C, H, W] and a class per image.
+template <class S>
+struct LabelledBatch {
+  Tensor<S> pixels;
+  std::vector<std::int64_t> labels;
+};
+
+/// Fine-tunes a classifier, one optimiser step at a time. A step is a function of the model,
+/// the optimiser state and its batches: the same threads give the same bits.
+template <class S>
+class ClassifierTrainer {
+ public:
+  using Model = ViTForImageClassification<S>;
+
+  ClassifierTrainer(Model model, FineTuneOptions o)
+      : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
+        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}) {
+    detail::require(o.steps > 0, "ClassifierTrainer: steps must be positive, got ", o.steps);
+    detail::require(o.batch > 0 && o.accum > 0, "ClassifierTrainer: batch and accum must be positive");
+    detail::require(o.layer_decay > 0 && o.layer_decay <= 1, "ClassifierTrainer: layer_decay must be in (0, 1], got ", o.layer_decay);
+    const auto& c = model_.config();
+    detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0,
+                    "ClassifierTrainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
+                    c.hidden_dropout_prob, ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob, "): set them to 0");
+  }
+
+  Model& model() { return model_; }
+  const Model& model() const { return model_; }
+  const FineTuneOptions& options() const { return opts_; }
+  long step() const { return step_; }
+  const std::vector<StepRecord>& history() const { return history_; }
+
+  double learning_rate(long s) const {
+    return mae_learning_rate(s, opts_.warmup_steps, opts_.steps, opts_.peak_lr(), opts_.min_lr);
+  }
+
+  /// One optimiser step over `accum` micro-batches from next_batch(). Returns its record.
+  StepRecord train_step(const std::function<LabelledBatch<S>()>& next_batch) {
+    const auto t0 = std::chrono::steady_clock::now();
+    zero_parameters(grads_);
+    double loss = 0;
+    for (int a = 0; a < opts_.accum; ++a) {
+      const LabelledBatch<S> b = next_batch();
+      const auto labels = Labels<S>::of_classes(b.labels);
+      loss += static_cast<double>(parallel_.run(model_, b.pixels, labels, grads_, opts_.threads, opts_.label_smoothing));
+    }
+    loss /= opts_.accum;
+    const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);
+    const double lr = learning_rate(step_);
+    const long layers = static_cast<long>(model_.config().num_hidden_layers);
+    const double decay = opts_.layer_decay;
+    adam_.step(model_, grads_, lr, [&](const Parameter<S>& p) { return layer_decay_scale(p.name, layers, decay); });
+    ++step_;
+    StepRecord r{step_, loss, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+    detail::require(std::isfinite(loss), "ClassifierTrainer: the loss became ", loss, " at step ", step_,
+                    " (learning rate too high? try a lower --base-lr or --clip-grad)");
+    history_.push_back(r);
+    return r;
+  }
+
+ private:
+  Model model_;
+  FineTuneOptions opts_;
+  Model grads_;
+  AdamW<Model> adam_;
+  ParallelClassifierBackward<S> parallel_;
+  long step_ = 0;
+  std::vector<StepRecord> history_;
+};
+
+/// What evaluate measures on a labelled set.
+struct Evaluation {
+  long count = 0;
+  double top1 = 0, top5 = 0;  // fractions in [0, 1]
+  double loss = 0;            // mean cross-entropy (no smoothing)
+  std::vector<std::vector<long>> confusion;  // [true class][predicted class]
+
+  /// Per-class accuracy (NaN for a class with no sample).
+  std::vector<double> per_class() const {
+    std::vector<double> out;
+    for (size_t c = 0; c < confusion.size(); ++c) {
+      const long n = std::accumulate(confusion[c].begin(), confusion[c].end(), 0L);
+      out.push_back(n ? static_cast<double>(confusion[c][c]) / static_cast<double>(n) : std::nan(""));
+    }
+    return out;
+  }
+};
+
+/// The classifier on every image of `data` (the processor's resize and normalisation, no
+/// augmentation), `batch` at a time. @throws vitmae::Error when the set's classes are not the
+/// model's labels.
+template <class S>
+Evaluation evaluate(const ViTForImageClassification<S>& m, const LabelledDataset& data, const ImageProcessor& proc, int batch = 64) {
+  const Index N = m.num_labels();
+  detail::require(static_cast<Index>(data.classes.size()) == N, "evaluate: the set has ", data.classes.size(),
+                  " classes, the model ", N, " labels");
+  Evaluation e;
+  e.confusion.assign(static_cast<size_t>(N), std::vector<long>(static_cast<size_t>(N), 0));
+  const int channels = static_cast<int>(m.config().num_channels);
+  double loss_sum = 0;
+  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch)) {
+    const size_t n = std::min(data.size() - start, static_cast<size_t>(batch));
+    std::vector<io::Image8> imgs;
+    std::vector<std::int64_t> y;
+    for (size_t k = 0; k < n; ++k) {
+      imgs.push_back(data.image(start + k, channels));
+      y.push_back(data.label(start + k));
+    }
+    const Tensor<S> px = proc.preprocess<S>(imgs);
+    ForwardOptions opts;
+    opts.interpolate_pos_encoding = px.size(2) != m.config().image_size || px.size(3) != m.config().image_size;
+    const auto labels = Labels<S>::of_classes(y);
+    const auto out = m.forward(px, &labels, opts);
+    loss_sum += static_cast<double>(*out.loss) * static_cast<double>(n);
+    for (size_t k = 0; k < n; ++k) {
+      const auto row = out.logits.row(static_cast<Index>(k));
+      std::vector<Index> order(static_cast<size_t>(N));
+      std::iota(order.begin(), order.end(), Index(0));
+      std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return row(a) > row(b); });
+      const Index truth = y[k];
+      e.top1 += order[0] == truth;
+      e.top5 += std::find(order.begin(), order.begin() + std::min<Index>(5, N), truth) != order.begin() + std::min<Index>(5, N);
+      ++e.confusion[static_cast<size_t>(truth)][static_cast<size_t>(order[0])];
+    }
+  }
+  e.count = static_cast<long>(data.size());
+  if (e.count > 0) e.top1 /= e.count, e.top5 /= e.count, e.loss = loss_sum / e.count;
+  return e;
+}
+
+}  // namespace vitmae::train
