@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
     using namespace vitmae;
     using namespace vitmae::train;
     Args a = parse(argc, argv);
+    examples::set_threads(a.o.threads);
     examples::doing("reading the training set " + a.train);
     LabelledDataset train = open_set(a.train);
     examples::doing("reading the validation set " + a.val);
@@ -176,7 +177,7 @@ int main(int argc, char** argv) {
     io::make_dirs(a.out);
 
     ClassifierTrainer<float> trainer(std::move(model), a.o);
-    DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 1, 2);
+    DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0);  // built on the training threads
     std::cerr << "vitmae-finetune: " << train.size() << " training images in " << train.classes.size() << " classes, "
               << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps
               << " per epoch), peak lr " << a.o.peak_lr() << ", " << a.o.threads << " threads\n";

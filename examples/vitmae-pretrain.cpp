@@ -77,7 +77,8 @@ constexpr const char* kUsage =
     "  --save-every N      write OUT/checkpoint-STEP every N steps (default 500; 0: only OUT/final)\n"
     "  --keep N            how many of those to keep, the newest (default 2)\n"
     "  --threads N         threads over the batch; the result depends on it (default: all cores)\n"
-    "  --workers N         image-decoding threads that build batches ahead (default 1)\n"
+    "  --workers N         image-decoding threads that build batches ahead; 0: the --threads build\n"
+    "                      each batch between steps (default 0: every core trains)\n"
     "  --log-every N       print the loss every N steps (default: every step on a terminal, else 100\n"
     "                      lines a run)\n"
     "  -h, --help          print this text and exit\n";
@@ -85,7 +86,7 @@ constexpr const char* kUsage =
 struct Args {
   std::string data, out, config, preset, init, resume;
   long steps = 0, epochs = 0, save_every = 500, log_every = 0;
-  int keep = 2, workers = 1, threads = 0, shorter_side = -1;
+  int keep = 2, workers = 0, threads = 0, shorter_side = -1;
   double mask_ratio = -1, scale_min = 0.2;
   bool flip = true, vflip = false, transpose = false, channel_shuffle = false, skip_bad_images = false;
   vitmae::train::TrainOptions train;
@@ -120,7 +121,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--save-every") a.save_every = integer(0, 1'000'000'000);
     else if (f == "--keep") a.keep = static_cast<int>(integer(0, 1'000'000));
     else if (f == "--threads") a.threads = static_cast<int>(integer(1, 1024));
-    else if (f == "--workers") a.workers = static_cast<int>(integer(1, 256));
+    else if (f == "--workers") a.workers = static_cast<int>(integer(0, 256));
     else if (f == "--scale-min") a.scale_min = num();
     else if (f == "--shorter-side") a.shorter_side = static_cast<int>(integer(0, 1 << 20));
     else if (f == "--no-flip") a.flip = false;

@@ -304,7 +304,9 @@ class DataLoader {
         produce_(first_batch), prefetch_(std::max(1, prefetch)) {
     detail::require(batch > 0, "DataLoader: batch size must be positive, got ", batch);
     detail::require(data_.size() > 0, "DataLoader: empty dataset");
-    for (int w = 0; w < std::max(1, workers); ++w) threads_.emplace_back([this] { work(); });
+    // workers 0: no threads of its own; next() builds each batch on the caller's threads (what
+    // a machine whose cores all train wants: a worker would take a core from the step).
+    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { work(); });
   }
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
@@ -334,17 +336,33 @@ class DataLoader {
     return it->second[static_cast<size_t>(pos % n)];
   }
 
-  /// Batch k, computed on the calling thread (what the workers run).
-  Tensor<S> make_batch(long k) const {
+  /// Batch k, computed by the calling thread (what the workers run), or with `parallel` by the
+  /// calling thread's OpenMP team, its images split over the threads (the same bits: each image
+  /// depends on its position only).
+  Tensor<S> make_batch(long k, bool parallel = false) const {
     const Index C = data_.channels(), H = proc_.height, W = proc_.width;
     Tensor<S> t({batch_, C, H, W});
-    for (int b = 0; b < batch_; ++b) {
-      const long pos = k * batch_ + b;
+    auto one = [&](size_t b) {
+      const long pos = k * batch_ + static_cast<long>(b);
       auto rng = seeded_rng(seed_, static_cast<std::uint64_t>(pos));
       const auto img = data_.image(file_at(pos));
       const Matrix<S> pv = proc_.to_pixel_values<S>(augment(*img, proc_, aug_, rng));
-      std::copy_n(pv.data(), pv.size(), t.data.data() + static_cast<size_t>(b) * pv.size());
+      std::copy_n(pv.data(), pv.size(), t.data.data() + b * static_cast<size_t>(pv.size()));
+    };
+    if (!parallel) {
+      for (size_t b = 0; b < static_cast<size_t>(batch_); ++b) one(b);
+      return t;
     }
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(batch_));
+    detail::parallel_for(static_cast<size_t>(batch_), [&](size_t b) {
+      try {
+        one(b);
+      } catch (...) {
+        errors[b] = std::current_exception();
+      }
+    });
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);  // the first image's error, as the serial loop would
     return t;
   }
 
@@ -356,8 +374,12 @@ class DataLoader {
   }
 
   /// The next batch in order (waits for a worker). Rethrows a worker's error (a damaged image's
-  /// vitmae::Error names the file).
+  /// vitmae::Error names the file). Without workers, the calling thread's team builds it now.
   Tensor<S> next() {
+    if (threads_.empty()) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      return make_batch(next_++, true);
+    }
     std::unique_lock<std::mutex> lock(mutex_);
     const long k = next_;
     cv_.wait(lock, [&] { return ready_.count(k) || errors_.count(k); });
