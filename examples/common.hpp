@@ -80,7 +80,6 @@ inline void check_preset(const std::string& name) {
   }
 }
 
-/// Threads for Eigen's products (OpenMP builds); 0 keeps the default (all cores).
 /// Class names from a file, one per line in class order (trailing spaces and CR dropped).
 /// @throws vitmae::Error naming the file when it cannot be read, is empty or repeats a name.
 inline std::vector<std::string> read_label_names(const std::string& path) {
@@ -99,6 +98,7 @@ inline std::vector<std::string> read_label_names(const std::string& path) {
   return names;
 }
 
+/// Threads for Eigen's products (OpenMP builds); 0 keeps the default (all cores).
 inline void set_threads(int n) {
 #ifdef _OPENMP
   if (n > 0) {

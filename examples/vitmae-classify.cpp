@@ -15,7 +15,8 @@ constexpr const char* kUsage =
     "usage: vitmae-classify --model DIR --image PATH [--image PATH ...] [--top K] [--json]\n"
     "                       [--batch N] [--threads N]\n"
     "Runs a ViTForImageClassification checkpoint on images and prints each one's top-K classes with\n"
-    "their probabilities (the softmax of the logits), named by the checkpoint's id2label.\n"
+    "their probabilities (the softmax of the logits; the sigmoid for multi-label checkpoints and one\n"
+    "label, as HF's pipeline), named by the checkpoint's id2label.\n"
     "  --model DIR    (required) a ViT classification folder (config.json model_type \"vit\"), such as\n"
     "                 vitmae-convert --num-labels or a fine-tuning run writes\n"
     "  --image PATH   (required, repeatable) an image file (PNG, JPEG, BMP, ...), preprocessed by\n"
@@ -61,6 +62,8 @@ int main(int argc, char** argv) {
     detail::require(config.num_labels() > 0, model_dir, ": the checkpoint has no classifier (num_labels 0)");
     const auto proc = ImageProcessor::for_checkpoint(model_dir, config.mae_config());
     const long K = std::min<long>(top, static_cast<long>(config.num_labels()));
+    // HF's image-classification pipeline: sigmoid for multi-label checkpoints and one label, else softmax.
+    const bool sigmoid = config.problem_type == "multi_label_classification" || config.num_labels() == 1;
     std::vector<std::string> lines;  // printed once every image has been classified
     for (size_t start = 0; start < images.size(); start += static_cast<size_t>(batch)) {
       const size_t n = std::min(images.size() - start, static_cast<size_t>(batch));
@@ -76,8 +79,13 @@ int main(int argc, char** argv) {
       const auto out = model.forward(px, nullptr, opts);
       for (size_t k = 0; k < n; ++k) {
         const RowVector<double> logits = out.logits.row(static_cast<Index>(k)).cast<double>();
-        const RowVector<double> p = (logits.array() - logits.maxCoeff()).exp().matrix();
-        const RowVector<double> prob = p / p.sum();
+        RowVector<double> prob;
+        if (sigmoid) {
+          prob = (1.0 / (1.0 + (-logits.array()).exp())).matrix();
+        } else {
+          const RowVector<double> p = (logits.array() - logits.maxCoeff()).exp().matrix();
+          prob = p / p.sum();
+        }
         std::vector<Index> order(static_cast<size_t>(prob.size()));
         std::iota(order.begin(), order.end(), Index(0));
         std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return prob(a) > prob(b); });

@@ -138,6 +138,8 @@ int main(int argc, char** argv) {
     examples::doing("reading the validation set " + a.val);
     LabelledDataset val = open_set(a.val);
     val.use_classes_of(train.classes);
+    detail::require(train.classes.size() >= 2, a.train, ": ", train.classes.size(),
+                    " class; classification needs at least 2 (HF would treat 1 label as regression)");
     if (a.labels_per_class) train = train.per_class_subset(static_cast<size_t>(a.labels_per_class), a.o.seed);
 
     examples::doing("building the model");
@@ -161,6 +163,7 @@ int main(int argc, char** argv) {
       return m;
     }();
     for (const std::string& n : notes) std::cerr << "vitmae-finetune: " << n << "\n";
+    model.vit.config.problem_type = "single_label_classification";  // class labels, whatever the checkpoint said
     const ViTConfig& cfg = model.config();
     train.set_channels(static_cast<int>(cfg.num_channels));
     const ImageProcessor proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
@@ -175,6 +178,8 @@ int main(int argc, char** argv) {
     aug.random_crop = a.crop_scale_min < 1;
     aug.hflip = a.flip;
     io::make_dirs(a.out);
+    for (const char* f : {"metrics.csv", "per_class.csv", "confusion.csv"})  // an earlier run's, never mixed with this one's
+      std::remove(io::join_path(a.out, f).c_str());
 
     ClassifierTrainer<float> trainer(std::move(model), a.o);
     DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0);  // built on the training threads
@@ -218,8 +223,10 @@ int main(int argc, char** argv) {
       io::write_file_atomic(io::join_path(a.out, "metrics.csv"), csv);
     }
     examples::doing("writing " + a.out + "/final");
-    trainer.model().save_pretrained(io::join_path(a.out, "final"));
-    io::write_file_atomic(io::join_path(a.out, "final/preprocessor_config.json"), proc.to_json().dump(2) + "\n");
+    io::write_folder_atomic(io::join_path(a.out, "final"), [&](const std::string& tmp) {
+      trainer.model().save_pretrained(tmp);
+      io::write_file_atomic(io::join_path(tmp, "preprocessor_config.json"), proc.to_json().dump(2) + "\n");
+    });
     std::string per_class = "class,label,count,accuracy\n", confusion = "true\\predicted";
     for (const std::string& c : train.classes) confusion += ",\"" + c + "\"";
     confusion += "\n";

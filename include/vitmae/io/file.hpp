@@ -77,4 +77,34 @@ inline void write_file_atomic(const std::string& path, const std::string& bytes)
   });
 }
 
+/// Writes the folder `dir` as a whole: fill(tmp) writes its files into a temporary sibling
+/// folder, which then replaces `dir` (an existing one is moved aside first and removed after), so
+/// a reader never sees half of it. On an error the temporary folder is removed and `dir` is left
+/// as it was. @throws vitmae::Error naming `dir`.
+inline void write_folder_atomic(const std::string& dir, const std::function<void(const std::string&)>& fill) {
+  namespace fs = std::filesystem;
+  const fs::path final_dir(dir);
+  const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
+  make_dirs(parent.string());
+  const std::string pid = std::to_string(static_cast<long>(::getpid()));
+  const fs::path tmp = parent / ("." + final_dir.filename().string() + ".tmp-" + pid);
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  try {
+    make_dirs(tmp.string());
+    fill(tmp.string());
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  const fs::path old = parent / ("." + final_dir.filename().string() + ".old-" + pid);
+  if (fs::exists(final_dir)) {
+    fs::rename(final_dir, old, ec);
+    detail::require(!ec, dir, ": cannot move the previous folder aside: ", ec.message());
+  }
+  fs::rename(tmp, final_dir, ec);
+  detail::require(!ec, dir, ": cannot rename the new folder into place: ", ec.message());
+  fs::remove_all(old, ec);
+}
+
 }  // namespace vitmae::io

@@ -7,7 +7,6 @@
 
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -71,20 +70,23 @@ inline std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& b, cons
     pos += 2;
   }
   const size_t body = b.size() - 8 - pos;
-  detail::require(body <= 0x7FFFFFFF, where, ": gzip member larger than 2 GiB");
-  int out_len = 0;
-  // The 8 trailer bytes are handed over too: stb's decoder reads ahead of the last deflate block
-  // (in PNGs the Adler-32 follows) and refuses a stream that ends exactly at the buffer's end.
-  char* out = stbi_zlib_decode_noheader_malloc(reinterpret_cast<const char*>(b.data() + pos), static_cast<int>(body + 8), &out_len);
-  detail::require(out != nullptr, where, ": corrupt or truncated gzip data");
-  std::vector<std::uint8_t> result(reinterpret_cast<std::uint8_t*>(out), reinterpret_cast<std::uint8_t*>(out) + out_len);
-  std::free(out);
   auto le32 = [&](size_t at) {
     return static_cast<std::uint32_t>(b[at]) | (static_cast<std::uint32_t>(b[at + 1]) << 8) |
            (static_cast<std::uint32_t>(b[at + 2]) << 16) | (static_cast<std::uint32_t>(b[at + 3]) << 24);
   };
-  detail::require(le32(b.size() - 4) == static_cast<std::uint32_t>(result.size()), where, ": gzip length check failed (",
-                  result.size(), " bytes inflated, trailer says ", le32(b.size() - 4), "): the file is truncated or corrupt");
+  // The trailer's length (ISIZE, the size modulo 2^32) sizes the output exactly, so a hostile
+  // stream cannot make the decoder grow without bound; members of 2 GiB or more are refused.
+  const std::uint32_t size = le32(b.size() - 4);
+  detail::require(body <= 0x7FFFFFF0u && size < 0x7FFFFFFFu, where, ": gzip member of ", size,
+                  " bytes (or its compressed body) is 2 GiB or more, which is not supported");
+  std::vector<std::uint8_t> result(size);
+  // The 8 trailer bytes are handed over too: stb's decoder reads ahead of the last deflate block
+  // (in PNGs the Adler-32 follows) and refuses a stream that ends exactly at the buffer's end.
+  const int got = stbi_zlib_decode_noheader_buffer(reinterpret_cast<char*>(result.data()), static_cast<int>(size),
+                                                   reinterpret_cast<const char*>(b.data() + pos), static_cast<int>(body + 8));
+  detail::require(got >= 0, where, ": corrupt or truncated gzip data (or longer than its trailer's length ", size, ")");
+  detail::require(static_cast<std::uint32_t>(got) == size, where, ": gzip length check failed (", got,
+                  " bytes inflated, trailer says ", size, "): the file is truncated or corrupt");
   detail::require(le32(b.size() - 8) == crc32(result.data(), result.size()), where,
                   ": gzip CRC-32 check failed: the file is corrupt");
   return result;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -179,6 +180,7 @@ class ParallelClassifierBackward {
     return slices_.run(m, B, threads, grads, [&](Index b0, Index b1, Model& g, typename Model::Cache& c) {
       if (b0 == 0 && b1 == B) return forward_backward(m, pixel_values, labels, g, nullptr, label_smoothing, opts, &c);
       const Index n = counted(b0, b1);
+      if (total == 0) return std::numeric_limits<S>::quiet_NaN();  // 0/0, as one thread (and torch) gives
       if (n == 0) return S(0);  // nothing of this slice counts
       Labels<S> part = labels;
       if (labels.integer)

@@ -35,17 +35,9 @@ inline std::string loss_csv(const std::vector<StepRecord>& history) {
 /// folder of that name is replaced only once the new one is complete.
 template <class S>
 void save_checkpoint(const Trainer<S>& trainer, const std::string& dir, const ImageProcessor& proc) {
-  namespace fs = std::filesystem;
-  const fs::path final_dir(dir);
-  const fs::path parent = final_dir.has_parent_path() ? final_dir.parent_path() : fs::path(".");
-  io::make_dirs(parent.string());
-  const std::string pid = std::to_string(static_cast<long>(::getpid()));
-  const fs::path tmp = parent / ("." + final_dir.filename().string() + ".tmp-" + pid);
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  try {
-    trainer.model().save_pretrained(tmp.string());
-    proc.save((tmp / "preprocessor_config.json").string());
+  io::write_folder_atomic(dir, [&](const std::string& tmp) {
+    trainer.model().save_pretrained(tmp);
+    proc.save(io::join_path(tmp, "preprocessor_config.json"));
     io::SafetensorsWriter w;
     w.set_metadata("format", "pt");
     const io::DType dt = io::dtype_of<S>();
@@ -56,21 +48,10 @@ void save_checkpoint(const Trainer<S>& trainer, const std::string& dir, const Im
         if (p.trainable()) w.add(prefix + p.name, p.data, {static_cast<std::int64_t>(p.size)}, dt);
       });
     }
-    w.save((tmp / "optimizer.safetensors").string());
-    io::write_file_atomic((tmp / "trainer_state.json").string(), trainer.state_json().dump(2) + "\n");
-    io::write_file_atomic((tmp / "loss.csv").string(), loss_csv(trainer.history()));
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  const fs::path old = parent / ("." + final_dir.filename().string() + ".old-" + pid);
-  if (fs::exists(final_dir)) {
-    fs::rename(final_dir, old, ec);
-    detail::require(!ec, dir, ": cannot move the previous checkpoint aside: ", ec.message());
-  }
-  fs::rename(tmp, final_dir, ec);
-  detail::require(!ec, dir, ": cannot rename the new checkpoint into place: ", ec.message());
-  fs::remove_all(old, ec);
+    w.save(io::join_path(tmp, "optimizer.safetensors"));
+    io::write_file_atomic(io::join_path(tmp, "trainer_state.json"), trainer.state_json().dump(2) + "\n");
+    io::write_file_atomic(io::join_path(tmp, "loss.csv"), loss_csv(trainer.history()));
+  });
 }
 
 /// Restores weights, optimiser moments, step and loss history from a checkpoint written by

@@ -61,6 +61,11 @@ class ClassifierTrainer {
     detail::require(o.steps > 0, "ClassifierTrainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "ClassifierTrainer: batch and accum must be positive");
     detail::require(o.layer_decay > 0 && o.layer_decay <= 1, "ClassifierTrainer: layer_decay must be in (0, 1], got ", o.layer_decay);
+    for (auto [name, v] : {std::pair<const char*, double>{"base_lr", o.base_lr}, {"min_lr", o.min_lr},
+                           {"weight_decay", o.weight_decay}, {"clip_grad", o.clip_grad}, {"label_smoothing", o.label_smoothing}})
+      detail::require(std::isfinite(v) && v >= 0, "ClassifierTrainer: ", name, " must be a finite number >= 0, got ", v);
+    detail::require(o.warmup_steps >= 0 && o.warmup_steps <= o.steps, "ClassifierTrainer: warmup_steps must be in [0, steps ",
+                    o.steps, "], got ", o.warmup_steps);
     const auto& c = model_.config();
     detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0,
                     "ClassifierTrainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
@@ -89,14 +94,15 @@ class ClassifierTrainer {
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);
+    // Before the update, so that the weights and the optimiser's moments stay those of the last good step.
+    detail::require(std::isfinite(loss) && std::isfinite(norm), "ClassifierTrainer: the loss became ", loss,
+                    " (gradient norm ", norm, ") at step ", step_ + 1, " (learning rate too high? try a lower --base-lr or --clip-grad)");
     const double lr = learning_rate(step_);
     const long layers = static_cast<long>(model_.config().num_hidden_layers);
     const double decay = opts_.layer_decay;
     adam_.step(model_, grads_, lr, [&](const Parameter<S>& p) { return layer_decay_scale(p.name, layers, decay); });
     ++step_;
     StepRecord r{step_, loss, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
-    detail::require(std::isfinite(loss), "ClassifierTrainer: the loss became ", loss, " at step ", step_,
-                    " (learning rate too high? try a lower --base-lr or --clip-grad)");
     history_.push_back(r);
     return r;
   }
