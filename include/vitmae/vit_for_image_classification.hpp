@@ -404,8 +404,8 @@ struct ViTForImageClassification {
     }
     const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);
     ViTForImageClassification m(config);
-    m.load_weights(*weights, from_mae, out_notes);
-    if (m.classifier_missing_) {
+    const bool classifier_loaded = m.load_weights(*weights, from_mae, out_notes);
+    if (!classifier_loaded && m.num_labels() > 0) {
       std::mt19937_64 rng(o.seed);
       vitmae::init_weights(m.classifier, config.initializer_range, rng, InitScheme::vit);
       out_notes.push_back("classifier.weight and classifier.bias are not in " + weights->where() + ": drawn afresh for " +
@@ -422,10 +422,9 @@ struct ViTForImageClassification {
   }
 
  private:
-  bool classifier_missing_ = false;
-
-  /// Loads the encoder (with `vit.` or unprefixed names) and the classifier when present.
-  void load_weights(const io::TensorSource& source, bool from_mae, std::vector<std::string>& notes) {
+  /// Loads the encoder (with `vit.` or unprefixed names) and the classifier when the source has
+  /// one of the model's shape; returns whether it did.
+  bool load_weights(const io::TensorSource& source, bool from_mae, std::vector<std::string>& notes) {
     const bool prefixed = source.contains(std::string("vit.") + kPatchWeightKey);
     detail::require(prefixed || source.contains(kPatchWeightKey), source.where(), ": not a ViT checkpoint: it has neither 'vit.",
                     kPatchWeightKey, "' nor '", kPatchWeightKey, "'");
@@ -445,9 +444,7 @@ struct ViTForImageClassification {
       lacking.push_back(pre + r.missing[i]);
     }
     detail::require(lacking.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", join_names(lacking));
-    for (const std::string& u : r.unexpected)
-      detail::require(u.rfind("classifier.", 0) == 0, "load_state_dict: ", source.where(), ": unexpected tensors: ",
-                      join_names(r.unexpected));
+    detail::require(r.unexpected.empty(), "load_state_dict: ", source.where(), ": unexpected tensors: ", join_names(r.unexpected));
     bool dropped_decoder = false, dropped_pooler = false;
     for (const std::string& n : source.names()) {
       dropped_decoder = dropped_decoder || n.rfind("decoder.", 0) == 0;
@@ -455,16 +452,15 @@ struct ViTForImageClassification {
     }
     if (dropped_decoder) notes.push_back("the MAE decoder's tensors in " + source.where() + " are not used by the classifier");
     if (dropped_pooler) notes.push_back("the pooler's tensors in " + source.where() + " are not used (ViTForImageClassification has none)");
-    classifier_missing_ = num_labels() > 0;
-    if (num_labels() == 0 || !source.contains("classifier.weight")) return;
+    if (num_labels() == 0 || !source.contains("classifier.weight")) return false;
     const std::vector<std::int64_t> ws = source.shape("classifier.weight");
     if (ws != std::vector<std::int64_t>{num_labels(), config().hidden_size}) {
       notes.push_back("classifier.weight in " + source.where() + " has shape " + detail::shape_str(ws) + ", the model " +
                       std::to_string(num_labels()) + " labels: the classifier is drawn afresh");
-      return;
+      return false;
     }
     load_state_dict(classifier, source, "classifier.", {""}).require_complete(source);  // {""}: the rest is not its
-    classifier_missing_ = false;
+    return true;
   }
 };
 

@@ -77,6 +77,27 @@ inline void write_file_atomic(const std::string& path, const std::string& bytes)
   });
 }
 
+/// A whole file's bytes (at most 2 GiB: what follows is not read). `what` names the kind of
+/// file in errors ("image": "cannot open image: ..."). @throws vitmae::Error naming the file (a
+/// folder, an open or read error).
+inline std::vector<unsigned char> read_file_bytes(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  detail::require(!std::filesystem::is_directory(path, ec), path, ": is a directory, expected an ", what, " file");
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  detail::require(f != nullptr, path, ": cannot open ", what, ": ", std::strerror(errno));
+  std::vector<unsigned char> bytes;
+  unsigned char buf[1 << 16];
+  size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+    bytes.insert(bytes.end(), buf, buf + n);
+    if (bytes.size() >= (1u << 31)) break;
+  }
+  const int err = std::ferror(f) ? (errno != 0 ? errno : EIO) : 0;
+  std::fclose(f);
+  detail::require(err == 0, path, ": cannot read ", what, ": ", std::strerror(err));
+  return bytes;
+}
+
 /// Writes the folder `dir` as a whole: fill(tmp) writes its files into a temporary sibling
 /// folder, which then replaces `dir` (an existing one is moved aside first and removed after), so
 /// a reader never sees half of it. On an error the temporary folder is removed and `dir` is left

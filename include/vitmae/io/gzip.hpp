@@ -7,12 +7,11 @@
 
 #include <array>
 #include <cstdint>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "vitmae/error.hpp"
+#include "vitmae/io/file.hpp"
 
 namespace vitmae::io {
 
@@ -30,15 +29,6 @@ inline std::uint32_t crc32(const std::uint8_t* p, size_t n) {
   std::uint32_t c = 0xFFFFFFFFu;
   for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
   return c ^ 0xFFFFFFFFu;
-}
-
-/// A whole file's bytes. @throws vitmae::Error naming the file when it cannot be read.
-inline std::vector<std::uint8_t> read_file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  detail::require(in.good(), path, ": cannot open file");
-  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  detail::require(!in.bad(), path, ": read error");
-  return bytes;
 }
 
 /// True when the bytes start with gzip's magic (1f 8b).
@@ -93,8 +83,8 @@ inline std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& b, cons
 }
 
 /// A file's content, inflated when it is gzip (by its magic, whatever its name).
-inline std::vector<std::uint8_t> read_maybe_gzip(const std::string& path) {
-  std::vector<std::uint8_t> bytes = read_file_bytes(path);
+inline std::vector<std::uint8_t> read_maybe_gzip(const std::string& path, const std::string& what) {
+  std::vector<std::uint8_t> bytes = read_file_bytes(path, what);
   return is_gzip(bytes) ? gunzip(bytes, path) : bytes;
 }
 

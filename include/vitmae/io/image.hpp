@@ -104,24 +104,8 @@ inline std::string stb_reason(const std::string& format) {
   return " (stb_image: " + s + ")";
 }
 
-/// A whole file's bytes. @throws vitmae::Error naming the file (a folder, a read error).
-inline std::vector<unsigned char> read_image_bytes(const std::string& path) {
-  std::error_code ec;
-  detail::require(!std::filesystem::is_directory(path, ec), path, ": is a directory, expected an image file");
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  detail::require(f != nullptr, path, ": cannot open image: ", std::strerror(errno));
-  std::vector<unsigned char> bytes;
-  unsigned char buf[1 << 16];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
-    bytes.insert(bytes.end(), buf, buf + n);
-    if (bytes.size() >= (1u << 31)) break;
-  }
-  const int err = std::ferror(f) ? (errno != 0 ? errno : EIO) : 0;
-  std::fclose(f);
-  detail::require(err == 0, path, ": cannot read image: ", std::strerror(err));
-  return bytes;
-}
+/// An image file's bytes (io::read_file_bytes). @throws vitmae::Error naming the file.
+inline std::vector<unsigned char> read_image_bytes(const std::string& path) { return io::read_file_bytes(path, "image"); }
 
 }  // namespace vitmae::detail
 

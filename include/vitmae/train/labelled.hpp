@@ -122,7 +122,7 @@ class LabelledDataset {
   /// @throws vitmae::Error naming the file: a wrong magic number, a truncated body, counts that
   /// differ, a label out of range of `classes`.
   static LabelledDataset idx(const std::string& images_path, const std::string& labels_path, std::vector<std::string> classes) {
-    const std::vector<std::uint8_t> img = io::read_maybe_gzip(images_path), lab = io::read_maybe_gzip(labels_path);
+    const std::vector<std::uint8_t> img = io::read_maybe_gzip(images_path, "IDX"), lab = io::read_maybe_gzip(labels_path, "IDX");
     auto be32 = [](const std::vector<std::uint8_t>& b, size_t at) {
       return (static_cast<std::uint32_t>(b[at]) << 24) | (static_cast<std::uint32_t>(b[at + 1]) << 16) |
              (static_cast<std::uint32_t>(b[at + 2]) << 8) | static_cast<std::uint32_t>(b[at + 3]);
