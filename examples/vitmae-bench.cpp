@@ -27,7 +27,9 @@ constexpr const char* kUsage =
     "the library's random init, or --model DIR), and the 2048^3 OpenBLAS sgemm yardstick;\n"
     "efficiency = achieved GFLOP/s / yardstick GFLOP/s. Then\n"
     "training steps (forward, backward, AdamW; counted as 3x the forward's FLOPs): train_b8 on\n"
-    "vit-mae-base and train_small_b64 on the bundled model's shape (skip with --no-train), the\n"
+    "vit-mae-base and train_small_b64 on the bundled model's shape, and fine-tuning steps of\n"
+    "ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and finetune_fmnist_b64\n"
+    "(examples/fashion-mnist/vit-28.json) (skip all with --no-train), the\n"
     "time from_pretrained takes on a saved copy of the model (skip with --no-load) and peak RSS.\n";
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
@@ -61,6 +63,15 @@ double forward_gflop(const vitmae::Config& c, bool decoder, double mask_ratio, i
     f += 2 * (K + 1) * c.hidden_size * c.decoder_hidden_size +
          c.decoder_num_hidden_layers * layer_flops(L + 1, c.decoder_hidden_size, c.decoder_intermediate_size) +
          2 * (L + 1) * c.decoder_hidden_size * P;
+  return f * batch / 1e9;
+}
+
+/// FLOPs of one ViTForImageClassification forward: the patch projection, every layer on all
+/// 1 + L tokens, the classifier on the CLS token.
+double classifier_gflop(const vitmae::ViTConfig& c, int batch) {
+  const double L = static_cast<double>(c.num_patches()), P = static_cast<double>(c.patch_size * c.patch_size * c.num_channels);
+  const double f = 2 * L * P * c.hidden_size + c.num_hidden_layers * layer_flops(L + 1, c.hidden_size, c.intermediate_size) +
+                   2.0 * c.hidden_size * static_cast<double>(c.num_labels());
   return f * batch / 1e9;
 }
 
@@ -167,6 +178,30 @@ int main(int argc, char** argv) {
       std::mt19937_64 rng(0);
       small.init_weights(rng);
       train_case("train_small_b64", small, 64);
+      // Fine-tuning steps (forward, backward, layer-decayed AdamW) of ViTForImageClassification:
+      // vit-base-shaped with ImageNet's 1000 labels at batch 8, and the Fashion-MNIST ViT
+      // (examples/fashion-mnist) at its batch, 64.
+      auto finetune_case = [&](const char* name, const vitmae::ViTConfig& vc, int batch) {
+        vitmae::ViTForImageClassification<float> clf(vc);
+        std::mt19937_64 rng(4);
+        clf.init_weights(rng);
+        vitmae::train::FineTuneOptions o;
+        o.batch = batch;
+        o.steps = 1000000;
+        o.threads = threads;
+        vitmae::train::ClassifierTrainer<float> trainer(std::move(clf), o);
+        vitmae::train::LabelledBatch<float> b{vitmae::Tensor<float>({batch, vc.num_channels, vc.image_size, vc.image_size}), {}};
+        vitmae::NormalGenerator<std::mt19937_64> g(rng);
+        for (auto& x : b.pixels.data) x = static_cast<float>(g());
+        for (int i = 0; i < batch; ++i) b.labels.push_back(i % vc.num_labels());
+        const Timing t = time_runs([&] { trainer.train_step([&] { return b; }); }, runs);
+        report(name, t, 3 * classifier_gflop(vc, batch), batch);
+      };
+      finetune_case("finetune_b8", vitmae::ViTConfig::from_mae(c, vitmae::ViTConfig::default_labels(1000)), 8);
+      const nlohmann::json fj = vitmae::io::read_json_file(VITMAE_FMNIST_CONFIG, "config file");
+      vitmae::ViTConfig fc = vitmae::ViTConfig::from_json(fj, VITMAE_FMNIST_CONFIG);
+      fc.id2label = vitmae::ViTConfig::default_labels(10);
+      finetune_case("finetune_fmnist_b64", fc, 64);
     }
     if (load) {
       const std::string dir = "/tmp/vitmae-bench-checkpoint-" + std::to_string(static_cast<long>(::getpid()));

@@ -7,34 +7,51 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitmae-finetune --train SRC --val SRC --out DIR (--init PATH | --config FILE)\n"
+    "usage: vitmae-finetune --train SRC (--val SRC | --holdout N) --out DIR\n"
+    "                       (--init PATH | --config FILE | --resume DIR) [--save-every N] [--keep N]\n"
     "                       [--steps N | --epochs N] [--batch N] [--accum N] [--base-lr X] [--min-lr X]\n"
     "                       [--warmup-steps N] [--weight-decay X] [--layer-decay X] [--label-smoothing X]\n"
     "                       [--clip-grad X] [--labels-per-class N] [--crop-scale-min X] [--no-flip]\n"
     "                       [--eval-every N] [--seed N] [--threads N]\n"
+    "                       [--linear-probe [--probe-features cls|mean|pixels]]\n"
     "Fine-tunes a ViT classifier with MAE's recipe (AdamW, layer-wise lr decay, label smoothing,\n"
     "warm-up then cosine) and writes DIR/final (an HF ViTForImageClassification folder),\n"
-    "DIR/metrics.csv, DIR/per_class.csv and DIR/confusion.csv.\n"
+    "DIR/metrics.csv (a row a step), DIR/loss.svg and DIR/accuracy.svg (the curves), and\n"
+    "DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg (of the last validation).\n"
+    "With --linear-probe, the encoder stays frozen: its features of every image are computed once,\n"
+    "normalised with the training set's mean and variance, and a linear head is trained on them\n"
+    "(AdamW, warm-up then cosine, no weight decay, no label smoothing, no augmentation).\n"
     "  --train SRC           (required) labelled training images: a folder root/<class>/<images>\n"
     "                        (torchvision's ImageFolder), a list file of 'path label' lines, or\n"
     "                        fashion-mnist:DIR:SPLIT (IDX files of Debian's dataset-fashion-mnist,\n"
     "                        DIR /usr/share/datasets/fashion-mnist, SPLIT train or t10k)\n"
-    "  --val SRC             (required) labelled validation images, the same forms; its classes must\n"
-    "                        be among the training set's\n"
+    "  --val SRC             labelled validation images, the same forms; its classes must be among\n"
+    "                        the training set's (required, or --holdout)\n"
+    "  --holdout N           instead of --val: hold N images of every class out of the training set\n"
+    "                        (seeded) and validate on them, so that choices are not made on a test set\n"
     "  --out DIR             (required) the output folder, created with its parents\n"
     "  --init PATH           an MAE checkpoint (its encoder; the decoder is dropped) or a ViT\n"
     "                        classifier to start from; the classes are the training set's\n"
     "  --config FILE         instead of --init: a config.json (ViT or ViTMAE) for a model drawn at\n"
     "                        random (HF ViT's init) and trained from scratch\n"
-    "  --steps N             optimiser steps (default: 10 epochs)\n"
+    "  --resume DIR          instead of --init: continue a run from one of its checkpoints\n"
+    "                        (DIR/checkpoint-STEP), bit for bit; the run must keep the checkpoint's\n"
+    "                        --batch, --accum, --steps, --seed and --threads\n"
+    "  --save-every N        write OUT/checkpoint-STEP (the model, the optimiser's moments, the\n"
+    "                        metrics so far; atomically) every N steps (default 1000; 0: none)\n"
+    "  --keep N              how many of those to keep, the newest (default 2)\n"
+    "  --steps N             optimiser steps (default: 10 epochs; linear probe: 90 epochs)\n"
     "  --epochs N            passes over the training set instead of --steps\n"
-    "  --batch N             images per micro-batch (default 64)\n"
+    "  --batch N             images per micro-batch (default 64; linear probe 256)\n"
     "  --accum N             micro-batches per optimiser step (default 1)\n"
     "  --base-lr X           MAE's blr: the peak rate is X * batch * accum / 256 (default 1e-3)\n"
     "  --min-lr X            the rate the cosine ends at (default 1e-6)\n"
@@ -51,11 +68,19 @@ constexpr const char* kUsage =
     "  --seed N              decides the subset, the batches, the augmentation and a fresh\n"
     "                        classifier (default 0)\n"
     "  --threads N           threads over each batch (default: all cores)\n"
+    "  --linear-probe        train a linear head on the frozen encoder's features (MAE's linear\n"
+    "                        probing); with cls features DIR/final is a ViTForImageClassification whose\n"
+    "                        classifier holds the head with the normalisation folded in\n"
+    "  --probe-features F    cls (the CLS token after the final layernorm, default), mean (the mean\n"
+    "                        patch token) or pixels (the preprocessed pixels: logistic regression on raw\n"
+    "                        pixels, a baseline; the model only sets the image size)\n"
     "  -h, --help            print this text and exit\n";
 
 struct Args {
-  std::string train, val, out, init, config;
-  long steps = 0, epochs = 0, labels_per_class = 0, eval_every = 0, warmup = -1;
+  std::string train, val, out, init, config, resume, probe_features = "cls";
+  long steps = 0, epochs = 0, labels_per_class = 0, eval_every = 0, warmup = -1, holdout = 0, save_every = 1000, keep = 2;
+  bool linear_probe = false, batch_given = false, weight_decay_given = false;
+  std::string finetune_only;  // the first fine-tuning-only flag given (refused with --linear-probe)
   vitmae::train::FineTuneOptions o;
   double crop_scale_min = 0.2;
   bool flip = true;
@@ -69,19 +94,28 @@ Args parse(int argc, char** argv) {
   a.o.threads = vitmae::available_threads();
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
+    for (const char* f : {"--accum", "--layer-decay", "--label-smoothing", "--clip-grad", "--crop-scale-min", "--no-flip",
+                          "--save-every", "--keep"})
+      if (s == f && a.finetune_only.empty()) a.finetune_only = s;
     if (s == "--train") a.train = value(argc, argv, i);
     else if (s == "--val") a.val = value(argc, argv, i);
     else if (s == "--out") a.out = value(argc, argv, i);
     else if (s == "--init") a.init = value(argc, argv, i);
     else if (s == "--config") a.config = value(argc, argv, i);
+    else if (s == "--resume") a.resume = value(argc, argv, i);
+    else if (s == "--save-every") a.save_every = static_cast<long>(to_int(s, value(argc, argv, i), 0, 1L << 40));
+    else if (s == "--keep") a.keep = static_cast<long>(to_int(s, value(argc, argv, i), 0, 1L << 20));
     else if (s == "--steps") a.steps = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1L << 40));
     else if (s == "--epochs") a.epochs = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1000000));
-    else if (s == "--batch") a.o.batch = static_cast<int>(to_int(s, value(argc, argv, i), 1, 65536));
+    else if (s == "--batch") a.o.batch = static_cast<int>(to_int(s, value(argc, argv, i), 1, 65536)), a.batch_given = true;
+    else if (s == "--holdout") a.holdout = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1L << 40));
+    else if (s == "--linear-probe") a.linear_probe = true;
+    else if (s == "--probe-features") a.probe_features = value(argc, argv, i);
     else if (s == "--accum") a.o.accum = static_cast<int>(to_int(s, value(argc, argv, i), 1, 65536));
     else if (s == "--base-lr") a.o.base_lr = to_double(s, value(argc, argv, i));
     else if (s == "--min-lr") a.o.min_lr = to_double(s, value(argc, argv, i));
     else if (s == "--warmup-steps") a.warmup = static_cast<long>(to_int(s, value(argc, argv, i), 0, 1L << 40));
-    else if (s == "--weight-decay") a.o.weight_decay = to_double(s, value(argc, argv, i));
+    else if (s == "--weight-decay") a.o.weight_decay = to_double(s, value(argc, argv, i)), a.weight_decay_given = true;
     else if (s == "--layer-decay") a.o.layer_decay = to_double(s, value(argc, argv, i));
     else if (s == "--label-smoothing") a.o.label_smoothing = to_double(s, value(argc, argv, i));
     else if (s == "--clip-grad") a.o.clip_grad = to_double(s, value(argc, argv, i));
@@ -96,8 +130,17 @@ Args parse(int argc, char** argv) {
       std::exit(0);
     } else throw examples::UsageError("unknown argument '" + s + "'");
   }
-  if (a.train.empty() || a.val.empty() || a.out.empty()) throw examples::UsageError("--train, --val and --out are required");
-  if (a.init.empty() == a.config.empty()) throw examples::UsageError("give --init PATH or --config FILE (one of them)");
+  if (a.train.empty() || a.out.empty()) throw examples::UsageError("--train and --out are required");
+  if (a.val.empty() == !a.holdout) throw examples::UsageError("give --val SRC or --holdout N (one of them)");
+  if (a.probe_features != "cls" && a.probe_features != "mean" && a.probe_features != "pixels")
+    throw examples::UsageError("--probe-features must be cls, mean or pixels, got '" + a.probe_features + "'");
+  if (a.probe_features != "cls" && !a.linear_probe) throw examples::UsageError("--probe-features needs --linear-probe");
+  if (a.linear_probe && !a.finetune_only.empty())
+    throw examples::UsageError(a.finetune_only + " is for fine-tuning; a linear probe trains on fixed features (no accumulation, "
+                               "layer decay, label smoothing, clipping, augmentation or checkpoints)");
+  if (!a.init.empty() + !a.config.empty() + !a.resume.empty() != 1)
+    throw examples::UsageError("give --init PATH, --config FILE or --resume DIR (one of them)");
+  if (a.linear_probe && !a.resume.empty()) throw examples::UsageError("--resume continues fine-tuning; a linear probe is not resumed");
   if (a.steps && a.epochs) throw examples::UsageError("give --steps or --epochs, not both");
   if (!(a.o.base_lr > 0)) throw examples::UsageError("--base-lr must be positive");
   if (!(a.o.layer_decay > 0 && a.o.layer_decay <= 1)) throw examples::UsageError("--layer-decay must be in (0, 1]");
@@ -106,17 +149,11 @@ Args parse(int argc, char** argv) {
   return a;
 }
 
-/// A labelled set from SRC: a folder, a list file, or fashion-mnist:DIR:SPLIT.
-vitmae::train::LabelledDataset open_set(const std::string& src) {
-  using vitmae::train::LabelledDataset;
-  const std::string fm = "fashion-mnist:";
-  if (src.rfind(fm, 0) == 0) {
-    const size_t colon = src.rfind(':');
-    if (colon <= fm.size()) throw examples::UsageError("expected fashion-mnist:DIR:SPLIT, got '" + src + "'");
-    return LabelledDataset::fashion_mnist(src.substr(fm.size(), colon - fm.size()), src.substr(colon + 1));
-  }
-  if (vitmae::io::dir_exists(src)) return LabelledDataset::image_folder(src);
-  return LabelledDataset::list_file(src);
+/// A CSV field (RFC 4180): quoted, inner quotes doubled.
+std::string csv_field(const std::string& v) {
+  std::string out = "\"";
+  for (char ch : v) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return out + "\"";
 }
 
 std::string fixed(double v, int digits) {
@@ -134,18 +171,36 @@ int main(int argc, char** argv) {
     Args a = parse(argc, argv);
     examples::set_threads(a.o.threads);
     examples::doing("reading the training set " + a.train);
-    LabelledDataset train = open_set(a.train);
-    examples::doing("reading the validation set " + a.val);
-    LabelledDataset val = open_set(a.val);
-    val.use_classes_of(train.classes);
+    LabelledDataset train = LabelledDataset::open(a.train);
     detail::require(train.classes.size() >= 2, a.train, ": ", train.classes.size(),
                     " class; classification needs at least 2 (HF would treat 1 label as regression)");
+    LabelledDataset val;
+    if (a.holdout) {  // a seeded N per class out of the training set (seed stream independent of --seed's subset)
+      std::vector<size_t> count(train.classes.size(), 0);
+      for (std::int64_t y : train.labels()) ++count[static_cast<size_t>(y)];
+      for (size_t c = 0; c < count.size(); ++c)
+        detail::require(count[c] > static_cast<size_t>(a.holdout), a.train, ": class '", train.classes[c], "' has ", count[c],
+                        " images: --holdout ", a.holdout, " would leave none to train on");
+      std::vector<size_t> rest;
+      val = train.per_class_subset(static_cast<size_t>(a.holdout), a.o.seed ^ 0x484F4C444F5554ull, &rest);  // "HOLDOUT"
+      train = train.select(rest);
+    } else {
+      examples::doing("reading the validation set " + a.val);
+      val = LabelledDataset::open(a.val);
+      val.use_classes_of(train.classes, a.val);
+    }
+    const std::string val_name = a.holdout ? std::to_string(a.holdout) + " held-out images per class" : a.val;
     if (a.labels_per_class) train = train.per_class_subset(static_cast<size_t>(a.labels_per_class), a.o.seed);
 
     examples::doing("building the model");
     std::vector<std::string> notes;
-    std::string proc_from = a.init.empty() ? a.config : a.init;
+    std::string proc_from = !a.init.empty() ? a.init : !a.resume.empty() ? a.resume : a.config;
     ViTForImageClassification<float> model = [&] {
+      if (!a.resume.empty()) {
+        auto m = ViTForImageClassification<float>::from_pretrained(a.resume);
+        detail::require(m.config().id2label == train.classes, a.resume, "/config.json: the checkpoint's classes differ from the training set's");
+        return m;
+      }
       if (!a.init.empty()) {
         ClassifierLoadOptions lo;
         lo.labels = train.classes;
@@ -167,81 +222,215 @@ int main(int argc, char** argv) {
     const ViTConfig& cfg = model.config();
     train.set_channels(static_cast<int>(cfg.num_channels));
     const ImageProcessor proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
+    // What decides the batches besides the trainer's options: a resumed run must keep it too.
+    const nlohmann::json data_state = {{"train", a.train},           {"holdout", a.holdout},
+                                       {"labels_per_class", a.labels_per_class}, {"train_images", train.size()},
+                                       {"crop_scale_min", a.crop_scale_min},     {"flip", a.flip}};
 
-    const long per_step = static_cast<long>(a.o.batch) * a.o.accum;
-    const long epoch_steps = std::max<long>(1, (static_cast<long>(train.size()) + per_step - 1) / per_step);
-    a.o.steps = a.steps ? a.steps : (a.epochs ? a.epochs : 10) * epoch_steps;
-    a.o.warmup_steps = a.warmup >= 0 ? a.warmup : a.o.steps / 20;
-    const long eval_every = a.eval_every ? a.eval_every : epoch_steps;
-    AugmentOptions aug;
-    aug.scale_min = a.crop_scale_min;
-    aug.random_crop = a.crop_scale_min < 1;
-    aug.hflip = a.flip;
-    io::make_dirs(a.out);
-    for (const char* f : {"metrics.csv", "per_class.csv", "confusion.csv"})  // an earlier run's, never mixed with this one's
-      std::remove(io::join_path(a.out, f).c_str());
-
-    ClassifierTrainer<float> trainer(std::move(model), a.o);
-    DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0);  // built on the training threads
-    std::cerr << "vitmae-finetune: " << train.size() << " training images in " << train.classes.size() << " classes, "
-              << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps
-              << " per epoch), peak lr " << a.o.peak_lr() << ", " << a.o.threads << " threads\n";
-    std::string csv = "step,epoch,loss,lr,grad_norm,images_per_s,val_top1,val_top5,val_loss\n";
+    // The outputs, opened only once the run's inputs are all checked (a refused run leaves an
+    // earlier run's files alone). metrics.csv grows a row a step (appended and flushed: a log,
+    // readable while the run goes on); a resumed run starts from the checkpoint's rows.
+    const std::string metrics_path = io::join_path(a.out, "metrics.csv");
+    std::string metrics_text = "step,epoch,loss,lr,grad_norm,images_per_s,val_top1,val_top5,val_loss\n";
+    std::ofstream metrics;
+    std::vector<StepRecord> curve;  // loss.svg
+    Series accuracy{"validation top-1 (%)", "#d62728", {}};  // accuracy.svg
+    auto open_outputs = [&] {
+      io::make_dirs(a.out);
+      for (const char* f : {"metrics.csv", "per_class.csv", "confusion.csv", "confusion.svg", "loss.svg", "accuracy.svg"})
+        std::remove(io::join_path(a.out, f).c_str());  // an earlier run's, never mixed with this one's
+      std::error_code ec;
+      std::filesystem::remove_all(io::join_path(a.out, "final"), ec);
+      if (!a.resume.empty()) {
+        const auto bytes = io::read_file_bytes(io::join_path(a.resume, "metrics.csv"), "checkpoint metrics");
+        metrics_text.assign(bytes.begin(), bytes.end());
+        std::istringstream in(metrics_text);  // step,epoch,loss,lr,grad_norm,images_per_s,val_top1,...
+        std::string line;
+        std::getline(in, line);
+        while (std::getline(in, line)) {
+          std::vector<std::string> f;
+          std::istringstream cells(line);
+          for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
+          if (f.size() < 5) continue;
+          curve.push_back({std::stol(f[0]), std::stod(f[2]), std::stod(f[3]), std::stod(f[4]), 0});
+          if (f.size() >= 7 && !f[6].empty()) accuracy.points.emplace_back(std::stod(f[1]), 100 * std::stod(f[6]));
+        }
+      }
+      metrics.open(metrics_path);
+      metrics << metrics_text << std::flush;
+      detail::require(metrics.good(), metrics_path, ": cannot be written");
+    };
+    auto metrics_row = [&](long step, double epoch, double loss, double lr, double grad_norm, double ips, const Evaluation* e) {
+      curve.push_back({step, loss, lr, grad_norm, 0});
+      std::string row = std::to_string(step) + "," + fixed(epoch, 3) + "," + fixed(loss, 6) + "," + fixed(lr, 9) + "," +
+                        fixed(grad_norm, 6) + "," + fixed(ips, 2) + ",";
+      row += e ? fixed(e->top1, 6) + "," + fixed(e->top5, 6) + "," + fixed(e->loss, 6) + "\n" : std::string(",,\n");
+      metrics_text += row;
+      metrics << row << std::flush;
+      detail::require(metrics.good(), metrics_path, ": write failed");
+    };
+    auto write_curves = [&] {
+      io::write_file_atomic(io::join_path(a.out, "loss.svg"), loss_curve_svg(curve));
+      io::write_file_atomic(io::join_path(a.out, "accuracy.svg"),
+                            line_chart_svg({accuracy}, "validation top-1 (%) on " + val_name, "epoch"));
+    };
+    auto report = [&](const Evaluation& e, double epoch, long step, bool print = true) {
+      accuracy.points.emplace_back(epoch, 100 * e.top1);
+      write_curves();
+      if (!print) return;
+      std::fprintf(stderr, "epoch %.2f (step %ld): validation top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", epoch, step, 100 * e.top1,
+                   100 * e.top5, e.loss);
+    };
     Evaluation last;
+    bool wrote_final = true;
     const auto t_start = std::chrono::steady_clock::now();
-    double window_loss = 0;
-    long window = 0;
-    while (trainer.step() < a.o.steps) {
-      examples::doing("training step " + std::to_string(trainer.step() + 1));
-      const StepRecord r = trainer.train_step([&] {
-        const long k = loader.batches_taken();
-        LabelledBatch<float> b{loader.next(), loader.labels_of(k)};
-        return b;
-      });
-      window_loss += r.loss, ++window;
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-      const double ips = static_cast<double>(r.step * per_step) / std::max(elapsed, 1e-9);
-      const bool evaluate_now = r.step % eval_every == 0 || r.step == a.o.steps;
-      std::string row = std::to_string(r.step) + "," + fixed(static_cast<double>(r.step) / epoch_steps, 3) + "," + fixed(r.loss, 6) +
-                        "," + fixed(r.lr, 9) + "," + fixed(r.grad_norm, 6) + "," + fixed(ips, 2) + ",";
-      if (r.step % 10 == 0 || evaluate_now) {
-        const double eta = elapsed / r.step * (a.o.steps - r.step);
-        std::fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds\n", r.step, a.o.steps,
-                     window_loss / window, r.lr, ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60);
-        window_loss = 0, window = 0;
-      }
-      if (evaluate_now) {
-        examples::doing("evaluating on " + a.val);
-        last = evaluate(trainer.model(), val, proc, a.o.batch);
-        std::fprintf(stderr, "epoch %.2f (step %ld): validation top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n",
-                     static_cast<double>(r.step) / epoch_steps, r.step, 100 * last.top1, 100 * last.top5, last.loss);
-        row += fixed(last.top1, 6) + "," + fixed(last.top5, 6) + "," + fixed(last.loss, 6);
+
+    if (a.linear_probe) {
+      const ProbeFeatures kind = probe_features_from(a.probe_features);
+      const int batch = a.batch_given ? a.o.batch : 256;
+      ProbeOptions po;
+      po.batch = batch;
+      po.lr = a.o.base_lr * batch / 256.0;
+      po.min_lr = a.o.min_lr;
+      po.seed = a.o.seed;
+      const long per_epoch = (static_cast<long>(train.size()) + batch - 1) / batch;
+      po.epochs = a.epochs ? a.epochs : a.steps ? std::max(1L, (a.steps + per_epoch - 1) / per_epoch) : 90;
+      if (a.warmup >= 0) po.warmup_steps = std::min(a.warmup, po.epochs * per_epoch);
+      po.weight_decay = a.weight_decay_given ? a.o.weight_decay : 0.0;
+      examples::doing("computing the " + a.probe_features + " features of " + a.train);
+      const Matrix<float> X = extract_features(model.vit, train, proc, kind, batch);
+      examples::doing("computing the " + a.probe_features + " features of " + val_name);
+      const Matrix<float> V = extract_features(model.vit, val, proc, kind, batch);
+      const double t_features = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+      std::cerr << "vitmae-finetune: linear probe on " << X.cols() << " " << a.probe_features << " features of " << train.size()
+                << " training images in " << train.classes.size() << " classes (computed in " << fixed(t_features, 1) << " s), "
+                << val.size() << " validation images; " << po.epochs << " epochs of " << per_epoch << " steps, peak lr " << po.lr << "\n";
+      const long eval_every_epochs = a.eval_every ? std::max(1L, a.eval_every / per_epoch) : 1;
+      open_outputs();
+      examples::doing("training the linear probe");
+      const LinearProbe<float> probe = train_linear_probe<float>(
+          X, train.labels(), static_cast<Index>(train.classes.size()), po, [&](long epoch, const LinearProbe<float>& p, double loss) {
+            const bool eval_now = epoch % eval_every_epochs == 0 || epoch == po.epochs;
+            if (eval_now) last = Evaluation::of(p.logits(V), val.labels());
+            const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+            const long step = epoch * per_epoch;
+            metrics_row(step, static_cast<double>(epoch), loss, po.learning_rate(step - 1, per_epoch), 0.0,
+                        static_cast<double>(epoch * static_cast<long>(train.size())) / std::max(elapsed, 1e-9), eval_now ? &last : nullptr);
+            if (eval_now) report(last, static_cast<double>(epoch), step, epoch % 10 == 0 || epoch == po.epochs);
+          });
+      if (kind == ProbeFeatures::cls) {
+        model.classifier = probe.folded();
       } else {
-        row += ",,";
+        wrote_final = false;
       }
-      csv += row + "\n";
-      io::write_file_atomic(io::join_path(a.out, "metrics.csv"), csv);
+    } else {
+      const long per_step = static_cast<long>(a.o.batch) * a.o.accum;
+      const long epoch_steps = std::max<long>(1, (static_cast<long>(train.size()) + per_step - 1) / per_step);
+      a.o.steps = a.steps ? a.steps : (a.epochs ? a.epochs : 10) * epoch_steps;
+      a.o.warmup_steps = a.warmup >= 0 ? a.warmup : a.o.steps / 20;
+      const long eval_every = a.eval_every ? a.eval_every : epoch_steps;
+      AugmentOptions aug;
+      aug.scale_min = a.crop_scale_min;
+      aug.random_crop = a.crop_scale_min < 1;
+      aug.hflip = a.flip;
+
+      ClassifierTrainer<float> trainer(std::move(model), a.o);
+      if (!a.resume.empty()) {
+        examples::doing("loading the checkpoint " + a.resume);
+        vitmae::train::resume(trainer, a.resume);
+        const std::string data_path = io::join_path(a.resume, "data.json");
+        const nlohmann::json theirs = io::read_json_file(data_path, "checkpoint data");
+        for (const auto& [key, mine] : data_state.items())
+          detail::require(theirs.contains(key) && theirs[key] == mine, data_path, ": the checkpoint was trained with ", key, " ",
+                          theirs.contains(key) ? theirs[key].dump() : std::string("(none)"), ", this run asks for ", mine.dump(),
+                          "; a resumed run must keep it");
+      }
+      open_outputs();
+      // Batches built on the training threads, from where the checkpoint stopped.
+      DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0, 1, trainer.step() * a.o.accum);
+      std::vector<long> saved;  // this run's checkpoints and those already in OUT, oldest first (--keep)
+      {
+        std::error_code ec;
+        for (std::filesystem::directory_iterator it(a.out, ec), end; !ec && it != end; it.increment(ec)) {
+          const std::string n = it->path().filename().string();
+          if (n.rfind("checkpoint-", 0) == 0 && n.size() > 11 && n.find_first_not_of("0123456789", 11) == std::string::npos &&
+              n.size() < 30)
+            saved.push_back(std::stol(n.substr(11)));
+        }
+        std::sort(saved.begin(), saved.end());
+      }
+      auto save = [&](long step) {
+        const std::string dir = io::join_path(a.out, "checkpoint-" + std::to_string(step));
+        save_checkpoint(trainer, dir, proc, {{"metrics.csv", metrics_text}, {"data.json", data_state.dump(2) + "\n"}});
+        saved.erase(std::remove(saved.begin(), saved.end(), step), saved.end());
+        saved.push_back(step);
+        while (static_cast<long>(saved.size()) > a.keep) {
+          std::error_code ec;
+          std::filesystem::remove_all(io::join_path(a.out, "checkpoint-" + std::to_string(saved.front())), ec);
+          saved.erase(saved.begin());
+        }
+      };
+      std::cerr << "vitmae-finetune: " << train.size() << " training images in " << train.classes.size() << " classes, "
+                << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps
+                << " per epoch), peak lr " << a.o.peak_lr() << ", " << a.o.threads << " threads\n";
+      const long first_step = trainer.step();
+      double window_loss = 0;
+      long window = 0;
+      while (trainer.step() < a.o.steps) {
+        examples::doing("training step " + std::to_string(trainer.step() + 1));
+        const StepRecord r = trainer.train_step([&] {
+          const long k = loader.batches_taken();
+          LabelledBatch<float> b{loader.next(), loader.labels_of(k)};
+          return b;
+        });
+        window_loss += r.loss, ++window;
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        const long done = r.step - first_step;
+        const double ips = static_cast<double>(done * per_step) / std::max(elapsed, 1e-9);
+        const bool evaluate_now = r.step % eval_every == 0 || r.step == a.o.steps;
+        if (r.step % 10 == 0 || evaluate_now) {
+          const double eta = elapsed / static_cast<double>(done) * static_cast<double>(a.o.steps - r.step);
+          std::fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds\n", r.step, a.o.steps,
+                       window_loss / window, r.lr, ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60);
+          window_loss = 0, window = 0;
+        }
+        const double epoch = static_cast<double>(r.step) / epoch_steps;
+        if (evaluate_now) {
+          examples::doing("evaluating on " + val_name);
+          last = evaluate(trainer.model(), val, proc, a.o.batch);
+          report(last, epoch, r.step);
+        }
+        metrics_row(r.step, epoch, r.loss, r.lr, r.grad_norm, ips, evaluate_now ? &last : nullptr);
+        if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != a.o.steps) save(r.step);
+      }
+      if (last.count == 0) last = evaluate(trainer.model(), val, proc, a.o.batch);  // resumed at the last step
+      model = std::move(trainer.model());
     }
-    examples::doing("writing " + a.out + "/final");
-    io::write_folder_atomic(io::join_path(a.out, "final"), [&](const std::string& tmp) {
-      trainer.model().save_pretrained(tmp);
-      io::write_file_atomic(io::join_path(tmp, "preprocessor_config.json"), proc.to_json().dump(2) + "\n");
-    });
+    if (wrote_final) {
+      examples::doing("writing " + a.out + "/final");
+      io::write_folder_atomic(io::join_path(a.out, "final"), [&](const std::string& tmp) {
+        model.save_pretrained(tmp);
+        io::write_file_atomic(io::join_path(tmp, "preprocessor_config.json"), proc.to_json().dump(2) + "\n");
+      });
+    }
     std::string per_class = "class,label,count,accuracy\n", confusion = "true\\predicted";
-    for (const std::string& c : train.classes) confusion += ",\"" + c + "\"";
+    for (const std::string& c : train.classes) confusion += "," + csv_field(c);
     confusion += "\n";
     const std::vector<double> acc = last.per_class();
     for (size_t c = 0; c < train.classes.size(); ++c) {
       long n = 0;
       for (long v : last.confusion[c]) n += v;
-      per_class += std::to_string(c) + ",\"" + train.classes[c] + "\"," + std::to_string(n) + "," + fixed(acc[c], 6) + "\n";
-      confusion += "\"" + train.classes[c] + "\"";
+      per_class += std::to_string(c) + "," + csv_field(train.classes[c]) + "," + std::to_string(n) + "," + fixed(acc[c], 6) + "\n";
+      confusion += csv_field(train.classes[c]);
       for (long v : last.confusion[c]) confusion += "," + std::to_string(v);
       confusion += "\n";
     }
     io::write_file_atomic(io::join_path(a.out, "per_class.csv"), per_class);
     io::write_file_atomic(io::join_path(a.out, "confusion.csv"), confusion);
-    std::printf("validation top-1 %.2f%%  top-5 %.2f%%  (%ld images); wrote %s/final, metrics.csv, per_class.csv, confusion.csv\n",
-                100 * last.top1, 100 * last.top5, last.count, a.out.c_str());
+    io::write_file_atomic(io::join_path(a.out, "confusion.svg"), confusion_svg(last.confusion, train.classes));
+    write_curves();
+    std::printf("validation top-1 %.2f%%  top-5 %.2f%%  (%ld images); wrote %s%s/metrics.csv, per_class.csv, confusion.csv "
+                "(and .svg), loss.svg, accuracy.svg\n",
+                100 * last.top1, 100 * last.top5, last.count, wrote_final ? (a.out + "/final, ").c_str() : "", a.out.c_str());
   });
 }

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <regex>
 #include <string>
 #include <unistd.h>
@@ -18,7 +20,7 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitmae-pretrain --data DIR|LIST --out DIR\n"
+    "usage: vitmae-pretrain --data SRC --out DIR\n"
     "                       (--config FILE | --preset NAME | --init DIR | --resume DIR)\n"
     "                       [--steps N | --epochs N] [--batch B] [--accum N] [--base-lr X | --lr X]\n"
     "                       [--min-lr X] [--warmup N] [--weight-decay X] [--clip-grad X]\n"
@@ -26,8 +28,10 @@ constexpr const char* kUsage =
     "                       [--workers N] [--log-every N] [--scale-min X] [--shorter-side N] [--no-flip]\n"
     "                       [--vflip] [--transpose] [--channel-shuffle] [--skip-bad-images]\n"
     "Data and output:\n"
-    "  --data DIR|LIST     (required) a folder of images (searched recursively) or a text file listing\n"
-    "                      image paths, one a line\n"
+    "  --data SRC          (required) a folder of images (searched recursively), a text file listing\n"
+    "                      image paths, one a line, or fashion-mnist:DIR:SPLIT (the IDX files of\n"
+    "                      Debian's dataset-fashion-mnist, DIR /usr/share/datasets/fashion-mnist,\n"
+    "                      SPLIT train or t10k; the labels are not used)\n"
     "  --out DIR           (required) OUT/checkpoint-STEP every --save-every steps, OUT/final at the end,\n"
     "                      OUT/loss.csv and OUT/loss.svg; each checkpoint holds config.json,\n"
     "                      model.safetensors, preprocessor_config.json, optimizer.safetensors,\n"
@@ -197,8 +201,19 @@ int main(int argc, char** argv) {
 
     const int shorter = a.shorter_side >= 0 ? a.shorter_side : 4 * static_cast<int>(std::max(proc.height, proc.width));
     examples::doing("reading the images of " + a.data);
-    auto data = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
-    if (a.skip_bad_images) {
+    // Unlabelled images (ImageDataset), or a labelled set whose labels pre-training ignores.
+    const bool labelled = a.data.rfind("fashion-mnist:", 0) == 0;
+    std::optional<vitmae::train::ImageDataset> images;
+    std::optional<vitmae::train::LabelledDataset> idx;
+    if (labelled) {
+      idx = vitmae::train::LabelledDataset::open(a.data);
+      idx->set_channels(static_cast<int>(model.config().num_channels));
+      if (a.skip_bad_images) std::fprintf(stderr, "vitmae-pretrain: --skip-bad-images: %s is decoded already\n", a.data.c_str());
+    } else {
+      images = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
+    }
+    if (images && a.skip_bad_images) {
+      auto& data = *images;
       const size_t all = data.size();
       const auto skipped = data.skip_unreadable(std::max(a.workers, a.train.threads));
       if (skipped.empty()) std::fprintf(stderr, "vitmae-pretrain: --skip-bad-images: all %zu images can be read\n", all);
@@ -207,9 +222,10 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < skipped.size() && i < shown; ++i) std::fprintf(stderr, "  %s\n", skipped[i].reason.c_str());
       if (skipped.size() > shown) std::fprintf(stderr, "  ... and %zu more\n", skipped.size() - shown);
     }
+    const size_t n_images = images ? images->size() : idx->size();
     if (a.epochs) {
       const long per_step = static_cast<long>(a.train.batch) * a.train.accum;
-      a.train.steps = (a.epochs * static_cast<long>(data.size()) + per_step - 1) / per_step;
+      a.train.steps = (a.epochs * static_cast<long>(n_images) + per_step - 1) / per_step;
     } else if (a.steps) {
       a.train.steps = a.steps;
     }
@@ -237,8 +253,15 @@ int main(int argc, char** argv) {
     aug.vflip = a.vflip;
     aug.transpose = a.transpose;
     aug.channel_shuffle = a.channel_shuffle;
-    vitmae::train::DataLoader<Scalar> loader(data, proc, aug, opts.batch, opts.seed, a.workers, 2 + a.workers,
-                                             trainer.step() * opts.accum);
+    const long first_batch = trainer.step() * opts.accum;
+    std::unique_ptr<vitmae::train::DataLoader<Scalar>> image_loader;
+    std::unique_ptr<vitmae::train::DataLoader<Scalar, vitmae::train::LabelledDataset>> idx_loader;
+    if (images)
+      image_loader = std::make_unique<vitmae::train::DataLoader<Scalar>>(*images, proc, aug, opts.batch, opts.seed, a.workers,
+                                                                         2 + a.workers, first_batch);
+    else
+      idx_loader = std::make_unique<vitmae::train::DataLoader<Scalar, vitmae::train::LabelledDataset>>(
+          *idx, proc, aug, opts.batch, opts.seed, a.workers, 2 + a.workers, first_batch);
     long params = 0;
     trainer.model().visit_parameters("", [&](const vitmae::Parameter<const Scalar>& p) {
       if (p.trainable()) params += static_cast<long>(p.size);
@@ -246,7 +269,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr,
                  "vitmae-pretrain: %zu images, %ld trainable parameters, %dx%d patch %ld, steps %ld from %ld, batch %d x %d, "
                  "peak lr %.3g, warm-up %ld, %d threads\n",
-                 data.size(), params, static_cast<int>(proc.width), static_cast<int>(proc.height),
+                 n_images, params, static_cast<int>(proc.width), static_cast<int>(proc.height),
                  static_cast<long>(trainer.model().config().patch_size), opts.steps, trainer.step(), opts.batch, opts.accum,
                  opts.peak_lr(), opts.warmup(), opts.threads);
 
@@ -279,12 +302,13 @@ int main(int argc, char** argv) {
     long avg_n = 0;
     examples::doing("training");
     auto next_batch = [&] {
+      if (idx_loader) return idx_loader->next();
       try {
-        return loader.next();
+        return image_loader->next();
       } catch (const vitmae::Error& e) {
         // An image that cannot be read names itself; say how to train on without it.
         const std::string what = e.what();
-        for (const std::string& f : data.files())
+        for (const std::string& f : images->files())
           if (what.rfind("vitmae: " + f + ": ", 0) == 0)
             throw vitmae::Error(what + " (--skip-bad-images leaves out the images that cannot be read)");
         throw;

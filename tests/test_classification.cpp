@@ -528,3 +528,158 @@ TEST_CASE("evaluate: top-1, top-5, loss and the confusion matrix as the forward 
   CHECK(sum == 5);
   CHECK(e.top5 >= e.top1);
 }
+
+TEST_CASE("Evaluation::of: top-1 and top-5 with ties to the lower index, the confusion matrix, the mean cross-entropy") {
+  Matrix<double> logits(3, 6);
+  logits << 0, 5, 1, 1, 2, 3,  // truth 1: top-1
+      4, 4, 0, 0, 0, 0,        // truth 1: tie 0/1 goes to class 0 (top-1 wrong, top-5 right)
+      6, 5, 4, 3, 2, 1;        // truth 5: the 6th best, outside the top 5
+  const auto e = vitmae::train::Evaluation::of(logits, {1, 1, 5});
+  CHECK(e.count == 3);
+  CHECK(e.top1 == doctest::Approx(1.0 / 3));
+  CHECK(e.top5 == doctest::Approx(2.0 / 3));
+  CHECK(e.confusion[1][1] == 1);
+  CHECK(e.confusion[1][0] == 1);
+  CHECK(e.confusion[5][0] == 1);
+  // Cross-entropy by hand: log-sum-exp minus the true logit, averaged.
+  double ce = 0;
+  const std::vector<Index> truth{1, 1, 5};
+  for (Index r = 0; r < 3; ++r) ce += std::log(logits.row(r).array().exp().sum()) - logits(r, truth[static_cast<size_t>(r)]);
+  CHECK(e.loss == doctest::Approx(ce / 3).epsilon(1e-14));
+  const auto pc = e.per_class();
+  CHECK(pc[1] == 0.5);
+  CHECK(pc[5] == 0.0);
+  CHECK(std::isnan(pc[2]));
+  CHECK_THROWS_WITH_AS(vitmae::train::Evaluation::of(logits, {1}), doctest::Contains("3 rows of logits for 1 labels"), vitmae::Error);
+}
+
+TEST_CASE("linear probe: features as the forward gives them, training-set normalisation, a folded head equal to the probe") {
+  namespace train = vitmae::train;
+  const auto model = vitmae::ViTForImageClassification<double>::from_pretrained(test::data("hf_vit/cls_tiny"));
+  auto set = train::LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"),
+                                         model.config().id2label);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(test::data("hf_vit/cls_tiny"), model.config().mae_config());
+  const Matrix<double> cls = train::extract_features(model.vit, set, proc, train::ProbeFeatures::cls, 2);
+  const Matrix<double> mean = train::extract_features(model.vit, set, proc, train::ProbeFeatures::mean, 3);
+  const Matrix<double> pixels = train::extract_features(model.vit, set, proc, train::ProbeFeatures::pixels, 4);
+  REQUIRE(cls.rows() == 5);
+  for (Index i = 0; i < 5; ++i) {
+    const auto px = proc.preprocess<double>(std::vector<io::Image8>{set.image(static_cast<size_t>(i), 3)});
+    const auto out = model.forward(px);
+    const Matrix<double>& h = out.last_hidden_state[0];
+    CHECK((cls.row(i) - h.row(0)).cwiseAbs().maxCoeff() <= 1e-12);
+    CHECK((mean.row(i) - h.bottomRows(h.rows() - 1).colwise().mean()).cwiseAbs().maxCoeff() <= 1e-12);
+    CHECK(pixels.row(i) == Eigen::Map<const Matrix<double>>(px.data.data(), 1, px.numel()));
+  }
+  // Two Gaussian blobs in 3-D, far apart along one axis and with a large offset and scale on
+  // another: the probe normalises (mean, biased variance) and separates them.
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> n01(0, 1);
+  Matrix<double> X(200, 3);
+  std::vector<std::int64_t> y(200);
+  for (Index i = 0; i < 200; ++i) {
+    y[static_cast<size_t>(i)] = i % 2;
+    X(i, 0) = n01(rng) + (i % 2 ? 4 : -4);
+    X(i, 1) = 1000 + 50 * n01(rng);
+    X(i, 2) = n01(rng);
+  }
+  train::ProbeOptions o;
+  o.epochs = 20, o.batch = 32, o.lr = 0.05;
+  long epochs_seen = 0;
+  const auto p = train::train_linear_probe<double>(X, y, 2, o, [&](long e, const train::LinearProbe<double>&, double loss) {
+    CHECK(e == ++epochs_seen);
+    CHECK(std::isfinite(loss));
+  });
+  CHECK(epochs_seen == 20);
+  for (Index j = 0; j < 3; ++j) {
+    const double mu = X.col(j).mean();
+    const double var = (X.col(j).array() - mu).square().mean();
+    CHECK(p.mean(j) == doctest::Approx(mu).epsilon(1e-12));
+    CHECK(p.inv_std(j) == doctest::Approx(1 / std::sqrt(var + 1e-6)).epsilon(1e-12));
+  }
+  CHECK(train::Evaluation::of(p.logits(X), y).top1 == 1.0);
+  const auto folded = p.folded();
+  CHECK((folded.forward(X) - p.logits(X)).cwiseAbs().maxCoeff() <= 1e-9);
+  // The same seed gives the same probe; a label out of range is refused.
+  const auto p2 = train::train_linear_probe<double>(X, y, 2, o);
+  CHECK(p2.classifier.weight == p.classifier.weight);
+  y[7] = 2;
+  CHECK_THROWS_WITH_AS(train::train_linear_probe<double>(X, y, 2, o), doctest::Contains("label 2 of sample 7 is out of range"),
+                       vitmae::Error);
+}
+
+TEST_CASE("LabelledDataset::open: folders, list files and fashion-mnist:DIR:SPLIT by their form, errors naming the spec") {
+  using vitmae::train::LabelledDataset;
+  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere"), doctest::Contains("expected fashion-mnist:DIR:SPLIT"),
+                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:valid"), doctest::Contains("split must be 'train' or 't10k'"),
+                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:t10k"), doctest::Contains("/nowhere/t10k-images-idx3-ubyte.gz"),
+                       vitmae::Error);
+  const std::string root = test::tmp_dir("open_spec");
+  vitmae::io::Image8 px{2, 2, 3, std::vector<std::uint8_t>(12, 100)};
+  for (const char* f : {"b/1.png", "a/2.png"}) {
+    std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
+    vitmae::io::save_png(root + "/" + f, px);
+  }
+  CHECK(LabelledDataset::open(root).classes == std::vector<std::string>{"a", "b"});
+  io::write_file_atomic(root + "/list.txt", "b/1.png b\na/2.png a\n");
+  CHECK(LabelledDataset::open(root + "/list.txt").size() == 2);
+}
+
+TEST_CASE("fine-tuning: N steps equal N/2 + checkpoint + resume + N/2, bit for bit") {
+  namespace train = vitmae::train;
+  vitmae::ViTConfig c = small_config(3);
+  vitmae::ViTForImageClassification<float> m0(c);
+  std::mt19937_64 rng(5);
+  m0.init_weights(rng);
+  std::vector<train::LabelledBatch<float>> batches;
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (int k = 0; k < 4; ++k) {
+    train::LabelledBatch<float> b{vitmae::Tensor<float>({4, 2, 8, 8}), {0, 1, 2, 1}};
+    for (auto& v : b.pixels.data) v = u(rng);
+    batches.push_back(b);
+  }
+  train::FineTuneOptions o;
+  o.steps = 4, o.batch = 4, o.base_lr = 0.05, o.warmup_steps = 1, o.threads = 1;
+  train::ClassifierTrainer<float> whole(m0, o);
+  for (int k = 0; k < 4; ++k) whole.train_step([&] { return batches[static_cast<size_t>(k)]; });
+  const std::string dir = test::tmp_dir("finetune_resume");
+  vitmae::ImageProcessor proc;
+  proc.height = proc.width = 8;
+  {
+    train::ClassifierTrainer<float> first(m0, o);
+    for (int k = 0; k < 2; ++k) first.train_step([&] { return batches[static_cast<size_t>(k)]; });
+    train::save_checkpoint(first, dir + "/half", proc, {{"metrics.csv", "step\n1\n2\n"}});
+  }
+  CHECK(test::slurp(dir + "/half/metrics.csv") == "step\n1\n2\n");
+  train::ClassifierTrainer<float> second(m0, o);
+  train::resume(second, dir + "/half");
+  CHECK(second.step() == 2);
+  CHECK(second.history().size() == 2);
+  for (int k = 2; k < 4; ++k) second.train_step([&] { return batches[static_cast<size_t>(k)]; });
+  const auto a = vitmae::parameter_list(whole.model()), b = vitmae::parameter_list(second.model());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].name);
+    CHECK(a[i].values() == b[i].values());
+  }
+  // Another seed is refused, naming both values.
+  o.seed = 9;
+  train::ClassifierTrainer<float> other(m0, o);
+  CHECK_THROWS_WITH_AS(train::resume(other, dir + "/half"), doctest::Contains("trained with seed 0, this run asks for 9"), vitmae::Error);
+}
+
+TEST_CASE("ImageFolder: a dangling link is skipped, the files after it are still found") {
+  const std::string root = test::tmp_dir("image_folder_links");
+  vitmae::io::Image8 px{2, 2, 3, std::vector<std::uint8_t>(12, 100)};
+  for (const char* f : {"a/1.png", "a/3.png", "b/1.png"}) {
+    std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
+    vitmae::io::save_png(root + "/" + f, px);
+  }
+  std::filesystem::create_symlink(root + "/nowhere.png", root + "/a/2.png");
+  std::filesystem::create_symlink(root + "/nowhere", root + "/c");  // not a class: no folder behind it
+  const auto d = vitmae::train::LabelledDataset::image_folder(root);
+  CHECK(d.classes == std::vector<std::string>{"a", "b"});
+  CHECK(d.size() == 3);
+  CHECK(vitmae::train::ImageDataset::open(root, 3).size() == 3);
+}

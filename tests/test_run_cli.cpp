@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <sys/wait.h>
 
 namespace io = vitmae::io;
@@ -253,7 +254,132 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   r = run("--train " + dir + "/train --val " + dir + "/val2 --out " + dir + "/run2 --config " + dir + "/config.json --steps 2",
           VITMAE_FINETUNE_EXE);
   CHECK(r.status == 1);
-  CHECK(r.err == "vitmae: dataset: class 'cloudy' is not one of the training set's 2 classes\n");
+  CHECK(r.err == "vitmae: dataset " + dir + "/val2: class 'cloudy' is not one of the training set's 2 classes\n");
   CHECK_FALSE(io::file_exists(dir + "/run2/metrics.csv"));
   CHECK(run("--train a --val b --out c", VITMAE_FINETUNE_EXE).status == 2);
+  CHECK(run("--train a --val b --holdout 2 --out c --config x", VITMAE_FINETUNE_EXE).status == 2);
+
+  // --save-every and --resume: the first half, a checkpoint, the second half give the bits of the whole run.
+  const std::string common = "--train " + dir + "/train --val " + dir + "/val --steps 8 --batch 8 --base-lr 0.05 --threads 2 ";
+  REQUIRE(run(common + "--config " + dir + "/config.json --out " + dir + "/whole --save-every 4", VITMAE_FINETUNE_EXE).status == 0);
+  CHECK(io::file_exists(dir + "/whole/checkpoint-4/optimizer.safetensors"));
+  CHECK(io::file_exists(dir + "/whole/checkpoint-4/metrics.csv"));
+  r = run(common + "--resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed", VITMAE_FINETUNE_EXE);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(test::slurp(dir + "/whole/final/model.safetensors") == test::slurp(dir + "/resumed/final/model.safetensors"));
+  auto losses = [](const std::string& csv) {  // step and loss columns (images/s differ)
+    std::vector<std::string> out;
+    std::istringstream in(csv);
+    for (std::string line; std::getline(in, line);) out.push_back(line.substr(0, line.find(',', line.find(',', line.find(',') + 1) + 1)));
+    return out;
+  };
+  CHECK(losses(test::slurp(dir + "/whole/metrics.csv")) == losses(test::slurp(dir + "/resumed/metrics.csv")));
+  r = run(common + "--seed 4 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed2", VITMAE_FINETUNE_EXE);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("trained with seed 0, this run asks for 4; a resumed run must keep it") != std::string::npos);
+
+  // --holdout: N images per class out of the training set validate, the rest train.
+  r = run("--train " + dir + "/train --holdout 4 --out " + dir + "/held --config " + dir +
+              "/config.json --steps 2 --batch 8 --threads 1",
+          VITMAE_FINETUNE_EXE);
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("24 training images in 2 classes, 8 validation images") != std::string::npos);
+
+  // --linear-probe: CLS features of a frozen random encoder tell brightness apart; the folded head
+  // in final/ gives what the program reported.
+  r = run("--train " + dir + "/train --val " + dir + "/val --out " + dir + "/probe --config " + dir +
+              "/config.json --linear-probe --epochs 30 --batch 8 --base-lr 0.5 --threads 1",
+          VITMAE_FINETUNE_EXE);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("linear probe on 16 cls features of 32 training images") != std::string::npos);
+  const auto probe = vitmae::ViTForImageClassification<float>::from_pretrained(dir + "/probe/final");
+  const auto pe = vitmae::train::evaluate(probe, val, vitmae::ImageProcessor::load(dir + "/probe/final/preprocessor_config.json"));
+  // The last row's val_top1 (column 7) and val_loss (column 9) are the folded classifier's.
+  const std::string probe_metrics = test::slurp(dir + "/probe/metrics.csv");
+  std::vector<std::string> cols;
+  std::istringstream last_row(probe_metrics.substr(probe_metrics.rfind('\n', probe_metrics.size() - 2) + 1));
+  for (std::string c; std::getline(last_row, c, ',');) cols.push_back(c);
+  REQUIRE(cols.size() == 9);
+  CHECK(std::stod(cols[0]) == 30 * 4);  // 30 epochs of 4 steps
+  CHECK(std::stod(cols[6]) == doctest::Approx(pe.top1).epsilon(1e-6));
+  CHECK(std::stod(cols[8]) == doctest::Approx(pe.loss).epsilon(1e-4));
+  CHECK(pe.top1 == 1.0);
+  // Fine-tuning-only flags are refused with --linear-probe.
+  CHECK(run("--train a --val b --out c --config x --linear-probe --layer-decay 0.5", VITMAE_FINETUNE_EXE).status == 2);
+  // Raw pixels: logistic regression, no model folder.
+  r = run("--train " + dir + "/train --val " + dir + "/val --out " + dir + "/pixels --config " + dir +
+              "/config.json --linear-probe --probe-features pixels --epochs 5 --threads 1",
+          VITMAE_FINETUNE_EXE);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("linear probe on 192 pixels features") != std::string::npos);
+  CHECK_FALSE(io::dir_exists(dir + "/pixels/final"));
+  CHECK(run("--train a --val b --out c --config x --probe-features mean", VITMAE_FINETUNE_EXE).status == 2);
+}
+
+TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the file, exit 1, nothing written") {
+  const std::string dir = test::tmp_dir("finetune_bad");
+  vitmae::io::Image8 im{8, 8, 3, std::vector<std::uint8_t>(192, 90)};
+  for (const char* f : {"train/a/1.png", "train/b/1.png", "val/a/1.png"}) {
+    std::filesystem::create_directories(std::filesystem::path(dir + "/" + f).parent_path());
+    vitmae::io::save_png(dir + "/" + f, im);
+  }
+  io::write_file_atomic(dir + "/config.json", R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
+  const std::string model = " --out " + dir + "/out --config " + dir + "/config.json --steps 1 --batch 2";
+  struct Case {
+    std::string train, val, message;
+  };
+  std::filesystem::create_directories(dir + "/empty/a");
+  std::filesystem::create_directories(dir + "/empty/b");
+  vitmae::io::save_png(dir + "/empty/a/1.png", im);
+  io::write_file_atomic(dir + "/train.txt", "train/a/1.png 0\ntrain/b/1.png 1\n");
+  io::write_file_atomic(dir + "/val.txt", "val/a/1.png 7\n");
+  const std::vector<Case> cases{
+      {dir + "/empty", dir + "/val", "vitmae: dataset " + dir + "/empty/b: class 'b' has no image files\n"},
+      {dir + "/train.txt", dir + "/val.txt", "vitmae: dataset " + dir + "/val.txt: class '7' is not one of the training set's 2 classes\n"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.train);
+    const RunResult r = run("--train " + c.train + " --val " + c.val + model, VITMAE_FINETUNE_EXE);
+    CHECK(r.status == 1);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find(c.message) != std::string::npos);
+    CHECK_FALSE(io::dir_exists(dir + "/out"));
+  }
+  // IDX files with a wrong magic number or a truncated body (via the library's IDX reader the
+  // program uses: fashion-mnist:DIR:SPLIT names the Debian file names, so copy them there).
+  for (const char* bad : {"bad-magic-idx3-ubyte.gz", "truncated-idx3-ubyte.gz"}) {
+    const std::string fm = dir + "/fm_" + bad;
+    std::filesystem::create_directories(fm);
+    std::filesystem::copy_file(test::data(std::string("idx/") + bad), fm + "/train-images-idx3-ubyte.gz");
+    std::filesystem::copy_file(test::data("idx/labels-idx1-ubyte.gz"), fm + "/train-labels-idx1-ubyte.gz");
+    const RunResult r = run("--train fashion-mnist:" + fm + ":train --val " + dir + "/val" + model, VITMAE_FINETUNE_EXE);
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find(fm + "/train-images-idx3-ubyte.gz: ") != std::string::npos);
+    CHECK(r.err.find(std::string(bad).rfind("bad", 0) == 0 ? "magic number" : "truncated") != std::string::npos);
+    CHECK_FALSE(io::dir_exists(dir + "/out"));
+  }
+  // A classifier whose id2label and classifier.weight disagree.
+  {
+    vitmae::ViTConfig c;
+    c.hidden_size = 16, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.intermediate_size = 32;
+    c.image_size = 8, c.patch_size = 4, c.num_channels = 3;
+    c.id2label = vitmae::ViTConfig::default_labels(3);
+    vitmae::ViTForImageClassification<float> m(c);
+    m.save_pretrained(dir + "/cls3");
+    auto j = io::read_json_file(dir + "/cls3/config.json", "config");
+    j["id2label"] = {{"0", "x"}, {"1", "y"}};
+    j["label2id"] = {{"x", 0}, {"y", 1}};
+    io::write_file_atomic(dir + "/cls3/config.json", j.dump());
+    const RunResult r = run("--model " + dir + "/cls3 --image " + dir + "/val/a/1.png", VITMAE_CLASSIFY_EXE);
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    CHECK(r.err.find("classifier.weight") != std::string::npos);
+  }
 }

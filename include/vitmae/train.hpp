@@ -10,6 +10,7 @@
 #include "vitmae/train/data.hpp"
 #include "vitmae/train/finetune.hpp"
 #include "vitmae/train/labelled.hpp"
+#include "vitmae/train/linear_probe.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/plot.hpp"
 #include "vitmae/train/trainer.hpp"

@@ -404,7 +404,7 @@ struct ViTForImageClassification {
     }
     const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);
     ViTForImageClassification m(config);
-    const bool classifier_loaded = m.load_weights(*weights, from_mae, out_notes);
+    const bool classifier_loaded = m.load_weights(*weights, from_mae, o.labels.has_value(), config_path, out_notes);
     if (!classifier_loaded && m.num_labels() > 0) {
       std::mt19937_64 rng(o.seed);
       vitmae::init_weights(m.classifier, config.initializer_range, rng, InitScheme::vit);
@@ -423,8 +423,11 @@ struct ViTForImageClassification {
 
  private:
   /// Loads the encoder (with `vit.` or unprefixed names) and the classifier when the source has
-  /// one of the model's shape; returns whether it did.
-  bool load_weights(const io::TensorSource& source, bool from_mae, std::vector<std::string>& notes) {
+  /// one of the model's shape; returns whether it did. A classifier of another shape is drawn
+  /// afresh when the labels were given (`relabel`: transformers' ignore_mismatched_sizes), and
+  /// refused otherwise (the config's id2label and the tensor disagree), as transformers does.
+  bool load_weights(const io::TensorSource& source, bool from_mae, bool relabel, const std::string& config_path,
+                    std::vector<std::string>& notes) {
     const bool prefixed = source.contains(std::string("vit.") + kPatchWeightKey);
     detail::require(prefixed || source.contains(kPatchWeightKey), source.where(), ": not a ViT checkpoint: it has neither 'vit.",
                     kPatchWeightKey, "' nor '", kPatchWeightKey, "'");
@@ -455,6 +458,9 @@ struct ViTForImageClassification {
     if (num_labels() == 0 || !source.contains("classifier.weight")) return false;
     const std::vector<std::int64_t> ws = source.shape("classifier.weight");
     if (ws != std::vector<std::int64_t>{num_labels(), config().hidden_size}) {
+      detail::require(relabel, source.where(), ": classifier.weight has shape ", detail::shape_str(ws), ", but ", config_path,
+                      " gives ", num_labels(), " labels (id2label) and hidden_size ", config().hidden_size, ": expected [",
+                      num_labels(), ", ", config().hidden_size, "]");
       notes.push_back("classifier.weight in " + source.where() + " has shape " + detail::shape_str(ws) + ", the model " +
                       std::to_string(num_labels()) + " labels: the classifier is drawn afresh");
       return false;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "vitmae/image_processor.hpp"
 #include "vitmae/io/file.hpp"
 #include "vitmae/io/safetensors.hpp"
+#include "vitmae/train/finetune.hpp"
 #include "vitmae/train/trainer.hpp"
 
 namespace vitmae::train {
@@ -31,10 +33,14 @@ inline std::string loss_csv(const std::vector<StepRecord>& history) {
 }
 
 /// Writes `dir` atomically: config.json, model.safetensors (the model's precision),
-/// preprocessor_config.json, optimizer.safetensors, trainer_state.json, loss.csv. An existing
-/// folder of that name is replaced only once the new one is complete.
-template <class S>
-void save_checkpoint(const Trainer<S>& trainer, const std::string& dir, const ImageProcessor& proc) {
+/// preprocessor_config.json, optimizer.safetensors, trainer_state.json, loss.csv, and `extra`
+/// files (name, contents). An existing folder of that name is replaced only once the new one is
+/// complete. T: Trainer (pre-training) or ClassifierTrainer (fine-tuning).
+template <class T>
+void save_checkpoint(const T& trainer, const std::string& dir, const ImageProcessor& proc,
+                     const std::vector<std::pair<std::string, std::string>>& extra = {}) {
+  using M = typename T::Model;
+  using S = typename M::scalar_type;
   io::write_folder_atomic(dir, [&](const std::string& tmp) {
     trainer.model().save_pretrained(tmp);
     proc.save(io::join_path(tmp, "preprocessor_config.json"));
@@ -43,7 +49,7 @@ void save_checkpoint(const Trainer<S>& trainer, const std::string& dir, const Im
     const io::DType dt = io::dtype_of<S>();
     const auto& adam = trainer.optimizer();
     for (const char* prefix : {"exp_avg.", "exp_avg_sq."}) {
-      const ForPreTraining<S>& moments = std::string(prefix) == "exp_avg." ? adam.exp_avg() : adam.exp_avg_sq();
+      const M& moments = std::string(prefix) == "exp_avg." ? adam.exp_avg() : adam.exp_avg_sq();
       moments.visit_parameters("", [&](const Parameter<const S>& p) {
         if (p.trainable()) w.add(prefix + p.name, p.data, {static_cast<std::int64_t>(p.size)}, dt);
       });
@@ -51,6 +57,7 @@ void save_checkpoint(const Trainer<S>& trainer, const std::string& dir, const Im
     w.save(io::join_path(tmp, "optimizer.safetensors"));
     io::write_file_atomic(io::join_path(tmp, "trainer_state.json"), trainer.state_json().dump(2) + "\n");
     io::write_file_atomic(io::join_path(tmp, "loss.csv"), loss_csv(trainer.history()));
+    for (const auto& [name, contents] : extra) io::write_file_atomic(io::join_path(tmp, name), contents);
   });
 }
 
@@ -58,9 +65,12 @@ void save_checkpoint(const Trainer<S>& trainer, const std::string& dir, const Im
 /// save_checkpoint. The run's options must agree with the checkpoint's on everything that
 /// decides the result: batch, accum, steps (the schedule), seed (the data and masks) and threads
 /// (the summation order of the gradient): each difference is refused, naming both values.
-template <class S>
-void resume(Trainer<S>& trainer, const std::string& dir) {
-  const TrainOptions& opts = trainer.options();
+/// T: Trainer (pre-training) or ClassifierTrainer (fine-tuning).
+template <class T>
+void resume(T& trainer, const std::string& dir) {
+  using M = typename T::Model;
+  using S = typename M::scalar_type;
+  const auto& opts = trainer.options();
   const std::string state_path = io::join_path(dir, "trainer_state.json");
   const nlohmann::json st = io::read_json_file(state_path);
   auto get_long = [&](const char* k) {
@@ -74,14 +84,21 @@ void resume(Trainer<S>& trainer, const std::string& dir) {
     detail::require(theirs == mine, state_path, ": the checkpoint was trained with ", key, " ", theirs, ", this run asks for ", mine,
                     "; a resumed run must keep it");
   }
+  // The rest of the recipe (rates, warm-up, decays, betas, clipping...): each must be the same too.
+  const nlohmann::json mine_all = trainer.state_json();
+  for (const auto& [key, mine] : mine_all.items()) {
+    if (key == "step" || key == "history" || key == "history_columns" || !st.contains(key)) continue;
+    detail::require(st[key] == mine, state_path, ": the checkpoint was trained with ", key, " ", st[key].dump(),
+                    ", this run asks for ", mine.dump(), "; a resumed run must keep it");
+  }
   detail::require(step >= 0 && step <= opts.steps, state_path, ": step ", step, " is beyond this run's ", opts.steps, " steps");
-  ForPreTraining<S> loaded = ForPreTraining<S>::from_pretrained(dir);
+  M loaded = M::from_pretrained(dir);
   detail::require(loaded.config().to_json() == trainer.model().config().to_json(), dir,
-                  "/config.json: the checkpoint's model differs from this run's --config/--preset");
+                  "/config.json: the checkpoint's model differs from this run's");
   const io::SafetensorsFile opt(io::join_path(dir, "optimizer.safetensors"));
   auto& adam = trainer.optimizer();
   for (const char* prefix : {"exp_avg.", "exp_avg_sq."}) {
-    ForPreTraining<S>& moments = std::string(prefix) == "exp_avg." ? adam.exp_avg() : adam.exp_avg_sq();
+    M& moments = std::string(prefix) == "exp_avg." ? adam.exp_avg() : adam.exp_avg_sq();
     moments.visit_parameters("", [&](const Parameter<S>& p) {
       if (!p.trainable()) return;
       const std::string key = prefix + p.name;

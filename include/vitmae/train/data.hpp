@@ -164,13 +164,13 @@ class ImageDataset {
     d.channels_ = channels;
     d.shorter_side_ = shorter_side;
     d.cache_budget_ = cache_bytes;
-    std::error_code ec;
+    std::error_code ec, entry_ec;  // entry_ec: an entry that cannot be examined (a dangling link) is skipped
     if (fs::is_directory(path, ec)) {
       fs::recursive_directory_iterator it(path, fs::directory_options::follow_directory_symlink, ec), end;
       detail::require(!ec, "dataset ", path, ": cannot list the folder: ", ec.message());
       for (; it != end; it.increment(ec)) {
         detail::require(!ec, "dataset ", path, ": cannot list the folder: ", ec.message());
-        if (it->is_regular_file(ec) && is_image_name(it->path().string())) d.files_.push_back(it->path().string());
+        if (it->is_regular_file(entry_ec) && is_image_name(it->path().string())) d.files_.push_back(it->path().string());
       }
       std::sort(d.files_.begin(), d.files_.end());
     } else {

@@ -75,6 +75,8 @@ class ClassifierTrainer {
   Model& model() { return model_; }
   const Model& model() const { return model_; }
   const FineTuneOptions& options() const { return opts_; }
+  AdamW<Model>& optimizer() { return adam_; }
+  const AdamW<Model>& optimizer() const { return adam_; }
   long step() const { return step_; }
   const std::vector<StepRecord>& history() const { return history_; }
 
@@ -107,6 +109,34 @@ class ClassifierTrainer {
     return r;
   }
 
+  /// Puts a checkpoint's state back (train/checkpoint.hpp reads it): weights, step, history;
+  /// the optimiser's moments are restored through optimizer().
+  void restore(Model model, long step, std::vector<StepRecord> history) {
+    model_ = std::move(model);
+    adam_.set_step_count(step);
+    step_ = step;
+    history_ = std::move(history);
+  }
+
+  nlohmann::json state_json() const {
+    return {{"step", step_},
+            {"steps", opts_.steps},
+            {"batch", opts_.batch},
+            {"accum", opts_.accum},
+            {"peak_lr", opts_.peak_lr()},
+            {"min_lr", opts_.min_lr},
+            {"warmup_steps", opts_.warmup_steps},
+            {"weight_decay", opts_.weight_decay},
+            {"layer_decay", opts_.layer_decay},
+            {"label_smoothing", opts_.label_smoothing},
+            {"betas", {opts_.beta1, opts_.beta2}},
+            {"clip_grad", opts_.clip_grad},
+            {"seed", opts_.seed},
+            {"threads", opts_.threads},
+            {"history_columns", {"step", "loss", "lr", "grad_norm", "seconds"}},
+            {"history", history_json(history_)}};
+  }
+
  private:
   Model model_;
   FineTuneOptions opts_;
@@ -133,6 +163,36 @@ struct Evaluation {
     }
     return out;
   }
+
+  /// The measures of logits (samples, classes) against the true classes y (a tie goes to the
+  /// lower class index, as torch's topk on CPU).
+  /// @throws vitmae::Error when y does not fit the logits.
+  template <class S>
+  static Evaluation of(const Matrix<S>& logits, const std::vector<std::int64_t>& y) {
+    const Index N = logits.cols();
+    detail::require(static_cast<size_t>(logits.rows()) == y.size(), "evaluation: ", logits.rows(), " rows of logits for ", y.size(),
+                    " labels");
+    Evaluation e;
+    e.confusion.assign(static_cast<size_t>(N), std::vector<long>(static_cast<size_t>(N), 0));
+    for (size_t k = 0; k < y.size(); ++k)
+      detail::require(y[k] >= 0 && y[k] < N, "evaluation: label ", y[k], " of sample ", k, " is out of range: ", N, " classes");
+    e.count = static_cast<long>(y.size());
+    if (e.count == 0) return e;
+    e.loss = static_cast<double>(ClassificationLoss{"single_label_classification", N, 0.0}.forward<S>(logits, Labels<S>::of_classes(y), nullptr));
+    const Index k5 = std::min<Index>(5, N);
+    std::vector<Index> order(static_cast<size_t>(N));
+    for (size_t k = 0; k < y.size(); ++k) {
+      const auto row = logits.row(static_cast<Index>(k));
+      std::iota(order.begin(), order.end(), Index(0));
+      std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return row(a) > row(b); });
+      const Index truth = y[k];
+      e.top1 += order[0] == truth;
+      e.top5 += std::find(order.begin(), order.begin() + k5, truth) != order.begin() + k5;
+      ++e.confusion[static_cast<size_t>(truth)][static_cast<size_t>(order[0])];
+    }
+    e.top1 /= static_cast<double>(e.count), e.top5 /= static_cast<double>(e.count);
+    return e;
+  }
 };
 
 /// The classifier on every image of `data` (the processor's resize and normalisation, no
@@ -143,38 +203,18 @@ Evaluation evaluate(const ViTForImageClassification<S>& m, const LabelledDataset
   const Index N = m.num_labels();
   detail::require(static_cast<Index>(data.classes.size()) == N, "evaluate: the set has ", data.classes.size(),
                   " classes, the model ", N, " labels");
-  Evaluation e;
-  e.confusion.assign(static_cast<size_t>(N), std::vector<long>(static_cast<size_t>(N), 0));
   const int channels = static_cast<int>(m.config().num_channels);
-  double loss_sum = 0;
+  Matrix<S> logits(static_cast<Index>(data.size()), N);
   for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch)) {
     const size_t n = std::min(data.size() - start, static_cast<size_t>(batch));
     std::vector<io::Image8> imgs;
-    std::vector<std::int64_t> y;
-    for (size_t k = 0; k < n; ++k) {
-      imgs.push_back(data.image(start + k, channels));
-      y.push_back(data.label(start + k));
-    }
+    for (size_t k = 0; k < n; ++k) imgs.push_back(data.image(start + k, channels));
     const Tensor<S> px = proc.preprocess<S>(imgs);
     ForwardOptions opts;
     opts.interpolate_pos_encoding = px.size(2) != m.config().image_size || px.size(3) != m.config().image_size;
-    const auto labels = Labels<S>::of_classes(y);
-    const auto out = m.forward(px, &labels, opts);
-    loss_sum += static_cast<double>(*out.loss) * static_cast<double>(n);
-    for (size_t k = 0; k < n; ++k) {
-      const auto row = out.logits.row(static_cast<Index>(k));
-      std::vector<Index> order(static_cast<size_t>(N));
-      std::iota(order.begin(), order.end(), Index(0));
-      std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) { return row(a) > row(b); });
-      const Index truth = y[k];
-      e.top1 += order[0] == truth;
-      e.top5 += std::find(order.begin(), order.begin() + std::min<Index>(5, N), truth) != order.begin() + std::min<Index>(5, N);
-      ++e.confusion[static_cast<size_t>(truth)][static_cast<size_t>(order[0])];
-    }
+    logits.middleRows(static_cast<Index>(start), static_cast<Index>(n)) = m.forward(px, nullptr, opts).logits;
   }
-  e.count = static_cast<long>(data.size());
-  if (e.count > 0) e.top1 /= e.count, e.top5 /= e.count, e.loss = loss_sum / e.count;
-  return e;
+  return Evaluation::of(logits, data.labels());
 }
 
 }  // namespace vitmae::train

@@ -55,11 +55,11 @@ class LabelledDataset {
   /// @throws vitmae::Error naming the folder when it has no class folder or a class has no image.
   static LabelledDataset image_folder(const std::string& root) {
     namespace fs = std::filesystem;
-    std::error_code ec;
+    std::error_code ec, entry_ec;  // entry_ec: an entry that cannot be examined (a dangling link) is skipped
     detail::require(fs::is_directory(root, ec), "dataset ", root, ": not a folder (expected root/<class>/<images>)");
     LabelledDataset d;
     for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
-      if (it->is_directory(ec)) d.classes.push_back(it->path().filename().string());
+      if (it->is_directory(entry_ec)) d.classes.push_back(it->path().filename().string());
     detail::require(!ec, "dataset ", root, ": cannot list the folder: ", ec.message());
     std::sort(d.classes.begin(), d.classes.end());
     detail::require(!d.classes.empty(), "dataset ", root, ": no class folders (expected root/<class>/<images>)");
@@ -68,7 +68,7 @@ class LabelledDataset {
       std::vector<std::string> files;
       fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
       for (; !ec && it != end; it.increment(ec))
-        if (it->is_regular_file(ec) && ImageDataset::is_image_name(it->path().string())) files.push_back(it->path().string());
+        if (it->is_regular_file(entry_ec) && ImageDataset::is_image_name(it->path().string())) files.push_back(it->path().string());
       detail::require(!ec, "dataset ", dir.string(), ": cannot list the folder: ", ec.message());
       detail::require(!files.empty(), "dataset ", dir.string(), ": class '", d.classes[c], "' has no image files");
       std::sort(files.begin(), files.end());
@@ -165,6 +165,21 @@ class LabelledDataset {
     return idx(dir + "/" + split + "-images-idx3-ubyte.gz", dir + "/" + split + "-labels-idx1-ubyte.gz", fashion_mnist_classes());
   }
 
+  /// A labelled set named by `spec`: a folder root/<class>/<images> (ImageFolder), a list file of
+  /// "path label" lines, or fashion-mnist:DIR:SPLIT (fashion_mnist(DIR, SPLIT)).
+  /// @throws vitmae::Error naming `spec` when it is none of them or cannot be read.
+  static LabelledDataset open(const std::string& spec) {
+    const std::string fm = "fashion-mnist:";
+    if (spec.rfind(fm, 0) == 0) {
+      const size_t colon = spec.rfind(':');
+      detail::require(colon > fm.size(), "dataset ", spec, ": expected fashion-mnist:DIR:SPLIT");
+      return fashion_mnist(spec.substr(fm.size(), colon - fm.size()), spec.substr(colon + 1));
+    }
+    std::error_code ec;
+    if (std::filesystem::is_directory(spec, ec)) return image_folder(spec);
+    return list_file(spec);
+  }
+
   /// The samples at `positions`, in that order (the classes unchanged).
   LabelledDataset select(const std::vector<size_t>& positions) const {
     LabelledDataset d;
@@ -215,12 +230,12 @@ class LabelledDataset {
   }
 
   /// Re-labels this set (validation, test) by the class names of the set a model was trained
-  /// on. @throws vitmae::Error naming a class the training set does not have.
-  void use_classes_of(const std::vector<std::string>& train_classes) {
+  /// on. @throws vitmae::Error naming this set (`name`) and a class the training set does not have.
+  void use_classes_of(const std::vector<std::string>& train_classes, const std::string& name = "") {
     std::vector<std::int64_t> map(classes.size());
     for (size_t c = 0; c < classes.size(); ++c) {
       const auto it = std::find(train_classes.begin(), train_classes.end(), classes[c]);
-      detail::require(it != train_classes.end(), "dataset: class '", classes[c], "' is not one of the training set's ",
+      detail::require(it != train_classes.end(), "dataset", name.empty() ? "" : " ", name, ": class '", classes[c], "' is not one of the training set's ",
                       train_classes.size(), " classes");
       map[c] = it - train_classes.begin();
     }

@@ -48,9 +48,18 @@ struct StepRecord {
   double loss = 0, lr = 0, grad_norm = 0, seconds = 0;
 };
 
+/// A run's history as trainer_state.json holds it: [[step, loss, lr, grad_norm, seconds], ...].
+inline nlohmann::json history_json(const std::vector<StepRecord>& history) {
+  nlohmann::json hist = nlohmann::json::array();
+  for (const auto& h : history) hist.push_back({h.step, h.loss, h.lr, h.grad_norm, h.seconds});
+  return hist;
+}
+
 template <class S>
 class Trainer {
  public:
+  using Model = ForPreTraining<S>;
+
   Trainer(ForPreTraining<S> model, TrainOptions o)
       : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
         adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}) {
@@ -114,8 +123,6 @@ class Trainer {
   }
 
   nlohmann::json state_json() const {
-    nlohmann::json hist = nlohmann::json::array();
-    for (const auto& h : history_) hist.push_back({h.step, h.loss, h.lr, h.grad_norm, h.seconds});
     return {{"step", step_},
             {"steps", opts_.steps},
             {"batch", opts_.batch},
@@ -129,7 +136,7 @@ class Trainer {
             {"seed", opts_.seed},
             {"threads", opts_.threads},
             {"history_columns", {"step", "loss", "lr", "grad_norm", "seconds"}},
-            {"history", hist}};
+            {"history", history_json(history_)}};
   }
 
  private:
