@@ -119,22 +119,10 @@ class ClassifierTrainer {
   }
 
   nlohmann::json state_json() const {
-    return {{"step", step_},
-            {"steps", opts_.steps},
-            {"batch", opts_.batch},
-            {"accum", opts_.accum},
-            {"peak_lr", opts_.peak_lr()},
-            {"min_lr", opts_.min_lr},
-            {"warmup_steps", opts_.warmup_steps},
-            {"weight_decay", opts_.weight_decay},
-            {"layer_decay", opts_.layer_decay},
-            {"label_smoothing", opts_.label_smoothing},
-            {"betas", {opts_.beta1, opts_.beta2}},
-            {"clip_grad", opts_.clip_grad},
-            {"seed", opts_.seed},
-            {"threads", opts_.threads},
-            {"history_columns", {"step", "loss", "lr", "grad_norm", "seconds"}},
-            {"history", history_json(history_)}};
+    nlohmann::json j = trainer_state_json(step_, opts_, opts_.warmup_steps, history_);
+    j["layer_decay"] = opts_.layer_decay;
+    j["label_smoothing"] = opts_.label_smoothing;
+    return j;
   }
 
  private:

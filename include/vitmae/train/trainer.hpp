@@ -55,6 +55,26 @@ inline nlohmann::json history_json(const std::vector<StepRecord>& history) {
   return hist;
 }
 
+/// trainer_state.json: the step, the options that decide the result (train/checkpoint.hpp's
+/// resume checks each) and the history. Options: TrainOptions or FineTuneOptions.
+template <class Options>
+nlohmann::json trainer_state_json(long step, const Options& o, long warmup_steps, const std::vector<StepRecord>& history) {
+  return {{"step", step},
+          {"steps", o.steps},
+          {"batch", o.batch},
+          {"accum", o.accum},
+          {"peak_lr", o.peak_lr()},
+          {"min_lr", o.min_lr},
+          {"warmup_steps", warmup_steps},
+          {"weight_decay", o.weight_decay},
+          {"betas", {o.beta1, o.beta2}},
+          {"clip_grad", o.clip_grad},
+          {"seed", o.seed},
+          {"threads", o.threads},
+          {"history_columns", {"step", "loss", "lr", "grad_norm", "seconds"}},
+          {"history", history_json(history)}};
+}
+
 template <class S>
 class Trainer {
  public:
@@ -122,22 +142,7 @@ class Trainer {
     history_ = std::move(history);
   }
 
-  nlohmann::json state_json() const {
-    return {{"step", step_},
-            {"steps", opts_.steps},
-            {"batch", opts_.batch},
-            {"accum", opts_.accum},
-            {"peak_lr", opts_.peak_lr()},
-            {"min_lr", opts_.min_lr},
-            {"warmup_steps", opts_.warmup()},
-            {"weight_decay", opts_.weight_decay},
-            {"betas", {opts_.beta1, opts_.beta2}},
-            {"clip_grad", opts_.clip_grad},
-            {"seed", opts_.seed},
-            {"threads", opts_.threads},
-            {"history_columns", {"step", "loss", "lr", "grad_norm", "seconds"}},
-            {"history", history_json(history_)}};
-  }
+  nlohmann::json state_json() const { return trainer_state_json(step_, opts_, opts_.warmup(), history_); }
 
  private:
   ForPreTraining<S> model_;
