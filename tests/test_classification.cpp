@@ -353,47 +353,6 @@ TEST_CASE_TEMPLATE("classifier save_pretrained then from_pretrained round-trips 
   CHECK(saved.tensors().size() == a.size());
 }
 
-TEST_CASE("IDX files, gzip or not: pixels and labels as Python wrote them, and every way they can be broken") {
-  using vitmae::train::LabelledDataset;
-  const std::vector<std::string> abc{"a", "b", "c"};
-  // tests/tools/make_idx.py: pixel (i, r, c) = (17 i + 5 r + c) % 256, labels 2 0 1 2 1.
-  const auto d = LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc);
-  REQUIRE(d.size() == 5);
-  CHECK(d.labels() == std::vector<std::int64_t>{2, 0, 1, 2, 1});
-  for (size_t i = 0; i < 5; ++i) {
-    const auto im = d.image(i, 1);
-    REQUIRE((im.width == 4 && im.height == 3 && im.channels == 1));
-    for (int r = 0; r < 3; ++r)
-      for (int c = 0; c < 4; ++c) CHECK(im.at(r, c, 0) == (17 * i + 5 * r + c) % 256);
-  }
-  CHECK(d.image(3, 3).channels == 3);
-  CHECK(d.source(4) == test::data("idx/images-idx3-ubyte.gz") + "#4");
-  // Uncompressed labels read the same.
-  CHECK(LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte"), abc).labels() == d.labels());
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/bad-magic-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("bad-magic-idx3-ubyte.gz: not an IDX image file (magic number 2049, expected 2051"),
-                       vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/truncated-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("truncated-idx3-ubyte.gz: truncated or oversized body: 53 bytes of pixels, the header says 5 images"),
-                       vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/cut-gzip-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("cut-gzip-idx3-ubyte.gz"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), {"a", "b"}),
-                       doctest::Contains("labels-idx1-ubyte.gz: label 2 of image 0 is out of range: 2 classes"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/labels-idx1-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("not an IDX image file"), vitmae::Error);
-  // Seeded per-class subsets: reproducible, balanced, in dataset order; the rest is the complement.
-  std::vector<size_t> rest;
-  const auto s = d.per_class_subset(1, 5, &rest);
-  CHECK(s.size() == 3);
-  CHECK(rest.size() == 2);
-  std::vector<std::int64_t> got = s.labels();
-  std::sort(got.begin(), got.end());
-  CHECK(got == std::vector<std::int64_t>{0, 1, 2});
-  CHECK(d.per_class_subset(1, 5).labels() == s.labels());
-  CHECK_THROWS_WITH_AS(d.per_class_subset(2, 5), doctest::Contains("class 'a' has 1 samples, fewer than 2"), vitmae::Error);
-}
-
 TEST_CASE("Fashion-MNIST as Debian ships it (when dataset-fashion-mnist is installed)") {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
   if (!vitmae::io::file_exists(dir + "/t10k-labels-idx1-ubyte.gz")) {
