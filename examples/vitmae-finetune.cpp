@@ -348,27 +348,10 @@ int main(int argc, char** argv) {
       open_outputs();
       // Batches built on the training threads, from where the checkpoint stopped.
       DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0, 1, trainer.step() * a.o.accum);
-      std::vector<long> saved;  // this run's checkpoints and those already in OUT, oldest first (--keep)
-      {
-        std::error_code ec;
-        for (std::filesystem::directory_iterator it(a.out, ec), end; !ec && it != end; it.increment(ec)) {
-          const std::string n = it->path().filename().string();
-          if (n.rfind("checkpoint-", 0) == 0 && n.size() > 11 && n.find_first_not_of("0123456789", 11) == std::string::npos &&
-              n.size() < 30)
-            saved.push_back(std::stol(n.substr(11)));
-        }
-        std::sort(saved.begin(), saved.end());
-      }
+      CheckpointRotation rotation(a.out, a.keep, true);  // the resumed run's earlier checkpoints count for --keep
       auto save = [&](long step) {
-        const std::string dir = io::join_path(a.out, "checkpoint-" + std::to_string(step));
-        save_checkpoint(trainer, dir, proc, {{"metrics.csv", metrics_text}, {"data.json", data_state.dump(2) + "\n"}});
-        saved.erase(std::remove(saved.begin(), saved.end(), step), saved.end());
-        saved.push_back(step);
-        while (static_cast<long>(saved.size()) > a.keep) {
-          std::error_code ec;
-          std::filesystem::remove_all(io::join_path(a.out, "checkpoint-" + std::to_string(saved.front())), ec);
-          saved.erase(saved.begin());
-        }
+        save_checkpoint(trainer, rotation.dir(step), proc, {{"metrics.csv", metrics_text}, {"data.json", data_state.dump(2) + "\n"}});
+        rotation.added(step);
       };
       std::cerr << "vitmae-finetune: " << train.size() << " training images in " << train.classes.size() << " classes, "
                 << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps

@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
     const int shorter = a.shorter_side >= 0 ? a.shorter_side : 4 * static_cast<int>(std::max(proc.height, proc.width));
     examples::doing("reading the images of " + a.data);
     // Unlabelled images (ImageDataset), or a labelled set whose labels pre-training ignores.
-    const bool labelled = a.data.rfind("fashion-mnist:", 0) == 0;
+    const bool labelled = vitmae::train::LabelledDataset::is_fashion_mnist_spec(a.data);
     std::optional<vitmae::train::ImageDataset> images;
     std::optional<vitmae::train::LabelledDataset> idx;
     if (labelled) {
@@ -278,19 +278,12 @@ int main(int argc, char** argv) {
       vitmae::io::write_file_atomic((fs::path(a.out) / "loss.csv").string(), vitmae::train::loss_csv(trainer.history()));
       vitmae::io::write_file_atomic((fs::path(a.out) / "loss.svg").string(), vitmae::train::loss_curve_svg(trainer.history()));
     };
-    std::vector<long> saved;
+    vitmae::train::CheckpointRotation rotation(a.out, a.keep);
     auto save = [&](long step, bool final) {
-      const std::string dir = (fs::path(a.out) / (final ? std::string("final") : "checkpoint-" + std::to_string(step))).string();
+      const std::string dir = final ? (fs::path(a.out) / "final").string() : rotation.dir(step);
       vitmae::train::save_checkpoint(trainer, dir, proc);
       write_curves();
-      if (!final) {
-        saved.push_back(step);
-        while (static_cast<int>(saved.size()) > a.keep) {
-          std::error_code ec;
-          fs::remove_all(fs::path(a.out) / ("checkpoint-" + std::to_string(saved.front())), ec);
-          saved.erase(saved.begin());
-        }
-      }
+      if (!final) rotation.added(step);
       return dir;
     };
 

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <utility>
+#include <vector>
 #include <type_traits>
 
 namespace vitmae {
@@ -37,6 +39,12 @@ double uniform53(Engine& rng) {
 template <class Engine>
 int uniform_int(Engine& rng, int n) {
   return std::min(n - 1, static_cast<int>(uniform53(rng) * n));
+}
+
+/// Fisher-Yates from the back, one uniform_int draw a position: v[i-1] swaps with v[j], j in [0, i).
+template <class T, class Engine>
+void shuffle(std::vector<T>& v, Engine& rng) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
 }
 
 /// Standard normal numbers by Box-Muller on uniform53 draws (pairs: cos, then the spare sin).

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -61,6 +62,40 @@ void save_checkpoint(const T& trainer, const std::string& dir, const ImageProces
   });
 }
 
+/// A run's OUT/checkpoint-STEP folders, the newest `keep` kept: added(step) records a checkpoint
+/// just written and removes the oldest beyond `keep`. With `adopt_existing`, the checkpoints
+/// already in OUT (the earlier part of a resumed run) count too, oldest first by step.
+class CheckpointRotation {
+ public:
+  CheckpointRotation(std::string out, long keep, bool adopt_existing = false) : out_(std::move(out)), keep_(keep) {
+    if (!adopt_existing) return;
+    std::error_code ec;
+    for (std::filesystem::directory_iterator it(out_, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string n = it->path().filename().string();
+      if (n.rfind("checkpoint-", 0) == 0 && n.size() > 11 && n.size() < 30 && n.find_first_not_of("0123456789", 11) == std::string::npos)
+        steps_.push_back(std::stol(n.substr(11)));
+    }
+    std::sort(steps_.begin(), steps_.end());
+  }
+
+  std::string dir(long step) const { return io::join_path(out_, "checkpoint-" + std::to_string(step)); }
+
+  void added(long step) {
+    steps_.erase(std::remove(steps_.begin(), steps_.end(), step), steps_.end());
+    steps_.push_back(step);
+    while (static_cast<long>(steps_.size()) > keep_) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir(steps_.front()), ec);
+      steps_.erase(steps_.begin());
+    }
+  }
+
+ private:
+  std::string out_;
+  long keep_;
+  std::vector<long> steps_;  // oldest first
+};
+
 /// Restores weights, optimiser moments, step and loss history from a checkpoint written by
 /// save_checkpoint. The run's options must agree with the checkpoint's on everything that
 /// decides the result: batch, accum, steps (the schedule), seed (the data and masks) and threads
@@ -78,13 +113,9 @@ void resume(T& trainer, const std::string& dir) {
     return st[k].get<long>();
   };
   const long step = get_long("step");
-  for (const auto& [key, mine] : {std::pair<const char*, long>{"batch", opts.batch}, {"accum", opts.accum}, {"steps", opts.steps},
-                                  {"seed", static_cast<long>(opts.seed)}, {"threads", opts.threads}}) {
-    const long theirs = get_long(key);
-    detail::require(theirs == mine, state_path, ": the checkpoint was trained with ", key, " ", theirs, ", this run asks for ", mine,
-                    "; a resumed run must keep it");
-  }
-  // The rest of the recipe (rates, warm-up, decays, betas, clipping...): each must be the same too.
+  for (const char* key : {"batch", "accum", "steps", "seed", "threads"}) get_long(key);  // required, integers
+  // Every option the state records (batch, accum, steps, seed, threads, rates, warm-up, decays,
+  // betas, clipping...) must be the same; a key an older checkpoint lacks is not checked.
   const nlohmann::json mine_all = trainer.state_json();
   for (const auto& [key, mine] : mine_all.items()) {
     if (key == "step" || key == "history" || key == "history_columns" || !st.contains(key)) continue;

@@ -329,7 +329,7 @@ class DataLoader {
       std::vector<size_t> p(data_.size());
       for (size_t i = 0; i < p.size(); ++i) p[i] = i;
       auto rng = seeded_rng(seed_, 0x5045524D00000000ull + static_cast<std::uint64_t>(epoch));  // "PERM"
-      for (size_t i = p.size(); i > 1; --i) std::swap(p[i - 1], p[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
+      shuffle(p, rng);
       if (perms_.size() > 4) perms_.erase(perms_.begin());
       it = perms_.emplace(epoch, std::move(p)).first;
     }

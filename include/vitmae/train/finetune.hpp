@@ -183,6 +183,22 @@ struct Evaluation {
   }
 };
 
+/// f(start, n, pixel_values, opts) on `data`'s images, `batch` at a time, preprocessed by `proc`
+/// (resize and normalisation, no augmentation) with `channels`; opts.interpolate_pos_encoding is
+/// set when the images' size is not the model's `image_size`.
+template <class S, class F>
+void for_each_batch(const LabelledDataset& data, const ImageProcessor& proc, int channels, Index image_size, int batch, F&& f) {
+  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch)) {
+    const size_t n = std::min(data.size() - start, static_cast<size_t>(batch));
+    std::vector<io::Image8> imgs;
+    for (size_t k = 0; k < n; ++k) imgs.push_back(data.image(start + k, channels));
+    const Tensor<S> px = proc.preprocess<S>(imgs);
+    ForwardOptions opts;
+    opts.interpolate_pos_encoding = px.size(2) != image_size || px.size(3) != image_size;
+    f(static_cast<Index>(start), static_cast<Index>(n), px, opts);
+  }
+}
+
 /// The classifier on every image of `data` (the processor's resize and normalisation, no
 /// augmentation), `batch` at a time. @throws vitmae::Error when the set's classes are not the
 /// model's labels.
@@ -191,17 +207,11 @@ Evaluation evaluate(const ViTForImageClassification<S>& m, const LabelledDataset
   const Index N = m.num_labels();
   detail::require(static_cast<Index>(data.classes.size()) == N, "evaluate: the set has ", data.classes.size(),
                   " classes, the model ", N, " labels");
-  const int channels = static_cast<int>(m.config().num_channels);
   Matrix<S> logits(static_cast<Index>(data.size()), N);
-  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch)) {
-    const size_t n = std::min(data.size() - start, static_cast<size_t>(batch));
-    std::vector<io::Image8> imgs;
-    for (size_t k = 0; k < n; ++k) imgs.push_back(data.image(start + k, channels));
-    const Tensor<S> px = proc.preprocess<S>(imgs);
-    ForwardOptions opts;
-    opts.interpolate_pos_encoding = px.size(2) != m.config().image_size || px.size(3) != m.config().image_size;
-    logits.middleRows(static_cast<Index>(start), static_cast<Index>(n)) = m.forward(px, nullptr, opts).logits;
-  }
+  for_each_batch<S>(data, proc, static_cast<int>(m.config().num_channels), m.config().image_size, batch,
+                    [&](Index start, Index n, const Tensor<S>& px, const ForwardOptions& opts) {
+                      logits.middleRows(start, n) = m.forward(px, nullptr, opts).logits;
+                    });
   return Evaluation::of(logits, data.labels());
 }
 

@@ -165,12 +165,15 @@ class LabelledDataset {
     return idx(dir + "/" + split + "-images-idx3-ubyte.gz", dir + "/" + split + "-labels-idx1-ubyte.gz", fashion_mnist_classes());
   }
 
+  /// Whether `spec` names Fashion-MNIST's IDX files (fashion-mnist:DIR:SPLIT), as open() reads it.
+  static bool is_fashion_mnist_spec(const std::string& spec) { return spec.rfind("fashion-mnist:", 0) == 0; }
+
   /// A labelled set named by `spec`: a folder root/<class>/<images> (ImageFolder), a list file of
   /// "path label" lines, or fashion-mnist:DIR:SPLIT (fashion_mnist(DIR, SPLIT)).
   /// @throws vitmae::Error naming `spec` when it is none of them or cannot be read.
   static LabelledDataset open(const std::string& spec) {
     const std::string fm = "fashion-mnist:";
-    if (spec.rfind(fm, 0) == 0) {
+    if (is_fashion_mnist_spec(spec)) {
       const size_t colon = spec.rfind(':');
       detail::require(colon > fm.size(), "dataset ", spec, ": expected fashion-mnist:DIR:SPLIT");
       return fashion_mnist(spec.substr(fm.size(), colon - fm.size()), spec.substr(colon + 1));
@@ -211,7 +214,7 @@ class LabelledDataset {
       std::vector<size_t>& v = by_class[c];
       detail::require(v.size() >= per_class, "per_class_subset: class '", classes[c], "' has ", v.size(), " samples, fewer than ",
                       per_class);
-      for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
+      shuffle(v, rng);
       keep.insert(keep.end(), v.begin(), v.begin() + static_cast<std::ptrdiff_t>(per_class));
     }
     std::sort(keep.begin(), keep.end());

@@ -45,36 +45,29 @@ inline ProbeFeatures probe_features_from(const std::string& name) {
 template <class S>
 Matrix<S> extract_features(const ViTModel<S>& vit, const LabelledDataset& data, const ImageProcessor& proc, ProbeFeatures kind,
                            int batch = 256) {
-  const int channels = static_cast<int>(vit.config.num_channels);
   Matrix<S> out;
-  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch)) {
-    const size_t n = std::min(data.size() - start, static_cast<size_t>(batch));
-    std::vector<io::Image8> imgs;
-    for (size_t k = 0; k < n; ++k) imgs.push_back(data.image(start + k, channels));
-    const Tensor<S> px = proc.preprocess<S>(imgs);
-    const Index B = static_cast<Index>(n);
-    if (kind == ProbeFeatures::pixels) {
-      const Index D = px.numel() / B;
-      if (out.size() == 0) out.resize(static_cast<Index>(data.size()), D);
-      out.middleRows(static_cast<Index>(start), B) = Eigen::Map<const Matrix<S>>(px.data.data(), B, D);
-      continue;
-    }
-    ForwardOptions opts;
-    opts.interpolate_pos_encoding = px.size(2) != vit.config.image_size || px.size(3) != vit.config.image_size;
-    typename ViTModel<S>::Cache c;
-    c.encoder.for_backward = false;
-    Matrix<S> seq;
-    vit.forward(px, opts, seq, c);  // (B*T, hidden), T = 1 + patches
-    const Index H = seq.cols(), T = seq.rows() / B;
-    if (out.size() == 0) out.resize(static_cast<Index>(data.size()), H);
-    for (Index b = 0; b < B; ++b) {
-      auto row = out.row(static_cast<Index>(start) + b);
-      if (kind == ProbeFeatures::cls)
-        row = seq.row(b * T);
-      else
-        row = seq.middleRows(b * T + 1, T - 1).colwise().mean();
-    }
-  }
+  for_each_batch<S>(data, proc, static_cast<int>(vit.config.num_channels), vit.config.image_size, batch,
+                    [&](Index start, Index B, const Tensor<S>& px, const ForwardOptions& opts) {
+                      if (kind == ProbeFeatures::pixels) {
+                        const Index D = px.numel() / B;
+                        if (out.size() == 0) out.resize(static_cast<Index>(data.size()), D);
+                        out.middleRows(start, B) = Eigen::Map<const Matrix<S>>(px.data.data(), B, D);
+                        return;
+                      }
+                      typename ViTModel<S>::Cache c;
+                      c.encoder.for_backward = false;
+                      Matrix<S> seq;
+                      vit.forward(px, opts, seq, c);  // (B*T, hidden), T = 1 + patches
+                      const Index H = seq.cols(), T = seq.rows() / B;
+                      if (out.size() == 0) out.resize(static_cast<Index>(data.size()), H);
+                      for (Index b = 0; b < B; ++b) {
+                        auto row = out.row(start + b);
+                        if (kind == ProbeFeatures::cls)
+                          row = seq.row(b * T);
+                        else
+                          row = seq.middleRows(b * T + 1, T - 1).colwise().mean();
+                      }
+                    });
   return out;
 }
 
@@ -155,7 +148,7 @@ LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int
   for (long e = 0; e < o.epochs; ++e) {
     for (Index i = 0; i < N; ++i) order[static_cast<size_t>(i)] = i;
     auto rng = seeded_rng(o.seed, 0x50524F4245000000ull + 1 + static_cast<std::uint64_t>(e));
-    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
+    shuffle(order, rng);
     double loss_sum = 0;
     for (long s = 0; s < per_epoch; ++s, ++step) {
       const Index lo = static_cast<Index>(s) * o.batch, B = std::min<Index>(o.batch, N - lo);
