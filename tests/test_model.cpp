@@ -58,6 +58,14 @@ std::string edited_checkpoint(const std::string& name, const std::string& fixtur
 
 }  // namespace
 
+TEST_CASE("the product backend: oneDNN when built with it, Eigen when VITMAE_BACKEND=eigen") {
+  // ctest runs this file twice in a oneDNN build, the second time with VITMAE_BACKEND=eigen.
+  const char* env = std::getenv("VITMAE_BACKEND");
+  const bool eigen = !vitmae::onednn_available() || (env && std::string(env) == "eigen");
+  CHECK(vitmae::product_backend() == (eigen ? vitmae::Backend::eigen : vitmae::Backend::onednn));
+  MESSAGE("float products on " + std::string(vitmae::backend_name(vitmae::product_backend())));
+}
+
 TEST_CASE("visit_parameters yields exactly the HF state-dict keys and shapes") {
   vitmae::ForPreTraining<float> m(tiny_config());
   CHECK(visited(m) == file_names(test::data("hf/tiny/model.safetensors")));

@@ -165,3 +165,85 @@ TEST_CASE("random streams are pinned: uniform53, masking noise and init draws fr
   const ops::Masking expected = ops::random_masking(ops::uniform_noise<double>(1, 16, b).row(0), c.mask_ratio);
   for (Index l = 0; l < 16; ++l) CHECK(out.ids_restore(0, l) == expected.ids_restore[static_cast<size_t>(l)]);
 }
+
+TEST_CASE("products: each backend against a float64 loop, oneDNN the same bits with 1 or 2 threads") {
+  // gemm_nt (with and without bias), gemm_nn (set and accumulate), gemm_tn_add, on shapes that
+  // are not multiples of any vector width, big enough to be split across threads.
+  namespace d = vitmae::detail;
+  const Index T = 131, in = 263, out = 197;  // 13.6 MFLOP: over split_columns' threshold
+  std::mt19937_64 rng(5);
+  auto random = [&](Index r, Index c) {
+    Matrix<float> m(r, c);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
+    return m;
+  };
+  const Matrix<float> x = random(T, in), w = random(out, in), dy = random(T, out), acc0 = random(T, in), g0 = random(out, in);
+  const vitmae::RowVector<float> bias = random(1, out);
+  const Matrix<double> xd = x.cast<double>(), wd = w.cast<double>(), dyd = dy.cast<double>();
+  Matrix<double> nt(T, out), nn(T, in), tn(out, in);  // the float64 loops
+  for (Index i = 0; i < T; ++i)
+    for (Index j = 0; j < out; ++j) {
+      double s = bias(j);
+      for (Index k = 0; k < in; ++k) s += xd(i, k) * wd(j, k);
+      nt(i, j) = s;
+    }
+  for (Index i = 0; i < T; ++i)
+    for (Index j = 0; j < in; ++j) {
+      double s = 0;
+      for (Index k = 0; k < out; ++k) s += dyd(i, k) * wd(k, j);
+      nn(i, j) = s;
+    }
+  for (Index i = 0; i < out; ++i)
+    for (Index j = 0; j < in; ++j) {
+      double s = 0;
+      for (Index k = 0; k < T; ++k) s += dyd(k, i) * xd(k, j);
+      tn(i, j) = s;
+    }
+  auto close = [](const Matrix<float>& got, const Matrix<double>& want) {
+    REQUIRE(got.rows() == want.rows());
+    REQUIRE(got.cols() == want.cols());
+    return (got.cast<double>() - want).cwiseAbs().maxCoeff() <= 1e-5 * (1 + want.cwiseAbs().maxCoeff());
+  };
+  std::vector<vitmae::Backend> backends{vitmae::Backend::eigen};
+  if (vitmae::onednn_available()) backends.push_back(vitmae::Backend::onednn);
+  else CHECK_THROWS_WITH_AS(vitmae::set_product_backend(vitmae::Backend::onednn),
+                            doctest::Contains("no oneDNN"), vitmae::Error);
+  const vitmae::Backend before = vitmae::product_backend();
+#ifdef _OPENMP
+  const int threads_before = omp_get_max_threads();
+#endif
+  for (const vitmae::Backend b : backends) {
+    const std::string backend = vitmae::backend_name(b);
+    CAPTURE(backend);
+    vitmae::set_product_backend(b);
+    Matrix<float> runs[2][5];
+    for (int threads : {1, 2}) {
+#ifdef _OPENMP
+      omp_set_num_threads(threads);
+#endif
+      Matrix<float>* r = runs[threads - 1];
+      d::gemm_nt(x, w, bias, r[0]);
+      d::gemm_nt(x, w, vitmae::RowVector<float>(), r[1]);
+      d::gemm_nn(dy, w, r[2], false);
+      r[3] = acc0;
+      d::gemm_nn(dy, w, r[3], true);
+      r[4] = g0;
+      d::gemm_tn_add(dy, x, r[4]);
+      CHECK(close(r[0], nt));
+      CHECK(close(r[1], nt.rowwise() - bias.cast<double>()));
+      CHECK(close(r[2], nn));
+      CHECK(close(r[3], nn + acc0.cast<double>()));
+      CHECK(close(r[4], tn + g0.cast<double>()));
+    }
+    // oneDNN's single-threaded product of a column block gives each element the bits of the
+    // whole product; Eigen's blocking depends on the block's width, so its bits may differ.
+    for (int i = 0; b == vitmae::Backend::onednn && i < 5; ++i) {
+      CAPTURE(i);
+      CHECK((runs[0][i] - runs[1][i]).cwiseAbs().maxCoeff() == 0.f);
+    }
+  }
+#ifdef _OPENMP
+  omp_set_num_threads(threads_before);
+#endif
+  vitmae::set_product_backend(before);
+}
