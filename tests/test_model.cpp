@@ -63,7 +63,8 @@ TEST_CASE("the product backend: oneDNN when built with it, Eigen when VITMAE_BAC
   const char* env = std::getenv("VITMAE_BACKEND");
   const bool eigen = !vitmae::onednn_available() || (env && std::string(env) == "eigen");
   CHECK(vitmae::product_backend() == (eigen ? vitmae::Backend::eigen : vitmae::Backend::onednn));
-  MESSAGE("float products on " + std::string(vitmae::backend_name(vitmae::product_backend())));
+  const std::string backend = vitmae::backend_name(vitmae::product_backend());
+  MESSAGE(backend);
 }
 
 TEST_CASE("visit_parameters yields exactly the HF state-dict keys and shapes") {
