@@ -25,7 +25,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load] [--no-train]\n"
-    "                    [--backend onednn|eigen]\n"
+    "                    [--backend onednn|eigen] [--save-model DIR]\n"
     "Prints JSON lines, then (without --json) a summary. Times, after a warm-up, the median of N\n"
     "runs (default 5) of pretrain_b1, features_b1 and pretrain_b8 on vit-mae-base (HF defaults,\n"
     "the library's random init, or --model DIR); efficiency = achieved GFLOP/s / the machine's\n"
@@ -36,7 +36,9 @@ constexpr const char* kUsage =
     "ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and finetune_fmnist_b64\n"
     "(examples/fashion-mnist/vit-28.json) (skip all with --no-train), the\n"
     "time from_pretrained takes on a saved copy of the model (skip with --no-load) and peak RSS.\n"
-    "--backend: where float products run (default oneDNN when the build has it, else Eigen).\n";
+    "--backend: where float products run (default oneDNN when the build has it, else Eigen).\n"
+    "--save-model DIR: write the model it would time (HF layout) to DIR and stop (for the ONNX\n"
+    "Runtime comparison of examples/bench, on the same weights).\n";
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
@@ -159,7 +161,7 @@ int main(int argc, char** argv) {
     int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     int runs = 5;
     bool json_only = false, load = true, train = true;
-    std::string model_dir;
+    std::string model_dir, save_dir;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--threads") threads = static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024));
@@ -168,6 +170,7 @@ int main(int argc, char** argv) {
       else if (a == "--model") model_dir = examples::value(argc, argv, i);
       else if (a == "--no-load") load = false;
       else if (a == "--no-train") train = false;
+      else if (a == "--save-model") save_dir = examples::value(argc, argv, i);
       else if (a == "--backend") {
         const std::string b = examples::value(argc, argv, i);
         if (b != "onednn" && b != "eigen") throw examples::UsageError("--backend must be onednn or eigen, not '" + b + "'");
@@ -204,6 +207,11 @@ int main(int argc, char** argv) {
       return m;
     }();
     const vitmae::Config& c = model.config();
+    if (!save_dir.empty()) {
+      model.save_pretrained(save_dir);
+      std::printf("wrote %s\n", save_dir.c_str());
+      return;
+    }
     auto pixels = [&](int batch) {
       vitmae::Tensor<float> t({batch, c.num_channels, c.image_size, c.image_size});
       std::mt19937_64 rng(1);
