@@ -98,6 +98,17 @@ inline std::vector<std::string> read_label_names(const std::string& path) {
   return names;
 }
 
+/// "--dtype int8": quantises a float model's Linear layers and patch projection (inference).
+inline void check_dtype(const std::string& dtype) {
+  if (dtype != "float32" && dtype != "int8")
+    throw UsageError("--dtype expects float32 or int8, got '" + dtype + "'");
+}
+template <class M>
+void apply_dtype(M& model, const std::string& dtype) {
+  if constexpr (std::is_same_v<typename M::scalar_type, float>)
+    if (dtype == "int8") vitmae::quantize_int8(model);
+}
+
 /// Threads for Eigen's products (OpenMP builds); 0 keeps the default (all cores).
 inline void set_threads(int n) {
 #ifdef _OPENMP

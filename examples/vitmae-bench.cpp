@@ -25,7 +25,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load] [--no-train]\n"
-    "                    [--backend onednn|eigen] [--save-model DIR]\n"
+    "                    [--backend onednn|eigen] [--save-model DIR] [--dtype float32|int8|all]\n"
     "Prints JSON lines, then (without --json) a summary. Times, after a warm-up, the median of N\n"
     "runs (default 5) of pretrain_b1, features_b1 and pretrain_b8 on vit-mae-base (HF defaults,\n"
     "the library's random init, or --model DIR); efficiency = achieved GFLOP/s / the machine's\n"
@@ -36,6 +36,8 @@ constexpr const char* kUsage =
     "ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and finetune_fmnist_b64\n"
     "(examples/fashion-mnist/vit-28.json) (skip all with --no-train), the\n"
     "time from_pretrained takes on a saved copy of the model (skip with --no-load) and peak RSS.\n"
+    "--dtype: the inference rows in float32, in int8 (rows named *_int8: Linear layers and the\n"
+    "patch projection quantised, the same FLOPs counted), or both (all, the default).\n"
     "--backend: where float products run (default oneDNN when the build has it, else Eigen).\n"
     "--save-model DIR: write the model it would time (HF layout) to DIR and stop (for the ONNX\n"
     "Runtime comparison of examples/bench, on the same weights).\n";
@@ -161,7 +163,7 @@ int main(int argc, char** argv) {
     int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     int runs = 5;
     bool json_only = false, load = true, train = true;
-    std::string model_dir, save_dir;
+    std::string model_dir, save_dir, dtypes = "all";
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--threads") threads = static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024));
@@ -171,6 +173,11 @@ int main(int argc, char** argv) {
       else if (a == "--no-load") load = false;
       else if (a == "--no-train") train = false;
       else if (a == "--save-model") save_dir = examples::value(argc, argv, i);
+      else if (a == "--dtype") {
+        dtypes = examples::value(argc, argv, i);
+        if (dtypes != "float32" && dtypes != "int8" && dtypes != "all")
+          throw examples::UsageError("--dtype expects float32, int8 or all, got '" + dtypes + "'");
+      }
       else if (a == "--backend") {
         const std::string b = examples::value(argc, argv, i);
         if (b != "onednn" && b != "eigen") throw examples::UsageError("--backend must be onednn or eigen, not '" + b + "'");
@@ -220,31 +227,43 @@ int main(int argc, char** argv) {
       return t;
     };
     std::vector<std::string> summary;
+    const char* dtype = "float32";
     auto report = [&](const char* name, const Timing& t, double gflop, int images = 0) {
       const double gflops = gflop / (t.median_ms / 1e3);
       char line[256];
       std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name, t.median_ms, gflops, gflops / yard_gflops);
       summary.push_back(line + (images ? "  " + std::to_string(static_cast<int>(images / (t.median_ms / 1e3) + 0.5)) + " images/s" : std::string()));
-      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"backend\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
-                  name, threads, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop, gflops, gflops / yard_gflops);
+      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"dtype\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
+                  name, threads, dtype, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop, gflops, gflops / yard_gflops);
       if (images) std::printf(", \"images_per_s\": %.1f", images / (t.median_ms / 1e3));
       std::printf("}\n");
       std::fflush(stdout);
     };
-    for (int batch : {1, 8}) {
-      const auto px = pixels(batch);
-      std::mt19937_64 rng(2);
-      const vitmae::Matrix<float> noise = vitmae::ops::uniform_noise<float>(batch, c.num_patches(), rng);
-      float sink = 0;
-      const Timing t = time_runs([&] { sink += model.forward(px, noise).loss; }, runs);
-      report(batch == 1 ? "pretrain_b1" : "pretrain_b8", t, forward_gflop(c, true, c.mask_ratio, batch));
-      if (batch == 1) {
-        vitmae::ForwardOptions o;
-        o.mask_ratio = 0.0;
-        const Timing tf = time_runs([&] { sink += model.vit.forward(px, noise, o).last_hidden_state[0](0, 0); }, runs);
-        report("features_b1", tf, forward_gflop(c, false, 0.0, 1));
+    // The inference rows in float32, then (a quantised copy) in int8: the same GFLOP counted.
+    auto inference_rows = [&](const vitmae::ForPreTraining<float>& m, const std::string& suffix) {
+      for (int batch : {1, 8}) {
+        const auto px = pixels(batch);
+        std::mt19937_64 rng(2);
+        const vitmae::Matrix<float> noise = vitmae::ops::uniform_noise<float>(batch, c.num_patches(), rng);
+        float sink = 0;
+        const Timing t = time_runs([&] { sink += m.forward(px, noise).loss; }, runs);
+        report(((batch == 1 ? "pretrain_b1" : "pretrain_b8") + suffix).c_str(), t, forward_gflop(c, true, c.mask_ratio, batch));
+        if (batch == 1) {
+          vitmae::ForwardOptions o;
+          o.mask_ratio = 0.0;
+          const Timing tf = time_runs([&] { sink += m.vit.forward(px, noise, o).last_hidden_state[0](0, 0); }, runs);
+          report(("features_b1" + suffix).c_str(), tf, forward_gflop(c, false, 0.0, 1));
+        }
+        if (sink == 12345.f) std::printf(" ");
       }
-      if (sink == 12345.f) std::printf(" ");
+    };
+    if (dtypes != "int8") inference_rows(model, "");
+    if (dtypes != "float32") {
+      vitmae::ForPreTraining<float> q = model;
+      vitmae::quantize_int8(q);
+      dtype = "int8";
+      inference_rows(q, "_int8");
+      dtype = "float32";
     }
     if (train) {
       // One optimiser step = forward + backward + AdamW on a fixed batch (threads over the batch).

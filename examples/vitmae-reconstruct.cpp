@@ -13,7 +13,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: vitmae-reconstruct [--model DIR] [--image PATH ...] [--out PANEL] [--mask-ratio R]\n"
-    "                          [--seed N] [--threads N]\n"
+    "                          [--seed N] [--threads N] [--dtype float32|int8]\n"
     "Hides part of each image, lets the model paint it back and writes a panel, one row per image:\n"
     "original | masked | reconstruction | reconstruction + visible. Prints per image the masked-patch\n"
     "loss (the model's normalised pixel space) and the loss of filling masked patches with the mean\n"
@@ -27,13 +27,14 @@ constexpr const char* kUsage =
     "  --mask-ratio R   fraction of patches hidden, in (0, 1) (default: the model's, 0.75 in HF's)\n"
     "  --seed N         draws the masks (default 0)\n"
     "  --threads N      threads for the matrix products (default: all cores)\n"
+    "  --dtype T        float32 (default) or int8 (Linear layers and patch projection in int8)\n"
     "  -h, --help       print this text and exit\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
   return examples::run_main("vitmae-reconstruct", kUsage, [&] {
-    std::string model_dir, out = "panel.png";
+    std::string model_dir, out = "panel.png", dtype = "float32";
     std::vector<std::string> images;
     double mask_ratio = -1;
     std::uint64_t seed = 0;
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
         mask_ratio = examples::to_double(a, examples::value(argc, argv, i));
         if (!(mask_ratio > 0.0 && mask_ratio < 1.0)) throw examples::UsageError("--mask-ratio must be in (0, 1)");
       } else if (a == "--seed") seed = static_cast<std::uint64_t>(examples::to_int(a, examples::value(argc, argv, i), 0, INT64_MAX));
+      else if (a == "--dtype") examples::check_dtype(dtype = examples::value(argc, argv, i));
       else if (a == "--threads") examples::set_threads(static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024)));
       else if (a == "-h" || a == "--help") {
         std::cout << kUsage;
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
     examples::doing("loading the model " + model_dir);
     auto model = vitmae::ViTMAEForPreTraining<Scalar>::from_pretrained(model_dir);
     if (mask_ratio > 0) model.config().mask_ratio = mask_ratio;
+    examples::apply_dtype(model, dtype);
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config());
     examples::doing("reconstructing " + std::to_string(images.size()) + " image" + (images.size() == 1 ? "" : "s"));
     std::vector<vitmae::io::Image8> resized;

@@ -13,7 +13,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
-    "                  [--interpolate-pos-encoding] [--dtype float32|float64]\n"
+    "                  [--interpolate-pos-encoding] [--dtype float32|float64|int8]\n"
     "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME]\n"
     "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names.\n"
     "  --model DIR                 (required) an HF checkpoint folder (safetensors, sharded,\n"
@@ -28,7 +28,8 @@ constexpr const char* kUsage =
     "                              logits, last_hidden_state and, with labels, loss\n"
     "  --interpolate-pos-encoding  accept images of another size than the config's, interpolating the\n"
     "                              position tables as HF does (default: off)\n"
-    "  --dtype float32|float64     the precision of the computation and of OUT (default float32)\n"
+    "  --dtype float32|float64|int8 the precision of the computation and of OUT (default float32;\n"
+    "                              int8: Linear layers and the patch projection in int8, OUT float32)\n"
     "  --hidden-states             also write hidden_states.i, every layer's input and the last\n"
     "                              layer's output (default: off)\n"
     "  --attentions                also write attentions.i, every layer's attention probabilities\n"
@@ -67,8 +68,8 @@ Args parse(int argc, char** argv) {
   }
   if (a.model.empty() || a.input.empty() || a.output.empty())
     throw UsageError("--model, --input and --output are required");
-  if (a.dtype != "float32" && a.dtype != "float64")
-    throw UsageError("--dtype expects float32 or float64, got '" + a.dtype + "'");
+  if (a.dtype != "float32" && a.dtype != "float64" && a.dtype != "int8")
+    throw UsageError("--dtype expects float32, float64 or int8, got '" + a.dtype + "'");
   if (!a.preset.empty()) examples::check_preset(a.preset);
   return a;
 }
@@ -110,7 +111,8 @@ void run_classifier(const Args& a, vitmae::io::DType dtype) {
     }
   }
   examples::doing("loading the classifier " + a.model);
-  const auto model = ViTForImageClassification<Scalar>::from_pretrained(a.model);
+  auto model = ViTForImageClassification<Scalar>::from_pretrained(a.model);
+  examples::apply_dtype(model, a.dtype);
   ForwardOptions opts;
   opts.interpolate_pos_encoding = a.interpolate;
   opts.output_hidden_states = a.hidden_states;
@@ -172,11 +174,13 @@ void run(const Args& a) {
   if (pretraining) {
     ForPreTraining<Scalar> model(config);
     model.load_weights(*weights);
+    examples::apply_dtype(model, a.dtype);
     examples::doing(forward_activity(a, pixels));
     out = model.forward(pixels, noise, opts);
   } else {
     Model<Scalar> model(config);
     model.load_weights(*weights);
+    examples::apply_dtype(model, a.dtype);
     examples::doing(forward_activity(a, pixels));
     ModelOutput<Scalar> enc = model.forward(pixels, noise, opts);
     out.last_hidden_state = std::move(enc.last_hidden_state);

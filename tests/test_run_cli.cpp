@@ -76,6 +76,31 @@ TEST_CASE("vitmae-run reproduces every hf fixture (float32 and float64)") {
     for (const char* dt : {"float32", "float64"}) check_cli_case(c, dt);
 }
 
+TEST_CASE("vitmae-run --dtype int8: float32 output near the fixture's, mask and ids_restore exact") {
+  // hf/tiny: the int8 model's outputs against PyTorch's float32 ones (cosine of the flattened
+  // last_hidden_state and logits, relative loss change) and the same masks.
+  const std::string in = test::data("hf/tiny/io.safetensors");
+  const io::SafetensorsFile ref(in);
+  const std::string out = test::tmp_dir("cli_int8") + "/out.safetensors";
+  const RunResult r = run("--model " + test::data("hf/tiny") + " --input " + in + " --output " + out + " --dtype int8");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const io::SafetensorsFile got(out);
+  CHECK(got.info("last_hidden_state").dtype == io::DType::F32);
+  for (const char* name : {"last_hidden_state", "logits"}) {
+    const auto g = got.get<double>(name), w = ref.get<double>(name);
+    REQUIRE(g.numel() == w.numel());
+    const Eigen::Map<const Eigen::VectorXd> a(g.ptr(), g.numel()), b(w.ptr(), w.numel());
+    CAPTURE(name);
+    CHECK(a.dot(b) / (a.norm() * b.norm()) >= 0.999);
+  }
+  CHECK(std::abs(got.get<double>("loss").data[0] / ref.get<double>("loss").data[0] - 1) <= 0.02);
+  for (const char* name : {"mask", "ids_restore"}) {
+    const auto g = got.get<double>(name);
+    test::check_close(name, g.ptr(), static_cast<long>(g.numel()), ref.get<double>(name), 0.0);
+  }
+}
+
 TEST_CASE("vitmae-run runs ViT classifiers: every hf_vit case (float32 and float64)") {
   for (const char* c : {"hf_vit/cls_tiny", "hf_vit/cls_interp_48", "hf_vit/cls_multilabel", "hf_vit/cls_regression",
                         "hf_vit/cls_from_mae_tiny"})
@@ -169,7 +194,7 @@ TEST_CASE("vitmae-run errors: one line on stderr, exit 1, usage errors exit 2") 
   CHECK(r.err.find("unknown argument '--bogus'") != std::string::npos);
   r = run("--model a --input b --output c --dtype float16");
   CHECK(r.status == 2);
-  CHECK(r.err.find("--dtype expects float32 or float64") != std::string::npos);
+  CHECK(r.err.find("--dtype expects float32, float64 or int8") != std::string::npos);
 }
 
 TEST_CASE("vitmae-classify: top-k with the probabilities the API gives, JSON lines in input order, errors") {

@@ -61,6 +61,19 @@ struct Parameter {
 
 namespace detail {
 
+/// Hands a module itself to visitors that ask for it (a member `module(M&)`: quantize_int8 walks
+/// the Linear layers this way); other visitors see only tensors.
+template <class V, class M>
+auto visit_module_impl(V& visit, M& m, int) -> decltype(visit.module(m), void()) {
+  visit.module(m);
+}
+template <class V, class M>
+void visit_module_impl(V&, M&, long) {}
+template <class V, class M>
+void visit_module(V& visit, M& m) {
+  visit_module_impl(visit, m, 0);
+}
+
 /// Hands `t` (an Eigen matrix or row vector, const or not) to `visit` as a Parameter.
 template <class V, class T>
 void visit_tensor(V& visit, std::string name, T& t, std::vector<Index> shape, ParamKind kind) {

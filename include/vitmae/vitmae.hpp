@@ -12,6 +12,7 @@
 #include "vitmae/io/image.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/model.hpp"
+#include "vitmae/quantize.hpp"
 #include "vitmae/state_dict.hpp"
 #include "vitmae/tensor.hpp"
 #include "vitmae/visualize.hpp"

@@ -4,8 +4,10 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "vitmae/detail/int8.hpp"
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/parameter.hpp"
@@ -20,6 +22,7 @@ struct Linear {
   Matrix<Scalar> weight;   // (out, in)
   RowVector<Scalar> bias;  // (out), empty when has_bias is false
   bool has_bias = true;
+  detail::Int8Weight int8;  // after quantize_int8 (float only): the forward's product in int8
 
   Linear() = default;
   Linear(Index in, Index out, bool with_bias = true)
@@ -33,6 +36,8 @@ struct Linear {
   /// @throws vitmae::Error on a width mismatch.
   void forward(const Matrix<Scalar>& x, Matrix<Scalar>& y) const {
     detail::require(x.cols() == weight.cols(), "Linear: input has ", x.cols(), " features, expected ", weight.cols());
+    if constexpr (std::is_same_v<Scalar, float>)
+      if (!int8.empty()) return detail::gemm_nt_int8(x, int8, bias, y);
     detail::gemm_nt(x, weight, bias, y);  // (tokens, out); bias is empty without one
   }
   Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
@@ -45,13 +50,23 @@ struct Linear {
   /// given, dx = dy W (or dx += dy W when `accumulate`).
   void backward(const Matrix<Scalar>& x, const Matrix<Scalar>& dy, Linear& g, Matrix<Scalar>* dx,
                 bool accumulate = false) const {
+    detail::require(int8.empty(), "Linear: an int8 model is for inference only (no backward)");
     detail::gemm_tn_add(dy, x, g.weight);  // (out, in)
     if (has_bias) g.bias += dy.colwise().sum();
     if (dx) detail::gemm_nn(dy, weight, *dx, accumulate);  // (tokens, in)
   }
 
+  /// Quantises the weight to int8 per output channel for the forward (float only; the float weight
+  /// stays for saving). dequantize() goes back to float products.
+  void quantize_int8() {
+    static_assert(std::is_same_v<Scalar, float>, "int8 products are for float models");
+    int8 = detail::Int8Weight::of(weight);
+  }
+  void dequantize() { int8 = detail::Int8Weight(); }
+
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
+    detail::visit_module(visit, m);
     detail::visit_tensor(visit, prefix + "weight", m.weight, {m.weight.rows(), m.weight.cols()}, ParamKind::weight);
     if (m.has_bias) detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
   }
@@ -66,6 +81,7 @@ struct PatchConv2d {
   Matrix<Scalar> weight;   // (hidden, C*p*p)
   RowVector<Scalar> bias;  // (hidden)
   Index in_channels = 0, kernel_size = 0;
+  detail::Int8Weight int8;  // after quantize_int8 (float only)
 
   PatchConv2d() = default;
   PatchConv2d(Index channels, Index hidden, Index patch)
@@ -98,18 +114,28 @@ struct PatchConv2d {
 
   /// cols: im2col of the images (patches, C*p*p) -> y (patches, hidden).
   void forward(const Matrix<Scalar>& cols, Matrix<Scalar>& y) const {
+    if constexpr (std::is_same_v<Scalar, float>)
+      if (!int8.empty()) return detail::gemm_nt_int8(cols, int8, bias, y);
     detail::gemm_nt(cols, weight, bias, y);  // (patches, hidden)
   }
   /// cols: the forward's input; dy: (patches, hidden). Adds the weight and bias gradients; when
   /// dcols is given, dcols = dy W.
   void backward(const Matrix<Scalar>& cols, const Matrix<Scalar>& dy, PatchConv2d& g, Matrix<Scalar>* dcols) const {
+    detail::require(int8.empty(), "PatchConv2d: an int8 model is for inference only (no backward)");
     detail::gemm_tn_add(dy, cols, g.weight);
     g.bias += dy.colwise().sum();
     if (dcols) detail::gemm_nn(dy, weight, *dcols, false);
   }
 
+  void quantize_int8() {
+    static_assert(std::is_same_v<Scalar, float>, "int8 products are for float models");
+    int8 = detail::Int8Weight::of(weight);
+  }
+  void dequantize() { int8 = detail::Int8Weight(); }
+
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
+    detail::visit_module(visit, m);
     detail::visit_tensor(visit, prefix + "weight", m.weight, {m.weight.rows(), m.in_channels, m.kernel_size, m.kernel_size},
                          ParamKind::weight);
     detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);

@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: Apache-2.0
+// int8 inference: the quantisers against values worked by hand, the int8 product against the
+// same arithmetic done in float64 on the quantised values, both backends and thread counts giving
+// the same bits, and the bundled model's accuracy in int8 on the bundled photos.
+#include "test_util.hpp"
+
+#include <random>
+
+#include <vitmae/train.hpp>
+
+using vitmae::Index;
+using vitmae::Matrix;
+namespace d = vitmae::detail;
+
+TEST_CASE("int8 quantisers: per-channel symmetric weights, per-row asymmetric activations") {
+  Matrix<float> w(2, 3);
+  w << 1.f, -0.5f, 0.25f, 0.f, 0.f, 0.f;
+  const d::Int8Weight q = d::Int8Weight::of(w);
+  CHECK(q.scale(0) == doctest::Approx(1.0 / 127));
+  CHECK(q.scale(1) == 1.f);  // an all-zero row
+  // 127, -63.5 -> -64 (half away from zero), 31.75 -> 32
+  CHECK(int(q.q(0, 0)) == 127);
+  CHECK(int(q.q(0, 1)) == -64);
+  CHECK(int(q.q(0, 2)) == 32);
+  CHECK(q.row_sum(0) == 95);
+  CHECK(q.row_sum(1) == 0);
+
+  Matrix<float> x(2, 3);
+  x << -1.f, 0.f, 3.f, 0.5f, 1.1f, 2.f;
+  d::Int8Rows r;
+  d::Int8Rows::quantize(x, r);
+  // Row 0: range [-1, 3], scale 4/255, zero round(63.75) = 64: -1 -> 0.75 -> 0, 0 -> 64, 3 -> 255.
+  CHECK(r.scale(0) == doctest::Approx(4.0 / 255));
+  CHECK(r.zero(0) == 64);
+  CHECK(int(r.q(0, 0)) == 0);
+  CHECK(int(r.q(0, 1)) == 64);
+  CHECK(int(r.q(0, 2)) == 255);
+  // Row 1: the range includes 0: [0, 2], zero 0; 0.5 -> 63.75 -> 64, 1.1 -> 140.25 -> 140, 2 -> 255.
+  CHECK(r.zero(1) == 0);
+  CHECK(int(r.q(1, 0)) == 64);
+  CHECK(int(r.q(1, 1)) == 140);
+  CHECK(int(r.q(1, 2)) == 255);
+
+  Matrix<float> bad = x;
+  bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(d::Int8Rows::quantize(bad, r), doctest::Contains("row 1 of the input is not finite"), vitmae::Error);
+}
+
+TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any thread count, the same bits") {
+  const Index T = 53, in = 300, out = 211;  // over split_columns' threshold
+  std::mt19937_64 rng(9);
+  auto random = [&](Index r, Index c) {
+    Matrix<float> m(r, c);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
+    return m;
+  };
+  const Matrix<float> x = random(T, in) * 3.f, w = random(out, in) * 0.1f;
+  const vitmae::RowVector<float> b = random(1, out);
+  const d::Int8Weight qw = d::Int8Weight::of(w);
+  d::Int8Rows qx;
+  d::Int8Rows::quantize(x, qx);
+  // Independent: dequantise both sides in float64 and multiply with a plain loop.
+  Matrix<double> want(T, out);
+  for (Index i = 0; i < T; ++i)
+    for (Index c = 0; c < out; ++c) {
+      double s = 0;
+      for (Index k = 0; k < in; ++k)
+        s += (double(qx.scale(i)) * (int(qx.q(i, k)) - qx.zero(i))) * (double(qw.scale(c)) * int(qw.q(c, k)));
+      want(i, c) = s + b(c);
+    }
+  Matrix<double> exact = (x.cast<double>() * w.cast<double>().transpose()).rowwise() + b.cast<double>();
+  std::vector<vitmae::Backend> backends{vitmae::Backend::eigen};
+  if (vitmae::onednn_available()) backends.push_back(vitmae::Backend::onednn);
+  const vitmae::Backend before = vitmae::product_backend();
+#ifdef _OPENMP
+  const int threads_before = omp_get_max_threads();
+#endif
+  Matrix<float> first;
+  for (const vitmae::Backend be : backends)
+    for (int threads : {1, 2}) {
+      const std::string name = vitmae::backend_name(be);
+      CAPTURE(name);
+      CAPTURE(threads);
+      vitmae::set_product_backend(be);
+#ifdef _OPENMP
+      omp_set_num_threads(threads);
+#endif
+      Matrix<float> y;
+      d::gemm_nt_int8(x, qw, b, y);
+      CHECK((y.cast<double>() - want).cwiseAbs().maxCoeff() <= 1e-5 * (1 + want.cwiseAbs().maxCoeff()));
+      // and near the float product: the quantisation error, well under 1% of the output's range
+      CHECK((y.cast<double>() - exact).cwiseAbs().maxCoeff() <= 0.01 * exact.cwiseAbs().maxCoeff());
+      if (first.size() == 0) first = y;
+      CHECK((y - first).cwiseAbs().maxCoeff() == 0.f);  // integer sums: exact everywhere
+    }
+#ifdef _OPENMP
+  omp_set_num_threads(threads_before);
+#endif
+  vitmae::set_product_backend(before);
+}
+
+TEST_CASE("quantize_int8: every Linear and the patch projection, inference only, reversible") {
+  auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  CHECK_FALSE(vitmae::is_int8(m));
+  // 2 encoder + 2 decoder layers of 6 Linear each, decoder_embed, decoder_pred, the projection
+  CHECK(vitmae::quantize_int8(m) == 4 * 6 + 3);
+  CHECK(vitmae::is_int8(m));
+  CHECK(!m.vit.encoder.layer[1].attention.attention.value.int8.empty());
+  vitmae::train::TrainOptions o;
+  o.batch = 2;
+  o.steps = 1;
+  CHECK_THROWS_WITH_AS(vitmae::train::Trainer<float>(m, o).train_step([&] {
+    return vitmae::Tensor<float>({2, 3, 32, 32}, 0.1f);
+  }), doctest::Contains("int8 model is for inference only"), vitmae::Error);
+  vitmae::dequantize(m);
+  CHECK_FALSE(vitmae::is_int8(m));
+  CHECK(m.vit.encoder.layer[1].attention.attention.value.int8.empty());
+}
+
+TEST_CASE("int8 accuracy of the bundled model on the bundled photos: features and masked-patch loss") {
+  // The acceptance of int8 inference (README "int8"): CLS and mean features within cosine 0.99 of
+  // float32 on every photo, the masked-patch loss on chelsea within 2%.
+  const auto f32 = vitmae::ViTMAEForPreTraining<float>::from_pretrained(VITMAE_BUNDLED_MODEL);
+  auto i8 = f32;
+  vitmae::quantize_int8(i8);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(VITMAE_BUNDLED_MODEL, f32.config());
+  for (const std::string photo : {"chelsea.png", "astronaut.png", "camera.png", "coffee.png", "rocket.jpg"}) {
+    CAPTURE(photo);
+    const auto px = proc.preprocess<float>({vitmae::io::load_image(test::data("images/" + photo), 3)});
+    std::mt19937_64 r1(0), r2(0);
+    vitmae::ForwardOptions o;
+    o.mask_ratio = 0.0;
+    const Matrix<float> noise = vitmae::ops::uniform_noise<float>(1, f32.config().num_patches(), r1);
+    const Matrix<float> a = f32.vit.forward(px, noise, o).last_hidden_state[0], b = i8.vit.forward(px, noise, o).last_hidden_state[0];
+    auto cosine = [](const vitmae::RowVector<float>& u, const vitmae::RowVector<float>& v) {
+      return double(u.dot(v)) / (double(u.norm()) * double(v.norm()));
+    };
+    const double cls = cosine(a.row(0), b.row(0));
+    const double mean = cosine(a.bottomRows(a.rows() - 1).colwise().mean(), b.bottomRows(b.rows() - 1).colwise().mean());
+    MESSAGE(photo << ": cosine to float32: CLS " << cls << ", mean " << mean);
+    CHECK(cls >= 0.99);
+    CHECK(mean >= 0.99);
+    if (photo == "chelsea.png") {
+      const float l32 = f32.forward(px, r2).loss;
+      std::mt19937_64 r3(0);
+      const float l8 = i8.forward(px, r3).loss;
+      MESSAGE("chelsea masked-patch loss: float32 " << l32 << ", int8 " << l8);
+      CHECK(std::abs(l8 - l32) <= 0.02 * l32);
+    }
+  }
+}
