@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "vitmae/detail/parallel.hpp"
@@ -63,43 +65,55 @@ struct Int8Rows {
   ColVector<float> scale;
   Eigen::Matrix<std::int32_t, Eigen::Dynamic, 1> zero;
 
+  /// q[k] = clamp(x[k] * inv + off, 0, 255) truncated: a loop of locals the compiler vectorises
+  /// (a uint8_t store may alias anything, so nothing it reads may live behind a pointer).
+  static void quantize_row(const float* __restrict x, Index n, float inv, float off, std::uint8_t* __restrict q) {
+    for (Index k = 0; k < n; ++k) {
+      const float v = std::min(std::max(x[k] * inv + off, 0.f), 255.f);
+      q[k] = static_cast<std::uint8_t>(static_cast<std::int32_t>(v));
+    }
+  }
+
+  /// Quantises every row of x (rows split across threads).
+  /// @throws vitmae::Error naming the first row that holds a NaN or an infinity.
   static void quantize(const Matrix<float>& x, Int8Rows& r) {
     r.q.resize(x.rows(), x.cols());
     r.scale.resize(x.rows());
     r.zero.resize(x.rows());
-    for (Index i = 0; i < x.rows(); ++i) {
-      // NaN or infinity: no scale represents them; refuse rather than give silent numbers.
-      require(x.row(i).allFinite(), "int8 product: row ", i,
-              " of the input is not finite (NaN or infinity: int8 inference cannot represent it)");
-      const float lo = std::min(0.f, x.row(i).minCoeff()), hi = std::max(0.f, x.row(i).maxCoeff());
-      const float s = hi > lo ? (hi - lo) / 255.f : 1.f;
-      const float z = std::clamp(std::round(-lo / s), 0.f, 255.f);
-      r.scale(i) = s;
-      r.zero(i) = static_cast<std::int32_t>(z);
-      // x / s + z >= 0 up to rounding: adding 0.5 and truncating rounds half up (a loop the
-      // compiler vectorises).
-      const float inv = 1.f / s, off = z + 0.5f;
-      const float* xi = x.row(i).data();
-      std::uint8_t* qi = r.q.row(i).data();
-      for (Index k = 0; k < x.cols(); ++k) {
-        const float v = std::min(std::max(xi[k] * inv + off, 0.f), 255.f);
-        qi[k] = static_cast<std::uint8_t>(static_cast<std::int32_t>(v));
+    split_columns(x.rows(), 8.0 * static_cast<double>(x.size()), [&](Index r0, Index n) {
+      for (Index i = r0; i < r0 + n; ++i) {
+        // NaN or infinity: no scale represents them; marked here, refused below (Eigen's
+        // allFinite() does not vectorise; a sum of x * 0 is NaN exactly when one is not finite).
+        if (std::isnan((x.row(i).array() * 0.f).sum())) {
+          r.scale(i) = std::numeric_limits<float>::quiet_NaN();
+          continue;
+        }
+        const float lo = std::min(0.f, x.row(i).minCoeff()), hi = std::max(0.f, x.row(i).maxCoeff());
+        const float s = hi > lo ? (hi - lo) / 255.f : 1.f;
+        const float z = std::clamp(std::round(-lo / s), 0.f, 255.f);
+        r.scale(i) = s;
+        r.zero(i) = static_cast<std::int32_t>(z);
+        // x / s + z >= 0 up to rounding: adding 0.5 and truncating rounds half up (a loop the
+        // compiler vectorises).
+        quantize_row(x.row(i).data(), x.cols(), 1.f / s, z + 0.5f, r.q.row(i).data());
       }
-    }
+    });
+    for (Index i = 0; i < x.rows(); ++i)
+      if (std::isnan(r.scale(i)))
+        throw Error("int8 product: row " + std::to_string(i) +
+                    " of the input is not finite (NaN or infinity: int8 inference cannot represent it)");
   }
 };
 
-/// y = x Wᵀ + b through the int8 product (b empty for none); y resized to (T, out).
-inline void gemm_nt_int8(const Matrix<float>& x, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y) {
-  require(x.cols() == w.in_features(), "int8 Linear: input has ", x.cols(), " features, expected ", w.in_features());
-  thread_local Int8Rows xq;
+/// y = x Wᵀ + b through the int8 product, x already quantised (b empty for none); y resized to
+/// (T, out). The integer product runs on column blocks, one per thread.
+inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y) {
+  require(xr.q.cols() == w.in_features(), "int8 Linear: input has ", xr.q.cols(), " features, expected ", w.in_features());
   thread_local Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> acc;
-  Int8Rows::quantize(x, xq);
-  const Index T = x.rows(), out = w.out_features(), in = w.in_features();
+  const Index T = xr.q.rows(), out = w.out_features(), in = w.in_features();
   acc.resize(T, out);
   y.resize(T, out);
-  Int8Rows& xr = xq;  // the calling thread's buffers, shared with the workers below
-  auto& a = acc;
+  auto& a = acc;  // the calling thread's buffer, shared with the workers below
   split_columns(out, product_flops(T, out, in) / 4, [&](Index c0, Index n) {
     bool done = false;
 #ifdef VITMAE_WITH_ONEDNN
@@ -114,8 +128,7 @@ inline void gemm_nt_int8(const Matrix<float>& x, const Int8Weight& w, const RowV
 #ifdef _OPENMP
       omp_set_num_threads(saved);
 #endif
-      if (st != dnnl_success) throw Error("oneDNN u8s8s32 product failed (status " + std::to_string(static_cast<int>(st)) + ")");
-      done = true;
+      done = st == dnnl_success;  // (a failure falls back to Eigen's integer product: no throw in a parallel region)
     }
 #endif
     if (!done)
@@ -128,6 +141,14 @@ inline void gemm_nt_int8(const Matrix<float>& x, const Int8Weight& w, const RowV
       if (b.size()) yi += b.segment(c0, n).array();
     }
   });
+}
+
+/// y = x Wᵀ + b through the int8 product (x quantised here).
+inline void gemm_nt_int8(const Matrix<float>& x, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y) {
+  require(x.cols() == w.in_features(), "int8 Linear: input has ", x.cols(), " features, expected ", w.in_features());
+  thread_local Int8Rows xq;
+  Int8Rows::quantize(x, xq);
+  gemm_nt_int8(xq, w, b, y);
 }
 
 }  // namespace detail

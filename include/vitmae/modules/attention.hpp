@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "vitmae/config.hpp"
 #include "vitmae/detail/parallel.hpp"
@@ -51,9 +52,23 @@ struct SelfAttention {
     const Index T = seq_len, B = x.rows() / T, H = num_attention_heads, d = query.out_features() / H;
     detail::require(T > 0 && B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T,
                     "-token sequences");
-    query.forward(x, c.q);  // (B*T, hidden)
-    key.forward(x, c.k);    // (B*T, hidden)
-    value.forward(x, c.v);  // (B*T, hidden)
+    bool projected = false;
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (!query.int8.empty() && !key.int8.empty() && !value.int8.empty()) {
+        // int8: x quantised once for the three projections.
+        thread_local detail::Int8Rows xq;
+        detail::Int8Rows::quantize(x, xq);
+        detail::gemm_nt_int8(xq, query.int8, query.bias, c.q);
+        detail::gemm_nt_int8(xq, key.int8, key.bias, c.k);
+        detail::gemm_nt_int8(xq, value.int8, value.bias, c.v);
+        projected = true;
+      }
+    }
+    if (!projected) {
+      query.forward(x, c.q);  // (B*T, hidden)
+      key.forward(x, c.k);    // (B*T, hidden)
+      value.forward(x, c.v);  // (B*T, hidden)
+    }
     const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
     context.resize(B * T, H * d);  // (B*T, hidden)
     // The probabilities are kept (B*H*T, T) when the backward or output_attentions needs them;
