@@ -11,7 +11,7 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitmae-convert --input PATH --out DIR [--preset NAME] [--dtype float32|float16|bfloat16]\n"
+    "usage: vitmae-convert --input PATH --out DIR [--preset NAME] [--dtype float32|float16|bfloat16|int8]\n"
     "                      [--num-labels N | --labels FILE] [--seed N]\n"
     "Writes DIR/config.json, DIR/model.safetensors and DIR/preprocessor_config.json, which vitmae and\n"
     "HF transformers load. With --num-labels or --labels, DIR is a ViTForImageClassification: the\n"
@@ -23,8 +23,9 @@ constexpr const char* kUsage =
     "  --out DIR      (required) the folder to write, created with its parents\n"
     "  --preset NAME  mae-vit-base, mae-vit-large or mae-vit-huge: the sizes of the MAE release, for a\n"
     "                 checkpoint without config.json (default: none, read PATH's config.json)\n"
-    "  --dtype T      storage type of DIR/model.safetensors: float32, float16 or bfloat16 (default\n"
-    "                 float32)\n"
+    "  --dtype T      storage type of DIR/model.safetensors: float32, float16, bfloat16 (default\n"
+    "                 float32) or int8 (Linear and patch weights int8 per output channel with\n"
+    "                 <name>_scale, the rest float32; vitmae loads it and runs it in int8)\n"
     "  --num-labels N a classifier for N classes named LABEL_0 ... LABEL_{N-1} (default: none)\n"
     "  --labels FILE  a classifier for the classes named in FILE, one per line, in class order\n"
     "                 (default: none)\n"
@@ -59,13 +60,15 @@ int main(int argc, char** argv) {
       } else throw UsageError("unknown argument '" + s + "'");
     }
     if (input.empty() || out.empty()) throw UsageError("--input and --out are required");
-    if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16")
-      throw UsageError("--dtype expects float32, float16 or bfloat16, got '" + dtype + "'");
+    if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16" && dtype != "int8")
+      throw UsageError("--dtype expects float32, float16, bfloat16 or int8, got '" + dtype + "'");
     if (!preset.empty()) examples::check_preset(preset);
     if (num_labels >= 0 && !labels_file.empty()) throw UsageError("give --num-labels or --labels, not both");
 
     using namespace vitmae;
-    const io::DType dt = dtype == "float16" ? io::DType::F16 : dtype == "bfloat16" ? io::DType::BF16 : io::DType::F32;
+    const io::DType dt = dtype == "float16" ? io::DType::F16 : dtype == "bfloat16" ? io::DType::BF16
+                         : dtype == "int8"   ? io::DType::I8
+                                             : io::DType::F32;
     const std::string folder = io::checkpoint_folder(input);
     const std::string src_pre = io::join_path(folder, "preprocessor_config.json");
     auto write_preprocessor = [&](const Config& config) {

@@ -149,3 +149,55 @@ TEST_CASE("int8 accuracy of the bundled model on the bundled photos: features an
     }
   }
 }
+
+TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as the same int8 model") {
+  const std::string dir = test::tmp_dir("int8_ckpt");
+  auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  m.save_pretrained(dir, vitmae::io::DType::I8);
+  const vitmae::io::SafetensorsFile f(dir + "/model.safetensors");
+  CHECK(f.info("vit.encoder.layer.0.attention.attention.query.weight").dtype == vitmae::io::DType::I8);
+  CHECK(f.info("vit.embeddings.patch_embeddings.projection.weight").dtype == vitmae::io::DType::I8);
+  CHECK(f.info("vit.embeddings.patch_embeddings.projection.weight").shape == std::vector<std::int64_t>{64, 3, 4, 4});
+  CHECK(f.info("decoder.decoder_pred.weight_scale").shape == std::vector<std::int64_t>{48});
+  CHECK(f.info("vit.encoder.layer.0.attention.attention.query.bias").dtype == vitmae::io::DType::F32);
+  CHECK(f.info("vit.layernorm.weight").dtype == vitmae::io::DType::F32);
+
+  const auto back = vitmae::ViTMAEForPreTraining<float>::from_pretrained(dir);
+  CHECK(vitmae::is_int8(back));
+  auto q = m;
+  vitmae::quantize_int8(q);
+  const auto& a = q.vit.encoder.layer[1].intermediate.dense;
+  const auto& b = back.vit.encoder.layer[1].intermediate.dense;
+  CHECK(a.int8.q == b.int8.q);  // the integers survive the round trip exactly
+  CHECK((a.int8.scale - b.int8.scale).cwiseAbs().maxCoeff() <= 1e-6f * a.int8.scale.cwiseAbs().maxCoeff());
+  // the file's values, dequantised, are the float weights of the loaded model
+  CHECK((b.weight - a.int8.dequantized()).cwiseAbs().maxCoeff() <= 1e-6f * a.weight.cwiseAbs().maxCoeff());
+  vitmae::Tensor<float> px({1, 3, 32, 32});
+  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i) px.data[static_cast<size_t>(i)] = std::sin(0.37f * float(i));
+  std::mt19937_64 r1(4), r2(4);
+  const float l1 = q.forward(px, r1).loss, l2 = back.forward(px, r2).loss;
+  CHECK(l2 == doctest::Approx(l1).epsilon(1e-5));
+  // A float64 model loads the dequantised values (products in float64).
+  const auto d = vitmae::ViTMAEForPreTraining<double>::from_pretrained(dir);
+  CHECK(d.vit.encoder.layer[1].intermediate.dense.weight.cast<float>().isApprox(b.weight, 1e-6f));
+
+  // An int8 weight without its scales is refused, naming both.
+  vitmae::io::SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  for (const auto& kv : f.tensors()) {
+    if (kv.first == "decoder.decoder_pred.weight_scale") continue;
+    const auto t = f.get<double>(kv.first);
+    if (kv.second.dtype == vitmae::io::DType::I8) {
+      std::string bytes;
+      for (double v : t.data) bytes.push_back(static_cast<char>(static_cast<std::int8_t>(v)));
+      w.add_raw(kv.first, vitmae::io::DType::I8, kv.second.shape, bytes);
+    } else {
+      w.add(kv.first, t.ptr(), kv.second.shape, vitmae::io::DType::F32);
+    }
+  }
+  w.save(dir + "/model.safetensors");
+  CHECK_THROWS_WITH_AS(vitmae::ViTMAEForPreTraining<float>::from_pretrained(dir),
+                       doctest::Contains("'decoder.decoder_pred.weight' is int8 but 'decoder.decoder_pred.weight_scale' (its "
+                                         "per-channel scales) is missing"),
+                       vitmae::Error);
+}

@@ -211,7 +211,7 @@ TEST_CASE("issue 14.3: an unknown --preset is a usage error (exit 2, the synopsi
   r = test::run_program(VITMAE_CONVERT_EXE, "--input i --out o --preset nosuch");
   CHECK(r.status == 2);
   CHECK(r.err == "vitmae-convert: " + expected + "\n"
-                 "usage: vitmae-convert --input PATH --out DIR [--preset NAME] [--dtype float32|float16|bfloat16]\n"
+                 "usage: vitmae-convert --input PATH --out DIR [--preset NAME] [--dtype float32|float16|bfloat16|int8]\n"
                  "                      [--num-labels N | --labels FILE] [--seed N]\n"
                  "run 'vitmae-convert --help' for every flag and its default\n");
   r = test::run_program(VITMAE_PRETRAIN_EXE, "--data d --out o --preset nosuch");

@@ -191,6 +191,10 @@ void save_checkpoint(const Module& module, const ModelConfig& config, const std:
   io::make_dirs(dir);
   io::SafetensorsWriter w;
   w.set_metadata("format", "pt");
+  if (dtype == io::DType::I8)
+    w.set_metadata("vitmae_quantization",
+                   "int8: Linear and patch-projection weights per output channel (symmetric), "
+                   "<name>_scale float32 [out]; other tensors float32");
   add_state_dict(module, w, "", dtype);
   w.save(io::join_path(dir, "model.safetensors"));
   io::write_file_atomic(io::join_path(dir, "config.json"),

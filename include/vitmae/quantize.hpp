@@ -17,17 +17,20 @@ struct Int8Switch {
   int modules = 0;
   void module(Linear<float>& l) { on ? l.quantize_int8() : l.dequantize(), ++modules; }
   void module(PatchConv2d<float>& c) { on ? c.quantize_int8() : c.dequantize(), ++modules; }
-  void operator()(const Parameter<float>&) const {}
+  template <class P>
+  void operator()(const P&) const {}
 };
 struct Int8Count {
   int quantised = 0, modules = 0;
   void module(const Linear<float>& l) { quantised += !l.int8.empty(), ++modules; }
   void module(const PatchConv2d<float>& c) { quantised += !c.int8.empty(), ++modules; }
-  void operator()(const Parameter<const float>&) const {}
+  template <class P>
+  void operator()(const P&) const {}
 };
 }  // namespace detail
 
-/// Quantises every Linear layer and the patch projection of `model` to int8; returns how many.
+/// Quantises every Linear layer and the patch projection of `model` to int8; returns how many
+/// (0 for a double model: int8 products are for float models).
 template <class M>
 int quantize_int8(M& model) {
   detail::Int8Switch s;

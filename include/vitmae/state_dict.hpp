@@ -12,7 +12,9 @@
 #include "vitmae/error.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/io/tensor_source.hpp"
+#include "vitmae/detail/int8.hpp"
 #include "vitmae/parameter.hpp"
+#include "vitmae/quantize.hpp"
 #include "vitmae/tensor.hpp"
 
 namespace vitmae {
@@ -37,6 +39,7 @@ struct LoadReport {
   std::vector<std::string> missing;     // parameter names (without key_prefix) not in the source
   std::vector<ParamKind> missing_kind;  // their kinds
   std::vector<std::string> unexpected;  // source names neither loaded nor ignored
+  bool int8 = false;                    // int8 weights were loaded (and the float model quantised)
 
   /// @throws vitmae::Error listing the missing tensors (fixed position tables aside: they keep
   /// their sin-cos values) and the unexpected ones.
@@ -117,7 +120,26 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
                     source.where(), ": '", key, "' has shape ", detail::shape_str(found), ", expected ",
                     detail::shape_str(expected));
     source.read(key, p.data);
+    if (p.kind == ParamKind::weight && source.is_int8(key)) {
+      // An int8 checkpoint: the integers times "<key>_scale" (one per output channel).
+      const std::string sk = key + "_scale";
+      detail::require(source.contains(sk), "load_state_dict: ", source.where(), ": '", key, "' is int8 but '", sk,
+                      "' (its per-channel scales) is missing");
+      detail::require(source.shape(sk) == std::vector<std::int64_t>{expected[0]}, "load_state_dict: ", source.where(),
+                      ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)), ", expected [", expected[0], "]");
+      using S = std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>;
+      std::vector<S> scale(static_cast<size_t>(expected[0]));
+      source.read(sk, scale.data());
+      const Index row = p.size / expected[0];
+      for (Index r = 0; r < expected[0]; ++r)
+        for (Index k = 0; k < row; ++k) p.data[r * row + k] *= scale[static_cast<size_t>(r)];
+      used.insert(sk);
+      report.int8 = true;
+    }
   });
+  // An int8 checkpoint runs in int8: the float weights above are exactly its dequantised values,
+  // and quantising them again gives back its integers.
+  if (report.int8) quantize_int8(module);  // (a double model keeps float64 products)
   for (const std::string& n : source.names()) {
     if (used.count(n)) continue;
     bool ignored = false;
@@ -127,11 +149,23 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
   return report;
 }
 
-/// Writes every parameter `module` visits under `key_prefix + name` with HF's shapes.
+/// Writes every parameter `module` visits under `key_prefix + name` with HF's shapes. dtype I8
+/// writes an int8 checkpoint: every Linear and patch-projection weight as its int8 quantisation
+/// (per output channel, as quantize_int8) with "<name>_scale" (float32, one per output channel);
+/// everything else float32.
 template <class Module>
 void add_state_dict(const Module& module, io::SafetensorsWriter& writer, const std::string& key_prefix, io::DType dtype) {
   module.visit_parameters("", [&](const auto& p) {
-    writer.add(key_prefix + p.name, p.data, std::vector<std::int64_t>(p.shape.begin(), p.shape.end()), dtype);
+    const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
+    if (dtype != io::DType::I8) return writer.add(key_prefix + p.name, p.data, shape, dtype);
+    if (p.kind != ParamKind::weight) return writer.add(key_prefix + p.name, p.data, shape, io::DType::F32);
+    const Matrix<float> w =
+        Eigen::Map<const Matrix<std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>>>(p.data, shape[0], p.size / shape[0])
+            .template cast<float>();
+    const detail::Int8Weight q = detail::Int8Weight::of(w);
+    writer.add_raw(key_prefix + p.name, io::DType::I8, shape,
+                   std::string(reinterpret_cast<const char*>(q.q.data()), static_cast<size_t>(q.q.size())));
+    writer.add(key_prefix + p.name + "_scale", q.scale.data(), {shape[0]}, io::DType::F32);
   });
 }
 

@@ -26,6 +26,12 @@ class TensorSource {
   virtual void read(const std::string& name, double* dst) const = 0;
   /// What to call the source in messages (a file or folder).
   virtual std::string where() const = 0;
+  /// True for a tensor stored as int8 (an int8 checkpoint's quantised weight, beside its
+  /// "<name>_scale"): read() gives its integers, which the loader scales.
+  virtual bool is_int8(const std::string& name) const {
+    (void)name;
+    return false;
+  }
 };
 
 /// One safetensors file, or the shards of a model.safetensors.index.json.
@@ -51,6 +57,7 @@ class SafetensorsSource : public TensorSource {
   void read(const std::string& name, float* dst) const override { file(name).read(name, dst); }
   void read(const std::string& name, double* dst) const override { file(name).read(name, dst); }
   std::string where() const override { return where_; }
+  bool is_int8(const std::string& name) const override { return file(name).info(name).dtype == DType::I8; }
   const SafetensorsFile& file(const std::string& name) const {
     auto it = owner_.find(name);
     detail::require(it != owner_.end(), where_, ": no tensor '", name, "'");
@@ -89,6 +96,7 @@ class RenamedSource : public TensorSource {
   void read(const std::string& name, float* dst) const override { read_into(name, dst); }
   void read(const std::string& name, double* dst) const override { read_into(name, dst); }
   std::string where() const override { return base_->where(); }
+  bool is_int8(const std::string& name) const override { return base_->is_int8(target(name).source); }
 
  private:
   const Target& target(const std::string& name) const {
