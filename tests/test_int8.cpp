@@ -177,6 +177,12 @@ TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as 
   std::mt19937_64 r1(4), r2(4);
   const float l1 = q.forward(px, r1).loss, l2 = back.forward(px, r2).loss;
   CHECK(l2 == doctest::Approx(l1).epsilon(1e-5));
+  // Loading into a model that is already int8 quantises the new weights (nothing stale).
+  vitmae::ViTMAEForPreTraining<float> z(m.config());
+  vitmae::quantize_int8(z);
+  z.load_weights(*vitmae::open_pretrained_weights(test::data("hf/tiny")));
+  CHECK(vitmae::is_int8(z));
+  CHECK(z.vit.encoder.layer[1].intermediate.dense.int8.q == a.int8.q);
   // A float64 model loads the dequantised values (products in float64).
   const auto d = vitmae::ViTMAEForPreTraining<double>::from_pretrained(dir);
   CHECK(d.vit.encoder.layer[1].intermediate.dense.weight.cast<float>().isApprox(b.weight, 1e-6f));

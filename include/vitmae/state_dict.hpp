@@ -139,7 +139,8 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
   });
   // An int8 checkpoint runs in int8: the float weights above are exactly its dequantised values,
   // and quantising them again gives back its integers.
-  if (report.int8) quantize_int8(module);  // (a double model keeps float64 products)
+  // A model that was already int8 is quantised again from its new weights (not left stale).
+  if (report.int8 || is_int8(module)) quantize_int8(module);  // (a double model keeps float64 products)
   for (const std::string& n : source.names()) {
     if (used.count(n)) continue;
     bool ignored = false;

@@ -2,11 +2,12 @@
 // int8 products for inference: y = x Wᵀ + b with W quantised per output channel (symmetric, int8,
 // scale max|w|/127) and x quantised per row (token) at run time (asymmetric, uint8, the row's
 // range including 0 over 255 steps). The integer product accumulates exactly in int32 (oneDNN's
-// dnnl_gemm_u8s8s32, VNNI where the CPU has it; Eigen's integer product otherwise), so its
+// dnnl_gemm_u8s8s32 where the CPU has VNNI; a plain integer loop otherwise), so its
 // result does not depend on the number of threads; then
 //   y[r][c] = sx[r] sw[c] (acc[r][c] - zx[r] Σk qw[c][k]) + b[c].
-// CPUs with AVX2 or AVX-512 but without VNNI may saturate oneDNN's 16-bit intermediate sums
-// (oneDNN's documented u8s8 caveat); the accuracy checks of the tests and vitmae-bench show it.
+// oneDNN's u8s8 product is used only where the CPU has VNNI (AVX-512 VNNI, AVX-VNNI, AMX): without
+// it oneDNN sums pairs in 16 bits, which saturate for uint8 x int8 (its documented caveat), so
+// other CPUs take a plain exact (slower) integer loop.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +25,20 @@ namespace vitmae {
 namespace detail {
 
 /// A weight (out, in) quantised per output channel.
+/// True when oneDNN runs u8s8 products with VNNI (exact 32-bit sums) on this CPU.
+inline bool onednn_int8_exact() {
+#ifdef VITMAE_WITH_ONEDNN
+  static const bool exact = [] {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa == dnnl_cpu_isa_avx512_core_vnni || isa == dnnl_cpu_isa_avx512_core_bf16 ||
+           isa == dnnl_cpu_isa_avx512_core_amx || isa == dnnl_cpu_isa_avx2_vnni;
+  }();
+  return exact;
+#else
+  return false;
+#endif
+}
+
 struct Int8Weight {
   Eigen::Matrix<std::int8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> q;  // (out, in)
   RowVector<float> scale;                                                         // (out)
@@ -89,7 +104,8 @@ struct Int8Rows {
           continue;
         }
         const float lo = std::min(0.f, x.row(i).minCoeff()), hi = std::max(0.f, x.row(i).maxCoeff());
-        const float s = hi > lo ? (hi - lo) / 255.f : 1.f;
+        float s = hi > lo ? (hi - lo) / 255.f : 1.f;
+        if (!(1.f / s <= std::numeric_limits<float>::max())) s = 1.f;  // a subnormal range: all ~0
         const float z = std::clamp(std::round(-lo / s), 0.f, 255.f);
         r.scale(i) = s;
         r.zero(i) = static_cast<std::int32_t>(z);
@@ -105,6 +121,13 @@ struct Int8Rows {
   }
 };
 
+/// Σk a[k] b[k] in 32 bits (uint8 x int8: each term fits 16 bits, the sum 32 for k < 66,000).
+inline std::int32_t dot_u8s8(const std::uint8_t* __restrict a, const std::int8_t* __restrict b, Index n) {
+  std::int32_t s = 0;
+  for (Index k = 0; k < n; ++k) s += static_cast<std::int32_t>(a[k]) * static_cast<std::int32_t>(b[k]);
+  return s;
+}
+
 /// y = x Wᵀ + b through the int8 product, x already quantised (b empty for none); y resized to
 /// (T, out). The integer product runs on column blocks, one per thread.
 inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y) {
@@ -117,7 +140,7 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
   split_columns(out, product_flops(T, out, in) / 4, [&](Index c0, Index n) {
     bool done = false;
 #ifdef VITMAE_WITH_ONEDNN
-    if (product_backend() == Backend::onednn && T > 0 && in > 0) {
+    if (product_backend() == Backend::onednn && onednn_int8_exact() && T > 0 && in > 0) {
 #ifdef _OPENMP
       const int saved = omp_get_max_threads();
       omp_set_num_threads(1);
@@ -128,11 +151,12 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
 #ifdef _OPENMP
       omp_set_num_threads(saved);
 #endif
-      done = st == dnnl_success;  // (a failure falls back to Eigen's integer product: no throw in a parallel region)
+      done = st == dnnl_success;  // (a failure falls back to the loop: no throw in a parallel region)
     }
 #endif
-    if (!done)
-      a.middleCols(c0, n).noalias() = xr.q.cast<std::int32_t>() * w.q.middleRows(c0, n).cast<std::int32_t>().transpose();
+    if (!done)  // exact 32-bit dot products of contiguous rows (no Eigen integer GEMM to compile)
+      for (Index i = 0; i < T; ++i)
+        for (Index c = c0; c < c0 + n; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), w.q.row(c).data(), in);
     const auto ws = w.scale.segment(c0, n).array();
     const auto rs = w.row_sum.segment(c0, n).array();
     for (Index i = 0; i < T; ++i) {

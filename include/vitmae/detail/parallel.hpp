@@ -116,7 +116,8 @@ inline double product_flops(Index m, Index n, Index k) {
 
 /// C = op(A) op(B) + beta C, row-major, through oneDNN's sgemm on the calling thread alone.
 /// Returns false (nothing done) when the product is not for oneDNN: double, the Eigen backend,
-/// an empty dimension.
+/// an empty dimension, or oneDNN failing (then Eigen computes it: callers run inside OpenMP
+/// regions, which an exception must not leave).
 template <class Scalar>
 bool onednn_gemm(char ta, char tb, Index m, Index n, Index k, const Scalar* a, Index lda, const Scalar* b, Index ldb,
                  float beta, Scalar* c, Index ldc) {
@@ -132,8 +133,7 @@ bool onednn_gemm(char ta, char tb, Index m, Index n, Index k, const Scalar* a, I
 #ifdef _OPENMP
     omp_set_num_threads(saved);
 #endif
-    if (st != dnnl_success) throw Error("oneDNN sgemm failed (status " + std::to_string(static_cast<int>(st)) + ")");
-    return true;
+    return st == dnnl_success;
   }
 #endif
   (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)beta, (void)c, (void)ldc;
