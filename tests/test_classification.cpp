@@ -371,10 +371,7 @@ TEST_CASE("ImageFolder and list files: classes sorted, labels by folder or name,
   using vitmae::train::LabelledDataset;
   const std::string root = test::tmp_dir("image_folder");
   vitmae::io::Image8 px{2, 2, 3, std::vector<std::uint8_t>(12, 100)};
-  for (const char* f : {"dog/b.png", "dog/a.png", "cat/x/deep.png", "cat/c.png"}) {
-    std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
-    vitmae::io::save_png(root + "/" + f, px);
-  }
+  test::write_pngs(root, {"dog/b.png", "dog/a.png", "cat/x/deep.png", "cat/c.png"}, px);
   const auto d = LabelledDataset::image_folder(root);
   CHECK(d.classes == std::vector<std::string>{"cat", "dog"});
   REQUIRE(d.size() == 4);
@@ -577,10 +574,7 @@ TEST_CASE("LabelledDataset::open: folders, list files and fashion-mnist:DIR:SPLI
                        vitmae::Error);
   const std::string root = test::tmp_dir("open_spec");
   vitmae::io::Image8 px{2, 2, 3, std::vector<std::uint8_t>(12, 100)};
-  for (const char* f : {"b/1.png", "a/2.png"}) {
-    std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
-    vitmae::io::save_png(root + "/" + f, px);
-  }
+  test::write_pngs(root, {"b/1.png", "a/2.png"}, px);
   CHECK(LabelledDataset::open(root).classes == std::vector<std::string>{"a", "b"});
   io::write_file_atomic(root + "/list.txt", "b/1.png b\na/2.png a\n");
   CHECK(LabelledDataset::open(root + "/list.txt").size() == 2);
@@ -660,10 +654,7 @@ TEST_CASE("the shipped Fashion-MNIST models: the classifier's reported accuracy 
 TEST_CASE("ImageFolder: a dangling link is skipped, the files after it are still found") {
   const std::string root = test::tmp_dir("image_folder_links");
   vitmae::io::Image8 px{2, 2, 3, std::vector<std::uint8_t>(12, 100)};
-  for (const char* f : {"a/1.png", "a/3.png", "b/1.png"}) {
-    std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
-    vitmae::io::save_png(root + "/" + f, px);
-  }
+  test::write_pngs(root, {"a/1.png", "a/3.png", "b/1.png"}, px);
   std::filesystem::create_symlink(root + "/nowhere.png", root + "/a/2.png");
   std::filesystem::create_symlink(root + "/nowhere", root + "/c");  // not a class: no folder behind it
   const auto d = vitmae::train::LabelledDataset::image_folder(root);

@@ -71,10 +71,7 @@ TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any t
   Matrix<double> exact = (x.cast<double>() * w.cast<double>().transpose()).rowwise() + b.cast<double>();
   std::vector<vitmae::Backend> backends{vitmae::Backend::eigen};
   if (vitmae::onednn_available()) backends.push_back(vitmae::Backend::onednn);
-  const vitmae::Backend before = vitmae::product_backend();
-#ifdef _OPENMP
-  const int threads_before = omp_get_max_threads();
-#endif
+  const test::RestoreBackendAndThreads restore;
   Matrix<float> first;
   for (const vitmae::Backend be : backends)
     for (int threads : {1, 2}) {
@@ -93,10 +90,6 @@ TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any t
       if (first.size() == 0) first = y;
       CHECK((y - first).cwiseAbs().maxCoeff() == 0.f);  // integer sums: exact everywhere
     }
-#ifdef _OPENMP
-  omp_set_num_threads(threads_before);
-#endif
-  vitmae::set_product_backend(before);
 }
 
 TEST_CASE("quantize_int8: every Linear and the patch projection, inference only, reversible") {

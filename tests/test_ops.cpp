@@ -208,10 +208,7 @@ TEST_CASE("products: each backend against a float64 loop, oneDNN the same bits w
   if (vitmae::onednn_available()) backends.push_back(vitmae::Backend::onednn);
   else CHECK_THROWS_WITH_AS(vitmae::set_product_backend(vitmae::Backend::onednn),
                             doctest::Contains("no oneDNN"), vitmae::Error);
-  const vitmae::Backend before = vitmae::product_backend();
-#ifdef _OPENMP
-  const int threads_before = omp_get_max_threads();
-#endif
+  const test::RestoreBackendAndThreads restore;
   for (const vitmae::Backend b : backends) {
     const std::string backend = vitmae::backend_name(b);
     CAPTURE(backend);
@@ -242,8 +239,4 @@ TEST_CASE("products: each backend against a float64 loop, oneDNN the same bits w
       CHECK((runs[0][i] - runs[1][i]).cwiseAbs().maxCoeff() == 0.f);
     }
   }
-#ifdef _OPENMP
-  omp_set_num_threads(threads_before);
-#endif
-  vitmae::set_product_backend(before);
 }

@@ -347,10 +347,7 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
 TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the file, exit 1, nothing written") {
   const std::string dir = test::tmp_dir("finetune_bad");
   vitmae::io::Image8 im{8, 8, 3, std::vector<std::uint8_t>(192, 90)};
-  for (const char* f : {"train/a/1.png", "train/b/1.png", "val/a/1.png"}) {
-    std::filesystem::create_directories(std::filesystem::path(dir + "/" + f).parent_path());
-    vitmae::io::save_png(dir + "/" + f, im);
-  }
+  test::write_pngs(dir, {"train/a/1.png", "train/b/1.png", "val/a/1.png"}, im);
   io::write_file_atomic(dir + "/config.json", R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
     "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
   const std::string model = " --out " + dir + "/out --config " + dir + "/config.json --steps 1 --batch 2";

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
 #include <sstream>
 #include <string>
@@ -29,6 +30,29 @@ inline std::string tmp_dir(const std::string& name) {
   std::filesystem::create_directories(d);
   return d.string();
 }
+
+/// Writes `image` as a PNG at each of `files` (paths below `root`, folders made as needed).
+inline void write_pngs(const std::string& root, std::initializer_list<const char*> files, const vitmae::io::Image8& image) {
+  for (const char* f : files) {
+    std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
+    vitmae::io::save_png(root + "/" + f, image);
+  }
+}
+
+/// Restores the product backend and OpenMP's thread count when the test case leaves, even by an
+/// exception (tests that try each backend and thread count change both).
+struct RestoreBackendAndThreads {
+  vitmae::Backend backend = vitmae::product_backend();
+#ifdef _OPENMP
+  int threads = omp_get_max_threads();
+#endif
+  ~RestoreBackendAndThreads() {
+    vitmae::set_product_backend(backend);
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+  }
+};
 
 /// A whole file's bytes ("" when it cannot be read).
 inline std::string slurp(const std::string& path) {

@@ -141,17 +141,10 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
     bool done = false;
 #ifdef VITMAE_WITH_ONEDNN
     if (product_backend() == Backend::onednn && onednn_int8_exact() && T > 0 && in > 0) {
-#ifdef _OPENMP
-      const int saved = omp_get_max_threads();
-      omp_set_num_threads(1);
-#endif
+      const OneOpenMPThread one;
       const std::int32_t co = 0;
-      const dnnl_status_t st = dnnl_gemm_u8s8s32('N', 'T', 'F', T, n, in, 1.f, xr.q.data(), in, 0, w.q.data() + c0 * in,
-                                                 in, 0, 0.f, a.data() + c0, out, &co);
-#ifdef _OPENMP
-      omp_set_num_threads(saved);
-#endif
-      done = st == dnnl_success;  // (a failure falls back to the loop: no throw in a parallel region)
+      done = dnnl_gemm_u8s8s32('N', 'T', 'F', T, n, in, 1.f, xr.q.data(), in, 0, w.q.data() + c0 * in, in, 0, 0.f,
+                               a.data() + c0, out, &co) == dnnl_success;  // (a failure falls back to the loop: no throw in a parallel region)
     }
 #endif
     if (!done)  // exact 32-bit dot products of contiguous rows (no Eigen integer GEMM to compile)

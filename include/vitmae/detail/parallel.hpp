@@ -114,6 +114,20 @@ inline double product_flops(Index m, Index n, Index k) {
   return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
 }
 
+/// While alive, OpenMP regions started on this thread get one thread: oneDNN threads a product by
+/// itself outside a parallel region, and our callers split the work instead.
+struct OneOpenMPThread {
+#ifdef _OPENMP
+  int saved = omp_get_max_threads();
+  OneOpenMPThread() { omp_set_num_threads(1); }
+  ~OneOpenMPThread() { omp_set_num_threads(saved); }
+#else
+  OneOpenMPThread() {}
+#endif
+  OneOpenMPThread(const OneOpenMPThread&) = delete;
+  OneOpenMPThread& operator=(const OneOpenMPThread&) = delete;
+};
+
 /// C = op(A) op(B) + beta C, row-major, through oneDNN's sgemm on the calling thread alone.
 /// Returns false (nothing done) when the product is not for oneDNN: double, the Eigen backend,
 /// an empty dimension, or oneDNN failing (then Eigen computes it: callers run inside OpenMP
@@ -124,16 +138,8 @@ bool onednn_gemm(char ta, char tb, Index m, Index n, Index k, const Scalar* a, I
 #ifdef VITMAE_WITH_ONEDNN
   if constexpr (std::is_same_v<Scalar, float>) {
     if (m <= 0 || n <= 0 || k <= 0 || product_backend() != Backend::onednn) return false;
-#ifdef _OPENMP
-    // oneDNN threads a product by itself outside a parallel region; the caller splits instead.
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-#endif
-    const dnnl_status_t st = dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc);
-#ifdef _OPENMP
-    omp_set_num_threads(saved);
-#endif
-    return st == dnnl_success;
+    const OneOpenMPThread one;
+    return dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc) == dnnl_success;
   }
 #endif
   (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)beta, (void)c, (void)ldc;
