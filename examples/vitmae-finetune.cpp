@@ -2,6 +2,7 @@
 // vitmae-finetune: fine-tunes a ViTForImageClassification (from an MAE or ViT checkpoint, or from
 // scratch) on labelled images with MAE's recipe, evaluating on a validation set as it goes.
 #include "common.hpp"
+#include "distributed.hpp"
 
 #include <vitmae/train.hpp>
 
@@ -9,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -165,16 +167,24 @@ std::string fixed(double v, int digits) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-finetune", kUsage, [&] {
+  const auto world = examples::launch_world("vitmae-finetune", &argc, &argv);
+  const bool root = world->rank() == 0;  // rank 0 alone prints, evaluates and writes
+  return examples::run_ranks("vitmae-finetune", kUsage, *world, [&] {
     using namespace vitmae;
     using namespace vitmae::train;
     Args a = parse(argc, argv);
+    if (a.linear_probe && world->size() > 1)
+      throw examples::UsageError("vitmae-finetune: --linear-probe runs in one process (its features are computed once): run it "
+                                 "without mpirun", false);
     examples::set_threads(a.o.threads);
+    LabelledDataset train, val;
+    std::vector<std::string> notes;
+    std::optional<ViTForImageClassification<float>> built;
+    examples::together(*world, [&] {  // the same files on every rank, checked together
     examples::doing("reading the training set " + a.train);
-    LabelledDataset train = LabelledDataset::open(a.train);
+    train = LabelledDataset::open(a.train);
     detail::require(train.classes.size() >= 2, a.train, ": ", train.classes.size(),
                     " class; classification needs at least 2 (HF would treat 1 label as regression)");
-    LabelledDataset val;
     if (a.holdout) {  // a seeded N per class out of the training set (seed stream independent of --seed's subset)
       std::vector<size_t> count(train.classes.size(), 0);
       for (std::int64_t y : train.labels()) ++count[static_cast<size_t>(y)];
@@ -189,13 +199,10 @@ int main(int argc, char** argv) {
       val = LabelledDataset::open(a.val);
       val.use_classes_of(train.classes, a.val);
     }
-    const std::string val_name = a.holdout ? std::to_string(a.holdout) + " held-out images per class" : a.val;
     if (a.labels_per_class) train = train.per_class_subset(static_cast<size_t>(a.labels_per_class), a.o.seed);
 
     examples::doing("building the model");
-    std::vector<std::string> notes;
-    std::string proc_from = !a.init.empty() ? a.init : !a.resume.empty() ? a.resume : a.config;
-    ViTForImageClassification<float> model = [&] {
+    built.emplace([&] {
       if (!a.resume.empty()) {
         auto m = ViTForImageClassification<float>::from_pretrained(a.resume);
         detail::require(m.config().id2label == train.classes, a.resume, "/config.json: the checkpoint's classes differ from the training set's");
@@ -216,8 +223,14 @@ int main(int argc, char** argv) {
       auto rng = seeded_rng(a.o.seed, 0x494E495400000000ull);  // "INIT"
       m.init_weights(rng);
       return m;
-    }();
-    for (const std::string& n : notes) std::cerr << "vitmae-finetune: " << n << "\n";
+    }());
+    });
+    const std::string val_name = a.holdout ? std::to_string(a.holdout) + " held-out images per class" : a.val;
+    const std::string proc_from = !a.init.empty() ? a.init : !a.resume.empty() ? a.resume : a.config;
+    ViTForImageClassification<float> model = std::move(*built);
+    built.reset();
+    if (root)
+      for (const std::string& n : notes) std::cerr << "vitmae-finetune: " << n << "\n";
     model.vit.config.problem_type = "single_label_classification";  // class labels, whatever the checkpoint said
     const ViTConfig& cfg = model.config();
     train.set_channels(static_cast<int>(cfg.num_channels));
@@ -274,7 +287,7 @@ int main(int argc, char** argv) {
       io::write_file_atomic(io::join_path(a.out, "accuracy.svg"),
                             line_chart_svg({accuracy}, "validation top-1 (%) on " + val_name, "epoch"));
     };
-    auto report = [&](const Evaluation& e, double epoch, long step, bool print = true) {
+    auto report = [&](const Evaluation& e, double epoch, long step, bool print = true) {  // rank 0
       accuracy.points.emplace_back(epoch, 100 * e.top1);
       write_curves();
       if (!print) return;
@@ -334,7 +347,10 @@ int main(int argc, char** argv) {
       aug.random_crop = a.crop_scale_min < 1;
       aug.hflip = a.flip;
 
-      ClassifierTrainer<float> trainer(std::move(model), a.o);
+      std::optional<ClassifierTrainer<float>> made;
+      examples::together(*world, [&] { made.emplace(std::move(model), a.o, world); });
+      ClassifierTrainer<float>& trainer = *made;
+      examples::together(*world, [&] {
       if (!a.resume.empty()) {
         examples::doing("loading the checkpoint " + a.resume);
         vitmae::train::resume(trainer, a.resume);
@@ -345,17 +361,25 @@ int main(int argc, char** argv) {
                           theirs.contains(key) ? theirs[key].dump() : std::string("(none)"), ", this run asks for ", mine.dump(),
                           "; a resumed run must keep it");
       }
-      open_outputs();
-      // Batches built on the training threads, from where the checkpoint stopped.
-      DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0, 1, trainer.step() * a.o.accum);
-      CheckpointRotation rotation(a.out, a.keep, true);  // the resumed run's earlier checkpoints count for --keep
-      auto save = [&](long step) {
-        save_checkpoint(trainer, rotation.dir(step), proc, {{"metrics.csv", metrics_text}, {"data.json", data_state.dump(2) + "\n"}});
-        rotation.added(step);
+      vitmae::train::require_same_weights(*world, trainer.model(), a.resume.empty() ? proc_from : a.resume);
+      });
+      examples::together(*world, [&] {
+        if (root) open_outputs();
+      });
+      // Batches built on the training threads, from where the checkpoint stopped (this rank's slice).
+      DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0, 1, trainer.step() * a.o.accum,
+                                                trainer.slice());
+      std::optional<CheckpointRotation> rotation;  // the resumed run's earlier checkpoints count for --keep
+      if (root) rotation.emplace(a.out, a.keep, true);
+      auto save = [&](long step) {  // rank 0
+        save_checkpoint(trainer, rotation->dir(step), proc, {{"metrics.csv", metrics_text}, {"data.json", data_state.dump(2) + "\n"}});
+        rotation->added(step);
       };
-      std::cerr << "vitmae-finetune: " << train.size() << " training images in " << train.classes.size() << " classes, "
+      if (root)
+        std::cerr << "vitmae-finetune: " << train.size() << " training images in " << train.classes.size() << " classes, "
                 << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps
-                << " per epoch), peak lr " << a.o.peak_lr() << ", " << a.o.threads << " threads\n";
+                << " per epoch), peak lr " << a.o.peak_lr() << ", " << a.o.threads << " threads"
+                << (world->size() > 1 ? " on each of " + std::to_string(world->size()) + " ranks" : std::string()) << "\n";
       const long first_step = trainer.step();
       double window_loss = 0;
       long window = 0;
@@ -371,24 +395,29 @@ int main(int argc, char** argv) {
         const long done = r.step - first_step;
         const double ips = static_cast<double>(done * per_step) / std::max(elapsed, 1e-9);
         const bool evaluate_now = r.step % eval_every == 0 || r.step == a.o.steps;
-        if (r.step % 10 == 0 || evaluate_now) {
+        if (root && (r.step % 10 == 0 || evaluate_now)) {
           const double eta = elapsed / static_cast<double>(done) * static_cast<double>(a.o.steps - r.step);
           std::fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds\n", r.step, a.o.steps,
                        window_loss / window, r.lr, ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60);
           window_loss = 0, window = 0;
         }
         const double epoch = static_cast<double>(r.step) / epoch_steps;
-        if (evaluate_now) {
-          examples::doing("evaluating on " + val_name);
-          last = evaluate(trainer.model(), val, proc, a.o.batch);
-          report(last, epoch, r.step);
-        }
-        metrics_row(r.step, epoch, r.loss, r.lr, r.grad_norm, ips, evaluate_now ? &last : nullptr);
-        if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != a.o.steps) save(r.step);
+        examples::together(*world, [&] {  // rank 0 evaluates and writes; every rank learns how that went
+          if (!root) return;
+          if (evaluate_now) {
+            examples::doing("evaluating on " + val_name);
+            last = evaluate(trainer.model(), val, proc, a.o.batch);
+            report(last, epoch, r.step);
+          }
+          metrics_row(r.step, epoch, r.loss, r.lr, r.grad_norm, ips, evaluate_now ? &last : nullptr);
+          if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != a.o.steps) save(r.step);
+        });
       }
-      if (last.count == 0) last = evaluate(trainer.model(), val, proc, a.o.batch);  // resumed at the last step
+      if (root && last.count == 0) last = evaluate(trainer.model(), val, proc, a.o.batch);  // resumed at the last step
       model = std::move(trainer.model());
     }
+    examples::together(*world, [&] {  // rank 0 writes the results; every rank learns how that went
+    if (!root) return;
     if (wrote_final) {
       examples::doing("writing " + a.out + "/final");
       io::write_folder_atomic(io::join_path(a.out, "final"), [&](const std::string& tmp) {
@@ -415,5 +444,6 @@ int main(int argc, char** argv) {
     std::printf("validation top-1 %.2f%%  top-5 %.2f%%  (%ld images); wrote %s%s/metrics.csv, per_class.csv, confusion.csv "
                 "(and .svg), loss.svg, accuracy.svg\n",
                 100 * last.top1, 100 * last.top5, last.count, wrote_final ? (a.out + "/final, ").c_str() : "", a.out.c_str());
+    });
   });
 }

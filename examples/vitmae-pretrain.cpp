@@ -4,6 +4,7 @@
 // warm-up then cosine). Writes HF-layout checkpoints that vitmae-reconstruct, vitmae-embed and
 // transformers load, plus the loss curve as CSV and SVG.
 #include "common.hpp"
+#include "distributed.hpp"
 
 #include <vitmae/train.hpp>
 
@@ -162,7 +163,12 @@ std::string hms(double s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-pretrain", kUsage, [&] {
+  const auto world = examples::launch_world("vitmae-pretrain", &argc, &argv);
+  const bool root = world->rank() == 0;  // rank 0 alone prints and writes
+  auto say = [&](const char* format, auto... values) {
+    if (root) std::fprintf(stderr, format, values...);
+  };
+  return examples::run_ranks("vitmae-pretrain", kUsage, *world, [&] {
     namespace fs = std::filesystem;
     using Scalar = float;
     using vitmae::ForPreTraining;
@@ -172,7 +178,8 @@ int main(int argc, char** argv) {
 
     // The model: a checkpoint to start from, or a config/preset initialised as MAE does.
     std::string source = !a.init.empty() ? a.init : a.resume;
-    ForPreTraining<Scalar> model = [&] {
+    std::optional<ForPreTraining<Scalar>> loaded_model;
+    examples::together(*world, [&] { loaded_model.emplace([&] {
       if (!a.config.empty() || !a.preset.empty()) {
         vitmae::Config cfg = a.config.empty() ? vitmae::Config::preset(a.preset) : vitmae::Config::load(a.config);
         if (a.mask_ratio > 0) cfg.mask_ratio = a.mask_ratio;
@@ -187,7 +194,9 @@ int main(int argc, char** argv) {
       ForPreTraining<Scalar> m = ForPreTraining<Scalar>::from_pretrained(source);
       if (a.mask_ratio > 0) m.config().mask_ratio = a.mask_ratio;
       return m;
-    }();
+    }()); });
+    ForPreTraining<Scalar> model = std::move(*loaded_model);
+    loaded_model.reset();
     vitmae::ImageProcessor proc;
     if (!source.empty() && vitmae::io::file_exists(vitmae::io::join_path(source, "preprocessor_config.json"))) {
       proc = vitmae::ImageProcessor::for_checkpoint(source, model.config());
@@ -205,24 +214,32 @@ int main(int argc, char** argv) {
     const bool labelled = vitmae::train::LabelledDataset::is_fashion_mnist_spec(a.data);
     std::optional<vitmae::train::ImageDataset> images;
     std::optional<vitmae::train::LabelledDataset> idx;
-    if (labelled) {
-      idx = vitmae::train::LabelledDataset::open(a.data);
-      idx->set_channels(static_cast<int>(model.config().num_channels));
-      if (a.skip_bad_images) std::fprintf(stderr, "vitmae-pretrain: --skip-bad-images: %s is decoded already\n", a.data.c_str());
-    } else {
-      images = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
-    }
-    if (images && a.skip_bad_images) {
-      auto& data = *images;
-      const size_t all = data.size();
-      const auto skipped = data.skip_unreadable(std::max(a.workers, a.train.threads));
-      if (skipped.empty()) std::fprintf(stderr, "vitmae-pretrain: --skip-bad-images: all %zu images can be read\n", all);
-      else std::fprintf(stderr, "vitmae-pretrain: --skip-bad-images: left out %zu of %zu images, which cannot be read:\n", skipped.size(), all);
-      const size_t shown = 10;
-      for (size_t i = 0; i < skipped.size() && i < shown; ++i) std::fprintf(stderr, "  %s\n", skipped[i].reason.c_str());
-      if (skipped.size() > shown) std::fprintf(stderr, "  ... and %zu more\n", skipped.size() - shown);
-    }
+    examples::together(*world, [&] {
+      if (labelled) {
+        idx = vitmae::train::LabelledDataset::open(a.data);
+        idx->set_channels(static_cast<int>(model.config().num_channels));
+        if (a.skip_bad_images) say("vitmae-pretrain: --skip-bad-images: %s is decoded already\n", a.data.c_str());
+      } else {
+        images = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
+      }
+      if (images && a.skip_bad_images) {
+        auto& data = *images;
+        const size_t all = data.size();
+        const auto skipped = data.skip_unreadable(std::max(a.workers, a.train.threads));
+        if (skipped.empty()) say("vitmae-pretrain: --skip-bad-images: all %zu images can be read\n", all);
+        else say("vitmae-pretrain: --skip-bad-images: left out %zu of %zu images, which cannot be read:\n", skipped.size(), all);
+        const size_t shown = 10;
+        for (size_t i = 0; i < skipped.size() && i < shown; ++i) say("  %s\n", skipped[i].reason.c_str());
+        if (skipped.size() > shown) say("  ... and %zu more\n", skipped.size() - shown);
+      }
+    });
     const size_t n_images = images ? images->size() : idx->size();
+    examples::together(*world, [&] {  // every rank must see the same images, or the batches would differ
+      const auto counts = world->all_gather({static_cast<double>(n_images)});
+      for (int r = 1; r < world->size(); ++r)
+        vitmae::detail::require(counts[static_cast<size_t>(r)] == counts[0], a.data, ": rank ", r, " finds ", counts[static_cast<size_t>(r)],
+                                " images, rank 0 ", counts[0], ": every rank must read the same data");
+    });
     if (a.epochs) {
       const long per_step = static_cast<long>(a.train.batch) * a.train.accum;
       a.train.steps = (a.epochs * static_cast<long>(n_images) + per_step - 1) / per_step;
@@ -230,8 +247,11 @@ int main(int argc, char** argv) {
       a.train.steps = a.steps;
     }
     examples::doing("allocating the trainer (gradients and AdamW moments: 3 more copies of the model)");
-    vitmae::train::Trainer<Scalar> trainer(std::move(model), a.train);
-    if (!a.resume.empty()) {
+    std::optional<vitmae::train::Trainer<Scalar>> made;
+    examples::together(*world, [&] { made.emplace(std::move(model), a.train, world); });
+    vitmae::train::Trainer<Scalar>& trainer = *made;
+    examples::together(*world, [&] {
+      if (a.resume.empty()) return;
       examples::doing("loading the checkpoint " + a.resume);
       try {
         vitmae::train::resume(trainer, a.resume);
@@ -243,7 +263,8 @@ int main(int argc, char** argv) {
         if (std::regex_search(e.what(), refusal)) throw examples::UsageError(e.what(), false);
         throw;
       }
-    }
+    });
+    examples::together(*world, [&] { vitmae::train::require_same_weights(*world, trainer.model(), a.resume.empty() ? source : a.resume); });
     if (a.mask_ratio > 0) trainer.model().config().mask_ratio = a.mask_ratio;
     const auto& opts = trainer.options();
 
@@ -258,32 +279,37 @@ int main(int argc, char** argv) {
     std::unique_ptr<vitmae::train::DataLoader<Scalar, vitmae::train::LabelledDataset>> idx_loader;
     if (images)
       image_loader = std::make_unique<vitmae::train::DataLoader<Scalar>>(*images, proc, aug, opts.batch, opts.seed, a.workers,
-                                                                         2 + a.workers, first_batch);
+                                                                         2 + a.workers, first_batch, trainer.slice());
     else
       idx_loader = std::make_unique<vitmae::train::DataLoader<Scalar, vitmae::train::LabelledDataset>>(
-          *idx, proc, aug, opts.batch, opts.seed, a.workers, 2 + a.workers, first_batch);
+          *idx, proc, aug, opts.batch, opts.seed, a.workers, 2 + a.workers, first_batch, trainer.slice());
     long params = 0;
     trainer.model().visit_parameters("", [&](const vitmae::Parameter<const Scalar>& p) {
       if (p.trainable()) params += static_cast<long>(p.size);
     });
-    std::fprintf(stderr,
-                 "vitmae-pretrain: %zu images, %ld trainable parameters, %dx%d patch %ld, steps %ld from %ld, batch %d x %d, "
-                 "peak lr %.3g, warm-up %ld, %d threads\n",
-                 n_images, params, static_cast<int>(proc.width), static_cast<int>(proc.height),
-                 static_cast<long>(trainer.model().config().patch_size), opts.steps, trainer.step(), opts.batch, opts.accum,
-                 opts.peak_lr(), opts.warmup(), opts.threads);
+    const std::string ranks = world->size() > 1 ? " on each of " + std::to_string(world->size()) + " ranks" : "";
+    say("vitmae-pretrain: %zu images, %ld trainable parameters, %dx%d patch %ld, steps %ld from %ld, batch %d x %d, "
+        "peak lr %.3g, warm-up %ld, %d threads%s\n",
+        n_images, params, static_cast<int>(proc.width), static_cast<int>(proc.height),
+        static_cast<long>(trainer.model().config().patch_size), opts.steps, trainer.step(), opts.batch, opts.accum,
+        opts.peak_lr(), opts.warmup(), opts.threads, ranks.c_str());
 
-    fs::create_directories(a.out);
+    examples::together(*world, [&] {
+      if (root) fs::create_directories(a.out);
+    });
     auto write_curves = [&] {
       vitmae::io::write_file_atomic((fs::path(a.out) / "loss.csv").string(), vitmae::train::loss_csv(trainer.history()));
       vitmae::io::write_file_atomic((fs::path(a.out) / "loss.svg").string(), vitmae::train::loss_curve_svg(trainer.history()));
     };
     vitmae::train::CheckpointRotation rotation(a.out, a.keep);
-    auto save = [&](long step, bool final) {
+    auto save = [&](long step, bool final) {  // rank 0 writes; every rank learns how that went
       const std::string dir = final ? (fs::path(a.out) / "final").string() : rotation.dir(step);
-      vitmae::train::save_checkpoint(trainer, dir, proc);
-      write_curves();
-      if (!final) rotation.added(step);
+      examples::together(*world, [&] {
+        if (!root) return;
+        vitmae::train::save_checkpoint(trainer, dir, proc);
+        write_curves();
+        if (!final) rotation.added(step);
+      });
       return dir;
     };
 
@@ -315,9 +341,8 @@ int main(int argc, char** argv) {
       if (r.step % log_every == 0 || r.step == opts.steps) {
         const double ips = static_cast<double>(done) * opts.batch * opts.accum / elapsed;
         const double eta = elapsed / static_cast<double>(done) * static_cast<double>(opts.steps - trainer.step());
-        std::fprintf(stderr, "%sstep %ld/%ld  loss %.4f  lr %.3e  %.1f img/s  elapsed %s  ETA %s%s", tty ? "\r" : "", r.step,
-                     opts.steps, avg_loss / static_cast<double>(avg_n), r.lr, ips, hms(elapsed).c_str(), hms(eta).c_str(),
-                     tty ? "   " : "\n");
+        say("%sstep %ld/%ld  loss %.4f  lr %.3e  %.1f img/s  elapsed %s  ETA %s%s", tty ? "\r" : "", r.step, opts.steps,
+            avg_loss / static_cast<double>(avg_n), r.lr, ips, hms(elapsed).c_str(), hms(eta).c_str(), tty ? "   " : "\n");
         avg_loss = 0, avg_n = 0;
       }
       if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != opts.steps) save(r.step, false);
@@ -325,8 +350,9 @@ int main(int argc, char** argv) {
     const std::string dir = save(trainer.step(), true);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const long done = trainer.step() - first;
-    std::fprintf(stderr, "%s", tty ? "\n" : "");
-    std::printf("trained %ld steps (%ld images) in %s, %.1f images/s; final model: %s\n", done,
+    say("%s", tty ? "\n" : "");
+    if (root)
+      std::printf("trained %ld steps (%ld images) in %s, %.1f images/s; final model: %s\n", done,
                 done * opts.batch * opts.accum, hms(elapsed).c_str(),
                 done ? static_cast<double>(done) * opts.batch * opts.accum / elapsed : 0.0, dir.c_str());
   });

@@ -138,13 +138,15 @@ class ParallelBackward {
  public:
   using Model = ForPreTraining<S>;
 
+  /// `loss_batch`, when positive: pixel_values is a slice of a batch of that many images (a
+  /// rank's, train/world.hpp), and the loss and gradients are its share of that batch's.
   S run(const Model& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, Model& grads, int threads,
-        const ForwardOptions& opts = {}) {
+        const ForwardOptions& opts = {}, Index loss_batch = 0) {
     const Index B = pixel_values.size(0), L = noise.cols();
     detail::require(pixel_values.dim() == 4 && noise.rows() == B, "forward_backward: pixel_values has ", B,
                     " images but noise has ", noise.rows(), " rows");
     const double mask_ratio = opts.mask_ratio ? *opts.mask_ratio : m.config().mask_ratio;
-    const S den = static_cast<S>(B * (L - ops::num_kept(L, mask_ratio)));
+    const S den = static_cast<S>((loss_batch > 0 ? loss_batch : B) * (L - ops::num_kept(L, mask_ratio)));
     return slices_.run(m, B, threads, grads, [&](Index b0, Index b1, Model& g, typename Model::Cache& c) {
       if (b0 == 0 && b1 == B) return forward_backward(m, pixel_values, noise, g, static_cast<Matrix<S>*>(nullptr), den, opts, &c);
       return forward_backward(m, batch_slice(pixel_values, b0, b1), Matrix<S>(noise.middleRows(b0, b1 - b0)), g,
@@ -164,20 +166,24 @@ class ParallelClassifierBackward {
  public:
   using Model = ViTForImageClassification<S>;
 
+  /// `first`: pixel_values holds the samples [first, first + its batch) of the batch `labels`
+  /// describes (a rank's slice, train/world.hpp); the loss and gradients are then its share of
+  /// that batch's.
   S run(const Model& m, const Tensor<S>& pixel_values, const Labels<S>& labels, Model& grads, int threads,
-        double label_smoothing = 0.0, const ForwardOptions& opts = {}) {
-    const Index B = pixel_values.size(0);
-    detail::require(pixel_values.dim() == 4 && labels.batch() == B, "forward_backward: pixel_values has ", B, " images but ",
-                    labels.batch(), " labels");
+        double label_smoothing = 0.0, const ForwardOptions& opts = {}, Index first = 0) {
+    const Index P = pixel_values.size(0), B = labels.batch();
+    detail::require(pixel_values.dim() == 4 && first >= 0 && first + P <= B, "forward_backward: pixel_values has ", P,
+                    " images from ", first, " but there are ", B, " labels");
     const bool counts_labels = labels.integer && m.loss_of(label_smoothing).resolved(true) == "single_label_classification";
-    auto counted = [&](Index b0, Index b1) {
+    auto counted = [&](Index b0, Index b1) {  // samples [b0, b1) of the labels' batch
       if (!counts_labels) return b1 - b0;
       Index n = 0;
       for (Index b = b0; b < b1; ++b) n += labels.classes[static_cast<size_t>(b)] != kIgnoreIndex;
       return n;
     };
     const Index total = counted(0, B);
-    return slices_.run(m, B, threads, grads, [&](Index b0, Index b1, Model& g, typename Model::Cache& c) {
+    return slices_.run(m, P, threads, grads, [&](Index s0, Index s1, Model& g, typename Model::Cache& c) {
+      const Index b0 = first + s0, b1 = first + s1;
       if (b0 == 0 && b1 == B) return forward_backward(m, pixel_values, labels, g, nullptr, label_smoothing, opts, &c);
       const Index n = counted(b0, b1);
       if (total == 0) return std::numeric_limits<S>::quiet_NaN();  // 0/0, as one thread (and torch) gives
@@ -188,7 +194,7 @@ class ParallelClassifierBackward {
       else
         part.targets = labels.targets.middleRows(b0, b1 - b0);
       const S share = static_cast<S>(n) / static_cast<S>(total);
-      return share * forward_backward(m, batch_slice(pixel_values, b0, b1), part, g, nullptr, label_smoothing, opts, &c,
+      return share * forward_backward(m, batch_slice(pixel_values, s0, s1), part, g, nullptr, label_smoothing, opts, &c,
                                       share);
     });
   }

@@ -99,7 +99,8 @@ class CheckpointRotation {
 /// Restores weights, optimiser moments, step and loss history from a checkpoint written by
 /// save_checkpoint. The run's options must agree with the checkpoint's on everything that
 /// decides the result: batch, accum, steps (the schedule), seed (the data and masks) and threads
-/// (the summation order of the gradient): each difference is refused, naming both values.
+/// (the summation order of the gradient; unless the number of ranks changes too): each
+/// difference is refused, naming both values.
 /// T: Trainer (pre-training) or ClassifierTrainer (fine-tuning).
 template <class T>
 void resume(T& trainer, const std::string& dir) {
@@ -115,10 +116,15 @@ void resume(T& trainer, const std::string& dir) {
   const long step = get_long("step");
   for (const char* key : {"batch", "accum", "steps", "seed", "threads"}) get_long(key);  // required, integers
   // Every option the state records (batch, accum, steps, seed, threads, rates, warm-up, decays,
-  // betas, clipping...) must be the same; a key an older checkpoint lacks is not checked.
+  // betas, clipping...) must be the same; a key an older checkpoint lacks is not checked. The
+  // number of ranks may change (train/world.hpp), and with it the threads per rank: the data and
+  // masks stay the same, the gradient's summation order changes (N ranks of 1 thread and 1
+  // process of N threads add in the same order).
   const nlohmann::json mine_all = trainer.state_json();
+  const bool same_world = st.value("world_size", 1) == mine_all.value("world_size", 1);
   for (const auto& [key, mine] : mine_all.items()) {
-    if (key == "step" || key == "history" || key == "history_columns" || !st.contains(key)) continue;
+    if (key == "step" || key == "history" || key == "history_columns" || key == "world_size" || !st.contains(key)) continue;
+    if (key == "threads" && !same_world) continue;
     detail::require(st[key] == mine, state_path, ": the checkpoint was trained with ", key, " ", st[key].dump(),
                     ", this run asks for ", mine.dump(), "; a resumed run must keep it");
   }

@@ -294,15 +294,19 @@ class ImageDataset {
 /// Endless batches of augmented, normalised pixel_values [B, C, H, W], built by worker threads
 /// up to `prefetch` batches ahead. Batch k is a function of (seed, k) only (see the top).
 /// Dataset: ImageDataset, or LabelledDataset (train/labelled.hpp), whose batch labels
-/// labels_of(k) gives.
+/// labels_of(k) gives. `slice` (a rank's of a data-parallel run, train/world.hpp): only the
+/// images [first, second) of each batch are built, the same as in the whole batch; {0, 0}: all.
 template <class S, class Dataset = ImageDataset>
 class DataLoader {
  public:
   DataLoader(Dataset data, ImageProcessor proc, AugmentOptions aug, int batch, std::uint64_t seed, int workers = 1,
-             int prefetch = 2, long first_batch = 0)
-      : data_(std::move(data)), proc_(std::move(proc)), aug_(aug), batch_(batch), seed_(seed), next_(first_batch),
+             int prefetch = 2, long first_batch = 0, std::pair<Index, Index> slice = {0, 0})
+      : data_(std::move(data)), proc_(std::move(proc)), aug_(aug), batch_(batch), seed_(seed),
+        first_(slice.second > 0 ? slice.first : 0), end_(slice.second > 0 ? slice.second : batch), next_(first_batch),
         produce_(first_batch), prefetch_(std::max(1, prefetch)) {
     detail::require(batch > 0, "DataLoader: batch size must be positive, got ", batch);
+    detail::require(first_ >= 0 && first_ < end_ && end_ <= batch, "DataLoader: the slice [", first_, ", ", end_,
+                    ") is not within a batch of ", batch);
     detail::require(data_.size() > 0, "DataLoader: empty dataset");
     // workers 0: no threads of its own; next() builds each batch on the caller's threads (what
     // a machine whose cores all train wants: a worker would take a core from the step).
@@ -336,25 +340,25 @@ class DataLoader {
     return it->second[static_cast<size_t>(pos % n)];
   }
 
-  /// Batch k, computed by the calling thread (what the workers run), or with `parallel` by the
-  /// calling thread's OpenMP team, its images split over the threads (the same bits: each image
-  /// depends on its position only).
+  /// Batch k (its slice), computed by the calling thread (what the workers run), or with
+  /// `parallel` by the calling thread's OpenMP team, its images split over the threads (the
+  /// same bits: each image depends on its position only).
   Tensor<S> make_batch(long k, bool parallel = false) const {
-    const Index C = data_.channels(), H = proc_.height, W = proc_.width;
-    Tensor<S> t({batch_, C, H, W});
+    const Index C = data_.channels(), H = proc_.height, W = proc_.width, n = end_ - first_;
+    Tensor<S> t({n, C, H, W});
     auto one = [&](size_t b) {
-      const long pos = k * batch_ + static_cast<long>(b);
+      const long pos = k * batch_ + static_cast<long>(first_) + static_cast<long>(b);
       auto rng = seeded_rng(seed_, static_cast<std::uint64_t>(pos));
       const auto img = data_.image(file_at(pos));
       const Matrix<S> pv = proc_.to_pixel_values<S>(augment(*img, proc_, aug_, rng));
       std::copy_n(pv.data(), pv.size(), t.data.data() + b * static_cast<size_t>(pv.size()));
     };
     if (!parallel) {
-      for (size_t b = 0; b < static_cast<size_t>(batch_); ++b) one(b);
+      for (size_t b = 0; b < static_cast<size_t>(n); ++b) one(b);
       return t;
     }
-    std::vector<std::exception_ptr> errors(static_cast<size_t>(batch_));
-    detail::parallel_for(static_cast<size_t>(batch_), [&](size_t b) {
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+    detail::parallel_for(static_cast<size_t>(n), [&](size_t b) {
       try {
         one(b);
       } catch (...) {
@@ -366,7 +370,8 @@ class DataLoader {
     return t;
   }
 
-  /// The labels of batch k (a LabelledDataset's), in the order of its images.
+  /// The labels of batch k (a LabelledDataset's), in the order of its images: the whole
+  /// batch's, also with a slice.
   std::vector<std::int64_t> labels_of(long k) const {
     std::vector<std::int64_t> y(static_cast<size_t>(batch_));
     for (int b = 0; b < batch_; ++b) y[static_cast<size_t>(b)] = data_.label(file_at(k * batch_ + b));
@@ -424,6 +429,7 @@ class DataLoader {
   AugmentOptions aug_;
   int batch_;
   std::uint64_t seed_;
+  Index first_, end_;  // the slice of each batch built
   mutable std::mutex mutex_, perm_mutex_;
   mutable std::map<long, std::vector<size_t>> perms_;
   std::condition_variable cv_;

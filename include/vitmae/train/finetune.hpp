@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/trainer.hpp"
+#include "vitmae/train/world.hpp"
 #include "vitmae/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
@@ -41,7 +43,9 @@ struct FineTuneOptions {
   double peak_lr() const { return base_lr * batch * accum / 256.0; }
 };
 
-/// One labelled batch: pixel_values [B, C, H, W] and a class per image.
+/// One labelled batch: pixel_values [B, C, H, W] and a class per image. In a data-parallel run
+/// (train/world.hpp) `pixels` holds this rank's slice of the images and `labels` the whole
+/// batch's (a slice's share of the loss depends on the labels the batch counts).
 template <class S>
 struct LabelledBatch {
   Tensor<S> pixels;
@@ -49,17 +53,22 @@ struct LabelledBatch {
 };
 
 /// Fine-tunes a classifier, one optimiser step at a time. A step is a function of the model,
-/// the optimiser state and its batches: the same threads give the same bits.
+/// the optimiser state and its batches: the same threads give the same bits. Data parallel as
+/// the pre-training Trainer (train/trainer.hpp): N ranks of 1 thread give the bits of 1 process
+/// of N threads.
 template <class S>
 class ClassifierTrainer {
  public:
   using Model = ViTForImageClassification<S>;
 
-  ClassifierTrainer(Model model, FineTuneOptions o)
+  /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
+  ClassifierTrainer(Model model, FineTuneOptions o, std::shared_ptr<World> world = nullptr)
       : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
-        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}) {
+        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), world_(world ? std::move(world) : single_process()) {
     detail::require(o.steps > 0, "ClassifierTrainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "ClassifierTrainer: batch and accum must be positive");
+    detail::require(o.batch >= world_->size(), "ClassifierTrainer: a batch of ", o.batch, " images cannot be split over ",
+                    world_->size(), " ranks: give each rank at least one (--batch ", world_->size(), " or more)");
     detail::require(o.layer_decay > 0 && o.layer_decay <= 1, "ClassifierTrainer: layer_decay must be in (0, 1], got ", o.layer_decay);
     for (auto [name, v] : {std::pair<const char*, double>{"base_lr", o.base_lr}, {"min_lr", o.min_lr},
                            {"weight_decay", o.weight_decay}, {"clip_grad", o.clip_grad}, {"label_smoothing", o.label_smoothing}})
@@ -80,6 +89,10 @@ class ClassifierTrainer {
   long step() const { return step_; }
   const std::vector<StepRecord>& history() const { return history_; }
 
+  World& world() const { return *world_; }
+  /// The images [first, second) of every micro-batch that this rank computes.
+  std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
+
   double learning_rate(long s) const {
     return mae_learning_rate(s, opts_.warmup_steps, opts_.steps, opts_.peak_lr(), opts_.min_lr);
   }
@@ -88,17 +101,35 @@ class ClassifierTrainer {
   StepRecord train_step(const std::function<LabelledBatch<S>()>& next_batch) {
     const auto t0 = std::chrono::steady_clock::now();
     zero_parameters(grads_);
+    const auto [b0, b1] = slice();
+    const bool alone = world_->size() == 1;
     double loss = 0;
     for (int a = 0; a < opts_.accum; ++a) {
-      const LabelledBatch<S> b = next_batch();
-      const auto labels = Labels<S>::of_classes(b.labels);
-      loss += static_cast<double>(parallel_.run(model_, b.pixels, labels, grads_, opts_.threads, opts_.label_smoothing));
+      if (a > 0 && world_->rank() > 0) zero_parameters(grads_);  // rank 0 adds into the sum so far (Trainer)
+      S part = 0;
+      together(*world_, [&] {
+        const LabelledBatch<S> b = next_batch();
+        detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == opts_.batch,
+                        "ClassifierTrainer: a batch must hold ", b1 - b0, " images", alone ? "" : " (this rank's slice)", " and ",
+                        opts_.batch, " labels, got ", detail::shape_str(b.pixels.shape), " and ", b.labels.size());
+        const auto labels = Labels<S>::of_classes(b.labels);
+        part = parallel_.run(model_, b.pixels, labels, grads_, opts_.threads, opts_.label_smoothing, {}, b0);
+      });
+      if (!alone) {
+        S total = 0;  // the ranks' shares in rank order, as BatchSlices adds its threads'
+        for (double v : world_->all_gather({static_cast<double>(part)})) total += static_cast<S>(v);
+        part = total;
+      }
+      loss += static_cast<double>(part);
+      sum_gradients(*world_, grads_);
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);
     // Before the update, so that the weights and the optimiser's moments stay those of the last good step.
-    detail::require(std::isfinite(loss) && std::isfinite(norm), "ClassifierTrainer: the loss became ", loss,
-                    " (gradient norm ", norm, ") at step ", step_ + 1, " (learning rate too high? try a lower --base-lr or --clip-grad)");
+    together(*world_, [&] {  // every rank has the same loss: all stop, rank 0 reports
+      detail::require(std::isfinite(loss) && std::isfinite(norm), "ClassifierTrainer: the loss became ", loss,
+                      " (gradient norm ", norm, ") at step ", step_ + 1, " (learning rate too high? try a lower --base-lr or --clip-grad)");
+    });
     const double lr = learning_rate(step_);
     const long layers = static_cast<long>(model_.config().num_hidden_layers);
     const double decay = opts_.layer_decay;
@@ -119,7 +150,7 @@ class ClassifierTrainer {
   }
 
   nlohmann::json state_json() const {
-    nlohmann::json j = trainer_state_json(step_, opts_, opts_.warmup_steps, history_);
+    nlohmann::json j = trainer_state_json(step_, opts_, opts_.warmup_steps, history_, world_->size());
     j["layer_decay"] = opts_.layer_decay;
     j["label_smoothing"] = opts_.label_smoothing;
     return j;
@@ -131,6 +162,7 @@ class ClassifierTrainer {
   Model grads_;
   AdamW<Model> adam_;
   ParallelClassifierBackward<S> parallel_;
+  std::shared_ptr<World> world_;
   long step_ = 0;
   std::vector<StepRecord> history_;
 };

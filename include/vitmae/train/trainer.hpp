@@ -7,6 +7,11 @@
 // Reproducible: step s's noise is drawn from a generator seeded by (seed, micro-step) and its
 // images are batches s*accum .. of the DataLoader (a function of (seed, batch index)), so the same
 // seed and thread count give the same weights, and resuming at step s continues bit for bit.
+//
+// Data parallel (train/world.hpp): with a World of N ranks, each rank computes the contiguous
+// slice rank_slice(rank, N, batch) of every micro-batch (next_batch returns those images only)
+// and the gradients are summed in rank order after each micro-batch; every rank then takes the
+// same AdamW step. N ranks of 1 thread give the bits of 1 process of N threads.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -15,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -22,6 +28,7 @@
 
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/optimizer.hpp"
+#include "vitmae/train/world.hpp"
 
 namespace vitmae::train {
 
@@ -56,9 +63,11 @@ inline nlohmann::json history_json(const std::vector<StepRecord>& history) {
 }
 
 /// trainer_state.json: the step, the options that decide the result (train/checkpoint.hpp's
-/// resume checks each) and the history. Options: TrainOptions or FineTuneOptions.
+/// resume checks each), the number of ranks and the history. Options: TrainOptions or
+/// FineTuneOptions.
 template <class Options>
-nlohmann::json trainer_state_json(long step, const Options& o, long warmup_steps, const std::vector<StepRecord>& history) {
+nlohmann::json trainer_state_json(long step, const Options& o, long warmup_steps, const std::vector<StepRecord>& history,
+                                  int world_size = 1) {
   return {{"step", step},
           {"steps", o.steps},
           {"batch", o.batch},
@@ -71,6 +80,7 @@ nlohmann::json trainer_state_json(long step, const Options& o, long warmup_steps
           {"clip_grad", o.clip_grad},
           {"seed", o.seed},
           {"threads", o.threads},
+          {"world_size", world_size},
           {"history_columns", {"step", "loss", "lr", "grad_norm", "seconds"}},
           {"history", history_json(history)}};
 }
@@ -80,12 +90,15 @@ class Trainer {
  public:
   using Model = ForPreTraining<S>;
 
-  Trainer(ForPreTraining<S> model, TrainOptions o)
+  /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
+  Trainer(ForPreTraining<S> model, TrainOptions o, std::shared_ptr<World> world = nullptr)
       : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
-        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}) {
+        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), world_(world ? std::move(world) : single_process()) {
     const Config& cfg = model_.config();
     detail::require(o.steps > 0, "Trainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "Trainer: batch and accum must be positive");
+    detail::require(o.batch >= world_->size(), "Trainer: a batch of ", o.batch, " images cannot be split over ", world_->size(),
+                    " ranks: give each rank at least one (--batch ", world_->size(), " or more)");
     detail::require(cfg.hidden_dropout_prob == 0 && cfg.attention_probs_dropout_prob == 0,
                     "Trainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
                     cfg.hidden_dropout_prob, ", attention_probs_dropout_prob ", cfg.attention_probs_dropout_prob,
@@ -100,6 +113,10 @@ class Trainer {
   AdamW<ForPreTraining<S>>& optimizer() { return adam_; }
   const AdamW<ForPreTraining<S>>& optimizer() const { return adam_; }
 
+  World& world() const { return *world_; }
+  /// The images [first, second) of every micro-batch that this rank computes.
+  std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
+
   /// The learning rate of step `s` (0-based).
   double learning_rate(long s) const { return mae_learning_rate(s, opts_.warmup(), opts_.steps, opts_.peak_lr(), opts_.min_lr); }
 
@@ -110,25 +127,41 @@ class Trainer {
     return ops::uniform_noise<S>(opts_.batch, L, rng);
   }
 
-  /// One optimiser step over `accum` micro-batches from next_batch(). Returns its record.
+  /// One optimiser step over `accum` micro-batches from next_batch() (this rank's slice of
+  /// each, slice()). Returns its record. With several ranks, an error on any rank (a damaged
+  /// image, a non-finite loss) is thrown on every rank as AgreedError, before the update.
   StepRecord train_step(const std::function<Tensor<S>()>& next_batch) {
     const auto t0 = std::chrono::steady_clock::now();
     zero_parameters(grads_);
+    const auto [b0, b1] = slice();
+    const bool alone = world_->size() == 1;
     double loss = 0;
     for (int a = 0; a < opts_.accum; ++a) {
-      const Tensor<S> pixels = next_batch();
-      detail::require(pixels.dim() == 4 && pixels.size(0) == opts_.batch, "Trainer: a batch must hold ", opts_.batch, " images, got ",
-                      detail::shape_str(pixels.shape));
-      loss += static_cast<double>(parallel_.run(model_, pixels, noise(step_ * opts_.accum + a), grads_, opts_.threads));
+      // Rank 0 adds into the sum of the micro-batches so far, the others into zeros: the sum in
+      // rank order is then the one of BatchSlices's threads.
+      if (a > 0 && world_->rank() > 0) zero_parameters(grads_);
+      S part = 0;
+      together(*world_, [&] {
+        const Tensor<S> pixels = next_batch();
+        detail::require(pixels.dim() == 4 && pixels.size(0) == b1 - b0, "Trainer: a batch must hold ", b1 - b0, " images",
+                        alone ? "" : " (this rank's slice)", ", got ", detail::shape_str(pixels.shape));
+        const Matrix<S> noise_rows = noise(step_ * opts_.accum + a).middleRows(b0, b1 - b0);
+        part = parallel_.run(model_, pixels, noise_rows, grads_, opts_.threads, {}, opts_.batch);
+      });
+      loss += static_cast<double>(alone ? part : sum_over_ranks(part));
+      sum_gradients(*world_, grads_);
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);  // mean, norm, clipping
     const double lr = learning_rate(step_);
+    // Every rank has the same loss: all refuse a non-finite one together, before the update.
+    together(*world_, [&] {
+      detail::require(std::isfinite(loss), "Trainer: the loss became ", loss, " at step ", step_ + 1,
+                      " (learning rate too high? try a lower --base-lr or --clip-grad)");
+    });
     adam_.step(model_, grads_, lr);
     ++step_;
     StepRecord r{step_, loss, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
-    detail::require(std::isfinite(loss), "Trainer: the loss became ", loss, " at step ", step_,
-                    " (learning rate too high? try a lower --base-lr or --clip-grad)");
     history_.push_back(r);
     return r;
   }
@@ -142,14 +175,22 @@ class Trainer {
     history_ = std::move(history);
   }
 
-  nlohmann::json state_json() const { return trainer_state_json(step_, opts_, opts_.warmup(), history_); }
+  nlohmann::json state_json() const { return trainer_state_json(step_, opts_, opts_.warmup(), history_, world_->size()); }
 
  private:
+  /// The ranks' loss shares added in rank order (BatchSlices's order for its threads).
+  S sum_over_ranks(S mine) {
+    S total = 0;
+    for (double v : world_->all_gather({static_cast<double>(mine)})) total += static_cast<S>(v);
+    return total;
+  }
+
   ForPreTraining<S> model_;
   TrainOptions opts_;
   ForPreTraining<S> grads_;
   AdamW<ForPreTraining<S>> adam_;
   ParallelBackward<S> parallel_;
+  std::shared_ptr<World> world_;
   long step_ = 0;
   std::vector<StepRecord> history_;
 };

@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: Apache-2.0
+// Data parallelism over MPI (vitmae/train/world.hpp, mpi.hpp): vitmae-pretrain and
+// vitmae-finetune under `mpirun -np 2` and `-np 3` against one process, resuming under MPI,
+// and errors on one rank. Built when CMake found MPI (tests/CMakeLists.txt says otherwise).
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+#include "vitmae/io/image8.hpp"
+#include "vitmae/train.hpp"
+
+#if defined(VITMAE_MPIEXEC) && defined(VITMAE_PRETRAIN_EXE) && defined(VITMAE_FINETUNE_EXE)
+namespace {
+namespace mpi_test {
+
+using test::Run;
+
+// Every rank on this machine, more ranks than cores allowed; a hung job fails after 120 s.
+Run mpirun(int ranks, const std::string& exe, const std::string& args) {
+  return test::run_program("timeout 120 " + std::string(VITMAE_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " +
+                               std::to_string(ranks) + " " + exe,
+                           args);
+}
+Run alone(const std::string& exe, const std::string& args) { return test::run_program(exe, args); }
+
+/// The loss column of a loss.csv (step,loss,lr,grad_norm,seconds).
+std::vector<double> losses(const std::string& csv) {
+  std::vector<double> out;
+  std::istringstream in(csv);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line)) out.push_back(std::stod(line.substr(line.find(',') + 1)));
+  return out;
+}
+
+/// Everything of a loss.csv but its last column (the step's seconds).
+std::string without_seconds(const std::string& csv) {
+  std::istringstream in(csv);
+  std::string out;
+  for (std::string line; std::getline(in, line);) out += line.substr(0, line.rfind(',')) + "\n";
+  return out;
+}
+
+struct PretrainSetup {
+  std::string dir, common;
+};
+
+// The tiny MAE at 32x32, five photos, batch 5 (uneven slices for 2 and 3 ranks), 2 micro-batches a step.
+PretrainSetup pretrain_setup(const std::string& name) {
+  PretrainSetup s{test::tmp_dir(name), ""};
+  std::string list;
+  for (const char* f : {"coffee.png", "rocket.jpg", "camera.png", "chelsea.png", "astronaut.png"}) list += test::data("images/") + f + "\n";
+  vitmae::io::write_file_atomic(s.dir + "/list.txt", list);
+  s.common = "--data " + s.dir + "/list.txt --config " + test::data("hf/tiny/config.json") +
+             " --batch 5 --accum 2 --lr 2e-3 --seed 3 --steps 4 --save-every 2 ";
+  return s;
+}
+
+void same_files(const std::string& a, const std::string& b) {
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"}) {
+    INFO(a, " vs ", b, ": ", f);
+    CHECK(test::slurp(a + "/" + f) == test::slurp(b + "/" + f));
+  }
+}
+
+}  // namespace mpi_test
+}  // namespace
+
+TEST_CASE("mpirun -np 2 vitmae-pretrain: the bits of one process of 2 threads, also resumed under MPI") {
+  using namespace mpi_test;
+  const PretrainSetup s = pretrain_setup("mpi_pretrain2");
+  const Run one = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 2 --out " + s.dir + "/one");
+  INFO(one.err);
+  REQUIRE(one.status == 0);
+  const Run two = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/two");
+  INFO(two.err);
+  REQUIRE(two.status == 0);
+  // Rank 0 alone reports: one header, one line a step, one summary.
+  CHECK(two.err.find("1 threads on each of 2 ranks") != std::string::npos);
+  CHECK(std::count(two.out.begin(), two.out.end(), '\n') == 1);
+  CHECK(two.out.find("trained 4 steps (40 images)") != std::string::npos);
+  same_files(s.dir + "/one/final", s.dir + "/two/final");
+  same_files(s.dir + "/one/checkpoint-2", s.dir + "/two/checkpoint-2");
+  CHECK(without_seconds(test::slurp(s.dir + "/one/loss.csv")) == without_seconds(test::slurp(s.dir + "/two/loss.csv")));
+  const auto state = vitmae::io::read_json_file(s.dir + "/two/final/trainer_state.json");
+  CHECK(state["world_size"] == 2);
+  CHECK(state["threads"] == 1);
+
+  // Resumed from step 2 with 2 ranks: the uninterrupted run's bits.
+  const Run resumed = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/resumed --resume " + s.dir + "/two/checkpoint-2");
+  INFO(resumed.err);
+  REQUIRE(resumed.status == 0);
+  CHECK(resumed.out.find("trained 2 steps") != std::string::npos);
+  same_files(s.dir + "/one/final", s.dir + "/resumed/final");
+  // The 2-rank checkpoint resumed by one process of 2 threads (the same order of sums): the same bits.
+  const Run back = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 2 --out " + s.dir + "/back --resume " + s.dir + "/two/checkpoint-2");
+  INFO(back.err);
+  REQUIRE(back.status == 0);
+  same_files(s.dir + "/one/final", s.dir + "/back/final");
+  // ... but one process of 1 thread would add in another order: still refused, as without MPI.
+  const Run other = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/other --resume " + s.dir + "/one/checkpoint-2");
+  CHECK(other.status == 2);
+  CHECK(other.err.find("trained with threads 2, this run asks for 1") != std::string::npos);
+}
+
+TEST_CASE("mpirun -np 3 vitmae-pretrain (slices of 1, 2 and 2 images): one process's loss curve; resumed by 2 ranks") {
+  using namespace mpi_test;
+  const PretrainSetup s = pretrain_setup("mpi_pretrain3");
+  const Run three = mpirun(3, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/three");
+  INFO(three.err);
+  REQUIRE(three.status == 0);
+  const Run one = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/one");
+  REQUIRE(one.status == 0);
+  const auto a = losses(test::slurp(s.dir + "/three/loss.csv")), b = losses(test::slurp(s.dir + "/one/loss.csv"));
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == 4);
+  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == doctest::Approx(b[i]).epsilon(1e-5));  // summation order only
+  // One process of 3 threads adds in the 3 ranks' order: the same bits.
+  const Run threads3 = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 3 --out " + s.dir + "/threads3");
+  REQUIRE(threads3.status == 0);
+  same_files(s.dir + "/three/final", s.dir + "/threads3/final");
+  // Resumed with another number of ranks (the global batch kept): the same data and masks, the
+  // sums in another order; the run completes and its curve stays within float tolerance.
+  const Run two = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/two --resume " + s.dir + "/three/checkpoint-2");
+  INFO(two.err);
+  REQUIRE(two.status == 0);
+  const auto c = losses(test::slurp(s.dir + "/two/loss.csv"));
+  REQUIRE(c.size() == 4);
+  for (size_t i = 0; i < c.size(); ++i) CHECK(c[i] == doctest::Approx(a[i]).epsilon(1e-5));
+  CHECK(vitmae::io::read_json_file(s.dir + "/two/final/trainer_state.json")["world_size"] == 2);
+  // More ranks than images in a batch: refused on every rank, reported once.
+  const Run many = mpirun(3, VITMAE_PRETRAIN_EXE, s.common.substr(0, s.common.find("--batch")) + "--config " +
+                                                    test::data("hf/tiny/config.json") + " --batch 2 --steps 1 --threads 1 --out " + s.dir + "/many");
+  CHECK(many.status == 1);
+  CHECK(many.err.find("a batch of 2 images cannot be split over 3 ranks") != std::string::npos);
+}
+
+TEST_CASE("an error on one rank ends every rank with its message; the last checkpoint stays and resumes") {
+  using namespace mpi_test;
+  const std::string dir = test::tmp_dir("mpi_faults");
+  const std::vector<std::string> good = {"coffee.png", "rocket.jpg", "camera.png", "chelsea.png", "astronaut.png"};
+  std::string list;
+  for (const auto& f : good) list += test::data("images/") + f + "\n";
+  vitmae::io::write_file_atomic(dir + "/list.txt", list + test::data("images/truncated.jpg") + "\n");
+  const std::string common = "--data " + dir + "/list.txt --config " + test::data("hf/tiny/config.json") +
+                             " --batch 2 --lr 2e-3 --seed 3 --steps 6 --save-every 1 --threads 1 ";
+  // Seed 3 puts the damaged image in rank 1's slice of step 3.
+  const Run bad = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/run");
+  INFO(bad.err);
+  CHECK(bad.status == 1);
+  CHECK(bad.err.find("truncated.jpg: cannot decode image") != std::string::npos);
+  CHECK(bad.err.find("(rank 1 of 2)") != std::string::npos);
+  CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') >= 2);  // the header line and the error, printed once
+  const std::string line = "vitmae: " + test::data("images/truncated.jpg") + ": cannot decode image";
+  size_t n = 0;
+  for (size_t at = bad.err.find(line); at != std::string::npos; at = bad.err.find(line, at + 1)) ++n;
+  CHECK(n == 1);
+  CHECK(vitmae::io::file_exists(dir + "/run/checkpoint-2/model.safetensors"));
+  CHECK_FALSE(vitmae::io::file_exists(dir + "/run/checkpoint-3"));
+  // The image repaired (another photo in its place), the run resumes from its last checkpoint.
+  vitmae::io::write_file_atomic(dir + "/list.txt", list + test::data("images/coffee.png") + "\n");
+  const Run resumed = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/run --resume " + dir + "/run/checkpoint-2");
+  INFO(resumed.err);
+  CHECK(resumed.status == 0);
+  CHECK(resumed.out.find("trained 4 steps") != std::string::npos);
+
+  // Rank 0 cannot write (OUT/loss.csv is a folder, as a full disk would fail it): every rank
+  // ends, the checkpoint written before stays complete, and resuming from it finishes.
+  std::filesystem::create_directories(dir + "/blocked/loss.csv/x");
+  const Run blocked = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/blocked");
+  INFO(blocked.err);
+  CHECK(blocked.status == 1);
+  CHECK(blocked.err.find("loss.csv") != std::string::npos);
+  CHECK(blocked.err.find("(rank 0 of 2)") != std::string::npos);
+  const auto ckpt = vitmae::ForPreTraining<float>::from_pretrained(dir + "/blocked/checkpoint-1");
+  CHECK(vitmae::io::read_json_file(dir + "/blocked/checkpoint-1/trainer_state.json")["step"] == 1);
+  std::filesystem::remove_all(dir + "/blocked/loss.csv");
+  const Run again = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/blocked --resume " + dir + "/blocked/checkpoint-1");
+  INFO(again.err);
+  CHECK(again.status == 0);
+  CHECK(again.out.find("trained 5 steps") != std::string::npos);
+}
+
+TEST_CASE("mpirun -np 2 vitmae-finetune: the bits and metrics of one process of 2 threads") {
+  using namespace mpi_test;
+  const std::string dir = test::tmp_dir("mpi_finetune");
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> dark(0, 60), light(190, 255);
+  for (const char* split : {"train", "val"})
+    for (const char* cls : {"dark", "light"})
+      for (int i = 0; i < (std::string(split) == "train" ? 9 : 3); ++i) {
+        vitmae::io::Image8 im{8, 8, 3, std::vector<std::uint8_t>(192)};
+        for (auto& v : im.data) v = static_cast<std::uint8_t>(std::string(cls) == "dark" ? dark(rng) : light(rng));
+        std::filesystem::create_directories(dir + "/" + split + "/" + cls);
+        vitmae::io::save_png(dir + "/" + split + "/" + cls + "/" + std::to_string(i) + ".png", im);
+      }
+  vitmae::io::write_file_atomic(dir + "/config.json", R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
+  const std::string common = "--train " + dir + "/train --val " + dir + "/val --steps 6 --batch 7 --accum 2 --base-lr 0.05 "
+                             "--eval-every 3 --save-every 3 ";
+  const std::string config = "--config " + dir + "/config.json ";
+  const Run one = alone(VITMAE_FINETUNE_EXE, common + config + "--threads 2 --out " + dir + "/one");
+  INFO(one.err);
+  REQUIRE(one.status == 0);
+  const Run two = mpirun(2, VITMAE_FINETUNE_EXE, common + config + "--threads 1 --out " + dir + "/two");
+  INFO(two.err);
+  REQUIRE(two.status == 0);
+  CHECK(two.err.find("on each of 2 ranks") != std::string::npos);
+  CHECK(test::slurp(dir + "/one/final/model.safetensors") == test::slurp(dir + "/two/final/model.safetensors"));
+  same_files(dir + "/one/checkpoint-3", dir + "/two/checkpoint-3");
+  auto no_speed = [](const std::string& csv) {  // metrics.csv without its images_per_s column
+    std::istringstream in(csv);
+    std::string out;
+    for (std::string line; std::getline(in, line);) {
+      size_t c = 0;
+      for (int k = 0; k < 5; ++k) c = line.find(',', c) + 1;
+      out += line.substr(0, c) + line.substr(line.find(',', c)) + "\n";
+    }
+    return out;
+  };
+  CHECK(no_speed(test::slurp(dir + "/one/metrics.csv")) == no_speed(test::slurp(dir + "/two/metrics.csv")));
+  CHECK(test::slurp(dir + "/one/confusion.csv") == test::slurp(dir + "/two/confusion.csv"));
+  // Resumed under MPI from its checkpoint: the same bits.
+  const Run resumed = mpirun(2, VITMAE_FINETUNE_EXE, common + "--threads 1 --out " + dir + "/resumed --resume " + dir + "/two/checkpoint-3");
+  INFO(resumed.err);
+  REQUIRE(resumed.status == 0);
+  CHECK(test::slurp(dir + "/one/final/model.safetensors") == test::slurp(dir + "/resumed/final/model.safetensors"));
+  // The linear probe is one process's work.
+  const Run probe = mpirun(2, VITMAE_FINETUNE_EXE, "--train " + dir + "/train --val " + dir + "/val " + config +
+                                                      "--linear-probe --out " + dir + "/probe");
+  CHECK(probe.status == 2);
+  CHECK(probe.err.find("vitmae-finetune: --linear-probe runs in one process") == 0);
+  CHECK_FALSE(vitmae::io::file_exists(dir + "/probe"));
+}
+#endif
