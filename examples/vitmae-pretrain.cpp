@@ -355,5 +355,8 @@ int main(int argc, char** argv) {
       std::printf("trained %ld steps (%ld images) in %s, %.1f images/s; final model: %s\n", done,
                 done * opts.batch * opts.accum, hms(elapsed).c_str(),
                 done ? static_cast<double>(done) * opts.batch * opts.accum / elapsed : 0.0, dir.c_str());
+    if (world->size() > 1 && done > 0)
+      say("vitmae-pretrain: summing the gradients over %d ranks took %.1f ms a step (%.1f%% of the time)\n", world->size(),
+          1e3 * trainer.reduce_seconds() / static_cast<double>(done), 100 * trainer.reduce_seconds() / elapsed);
   });
 }

@@ -90,6 +90,8 @@ class ClassifierTrainer {
   const std::vector<StepRecord>& history() const { return history_; }
 
   World& world() const { return *world_; }
+  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps.
+  double reduce_seconds() const { return reduce_seconds_; }
   /// The images [first, second) of every micro-batch that this rank computes.
   std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
 
@@ -121,7 +123,9 @@ class ClassifierTrainer {
         part = total;
       }
       loss += static_cast<double>(part);
+      const auto r0 = std::chrono::steady_clock::now();
       sum_gradients(*world_, grads_);
+      reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);
@@ -163,6 +167,7 @@ class ClassifierTrainer {
   AdamW<Model> adam_;
   ParallelClassifierBackward<S> parallel_;
   std::shared_ptr<World> world_;
+  double reduce_seconds_ = 0;
   long step_ = 0;
   std::vector<StepRecord> history_;
 };

@@ -114,6 +114,8 @@ class Trainer {
   const AdamW<ForPreTraining<S>>& optimizer() const { return adam_; }
 
   World& world() const { return *world_; }
+  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps.
+  double reduce_seconds() const { return reduce_seconds_; }
   /// The images [first, second) of every micro-batch that this rank computes.
   std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
 
@@ -149,7 +151,9 @@ class Trainer {
         part = parallel_.run(model_, pixels, noise_rows, grads_, opts_.threads, {}, opts_.batch);
       });
       loss += static_cast<double>(alone ? part : sum_over_ranks(part));
+      const auto r0 = std::chrono::steady_clock::now();
       sum_gradients(*world_, grads_);
+      reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);  // mean, norm, clipping
@@ -191,6 +195,7 @@ class Trainer {
   AdamW<ForPreTraining<S>> adam_;
   ParallelBackward<S> parallel_;
   std::shared_ptr<World> world_;
+  double reduce_seconds_ = 0;
   long step_ = 0;
   std::vector<StepRecord> history_;
 };

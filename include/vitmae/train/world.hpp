@@ -100,9 +100,10 @@ void together(World& world, F&& f, const std::function<int(const std::exception&
 }
 
 /// The trainable parameters of `grads` summed over the ranks in rank order (World::
-/// sum_in_rank_order), in pieces of at most `piece` elements: no copy of the model is made.
+/// sum_in_rank_order): a parameter of at least `in_place` elements where it is, the smaller ones
+/// packed together in pieces of at most `piece` elements (no copy of the model is made).
 template <class M>
-void sum_gradients(World& world, M& grads, std::size_t piece = std::size_t(1) << 24) {
+void sum_gradients(World& world, M& grads, std::size_t piece = std::size_t(1) << 24, std::size_t in_place = std::size_t(1) << 16) {
   if (world.size() == 1) return;
   using S = typename M::scalar_type;
   std::vector<S> buf;
@@ -117,6 +118,10 @@ void sum_gradients(World& world, M& grads, std::size_t piece = std::size_t(1) <<
   for (const Parameter<S>& p : parameter_list(grads)) {
     if (!p.trainable()) continue;
     const auto size = static_cast<std::size_t>(p.size);
+    if (size >= in_place) {
+      world.sum_in_rank_order(p.data, size);
+      continue;
+    }
     for (std::size_t done = 0; done < size;) {
       const std::size_t n = std::min(size - done, piece - buf.size());
       buf.insert(buf.end(), p.data + done, p.data + done + n);
