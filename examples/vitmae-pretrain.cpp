@@ -27,7 +27,7 @@ constexpr const char* kUsage =
     "                       [--min-lr X] [--warmup N] [--weight-decay X] [--clip-grad X]\n"
     "                       [--mask-ratio R] [--seed N] [--save-every N] [--keep N] [--threads N]\n"
     "                       [--workers N] [--log-every N] [--scale-min X] [--shorter-side N] [--no-flip]\n"
-    "                       [--vflip] [--transpose] [--channel-shuffle] [--skip-bad-images]\n"
+    "                       [--vflip] [--transpose] [--channel-shuffle] [--skip-bad-images] [--no-overlap]\n"
     "Data and output:\n"
     "  --data SRC          (required) a folder of images (searched recursively), a text file listing\n"
     "                      image paths, one a line, or fashion-mnist:DIR:SPLIT (the IDX files of\n"
@@ -86,6 +86,8 @@ constexpr const char* kUsage =
     "                      each batch between steps (default 0: every core trains)\n"
     "  --log-every N       print the loss every N steps (default: every step on a terminal, else 100\n"
     "                      lines a run)\n"
+    "  --no-overlap        under mpirun: sum the gradients over the ranks after each backward instead of\n"
+    "                      a layer at a time during it (the same bits; default: during it)\n"
     "  -h, --help          print this text and exit\n";
 
 struct Args {
@@ -93,7 +95,7 @@ struct Args {
   long steps = 0, epochs = 0, save_every = 500, log_every = 0;
   int keep = 2, workers = 0, threads = 0, shorter_side = -1;
   double mask_ratio = -1, scale_min = 0.2;
-  bool flip = true, vflip = false, transpose = false, channel_shuffle = false, skip_bad_images = false;
+  bool flip = true, vflip = false, transpose = false, channel_shuffle = false, skip_bad_images = false, overlap = true;
   vitmae::train::TrainOptions train;
 };
 
@@ -134,6 +136,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--transpose") a.transpose = true;
     else if (f == "--channel-shuffle") a.channel_shuffle = true;
     else if (f == "--skip-bad-images") a.skip_bad_images = true;
+    else if (f == "--no-overlap") a.overlap = false;
     else if (f == "--log-every") a.log_every = integer(1, 1'000'000'000);
     else if (f == "-h" || f == "--help") {
       std::cout << kUsage;
@@ -250,6 +253,7 @@ int main(int argc, char** argv) {
     std::optional<vitmae::train::Trainer<Scalar>> made;
     examples::together(*world, [&] { made.emplace(std::move(model), a.train, world); });
     vitmae::train::Trainer<Scalar>& trainer = *made;
+    trainer.set_overlap(a.overlap);
     examples::together(*world, [&] {
       if (a.resume.empty()) return;
       examples::doing("loading the checkpoint " + a.resume);
@@ -356,7 +360,8 @@ int main(int argc, char** argv) {
                 done * opts.batch * opts.accum, hms(elapsed).c_str(),
                 done ? static_cast<double>(done) * opts.batch * opts.accum / elapsed : 0.0, dir.c_str());
     if (world->size() > 1 && done > 0)
-      say("vitmae-pretrain: summing the gradients over %d ranks took %.1f ms a step (%.1f%% of the time)\n", world->size(),
-          1e3 * trainer.reduce_seconds() / static_cast<double>(done), 100 * trainer.reduce_seconds() / elapsed);
+      say("vitmae-pretrain: summing the gradients over %d ranks took %.1f ms a step (%.1f%% of the time)%s\n", world->size(),
+          1e3 * trainer.reduce_seconds() / static_cast<double>(done), 100 * trainer.reduce_seconds() / elapsed,
+          trainer.overlaps() ? " after the backward, beyond what overlapping it hid" : "");
   });
 }

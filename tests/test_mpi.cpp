@@ -90,6 +90,23 @@ TEST_CASE("mpirun -np 2 vitmae-pretrain: the bits of one process of 2 threads, a
   const auto state = vitmae::io::read_json_file(s.dir + "/two/final/trainer_state.json");
   CHECK(state["world_size"] == 2);
   CHECK(state["threads"] == 1);
+  // The sums started layer by layer during the backward (the default) or after it: the same bits.
+  CHECK(two.err.find("beyond what overlapping it hid") != std::string::npos);
+  const Run after = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --no-overlap --out " + s.dir + "/after");
+  INFO(after.err);
+  REQUIRE(after.status == 0);
+  CHECK(after.err.find("beyond what overlapping it hid") == std::string::npos);
+  same_files(s.dir + "/one/final", s.dir + "/after/final");
+  // 2 ranks of 2 threads: each rank adds its own two slices first, so not the bits of 1 process of
+  // 4 threads, but the same bits run after run, overlapped or not.
+  const Run x = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 2 --out " + s.dir + "/x");
+  const Run y = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 2 --no-overlap --out " + s.dir + "/y");
+  REQUIRE(x.status == 0);
+  REQUIRE(y.status == 0);
+  same_files(s.dir + "/x/final", s.dir + "/y/final");
+  const auto lx = losses(test::slurp(s.dir + "/x/loss.csv")), l1 = losses(test::slurp(s.dir + "/one/loss.csv"));
+  REQUIRE(lx.size() == l1.size());
+  for (size_t i = 0; i < lx.size(); ++i) CHECK(lx[i] == doctest::Approx(l1[i]).epsilon(1e-5));
 
   // Resumed from step 2 with 2 ranks: the uninterrupted run's bits.
   const Run resumed = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/resumed --resume " + s.dir + "/two/checkpoint-2");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -130,6 +131,9 @@ struct ForPreTraining {
     Matrix<Scalar> latent, logits;    // the encoder's output (B*(1+K), hidden); (B*(1+L), P)
     Matrix<Scalar> dlogits, dlatent;
     Scalar num = 0, den = 0;          // the loss is num / den
+
+    /// f(layer gradients) after each encoder and decoder layer's backward (LayerStackCache).
+    void on_layer_done(const std::function<void(Layer<Scalar>&)>& f) { vit.encoder.layer_done = decoder.layers.layer_done = f; }
   };
 
   explicit ForPreTraining(const Config& c) : vit(c), decoder(c) {}

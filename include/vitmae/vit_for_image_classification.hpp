@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -288,6 +289,9 @@ struct ViTForImageClassification {
     typename ViTModel<Scalar>::Cache vit;
     Matrix<Scalar> sequence, cls, logits;  // (B*(1+L), hidden), (B, hidden), (B, N)
     Matrix<Scalar> dlogits, dcls, dsequence;
+
+    /// f(layer gradients) after each encoder layer's backward (LayerStackCache).
+    void on_layer_done(const std::function<void(Layer<Scalar>&)>& f) { vit.encoder.layer_done = f; }
   };
 
   explicit ViTForImageClassification(const ViTConfig& c) : vit(c), classifier(c.hidden_size, c.num_labels()) {}

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct LayerStackCache {
   typename Layer<Scalar>::Cache scratch;  // the backward's buffers, shared by every layer
   Matrix<Scalar> buf, dbuf;
   bool for_backward = true;
+  /// Called by the backward with each layer's gradients once they are complete (the last layer
+  /// first): a data-parallel trainer starts summing them over its ranks (train/overlap.hpp).
+  std::function<void(Layer<Scalar>&)> layer_done;
 };
 
 namespace detail {
@@ -59,6 +63,7 @@ void layer_stack_backward(const std::vector<Layer<Scalar>>& layers, const Matrix
     c.layer[i].swap_scratch(c.scratch);
     layers[i].backward(*in, seq_len, c.layer[i], g[i], out);
     c.layer[i].swap_scratch(c.scratch);
+    if (c.layer_done) c.layer_done(g[i]);
     in = &out;
   }
 }

@@ -12,6 +12,7 @@
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/for_pre_training.hpp"
 #include "vitmae/parameter.hpp"
+#include "vitmae/train/overlap.hpp"
 #include "vitmae/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
@@ -83,6 +84,17 @@ class BatchSlices {
   S run(const M& m, Index batch, int threads, M& grads, Job&& job) {
     const int n = static_cast<int>(std::max<Index>(1, std::min<Index>(threads, batch)));
     caches_.resize(static_cast<size_t>(n));
+    if (overlap_) overlap_->begin(n);
+    for (int t = 0; t < n; ++t) {  // each layer's gradients to the overlapped sum, as they are done
+      if (!overlap_) {
+        caches_[static_cast<size_t>(t)].on_layer_done(nullptr);
+        continue;
+      }
+      caches_[static_cast<size_t>(t)].on_layer_done([this, t](auto& layer) {
+        overlap_->layer_done(t, layer);
+        if (t == 0) overlap_->poll();  // slice 0 runs on the main thread, the one that calls MPI
+      });
+    }
     if (n == 1) return job(Index(0), batch, grads, caches_[0]);
     if (static_cast<int>(twins_.size()) != n - 1) twins_.assign(static_cast<size_t>(n - 1), zero_grads_like(m));
     std::vector<S> losses(static_cast<size_t>(n), S(0));
@@ -107,6 +119,10 @@ class BatchSlices {
     return loss;
   }
 
+  /// Overlapped sums over ranks (train/overlap.hpp): run() hands every slice's layers to it as
+  /// they are done and leaves out of add_twins the layers it added. nullptr: none.
+  void set_overlap(OverlappedSum<S>* overlap) { overlap_ = overlap; }
+
  private:
   /// grads[i] += twin_1[i] + twin_2[i] + ..., in that order for every element.
   void add_twins(M& grads) {
@@ -114,12 +130,14 @@ class BatchSlices {
     std::vector<std::vector<Parameter<S>>> in;
     for (M& t : twins_) in.push_back(parameter_list(t));
     detail::parallel_for(out.size(), [&](size_t p) {
+      if (overlap_ && overlap_->twin_added(out[p].data)) return;
       for (const auto& twin : in) out[p].values() += twin[p].values();
     });
   }
 
   std::vector<M> twins_;
   std::vector<typename M::Cache> caches_;
+  OverlappedSum<S>* overlap_ = nullptr;
 };
 
 /// Images [b0, b1) of pixel_values [B, C, H, W].
@@ -140,6 +158,8 @@ class ParallelBackward {
 
   /// `loss_batch`, when positive: pixel_values is a slice of a batch of that many images (a
   /// rank's, train/world.hpp), and the loss and gradients are its share of that batch's.
+  void set_overlap(OverlappedSum<S>* overlap) { slices_.set_overlap(overlap); }
+
   S run(const Model& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, Model& grads, int threads,
         const ForwardOptions& opts = {}, Index loss_batch = 0) {
     const Index B = pixel_values.size(0), L = noise.cols();
@@ -169,6 +189,8 @@ class ParallelClassifierBackward {
   /// `first`: pixel_values holds the samples [first, first + its batch) of the batch `labels`
   /// describes (a rank's slice, train/world.hpp); the loss and gradients are then its share of
   /// that batch's.
+  void set_overlap(OverlappedSum<S>* overlap) { slices_.set_overlap(overlap); }
+
   S run(const Model& m, const Tensor<S>& pixel_values, const Labels<S>& labels, Model& grads, int threads,
         double label_smoothing = 0.0, const ForwardOptions& opts = {}, Index first = 0) {
     const Index P = pixel_values.size(0), B = labels.batch();

@@ -79,6 +79,7 @@ class ClassifierTrainer {
     detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0,
                     "ClassifierTrainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
                     c.hidden_dropout_prob, ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob, "): set them to 0");
+    set_overlap(true);
   }
 
   Model& model() { return model_; }
@@ -90,8 +91,16 @@ class ClassifierTrainer {
   const std::vector<StepRecord>& history() const { return history_; }
 
   World& world() const { return *world_; }
-  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps.
+  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps;
+  /// with overlap, only the part that the backward did not hide.
   double reduce_seconds() const { return reduce_seconds_; }
+  /// Whether the sums over ranks start during the backward, a layer at a time (train/overlap.hpp;
+  /// the default with several ranks), or after it. The same bits either way.
+  void set_overlap(bool on) {
+    overlap_.reset(on && world_->size() > 1 ? new OverlappedSum<S>(*world_) : nullptr);
+    parallel_.set_overlap(overlap_.get());
+  }
+  bool overlaps() const { return overlap_ != nullptr; }
   /// The images [first, second) of every micro-batch that this rank computes.
   std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
 
@@ -108,24 +117,25 @@ class ClassifierTrainer {
     double loss = 0;
     for (int a = 0; a < opts_.accum; ++a) {
       if (a > 0 && world_->rank() > 0) zero_parameters(grads_);  // rank 0 adds into the sum so far (Trainer)
-      S part = 0;
-      together(*world_, [&] {
-        const LabelledBatch<S> b = next_batch();
+      LabelledBatch<S> b;
+      together(*world_, [&] {  // every rank has its images before any rank starts summing
+        b = next_batch();
         detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == opts_.batch,
                         "ClassifierTrainer: a batch must hold ", b1 - b0, " images", alone ? "" : " (this rank's slice)", " and ",
                         opts_.batch, " labels, got ", detail::shape_str(b.pixels.shape), " and ", b.labels.size());
-        const auto labels = Labels<S>::of_classes(b.labels);
-        part = parallel_.run(model_, b.pixels, labels, grads_, opts_.threads, opts_.label_smoothing, {}, b0);
       });
+      const auto labels = Labels<S>::of_classes(b.labels);
+      S part = parallel_.run(model_, b.pixels, labels, grads_, opts_.threads, opts_.label_smoothing, {}, b0);
       if (!alone) {
+        const auto r0 = std::chrono::steady_clock::now();
+        if (overlap_) overlap_->finish(grads_);
+        else sum_gradients(*world_, grads_);
+        reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
         S total = 0;  // the ranks' shares in rank order, as BatchSlices adds its threads'
         for (double v : world_->all_gather({static_cast<double>(part)})) total += static_cast<S>(v);
         part = total;
       }
       loss += static_cast<double>(part);
-      const auto r0 = std::chrono::steady_clock::now();
-      sum_gradients(*world_, grads_);
-      reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);
@@ -167,6 +177,7 @@ class ClassifierTrainer {
   AdamW<Model> adam_;
   ParallelClassifierBackward<S> parallel_;
   std::shared_ptr<World> world_;
+  std::unique_ptr<OverlappedSum<S>> overlap_;
   double reduce_seconds_ = 0;
   long step_ = 0;
   std::vector<StepRecord> history_;

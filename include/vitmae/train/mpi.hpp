@@ -7,13 +7,17 @@
 // fixed order: rank r receives the r-th piece of every rank's buffer (MPI_Alltoallv), adds them
 // in rank order, and every rank collects the sums (MPI_Allgatherv). Each rank sends and
 // receives 2 (N-1)/N of the buffer, as with MPI_Allreduce's bandwidth-optimal algorithms, and
-// the result does not depend on how MPI would have grouped the additions.
+// the result does not depend on how MPI would have grouped the additions. start_sum does the same
+// with MPI_Ialltoallv and MPI_Iallgatherv, so that a trainer sums a layer's gradients while the
+// backward goes on (train/overlap.hpp); each of the two steps has its own communicator, where
+// every rank starts them in the same order.
 #pragma once
 
 #include <mpi.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,7 +29,11 @@ namespace vitmae::train {
 class MpiWorld : public World {
  public:
   /// The world of `comm`; MPI must be initialised and stays so.
-  explicit MpiWorld(MPI_Comm comm) : comm_(comm) { query(); }
+  explicit MpiWorld(MPI_Comm comm) : comm_(comm) {
+    query();
+    MPI_Comm_dup(comm_, &scatter_comm_);
+    MPI_Comm_dup(comm_, &gather_comm_);
+  }
 
   /// Initialises MPI (threads: funneled; only the main thread calls MPI) when this process was
   /// started by an MPI launcher (mpirun, mpiexec, srun), and finalises it when the world goes;
@@ -43,6 +51,8 @@ class MpiWorld : public World {
   }
 
   ~MpiWorld() override {
+    MPI_Comm_free(&scatter_comm_);
+    MPI_Comm_free(&gather_comm_);
     if (owns_mpi_) MPI_Finalize();
   }
   MpiWorld(const MpiWorld&) = delete;
@@ -53,6 +63,37 @@ class MpiWorld : public World {
 
   void sum_in_rank_order(float* data, std::size_t n) override { sum(data, n, MPI_FLOAT); }
   void sum_in_rank_order(double* data, std::size_t n) override { sum(data, n, MPI_DOUBLE); }
+
+  void start_sum(float* data, std::size_t n) override { start(data, n, MPI_FLOAT); }
+  void start_sum(double* data, std::size_t n) override { start(data, n, MPI_DOUBLE); }
+
+  void progress() override {
+    bool gathering_in_order = true;  // the all-gathers start in the sums' order
+    for (std::size_t i = 0; i < active_; ++i) {
+      Op& op = ops_[i];
+      int done = 0;
+      if (op.phase == 1 && gathering_in_order) {
+        MPI_Test(&op.request, &done, MPI_STATUS_IGNORE);
+        if (done) gather(op);
+      }
+      if (op.phase == 1) gathering_in_order = false;
+      if (op.phase == 2) {
+        MPI_Test(&op.request, &done, MPI_STATUS_IGNORE);
+        if (done) op.phase = 3;
+      }
+    }
+  }
+
+  void finish_sums() override {
+    for (std::size_t i = 0; i < active_; ++i)
+      if (ops_[i].phase == 1) {
+        MPI_Wait(&ops_[i].request, MPI_STATUS_IGNORE);
+        gather(ops_[i]);
+      }
+    for (std::size_t i = 0; i < active_; ++i)
+      if (ops_[i].phase == 2) MPI_Wait(&ops_[i].request, MPI_STATUS_IGNORE);
+    active_ = 0;  // the ops and their buffers are kept for the next sums (no allocation, no page faults)
+  }
 
   std::vector<double> all_gather(const std::vector<double>& mine) override {
     std::vector<double> all(mine.size() * static_cast<std::size_t>(size_));
@@ -88,6 +129,66 @@ class MpiWorld : public World {
     MPI_Comm_size(comm_, &size_);
   }
 
+  /// A buffer of at least n bytes; never shrunk, so that reusing it costs nothing.
+  static void grow(std::vector<char>& buf, std::size_t n) {
+    if (buf.size() < n) buf.resize(n);
+  }
+
+  /// A started sum: phase 1 the all-to-all (MPI_Ialltoallv), 2 the all-gather, 3 done.
+  struct Op {
+    void* data = nullptr;
+    MPI_Datatype type = MPI_FLOAT;
+    std::vector<int> counts, displs;
+    std::vector<char> in;  // every rank's piece of this rank's part
+    MPI_Request request = MPI_REQUEST_NULL;
+    int phase = 1;
+  };
+
+  template <class S>
+  void start(S* data, std::size_t n, MPI_Datatype type) {
+    if (size_ == 1 || n == 0) return;
+    if (n > (std::size_t(1) << 28)) return sum(data, n, type);  // int counts: the blocking sum's pieces
+    const std::size_t N = static_cast<std::size_t>(size_);
+    if (active_ == ops_.size()) ops_.emplace_back();
+    Op& op = ops_[active_++];
+    op.phase = 1;
+    op.data = data;
+    op.type = type;
+    op.counts.resize(N);
+    op.displs.resize(N);
+    for (std::size_t r = 0; r < N; ++r) {
+      op.displs[r] = static_cast<int>(n * r / N);
+      op.counts[r] = static_cast<int>(n * (r + 1) / N) - op.displs[r];
+    }
+    const int mine = op.counts[static_cast<std::size_t>(rank_)];
+    grow(op.in, static_cast<std::size_t>(mine) * N * sizeof(S));
+    std::vector<int> rcounts(N, mine), rdispls(N);
+    for (std::size_t r = 0; r < N; ++r) rdispls[r] = static_cast<int>(r) * mine;
+    MPI_Ialltoallv(data, op.counts.data(), op.displs.data(), type, op.in.data(), rcounts.data(), rdispls.data(), type,
+                   scatter_comm_, &op.request);
+  }
+
+  /// Phase 1 done: this rank's part summed in rank order, its all-gather started.
+  void gather(Op& op) {
+    if (op.type == MPI_FLOAT) add_pieces(static_cast<float*>(op.data), op);
+    else add_pieces(static_cast<double*>(op.data), op);
+    MPI_Iallgatherv(MPI_IN_PLACE, 0, op.type, op.data, op.counts.data(), op.displs.data(), op.type, gather_comm_, &op.request);
+    op.phase = 2;
+  }
+
+  template <class S>
+  void add_pieces(S* data, const Op& op) {
+    const std::size_t me = static_cast<std::size_t>(rank_);
+    const int mine = op.counts[me];
+    const S* in = reinterpret_cast<const S*>(op.in.data());
+    S* out = data + op.displs[me];
+    std::copy_n(in, mine, out);
+    for (std::size_t r = 1; r < static_cast<std::size_t>(size_); ++r) {
+      const S* piece = in + r * static_cast<std::size_t>(mine);
+      for (int i = 0; i < mine; ++i) out[i] += piece[i];
+    }
+  }
+
   template <class S>
   void sum(S* data, std::size_t n, MPI_Datatype type) {
     if (size_ == 1 || n == 0) return;
@@ -105,7 +206,7 @@ class MpiWorld : public World {
       const std::size_t me = static_cast<std::size_t>(rank_);
       const int mine = counts[me];
       // Every rank's piece `me`, in rank order.
-      recv_.resize(static_cast<std::size_t>(mine) * N * sizeof(S));
+      grow(recv_, static_cast<std::size_t>(mine) * N * sizeof(S));
       S* in = reinterpret_cast<S*>(recv_.data());
       std::vector<int> rcounts(N, mine), rdispls(N);
       for (std::size_t r = 0; r < N; ++r) rdispls[r] = static_cast<int>(r) * mine;
@@ -120,8 +221,10 @@ class MpiWorld : public World {
     }
   }
 
-  MPI_Comm comm_;
+  MPI_Comm comm_, scatter_comm_ = MPI_COMM_NULL, gather_comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
+  std::deque<Op> ops_;  // the first active_ are started
+  std::size_t active_ = 0;
   bool owns_mpi_ = false;
   std::vector<char> recv_;
 };

@@ -103,6 +103,7 @@ class Trainer {
                     "Trainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
                     cfg.hidden_dropout_prob, ", attention_probs_dropout_prob ", cfg.attention_probs_dropout_prob,
                     "; MAE and HF's defaults are 0): set them to 0");
+    set_overlap(true);
   }
 
   ForPreTraining<S>& model() { return model_; }
@@ -114,8 +115,16 @@ class Trainer {
   const AdamW<ForPreTraining<S>>& optimizer() const { return adam_; }
 
   World& world() const { return *world_; }
-  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps.
+  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps;
+  /// with overlap, only the part that the backward did not hide.
   double reduce_seconds() const { return reduce_seconds_; }
+  /// Whether the sums over ranks start during the backward, a layer at a time (train/overlap.hpp;
+  /// the default with several ranks), or after it. The same bits either way.
+  void set_overlap(bool on) {
+    overlap_.reset(on && world_->size() > 1 ? new OverlappedSum<S>(*world_) : nullptr);
+    parallel_.set_overlap(overlap_.get());
+  }
+  bool overlaps() const { return overlap_ != nullptr; }
   /// The images [first, second) of every micro-batch that this rank computes.
   std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
 
@@ -142,18 +151,23 @@ class Trainer {
       // Rank 0 adds into the sum of the micro-batches so far, the others into zeros: the sum in
       // rank order is then the one of BatchSlices's threads.
       if (a > 0 && world_->rank() > 0) zero_parameters(grads_);
-      S part = 0;
-      together(*world_, [&] {
-        const Tensor<S> pixels = next_batch();
+      Tensor<S> pixels;
+      together(*world_, [&] {  // every rank has its images before any rank starts summing
+        pixels = next_batch();
         detail::require(pixels.dim() == 4 && pixels.size(0) == b1 - b0, "Trainer: a batch must hold ", b1 - b0, " images",
                         alone ? "" : " (this rank's slice)", ", got ", detail::shape_str(pixels.shape));
-        const Matrix<S> noise_rows = noise(step_ * opts_.accum + a).middleRows(b0, b1 - b0);
-        part = parallel_.run(model_, pixels, noise_rows, grads_, opts_.threads, {}, opts_.batch);
       });
-      loss += static_cast<double>(alone ? part : sum_over_ranks(part));
+      const Matrix<S> noise_rows = noise(step_ * opts_.accum + a).middleRows(b0, b1 - b0);
+      const S part = parallel_.run(model_, pixels, noise_rows, grads_, opts_.threads, {}, opts_.batch);
+      if (alone) {
+        loss += static_cast<double>(part);
+        continue;
+      }
       const auto r0 = std::chrono::steady_clock::now();
-      sum_gradients(*world_, grads_);
+      if (overlap_) overlap_->finish(grads_);
+      else sum_gradients(*world_, grads_);
       reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
+      loss += static_cast<double>(sum_over_ranks(part));
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);  // mean, norm, clipping
@@ -195,6 +209,7 @@ class Trainer {
   AdamW<ForPreTraining<S>> adam_;
   ParallelBackward<S> parallel_;
   std::shared_ptr<World> world_;
+  std::unique_ptr<OverlappedSum<S>> overlap_;
   double reduce_seconds_ = 0;
   long step_ = 0;
   std::vector<StepRecord> history_;

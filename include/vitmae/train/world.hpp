@@ -52,6 +52,15 @@ class World {
   /// data := the element-wise sum of every rank's data, added in rank order, on every rank.
   virtual void sum_in_rank_order(float*, std::size_t) {}
   virtual void sum_in_rank_order(double*, std::size_t) {}
+  /// Starts sum_in_rank_order(data, n) and returns at once where the world can (MPI's
+  /// nonblocking collectives): `data` must stay untouched until finish_sums(). Every rank starts
+  /// the same sums in the same order. Here: the sum, done now.
+  virtual void start_sum(float* data, std::size_t n) { sum_in_rank_order(data, n); }
+  virtual void start_sum(double* data, std::size_t n) { sum_in_rank_order(data, n); }
+  /// Lets started sums advance (MPI moves nonblocking collectives only inside its calls).
+  virtual void progress() {}
+  /// Waits for every started sum.
+  virtual void finish_sums() {}
   /// Every rank's `mine` (the same length on each), concatenated in rank order, on every rank.
   virtual std::vector<double> all_gather(const std::vector<double>& mine) { return mine; }
   /// The lowest rank whose `error` is not empty, with its code and message; rank -1 when no
