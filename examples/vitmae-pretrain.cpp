@@ -361,7 +361,8 @@ int main(int argc, char** argv) {
                 done ? static_cast<double>(done) * opts.batch * opts.accum / elapsed : 0.0, dir.c_str());
     if (world->size() > 1 && done > 0)
       say("vitmae-pretrain: summing the gradients over %d ranks took %.1f ms a step (%.1f%% of the time)%s\n", world->size(),
-          1e3 * trainer.reduce_seconds() / static_cast<double>(done), 100 * trainer.reduce_seconds() / elapsed,
-          trainer.overlaps() ? " after the backward, beyond what overlapping it hid" : "");
+          1e3 * trainer.data_parallel().reduce_seconds() / static_cast<double>(done),
+          100 * trainer.data_parallel().reduce_seconds() / elapsed,
+          trainer.data_parallel().overlaps() ? " after the backward, beyond what overlapping it hid" : "");
   });
 }

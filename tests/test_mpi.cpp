@@ -5,7 +5,6 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -206,16 +205,7 @@ TEST_CASE("an error on one rank ends every rank with its message; the last check
 TEST_CASE("mpirun -np 2 vitmae-finetune: the bits and metrics of one process of 2 threads") {
   using namespace mpi_test;
   const std::string dir = test::tmp_dir("mpi_finetune");
-  std::mt19937 rng(5);
-  std::uniform_int_distribution<int> dark(0, 60), light(190, 255);
-  for (const char* split : {"train", "val"})
-    for (const char* cls : {"dark", "light"})
-      for (int i = 0; i < (std::string(split) == "train" ? 9 : 3); ++i) {
-        vitmae::io::Image8 im{8, 8, 3, std::vector<std::uint8_t>(192)};
-        for (auto& v : im.data) v = static_cast<std::uint8_t>(std::string(cls) == "dark" ? dark(rng) : light(rng));
-        std::filesystem::create_directories(dir + "/" + split + "/" + cls);
-        vitmae::io::save_png(dir + "/" + split + "/" + cls + "/" + std::to_string(i) + ".png", im);
-      }
+  test::write_dark_light_folders(dir, 9, 3);
   vitmae::io::write_file_atomic(dir + "/config.json", R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
     "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
   const std::string common = "--train " + dir + "/train --val " + dir + "/val --steps 6 --batch 7 --accum 2 --base-lr 0.05 "

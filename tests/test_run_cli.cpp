@@ -243,17 +243,7 @@ TEST_CASE("vitmae-classify: top-k with the probabilities the API gives, JSON lin
 
 TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its classifier, metrics and confusion") {
   const std::string dir = test::tmp_dir("finetune");
-  // Class "dark": values 0-60; "light": 190-255 (noise from a fixed generator), 8x8 RGB PNGs.
-  std::mt19937 rng(5);
-  std::uniform_int_distribution<int> dark(0, 60), light(190, 255);
-  for (const char* split : {"train", "val"})
-    for (const char* cls : {"dark", "light"})
-      for (int i = 0; i < (std::string(split) == "train" ? 16 : 6); ++i) {
-        vitmae::io::Image8 im{8, 8, 3, std::vector<std::uint8_t>(192)};
-        for (auto& v : im.data) v = static_cast<std::uint8_t>(std::string(cls) == "dark" ? dark(rng) : light(rng));
-        std::filesystem::create_directories(dir + "/" + split + "/" + cls);
-        vitmae::io::save_png(dir + "/" + split + "/" + cls + "/" + std::to_string(i) + ".png", im);
-      }
+  test::write_dark_light_folders(dir, 16, 6);  // told apart by brightness alone
   io::write_file_atomic(dir + "/config.json", R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
     "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
   RunResult r = run("--train " + dir + "/train --val " + dir + "/val --out " + dir + "/run --config " + dir +

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <iterator>
+#include <random>
 #include <sstream>
 #include <string>
 #include <sys/wait.h>
@@ -37,6 +38,20 @@ inline void write_pngs(const std::string& root, std::initializer_list<const char
     std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
     vitmae::io::save_png(root + "/" + f, image);
   }
+}
+
+/// Two ImageFolder splits under `dir`, train/ and val/, each with classes "dark" (values 0-60)
+/// and "light" (190-255): `train` and `val` 8x8 RGB PNGs per class, noise from a fixed generator.
+inline void write_dark_light_folders(const std::string& dir, int train, int val) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> dark(0, 60), light(190, 255);
+  for (const char* split : {"train", "val"})
+    for (const char* cls : {"dark", "light"})
+      for (int i = 0; i < (std::string(split) == "train" ? train : val); ++i) {
+        vitmae::io::Image8 im{8, 8, 3, std::vector<std::uint8_t>(192)};
+        for (auto& v : im.data) v = static_cast<std::uint8_t>(std::string(cls) == "dark" ? dark(rng) : light(rng));
+        write_pngs(dir + "/" + split + "/" + cls, {(std::to_string(i) + ".png").c_str()}, im);
+      }
 }
 
 /// Restores the product backend and OpenMP's thread count when the test case leaves, even by an

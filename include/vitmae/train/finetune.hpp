@@ -17,6 +17,7 @@
 
 #include "vitmae/image_processor.hpp"
 #include "vitmae/train/backward.hpp"
+#include "vitmae/train/data_parallel.hpp"
 #include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/trainer.hpp"
@@ -64,11 +65,12 @@ class ClassifierTrainer {
   /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
   ClassifierTrainer(Model model, FineTuneOptions o, std::shared_ptr<World> world = nullptr)
       : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
-        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), world_(world ? std::move(world) : single_process()) {
+        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), dp_(std::move(world)) {
     detail::require(o.steps > 0, "ClassifierTrainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "ClassifierTrainer: batch and accum must be positive");
-    detail::require(o.batch >= world_->size(), "ClassifierTrainer: a batch of ", o.batch, " images cannot be split over ",
-                    world_->size(), " ranks: give each rank at least one (--batch ", world_->size(), " or more)");
+    const int ranks = dp_.world().size();
+    detail::require(o.batch >= ranks, "ClassifierTrainer: a batch of ", o.batch, " images cannot be split over ", ranks,
+                    " ranks: give each rank at least one (--batch ", ranks, " or more)");
     detail::require(o.layer_decay > 0 && o.layer_decay <= 1, "ClassifierTrainer: layer_decay must be in (0, 1], got ", o.layer_decay);
     for (auto [name, v] : {std::pair<const char*, double>{"base_lr", o.base_lr}, {"min_lr", o.min_lr},
                            {"weight_decay", o.weight_decay}, {"clip_grad", o.clip_grad}, {"label_smoothing", o.label_smoothing}})
@@ -90,19 +92,12 @@ class ClassifierTrainer {
   long step() const { return step_; }
   const std::vector<StepRecord>& history() const { return history_; }
 
-  World& world() const { return *world_; }
-  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps;
-  /// with overlap, only the part that the backward did not hide.
-  double reduce_seconds() const { return reduce_seconds_; }
-  /// Whether the sums over ranks start during the backward, a layer at a time (train/overlap.hpp;
-  /// the default with several ranks), or after it. The same bits either way.
-  void set_overlap(bool on) {
-    overlap_.reset(on && world_->size() > 1 ? new OverlappedSum<S>(*world_) : nullptr);
-    parallel_.set_overlap(overlap_.get());
-  }
-  bool overlaps() const { return overlap_ != nullptr; }
+  /// The world, the time spent summing over ranks (train/data_parallel.hpp).
+  const DataParallel<S>& data_parallel() const { return dp_; }
   /// The images [first, second) of every micro-batch that this rank computes.
-  std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
+  std::pair<Index, Index> slice() const { return dp_.slice(opts_.batch); }
+  /// Sums over ranks during the backward, a layer at a time (the default), or after it.
+  void set_overlap(bool on) { parallel_.set_overlap(dp_.set_overlap(on)); }
 
   double learning_rate(long s) const {
     return mae_learning_rate(s, opts_.warmup_steps, opts_.steps, opts_.peak_lr(), opts_.min_lr);
@@ -113,34 +108,26 @@ class ClassifierTrainer {
     const auto t0 = std::chrono::steady_clock::now();
     zero_parameters(grads_);
     const auto [b0, b1] = slice();
-    const bool alone = world_->size() == 1;
     double loss = 0;
     for (int a = 0; a < opts_.accum; ++a) {
-      if (a > 0 && world_->rank() > 0) zero_parameters(grads_);  // rank 0 adds into the sum so far (Trainer)
       LabelledBatch<S> b;
-      together(*world_, [&] {  // every rank has its images before any rank starts summing
-        b = next_batch();
-        detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == opts_.batch,
-                        "ClassifierTrainer: a batch must hold ", b1 - b0, " images", alone ? "" : " (this rank's slice)", " and ",
-                        opts_.batch, " labels, got ", detail::shape_str(b.pixels.shape), " and ", b.labels.size());
-      });
-      const auto labels = Labels<S>::of_classes(b.labels);
-      S part = parallel_.run(model_, b.pixels, labels, grads_, opts_.threads, opts_.label_smoothing, {}, b0);
-      if (!alone) {
-        const auto r0 = std::chrono::steady_clock::now();
-        if (overlap_) overlap_->finish(grads_);
-        else sum_gradients(*world_, grads_);
-        reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
-        S total = 0;  // the ranks' shares in rank order, as BatchSlices adds its threads'
-        for (double v : world_->all_gather({static_cast<double>(part)})) total += static_cast<S>(v);
-        part = total;
-      }
-      loss += static_cast<double>(part);
+      loss += static_cast<double>(dp_.micro_batch(
+          a, grads_,
+          [&] {
+            b = next_batch();
+            detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == opts_.batch,
+                            "ClassifierTrainer: a batch must hold ", b1 - b0, " images", dp_.alone() ? "" : " (this rank's slice)",
+                            " and ", opts_.batch, " labels, got ", detail::shape_str(b.pixels.shape), " and ", b.labels.size());
+          },
+          [&] {
+            return parallel_.run(model_, b.pixels, Labels<S>::of_classes(b.labels), grads_, opts_.threads, opts_.label_smoothing, {},
+                                 b0);
+          }));
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);
     // Before the update, so that the weights and the optimiser's moments stay those of the last good step.
-    together(*world_, [&] {  // every rank has the same loss: all stop, rank 0 reports
+    together(dp_.world(), [&] {  // every rank has the same loss: all stop, rank 0 reports
       detail::require(std::isfinite(loss) && std::isfinite(norm), "ClassifierTrainer: the loss became ", loss,
                       " (gradient norm ", norm, ") at step ", step_ + 1, " (learning rate too high? try a lower --base-lr or --clip-grad)");
     });
@@ -164,7 +151,7 @@ class ClassifierTrainer {
   }
 
   nlohmann::json state_json() const {
-    nlohmann::json j = trainer_state_json(step_, opts_, opts_.warmup_steps, history_, world_->size());
+    nlohmann::json j = trainer_state_json(step_, opts_, opts_.warmup_steps, history_, dp_.world().size());
     j["layer_decay"] = opts_.layer_decay;
     j["label_smoothing"] = opts_.label_smoothing;
     return j;
@@ -176,9 +163,7 @@ class ClassifierTrainer {
   Model grads_;
   AdamW<Model> adam_;
   ParallelClassifierBackward<S> parallel_;
-  std::shared_ptr<World> world_;
-  std::unique_ptr<OverlappedSum<S>> overlap_;
-  double reduce_seconds_ = 0;
+  DataParallel<S> dp_;
   long step_ = 0;
   std::vector<StepRecord> history_;
 };

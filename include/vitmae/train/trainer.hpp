@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "vitmae/train/backward.hpp"
+#include "vitmae/train/data_parallel.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/world.hpp"
 
@@ -93,12 +94,13 @@ class Trainer {
   /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
   Trainer(ForPreTraining<S> model, TrainOptions o, std::shared_ptr<World> world = nullptr)
       : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
-        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), world_(world ? std::move(world) : single_process()) {
+        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), dp_(std::move(world)) {
     const Config& cfg = model_.config();
     detail::require(o.steps > 0, "Trainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "Trainer: batch and accum must be positive");
-    detail::require(o.batch >= world_->size(), "Trainer: a batch of ", o.batch, " images cannot be split over ", world_->size(),
-                    " ranks: give each rank at least one (--batch ", world_->size(), " or more)");
+    const int ranks = dp_.world().size();
+    detail::require(o.batch >= ranks, "Trainer: a batch of ", o.batch, " images cannot be split over ", ranks,
+                    " ranks: give each rank at least one (--batch ", ranks, " or more)");
     detail::require(cfg.hidden_dropout_prob == 0 && cfg.attention_probs_dropout_prob == 0,
                     "Trainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
                     cfg.hidden_dropout_prob, ", attention_probs_dropout_prob ", cfg.attention_probs_dropout_prob,
@@ -114,19 +116,12 @@ class Trainer {
   AdamW<ForPreTraining<S>>& optimizer() { return adam_; }
   const AdamW<ForPreTraining<S>>& optimizer() const { return adam_; }
 
-  World& world() const { return *world_; }
-  /// Seconds this process spent summing gradients over the ranks (train/world.hpp), all steps;
-  /// with overlap, only the part that the backward did not hide.
-  double reduce_seconds() const { return reduce_seconds_; }
-  /// Whether the sums over ranks start during the backward, a layer at a time (train/overlap.hpp;
-  /// the default with several ranks), or after it. The same bits either way.
-  void set_overlap(bool on) {
-    overlap_.reset(on && world_->size() > 1 ? new OverlappedSum<S>(*world_) : nullptr);
-    parallel_.set_overlap(overlap_.get());
-  }
-  bool overlaps() const { return overlap_ != nullptr; }
+  /// The world, the time spent summing over ranks (train/data_parallel.hpp).
+  const DataParallel<S>& data_parallel() const { return dp_; }
   /// The images [first, second) of every micro-batch that this rank computes.
-  std::pair<Index, Index> slice() const { return rank_slice(world_->rank(), world_->size(), opts_.batch); }
+  std::pair<Index, Index> slice() const { return dp_.slice(opts_.batch); }
+  /// Sums over ranks during the backward, a layer at a time (the default), or after it.
+  void set_overlap(bool on) { parallel_.set_overlap(dp_.set_overlap(on)); }
 
   /// The learning rate of step `s` (0-based).
   double learning_rate(long s) const { return mae_learning_rate(s, opts_.warmup(), opts_.steps, opts_.peak_lr(), opts_.min_lr); }
@@ -145,35 +140,26 @@ class Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     zero_parameters(grads_);
     const auto [b0, b1] = slice();
-    const bool alone = world_->size() == 1;
     double loss = 0;
     for (int a = 0; a < opts_.accum; ++a) {
-      // Rank 0 adds into the sum of the micro-batches so far, the others into zeros: the sum in
-      // rank order is then the one of BatchSlices's threads.
-      if (a > 0 && world_->rank() > 0) zero_parameters(grads_);
       Tensor<S> pixels;
-      together(*world_, [&] {  // every rank has its images before any rank starts summing
-        pixels = next_batch();
-        detail::require(pixels.dim() == 4 && pixels.size(0) == b1 - b0, "Trainer: a batch must hold ", b1 - b0, " images",
-                        alone ? "" : " (this rank's slice)", ", got ", detail::shape_str(pixels.shape));
-      });
-      const Matrix<S> noise_rows = noise(step_ * opts_.accum + a).middleRows(b0, b1 - b0);
-      const S part = parallel_.run(model_, pixels, noise_rows, grads_, opts_.threads, {}, opts_.batch);
-      if (alone) {
-        loss += static_cast<double>(part);
-        continue;
-      }
-      const auto r0 = std::chrono::steady_clock::now();
-      if (overlap_) overlap_->finish(grads_);
-      else sum_gradients(*world_, grads_);
-      reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
-      loss += static_cast<double>(sum_over_ranks(part));
+      loss += static_cast<double>(dp_.micro_batch(
+          a, grads_,
+          [&] {
+            pixels = next_batch();
+            detail::require(pixels.dim() == 4 && pixels.size(0) == b1 - b0, "Trainer: a batch must hold ", b1 - b0, " images",
+                            dp_.alone() ? "" : " (this rank's slice)", ", got ", detail::shape_str(pixels.shape));
+          },
+          [&] {
+            const Matrix<S> noise_rows = noise(step_ * opts_.accum + a).middleRows(b0, b1 - b0);
+            return parallel_.run(model_, pixels, noise_rows, grads_, opts_.threads, {}, opts_.batch);
+          }));
     }
     loss /= opts_.accum;
     const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);  // mean, norm, clipping
     const double lr = learning_rate(step_);
     // Every rank has the same loss: all refuse a non-finite one together, before the update.
-    together(*world_, [&] {
+    together(dp_.world(), [&] {
       detail::require(std::isfinite(loss), "Trainer: the loss became ", loss, " at step ", step_ + 1,
                       " (learning rate too high? try a lower --base-lr or --clip-grad)");
     });
@@ -193,24 +179,16 @@ class Trainer {
     history_ = std::move(history);
   }
 
-  nlohmann::json state_json() const { return trainer_state_json(step_, opts_, opts_.warmup(), history_, world_->size()); }
+  nlohmann::json state_json() const { return trainer_state_json(step_, opts_, opts_.warmup(), history_, dp_.world().size()); }
 
  private:
-  /// The ranks' loss shares added in rank order (BatchSlices's order for its threads).
-  S sum_over_ranks(S mine) {
-    S total = 0;
-    for (double v : world_->all_gather({static_cast<double>(mine)})) total += static_cast<S>(v);
-    return total;
-  }
 
   ForPreTraining<S> model_;
   TrainOptions opts_;
   ForPreTraining<S> grads_;
   AdamW<ForPreTraining<S>> adam_;
   ParallelBackward<S> parallel_;
-  std::shared_ptr<World> world_;
-  std::unique_ptr<OverlappedSum<S>> overlap_;
-  double reduce_seconds_ = 0;
+  DataParallel<S> dp_;
   long step_ = 0;
   std::vector<StepRecord> history_;
 };

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+// A trainer's data-parallel side (Trainer, ClassifierTrainer): its world (train/world.hpp), the
+// sums over ranks (overlapped with the backward, train/overlap.hpp, or after it) and the time
+// they took. With one process it adds nothing to a step.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <utility>
+
+#include "vitmae/train/backward.hpp"
+#include "vitmae/train/overlap.hpp"
+#include "vitmae/train/world.hpp"
+
+namespace vitmae::train {
+
+template <class S>
+class DataParallel {
+ public:
+  /// nullptr: this process alone.
+  explicit DataParallel(std::shared_ptr<World> world) : world_(world ? std::move(world) : single_process()) {}
+
+  World& world() const { return *world_; }
+  bool alone() const { return world_->size() == 1; }
+  /// The images [first, second) of every micro-batch of `batch` that this rank computes.
+  std::pair<Index, Index> slice(Index batch) const { return rank_slice(world_->rank(), world_->size(), batch); }
+
+  /// Seconds this process spent summing gradients over the ranks, all steps; with overlap, only
+  /// the part that the backward did not hide.
+  double reduce_seconds() const { return reduce_seconds_; }
+  /// Whether the sums start during the backward, a layer at a time (the default with several
+  /// ranks), or after it: the same bits either way.
+  bool overlaps() const { return overlap_ != nullptr; }
+  /// Returns what the trainer's ParallelBackward must be given (set_overlap).
+  OverlappedSum<S>* set_overlap(bool on) {
+    overlap_.reset(on && !alone() ? new OverlappedSum<S>(*world_) : nullptr);
+    return overlap_.get();
+  }
+
+  /// Micro-batch `a` of a step on this rank: load() on every rank, its errors agreed (no rank
+  /// starts summing before every rank has its images), then compute(), this rank's share of the
+  /// loss, whose gradients go into `grads`; they are summed over the ranks in rank order (rank 0
+  /// adds into the sum of the micro-batches so far, the others into zeros: the order of
+  /// BatchSlices's threads). Returns the micro-batch's loss, the shares added in rank order.
+  template <class M, class Load, class Compute>
+  S micro_batch(int a, M& grads, Load&& load, Compute&& compute) {
+    if (a > 0 && world_->rank() > 0) zero_parameters(grads);
+    together(*world_, std::forward<Load>(load));
+    const S part = compute();
+    if (alone()) return part;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (overlap_) overlap_->finish(grads);
+    else sum_gradients(*world_, grads);
+    reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    S total = 0;
+    for (double v : world_->all_gather({static_cast<double>(part)})) total += static_cast<S>(v);
+    return total;
+  }
+
+ private:
+  std::shared_ptr<World> world_;
+  std::unique_ptr<OverlappedSum<S>> overlap_;
+  double reduce_seconds_ = 0;
+};
+
+}  // namespace vitmae::train
