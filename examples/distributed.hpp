@@ -14,10 +14,12 @@
 #include <vitmae/train/mpi.hpp>
 #endif
 
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 
 namespace examples {
@@ -26,8 +28,13 @@ namespace examples {
 /// (each process would train the whole run alone and overwrite the others' files).
 inline std::shared_ptr<vitmae::train::World> launch_world(const char* program, int* argc, char*** argv) {
 #ifdef VITMAE_WITH_MPI
-  (void)program;
-  if (auto w = vitmae::train::MpiWorld::if_launched(argc, argv)) return w;
+  try {
+    if (auto w = vitmae::train::MpiWorld::if_launched(argc, argv)) return w;
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    std::exit(1);
+  }
+  const char* pmi_hint = "srun --mpi=pmix (or pmi2), or mpirun";
 #else
   (void)argc, (void)argv;
   for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
@@ -36,7 +43,13 @@ inline std::shared_ptr<vitmae::train::World> launch_world(const char* program, i
                 << "libopenmpi-dev openmpi-bin, then build again); run it without mpirun\n";
       std::exit(2);
     }
+  const char* pmi_hint = "a build with MPI (apt-get install libopenmpi-dev openmpi-bin) and mpirun or srun --mpi=pmix";
 #endif
+  // srun's tasks without MPI's process management would each train alone into the same --out.
+  if (const char* n = std::getenv("SLURM_STEP_NUM_TASKS"); n && std::atoi(n) > 1) {
+    std::cerr << program << ": started by srun as " << n << " tasks that MPI does not connect; use " << pmi_hint << "\n";
+    std::exit(2);
+  }
   return vitmae::train::single_process();
 }
 
@@ -48,6 +61,26 @@ inline int exit_code_of(const std::exception& e) { return dynamic_cast<const Usa
 template <class F>
 void together(vitmae::train::World& world, F&& f) {
   vitmae::train::together(world, std::forward<F>(f), exit_code_of);
+}
+
+/// Throws on every rank (call it inside together) unless every rank's `value` is rank 0's:
+/// the ranks must read the same files. `what` names the value.
+inline void require_same_on_ranks(vitmae::train::World& world, const std::string& what, double value, bool show = true) {
+  const auto all = world.all_gather({value});
+  for (int r = 1; r < world.size(); ++r)
+    if (all[static_cast<size_t>(r)] != all[0]) {
+      std::ostringstream s;
+      s << "vitmae: " << what << " differs between rank " << r;
+      if (show) s << " (" << all[static_cast<size_t>(r)] << ") and rank 0 (" << all[0] << ")";
+      else s << " and rank 0";
+      throw vitmae::Error(s.str() + ": every rank must read the same files");
+    }
+}
+/// The same for a text (compared through a 52-bit FNV-1a digest).
+inline void require_same_on_ranks(vitmae::train::World& world, const std::string& what, const std::string& text) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  require_same_on_ranks(world, what, static_cast<double>(h >> 12), false);
 }
 
 /// run_main for every rank of `world` (see the top).

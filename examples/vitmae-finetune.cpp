@@ -234,7 +234,13 @@ int main(int argc, char** argv) {
     model.vit.config.problem_type = "single_label_classification";  // class labels, whatever the checkpoint said
     const ViTConfig& cfg = model.config();
     train.set_channels(static_cast<int>(cfg.num_channels));
-    const ImageProcessor proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
+    ImageProcessor proc;
+    examples::together(*world, [&] {
+      proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
+      // Every rank must see the same images and preprocess them alike, or the batches would differ.
+      examples::require_same_on_ranks(*world, a.train + ": the number of training images", static_cast<double>(train.size()));
+      examples::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
+    });
     // What decides the batches besides the trainer's options: a resumed run must keep it too.
     const nlohmann::json data_state = {{"train", a.train},           {"holdout", a.holdout},
                                        {"labels_per_class", a.labels_per_class}, {"train_images", train.size()},
@@ -361,7 +367,9 @@ int main(int argc, char** argv) {
                           theirs.contains(key) ? theirs[key].dump() : std::string("(none)"), ", this run asks for ", mine.dump(),
                           "; a resumed run must keep it");
       }
-      vitmae::train::require_same_weights(*world, trainer.model(), a.resume.empty() ? proc_from : a.resume);
+      });
+      examples::together(*world, [&] {  // a collective: not after something that may fail on one rank only
+        vitmae::train::require_same_weights(*world, trainer.model(), a.resume.empty() ? proc_from : a.resume);
       });
       examples::together(*world, [&] {
         if (root) open_outputs();
@@ -413,7 +421,9 @@ int main(int argc, char** argv) {
           if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != a.o.steps) save(r.step);
         });
       }
-      if (root && last.count == 0) last = evaluate(trainer.model(), val, proc, a.o.batch);  // resumed at the last step
+      examples::together(*world, [&] {
+        if (root && last.count == 0) last = evaluate(trainer.model(), val, proc, a.o.batch);  // resumed at the last step
+      });
       model = std::move(trainer.model());
     }
     examples::together(*world, [&] {  // rank 0 writes the results; every rank learns how that went

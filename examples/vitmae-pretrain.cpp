@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
     loaded_model.reset();
     vitmae::ImageProcessor proc;
     if (!source.empty() && vitmae::io::file_exists(vitmae::io::join_path(source, "preprocessor_config.json"))) {
-      proc = vitmae::ImageProcessor::for_checkpoint(source, model.config());
+      examples::together(*world, [&] { proc = vitmae::ImageProcessor::for_checkpoint(source, model.config()); });
     } else {  // MAE's normalisation (ImageNet statistics) and bicubic resampling, at the model's size
       proc.height = proc.width = model.config().image_size;
       proc.resample = 3;
@@ -238,10 +238,8 @@ int main(int argc, char** argv) {
     });
     const size_t n_images = images ? images->size() : idx->size();
     examples::together(*world, [&] {  // every rank must see the same images, or the batches would differ
-      const auto counts = world->all_gather({static_cast<double>(n_images)});
-      for (int r = 1; r < world->size(); ++r)
-        vitmae::detail::require(counts[static_cast<size_t>(r)] == counts[0], a.data, ": rank ", r, " finds ", counts[static_cast<size_t>(r)],
-                                " images, rank 0 ", counts[0], ": every rank must read the same data");
+      examples::require_same_on_ranks(*world, a.data + ": the number of images", static_cast<double>(n_images));
+      examples::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
     });
     if (a.epochs) {
       const long per_step = static_cast<long>(a.train.batch) * a.train.accum;

@@ -208,8 +208,15 @@ class ParallelClassifierBackward {
       const Index b0 = first + s0, b1 = first + s1;
       if (b0 == 0 && b1 == B) return forward_backward(m, pixel_values, labels, g, nullptr, label_smoothing, opts, &c);
       const Index n = counted(b0, b1);
-      if (total == 0) return std::numeric_limits<S>::quiet_NaN();  // 0/0, as one thread (and torch) gives
-      if (n == 0) return S(0);  // nothing of this slice counts
+      // A slice that skips its backward still reports its layers (nothing added), so that an
+      // overlapped sum over ranks (train/overlap.hpp) starts the same sums on every rank.
+      auto skipped = [&](S loss) {
+        if (c.vit.encoder.layer_done)
+          for (size_t i = g.vit.encoder.layer.size(); i-- > 0;) c.vit.encoder.layer_done(g.vit.encoder.layer[i]);
+        return loss;
+      };
+      if (total == 0) return skipped(std::numeric_limits<S>::quiet_NaN());  // 0/0, as one thread (and torch) gives
+      if (n == 0) return skipped(S(0));  // nothing of this slice counts
       Labels<S> part = labels;
       if (labels.integer)
         part.classes.assign(labels.classes.begin() + b0, labels.classes.begin() + b1);

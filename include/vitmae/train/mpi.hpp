@@ -45,6 +45,9 @@ class MpiWorld : public World {
         MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
         auto w = std::shared_ptr<MpiWorld>(new MpiWorld(MPI_COMM_WORLD));
         w->owns_mpi_ = true;
+        // OpenMP's threads compute while the main thread alone calls MPI: MPI_THREAD_FUNNELED.
+        detail::require(provided >= MPI_THREAD_FUNNELED, "MPI provides thread level ", provided, " (MPI_THREAD_SINGLE); "
+                        "vitmae's threads need MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED, ")");
         return w;
       }
     return nullptr;
@@ -138,7 +141,7 @@ class MpiWorld : public World {
   struct Op {
     void* data = nullptr;
     MPI_Datatype type = MPI_FLOAT;
-    std::vector<int> counts, displs;
+    std::vector<int> counts, displs, rcounts, rdispls;  // valid until the op completes, as MPI requires
     std::vector<char> in;  // every rank's piece of this rank's part
     MPI_Request request = MPI_REQUEST_NULL;
     int phase = 1;
@@ -162,9 +165,10 @@ class MpiWorld : public World {
     }
     const int mine = op.counts[static_cast<std::size_t>(rank_)];
     grow(op.in, static_cast<std::size_t>(mine) * N * sizeof(S));
-    std::vector<int> rcounts(N, mine), rdispls(N);
-    for (std::size_t r = 0; r < N; ++r) rdispls[r] = static_cast<int>(r) * mine;
-    MPI_Ialltoallv(data, op.counts.data(), op.displs.data(), type, op.in.data(), rcounts.data(), rdispls.data(), type,
+    op.rcounts.assign(N, mine);
+    op.rdispls.resize(N);
+    for (std::size_t r = 0; r < N; ++r) op.rdispls[r] = static_cast<int>(r) * mine;
+    MPI_Ialltoallv(data, op.counts.data(), op.displs.data(), type, op.in.data(), op.rcounts.data(), op.rdispls.data(), type,
                    scatter_comm_, &op.request);
   }
 

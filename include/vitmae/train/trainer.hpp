@@ -139,7 +139,7 @@ class Trainer {
   StepRecord train_step(const std::function<Tensor<S>()>& next_batch) {
     const auto t0 = std::chrono::steady_clock::now();
     zero_parameters(grads_);
-    const auto [b0, b1] = slice();
+    const Index b0 = slice().first, b1 = slice().second;  // (lambdas below capture them: not a structured binding)
     double loss = 0;
     for (int a = 0; a < opts_.accum; ++a) {
       Tensor<S> pixels;
