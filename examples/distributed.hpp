@@ -14,12 +14,10 @@
 #include <vitmae/train/mpi.hpp>
 #endif
 
-#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <memory>
-#include <sstream>
 #include <string>
 
 namespace examples {
@@ -61,26 +59,6 @@ inline int exit_code_of(const std::exception& e) { return dynamic_cast<const Usa
 template <class F>
 void together(vitmae::train::World& world, F&& f) {
   vitmae::train::together(world, std::forward<F>(f), exit_code_of);
-}
-
-/// Throws on every rank (call it inside together) unless every rank's `value` is rank 0's:
-/// the ranks must read the same files. `what` names the value.
-inline void require_same_on_ranks(vitmae::train::World& world, const std::string& what, double value, bool show = true) {
-  const auto all = world.all_gather({value});
-  for (int r = 1; r < world.size(); ++r)
-    if (all[static_cast<size_t>(r)] != all[0]) {
-      std::ostringstream s;
-      s << "vitmae: " << what << " differs between rank " << r;
-      if (show) s << " (" << all[static_cast<size_t>(r)] << ") and rank 0 (" << all[0] << ")";
-      else s << " and rank 0";
-      throw vitmae::Error(s.str() + ": every rank must read the same files");
-    }
-}
-/// The same for a text (compared through a 52-bit FNV-1a digest).
-inline void require_same_on_ranks(vitmae::train::World& world, const std::string& what, const std::string& text) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  require_same_on_ranks(world, what, static_cast<double>(h >> 12), false);
 }
 
 /// run_main for every rank of `world` (see the top).

@@ -238,8 +238,8 @@ int main(int argc, char** argv) {
     examples::together(*world, [&] {
       proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
       // Every rank must see the same images and preprocess them alike, or the batches would differ.
-      examples::require_same_on_ranks(*world, a.train + ": the number of training images", static_cast<double>(train.size()));
-      examples::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
+      vitmae::train::require_same_on_ranks(*world, a.train + ": the number of training images", static_cast<double>(train.size()));
+      vitmae::train::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
     });
     // What decides the batches besides the trainer's options: a resumed run must keep it too.
     const nlohmann::json data_state = {{"train", a.train},           {"holdout", a.holdout},

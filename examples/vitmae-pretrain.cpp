@@ -238,8 +238,8 @@ int main(int argc, char** argv) {
     });
     const size_t n_images = images ? images->size() : idx->size();
     examples::together(*world, [&] {  // every rank must see the same images, or the batches would differ
-      examples::require_same_on_ranks(*world, a.data + ": the number of images", static_cast<double>(n_images));
-      examples::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
+      vitmae::train::require_same_on_ranks(*world, a.data + ": the number of images", static_cast<double>(n_images));
+      vitmae::train::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
     });
     if (a.epochs) {
       const long per_step = static_cast<long>(a.train.batch) * a.train.accum;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // A trainer's data-parallel side (Trainer, ClassifierTrainer): its world (train/world.hpp), the
-// sums over ranks (overlapped with the backward, train/overlap.hpp, or after it) and the time
+// sums over ranks (train/overlap.hpp: overlapped with the backward, or after it) and the time
 // they took. With one process it adds nothing to a step.
 #pragma once
 
@@ -18,7 +18,8 @@ template <class S>
 class DataParallel {
  public:
   /// nullptr: this process alone.
-  explicit DataParallel(std::shared_ptr<World> world) : world_(world ? std::move(world) : single_process()) {}
+  explicit DataParallel(std::shared_ptr<World> world)
+      : world_(world ? std::move(world) : single_process()), sum_(alone() ? nullptr : new OverlappedSum<S>(*world_)) {}
 
   World& world() const { return *world_; }
   bool alone() const { return world_->size() == 1; }
@@ -30,11 +31,12 @@ class DataParallel {
   double reduce_seconds() const { return reduce_seconds_; }
   /// Whether the sums start during the backward, a layer at a time (the default with several
   /// ranks), or after it: the same bits either way.
-  bool overlaps() const { return overlap_ != nullptr; }
-  /// Returns what the trainer's ParallelBackward must be given (set_overlap).
+  bool overlaps() const { return overlaps_; }
+  /// Returns what the trainer's ParallelBackward must be given (set_overlap): the sum, to start
+  /// layer by layer, or nullptr.
   OverlappedSum<S>* set_overlap(bool on) {
-    overlap_.reset(on && !alone() ? new OverlappedSum<S>(*world_) : nullptr);
-    return overlap_.get();
+    overlaps_ = on && sum_;
+    return overlaps_ ? sum_.get() : nullptr;
   }
 
   /// Micro-batch `a` of a step on this rank: load() on every rank, its errors agreed (no rank
@@ -49,8 +51,7 @@ class DataParallel {
     const S part = compute();
     if (alone()) return part;
     const auto t0 = std::chrono::steady_clock::now();
-    if (overlap_) overlap_->finish(grads);
-    else sum_gradients(*world_, grads);
+    sum_->finish(grads);  // everything, or what the overlapped layers left
     reduce_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     S total = 0;
     for (double v : world_->all_gather({static_cast<double>(part)})) total += static_cast<S>(v);
@@ -59,7 +60,8 @@ class DataParallel {
 
  private:
   std::shared_ptr<World> world_;
-  std::unique_ptr<OverlappedSum<S>> overlap_;
+  std::unique_ptr<OverlappedSum<S>> sum_;  // with several ranks
+  bool overlaps_ = false;
   double reduce_seconds_ = 0;
 };
 

@@ -4,13 +4,12 @@
 // (CMake: find_package(MPI COMPONENTS CXX), target MPI::MPI_CXX).
 //
 // The gradient sum is a reduce-scatter then an all-gather, as a ring all-reduce is, but with a
-// fixed order: rank r receives the r-th piece of every rank's buffer (MPI_Alltoallv), adds them
-// in rank order, and every rank collects the sums (MPI_Allgatherv). Each rank sends and
+// fixed order: rank r receives the r-th piece of every rank's buffer (MPI_Ialltoallv), adds them
+// in rank order, and every rank collects the sums (MPI_Iallgatherv). Each rank sends and
 // receives 2 (N-1)/N of the buffer, as with MPI_Allreduce's bandwidth-optimal algorithms, and
-// the result does not depend on how MPI would have grouped the additions. start_sum does the same
-// with MPI_Ialltoallv and MPI_Iallgatherv, so that a trainer sums a layer's gradients while the
-// backward goes on (train/overlap.hpp); each of the two steps has its own communicator, where
-// every rank starts them in the same order.
+// the result does not depend on how MPI would have grouped the additions. Nonblocking, so that a
+// trainer sums a layer's gradients while the backward goes on (train/overlap.hpp); each of the
+// two steps has its own communicator, where every rank starts them in the same order.
 #pragma once
 
 #include <mpi.h>
@@ -63,9 +62,6 @@ class MpiWorld : public World {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-
-  void sum_in_rank_order(float* data, std::size_t n) override { sum(data, n, MPI_FLOAT); }
-  void sum_in_rank_order(double* data, std::size_t n) override { sum(data, n, MPI_DOUBLE); }
 
   void start_sum(float* data, std::size_t n) override { start(data, n, MPI_FLOAT); }
   void start_sum(double* data, std::size_t n) override { start(data, n, MPI_DOUBLE); }
@@ -132,11 +128,6 @@ class MpiWorld : public World {
     MPI_Comm_size(comm_, &size_);
   }
 
-  /// A buffer of at least n bytes; never shrunk, so that reusing it costs nothing.
-  static void grow(std::vector<char>& buf, std::size_t n) {
-    if (buf.size() < n) buf.resize(n);
-  }
-
   /// A started sum: phase 1 the all-to-all (MPI_Ialltoallv), 2 the all-gather, 3 done.
   struct Op {
     void* data = nullptr;
@@ -149,8 +140,14 @@ class MpiWorld : public World {
 
   template <class S>
   void start(S* data, std::size_t n, MPI_Datatype type) {
-    if (size_ == 1 || n == 0) return;
-    if (n > (std::size_t(1) << 28)) return sum(data, n, type);  // int counts: the blocking sum's pieces
+    if (size_ == 1) return;
+    // Pieces of at most 2^28 elements keep MPI's int counts and displacements in range.
+    const std::size_t most = std::size_t(1) << 28;
+    for (std::size_t at = 0; at < n; at += most) start_piece(data + at, std::min(most, n - at), type);
+  }
+
+  template <class S>
+  void start_piece(S* data, std::size_t n, MPI_Datatype type) {
     const std::size_t N = static_cast<std::size_t>(size_);
     if (active_ == ops_.size()) ops_.emplace_back();
     Op& op = ops_[active_++];
@@ -164,7 +161,8 @@ class MpiWorld : public World {
       op.counts[r] = static_cast<int>(n * (r + 1) / N) - op.displs[r];
     }
     const int mine = op.counts[static_cast<std::size_t>(rank_)];
-    grow(op.in, static_cast<std::size_t>(mine) * N * sizeof(S));
+    // Never shrunk, so that the next sums reuse it without allocating (or zeroing) anything.
+    if (op.in.size() < static_cast<std::size_t>(mine) * N * sizeof(S)) op.in.resize(static_cast<std::size_t>(mine) * N * sizeof(S));
     op.rcounts.assign(N, mine);
     op.rdispls.resize(N);
     for (std::size_t r = 0; r < N; ++r) op.rdispls[r] = static_cast<int>(r) * mine;
@@ -193,44 +191,11 @@ class MpiWorld : public World {
     }
   }
 
-  template <class S>
-  void sum(S* data, std::size_t n, MPI_Datatype type) {
-    if (size_ == 1 || n == 0) return;
-    const std::size_t N = static_cast<std::size_t>(size_);
-    // Pieces of at most 2^28 elements keep MPI's int counts and displacements in range.
-    const std::size_t most = std::size_t(1) << 28;
-    for (std::size_t at = 0; at < n; at += most) {
-      const std::size_t m = std::min(most, n - at);
-      S* x = data + at;
-      std::vector<int> counts(N), displs(N);
-      for (std::size_t r = 0; r < N; ++r) {
-        displs[r] = static_cast<int>(m * r / N);
-        counts[r] = static_cast<int>(m * (r + 1) / N) - displs[r];
-      }
-      const std::size_t me = static_cast<std::size_t>(rank_);
-      const int mine = counts[me];
-      // Every rank's piece `me`, in rank order.
-      grow(recv_, static_cast<std::size_t>(mine) * N * sizeof(S));
-      S* in = reinterpret_cast<S*>(recv_.data());
-      std::vector<int> rcounts(N, mine), rdispls(N);
-      for (std::size_t r = 0; r < N; ++r) rdispls[r] = static_cast<int>(r) * mine;
-      MPI_Alltoallv(x, counts.data(), displs.data(), type, in, rcounts.data(), rdispls.data(), type, comm_);
-      S* out = x + displs[me];
-      std::copy_n(in, mine, out);
-      for (std::size_t r = 1; r < N; ++r) {
-        const S* piece = in + r * static_cast<std::size_t>(mine);
-        for (int i = 0; i < mine; ++i) out[i] += piece[i];
-      }
-      MPI_Allgatherv(MPI_IN_PLACE, 0, type, x, counts.data(), displs.data(), type, comm_);
-    }
-  }
-
   MPI_Comm comm_, scatter_comm_ = MPI_COMM_NULL, gather_comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::deque<Op> ops_;  // the first active_ are started
   std::size_t active_ = 0;
   bool owns_mpi_ = false;
-  std::vector<char> recv_;
 };
 
 }  // namespace vitmae::train

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Summing gradients over the ranks while the backward goes on (PyTorch DDP's gradient buckets):
 // a bucket is one encoder or decoder layer, started as soon as every thread's slice has been
-// through that layer's backward (LayerStackCache::layer_done). The sums are the same as
-// sum_gradients's, element by element in the same order (threads' slices first, in slice order,
-// then the ranks in rank order): overlapping changes when, not what.
+// through that layer's backward (LayerStackCache::layer_done). Without the hooks (no overlap),
+// finish() sums every parameter after the backward; the sums are the same either way, element by
+// element in the same order (threads' slices first, in slice order, then the ranks in rank
+// order): overlapping changes when, not what.
 #pragma once
 
 #include <algorithm>
@@ -18,11 +19,11 @@
 
 namespace vitmae::train {
 
-/// One micro-batch's overlapped sum. begin() before the backward; layer_done() from each
-/// slice's thread after each layer (the same layers in the same order on every slice);
-/// poll() from the main thread (the only one that calls MPI) whenever it can; after the
-/// backward, add_twins skips the layers already added (twin_added) and finish() sums the rest
-/// and waits for every sum.
+/// A micro-batch's sum over ranks. To overlap it with the backward: begin() before it,
+/// layer_done() from each slice's thread after each layer (the same layers in the same order on
+/// every slice), poll() from the main thread (the only one that calls MPI) whenever it can, and
+/// add_twins leaves out the layers already added (twin_added). In any case finish() after the
+/// backward sums what no layer held, waits for every sum and is ready for the next micro-batch.
 template <class S>
 class OverlappedSum {
  public:
@@ -31,10 +32,6 @@ class OverlappedSum {
   void begin(int slices) {
     slices_ = slices;
     next_.assign(static_cast<std::size_t>(slices), 0);
-    layers_.clear();
-    started_ = 0;
-    twin_added_.clear();
-    used_ = 0;
   }
 
   /// Slice t is through a layer whose gradients (its own twin's) are `layer`. The last slice
@@ -87,6 +84,10 @@ class OverlappedSum {
       std::size_t at = 0;
       for (const auto& p : b.params) std::copy_n(b.values.data() + at, p.size, p.data), at += static_cast<std::size_t>(p.size);
     }
+    layers_.clear();  // the packed buffers stay, for the next micro-batch
+    started_ = 0;
+    twin_added_.clear();
+    used_ = 0;
   }
 
  private:

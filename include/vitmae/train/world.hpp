@@ -11,8 +11,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
-#include <new>
 #include <memory>
+#include <new>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,8 +24,8 @@
 
 namespace vitmae::train {
 
-/// An error raised on one rank and agreed on by all (World::agree): every rank throws it, so
-/// every rank ends; rank 0 reports it.
+/// An error raised on one rank and agreed on by all (together(), World::first_error): every
+/// rank throws it, so every rank ends; rank 0 reports it.
 class AgreedError : public Error {
  public:
   AgreedError(const std::string& what, int rank, int code) : Error(what), rank_(rank), code_(code) {}
@@ -49,14 +50,12 @@ class World {
   virtual ~World() = default;
   virtual int rank() const { return 0; }
   virtual int size() const { return 1; }
-  /// data := the element-wise sum of every rank's data, added in rank order, on every rank.
-  virtual void sum_in_rank_order(float*, std::size_t) {}
-  virtual void sum_in_rank_order(double*, std::size_t) {}
-  /// Starts sum_in_rank_order(data, n) and returns at once where the world can (MPI's
-  /// nonblocking collectives): `data` must stay untouched until finish_sums(). Every rank starts
-  /// the same sums in the same order. Here: the sum, done now.
-  virtual void start_sum(float* data, std::size_t n) { sum_in_rank_order(data, n); }
-  virtual void start_sum(double* data, std::size_t n) { sum_in_rank_order(data, n); }
+  /// Starts data := the element-wise sum of every rank's data, added in rank order, on every
+  /// rank, and returns at once where the world can (MPI's nonblocking collectives): `data` must
+  /// stay untouched until finish_sums(). Every rank starts the same sums in the same order.
+  /// Here (one rank): nothing to add.
+  virtual void start_sum(float*, std::size_t) {}
+  virtual void start_sum(double*, std::size_t) {}
   /// Lets started sums advance (MPI moves nonblocking collectives only inside its calls).
   virtual void progress() {}
   /// Waits for every started sum.
@@ -108,63 +107,45 @@ void together(World& world, F&& f, const std::function<int(const std::exception&
                       first.rank, first.code);
 }
 
-/// The trainable parameters of `grads` summed over the ranks in rank order (World::
-/// sum_in_rank_order): a parameter of at least `in_place` elements where it is, the smaller ones
-/// packed together in pieces of at most `piece` elements (no copy of the model is made).
-template <class M>
-void sum_gradients(World& world, M& grads, std::size_t piece = std::size_t(1) << 24, std::size_t in_place = std::size_t(1) << 16) {
-  if (world.size() == 1) return;
-  using S = typename M::scalar_type;
-  std::vector<S> buf;
-  std::vector<std::pair<S*, std::size_t>> pending;  // spans of parameters packed into buf
-  auto flush = [&] {
-    if (buf.empty()) return;
-    world.sum_in_rank_order(buf.data(), buf.size());
-    std::size_t at = 0;
-    for (auto& [p, n] : pending) std::copy_n(buf.data() + at, n, p), at += n;
-    buf.clear(), pending.clear();
-  };
-  for (const Parameter<S>& p : parameter_list(grads)) {
-    if (!p.trainable()) continue;
-    const auto size = static_cast<std::size_t>(p.size);
-    if (size >= in_place) {
-      world.sum_in_rank_order(p.data, size);
-      continue;
-    }
-    for (std::size_t done = 0; done < size;) {
-      const std::size_t n = std::min(size - done, piece - buf.size());
-      buf.insert(buf.end(), p.data + done, p.data + done + n);
-      pending.emplace_back(p.data + done, n);
-      done += n;
-      if (buf.size() == piece) flush();
-    }
-  }
-  flush();
-}
-
-/// A 64-bit digest of every parameter's bytes (FNV-1a over the bytes), to check that the
-/// ranks start from the same weights.
-template <class M>
-std::uint64_t weights_digest(const M& m) {
-  std::uint64_t h = 1469598103934665603ull;
-  m.visit_parameters("", [&](const Parameter<const typename M::scalar_type>& p) {
-    const auto* bytes = reinterpret_cast<const unsigned char*>(p.data);
-    const std::size_t n = static_cast<std::size_t>(p.size) * sizeof(*p.data);
-    for (std::size_t i = 0; i < n; ++i) h = (h ^ bytes[i]) * 1099511628211ull;
-  });
+/// 64-bit FNV-1a of n bytes, continuing from h.
+inline std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 1469598103934665603ull) {
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ bytes[i]) * 1099511628211ull;
   return h;
 }
 
-/// Throws (on every rank) unless every rank's model has rank 0's weights.
+/// Throws on every rank (a collective: call it inside together()) unless every rank's `value`
+/// is rank 0's: the ranks must read the same files. `what` names the value; `show` prints both.
+inline void require_same_on_ranks(World& world, const std::string& what, double value, bool show = true) {
+  if (world.size() == 1) return;
+  const auto all = world.all_gather({value});
+  for (int r = 1; r < world.size(); ++r)
+    if (all[static_cast<std::size_t>(r)] != all[0]) {
+      std::ostringstream s;
+      s << "vitmae: " << what << " differs between rank " << r;
+      if (show) s << " (" << all[static_cast<std::size_t>(r)] << ") and rank 0 (" << all[0] << ")";
+      else s << " and rank 0";
+      throw Error(s.str() + ": every rank must read the same files");
+    }
+}
+
+/// The same for bytes, compared through 52 bits of their FNV-1a digest (a double holds them exactly).
+inline void require_same_on_ranks(World& world, const std::string& what, std::uint64_t digest) {
+  require_same_on_ranks(world, what, static_cast<double>(digest >> 12), false);
+}
+inline void require_same_on_ranks(World& world, const std::string& what, const std::string& text) {
+  require_same_on_ranks(world, what, fnv1a(text.data(), text.size()));
+}
+
+/// Throws (on every rank) unless every rank's model has rank 0's weights, every byte of them.
 template <class M>
 void require_same_weights(World& world, const M& m, const std::string& what) {
   if (world.size() == 1) return;
-  const std::uint64_t mine = weights_digest(m);
-  // Two exact halves: a double holds 32-bit integers exactly.
-  const auto all = world.all_gather({static_cast<double>(mine >> 32), static_cast<double>(mine & 0xffffffffu)});
-  for (int r = 1; r < world.size(); ++r)
-    detail::require(all[2 * r] == all[0] && all[2 * r + 1] == all[1], "rank ", r, " starts from other weights than rank 0 (",
-                    what, "): every rank must read the same files");
+  std::uint64_t h = fnv1a(nullptr, 0);
+  m.visit_parameters("", [&](const Parameter<const typename M::scalar_type>& p) {
+    h = fnv1a(p.data, static_cast<std::size_t>(p.size) * sizeof(*p.data), h);
+  });
+  require_same_on_ranks(world, "the starting weights (" + what + ")", h);
 }
 
 }  // namespace vitmae::train
