@@ -8,6 +8,7 @@
 #include <memory>
 #include <utility>
 
+#include "vitmae/error.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/overlap.hpp"
 #include "vitmae/train/world.hpp"
@@ -17,9 +18,14 @@ namespace vitmae::train {
 template <class S>
 class DataParallel {
  public:
-  /// nullptr: this process alone.
-  explicit DataParallel(std::shared_ptr<World> world)
-      : world_(world ? std::move(world) : single_process()), sum_(alone() ? nullptr : new OverlappedSum<S>(*world_)) {}
+  /// `world` nullptr: this process alone. `trainer` names the caller in the error for a `batch`
+  /// too small to give every rank an image.
+  DataParallel(std::shared_ptr<World> world, Index batch, const char* trainer)
+      : world_(world ? std::move(world) : single_process()), sum_(alone() ? nullptr : new OverlappedSum<S>(*world_)) {
+    const int ranks = world_->size();  // (a batch of none is the trainer's own error)
+    detail::require(batch <= 0 || batch >= ranks, trainer, ": a batch of ", batch, " images cannot be split over ", ranks,
+                    " ranks: give each rank at least one (--batch ", ranks, " or more)");
+  }
 
   World& world() const { return *world_; }
   bool alone() const { return world_->size() == 1; }

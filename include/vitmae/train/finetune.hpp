@@ -65,12 +65,9 @@ class ClassifierTrainer {
   /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
   ClassifierTrainer(Model model, FineTuneOptions o, std::shared_ptr<World> world = nullptr)
       : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
-        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), dp_(std::move(world)) {
+        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), dp_(std::move(world), o.batch, "ClassifierTrainer") {
     detail::require(o.steps > 0, "ClassifierTrainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "ClassifierTrainer: batch and accum must be positive");
-    const int ranks = dp_.world().size();
-    detail::require(o.batch >= ranks, "ClassifierTrainer: a batch of ", o.batch, " images cannot be split over ", ranks,
-                    " ranks: give each rank at least one (--batch ", ranks, " or more)");
     detail::require(o.layer_decay > 0 && o.layer_decay <= 1, "ClassifierTrainer: layer_decay must be in (0, 1], got ", o.layer_decay);
     for (auto [name, v] : {std::pair<const char*, double>{"base_lr", o.base_lr}, {"min_lr", o.min_lr},
                            {"weight_decay", o.weight_decay}, {"clip_grad", o.clip_grad}, {"label_smoothing", o.label_smoothing}})

@@ -94,13 +94,10 @@ class Trainer {
   /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
   Trainer(ForPreTraining<S> model, TrainOptions o, std::shared_ptr<World> world = nullptr)
       : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
-        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), dp_(std::move(world)) {
+        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), dp_(std::move(world), o.batch, "Trainer") {
     const Config& cfg = model_.config();
     detail::require(o.steps > 0, "Trainer: steps must be positive, got ", o.steps);
     detail::require(o.batch > 0 && o.accum > 0, "Trainer: batch and accum must be positive");
-    const int ranks = dp_.world().size();
-    detail::require(o.batch >= ranks, "Trainer: a batch of ", o.batch, " images cannot be split over ", ranks,
-                    " ranks: give each rank at least one (--batch ", ranks, " or more)");
     detail::require(cfg.hidden_dropout_prob == 0 && cfg.attention_probs_dropout_prob == 0,
                     "Trainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
                     cfg.hidden_dropout_prob, ", attention_probs_dropout_prob ", cfg.attention_probs_dropout_prob,
