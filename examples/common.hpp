@@ -103,10 +103,14 @@ inline void check_dtype(const std::string& dtype) {
   if (dtype != "float32" && dtype != "int8")
     throw UsageError("--dtype expects float32 or int8, got '" + dtype + "'");
 }
+/// Makes a loaded model ready for inference in `dtype`: int8 quantises it; then its weights are
+/// packed for oneDNN (float) or its float weights released (int8) (vitmae::pack_for_inference).
 template <class M>
 void apply_dtype(M& model, const std::string& dtype) {
-  if constexpr (std::is_same_v<typename M::scalar_type, float>)
+  if constexpr (std::is_same_v<typename M::scalar_type, float>) {
     if (dtype == "int8") vitmae::quantize_int8(model);
+    vitmae::pack_for_inference(model);
+  }
 }
 
 /// Threads for Eigen's products (OpenMP builds); 0 keeps the default (all cores).

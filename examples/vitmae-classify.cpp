@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
     const std::string type = checkpoint_model_type(model_dir);
     detail::require(type == "vit", model_dir, ": model_type is '", type,
                     "', not a ViT classifier; make one from an MAE checkpoint with vitmae-convert --num-labels N");
-    const auto model = ViTForImageClassification<float>::from_pretrained(model_dir);
+    auto model = ViTForImageClassification<float>::from_pretrained(model_dir);
+    examples::apply_dtype(model, "float32");  // weights packed once for oneDNN's products
     const auto& config = model.config();
     detail::require(config.num_labels() > 0, model_dir, ": the checkpoint has no classifier (num_labels 0)");
     const auto proc = ImageProcessor::for_checkpoint(model_dir, config.mae_config());

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// int8 inference: the quantisers against values worked by hand, the int8 product against the
+// Inference forms. int8: the quantisers against values worked by hand, the int8 product against the
 // same arithmetic done in float64 on the quantised values, both backends and thread counts giving
 // the same bits, and the bundled model's accuracy in int8 on the bundled photos.
+// Packed for inference: the packed product against float64, its bits on 1 or 2 threads, and
+// pack_for_inference / unpack on whole models (exact, inference only in between).
 #include "test_util.hpp"
 
 #include <random>
@@ -199,4 +201,118 @@ TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as 
                        doctest::Contains("'decoder.decoder_pred.weight' is int8 but 'decoder.decoder_pred.weight_scale' (its "
                                          "per-channel scales) is missing"),
                        vitmae::Error);
+}
+
+TEST_CASE("packed product: against a float64 loop, the same bits on 1 or 2 threads, unpacked exactly") {
+  // Shapes that are not multiples of oneDNN's blocks (16 x 64), packed into 2 blocks of columns.
+  const test::RestoreBackendAndThreads restore;
+  if (vitmae::product_backend() != vitmae::Backend::onednn) return;  // (pack_for_inference packs nothing then)
+  const Index T = 131, in = 263, out = 197;
+  std::mt19937_64 rng(7);
+  auto random = [&](Index r, Index c) {
+    Matrix<float> m(r, c);
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
+    return m;
+  };
+  const Matrix<float> x = random(T, in), w = random(out, in);
+  const vitmae::RowVector<float> bias = random(1, out);
+#ifdef _OPENMP
+  omp_set_num_threads(2);
+#endif
+  const d::PackedWeight p = d::PackedWeight::of(w);
+  CHECK(p.out == out);
+  CHECK(p.in == in);
+  CHECK((p.unpacked() - w).cwiseAbs().maxCoeff() == 0.f);
+  Matrix<float> y2, y1, y0;
+  d::gemm_nt_packed(x, p, bias, y2);
+#ifdef _OPENMP
+  omp_set_num_threads(1);
+#endif
+  d::gemm_nt_packed(x, p, bias, y1);
+  d::gemm_nt_packed(x, p, vitmae::RowVector<float>(), y0);
+  CHECK((y1 - y2).cwiseAbs().maxCoeff() == 0.f);
+  const Matrix<double> want = (x.cast<double>() * w.cast<double>().transpose()).rowwise() + bias.cast<double>();
+  CHECK((y1.cast<double>() - want).cwiseAbs().maxCoeff() <= 1e-5 * (1 + want.cwiseAbs().maxCoeff()));
+  CHECK(((y0.rowwise() + bias) - y1).cwiseAbs().maxCoeff() <= 1e-5f * y1.cwiseAbs().maxCoeff());
+  CHECK_THROWS_WITH_AS(d::gemm_nt_packed(random(3, in + 1), p, bias, y0), doctest::Contains("input has 264 features, expected 263"),
+                       vitmae::Error);
+}
+
+TEST_CASE("pack_for_inference: float weights released (packed, or int8), inference only until unpack, exact") {
+  const test::RestoreBackendAndThreads restore;
+  const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  const int layers = 4 * 6 + 3;
+  vitmae::Tensor<float> px({2, 3, 32, 32});
+  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i) px.data[static_cast<size_t>(i)] = std::cos(0.11f * float(i));
+  std::mt19937_64 rng(3);
+  const Matrix<float> noise = vitmae::ops::uniform_noise<float>(2, m.config().num_patches(), rng);
+  const auto ref = m.forward(px, noise);
+  const bool onednn = vitmae::product_backend() == vitmae::Backend::onednn;
+
+  auto p = m;
+#ifdef _OPENMP
+  omp_set_num_threads(2);
+#endif
+  CHECK(vitmae::pack_for_inference(p) == (onednn ? layers : 0));
+  CHECK(vitmae::is_packed(p) == onednn);
+  CHECK(vitmae::pack_for_inference(p) == 0);  // already packed
+  const auto two = p.forward(px, noise);
+#ifdef _OPENMP
+  omp_set_num_threads(1);
+#endif
+  const auto one = p.forward(px, noise);
+  CHECK((one.logits[1] - two.logits[1]).cwiseAbs().maxCoeff() == 0.f);  // blocks fixed when packed
+  CHECK((one.logits[1] - ref.logits[1]).cwiseAbs().maxCoeff() <= 1e-5f * ref.logits[1].cwiseAbs().maxCoeff());
+  CHECK(one.loss == doctest::Approx(ref.loss).epsilon(1e-5));
+  if (onednn) {
+    CHECK(p.vit.encoder.layer[0].attention.attention.query.weight.size() == 0);  // released
+    CHECK(p.vit.encoder.layer[0].intermediate.dense.in_features() == m.config().hidden_size);
+    CHECK(p.vit.encoder.layer[0].intermediate.dense.out_features() == m.config().intermediate_size);
+    // Inference only: saving, training and loading name the weight and the way back.
+    CHECK_THROWS_WITH_AS(p.save_pretrained(test::tmp_dir("packed_save")),
+                         doctest::Contains("vit.embeddings.patch_embeddings.projection.weight: the model's float weights were "
+                                           "released for inference (pack_for_inference); call vitmae::unpack(model)"),
+                         vitmae::Error);
+    vitmae::train::TrainOptions o;
+    o.batch = 2;
+    o.steps = 1;
+    CHECK_THROWS_WITH_AS(vitmae::train::Trainer<float>(p, o), doctest::Contains("call vitmae::unpack(model)"), vitmae::Error);
+    CHECK_THROWS_WITH_AS(p.load_weights(*vitmae::open_pretrained_weights(test::data("hf/tiny"))),
+                         doctest::Contains("call vitmae::unpack(model)"), vitmae::Error);
+  }
+  vitmae::unpack(p);
+  CHECK_FALSE(vitmae::is_packed(p));
+  size_t same = 0, all = 0;
+  vitmae::visit_lockstep(m, [&](const auto& a, const auto& b) { ++all, same += (a.values() - b.values()).cwiseAbs().maxCoeff() == 0; }, p);
+  CHECK(all == vitmae::parameter_list(m).size());
+  CHECK(same == all);  // unpacking gives back the exact weights
+
+  // int8: the float weights go, the integers stay; unpack gives their dequantised values.
+  auto q = m;
+  vitmae::quantize_int8(q);
+  const auto q_out = q.forward(px, noise);
+  CHECK(vitmae::pack_for_inference(q) == layers);
+  CHECK(vitmae::is_int8(q));
+  CHECK(q.decoder.decoder_pred.weight.size() == 0);
+  CHECK((q.forward(px, noise).logits[0] - q_out.logits[0]).cwiseAbs().maxCoeff() == 0.f);
+  vitmae::unpack(q);
+  CHECK(vitmae::is_int8(q));
+  CHECK(q.decoder.decoder_pred.weight == q.decoder.decoder_pred.int8.dequantized());
+  CHECK((q.forward(px, noise).logits[0] - q_out.logits[0]).cwiseAbs().maxCoeff() == 0.f);
+  // A packed float model quantised: unpacked first, then int8 as from the float weights.
+  auto pq = m;
+  vitmae::pack_for_inference(pq);
+  vitmae::quantize_int8(pq);
+  CHECK(pq.vit.encoder.layer[1].output.dense.int8.q == q.vit.encoder.layer[1].output.dense.int8.q);
+
+  // Nothing to pack in float64, nor for float products on Eigen (int8 weights are still released).
+  auto f64 = vitmae::ViTMAEForPreTraining<double>::from_pretrained(test::data("hf/tiny"));
+  CHECK(vitmae::pack_for_inference(f64) == 0);
+  vitmae::set_product_backend(vitmae::Backend::eigen);
+  auto e = m;
+  CHECK(vitmae::pack_for_inference(e) == 0);
+  CHECK_FALSE(vitmae::is_packed(e));
+  auto eq = m;
+  vitmae::quantize_int8(eq);
+  CHECK(vitmae::pack_for_inference(eq) == layers);
 }

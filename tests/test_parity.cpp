@@ -13,9 +13,10 @@ using vitmae::Index;
 /// float32 within 1e-4 absolute of the float32 references; float64 within 1e-12 of the `*_f64`
 /// references (every operation in float64, the softmax included) where the case has them (else
 /// 1e-4 of the float32 ones); mask and ids_restore exactly.
+/// `packed`: the model made inference-only by pack_for_inference first (float; the same tolerances).
 template <class Scalar>
-void check_case(const std::string& dir) {
-  INFO("case " << dir);
+void check_case(const std::string& dir, bool packed = false) {
+  INFO("case " << dir << (packed ? ", packed for inference" : ""));
   const vitmae::io::SafetensorsFile io(test::data(dir + "/io.safetensors"));
   const bool interpolate = io.metadata().count("interpolate_pos_encoding") &&
                            io.metadata().at("interpolate_pos_encoding") == "true";
@@ -38,10 +39,14 @@ void check_case(const std::string& dir) {
   vitmae::PreTrainingOutput<Scalar> out;
   const bool has_decoder = io.contains("logits");
   if (has_decoder) {
-    const auto model = vitmae::ViTMAEForPreTraining<Scalar>::from_pretrained(test::data(dir));
+    auto model = vitmae::ViTMAEForPreTraining<Scalar>::from_pretrained(test::data(dir));
+    if (packed) CHECK(vitmae::pack_for_inference(model) == (vitmae::product_backend() == vitmae::Backend::onednn && !f64
+                                                              ? model.config().num_hidden_layers * 6 + model.config().decoder_num_hidden_layers * 6 + 3
+                                                              : 0));
     out = model.forward(pixels, noise, opts);
   } else {
-    const auto model = vitmae::ViTMAEModel<Scalar>::from_pretrained(test::data(dir));
+    auto model = vitmae::ViTMAEModel<Scalar>::from_pretrained(test::data(dir));
+    if (packed) vitmae::pack_for_inference(model);
     vitmae::ModelOutput<Scalar> enc = model.forward(pixels, noise, opts);
     out.last_hidden_state = std::move(enc.last_hidden_state);
     out.mask = std::move(enc.mask);
@@ -121,6 +126,12 @@ TEST_CASE_TEMPLATE("parity formats/fp16", Scalar, float, double) { check_case<Sc
 TEST_CASE_TEMPLATE("parity formats/bf16", Scalar, float, double) { check_case<Scalar>("formats/bf16"); }
 TEST_CASE_TEMPLATE("parity formats/encoder_only (ViTMAEModel)", Scalar, float, double) {
   check_case<Scalar>("formats/encoder_only");
+}
+
+TEST_CASE("parity of float models packed for inference (oneDNN's matmul on packed weights), every case") {
+  for (const char* dir : {"hf/tiny", "hf/tiny_normpix_gelu_new", "hf/tiny_gray_p8", "hf/tiny_no_mask", "hf/tiny_interp_48",
+                          "hf/tiny_tables", "hf/tiny_tables_interp_40", "formats/sharded", "formats/encoder_only"})
+    check_case<float>(dir, true);
 }
 
 TEST_CASE("float64 forward matches the reference to 1e-12 relative on train_steps' F64 inputs") {

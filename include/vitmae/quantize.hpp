@@ -3,7 +3,11 @@
 // float model (ViTMAEModel, ViTMAEForPreTraining, ViTForImageClassification) to int8 products
 // (weights per output channel, activations per token at run time; see detail/int8.hpp). The
 // LayerNorms, softmax, GELU, attention's products and the loss stay in float. The float weights
-// stay too (save_pretrained writes them); a quantised model has no backward.
+// stay too (save_pretrained writes them) unless pack_for_inference releases them; a quantised
+// model has no backward.
+//
+// pack_for_inference(model) makes a float model inference-only: its weights packed once for
+// oneDNN's matmul (see detail/packed.hpp), or, after quantize_int8, its float weights released.
 #pragma once
 
 #include "vitmae/modules/linear.hpp"
@@ -12,20 +16,27 @@
 namespace vitmae {
 
 namespace detail {
-struct Int8Switch {
+struct Int8Switch : ModulesOnly {
   bool on = true;
   int modules = 0;
   void module(Linear<float>& l) { on ? l.quantize_int8() : l.dequantize(), ++modules; }
   void module(PatchConv2d<float>& c) { on ? c.quantize_int8() : c.dequantize(), ++modules; }
-  template <class P>
-  void operator()(const P&) const {}
 };
-struct Int8Count {
+struct Int8Count : ModulesOnly {
   int quantised = 0, modules = 0;
   void module(const Linear<float>& l) { quantised += !l.int8.empty(), ++modules; }
   void module(const PatchConv2d<float>& c) { quantised += !c.int8.empty(), ++modules; }
-  template <class P>
-  void operator()(const P&) const {}
+};
+struct PackSwitch : ModulesOnly {
+  bool on = true;
+  int released = 0;
+  template <class L>
+  void layer(L& l) {
+    if (on) released += l.pack();
+    else l.unpack();
+  }
+  void module(Linear<float>& l) { layer(l); }
+  void module(PatchConv2d<float>& c) { layer(c); }
 };
 }  // namespace detail
 
@@ -41,8 +52,47 @@ int quantize_int8(M& model) {
 /// Back to float products.
 template <class M>
 void dequantize(M& model) {
-  detail::Int8Switch s{false};
+  detail::Int8Switch s;
+  s.on = false;
   model.visit_parameters("", s);
+}
+
+/// Prepares a float model for inference only: every Linear layer's and the patch projection's
+/// float weight is released, its products then running on the weight packed once for oneDNN's
+/// matmul (a float weight; faster at every batch, most at batch 1) or on the int8 weight
+/// (after quantize_int8). The model's memory stays the same (int8: the float weights go). Blocks
+/// of columns are cut for the threads available now; the results do not depend on the threads
+/// that run them later. Nothing is packed for double, or for float products on Eigen (a build
+/// without oneDNN, or set_product_backend(Backend::eigen)); int8 weights are still released.
+/// Until unpack(model), the model has no backward, and reading its parameters (saving, loading,
+/// training, optimizers) throws a vitmae::Error naming the weight. Returns how many weights
+/// were released.
+template <class M>
+int pack_for_inference(M& model) {
+  detail::PackSwitch s;
+  model.visit_parameters("", s);
+  return s.released;
+}
+
+/// Undoes pack_for_inference: the float weights come back (exactly the packed ones; an int8
+/// layer's dequantised values, its products staying int8).
+template <class M>
+void unpack(M& model) {
+  detail::PackSwitch s;
+  s.on = false;
+  model.visit_parameters("", s);
+}
+
+/// True when some weight of `model` was released by pack_for_inference.
+template <class M>
+bool is_packed(const M& model) {
+  struct Count : detail::ModulesOnly {
+    bool any = false;
+    void module(const Linear<float>& l) { any = any || l.packed_for_inference(); }
+    void module(const PatchConv2d<float>& c) { any = any || c.packed_for_inference(); }
+  } c;
+  model.visit_parameters("", c);
+  return c.any;
 }
 
 /// True when every Linear layer and the patch projection of `model` runs in int8.

@@ -8,12 +8,78 @@
 #include <vector>
 
 #include "vitmae/detail/int8.hpp"
+#include "vitmae/detail/packed.hpp"
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/parameter.hpp"
 #include "vitmae/tensor.hpp"
 
 namespace vitmae {
+
+namespace detail {
+/// Visitors that walk modules only (quantize_int8, pack_for_inference) derive from this: they
+/// never see tensors, so they also walk a model whose float weights were released.
+struct ModulesOnly {
+  template <class P>
+  void operator()(const P&) const {}
+};
+
+/// The weight of a Linear layer or the patch projection: float (`weight`), and for inference
+/// also int8 (`int8`, quantize_int8) or packed for oneDNN (`packed`, pack_for_inference). After
+/// pack_for_inference the float weight is released (`weight` empty): the model is for inference
+/// only until unpack_weight.
+template <class Scalar>
+struct WeightForms {
+  static bool released(const Matrix<Scalar>& w, const Int8Weight& q, const PackedWeight& p) {
+    return w.size() == 0 && (!q.empty() || !p.empty());
+  }
+  static Index rows(const Matrix<Scalar>& w, const Int8Weight& q, const PackedWeight& p) {
+    return !p.empty() ? p.out : released(w, q, p) ? q.out_features() : w.rows();
+  }
+  static Index cols(const Matrix<Scalar>& w, const Int8Weight& q, const PackedWeight& p) {
+    return !p.empty() ? p.in : released(w, q, p) ? q.in_features() : w.cols();
+  }
+  /// y = x Wᵀ + b in the form the weight is in.
+  static void forward(const Matrix<Scalar>& x, const Matrix<Scalar>& w, const Int8Weight& q, const PackedWeight& p,
+                      const RowVector<Scalar>& b, Matrix<Scalar>& y) {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (!q.empty()) return gemm_nt_int8(x, q, b, y);
+      if (!p.empty()) return gemm_nt_packed(x, p, b, y);
+    }
+    gemm_nt(x, w, b, y);
+  }
+  /// Releases the float weight: an int8 weight keeps its integers; otherwise the weight is packed
+  /// for oneDNN. Returns false (nothing done) for double, for a float weight when the products
+  /// run on Eigen, or when already released.
+  static bool pack(Matrix<Scalar>& w, const Int8Weight& q, PackedWeight& p) {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (released(w, q, p) || (q.empty() && product_backend() != Backend::onednn)) return false;
+      if (q.empty()) p = PackedWeight::of(w);
+      w = Matrix<Scalar>();
+      return true;
+    }
+    (void)w, (void)q, (void)p;
+    return false;
+  }
+  /// The float weight again: exactly the packed one, or the int8 weight's dequantised values.
+  static void unpack(Matrix<Scalar>& w, const Int8Weight& q, PackedWeight& p) {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (!p.empty()) w = p.unpacked();
+      else if (released(w, q, p)) w = q.dequantized();
+      p = PackedWeight();
+    }
+    (void)w, (void)q, (void)p;
+  }
+  template <class V, class W>
+  static void visit(V& visit, std::string name, W& w, const Int8Weight& q, const PackedWeight& p,
+                    std::vector<Index> shape) {
+    if (!released(w, q, p)) return visit_tensor(visit, std::move(name), w, std::move(shape), ParamKind::weight);
+    if constexpr (!std::is_base_of_v<ModulesOnly, std::decay_t<V>>)
+      throw Error(name + ": the model's float weights were released for inference (pack_for_inference); call "
+                  "vitmae::unpack(model) before saving, loading, training or reading its parameters");
+  }
+};
+}  // namespace detail
 
 /// y = x Wᵀ + b. HF names: <prefix>weight (out, in), <prefix>bias (out), bias optional
 /// (the query/key/value projections have none when qkv_bias is false).
@@ -22,23 +88,23 @@ struct Linear {
   Matrix<Scalar> weight;   // (out, in)
   RowVector<Scalar> bias;  // (out), empty when has_bias is false
   bool has_bias = true;
-  detail::Int8Weight int8;  // after quantize_int8 (float only): the forward's product in int8
+  detail::Int8Weight int8;      // after quantize_int8 (float only): the forward's product in int8
+  detail::PackedWeight packed;  // after pack_for_inference (float, oneDNN): replaces `weight`
 
   Linear() = default;
   Linear(Index in, Index out, bool with_bias = true)
       : weight(Matrix<Scalar>::Zero(out, in)), bias(RowVector<Scalar>::Zero(with_bias ? out : 0)),
         has_bias(with_bias) {}
 
-  Index in_features() const { return weight.cols(); }
-  Index out_features() const { return weight.rows(); }
+  using Forms = detail::WeightForms<Scalar>;
+  Index in_features() const { return Forms::cols(weight, int8, packed); }
+  Index out_features() const { return Forms::rows(weight, int8, packed); }
 
   /// x: (tokens, in) -> y: (tokens, out); y's storage is reused when its shape already fits.
   /// @throws vitmae::Error on a width mismatch.
   void forward(const Matrix<Scalar>& x, Matrix<Scalar>& y) const {
-    detail::require(x.cols() == weight.cols(), "Linear: input has ", x.cols(), " features, expected ", weight.cols());
-    if constexpr (std::is_same_v<Scalar, float>)
-      if (!int8.empty()) return detail::gemm_nt_int8(x, int8, bias, y);
-    detail::gemm_nt(x, weight, bias, y);  // (tokens, out); bias is empty without one
+    detail::require(x.cols() == in_features(), "Linear: input has ", x.cols(), " features, expected ", in_features());
+    Forms::forward(x, weight, int8, packed, bias, y);  // (tokens, out); bias is empty without one
   }
   Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
     Matrix<Scalar> y;
@@ -51,6 +117,7 @@ struct Linear {
   void backward(const Matrix<Scalar>& x, const Matrix<Scalar>& dy, Linear& g, Matrix<Scalar>* dx,
                 bool accumulate = false) const {
     detail::require(int8.empty(), "Linear: an int8 model is for inference only (no backward)");
+    detail::require(packed.empty(), "Linear: a model packed for inference has no backward (vitmae::unpack(model) first)");
     detail::gemm_tn_add(dy, x, g.weight);  // (out, in)
     if (has_bias) g.bias += dy.colwise().sum();
     if (dx) detail::gemm_nn(dy, weight, *dx, accumulate);  // (tokens, in)
@@ -60,14 +127,22 @@ struct Linear {
   /// stays for saving). dequantize() goes back to float products.
   void quantize_int8() {
     static_assert(std::is_same_v<Scalar, float>, "int8 products are for float models");
+    Forms::unpack(weight, int8, packed);
     int8 = detail::Int8Weight::of(weight);
   }
-  void dequantize() { int8 = detail::Int8Weight(); }
+  void dequantize() {
+    Forms::unpack(weight, int8, packed);
+    int8 = detail::Int8Weight();
+  }
+  /// pack_for_inference / unpack for this layer (see detail::WeightForms).
+  bool pack() { return Forms::pack(weight, int8, packed); }
+  void unpack() { Forms::unpack(weight, int8, packed); }
+  bool packed_for_inference() const { return Forms::released(weight, int8, packed); }
 
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     detail::visit_module(visit, m);
-    detail::visit_tensor(visit, prefix + "weight", m.weight, {m.weight.rows(), m.weight.cols()}, ParamKind::weight);
+    Forms::visit(visit, prefix + "weight", m.weight, m.int8, m.packed, {m.out_features(), m.in_features()});
     if (m.has_bias) detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
   }
   VITMAE_VISIT_PARAMETERS
@@ -81,7 +156,9 @@ struct PatchConv2d {
   Matrix<Scalar> weight;   // (hidden, C*p*p)
   RowVector<Scalar> bias;  // (hidden)
   Index in_channels = 0, kernel_size = 0;
-  detail::Int8Weight int8;  // after quantize_int8 (float only)
+  detail::Int8Weight int8;      // after quantize_int8 (float only)
+  detail::PackedWeight packed;  // after pack_for_inference (float, oneDNN): replaces `weight`
+  using Forms = detail::WeightForms<Scalar>;
 
   PatchConv2d() = default;
   PatchConv2d(Index channels, Index hidden, Index patch)
@@ -114,14 +191,13 @@ struct PatchConv2d {
 
   /// cols: im2col of the images (patches, C*p*p) -> y (patches, hidden).
   void forward(const Matrix<Scalar>& cols, Matrix<Scalar>& y) const {
-    if constexpr (std::is_same_v<Scalar, float>)
-      if (!int8.empty()) return detail::gemm_nt_int8(cols, int8, bias, y);
-    detail::gemm_nt(cols, weight, bias, y);  // (patches, hidden)
+    Forms::forward(cols, weight, int8, packed, bias, y);  // (patches, hidden)
   }
   /// cols: the forward's input; dy: (patches, hidden). Adds the weight and bias gradients; when
   /// dcols is given, dcols = dy W.
   void backward(const Matrix<Scalar>& cols, const Matrix<Scalar>& dy, PatchConv2d& g, Matrix<Scalar>* dcols) const {
     detail::require(int8.empty(), "PatchConv2d: an int8 model is for inference only (no backward)");
+    detail::require(packed.empty(), "PatchConv2d: a model packed for inference has no backward (vitmae::unpack(model) first)");
     detail::gemm_tn_add(dy, cols, g.weight);
     g.bias += dy.colwise().sum();
     if (dcols) detail::gemm_nn(dy, weight, *dcols, false);
@@ -129,15 +205,23 @@ struct PatchConv2d {
 
   void quantize_int8() {
     static_assert(std::is_same_v<Scalar, float>, "int8 products are for float models");
+    Forms::unpack(weight, int8, packed);
     int8 = detail::Int8Weight::of(weight);
   }
-  void dequantize() { int8 = detail::Int8Weight(); }
+  void dequantize() {
+    Forms::unpack(weight, int8, packed);
+    int8 = detail::Int8Weight();
+  }
+  bool pack() { return Forms::pack(weight, int8, packed); }
+  void unpack() { Forms::unpack(weight, int8, packed); }
+  bool packed_for_inference() const { return Forms::released(weight, int8, packed); }
+  Index out_features() const { return Forms::rows(weight, int8, packed); }
 
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     detail::visit_module(visit, m);
-    detail::visit_tensor(visit, prefix + "weight", m.weight, {m.weight.rows(), m.in_channels, m.kernel_size, m.kernel_size},
-                         ParamKind::weight);
+    Forms::visit(visit, prefix + "weight", m.weight, m.int8, m.packed,
+                 {m.out_features(), m.in_channels, m.kernel_size, m.kernel_size});
     detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
   }
   VITMAE_VISIT_PARAMETERS
