@@ -60,9 +60,9 @@ void dequantize(M& model) {
 /// Prepares a float model for inference only: every Linear layer's and the patch projection's
 /// float weight is released, its products then running on the weight packed once for oneDNN's
 /// matmul (a float weight; faster at every batch, most at batch 1) or on the int8 weight
-/// (after quantize_int8). The model's memory stays the same (int8: the float weights go). Blocks
-/// of columns are cut for the threads available now; the results do not depend on the threads
-/// that run them later. Nothing is packed for double, or for float products on Eigen (a build
+/// (after quantize_int8). The model's memory stays the same (int8: the float weights go). The
+/// results do not depend on the number of threads (each thread takes a range of tokens through
+/// the whole packed weight). Nothing is packed for double, or for float products on Eigen (a build
 /// without oneDNN, or set_product_backend(Backend::eigen)); int8 weights are still released.
 /// Until unpack(model), the model has no backward, and reading its parameters (saving, loading,
 /// training, optimizers) throws a vitmae::Error naming the weight. Returns how many weights

@@ -4,10 +4,9 @@
 // 1 (50 tokens x 768 x 2304: 0.55-0.75 of the FMA peak); oneDNN's matmul on weights packed once in
 // the layout it asks for reaches 0.9-0.97 (and ONNX Runtime packs its weights once too).
 //
-// A packed weight is cut into column blocks when it is packed, one per thread available then;
-// each block is one single-threaded matmul, so the result does not depend on the number of threads
-// that later run it. The blocks replace the float weight (the same bytes, in oneDNN's order):
-// unpacking gives back the exact weight.
+// The packed weight replaces the float weight (the same bytes, in oneDNN's order): unpacking
+// gives back the exact weight. A product splits its rows (tokens) across threads, each range one
+// single-threaded matmul on the whole packed weight, writing its rows of the output in place.
 #pragma once
 
 #include <algorithm>
@@ -30,7 +29,7 @@ namespace vitmae {
 namespace detail {
 
 #ifdef VITMAE_WITH_ONEDNN
-/// oneDNN matmul primitives y (m, n) = x (m, k) W_block + bias, W_block packed,
+/// oneDNN matmul primitives y (m, n) = x (m, k) W + bias, W packed,
 /// one per shape, created on first use (0.1-1 ms) and kept. Each runs on the calling thread with
 /// that thread's scratchpad, so threads may run the same primitive at once.
 class PackedMatmuls {
@@ -45,8 +44,8 @@ class PackedMatmuls {
   }
   const dnnl::engine& engine() const { return engine_; }
 
-  /// The layout oneDNN wants for a (k, n) weight block (here the same for every number of
-  /// tokens; a product whose primitive wants another computes on the unpacked block).
+  /// The layout oneDNN wants for a (k, n) weight (here the same for every number of tokens; a
+  /// product whose primitive wants another computes on the unpacked weight).
   dnnl::memory::desc weight_layout(Index n, Index k) { return get(64, n, k, false)->pd.weights_desc(); }
 
   /// The primitive for `m` tokens, weights in the layout it picks (oneDNN's reference code runs
@@ -89,42 +88,38 @@ class PackedMatmuls {
 };
 #endif
 
-/// A float weight (out, in) in oneDNN's packed layout, cut into column blocks.
+/// A float weight (out, in) in oneDNN's packed layout.
 struct PackedWeight {
   Index out = 0, in = 0;
 #ifdef VITMAE_WITH_ONEDNN
-  struct Block {
-    Index c0 = 0, n = 0;
-    dnnl::memory memory;  // the block's (in, n) weight, oneDNN's layout; shared (read-only) by copies
-  };
-  std::vector<Block> blocks;
+  dnnl::memory memory;  // the (in, out) weight in oneDNN's layout; shared (read-only) by copies
+  // When the layout stores each `panel` output columns contiguously (AVX-512: 64 columns of all
+  // `padded_in` rows, in 16-row blocks), a range of whole panels is itself a packed weight.
+  Index panel = 0, padded_in = 0;
 #endif
 
   bool empty() const { return out == 0; }
 
-  /// Packs w, one block per thread available now (columns in multiples of 64 where it splits).
-  /// @throws vitmae::Error when this build has no oneDNN or oneDNN cannot pack.
+  /// Packs w. @throws vitmae::Error when this build has no oneDNN or oneDNN cannot pack it.
   static PackedWeight of(const Matrix<float>& w) {
     PackedWeight p;
 #ifdef VITMAE_WITH_ONEDNN
     try {
-      p.out = w.rows(), p.in = w.cols();
-      const Index threads = w.rows() >= 128 ? available_threads() : 1;
-      const Index step = ((w.rows() + threads - 1) / threads + 63) / 64 * 64;
       PackedMatmuls& cache = PackedMatmuls::instance();
+      // w's rows are the (in, out) weight with strides (1, in).
+      dnnl::memory source(p.plain_desc(w.cols(), w.rows()), cache.engine(), const_cast<float*>(w.data()));
+      p.memory = dnnl::memory(cache.weight_layout(w.rows(), w.cols()), cache.engine());
       dnnl::stream stream(cache.engine());
-      for (Index c0 = 0; c0 < w.rows(); c0 += step) {
-        Block b;
-        b.c0 = c0, b.n = std::min(step, w.rows() - c0);
-        // The block's rows of w are its (in, n) weight with strides (1, in).
-        const dnnl::memory::desc plain({p.in, b.n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, p.in});
-        dnnl::memory source(plain, cache.engine(), const_cast<float*>(w.data() + c0 * w.cols()));
-        b.memory = dnnl::memory(cache.weight_layout(b.n, p.in), cache.engine());
-        const OneOpenMPThread one;
-        dnnl::reorder(source, b.memory).execute(stream, source, b.memory);
-        stream.wait();
-        p.blocks.push_back(std::move(b));
-      }
+      const OneOpenMPThread one;
+      dnnl::reorder(source, p.memory).execute(stream, source, p.memory);
+      stream.wait();
+      p.out = w.rows(), p.in = w.cols();
+      const dnnl_memory_desc_t& d = p.memory.get_desc().data;
+      const auto& b = d.format_desc.blocking;
+      if (d.format_kind == dnnl_blocked && b.inner_nblks == 2 && b.inner_idxs[0] == 0 && b.inner_idxs[1] == 1 &&
+          b.strides[0] == b.inner_blks[0] * b.inner_blks[1] && b.strides[1] == d.padded_dims[0] * b.inner_blks[1] &&
+          d.offset0 == 0)
+        p.panel = b.inner_blks[1], p.padded_in = d.padded_dims[0];
       return p;
     } catch (const dnnl::error& e) {
       throw Error(std::string("pack_for_inference: oneDNN cannot pack a ") + std::to_string(w.rows()) + " x " +
@@ -136,74 +131,81 @@ struct PackedWeight {
 #endif
   }
 
-#ifdef VITMAE_WITH_ONEDNN
-  /// Rows [b.c0, b.c0 + b.n) of the weight, the same values.
-  Matrix<float> unpacked_block(const Block& b) const {
-    Matrix<float> w(b.n, in);
-    PackedMatmuls& cache = PackedMatmuls::instance();
-    dnnl::stream stream(cache.engine());
-    const dnnl::memory::desc plain({in, b.n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, in});
-    dnnl::memory target(plain, cache.engine(), w.data());
-    dnnl::memory source = b.memory;  // (a handle: the packed block itself)
-    const OneOpenMPThread one;
-    dnnl::reorder(source, target).execute(stream, source, target);
-    stream.wait();
-    return w;
-  }
-#endif
-
   /// The weight (out, in) again, the same values.
   Matrix<float> unpacked() const {
     Matrix<float> w(out, in);
 #ifdef VITMAE_WITH_ONEDNN
-    for (const Block& b : blocks) w.middleRows(b.c0, b.n) = unpacked_block(b);
+    if (empty()) return w;
+    PackedMatmuls& cache = PackedMatmuls::instance();
+    dnnl::memory target(plain_desc(in, out), cache.engine(), w.data());
+    dnnl::memory source = memory;  // (a handle: the packed weight itself)
+    dnnl::stream stream(cache.engine());
+    const OneOpenMPThread one;
+    dnnl::reorder(source, target).execute(stream, source, target);
+    stream.wait();
 #endif
     return w;
   }
+
+#ifdef VITMAE_WITH_ONEDNN
+ private:
+  static dnnl::memory::desc plain_desc(Index in, Index out) {
+    return dnnl::memory::desc({in, out}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, in});
+  }
+#endif
 };
 
-/// y = x wᵀ + b with w packed (b: (out) or empty; y resized to (T, out) only when its shape differs).
+/// y = x wᵀ + b with w packed (b: (out) or empty; y resized to (T, out) only when its shape
+/// differs). Split across the available threads, each part one single-threaded matmul: by rows
+/// (tokens) when each thread gets 128 or more, each range written in place; else (batch 1's 50
+/// tokens) by whole panels of columns, each read from inside the packed weight and copied into
+/// its columns of y (oneDNN's fast kernels write dense outputs only). oneDNN computes an element
+/// the same way whatever the part, so the result does not depend on the number of threads (tested).
 inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const RowVector<float>& b, Matrix<float>& y) {
   require(x.cols() == w.in, "packed product: input has ", x.cols(), " features, expected ", w.in);
   y.resize(x.rows(), w.out);
 #ifdef VITMAE_WITH_ONEDNN
   if (x.rows() == 0) return;
-  const Index blocks = static_cast<Index>(w.blocks.size());
-  const int threads = product_flops(x.rows(), w.out, w.in) >= 4e6 ? available_threads() : 1;
+  const Index threads = std::min<Index>(x.rows(), product_flops(x.rows(), w.out, w.in) >= 4e6 ? available_threads() : 1);
+  const Index panels = w.panel > 0 ? (w.out + w.panel - 1) / w.panel : 0;
+  const bool by_columns = threads > 1 && x.rows() / threads < 128 && panels >= threads;
   bool failed = false;
-  auto run = [&](const PackedWeight::Block& block) {
+  // Rows [r0, r0 + rows) times columns [c0, c0 + n) (the whole width, or whole panels).
+  auto run = [&](Index r0, Index rows, Index c0, Index n) {
     try {
       PackedMatmuls& cache = PackedMatmuls::instance();
-      // oneDNN's brgemm kernels write a dense (tokens, n) block (a strided one gets its plain
-      // sgemm): a block computed apart, then copied into its columns of y.
-      const bool whole = blocks == 1;
-      const auto entry = cache.get(x.rows(), block.n, w.in, b.size() != 0);
-      if (entry->pd.weights_desc() != block.memory.get_desc()) {  // not the layout packed: the plain block
-        const Matrix<float> plain = w.unpacked_block(block);
-        const RowVector<float> bias = b.size() != 0 ? RowVector<float>(b.segment(block.c0, block.n)) : RowVector<float>();
+      const auto entry = cache.get(rows, n, w.in, b.size() != 0);
+      const bool whole = n == w.out;
+      dnnl::memory weights = w.memory;
+      if (!whole) {
+        const dnnl::memory::desc layout = entry->pd.weights_desc();
+        if (layout.get_size() == static_cast<size_t>(w.padded_in * ((n + w.panel - 1) / w.panel) * w.panel) * sizeof(float))
+          weights = dnnl::memory(layout, cache.engine(), static_cast<float*>(w.memory.get_data_handle()) + c0 * w.padded_in);
+      }
+      if (entry->pd.weights_desc() != weights.get_desc()) {  // not the layout packed: the plain weight
         Matrix<float> part;
-        gemm_nt(x, plain, bias, part);
-        y.middleCols(block.c0, block.n) = part;
+        gemm_nt(Matrix<float>(x.middleRows(r0, rows)), Matrix<float>(w.unpacked().middleRows(c0, n)),
+                b.size() != 0 ? RowVector<float>(b.segment(c0, n)) : RowVector<float>(), part);
+        y.block(r0, c0, rows, n) = part;
         return;
       }
       thread_local dnnl::stream stream(cache.engine());
       thread_local std::vector<char> scratch;
       thread_local Matrix<float> part;
-      if (!whole) part.resize(x.rows(), block.n);
+      if (!whole) part.resize(rows, n);
       const dnnl::memory::desc scratch_desc = entry->pd.scratchpad_desc();
       if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
       std::unordered_map<int, dnnl::memory> args{
-          {DNNL_ARG_SRC, dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data()))},
-          {DNNL_ARG_WEIGHTS, block.memory},
-          {DNNL_ARG_DST, dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() : part.data())},
+          {DNNL_ARG_SRC, dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data() + r0 * x.cols()))},
+          {DNNL_ARG_WEIGHTS, weights},
+          {DNNL_ARG_DST, dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() + r0 * y.cols() : part.data())},
           {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, cache.engine(), scratch.data())}};
       if (b.size() != 0)
-        args.emplace(DNNL_ARG_BIAS,
-                     dnnl::memory(entry->pd.bias_desc(), cache.engine(), const_cast<float*>(b.data() + block.c0)));
+        args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry->pd.bias_desc(), cache.engine(), const_cast<float*>(b.data() + c0)));
       const OneOpenMPThread one;
       entry->primitive.execute(stream, args);
       stream.wait();
-      if (!whole) y.middleCols(block.c0, block.n) = part;
+      if (!whole) y.block(r0, c0, rows, n) = part;
     } catch (const std::exception&) {  // (no exception may leave an OpenMP region)
 #ifdef _OPENMP
 #pragma omp atomic write
@@ -212,10 +214,17 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
     }
   };
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && blocks > 1)
+#pragma omp parallel for num_threads(static_cast<int>(threads)) schedule(static, 1) if (threads > 1)
 #endif
-  for (Index i = 0; i < blocks; ++i) run(w.blocks[static_cast<size_t>(i)]);
-  (void)threads;
+  for (Index t = 0; t < threads; ++t) {
+    if (by_columns) {
+      const Index c0 = panels * t / threads * w.panel, c1 = std::min(w.out, panels * (t + 1) / threads * w.panel);
+      if (c1 > c0) run(0, x.rows(), c0, c1 - c0);
+    } else {
+      const Index r0 = x.rows() * t / threads, r1 = x.rows() * (t + 1) / threads;
+      if (r1 > r0) run(r0, r1 - r0, 0, w.out);
+    }
+  }
   require(!failed, "packed product: oneDNN failed on ", x.rows(), " x ", w.in, " x ", w.out);
 #else
   (void)b;
