@@ -219,7 +219,7 @@ TEST_CASE("packed product: against a float64 loop, the same bits on 1 or 2 threa
 #ifdef _OPENMP
   omp_set_num_threads(2);
 #endif
-  const d::PackedWeight p = d::PackedWeight::of(w);
+  const d::PackedWeight p = d::PackedWeight::of(Matrix<float>(w));
   CHECK(p.out == out);
   CHECK(p.in == in);
   CHECK((p.unpacked() - w).cwiseAbs().maxCoeff() == 0.f);

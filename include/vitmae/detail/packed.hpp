@@ -15,6 +15,7 @@
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "vitmae/detail/parallel.hpp"
@@ -93,6 +94,7 @@ struct PackedWeight {
   Index out = 0, in = 0;
 #ifdef VITMAE_WITH_ONEDNN
   dnnl::memory memory;  // the (in, out) weight in oneDNN's layout; shared (read-only) by copies
+  std::shared_ptr<Matrix<float>> storage;  // memory's bytes when they are the float weight's own
   // When the layout stores each `panel` output columns contiguously (AVX-512: 64 columns of all
   // `padded_in` rows, in 16-row blocks), a range of whole panels is itself a packed weight.
   Index panel = 0, padded_in = 0;
@@ -100,26 +102,39 @@ struct PackedWeight {
 
   bool empty() const { return out == 0; }
 
-  /// Packs w. @throws vitmae::Error when this build has no oneDNN or oneDNN cannot pack it.
-  static PackedWeight of(const Matrix<float>& w) {
+  /// Packs w, in w's own storage where the layout has no padding (no memory allocated, none
+  /// touched for the first time); w is left empty.
+  /// @throws vitmae::Error when this build has no oneDNN or oneDNN cannot pack it.
+  static PackedWeight of(Matrix<float>&& w) {
     PackedWeight p;
 #ifdef VITMAE_WITH_ONEDNN
     try {
       PackedMatmuls& cache = PackedMatmuls::instance();
-      // w's rows are the (in, out) weight with strides (1, in).
-      dnnl::memory source(p.plain_desc(w.cols(), w.rows()), cache.engine(), const_cast<float*>(w.data()));
-      p.memory = dnnl::memory(cache.weight_layout(w.rows(), w.cols()), cache.engine());
-      dnnl::stream stream(cache.engine());
-      const OneOpenMPThread one;
-      dnnl::reorder(source, p.memory).execute(stream, source, p.memory);
-      stream.wait();
+      const dnnl::memory::desc layout = cache.weight_layout(w.rows(), w.cols());
       p.out = w.rows(), p.in = w.cols();
-      const dnnl_memory_desc_t& d = p.memory.get_desc().data;
+      const dnnl_memory_desc_t& d = layout.data;
       const auto& b = d.format_desc.blocking;
       if (d.format_kind == dnnl_blocked && b.inner_nblks == 2 && b.inner_idxs[0] == 0 && b.inner_idxs[1] == 1 &&
           b.strides[0] == b.inner_blks[0] * b.inner_blks[1] && b.strides[1] == d.padded_dims[0] * b.inner_blks[1] &&
-          d.offset0 == 0)
-        p.panel = b.inner_blks[1], p.padded_in = d.padded_dims[0];
+          d.offset0 == 0) {
+        p.panel = b.inner_blks[1], p.padded_in = d.padded_dims[0], p.row_block = b.inner_blks[0];
+        if (layout.get_size() == static_cast<size_t>(w.size()) * sizeof(float)) {  // in place
+          p.storage = std::make_shared<Matrix<float>>(std::move(w));
+          p.memory = dnnl::memory(layout, cache.engine(), p.storage->data());
+          p.pack_in_place();
+        } else {
+          p.memory = dnnl::memory(layout, cache.engine());
+          p.copy_panels(w.data(), true);
+        }
+      } else {  // another layout: oneDNN's reorder (w's rows are the (in, out) weight, strides (1, in))
+        p.memory = dnnl::memory(layout, cache.engine());
+        dnnl::memory source(plain_desc(w.cols(), w.rows()), cache.engine(), w.data());
+        dnnl::stream stream(cache.engine());
+        const OneOpenMPThread one;
+        dnnl::reorder(source, p.memory).execute(stream, source, p.memory);
+        stream.wait();
+      }
+      w = Matrix<float>();
       return p;
     } catch (const dnnl::error& e) {
       throw Error(std::string("pack_for_inference: oneDNN cannot pack a ") + std::to_string(w.rows()) + " x " +
@@ -136,6 +151,10 @@ struct PackedWeight {
     Matrix<float> w(out, in);
 #ifdef VITMAE_WITH_ONEDNN
     if (empty()) return w;
+    if (panel > 0) {
+      copy_panels(w.data(), false);
+      return w;
+    }
     PackedMatmuls& cache = PackedMatmuls::instance();
     dnnl::memory target(plain_desc(in, out), cache.engine(), w.data());
     dnnl::memory source = memory;  // (a handle: the packed weight itself)
@@ -149,8 +168,50 @@ struct PackedWeight {
 
 #ifdef VITMAE_WITH_ONEDNN
  private:
+  Index row_block = 0;
+
   static dnnl::memory::desc plain_desc(Index in, Index out) {
     return dnnl::memory::desc({in, out}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, in});
+  }
+  /// Packs the float weight held in `storage` where it is: without padding, panel i is rows
+  /// [i panel, (i + 1) panel) of the weight, the same bytes, so each is copied out and back.
+  void pack_in_place() {
+    float* data = storage->data();
+    const Index panels = out / panel;
+    parallel_for(static_cast<size_t>(panels), [&](size_t i) {
+      thread_local std::vector<float> rows;
+      const Index c0 = static_cast<Index>(i) * panel;
+      rows.assign(data + c0 * in, data + (c0 + panel) * in);
+      for (Index k0 = 0; k0 < in; k0 += row_block) {
+        float* tile = data + c0 * in + k0 * panel;
+        for (Index c = 0; c < panel; ++c)
+          for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = rows[static_cast<size_t>(c * in + k0 + k)];
+      }
+    });
+  }
+  /// Between w (out, in) and the panel layout: element (k, c) of the (in, out) weight sits at
+  /// (c / panel) padded_in panel + (k / row_block) row_block panel + (k % row_block) panel + c % panel
+  /// (oneDNN's reorder transposes slowly: 15 ms for a 768 x 3072 weight). Padding is written 0.
+  void copy_panels(float* w, bool pack) const {
+    float* packed = static_cast<float*>(memory.get_data_handle());
+    const Index panels = (out + panel - 1) / panel;
+    parallel_for(static_cast<size_t>(panels), [&](size_t i) {
+      const Index c0 = static_cast<Index>(i) * panel;
+      for (Index k0 = 0; k0 < padded_in; k0 += row_block) {
+        float* tile = packed + c0 * padded_in + k0 * panel;  // rows k0.. of this panel: (row_block, panel)
+        const Index rows = std::max<Index>(0, std::min(row_block, in - k0));
+        const Index cols = std::min(panel, out - c0);
+        for (Index c = 0; c < panel; ++c) {
+          float* row = c < cols ? w + (c0 + c) * in + k0 : nullptr;
+          if (pack && (c >= cols || rows < row_block))
+            for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row && k < rows ? row[k] : 0.f;
+          else if (pack)
+            for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row[k];
+          else if (row)
+            for (Index k = 0; k < rows; ++k) row[k] = tile[k * panel + c];
+        }
+      }
+    });
   }
 #endif
 };

@@ -54,7 +54,7 @@ struct WeightForms {
   static bool pack(Matrix<Scalar>& w, const Int8Weight& q, PackedWeight& p) {
     if constexpr (std::is_same_v<Scalar, float>) {
       if (released(w, q, p) || (q.empty() && product_backend() != Backend::onednn)) return false;
-      if (q.empty()) p = PackedWeight::of(w);
+      if (q.empty()) p = PackedWeight::of(std::move(w));
       w = Matrix<Scalar>();
       return true;
     }
