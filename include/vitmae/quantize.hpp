@@ -27,6 +27,12 @@ struct Int8Count : ModulesOnly {
   void module(const Linear<float>& l) { quantised += !l.int8.empty(), ++modules; }
   void module(const PatchConv2d<float>& c) { quantised += !c.int8.empty(), ++modules; }
 };
+/// Walks `model`'s modules with a ModulesOnly visitor; returns it.
+template <class M, class S>
+S walk_modules(M& model, S s) {
+  model.visit_parameters("", s);
+  return s;
+}
 struct PackSwitch : ModulesOnly {
   bool on = true;
   int released = 0;
@@ -44,17 +50,13 @@ struct PackSwitch : ModulesOnly {
 /// (0 for a double model: int8 products are for float models).
 template <class M>
 int quantize_int8(M& model) {
-  detail::Int8Switch s;
-  model.visit_parameters("", s);
-  return s.modules;
+  return detail::walk_modules(model, detail::Int8Switch{}).modules;
 }
 
 /// Back to float products.
 template <class M>
 void dequantize(M& model) {
-  detail::Int8Switch s;
-  s.on = false;
-  model.visit_parameters("", s);
+  detail::walk_modules(model, detail::Int8Switch{{}, false});
 }
 
 /// Prepares a float model for inference only: every Linear layer's and the patch projection's
@@ -69,18 +71,14 @@ void dequantize(M& model) {
 /// were released.
 template <class M>
 int pack_for_inference(M& model) {
-  detail::PackSwitch s;
-  model.visit_parameters("", s);
-  return s.released;
+  return detail::walk_modules(model, detail::PackSwitch{}).released;
 }
 
 /// Undoes pack_for_inference: the float weights come back (exactly the packed ones; an int8
 /// layer's dequantised values, its products staying int8).
 template <class M>
 void unpack(M& model) {
-  detail::PackSwitch s;
-  s.on = false;
-  model.visit_parameters("", s);
+  detail::walk_modules(model, detail::PackSwitch{{}, false});
 }
 
 /// True when some weight of `model` was released by pack_for_inference.

@@ -79,12 +79,42 @@ struct WeightForms {
                   "vitmae::unpack(model) before saving, loading, training or reading its parameters");
   }
 };
+
+/// quantize_int8 / dequantize / pack / unpack of a module with `weight`, `int8` and `packed`
+/// (Linear, PatchConv2d), written once.
+template <class Module, class Scalar>
+struct WeightFormsOf {
+  using Forms = WeightForms<Scalar>;
+  /// Quantises the weight to int8 per output channel for the forward (float only; the float weight
+  /// stays for saving). dequantize() goes back to float products.
+  void quantize_int8() {
+    static_assert(std::is_same_v<Scalar, float>, "int8 products are for float models");
+    Module& m = self();
+    Forms::unpack(m.weight, m.int8, m.packed);
+    m.int8 = Int8Weight::of(m.weight);
+  }
+  void dequantize() {
+    Module& m = self();
+    Forms::unpack(m.weight, m.int8, m.packed);
+    m.int8 = Int8Weight();
+  }
+  /// pack_for_inference / unpack for this layer (see WeightForms).
+  bool pack() { return Forms::pack(self().weight, self().int8, self().packed); }
+  void unpack() { Forms::unpack(self().weight, self().int8, self().packed); }
+  bool packed_for_inference() const { return Forms::released(self().weight, self().int8, self().packed); }
+  Index out_features() const { return Forms::rows(self().weight, self().int8, self().packed); }
+  Index in_features() const { return Forms::cols(self().weight, self().int8, self().packed); }
+
+ private:
+  Module& self() { return static_cast<Module&>(*this); }
+  const Module& self() const { return static_cast<const Module&>(*this); }
+};
 }  // namespace detail
 
 /// y = x Wᵀ + b. HF names: <prefix>weight (out, in), <prefix>bias (out), bias optional
 /// (the query/key/value projections have none when qkv_bias is false).
 template <class Scalar = float>
-struct Linear {
+struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
   Matrix<Scalar> weight;   // (out, in)
   RowVector<Scalar> bias;  // (out), empty when has_bias is false
   bool has_bias = true;
@@ -97,8 +127,8 @@ struct Linear {
         has_bias(with_bias) {}
 
   using Forms = detail::WeightForms<Scalar>;
-  Index in_features() const { return Forms::cols(weight, int8, packed); }
-  Index out_features() const { return Forms::rows(weight, int8, packed); }
+  using detail::WeightFormsOf<Linear<Scalar>, Scalar>::in_features;
+  using detail::WeightFormsOf<Linear<Scalar>, Scalar>::out_features;
 
   /// x: (tokens, in) -> y: (tokens, out); y's storage is reused when its shape already fits.
   /// @throws vitmae::Error on a width mismatch.
@@ -123,22 +153,6 @@ struct Linear {
     if (dx) detail::gemm_nn(dy, weight, *dx, accumulate);  // (tokens, in)
   }
 
-  /// Quantises the weight to int8 per output channel for the forward (float only; the float weight
-  /// stays for saving). dequantize() goes back to float products.
-  void quantize_int8() {
-    static_assert(std::is_same_v<Scalar, float>, "int8 products are for float models");
-    Forms::unpack(weight, int8, packed);
-    int8 = detail::Int8Weight::of(weight);
-  }
-  void dequantize() {
-    Forms::unpack(weight, int8, packed);
-    int8 = detail::Int8Weight();
-  }
-  /// pack_for_inference / unpack for this layer (see detail::WeightForms).
-  bool pack() { return Forms::pack(weight, int8, packed); }
-  void unpack() { Forms::unpack(weight, int8, packed); }
-  bool packed_for_inference() const { return Forms::released(weight, int8, packed); }
-
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     detail::visit_module(visit, m);
@@ -152,7 +166,7 @@ struct Linear {
 /// the image's patches (im2col). HF names: <prefix>weight (hidden, C, p, p), stored here as
 /// (hidden, C*p*p) flattened (c, kh, kw) like torch's memory; <prefix>bias (hidden).
 template <class Scalar = float>
-struct PatchConv2d {
+struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
   Matrix<Scalar> weight;   // (hidden, C*p*p)
   RowVector<Scalar> bias;  // (hidden)
   Index in_channels = 0, kernel_size = 0;
@@ -203,19 +217,7 @@ struct PatchConv2d {
     if (dcols) detail::gemm_nn(dy, weight, *dcols, false);
   }
 
-  void quantize_int8() {
-    static_assert(std::is_same_v<Scalar, float>, "int8 products are for float models");
-    Forms::unpack(weight, int8, packed);
-    int8 = detail::Int8Weight::of(weight);
-  }
-  void dequantize() {
-    Forms::unpack(weight, int8, packed);
-    int8 = detail::Int8Weight();
-  }
-  bool pack() { return Forms::pack(weight, int8, packed); }
-  void unpack() { Forms::unpack(weight, int8, packed); }
-  bool packed_for_inference() const { return Forms::released(weight, int8, packed); }
-  Index out_features() const { return Forms::rows(weight, int8, packed); }
+  using detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar>::out_features;
 
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
