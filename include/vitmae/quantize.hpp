@@ -53,7 +53,8 @@ int quantize_int8(M& model) {
   return detail::walk_modules(model, detail::Int8Switch{}).modules;
 }
 
-/// Back to float products.
+/// Back to float products. On a model whose float weights pack_for_inference released (or one
+/// loaded from an int8 checkpoint), the float weights are the int8 ones dequantised.
 template <class M>
 void dequantize(M& model) {
   detail::walk_modules(model, detail::Int8Switch{{}, false});

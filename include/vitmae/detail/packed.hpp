@@ -109,19 +109,20 @@ struct PackedWeight {
     PackedWeight p;
 #ifdef VITMAE_WITH_ONEDNN
     try {
+      p.out = w.rows(), p.in = w.cols();
       PackedMatmuls& cache = PackedMatmuls::instance();
       const dnnl::memory::desc layout = cache.weight_layout(w.rows(), w.cols());
-      p.out = w.rows(), p.in = w.cols();
       const dnnl_memory_desc_t& d = layout.data;
       const auto& b = d.format_desc.blocking;
       if (d.format_kind == dnnl_blocked && b.inner_nblks == 2 && b.inner_idxs[0] == 0 && b.inner_idxs[1] == 1 &&
-          b.strides[0] == b.inner_blks[0] * b.inner_blks[1] && b.strides[1] == d.padded_dims[0] * b.inner_blks[1] &&
-          d.offset0 == 0) {
+          panel_layout(layout, b.inner_blks[0], b.inner_blks[1], d.padded_dims[0])) {
         p.panel = b.inner_blks[1], p.padded_in = d.padded_dims[0], p.row_block = b.inner_blks[0];
         if (layout.get_size() == static_cast<size_t>(w.size()) * sizeof(float)) {  // in place
+          std::vector<std::vector<float>> scratch(static_cast<size_t>(available_threads()),
+                                                  std::vector<float>(static_cast<size_t>(p.panel * p.in)));
           p.storage = std::make_shared<Matrix<float>>(std::move(w));
           p.memory = dnnl::memory(layout, cache.engine(), p.storage->data());
-          p.pack_in_place();
+          p.pack_in_place(scratch);
         } else {
           p.memory = dnnl::memory(layout, cache.engine());
           p.copy_panels(w.data(), true);
@@ -137,8 +138,9 @@ struct PackedWeight {
       w = Matrix<float>();
       return p;
     } catch (const dnnl::error& e) {
-      throw Error(std::string("pack_for_inference: oneDNN cannot pack a ") + std::to_string(w.rows()) + " x " +
-                  std::to_string(w.cols()) + " weight: " + e.what());
+      if (p.storage && w.size() == 0) w = std::move(*p.storage);  // (moved before oneDNN failed; not yet packed)
+      throw Error(std::string("pack_for_inference: oneDNN cannot pack a ") + std::to_string(p.out) + " x " +
+                  std::to_string(p.in) + " weight: " + e.what());
     }
 #else
     (void)w;
@@ -167,27 +169,45 @@ struct PackedWeight {
   }
 
 #ifdef VITMAE_WITH_ONEDNN
- private:
   Index row_block = 0;
 
   static dnnl::memory::desc plain_desc(Index in, Index out) {
     return dnnl::memory::desc({in, out}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, in});
   }
+  /// True when `layout` stores each `panel` columns of all `padded_in` rows contiguously, in
+  /// blocks of `row_block` rows (the layout a range of whole panels of a packed weight has).
+  static bool panel_layout(const dnnl::memory::desc& layout, Index row_block, Index panel, Index padded_in) {
+    const dnnl_memory_desc_t& d = layout.data;
+    const auto& b = d.format_desc.blocking;
+    return d.format_kind == dnnl_blocked && d.offset0 == 0 && d.padded_dims[0] == padded_in && b.inner_nblks == 2 &&
+           b.inner_idxs[0] == 0 && b.inner_idxs[1] == 1 && b.inner_blks[0] == row_block && b.inner_blks[1] == panel &&
+           b.strides[0] == row_block * panel && b.strides[1] == padded_in * panel;
+  }
   /// Packs the float weight held in `storage` where it is: without padding, panel i is rows
-  /// [i panel, (i + 1) panel) of the weight, the same bytes, so each is copied out and back.
-  void pack_in_place() {
+  /// [i panel, (i + 1) panel) of the weight, the same bytes, so each is copied out (into the
+  /// running thread's `scratch`, allocated before anything moved) and back.
+  void pack_in_place(std::vector<std::vector<float>>& scratch) {
     float* data = storage->data();
     const Index panels = out / panel;
-    parallel_for(static_cast<size_t>(panels), [&](size_t i) {
-      thread_local std::vector<float> rows;
-      const Index c0 = static_cast<Index>(i) * panel;
-      rows.assign(data + c0 * in, data + (c0 + panel) * in);
+    const int threads = static_cast<int>(scratch.size());
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+#endif
+    for (Index i = 0; i < panels; ++i) {
+#ifdef _OPENMP
+      std::vector<float>& rows = scratch[static_cast<size_t>(omp_get_thread_num())];
+#else
+      std::vector<float>& rows = scratch[0];
+#endif
+      const Index c0 = i * panel;
+      std::copy(data + c0 * in, data + (c0 + panel) * in, rows.begin());
       for (Index k0 = 0; k0 < in; k0 += row_block) {
         float* tile = data + c0 * in + k0 * panel;
         for (Index c = 0; c < panel; ++c)
           for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = rows[static_cast<size_t>(c * in + k0 + k)];
       }
-    });
+    }
   }
   /// Between w (out, in) and the panel layout: element (k, c) of the (in, out) weight sits at
   /// (c / panel) padded_in panel + (k / row_block) row_block panel + (k % row_block) panel + c % panel
@@ -237,13 +257,12 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       PackedMatmuls& cache = PackedMatmuls::instance();
       const auto entry = cache.get(rows, n, w.in, b.size() != 0);
       const bool whole = n == w.out;
-      dnnl::memory weights = w.memory;
-      if (!whole) {
-        const dnnl::memory::desc layout = entry->pd.weights_desc();
-        if (layout.get_size() == static_cast<size_t>(w.padded_in * ((n + w.panel - 1) / w.panel) * w.panel) * sizeof(float))
-          weights = dnnl::memory(layout, cache.engine(), static_cast<float*>(w.memory.get_data_handle()) + c0 * w.padded_in);
-      }
-      if (entry->pd.weights_desc() != weights.get_desc()) {  // not the layout packed: the plain weight
+      const dnnl::memory::desc layout = entry->pd.weights_desc();
+      // The whole weight in the layout packed, or whole panels of it (a range of panels in the
+      // same panel layout); anything else: the plain weight.
+      const bool fits = whole ? layout == w.memory.get_desc()
+                              : PackedWeight::panel_layout(layout, w.row_block, w.panel, w.padded_in);
+      if (!fits) {
         Matrix<float> part;
         gemm_nt(Matrix<float>(x.middleRows(r0, rows)), Matrix<float>(w.unpacked().middleRows(c0, n)),
                 b.size() != 0 ? RowVector<float>(b.segment(c0, n)) : RowVector<float>(), part);
@@ -258,7 +277,9 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
       std::unordered_map<int, dnnl::memory> args{
           {DNNL_ARG_SRC, dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data() + r0 * x.cols()))},
-          {DNNL_ARG_WEIGHTS, weights},
+          {DNNL_ARG_WEIGHTS, whole ? w.memory
+                                   : dnnl::memory(layout, cache.engine(),
+                                                  static_cast<float*>(w.memory.get_data_handle()) + c0 * w.padded_in)},
           {DNNL_ARG_DST, dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() + r0 * y.cols() : part.data())},
           {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, cache.engine(), scratch.data())}};
       if (b.size() != 0)

@@ -102,7 +102,10 @@ struct LinearProbe {
 
   /// The same map as one Linear on the raw features (the normalisation folded into it), to put
   /// into a ViTForImageClassification's classifier.
+  /// @throws vitmae::Error when the classifier was quantised or packed for inference.
   Linear<S> folded() const {
+    detail::require(classifier.int8.empty() && !classifier.packed_for_inference(),
+                    "LinearProbe::folded: the classifier is int8 or packed for inference (dequantize / unpack it first)");
     Linear<S> l = classifier;
     l.weight = (classifier.weight.array().rowwise() * inv_std.array()).matrix();
     l.bias = classifier.bias - (l.weight * mean.transpose()).transpose();
