@@ -114,8 +114,7 @@ struct PackedWeight {
       const dnnl::memory::desc layout = cache.weight_layout(w.rows(), w.cols());
       const dnnl_memory_desc_t& d = layout.data;
       const auto& b = d.format_desc.blocking;
-      if (d.format_kind == dnnl_blocked && b.inner_nblks == 2 && b.inner_idxs[0] == 0 && b.inner_idxs[1] == 1 &&
-          panel_layout(layout, b.inner_blks[0], b.inner_blks[1], d.padded_dims[0])) {
+      if (d.format_kind == dnnl_blocked && panel_layout(layout, b.inner_blks[0], b.inner_blks[1], d.padded_dims[0])) {
         p.panel = b.inner_blks[1], p.padded_in = d.padded_dims[0], p.row_block = b.inner_blks[0];
         if (layout.get_size() == static_cast<size_t>(w.size()) * sizeof(float)) {  // in place
           std::vector<std::vector<float>> scratch(static_cast<size_t>(available_threads()),
@@ -125,7 +124,7 @@ struct PackedWeight {
           p.pack_in_place(scratch);
         } else {
           p.memory = dnnl::memory(layout, cache.engine());
-          p.copy_panels(w.data(), true);
+          p.pack_panels(w.data());
         }
       } else {  // another layout: oneDNN's reorder (w's rows are the (in, out) weight, strides (1, in))
         p.memory = dnnl::memory(layout, cache.engine());
@@ -154,7 +153,7 @@ struct PackedWeight {
 #ifdef VITMAE_WITH_ONEDNN
     if (empty()) return w;
     if (panel > 0) {
-      copy_panels(w.data(), false);
+      unpack_panels(w.data());
       return w;
     }
     PackedMatmuls& cache = PackedMatmuls::instance();
@@ -185,7 +184,7 @@ struct PackedWeight {
   }
   /// Packs the float weight held in `storage` where it is: without padding, panel i is rows
   /// [i panel, (i + 1) panel) of the weight, the same bytes, so each is copied out (into the
-  /// running thread's `scratch`, allocated before anything moved) and back.
+  /// running thread's `scratch`, allocated before anything moved) and packed back.
   void pack_in_place(std::vector<std::vector<float>>& scratch) {
     float* data = storage->data();
     const Index panels = out / panel;
@@ -202,34 +201,44 @@ struct PackedWeight {
 #endif
       const Index c0 = i * panel;
       std::copy(data + c0 * in, data + (c0 + panel) * in, rows.begin());
-      for (Index k0 = 0; k0 < in; k0 += row_block) {
-        float* tile = data + c0 * in + k0 * panel;
-        for (Index c = 0; c < panel; ++c)
-          for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = rows[static_cast<size_t>(c * in + k0 + k)];
+      pack_panel(rows.data(), panel, data + c0 * in);
+    }
+  }
+  /// Packs every panel of w (out, in) into the (allocated) packed memory.
+  void pack_panels(const float* w) const {
+    float* packed = static_cast<float*>(memory.get_data_handle());
+    parallel_for(static_cast<size_t>((out + panel - 1) / panel), [&](size_t i) {
+      const Index c0 = static_cast<Index>(i) * panel;
+      pack_panel(w + c0 * in, std::min(panel, out - c0), packed + c0 * padded_in);
+    });
+  }
+  /// One panel: `cols` rows of w (`in` floats each, from `rows`) into dst, the panel's
+  /// (padded_in, panel) values in blocks of row_block rows: element (k, c) at
+  /// (k / row_block) row_block panel + (k % row_block) panel + c. Padding is written 0. (oneDNN's
+  /// reorder transposes slowly: 15 ms for a 768 x 3072 weight.)
+  void pack_panel(const float* rows, Index cols, float* dst) const {
+    for (Index k0 = 0; k0 < padded_in; k0 += row_block) {
+      float* tile = dst + k0 * panel;
+      const Index n = std::max<Index>(0, std::min(row_block, in - k0));  // rows of w left in this block
+      for (Index c = 0; c < panel; ++c) {
+        const float* row = c < cols ? rows + c * in + k0 : nullptr;
+        if (row && n == row_block)
+          for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row[k];
+        else
+          for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row && k < n ? row[k] : 0.f;
       }
     }
   }
-  /// Between w (out, in) and the panel layout: element (k, c) of the (in, out) weight sits at
-  /// (c / panel) padded_in panel + (k / row_block) row_block panel + (k % row_block) panel + c % panel
-  /// (oneDNN's reorder transposes slowly: 15 ms for a 768 x 3072 weight). Padding is written 0.
-  void copy_panels(float* w, bool pack) const {
-    float* packed = static_cast<float*>(memory.get_data_handle());
-    const Index panels = (out + panel - 1) / panel;
-    parallel_for(static_cast<size_t>(panels), [&](size_t i) {
-      const Index c0 = static_cast<Index>(i) * panel;
-      for (Index k0 = 0; k0 < padded_in; k0 += row_block) {
-        float* tile = packed + c0 * padded_in + k0 * panel;  // rows k0.. of this panel: (row_block, panel)
-        const Index rows = std::max<Index>(0, std::min(row_block, in - k0));
-        const Index cols = std::min(panel, out - c0);
-        for (Index c = 0; c < panel; ++c) {
-          float* row = c < cols ? w + (c0 + c) * in + k0 : nullptr;
-          if (pack && (c >= cols || rows < row_block))
-            for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row && k < rows ? row[k] : 0.f;
-          else if (pack)
-            for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row[k];
-          else if (row)
-            for (Index k = 0; k < rows; ++k) row[k] = tile[k * panel + c];
-        }
+  /// The inverse of pack_panels: the packed values back into w (out, in).
+  void unpack_panels(float* w) const {
+    const float* packed = static_cast<const float*>(memory.get_data_handle());
+    parallel_for(static_cast<size_t>((out + panel - 1) / panel), [&](size_t i) {
+      const Index c0 = static_cast<Index>(i) * panel, cols = std::min(panel, out - c0);
+      for (Index k0 = 0; k0 < in; k0 += row_block) {
+        const float* tile = packed + c0 * padded_in + k0 * panel;
+        const Index n = std::min(row_block, in - k0);
+        for (Index c = 0; c < cols; ++c)
+          for (Index k = 0; k < n; ++k) w[(c0 + c) * in + k0 + k] = tile[k * panel + c];
       }
     });
   }

@@ -27,7 +27,7 @@ struct ModulesOnly {
 /// The weight of a Linear layer or the patch projection: float (`weight`), and for inference
 /// also int8 (`int8`, quantize_int8) or packed for oneDNN (`packed`, pack_for_inference). After
 /// pack_for_inference the float weight is released (`weight` empty): the model is for inference
-/// only until unpack_weight.
+/// only until unpack.
 template <class Scalar>
 struct WeightForms {
   static bool released(const Matrix<Scalar>& w, const Int8Weight& q, const PackedWeight& p) {
