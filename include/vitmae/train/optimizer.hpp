@@ -57,15 +57,18 @@ class AdamW {
       const S step_size = static_cast<S>(rate) / bc1;
       const S decay = S(1) - static_cast<S>(rate * opts_.weight_decay);
       const bool wd = p[k].decays();
-      S* w = p[k].data;
-      const S* gr = g[k].data;
-      S* mk = m[k].data;
-      S* vk = v[k].data;
-      for (Index i = 0; i < p[k].size; ++i) {
-        if (wd) w[i] *= decay;
-        mk[i] += (gr[i] - mk[i]) * (S(1) - b1);  // exp_avg.lerp_(grad, 1 - beta1)
-        vk[i] = vk[i] * b2 + (S(1) - b2) * gr[i] * gr[i];
-        w[i] -= step_size * mk[i] / (std::sqrt(vk[i]) / bc2_sqrt + eps);
+      // Eigen's array expressions over chunks that stay in L1: a loop calling std::sqrt is not
+      // vectorised by g++ (errno), which made the update 2.5x slower; sqrt is exact either way.
+      using Array = Eigen::Array<S, Eigen::Dynamic, 1>;
+      constexpr Index chunk = 1024;
+      for (Index i = 0; i < p[k].size; i += chunk) {
+        const Index n = std::min(chunk, p[k].size - i);
+        Eigen::Map<Array> w(p[k].data + i, n), mk(m[k].data + i, n), vk(v[k].data + i, n);
+        const Eigen::Map<const Array> gr(g[k].data + i, n);
+        if (wd) w *= decay;
+        mk += (gr - mk) * (S(1) - b1);  // exp_avg.lerp_(grad, 1 - beta1)
+        vk = vk * b2 + (S(1) - b2) * gr * gr;  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+        w -= step_size * mk / (vk.sqrt() / bc2_sqrt + eps);  // addcdiv_(exp_avg, denom, -step_size)
       }
     });
   }
@@ -100,8 +103,7 @@ double finish_gradients(M& grads, int accum, double clip) {
   const double norm = std::sqrt(total);
   if (clip > 0) {
     const double coef = clip / (norm + 1e-6);
-    if (coef < 1)
-      for (const auto& p : g) p.values() *= static_cast<S>(coef);
+    if (coef < 1) detail::parallel_for(g.size(), [&](size_t k) { g[k].values() *= static_cast<S>(coef); });
   }
   return norm;
 }
