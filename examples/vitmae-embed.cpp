@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
     if (model_dir.empty() || images.empty() || out.empty()) throw examples::UsageError("--model, --image and --out are required");
 
     examples::doing("loading the model " + model_dir);
-    auto model = vitmae::ViTMAEModel<float>::from_pretrained(model_dir);
+    auto model = examples::pretrained_for_inference<vitmae::ViTMAEModel<float>>(model_dir);
     examples::apply_dtype(model, dtype);
     model.config.mask_ratio = mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config);

@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
 
     using Scalar = float;
     examples::doing("loading the model " + model_dir);
-    auto model = vitmae::ViTMAEForPreTraining<Scalar>::from_pretrained(model_dir);
+    auto model = examples::pretrained_for_inference<vitmae::ViTMAEForPreTraining<Scalar>>(model_dir);
     if (mask_ratio > 0) model.config().mask_ratio = mask_ratio;
     examples::apply_dtype(model, dtype);
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config());

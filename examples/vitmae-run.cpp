@@ -172,14 +172,12 @@ void run(const Args& a) {
   examples::doing("allocating the model of " + checkpoint_config_name(a.model, a.preset) + " (" +
                   examples::model_size(config, pretraining) + ")");
   if (pretraining) {
-    ForPreTraining<Scalar> model(config);
-    model.load_weights(*weights);
+    auto model = load_for_inference<ForPreTraining<Scalar>>(config, *weights);
     examples::apply_dtype(model, a.dtype);
     examples::doing(forward_activity(a, pixels));
     out = model.forward(pixels, noise, opts);
   } else {
-    Model<Scalar> model(config);
-    model.load_weights(*weights);
+    auto model = load_for_inference<Model<Scalar>>(config, *weights);
     examples::apply_dtype(model, a.dtype);
     examples::doing(forward_activity(a, pixels));
     ModelOutput<Scalar> enc = model.forward(pixels, noise, opts);

@@ -316,3 +316,79 @@ TEST_CASE("pack_for_inference: float weights released (packed, or int8), inferen
   vitmae::quantize_int8(eq);
   CHECK(vitmae::pack_for_inference(eq) == layers);
 }
+
+TEST_CASE("load_for_inference: an int8 checkpoint straight into int8 layers, a float one packed, as the model it was saved from") {
+  const std::string dir = test::tmp_dir("int8_direct");
+  const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  auto q = m;
+  vitmae::quantize_int8(q);
+  m.save_pretrained(dir, vitmae::io::DType::I8);
+  const auto source = vitmae::open_pretrained_weights(dir);
+  auto in = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(m.config(), *source);
+  CHECK(vitmae::is_int8(in));
+  CHECK(vitmae::is_packed(in));
+  int layers = 0;
+  auto same = [&](const auto& a, const auto& b) {  // the quantised model's integers and scales, exactly
+    CHECK(b.weight.size() == 0);  // released: no float weight was ever kept
+    CHECK(a.int8.q == b.int8.q);
+    CHECK(a.int8.scale == b.int8.scale);
+    CHECK(a.int8.row_sum == b.int8.row_sum);
+    ++layers;
+  };
+  same(q.vit.embeddings.patch_embeddings.projection, in.vit.embeddings.patch_embeddings.projection);
+  for (size_t i = 0; i < q.vit.encoder.layer.size(); ++i) {
+    same(q.vit.encoder.layer[i].attention.attention.key, in.vit.encoder.layer[i].attention.attention.key);
+    same(q.vit.encoder.layer[i].output.dense, in.vit.encoder.layer[i].output.dense);
+  }
+  same(q.decoder.decoder_pred, in.decoder.decoder_pred);
+  CHECK(layers == 2 + 2 * static_cast<int>(q.vit.encoder.layer.size()));
+  // Hence the same forward, bit for bit, as the model quantised in memory.
+  vitmae::Tensor<float> px({2, 3, 32, 32});
+  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i) px.data[static_cast<size_t>(i)] = std::cos(0.21f * float(i));
+  std::mt19937_64 r1(9), r2(9);
+  const auto a = q.forward(px, r1), b = in.forward(px, r2);
+  CHECK(a.loss == b.loss);
+  CHECK(a.logits[1] == b.logits[1]);
+  // Inference only until unpack, which gives the dequantised weights.
+  CHECK_THROWS_AS(in.save_pretrained(test::tmp_dir("int8_direct_save")), vitmae::Error);
+  vitmae::unpack(in);
+  CHECK(in.vit.encoder.layer[0].output.dense.weight == q.vit.encoder.layer[0].output.dense.int8.dequantized());
+
+  // ViTMAEModel from the same int8 file (its decoder ignored), and a float checkpoint: the model
+  // from_pretrained gives, packed.
+  const auto enc = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(m.config(), *source);
+  CHECK(vitmae::is_int8(enc));
+  CHECK(enc.encoder.layer[1].intermediate.dense.int8.q == q.vit.encoder.layer[1].intermediate.dense.int8.q);
+  const auto f = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(m.config(), *vitmae::open_pretrained_weights(test::data("hf/tiny")));
+  CHECK(!vitmae::is_int8(f));
+  CHECK(vitmae::is_packed(f) == (vitmae::product_backend() == vitmae::Backend::onednn));
+  auto p = m;
+  vitmae::pack_for_inference(p);
+  std::mt19937_64 r3(9), r4(9);
+  CHECK(p.forward(px, r3).loss == f.forward(px, r4).loss);
+  const auto f64 = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<double>>(m.config(), *source);  // dequantised, as from_pretrained
+  CHECK(f64.vit.encoder.layer[1].intermediate.dense.weight.cast<float>().isApprox(
+      q.vit.encoder.layer[1].intermediate.dense.int8.dequantized(), 1e-6f));
+
+  // A checkpoint that lacks a tensor is refused as by from_pretrained, and models built after
+  // that start from zeros again (the uninitialised weights are only for the load).
+  vitmae::io::SafetensorsWriter w;
+  const vitmae::io::SafetensorsFile file(dir + "/model.safetensors");
+  for (const auto& kv : file.tensors()) {
+    if (kv.first == "vit.encoder.layer.1.output.dense.bias") continue;
+    const auto t = file.get<double>(kv.first);
+    if (kv.second.dtype == vitmae::io::DType::I8) {
+      std::string bytes;
+      for (double v : t.data) bytes.push_back(static_cast<char>(static_cast<std::int8_t>(v)));
+      w.add_raw(kv.first, vitmae::io::DType::I8, kv.second.shape, bytes);
+    } else {
+      w.add(kv.first, t.ptr(), kv.second.shape, vitmae::io::DType::F32);
+    }
+  }
+  const std::string partial = test::tmp_dir("int8_direct_partial") + "/model.safetensors";
+  w.save(partial);
+  CHECK_THROWS_WITH_AS(vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(m.config(), vitmae::io::SafetensorsSource(partial)),
+                       doctest::Contains("missing tensors: 'vit.encoder.layer.1.output.dense.bias'"), vitmae::Error);
+  const vitmae::ViTMAEForPreTraining<float> fresh(m.config());
+  CHECK(fresh.vit.encoder.layer[0].output.dense.weight.isZero(0));
+}

@@ -10,6 +10,7 @@
 // oneDNN's matmul (see detail/packed.hpp), or, after quantize_int8, its float weights released.
 #pragma once
 
+#include "vitmae/io/tensor_source.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/parameter.hpp"
 
@@ -19,8 +20,15 @@ namespace detail {
 struct Int8Switch : ModulesOnly {
   bool on = true;
   int modules = 0;
-  void module(Linear<float>& l) { on ? l.quantize_int8() : l.dequantize(), ++modules; }
-  void module(PatchConv2d<float>& c) { on ? c.quantize_int8() : c.dequantize(), ++modules; }
+  bool keep_released = false;  // leave the int8 layers whose float weights are released as they are
+  template <class L>
+  void layer(L& l) {
+    ++modules;
+    if (!on) return l.dequantize();
+    if (!(keep_released && !l.int8.empty() && l.packed_for_inference())) l.quantize_int8();
+  }
+  void module(Linear<float>& l) { layer(l); }
+  void module(PatchConv2d<float>& c) { layer(c); }
 };
 struct Int8Count : ModulesOnly {
   int quantised = 0, modules = 0;
@@ -92,6 +100,28 @@ bool is_packed(const M& model) {
   } c;
   model.visit_parameters("", c);
   return c.any;
+}
+
+/// Builds a model of type M (Model, ForPreTraining: anything built from a config with
+/// load_weights(source)) and loads `source` into it for inference only, as pack_for_inference
+/// leaves it. The float weights are allocated but not written before loading, and an int8
+/// checkpoint's weights go straight into the int8 layers with its integers and scales: the float
+/// model is never in memory, so the peak is about the int8 weights' size, not the float model's.
+/// (`M m(config); m.load_weights(source); pack_for_inference(m);` gives the same products; an
+/// int8 checkpoint's layers are then quantised again from the dequantised weights, whose scales
+/// may differ in the last bit.) Until unpack(model), the model has no backward, and saving or
+/// training it throws (see pack_for_inference).
+/// @throws vitmae::Error as load_weights.
+template <class M, class Config>
+M load_for_inference(const Config& config, const io::TensorSource& source) {
+  struct Scope {
+    Scope() { detail::loading_for_inference() = true; }
+    ~Scope() { detail::loading_for_inference() = false; }
+  } scope;
+  M m(config);
+  m.load_weights(source);
+  pack_for_inference(m);
+  return m;
 }
 
 /// True when every Linear layer and the patch projection of `model` runs in int8.

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "vitmae/error.hpp"
@@ -101,12 +102,39 @@ inline void check_state_dict_shapes(const std::vector<TensorSpec>& specs, const 
 /// throws naming the tensor and both shapes. Missing names are collected in the report (the
 /// caller decides which it can regenerate); source names starting with one of
 /// `ignore_prefixes` are not reported as unexpected.
+namespace detail {
+/// load_state_dict's visitor: f(tensor, weight, int8) for every tensor, with the float weight
+/// and the int8 weight of the last Linear or patch projection (float) visited, whose tensors
+/// come next (loading_for_inference() loads int8 weights straight into `int8`).
+template <class F>
+struct LoadVisitor {
+  F f;
+  Matrix<float>* weight = nullptr;
+  Int8Weight* int8 = nullptr;
+  template <class P>
+  void operator()(const P& p) {
+    f(p, weight, int8);
+  }
+  template <class L>
+  void module(L& l) {
+    if constexpr (std::is_same_v<L, Linear<float>> || std::is_same_v<L, PatchConv2d<float>>)
+      weight = &l.weight, int8 = &l.int8;
+  }
+};
+template <class F>
+LoadVisitor<F> load_visitor(F f) {
+  return {std::move(f)};
+}
+}  // namespace detail
+
 template <class Module>
 LoadReport load_state_dict(Module& module, const io::TensorSource& source, const std::string& key_prefix,
                            const std::vector<std::string>& ignore_prefixes = {}) {
   LoadReport report;
   std::set<std::string> used;
-  module.visit_parameters("", [&](const auto& p) {
+  bool direct_int8 = false;  // some int8 weight went straight into its layer (loading_for_inference)
+  auto visitor = detail::load_visitor([&](const auto& p, Matrix<float>* layer_weight, detail::Int8Weight* layer_int8) {
+    (void)layer_weight, (void)layer_int8;  // (for double models)
     const std::string key = key_prefix + p.name;
     if (!source.contains(key)) {
       report.missing.push_back(p.name);
@@ -119,28 +147,41 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
     detail::require(detail::squeeze_leading(found) == detail::squeeze_leading(expected), "load_state_dict: ",
                     source.where(), ": '", key, "' has shape ", detail::shape_str(found), ", expected ",
                     detail::shape_str(expected));
-    source.read(key, p.data);
-    if (p.kind == ParamKind::weight && source.is_int8(key)) {
-      // An int8 checkpoint: the integers times "<key>_scale" (one per output channel).
-      const std::string sk = key + "_scale";
-      detail::require(source.contains(sk), "load_state_dict: ", source.where(), ": '", key, "' is int8 but '", sk,
-                      "' (its per-channel scales) is missing");
-      detail::require(source.shape(sk) == std::vector<std::int64_t>{expected[0]}, "load_state_dict: ", source.where(),
-                      ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)), ", expected [", expected[0], "]");
-      using S = std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>;
-      std::vector<S> scale(static_cast<size_t>(expected[0]));
-      source.read(sk, scale.data());
-      const Index row = p.size / expected[0];
-      for (Index r = 0; r < expected[0]; ++r)
-        for (Index k = 0; k < row; ++k) p.data[r * row + k] *= scale[static_cast<size_t>(r)];
-      used.insert(sk);
-      report.int8 = true;
+    if (p.kind != ParamKind::weight || !source.is_int8(key)) return source.read(key, p.data);
+    // An int8 checkpoint: the integers times "<key>_scale" (one per output channel).
+    const std::string sk = key + "_scale";
+    detail::require(source.contains(sk), "load_state_dict: ", source.where(), ": '", key, "' is int8 but '", sk,
+                    "' (its per-channel scales) is missing");
+    detail::require(source.shape(sk) == std::vector<std::int64_t>{expected[0]}, "load_state_dict: ", source.where(),
+                    ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)), ", expected [", expected[0], "]");
+    used.insert(sk);
+    report.int8 = true;
+    using S = std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>;
+    std::vector<S> scale(static_cast<size_t>(expected[0]));
+    source.read(sk, scale.data());
+    const Index rows = expected[0], row = p.size / rows;
+    if constexpr (std::is_same_v<S, float>) {
+      if (detail::loading_for_inference() && layer_weight && layer_weight->data() == p.data) {
+        // Straight into the int8 layer, through one weight's worth of floats; the layer's float
+        // weight (never written) is released.
+        std::vector<float> integers(static_cast<size_t>(p.size));
+        source.read(key, integers.data());
+        *layer_int8 = detail::Int8Weight::of_stored(integers.data(), rows, row, scale.data());
+        *layer_weight = Matrix<float>();
+        direct_int8 = true;
+        return;
+      }
     }
+    source.read(key, p.data);
+    for (Index r = 0; r < rows; ++r)
+      for (Index k = 0; k < row; ++k) p.data[r * row + k] *= scale[static_cast<size_t>(r)];
   });
+  module.visit_parameters("", visitor);
   // An int8 checkpoint runs in int8: the float weights above are exactly its dequantised values,
-  // and quantising them again gives back its integers.
-  // A model that was already int8 is quantised again from its new weights (not left stale).
-  if (report.int8 || is_int8(module)) quantize_int8(module);  // (a double model keeps float64 products)
+  // and quantising them again gives back its integers. A model that was already int8 is
+  // quantised again from its new weights (not left stale). The layers loaded straight into int8
+  // keep the checkpoint's integers and scales.
+  if (report.int8 || is_int8(module)) detail::walk_modules(module, detail::Int8Switch{{}, true, 0, direct_int8});
   for (const std::string& n : source.names()) {
     if (used.count(n)) continue;
     bool ignored = false;

@@ -70,6 +70,16 @@ struct Int8Weight {
     return r;
   }
 
+  /// An int8 checkpoint's weight as stored: `integers` (out x in, row-major; whole numbers in
+  /// [-128, 127], as an I8 tensor reads) and its per-channel `scale`.
+  static Int8Weight of_stored(const float* integers, Index out, Index in, const float* scale) {
+    Int8Weight r;
+    r.q = Eigen::Map<const Matrix<float>>(integers, out, in).cast<std::int8_t>();
+    r.scale = Eigen::Map<const RowVector<float>>(scale, out);
+    r.row_sum = r.q.cast<std::int32_t>().rowwise().sum().transpose();
+    return r;
+  }
+
   /// The weight as it multiplies: scale[c] * q[c][k].
   Matrix<float> dequantized() const { return (q.cast<float>().array().colwise() * scale.transpose().array()).matrix(); }
 };

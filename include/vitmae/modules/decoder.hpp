@@ -39,7 +39,7 @@ struct Decoder {
       : decoder_embed(c.hidden_size, c.decoder_hidden_size),
         mask_token(RowVector<Scalar>::Zero(c.decoder_hidden_size)),
         decoder_pos_embed(ops::get_2d_sincos_pos_embed<Scalar>(c.decoder_hidden_size, c.grid_size(), c.grid_size(), true)),
-        decoder_layers(static_cast<size_t>(c.decoder_num_hidden_layers), Layer<Scalar>(c.decoder_config())),
+        decoder_layers(detail::layers<Scalar>(c.decoder_config())),
         decoder_norm(c.decoder_hidden_size, c.layer_norm_eps),
         decoder_pred(c.decoder_hidden_size, c.patch_size * c.patch_size * c.num_channels) {}
 

@@ -77,7 +77,7 @@ struct Encoder {
   using Cache = LayerStackCache<Scalar>;
 
   Encoder() = default;
-  explicit Encoder(const EncoderConfig& c) : layer(static_cast<size_t>(c.num_hidden_layers), Layer<Scalar>(c)) {}
+  explicit Encoder(const EncoderConfig& c) : layer(detail::layers<Scalar>(c)) {}
 
   /// x: (tokens, hidden) -> y: the last layer's output, before the final layernorm. x may stack
   /// sequences of seq_len tokens (see SelfAttention). hidden_states / attentions as HF's

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "vitmae/config.hpp"
 #include "vitmae/modules/attention.hpp"
@@ -134,5 +135,17 @@ struct Layer {
   }
   VITMAE_VISIT_PARAMETERS
 };
+
+namespace detail {
+/// The c.num_hidden_layers layers of a stack, each built from the config (not copies of one:
+/// a copy writes every weight, which load_for_inference's uninitialised weights must not be).
+template <class Scalar>
+std::vector<Layer<Scalar>> layers(const EncoderConfig& c) {
+  std::vector<Layer<Scalar>> out;
+  out.reserve(static_cast<size_t>(c.num_hidden_layers));
+  for (Index i = 0; i < c.num_hidden_layers; ++i) out.emplace_back(c);
+  return out;
+}
+}  // namespace detail
 
 }  // namespace vitmae

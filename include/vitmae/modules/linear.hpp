@@ -17,6 +17,20 @@
 namespace vitmae {
 
 namespace detail {
+/// True while load_for_inference builds and loads a model (quantize.hpp): the Linear and
+/// patch-projection constructors then leave their float weights uninitialised (the loader writes
+/// every one, or the model is thrown away: untouched memory costs nothing), and load_state_dict
+/// reads an int8 checkpoint's weights straight into the int8 layers, never into float weights.
+inline bool& loading_for_inference() {
+  thread_local bool on = false;
+  return on;
+}
+/// A new float weight: zeros, or uninitialised while loading_for_inference().
+template <class Scalar>
+Matrix<Scalar> new_weight(Index rows, Index cols) {
+  return loading_for_inference() ? Matrix<Scalar>(rows, cols) : Matrix<Scalar>::Zero(rows, cols);
+}
+
 /// Visitors that walk modules only (quantize_int8, pack_for_inference) derive from this: they
 /// never see tensors, so they also walk a model whose float weights were released.
 struct ModulesOnly {
@@ -123,7 +137,7 @@ struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
 
   Linear() = default;
   Linear(Index in, Index out, bool with_bias = true)
-      : weight(Matrix<Scalar>::Zero(out, in)), bias(RowVector<Scalar>::Zero(with_bias ? out : 0)),
+      : weight(detail::new_weight<Scalar>(out, in)), bias(RowVector<Scalar>::Zero(with_bias ? out : 0)),
         has_bias(with_bias) {}
 
   using Forms = detail::WeightForms<Scalar>;
@@ -176,7 +190,7 @@ struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
 
   PatchConv2d() = default;
   PatchConv2d(Index channels, Index hidden, Index patch)
-      : weight(Matrix<Scalar>::Zero(hidden, channels * patch * patch)),
+      : weight(detail::new_weight<Scalar>(hidden, channels * patch * patch)),
         bias(RowVector<Scalar>::Zero(hidden)), in_channels(channels), kernel_size(patch) {}
 
   /// image (C, H*W) -> rows [row0, row0 + nh*nw) of cols (.., C*p*p): each patch flattened in the
