@@ -5,6 +5,7 @@
 
 #include <vitmae/train.hpp>
 
+#include <limits>
 #include <map>
 
 namespace io = vitmae::io;
@@ -219,4 +220,37 @@ TEST_CASE("learning-rate schedule: linear warm-up then cosine") {
   CHECK(mae_learning_rate(10, 10, 110, 1e-3) == doctest::Approx(1e-3));
   CHECK(mae_learning_rate(60, 10, 110, 1e-3) == doctest::Approx(5e-4));
   CHECK(mae_learning_rate(110, 10, 110, 1e-3) == doctest::Approx(0.0));
+}
+
+TEST_CASE("AdamW's vectorised sqrt is correctly rounded (Eigen's packet sqrt is an estimate under EIGEN_FAST_MATH)") {
+  auto check = [](auto zero) {
+    using S = decltype(zero);
+    using Array = Eigen::Array<S, Eigen::Dynamic, 1>;
+    std::mt19937_64 rng(5);
+    std::uniform_real_distribution<double> u(-40, 40);
+    Array x(1037);  // packets and a scalar tail
+    for (Index i = 0; i < x.size(); ++i) x(i) = static_cast<S>(std::pow(10.0, u(rng) / 4));
+    x(0) = 0, x(1) = std::numeric_limits<S>::infinity(), x(2) = std::numeric_limits<S>::denorm_min();
+    x(17) = std::numeric_limits<S>::min() / 3, x(18) = std::numeric_limits<S>::max();
+    const Array a = x.unaryExpr(vitmae::detail::ExactSqrt<S>());
+    for (Index i = 0; i < x.size(); ++i) {
+      INFO(i, " ", x(i));
+      CHECK(a(i) == std::sqrt(x(i)));
+    }
+  };
+  check(0.f);
+  check(0.0);
+  // So a gradient whose square overflows leaves a weight where torch leaves it (m / inf = 0),
+  // where Eigen's estimate gave NaN.
+  vitmae::ForPreTraining<float> m(vitmae::Config::load(test::data("hf/tiny/config.json")));
+  std::mt19937_64 rng(2);
+  m.init_weights(rng);
+  const auto before = m;
+  auto g = vitmae::train::zero_grads_like(m);
+  g.visit_parameters("", [](const vitmae::Parameter<float>& p) { p.values().setConstant(1e30f); });
+  vitmae::train::AdamW<vitmae::ForPreTraining<float>> opt(m, {0.9, 0.95, 1e-8, 0.0});
+  opt.step(m, g, 1e-3);
+  const auto& w = m.vit.encoder.layer[0].intermediate.dense.weight;
+  CHECK(w.allFinite());
+  CHECK(w == before.vit.encoder.layer[0].intermediate.dense.weight);
 }

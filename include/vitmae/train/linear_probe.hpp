@@ -136,7 +136,7 @@ LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int
   // BatchNorm1d(affine=False, eps=1e-6) at the training set's statistics (biased variance).
   p.mean = X.colwise().mean();
   const RowVector<S> var = (X.rowwise() - p.mean).array().square().colwise().mean();
-  p.inv_std = (var.array() + S(1e-6)).rsqrt().matrix();
+  p.inv_std = (var.array() + S(1e-6)).unaryExpr([](S x) { return S(1) / std::sqrt(x); }).matrix();  // (Eigen's rsqrt is an estimate)
   const Matrix<S> Xn = p.normalise(X);
   // MAE's head: trunc_normal_(std=0.01), bias 0 (drawn from the seed, independent of the data order).
   p.classifier = Linear<S>(D, classes);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "vitmae/detail/exact_sqrt.hpp"
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/parameter.hpp"
 #include "vitmae/train/backward.hpp"
@@ -48,27 +49,32 @@ class AdamW {
     const auto m = parameter_list(m_);
     const auto v = parameter_list(v_);
     detail::require(g.size() == p.size(), "AdamW: the gradients do not match the model");
-    const S b1 = static_cast<S>(opts_.beta1), b2 = static_cast<S>(opts_.beta2), eps = static_cast<S>(opts_.eps);
-    const S bc1 = S(1) - static_cast<S>(std::pow(opts_.beta1, static_cast<double>(step_)));
-    const S bc2_sqrt = std::sqrt(S(1) - static_cast<S>(std::pow(opts_.beta2, static_cast<double>(step_))));
+    // The constants as torch.optim.AdamW has them: computed in double (Python floats), each
+    // rounded once to the parameters' type.
+    const double t = static_cast<double>(step_);
+    const S b2 = static_cast<S>(opts_.beta2), eps = static_cast<S>(opts_.eps);
+    const S one_minus_b1 = static_cast<S>(1.0 - opts_.beta1), one_minus_b2 = static_cast<S>(1.0 - opts_.beta2);
+    const S bc2_sqrt = static_cast<S>(std::sqrt(1.0 - std::pow(opts_.beta2, t)));
+    const double bc1 = 1.0 - std::pow(opts_.beta1, t);
     detail::parallel_for(p.size(), [&](size_t k) {
       if (!p[k].trainable()) return;
       const double rate = lr * lr_scale(p[k]);
-      const S step_size = static_cast<S>(rate) / bc1;
-      const S decay = S(1) - static_cast<S>(rate * opts_.weight_decay);
+      const S step_size = static_cast<S>(rate / bc1);
+      const S decay = static_cast<S>(1.0 - rate * opts_.weight_decay);
       const bool wd = p[k].decays();
-      // Eigen's array expressions over chunks that stay in L1: a loop calling std::sqrt is not
-      // vectorised by g++ (errno), which made the update 2.5x slower; sqrt is exact either way.
+      // Eigen array expressions over chunks that stay in L1, with a correctly rounded vectorised
+      // sqrt (detail::ExactSqrt): g++ does not vectorise a loop calling std::sqrt (errno), which
+      // made the update 2.5x slower.
       using Array = Eigen::Array<S, Eigen::Dynamic, 1>;
       constexpr Index chunk = 1024;
       for (Index i = 0; i < p[k].size; i += chunk) {
         const Index n = std::min(chunk, p[k].size - i);
         Eigen::Map<Array> w(p[k].data + i, n), mk(m[k].data + i, n), vk(v[k].data + i, n);
         const Eigen::Map<const Array> gr(g[k].data + i, n);
-        if (wd) w *= decay;
-        mk += (gr - mk) * (S(1) - b1);  // exp_avg.lerp_(grad, 1 - beta1)
-        vk = vk * b2 + (S(1) - b2) * gr * gr;  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-        w -= step_size * mk / (vk.sqrt() / bc2_sqrt + eps);  // addcdiv_(exp_avg, denom, -step_size)
+        if (wd) w *= decay;                             // param.mul_(1 - lr * weight_decay)
+        mk += (gr - mk) * one_minus_b1;                 // exp_avg.lerp_(grad, 1 - beta1)
+        vk = vk * b2 + one_minus_b2 * gr * gr;          // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+        w -= step_size * mk / (vk.unaryExpr(detail::ExactSqrt<S>()) / bc2_sqrt + eps);  // addcdiv_(exp_avg, denom, -step_size)
       }
     });
   }
