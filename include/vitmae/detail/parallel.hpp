@@ -97,6 +97,33 @@ void split_columns(Index n, double flops, F&& f) {
   }
 }
 
+/// Calls f(first, count) on contiguous blocks of the rows [0, rows), one per thread, when the
+/// work (`elements` touched) is worth a parallel region; otherwise f(0, rows) on the calling
+/// thread. For row-wise work (LayerNorm, activations, residual adds): the same bits either way.
+template <class F>
+void split_rows(Index rows, double elements, F&& f) {
+  const int threads = static_cast<int>(std::min<Index>(available_threads(), rows));
+  if (threads <= 1 || elements < 65536) {
+    f(Index(0), rows);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+#endif
+  for (int t = 0; t < threads; ++t) {
+    const Index r0 = rows * t / threads, r1 = rows * (t + 1) / threads;
+    if (r1 > r0) f(r0, r1 - r0);
+  }
+}
+
+/// y += x (same shapes), rows split over threads as split_rows.
+template <class Scalar>
+void add_rows(Matrix<Scalar>& y, const Matrix<Scalar>& x) {
+  split_rows(y.rows(), static_cast<double>(y.size()), [&](Index first, Index count) {
+    y.middleRows(first, count) += x.middleRows(first, count);
+  });
+}
+
 /// Calls f(i) for i in [0, n), the indices handed out to the available threads one at a time
 /// (the per-parameter loops of training: zeroing, summing twins, AdamW, the gradient norm). The
 /// result must not depend on which thread runs an index: each f(i) touches only its own data.

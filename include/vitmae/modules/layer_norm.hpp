@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "vitmae/detail/parallel.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/parameter.hpp"
 #include "vitmae/tensor.hpp"
@@ -38,16 +39,18 @@ struct LayerNorm {
       cache->rstd.resize(x.rows());
     }
     const Scalar inv_n = Scalar(1) / static_cast<Scalar>(x.cols());
-    for (Index r = 0; r < x.rows(); ++r) {
-      const Scalar mean = x.row(r).sum() * inv_n;
-      const Scalar var = (x.row(r).array() - mean).square().sum() * inv_n;
-      const Scalar rstd = Scalar(1) / std::sqrt(var + eps);
-      if (cache) {
-        cache->xhat.row(r) = (x.row(r).array() - mean) * rstd;
-        cache->rstd(r) = rstd;
+    detail::split_rows(x.rows(), static_cast<double>(x.size()), [&](Index first, Index count) {
+      for (Index r = first; r < first + count; ++r) {
+        const Scalar mean = x.row(r).sum() * inv_n;
+        const Scalar var = (x.row(r).array() - mean).square().sum() * inv_n;
+        const Scalar rstd = Scalar(1) / std::sqrt(var + eps);
+        if (cache) {
+          cache->xhat.row(r) = (x.row(r).array() - mean) * rstd;
+          cache->rstd(r) = rstd;
+        }
+        y.row(r) = (((x.row(r).array() - mean) * rstd) * weight.array() + bias.array()).matrix();
       }
-      y.row(r) = (((x.row(r).array() - mean) * rstd) * weight.array() + bias.array()).matrix();
-    }
+    });
   }
   Matrix<Scalar> forward(const Matrix<Scalar>& x) const {
     Matrix<Scalar> y;
