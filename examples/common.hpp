@@ -103,26 +103,14 @@ inline void check_dtype(const std::string& dtype) {
   if (dtype != "float32" && dtype != "int8")
     throw UsageError("--dtype expects float32 or int8, got '" + dtype + "'");
 }
-/// Makes a loaded model ready for inference in `dtype`: int8 quantises it (unless it is int8
-/// already: an int8 checkpoint); then its weights are packed for oneDNN (float) or its float
-/// weights released (int8) (vitmae::pack_for_inference).
+/// Makes a loaded model ready for inference in `dtype`: int8 quantises it; then its weights are
+/// packed for oneDNN (float) or its float weights released (int8) (vitmae::pack_for_inference).
 template <class M>
 void apply_dtype(M& model, const std::string& dtype) {
   if constexpr (std::is_same_v<typename M::scalar_type, float>) {
-    if (dtype == "int8" && !vitmae::is_int8(model)) vitmae::quantize_int8(model);
+    if (dtype == "int8") vitmae::quantize_int8(model);
     vitmae::pack_for_inference(model);
   }
-}
-
-/// from_pretrained for inference: vitmae::load_for_inference of the checkpoint at `path` (an int8
-/// checkpoint straight into int8 layers), checked against its config first.
-template <class M>
-M pretrained_for_inference(const std::string& path) {
-  const vitmae::Config config = vitmae::checkpoint_config(path, "");
-  const auto weights = vitmae::open_pretrained_weights(path);
-  constexpr bool pretraining = std::is_same_v<M, vitmae::ForPreTraining<typename M::scalar_type>>;
-  vitmae::check_weights_fit(config, *weights, pretraining, vitmae::checkpoint_config_name(path, ""));
-  return vitmae::load_for_inference<M>(config, *weights);
 }
 
 /// Threads for Eigen's products (OpenMP builds); 0 keeps the default (all cores).

@@ -73,8 +73,7 @@ int main(int argc, char** argv) {
     if (model_dir.empty() || images.empty() || out.empty()) throw examples::UsageError("--model, --image and --out are required");
 
     examples::doing("loading the model " + model_dir);
-    auto model = examples::pretrained_for_inference<vitmae::ViTMAEModel<float>>(model_dir);
-    examples::apply_dtype(model, dtype);
+    auto model = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(model_dir, "", dtype == "int8");
     model.config.mask_ratio = mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config);
     const long D = static_cast<long>(model.config.hidden_size), N = static_cast<long>(images.size());

@@ -65,9 +65,8 @@ int main(int argc, char** argv) {
 
     using Scalar = float;
     examples::doing("loading the model " + model_dir);
-    auto model = examples::pretrained_for_inference<vitmae::ViTMAEForPreTraining<Scalar>>(model_dir);
+    auto model = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<Scalar>>(model_dir, "", dtype == "int8");
     if (mask_ratio > 0) model.config().mask_ratio = mask_ratio;
-    examples::apply_dtype(model, dtype);
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config());
     examples::doing("reconstructing " + std::to_string(images.size()) + " image" + (images.size() == 1 ? "" : "s"));
     std::vector<vitmae::io::Image8> resized;

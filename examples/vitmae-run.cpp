@@ -172,13 +172,11 @@ void run(const Args& a) {
   examples::doing("allocating the model of " + checkpoint_config_name(a.model, a.preset) + " (" +
                   examples::model_size(config, pretraining) + ")");
   if (pretraining) {
-    auto model = load_for_inference<ForPreTraining<Scalar>>(config, *weights);
-    examples::apply_dtype(model, a.dtype);
+    auto model = load_for_inference<ForPreTraining<Scalar>>(config, *weights, a.dtype == "int8");
     examples::doing(forward_activity(a, pixels));
     out = model.forward(pixels, noise, opts);
   } else {
-    auto model = load_for_inference<Model<Scalar>>(config, *weights);
-    examples::apply_dtype(model, a.dtype);
+    auto model = load_for_inference<Model<Scalar>>(config, *weights, a.dtype == "int8");
     examples::doing(forward_activity(a, pixels));
     ModelOutput<Scalar> enc = model.forward(pixels, noise, opts);
     out.last_hidden_state = std::move(enc.last_hidden_state);

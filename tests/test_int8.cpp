@@ -370,6 +370,19 @@ TEST_CASE("load_for_inference: an int8 checkpoint straight into int8 layers, a f
   CHECK(f64.vit.encoder.layer[1].intermediate.dense.weight.cast<float>().isApprox(
       q.vit.encoder.layer[1].intermediate.dense.int8.dequantized(), 1e-6f));
 
+  // From a path, checked against its config first, as from_pretrained: the same model. A float
+  // checkpoint with int8: the model quantize_int8 gives.
+  const auto viapath = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(dir);
+  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.q == q.vit.encoder.layer[1].attention.attention.value.int8.q);
+  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.scale == q.vit.encoder.layer[1].attention.attention.value.int8.scale);
+  const auto fq = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(test::data("hf/tiny"), "", true);
+  CHECK(vitmae::is_int8(fq));
+  CHECK(vitmae::is_packed(fq));
+  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.q == q.decoder.decoder_layers[0].intermediate.dense.int8.q);
+  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.scale == q.decoder.decoder_layers[0].intermediate.dense.int8.scale);
+  CHECK_THROWS_WITH_AS(vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(dir, "mae-vit-base"),
+                       doctest::Contains("(preset 'mae-vit-base' asks for hidden_size 768)"), vitmae::Error);
+
   // A checkpoint that lacks a tensor is refused as by from_pretrained, and models built after
   // that start from zeros again (the uninitialised weights are only for the load).
   vitmae::io::SafetensorsWriter w;

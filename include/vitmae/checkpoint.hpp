@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "vitmae/io/file.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/io/tensor_source.hpp"
+#include "vitmae/quantize.hpp"
 #include "vitmae/state_dict.hpp"
 
 namespace vitmae {
@@ -181,6 +183,25 @@ inline void check_weights_fit(const Config& config, const io::TensorSource& sour
 /// What messages call the config of checkpoint_config(path, preset).
 inline std::string checkpoint_config_name(const std::string& path, const std::string& preset) {
   return preset.empty() ? io::join_path(io::checkpoint_folder(path), "config.json") : "preset '" + preset + "'";
+}
+
+namespace detail {
+template <class M, class = void>
+struct has_decoder_member : std::false_type {};
+template <class M>
+struct has_decoder_member<M, std::void_t<decltype(std::declval<M&>().decoder)>> : std::true_type {};
+}  // namespace detail
+
+/// load_for_inference (quantize.hpp) of the checkpoint at `path`, read as from_pretrained reads
+/// it (`preset` replacing config.json), its weights checked against the config before the model
+/// is allocated. M: ViTMAEModel or ViTMAEForPreTraining.
+/// @throws vitmae::Error as from_pretrained.
+template <class M>
+M load_for_inference(const std::string& path, const std::string& preset = "", bool int8 = false) {
+  const Config config = checkpoint_config(path, preset);
+  const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);
+  check_weights_fit(config, *weights, detail::has_decoder_member<M>::value, checkpoint_config_name(path, preset));
+  return load_for_inference<M>(config, *weights, int8);
 }
 
 /// save_pretrained of a model: model.safetensors (HF names, "format": "pt" metadata, which

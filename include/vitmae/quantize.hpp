@@ -102,24 +102,29 @@ bool is_packed(const M& model) {
   return c.any;
 }
 
-/// Builds a model of type M (Model, ForPreTraining: anything built from a config with
-/// load_weights(source)) and loads `source` into it for inference only, as pack_for_inference
-/// leaves it. The float weights are allocated but not written before loading, and an int8
-/// checkpoint's weights go straight into the int8 layers with its integers and scales: the float
-/// model is never in memory, so the peak is about the int8 weights' size, not the float model's.
-/// (`M m(config); m.load_weights(source); pack_for_inference(m);` gives the same products; an
-/// int8 checkpoint's layers are then quantised again from the dequantised weights, whose scales
-/// may differ in the last bit.) Until unpack(model), the model has no backward, and saving or
-/// training it throws (see pack_for_inference).
+/// Builds a model of type M (ViTMAEModel or ViTMAEForPreTraining) for `config` and loads `source`
+/// into it for inference only, as pack_for_inference leaves it (`int8`: quantised first, as
+/// quantize_int8). The float weights are allocated but not written before loading (every one
+/// is then read, or the load throws and the model is gone), and an int8 checkpoint's weights go
+/// straight into the int8 layers with the file's own integers and scales, their float weights
+/// released unwritten: the float model is never resident, so the resident peak is about the
+/// int8 weights' size, not the float model's. (The address space still holds the float weights
+/// while loading.) `M m(config); m.load_weights(source); pack_for_inference(m);` gives the same
+/// float products; an int8 checkpoint's layers are then quantised again from the dequantised
+/// weights, whose scales may differ in the last bit. Until unpack(model) the model has no
+/// backward, and saving or training it throws (see pack_for_inference). checkpoint.hpp has the
+/// form that takes a checkpoint's path, which checks the weights against the config first.
 /// @throws vitmae::Error as load_weights.
 template <class M, class Config>
-M load_for_inference(const Config& config, const io::TensorSource& source) {
+M load_for_inference(const Config& config, const io::TensorSource& source, bool int8 = false) {
   struct Scope {
+    bool saved = detail::loading_for_inference();
     Scope() { detail::loading_for_inference() = true; }
-    ~Scope() { detail::loading_for_inference() = false; }
+    ~Scope() { detail::loading_for_inference() = saved; }
   } scope;
   M m(config);
   m.load_weights(source);
+  if (int8) detail::walk_modules(m, detail::Int8Switch{{}, true, 0, true});  // an int8 checkpoint's layers stay as loaded
   pack_for_inference(m);
   return m;
 }

@@ -40,7 +40,7 @@ struct LoadReport {
   std::vector<std::string> missing;     // parameter names (without key_prefix) not in the source
   std::vector<ParamKind> missing_kind;  // their kinds
   std::vector<std::string> unexpected;  // source names neither loaded nor ignored
-  bool int8 = false;                    // int8 weights were loaded (and the float model quantised)
+  bool int8 = false;                    // int8 weights were loaded (the model then runs in int8)
 
   /// @throws vitmae::Error listing the missing tensors (fixed position tables aside: they keep
   /// their sin-cos values) and the unexpected ones.
@@ -97,15 +97,11 @@ inline void check_state_dict_shapes(const std::vector<TensorSpec>& specs, const 
   detail::require(missing.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", join_names(missing));
 }
 
-/// Loads every parameter `module` visits from `source[key_prefix + name]`, converting to Scalar.
-/// Shapes must match HF's (leading 1-dims aside, like cls_token (1, 1, D) vs (D)): a mismatch
-/// throws naming the tensor and both shapes. Missing names are collected in the report (the
-/// caller decides which it can regenerate); source names starting with one of
-/// `ignore_prefixes` are not reported as unexpected.
 namespace detail {
-/// load_state_dict's visitor: f(tensor, weight, int8) for every tensor, with the float weight
-/// and the int8 weight of the last Linear or patch projection (float) visited, whose tensors
-/// come next (loading_for_inference() loads int8 weights straight into `int8`).
+/// load_state_dict's visitor: f(tensor, weight, int8) for every tensor; for the first tensor
+/// after a Linear or patch projection (float) was visited (its weight), that layer's float and
+/// int8 weights, otherwise nullptr (loading_for_inference() loads int8 weights straight into
+/// `int8`).
 template <class F>
 struct LoadVisitor {
   F f;
@@ -114,6 +110,7 @@ struct LoadVisitor {
   template <class P>
   void operator()(const P& p) {
     f(p, weight, int8);
+    weight = nullptr, int8 = nullptr;
   }
   template <class L>
   void module(L& l) {
@@ -127,6 +124,11 @@ LoadVisitor<F> load_visitor(F f) {
 }
 }  // namespace detail
 
+/// Loads every parameter `module` visits from `source[key_prefix + name]`, converting to Scalar.
+/// Shapes must match HF's (leading 1-dims aside, like cls_token (1, 1, D) vs (D)): a mismatch
+/// throws naming the tensor and both shapes. Missing names are collected in the report (the
+/// caller decides which it can regenerate); source names starting with one of
+/// `ignore_prefixes` are not reported as unexpected.
 template <class Module>
 LoadReport load_state_dict(Module& module, const io::TensorSource& source, const std::string& key_prefix,
                            const std::vector<std::string>& ignore_prefixes = {}) {
@@ -152,7 +154,7 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
     const std::string sk = key + "_scale";
     detail::require(source.contains(sk), "load_state_dict: ", source.where(), ": '", key, "' is int8 but '", sk,
                     "' (its per-channel scales) is missing");
-    detail::require(source.shape(sk) == std::vector<std::int64_t>{expected[0]}, "load_state_dict: ", source.where(),
+    detail::require(expected[0] > 0 && source.shape(sk) == std::vector<std::int64_t>{expected[0]}, "load_state_dict: ", source.where(),
                     ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)), ", expected [", expected[0], "]");
     used.insert(sk);
     report.int8 = true;

@@ -18,9 +18,10 @@ namespace vitmae {
 
 namespace detail {
 /// True while load_for_inference builds and loads a model (quantize.hpp): the Linear and
-/// patch-projection constructors then leave their float weights uninitialised (the loader writes
-/// every one, or the model is thrown away: untouched memory costs nothing), and load_state_dict
-/// reads an int8 checkpoint's weights straight into the int8 layers, never into float weights.
+/// patch-projection constructors then leave their float weights uninitialised (untouched memory
+/// is not resident; the loader then writes every one, or releases it for an int8 weight, or the
+/// load throws and the model is gone), and load_state_dict reads an int8 checkpoint's weights
+/// straight into a float model's int8 layers (a double model gets the dequantised values).
 inline bool& loading_for_inference() {
   thread_local bool on = false;
   return on;
