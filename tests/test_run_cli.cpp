@@ -99,6 +99,22 @@ TEST_CASE("vitmae-run --dtype int8: float32 output near the fixture's, mask and 
     const auto g = got.get<double>(name);
     test::check_close(name, g.ptr(), static_cast<long>(g.numel()), ref.get<double>(name), 0.0);
   }
+  // The same model saved as an int8 checkpoint (its integers and scales are those quantize_int8
+  // gives) and loaded straight into int8 layers: the same output, bit for bit, whatever --dtype says.
+  const std::string ckpt = test::tmp_dir("cli_int8_ckpt");
+  vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny")).save_pretrained(ckpt, io::DType::I8);
+  for (const char* dtype : {"int8", "float32"}) {
+    CAPTURE(dtype);
+    const std::string out2 = test::tmp_dir("cli_int8_ckpt_out") + "/out.safetensors";
+    const RunResult r2 = run("--model " + ckpt + " --input " + in + " --output " + out2 + " --dtype " + dtype);
+    INFO(r2.err);
+    REQUIRE(r2.status == 0);
+    const io::SafetensorsFile again(out2);
+    for (const char* name : {"last_hidden_state", "logits", "loss", "mask"}) {
+      CAPTURE(name);
+      CHECK(again.get<float>(name).data == got.get<float>(name).data);
+    }
+  }
 }
 
 TEST_CASE("vitmae-run runs ViT classifiers: every hf_vit case (float32 and float64)") {
