@@ -145,6 +145,26 @@ TEST_CASE("int8 accuracy of the bundled model on the bundled photos: features an
   }
 }
 
+namespace int8_test {
+/// Writes the int8 checkpoint `f` again to `path`, without the tensor `left_out`.
+void save_without(const vitmae::io::SafetensorsFile& f, const std::string& left_out, const std::string& path) {
+  vitmae::io::SafetensorsWriter w;
+  w.set_metadata("format", "pt");
+  for (const auto& kv : f.tensors()) {
+    if (kv.first == left_out) continue;
+    const auto t = f.get<double>(kv.first);
+    if (kv.second.dtype == vitmae::io::DType::I8) {
+      std::string bytes;
+      for (double v : t.data) bytes.push_back(static_cast<char>(static_cast<std::int8_t>(v)));
+      w.add_raw(kv.first, vitmae::io::DType::I8, kv.second.shape, bytes);
+    } else {
+      w.add(kv.first, t.ptr(), kv.second.shape, vitmae::io::DType::F32);
+    }
+  }
+  w.save(path);
+}
+}  // namespace int8_test
+
 TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as the same int8 model") {
   const std::string dir = test::tmp_dir("int8_ckpt");
   auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
@@ -183,20 +203,7 @@ TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as 
   CHECK(d.vit.encoder.layer[1].intermediate.dense.weight.cast<float>().isApprox(b.weight, 1e-6f));
 
   // An int8 weight without its scales is refused, naming both.
-  vitmae::io::SafetensorsWriter w;
-  w.set_metadata("format", "pt");
-  for (const auto& kv : f.tensors()) {
-    if (kv.first == "decoder.decoder_pred.weight_scale") continue;
-    const auto t = f.get<double>(kv.first);
-    if (kv.second.dtype == vitmae::io::DType::I8) {
-      std::string bytes;
-      for (double v : t.data) bytes.push_back(static_cast<char>(static_cast<std::int8_t>(v)));
-      w.add_raw(kv.first, vitmae::io::DType::I8, kv.second.shape, bytes);
-    } else {
-      w.add(kv.first, t.ptr(), kv.second.shape, vitmae::io::DType::F32);
-    }
-  }
-  w.save(dir + "/model.safetensors");
+  int8_test::save_without(f, "decoder.decoder_pred.weight_scale", dir + "/model.safetensors");
   CHECK_THROWS_WITH_AS(vitmae::ViTMAEForPreTraining<float>::from_pretrained(dir),
                        doctest::Contains("'decoder.decoder_pred.weight' is int8 but 'decoder.decoder_pred.weight_scale' (its "
                                          "per-channel scales) is missing"),
@@ -385,21 +392,8 @@ TEST_CASE("load_for_inference: an int8 checkpoint straight into int8 layers, a f
 
   // A checkpoint that lacks a tensor is refused as by from_pretrained, and models built after
   // that start from zeros again (the uninitialised weights are only for the load).
-  vitmae::io::SafetensorsWriter w;
-  const vitmae::io::SafetensorsFile file(dir + "/model.safetensors");
-  for (const auto& kv : file.tensors()) {
-    if (kv.first == "vit.encoder.layer.1.output.dense.bias") continue;
-    const auto t = file.get<double>(kv.first);
-    if (kv.second.dtype == vitmae::io::DType::I8) {
-      std::string bytes;
-      for (double v : t.data) bytes.push_back(static_cast<char>(static_cast<std::int8_t>(v)));
-      w.add_raw(kv.first, vitmae::io::DType::I8, kv.second.shape, bytes);
-    } else {
-      w.add(kv.first, t.ptr(), kv.second.shape, vitmae::io::DType::F32);
-    }
-  }
   const std::string partial = test::tmp_dir("int8_direct_partial") + "/model.safetensors";
-  w.save(partial);
+  int8_test::save_without(vitmae::io::SafetensorsFile(dir + "/model.safetensors"), "vit.encoder.layer.1.output.dense.bias", partial);
   CHECK_THROWS_WITH_AS(vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(m.config(), vitmae::io::SafetensorsSource(partial)),
                        doctest::Contains("missing tensors: 'vit.encoder.layer.1.output.dense.bias'"), vitmae::Error);
   const vitmae::ViTMAEForPreTraining<float> fresh(m.config());
