@@ -30,6 +30,9 @@ struct ReconstructionLoss {
     ColVector<Scalar> mean, var;     // (B*L) per-patch statistics (norm_pix_loss)
     Matrix<Scalar> mask;             // (B, L)
     Index height = 0, width = 0;
+    // One image's scratch, kept between calls: a forward allocates nothing here.
+    Matrix<Scalar> image, one_patches, one_target;
+    ColVector<Scalar> one_mean, one_var;
   };
 
   ReconstructionLoss() = default;
@@ -41,7 +44,7 @@ struct ReconstructionLoss {
                  ColVector<Scalar>& mean, ColVector<Scalar>& var) const {
     detail::require(image.rows() == num_channels, "forward_loss: image has ", image.rows(), " channels, expected num_channels = ",
                     num_channels);
-    patches = ops::patchify(image, height, width, patch_size);  // (L, P)
+    ops::patchify_into(image, height, width, patch_size, patches);  // (L, P)
     target = patches;
     if (norm_pix_loss) {
       ops::patch_mean_var(patches, mean, var);
@@ -54,6 +57,8 @@ struct ReconstructionLoss {
   /// the loss is their ratio (NaN when nothing is masked: 0/0, as in the reference).
   std::pair<Scalar, Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& logits, const Matrix<Scalar>& mask,
                                     Cache& c) const {
+    detail::require(pixel_values.dim() == 4, "forward_loss: pixel_values must be [batch, channels, height, width], got ",
+                    detail::shape_str(pixel_values.shape));
     const Index B = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3), L = mask.cols(), TL = 1 + L;
     detail::require(logits.rows() == B * TL, "forward_loss: ", logits.rows(), " prediction rows for ", B, " samples of ", L,
                     " patches");
@@ -64,11 +69,13 @@ struct ReconstructionLoss {
       c.mean.resize(B * L);
       c.var.resize(B * L);
     }
-    Matrix<Scalar> patches, target;
-    ColVector<Scalar> mean, var;
+    Matrix<Scalar>&patches = c.one_patches, &target = c.one_target;
+    ColVector<Scalar>&mean = c.one_mean, &var = c.one_var;
     Scalar num = 0;
+    const Index C = pixel_values.size(1);
     for (Index b = 0; b < B; ++b) {
-      target_of(image_of(pixel_values, b), H, W, patches, target, mean, var);
+      c.image = Eigen::Map<const Matrix<Scalar>>(pixel_values.ptr() + b * C * H * W, C, H * W);  // image_of, in c's storage
+      target_of(c.image, H, W, patches, target, mean, var);
       detail::require(target.rows() == L && target.cols() == logits.cols(), "forward_loss: predictions (", L, ", ", logits.cols(),
                       ") do not match the target (", target.rows(), ", ", target.cols(), ")");
       c.patches.middleRows(b * L, L) = patches;

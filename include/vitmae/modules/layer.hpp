@@ -141,16 +141,10 @@ struct Layer {
 };
 
 namespace detail {
-/// The c.num_hidden_layers layers of a stack. While loading_for_inference() each is built from
-/// the config: a copy would write every (uninitialised) weight. Otherwise they are copies of one
-/// layer, whose weights are then freed: that raises glibc's dynamic mmap threshold above a
-/// weight's size, so the megabyte-sized temporaries of each forward (the loss's patches, the
-/// outputs) come from the heap instead of being mapped and unmapped on every call (measured:
-/// pretrain_b1 5% slower on 2 threads with the page faults). Removing those temporaries is the
-/// better fix; until then, this keeps the speed.
+/// The c.num_hidden_layers layers of a stack, each built from the config (not copies of one: a
+/// copy writes every weight, which load_for_inference's uninitialised weights must not be).
 template <class Scalar>
 std::vector<Layer<Scalar>> layers(const EncoderConfig& c) {
-  if (!loading_for_inference()) return std::vector<Layer<Scalar>>(static_cast<size_t>(c.num_hidden_layers), Layer<Scalar>(c));
   std::vector<Layer<Scalar>> out;
   out.reserve(static_cast<size_t>(c.num_hidden_layers));
   for (Index i = 0; i < c.num_hidden_layers; ++i) out.emplace_back(c);

@@ -12,8 +12,9 @@ namespace vitmae::ops {
 /// image (C, H*W), CHW -> (L, p*p*C) with L = (H/p)*(W/p) in row-major patch order and each
 /// patch flattened (p, q, c): HF's einsum("nchpwq->nhwpqc"). Not the (c, kh, kw) order of the
 /// patch projection. @throws vitmae::Error unless p divides H and W.
+/// The same into `out`, whose storage is reused when it has the size already.
 template <class Scalar>
-Matrix<Scalar> patchify(const Matrix<Scalar>& image, Index height, Index width, Index patch_size) {
+void patchify_into(const Matrix<Scalar>& image, Index height, Index width, Index patch_size, Matrix<Scalar>& out) {
   const Index C = image.rows(), p = patch_size;
   detail::require(image.cols() == height * width, "patchify: image has ", image.cols(),
                   " pixels per channel, expected ", height, "x", width);
@@ -21,13 +22,18 @@ Matrix<Scalar> patchify(const Matrix<Scalar>& image, Index height, Index width, 
                   "patchify: image size ", height, "x", width,
                   " is not divisible by the patch size ", p);
   const Index nh = height / p, nw = width / p;
-  Matrix<Scalar> out(nh * nw, p * p * C);  // (L, p*p*C)
+  out.resize(nh * nw, p * p * C);  // (L, p*p*C)
   for (Index h = 0; h < nh; ++h)
     for (Index w = 0; w < nw; ++w)
       for (Index y = 0; y < p; ++y)
         for (Index x = 0; x < p; ++x)
           for (Index c = 0; c < C; ++c)
             out(h * nw + w, (y * p + x) * C + c) = image(c, (h * p + y) * width + w * p + x);
+}
+template <class Scalar>
+Matrix<Scalar> patchify(const Matrix<Scalar>& image, Index height, Index width, Index patch_size) {
+  Matrix<Scalar> out;
+  patchify_into(image, height, width, patch_size, out);
   return out;
 }
 
