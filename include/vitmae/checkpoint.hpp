@@ -185,6 +185,19 @@ inline std::string checkpoint_config_name(const std::string& path, const std::st
   return preset.empty() ? io::join_path(io::checkpoint_folder(path), "config.json") : "preset '" + preset + "'";
 }
 
+/// A checkpoint as from_pretrained reads it: its config (config.json, or `preset`) and its
+/// weights (opened and parsed once), checked against each other (check_weights_fit, for
+/// ViTMAEForPreTraining's names when `for_pre_training`) before any model is allocated.
+struct PretrainedCheckpoint {
+  Config config;
+  std::shared_ptr<io::TensorSource> weights;
+};
+inline PretrainedCheckpoint open_pretrained(const std::string& path, const std::string& preset, bool for_pre_training) {
+  PretrainedCheckpoint c{checkpoint_config(path, preset), open_pretrained_weights(path)};
+  check_weights_fit(c.config, *c.weights, for_pre_training, checkpoint_config_name(path, preset));
+  return c;
+}
+
 namespace detail {
 template <class M, class = void>
 struct has_decoder_member : std::false_type {};
@@ -192,16 +205,13 @@ template <class M>
 struct has_decoder_member<M, std::void_t<decltype(std::declval<M&>().decoder)>> : std::true_type {};
 }  // namespace detail
 
-/// load_for_inference (quantize.hpp) of the checkpoint at `path`, read as from_pretrained reads
-/// it (`preset` replacing config.json), its weights checked against the config before the model
-/// is allocated. M: ViTMAEModel or ViTMAEForPreTraining.
+/// load_for_inference (quantize.hpp) of the checkpoint at `path`, opened and checked as
+/// from_pretrained does (open_pretrained). M: ViTMAEModel or ViTMAEForPreTraining.
 /// @throws vitmae::Error as from_pretrained.
 template <class M>
 M load_for_inference(const std::string& path, const std::string& preset = "", bool int8 = false) {
-  const Config config = checkpoint_config(path, preset);
-  const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);
-  check_weights_fit(config, *weights, detail::has_decoder_member<M>::value, checkpoint_config_name(path, preset));
-  return load_for_inference<M>(config, *weights, int8);
+  const PretrainedCheckpoint c = open_pretrained(path, preset, detail::has_decoder_member<M>::value);
+  return load_for_inference<M>(c.config, *c.weights, int8);
 }
 
 /// save_pretrained of a model: model.safetensors (HF names, "format": "pt" metadata, which

@@ -31,7 +31,7 @@ struct ReconstructionLoss {
     Matrix<Scalar> mask;             // (B, L)
     Index height = 0, width = 0;
     // One image's scratch, kept between calls: a forward allocates nothing here.
-    Matrix<Scalar> image, one_patches, one_target;
+    Matrix<Scalar> one_patches, one_target;
     ColVector<Scalar> one_mean, one_var;
   };
 
@@ -40,11 +40,11 @@ struct ReconstructionLoss {
       : patch_size(c.patch_size), num_channels(c.num_channels), norm_pix_loss(c.norm_pix_loss) {}
 
   /// image (C, H*W) -> its target (L, p*p*C) in `target`, the raw patches in `patches`.
-  void target_of(const Matrix<Scalar>& image, Index height, Index width, Matrix<Scalar>& patches, Matrix<Scalar>& target,
+  void target_of(const Eigen::Ref<const Matrix<Scalar>>& image, Index height, Index width, Matrix<Scalar>& patches, Matrix<Scalar>& target,
                  ColVector<Scalar>& mean, ColVector<Scalar>& var) const {
     detail::require(image.rows() == num_channels, "forward_loss: image has ", image.rows(), " channels, expected num_channels = ",
                     num_channels);
-    ops::patchify_into(image, height, width, patch_size, patches);  // (L, P)
+    ops::patchify_into<Scalar>(image, height, width, patch_size, patches);  // (L, P)
     target = patches;
     if (norm_pix_loss) {
       ops::patch_mean_var(patches, mean, var);
@@ -72,10 +72,8 @@ struct ReconstructionLoss {
     Matrix<Scalar>&patches = c.one_patches, &target = c.one_target;
     ColVector<Scalar>&mean = c.one_mean, &var = c.one_var;
     Scalar num = 0;
-    const Index C = pixel_values.size(1);
     for (Index b = 0; b < B; ++b) {
-      c.image = Eigen::Map<const Matrix<Scalar>>(pixel_values.ptr() + b * C * H * W, C, H * W);  // image_of, in c's storage
-      target_of(c.image, H, W, patches, target, mean, var);
+      target_of(image_view(pixel_values, b), H, W, patches, target, mean, var);
       detail::require(target.rows() == L && target.cols() == logits.cols(), "forward_loss: predictions (", L, ", ", logits.cols(),
                       ") do not match the target (", target.rows(), ", ", target.cols(), ")");
       c.patches.middleRows(b * L, L) = patches;
@@ -287,11 +285,9 @@ struct ForPreTraining {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static ForPreTraining from_pretrained(const std::string& path, const std::string& preset = "") {
-    const Config config = checkpoint_config(path, preset);
-    const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);  // opened (and parsed) once
-    check_weights_fit(config, *weights, true, checkpoint_config_name(path, preset));  // before allocating
-    ForPreTraining m(config);
-    m.load_weights(*weights);
+    const PretrainedCheckpoint c = open_pretrained(path, preset, true);  // checked before allocating
+    ForPreTraining m(c.config);
+    m.load_weights(*c.weights);
     return m;
   }
 

@@ -182,11 +182,9 @@ struct Model {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static Model from_pretrained(const std::string& path, const std::string& preset = "") {
-    const Config config = checkpoint_config(path, preset);
-    const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);  // opened (and parsed) once
-    check_weights_fit(config, *weights, false, checkpoint_config_name(path, preset));  // before allocating
-    Model m(config);
-    m.load_weights(*weights);
+    const PretrainedCheckpoint c = open_pretrained(path, preset, false);  // checked before allocating
+    Model m(c.config);
+    m.load_weights(*c.weights);
     return m;
   }
 

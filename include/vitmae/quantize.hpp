@@ -30,16 +30,30 @@ struct Int8Switch : ModulesOnly {
   void module(Linear<float>& l) { layer(l); }
   void module(PatchConv2d<float>& c) { layer(c); }
 };
-struct Int8Count : ModulesOnly {
-  int quantised = 0, modules = 0;
-  void module(const Linear<float>& l) { quantised += !l.int8.empty(), ++modules; }
-  void module(const PatchConv2d<float>& c) { quantised += !c.int8.empty(), ++modules; }
+/// How many float Linear and patch-projection layers there are, run in int8, or have their
+/// float weight released (is_int8, is_packed).
+struct FormCount : ModulesOnly {
+  int modules = 0, quantised = 0, released = 0;
+  template <class L>
+  void layer(const L& l) {
+    ++modules, quantised += !l.int8.empty(), released += l.packed_for_inference();
+  }
+  void module(const Linear<float>& l) { layer(l); }
+  void module(const PatchConv2d<float>& c) { layer(c); }
 };
 /// Walks `model`'s modules with a ModulesOnly visitor; returns it.
 template <class M, class S>
 S walk_modules(M& model, S s) {
   model.visit_parameters("", s);
   return s;
+}
+/// quantize_int8 of every layer but the int8 ones whose float weights are released (loaded
+/// straight from an int8 checkpoint, load_for_inference): they keep the file's integers.
+template <class M>
+void quantize_all_but_released(M& model) {
+  Int8Switch s;
+  s.keep_released = true;
+  walk_modules(model, s);
 }
 struct PackSwitch : ModulesOnly {
   bool on = true;
@@ -93,13 +107,7 @@ void unpack(M& model) {
 /// True when some weight of `model` was released by pack_for_inference.
 template <class M>
 bool is_packed(const M& model) {
-  struct Count : detail::ModulesOnly {
-    bool any = false;
-    void module(const Linear<float>& l) { any = any || l.packed_for_inference(); }
-    void module(const PatchConv2d<float>& c) { any = any || c.packed_for_inference(); }
-  } c;
-  model.visit_parameters("", c);
-  return c.any;
+  return detail::walk_modules(model, detail::FormCount{}).released > 0;
 }
 
 /// Builds a model of type M (ViTMAEModel or ViTMAEForPreTraining) for `config` and loads `source`
@@ -124,7 +132,7 @@ M load_for_inference(const Config& config, const io::TensorSource& source, bool 
   } scope;
   M m(config);
   m.load_weights(source);
-  if (int8) detail::walk_modules(m, detail::Int8Switch{{}, true, 0, true});  // an int8 checkpoint's layers stay as loaded
+  if (int8) detail::quantize_all_but_released(m);  // an int8 checkpoint's layers stay as loaded
   pack_for_inference(m);
   return m;
 }
@@ -132,8 +140,7 @@ M load_for_inference(const Config& config, const io::TensorSource& source, bool 
 /// True when every Linear layer and the patch projection of `model` runs in int8.
 template <class M>
 bool is_int8(const M& model) {
-  detail::Int8Count c;
-  model.visit_parameters("", c);
+  const detail::FormCount c = detail::walk_modules(model, detail::FormCount{});
   return c.modules > 0 && c.quantised == c.modules;
 }
 

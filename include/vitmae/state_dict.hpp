@@ -134,7 +134,6 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
                            const std::vector<std::string>& ignore_prefixes = {}) {
   LoadReport report;
   std::set<std::string> used;
-  bool direct_int8 = false;  // some int8 weight went straight into its layer (loading_for_inference)
   auto visitor = detail::load_visitor([&](const auto& p, Matrix<float>* layer_weight, detail::Int8Weight* layer_int8) {
     (void)layer_weight, (void)layer_int8;  // (for double models)
     const std::string key = key_prefix + p.name;
@@ -170,7 +169,6 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
         source.read(key, integers.data());
         *layer_int8 = detail::Int8Weight::of_stored(integers.data(), rows, row, scale.data());
         *layer_weight = Matrix<float>();
-        direct_int8 = true;
         return;
       }
     }
@@ -182,8 +180,9 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
   // An int8 checkpoint runs in int8: the float weights above are exactly its dequantised values,
   // and quantising them again gives back its integers. A model that was already int8 is
   // quantised again from its new weights (not left stale). The layers loaded straight into int8
-  // keep the checkpoint's integers and scales.
-  if (report.int8 || is_int8(module)) detail::walk_modules(module, detail::Int8Switch{{}, true, 0, direct_int8});
+  // (their float weights released: a model being loaded has no other released weight, whose
+  // visit would have thrown) keep the checkpoint's integers and scales.
+  if (report.int8 || is_int8(module)) detail::quantize_all_but_released(module);
   for (const std::string& n : source.names()) {
     if (used.count(n)) continue;
     bool ignored = false;

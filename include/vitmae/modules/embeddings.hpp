@@ -15,13 +15,18 @@
 
 namespace vitmae {
 
-/// pixel_values [B, C, H, W]: sample b as a (C, H*W) matrix (CHW).
+/// pixel_values [B, C, H, W]: sample b seen as a (C, H*W) matrix (CHW), in place.
 template <class Scalar>
-Matrix<Scalar> image_of(const Tensor<Scalar>& pixel_values, Index b) {
+Eigen::Map<const Matrix<Scalar>> image_view(const Tensor<Scalar>& pixel_values, Index b) {
   detail::require(pixel_values.dim() == 4 && b >= 0 && b < pixel_values.size(0), "image_of: sample ", b,
                   " of pixel_values ", detail::shape_str(pixel_values.shape));
   const Index C = pixel_values.size(1), HW = pixel_values.size(2) * pixel_values.size(3);
   return Eigen::Map<const Matrix<Scalar>>(pixel_values.ptr() + b * C * HW, C, HW);
+}
+/// The same, copied.
+template <class Scalar>
+Matrix<Scalar> image_of(const Tensor<Scalar>& pixel_values, Index b) {
+  return image_view(pixel_values, b);
 }
 
 /// True when HF's interpolate_pos_encoding leaves a table of 1+num_positions rows as it is for

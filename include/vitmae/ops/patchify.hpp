@@ -14,7 +14,7 @@ namespace vitmae::ops {
 /// patch projection. @throws vitmae::Error unless p divides H and W.
 /// The same into `out`, whose storage is reused when it has the size already.
 template <class Scalar>
-void patchify_into(const Matrix<Scalar>& image, Index height, Index width, Index patch_size, Matrix<Scalar>& out) {
+void patchify_into(const Eigen::Ref<const Matrix<Scalar>>& image, Index height, Index width, Index patch_size, Matrix<Scalar>& out) {
   const Index C = image.rows(), p = patch_size;
   detail::require(image.cols() == height * width, "patchify: image has ", image.cols(),
                   " pixels per channel, expected ", height, "x", width);
@@ -33,7 +33,7 @@ void patchify_into(const Matrix<Scalar>& image, Index height, Index width, Index
 template <class Scalar>
 Matrix<Scalar> patchify(const Matrix<Scalar>& image, Index height, Index width, Index patch_size) {
   Matrix<Scalar> out;
-  patchify_into(image, height, width, patch_size, out);
+  patchify_into<Scalar>(image, height, width, patch_size, out);
   return out;
 }
 
