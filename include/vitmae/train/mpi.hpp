@@ -132,7 +132,8 @@ class MpiWorld : public World {
   struct Op {
     void* data = nullptr;
     MPI_Datatype type = MPI_FLOAT;
-    std::vector<int> counts, displs, rcounts, rdispls;  // valid until the op completes, as MPI requires
+    // valid until the op completes, as MPI requires; scounts: counts without this rank's own piece
+    std::vector<int> counts, displs, scounts, rcounts, rdispls;
     std::vector<char> in;  // every rank's piece of this rank's part
     MPI_Request request = MPI_REQUEST_NULL;
     int phase = 1;
@@ -166,7 +167,11 @@ class MpiWorld : public World {
     op.rcounts.assign(N, mine);
     op.rdispls.resize(N);
     for (std::size_t r = 0; r < N; ++r) op.rdispls[r] = static_cast<int>(r) * mine;
-    MPI_Ialltoallv(data, op.counts.data(), op.displs.data(), type, op.in.data(), op.rcounts.data(), op.rdispls.data(), type,
+    // This rank's own piece stays where it is (add_pieces reads it there): nothing sent to itself.
+    op.scounts = op.counts;
+    op.scounts[static_cast<std::size_t>(rank_)] = 0;
+    op.rcounts[static_cast<std::size_t>(rank_)] = 0;
+    MPI_Ialltoallv(data, op.scounts.data(), op.displs.data(), type, op.in.data(), op.rcounts.data(), op.rdispls.data(), type,
                    scatter_comm_, &op.request);
   }
 
@@ -179,16 +184,20 @@ class MpiWorld : public World {
   }
 
   template <class S>
-  void add_pieces(S* data, const Op& op) {
-    const std::size_t me = static_cast<std::size_t>(rank_);
-    const int mine = op.counts[me];
-    const S* in = reinterpret_cast<const S*>(op.in.data());
-    S* out = data + op.displs[me];
-    std::copy_n(in, mine, out);
-    for (std::size_t r = 1; r < static_cast<std::size_t>(size_); ++r) {
-      const S* piece = in + r * static_cast<std::size_t>(mine);
-      for (int i = 0; i < mine; ++i) out[i] += piece[i];
-    }
+  void add_pieces(S* data, Op& op) {
+    const std::size_t me = static_cast<std::size_t>(rank_), N = static_cast<std::size_t>(size_);
+    const std::size_t m = static_cast<std::size_t>(op.counts[me]);
+    S* in = reinterpret_cast<S*>(op.in.data());
+    S* out = data + op.displs[me];  // this rank's own piece, left in place by the all-to-all
+    // out = ((p0 + p1) + p2) + ... element by element: the pieces before this rank's into p0's
+    // slot, then this rank's (IEEE addition is commutative: acc + p has the bits of p + acc, NaN
+    // payloads aside), then the rest.
+    for (std::size_t r = 1; r < me; ++r)
+      for (std::size_t i = 0; i < m; ++i) in[i] += in[r * m + i];
+    if (me > 0)
+      for (std::size_t i = 0; i < m; ++i) out[i] += in[i];
+    for (std::size_t r = me + 1; r < N; ++r)
+      for (std::size_t i = 0; i < m; ++i) out[i] += in[r * m + i];
   }
 
   MPI_Comm comm_, scatter_comm_ = MPI_COMM_NULL, gather_comm_ = MPI_COMM_NULL;
