@@ -134,7 +134,7 @@ class MpiWorld : public World {
     MPI_Datatype type = MPI_FLOAT;
     // valid until the op completes, as MPI requires; scounts: counts without this rank's own piece
     std::vector<int> counts, displs, scounts, rcounts, rdispls;
-    std::vector<char> in;  // every rank's piece of this rank's part
+    std::vector<char> in;  // every rank's piece of this rank's part (this rank's own slot unused)
     MPI_Request request = MPI_REQUEST_NULL;
     int phase = 1;
   };
