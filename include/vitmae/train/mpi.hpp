@@ -134,7 +134,7 @@ class MpiWorld : public World {
     MPI_Datatype type = MPI_FLOAT;
     // valid until the op completes, as MPI requires; scounts: counts without this rank's own piece
     std::vector<int> counts, displs, scounts, rcounts, rdispls;
-    std::vector<char> in;  // every rank's piece of this rank's part (this rank's own slot unused)
+    std::vector<char> in;  // the other ranks' pieces of this rank's part, in rank order
     MPI_Request request = MPI_REQUEST_NULL;
     int phase = 1;
   };
@@ -161,16 +161,18 @@ class MpiWorld : public World {
       op.displs[r] = static_cast<int>(n * r / N);
       op.counts[r] = static_cast<int>(n * (r + 1) / N) - op.displs[r];
     }
-    const int mine = op.counts[static_cast<std::size_t>(rank_)];
-    // Never shrunk, so that the next sums reuse it without allocating (or zeroing) anything.
-    if (op.in.size() < static_cast<std::size_t>(mine) * N * sizeof(S)) op.in.resize(static_cast<std::size_t>(mine) * N * sizeof(S));
-    op.rcounts.assign(N, mine);
-    op.rdispls.resize(N);
-    for (std::size_t r = 0; r < N; ++r) op.rdispls[r] = static_cast<int>(r) * mine;
-    // This rank's own piece stays where it is (add_pieces reads it there): nothing sent to itself.
+    // This rank's own piece stays where it is (add_pieces reads it there): nothing is sent to
+    // itself, and the other ranks' pieces of its part go to slots 0 .. N-2, in rank order.
+    const std::size_t me = static_cast<std::size_t>(rank_);
+    const int mine = op.counts[me];
+    const std::size_t bytes = static_cast<std::size_t>(mine) * (N - 1) * sizeof(S);
+    if (op.in.size() < bytes) op.in.resize(bytes);  // never shrunk: the next sums reuse it without allocating
     op.scounts = op.counts;
-    op.scounts[static_cast<std::size_t>(rank_)] = 0;
-    op.rcounts[static_cast<std::size_t>(rank_)] = 0;
+    op.scounts[me] = 0;
+    op.rcounts.assign(N, mine);
+    op.rcounts[me] = 0;
+    op.rdispls.resize(N);
+    for (std::size_t r = 0; r < N; ++r) op.rdispls[r] = r == me ? 0 : static_cast<int>(r < me ? r : r - 1) * mine;
     MPI_Ialltoallv(data, op.scounts.data(), op.displs.data(), type, op.in.data(), op.rcounts.data(), op.rdispls.data(), type,
                    scatter_comm_, &op.request);
   }
@@ -189,15 +191,15 @@ class MpiWorld : public World {
     const std::size_t m = static_cast<std::size_t>(op.counts[me]);
     S* in = reinterpret_cast<S*>(op.in.data());
     S* out = data + op.displs[me];  // this rank's own piece, left in place by the all-to-all
-    // out = ((p0 + p1) + p2) + ... element by element: the pieces before this rank's into p0's
-    // slot, then this rank's (IEEE addition is commutative: acc + p has the bits of p + acc, NaN
-    // payloads aside), then the rest.
+    // out = ((p0 + p1) + p2) + ... element by element: the pieces before this rank's (slots
+    // 0 .. me-1) into slot 0, then this rank's (IEEE addition is commutative: acc + p has the bits
+    // of p + acc, NaN payloads aside), then the rest (slots me .. N-2).
     for (std::size_t r = 1; r < me; ++r)
       for (std::size_t i = 0; i < m; ++i) in[i] += in[r * m + i];
     if (me > 0)
       for (std::size_t i = 0; i < m; ++i) out[i] += in[i];
-    for (std::size_t r = me + 1; r < N; ++r)
-      for (std::size_t i = 0; i < m; ++i) out[i] += in[r * m + i];
+    for (std::size_t slot = me; slot + 1 < N; ++slot)
+      for (std::size_t i = 0; i < m; ++i) out[i] += in[slot * m + i];
   }
 
   MPI_Comm comm_, scatter_comm_ = MPI_COMM_NULL, gather_comm_ = MPI_COMM_NULL;
