@@ -4,8 +4,9 @@
 // (CMake: find_package(MPI COMPONENTS CXX), target MPI::MPI_CXX).
 //
 // The gradient sum is a reduce-scatter then an all-gather, as a ring all-reduce is, but with a
-// fixed order: rank r receives the r-th piece of every rank's buffer (MPI_Ialltoallv), adds them
-// in rank order, and every rank collects the sums (MPI_Iallgatherv). Each rank sends and
+// fixed order: rank r receives the r-th piece of every other rank's buffer (MPI_Ialltoallv; its
+// own stays in place), adds them in rank order, and every rank collects the sums
+// (MPI_Iallgatherv). Each rank sends and
 // receives 2 (N-1)/N of the buffer, as with MPI_Allreduce's bandwidth-optimal algorithms, and
 // the result does not depend on how MPI would have grouped the additions. Nonblocking, so that a
 // trainer sums a layer's gradients while the backward goes on (train/overlap.hpp); each of the
