@@ -150,6 +150,9 @@ int run_main(const char* program, const char* usage, F&& body) {
                 << " --help' for every flag and its default\n";
     }
     return 2;
+  } catch (const vitmae::RequestError& e) {  // what was asked contradicts a file: a usage error, one line
+    std::cerr << e.what() << "\n";
+    return 2;
   } catch (const std::bad_alloc&) {
     std::cerr << "vitmae: out of memory" << (activity().empty() ? "" : " while " + activity()) << "\n";
     return 1;

@@ -52,7 +52,9 @@ inline std::shared_ptr<vitmae::train::World> launch_world(const char* program, i
 }
 
 /// A program's exit code for an error: 2 for a usage error, 1 otherwise.
-inline int exit_code_of(const std::exception& e) { return dynamic_cast<const UsageError*>(&e) ? 2 : 1; }
+inline int exit_code_of(const std::exception& e) {
+  return dynamic_cast<const UsageError*>(&e) || dynamic_cast<const vitmae::RequestError*>(&e) ? 2 : 1;
+}
 
 /// Runs f on every rank and agrees on its errors (vitmae::train::together), a usage error
 /// keeping its exit code 2.

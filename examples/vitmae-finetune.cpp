@@ -3,6 +3,7 @@
 // scratch) on labelled images with MAE's recipe, evaluating on a validation set as it goes.
 #include "common.hpp"
 #include "distributed.hpp"
+#include "train_cli.hpp"
 
 #include <vitmae/train.hpp>
 
@@ -15,140 +16,83 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 namespace {
 
-constexpr const char* kUsage =
-    "usage: vitmae-finetune --train SRC (--val SRC | --holdout N) --out DIR\n"
-    "                       (--init PATH | --config FILE | --resume DIR) [--save-every N] [--keep N]\n"
-    "                       [--steps N | --epochs N] [--batch N] [--accum N] [--base-lr X] [--min-lr X]\n"
-    "                       [--warmup-steps N] [--weight-decay X] [--layer-decay X] [--label-smoothing X]\n"
-    "                       [--clip-grad X] [--labels-per-class N] [--crop-scale-min X] [--no-flip]\n"
-    "                       [--eval-every N] [--seed N] [--threads N]\n"
-    "                       [--linear-probe [--probe-features cls|mean|pixels]]\n"
-    "Fine-tunes a ViT classifier with MAE's recipe (AdamW, layer-wise lr decay, label smoothing,\n"
-    "warm-up then cosine) and writes DIR/final (an HF ViTForImageClassification folder),\n"
-    "DIR/metrics.csv (a row a step), DIR/loss.svg and DIR/accuracy.svg (the curves), and\n"
-    "DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg (of the last validation).\n"
-    "With --linear-probe, the encoder stays frozen: its features of every image are computed once,\n"
-    "normalised with the training set's mean and variance, and a linear head is trained on them\n"
-    "(AdamW, warm-up then cosine, no weight decay, no label smoothing, no augmentation).\n"
-    "  --train SRC           (required) labelled training images: a folder root/<class>/<images>\n"
-    "                        (torchvision's ImageFolder), a list file of 'path label' lines, or\n"
-    "                        fashion-mnist:DIR:SPLIT (IDX files of Debian's dataset-fashion-mnist,\n"
-    "                        DIR /usr/share/datasets/fashion-mnist, SPLIT train or t10k)\n"
-    "  --val SRC             labelled validation images, the same forms; its classes must be among\n"
-    "                        the training set's (required, or --holdout)\n"
-    "  --holdout N           instead of --val: hold N images of every class out of the training set\n"
-    "                        (seeded) and validate on them, so that choices are not made on a test set\n"
-    "  --out DIR             (required) the output folder, created with its parents\n"
-    "  --init PATH           an MAE checkpoint (its encoder; the decoder is dropped) or a ViT\n"
-    "                        classifier to start from; the classes are the training set's\n"
-    "  --config FILE         instead of --init: a config.json (ViT or ViTMAE) for a model drawn at\n"
-    "                        random (HF ViT's init) and trained from scratch\n"
-    "  --resume DIR          instead of --init: continue a run from one of its checkpoints\n"
-    "                        (DIR/checkpoint-STEP), bit for bit; the run must keep the checkpoint's\n"
-    "                        --batch, --accum, --steps, --seed and --threads\n"
-    "  --save-every N        write OUT/checkpoint-STEP (the model, the optimiser's moments, the\n"
-    "                        metrics so far; atomically) every N steps (default 1000; 0: none)\n"
-    "  --keep N              how many of those to keep, the newest (default 2)\n"
-    "  --steps N             optimiser steps (default: 10 epochs; linear probe: 90 epochs)\n"
-    "  --epochs N            passes over the training set instead of --steps\n"
-    "  --batch N             images per micro-batch (default 64; linear probe 256)\n"
-    "  --accum N             micro-batches per optimiser step (default 1)\n"
-    "  --base-lr X           MAE's blr: the peak rate is X * batch * accum / 256 (default 1e-3)\n"
-    "  --min-lr X            the rate the cosine ends at (default 1e-6)\n"
-    "  --warmup-steps N      linear warm-up from 0 (default: 5% of the steps)\n"
-    "  --weight-decay X      AdamW's, on weights only (default 0.05)\n"
-    "  --layer-decay X       lr x X^(layers+1-layer_id); 1 turns it off (default 0.75)\n"
-    "  --label-smoothing X   cross-entropy's (default 0.1)\n"
-    "  --clip-grad X         max gradient norm, 0 none (default 0)\n"
-    "  --labels-per-class N  train on a seeded subset of N images per class (default: all)\n"
-    "  --crop-scale-min X    random resized crop's smallest area fraction (default 0.2); 1 turns the\n"
-    "                        crop off\n"
-    "  --no-flip             no horizontal flips (default: flip with probability 1/2)\n"
-    "  --eval-every N        steps between validations (default: one epoch)\n"
-    "  --seed N              decides the subset, the batches, the augmentation and a fresh\n"
-    "                        classifier (default 0)\n"
-    "  --threads N           threads over each batch (default: all cores)\n"
-    "  --linear-probe        train a linear head on the frozen encoder's features (MAE's linear\n"
-    "                        probing); with cls features DIR/final is a ViTForImageClassification whose\n"
-    "                        classifier holds the head with the normalisation folded in\n"
-    "  --probe-features F    cls (the CLS token after the final layernorm, default), mean (the mean\n"
-    "                        patch token) or pixels (the preprocessed pixels: logistic regression on raw\n"
-    "                        pixels, a baseline; the model only sets the image size)\n"
-    "  -h, --help            print this text and exit\n";
-
-struct Args {
-  std::string train, val, out, init, config, resume, probe_features = "cls";
-  long steps = 0, epochs = 0, labels_per_class = 0, eval_every = 0, warmup = -1, holdout = 0, save_every = 1000, keep = 2;
-  bool linear_probe = false, batch_given = false, weight_decay_given = false;
-  std::string finetune_only;  // the first fine-tuning-only flag given (refused with --linear-probe)
-  vitmae::train::FineTuneOptions o;
-  double crop_scale_min = 0.2;
-  bool flip = true;
+struct Args : examples::TrainArgs {
+  std::string val, probe_features = "cls";
+  long labels_per_class = 0, eval_every = 0, holdout = 0;
+  bool linear_probe = false;
+  vitmae::train::FineTuneOptions o;  // MAE's fine-tuning recipe by default
 };
 
-Args parse(int argc, char** argv) {
-  using examples::to_double;
-  using examples::to_int;
-  using examples::value;
-  Args a;
-  a.o.threads = vitmae::available_threads();
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    for (const char* f : {"--accum", "--layer-decay", "--label-smoothing", "--clip-grad", "--crop-scale-min", "--no-flip",
-                          "--save-every", "--keep"})
-      if (s == f && a.finetune_only.empty()) a.finetune_only = s;
-    if (s == "--train") a.train = value(argc, argv, i);
-    else if (s == "--val") a.val = value(argc, argv, i);
-    else if (s == "--out") a.out = value(argc, argv, i);
-    else if (s == "--init") a.init = value(argc, argv, i);
-    else if (s == "--config") a.config = value(argc, argv, i);
-    else if (s == "--resume") a.resume = value(argc, argv, i);
-    else if (s == "--save-every") a.save_every = static_cast<long>(to_int(s, value(argc, argv, i), 0, 1L << 40));
-    else if (s == "--keep") a.keep = static_cast<long>(to_int(s, value(argc, argv, i), 0, 1L << 20));
-    else if (s == "--steps") a.steps = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1L << 40));
-    else if (s == "--epochs") a.epochs = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1000000));
-    else if (s == "--batch") a.o.batch = static_cast<int>(to_int(s, value(argc, argv, i), 1, 65536)), a.batch_given = true;
-    else if (s == "--holdout") a.holdout = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1L << 40));
-    else if (s == "--linear-probe") a.linear_probe = true;
-    else if (s == "--probe-features") a.probe_features = value(argc, argv, i);
-    else if (s == "--accum") a.o.accum = static_cast<int>(to_int(s, value(argc, argv, i), 1, 65536));
-    else if (s == "--base-lr") a.o.base_lr = to_double(s, value(argc, argv, i));
-    else if (s == "--min-lr") a.o.min_lr = to_double(s, value(argc, argv, i));
-    else if (s == "--warmup-steps") a.warmup = static_cast<long>(to_int(s, value(argc, argv, i), 0, 1L << 40));
-    else if (s == "--weight-decay") a.o.weight_decay = to_double(s, value(argc, argv, i)), a.weight_decay_given = true;
-    else if (s == "--layer-decay") a.o.layer_decay = to_double(s, value(argc, argv, i));
-    else if (s == "--label-smoothing") a.o.label_smoothing = to_double(s, value(argc, argv, i));
-    else if (s == "--clip-grad") a.o.clip_grad = to_double(s, value(argc, argv, i));
-    else if (s == "--labels-per-class") a.labels_per_class = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1L << 40));
-    else if (s == "--crop-scale-min") a.crop_scale_min = to_double(s, value(argc, argv, i));
-    else if (s == "--no-flip") a.flip = false;
-    else if (s == "--eval-every") a.eval_every = static_cast<long>(to_int(s, value(argc, argv, i), 1, 1L << 40));
-    else if (s == "--seed") a.o.seed = static_cast<std::uint64_t>(to_int(s, value(argc, argv, i), 0, INT64_MAX));
-    else if (s == "--threads") a.o.threads = static_cast<int>(to_int(s, value(argc, argv, i), 1, 1024));
-    else if (s == "-h" || s == "--help") {
-      std::cout << kUsage;
-      std::exit(0);
-    } else throw examples::UsageError("unknown argument '" + s + "'");
-  }
-  if (a.train.empty() || a.out.empty()) throw examples::UsageError("--train and --out are required");
-  if (a.val.empty() == !a.holdout) throw examples::UsageError("give --val SRC or --holdout N (one of them)");
+examples::CommandLine command_line(Args& a) {
+  using R = examples::CommandLine::OnResume;
+  examples::CommandLine cl("vitmae-finetune",
+                           "usage: vitmae-finetune --data SRC (--val SRC | --holdout N) --out DIR (--init PATH | --config FILE)\n"
+                           "                       [--steps N | --epochs N] [--batch N] [--base-lr X] [flags below]\n"
+                           "       vitmae-finetune --resume OUT/checkpoint-STEP [flags below]\n"
+                           "Fine-tunes a ViT classifier with MAE's recipe (AdamW, layer-wise lr decay, label smoothing,\n"
+                           "warm-up then cosine) and writes DIR/final (an HF ViTForImageClassification folder),\n"
+                           "DIR/metrics.csv (a row a step), DIR/loss.svg and DIR/accuracy.svg (the curves), and\n"
+                           "DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg (of the last validation).\n"
+                           "With --linear-probe, the encoder stays frozen: its features of every image are computed once,\n"
+                           "normalised with the training set's mean and variance, and a linear head is trained on them\n"
+                           "(AdamW, warm-up then cosine, no weight decay, no label smoothing, no augmentation).\n");
+  examples::add_shared_flags(cl, a, a.o,
+                             "(required unless --resume) labelled training images: a folder\n"
+                             "root/<class>/<images> (torchvision's ImageFolder), a list file of\n"
+                             "'path label' lines, or fashion-mnist:DIR:SPLIT (IDX files of Debian's\n"
+                             "dataset-fashion-mnist, DIR /usr/share/datasets/fashion-mnist, SPLIT\n"
+                             "train or t10k)",
+                             "10 epochs; linear probe: 90 epochs");
+  cl.section("Fine-tuning only");
+  cl.text("--val", "SRC", a.val,
+          "labelled validation images, the same forms; its classes must be among the\n"
+          "training set's (required, or --holdout)");
+  cl.integer("--holdout", "N", a.holdout, 1, 1L << 40,
+             "instead of --val: hold N images of every class out of the training set\n"
+             "(seeded) and validate on them, so that choices are not made on a test set\n(default: none)");
+  cl.integer("--labels-per-class", "N", a.labels_per_class, 1, 1L << 40,
+             "train on a seeded subset of N images per class (default: all)");
+  cl.number("--layer-decay", "X", a.o.layer_decay, [](double x) { return x > 0 && x <= 1; }, "in (0, 1]",
+            "lr x X^(layers+1-layer_id); 1 turns it off (default 0.75)");
+  cl.number("--label-smoothing", "X", a.o.label_smoothing, [](double x) { return x >= 0 && x < 1; }, "in [0, 1)",
+            "cross-entropy's (default 0.1)");
+  cl.integer("--eval-every", "N", a.eval_every, 1, 1L << 40, "steps between validations (default: one epoch)", R::free);
+  cl.toggle("--linear-probe", a.linear_probe, true,
+            "train a linear head on the frozen encoder's features (MAE's linear\n"
+            "probing); with cls features DIR/final is a ViTForImageClassification whose\n"
+            "classifier holds the head with the normalisation folded in (default: off)");
+  cl.text("--probe-features", "F", a.probe_features,
+          "cls (the CLS token after the final layernorm, default), mean (the mean\n"
+          "patch token) or pixels (the preprocessed pixels: logistic regression on raw\n"
+          "pixels, a baseline; the model only sets the image size)");
+  return cl;
+}
+
+void parse(int argc, char** argv, examples::CommandLine& cl, Args& a, int world_size) {
+  using examples::UsageError;
+  cl.parse(argc, argv);
+  examples::resume_flags(cl, a, world_size);
+  if (a.data.empty() || a.out.empty()) throw UsageError("--data and --out are required (or --resume DIR)");
+  if (a.val.empty() == !a.holdout) throw UsageError("give --val SRC or --holdout N (one of them)");
   if (a.probe_features != "cls" && a.probe_features != "mean" && a.probe_features != "pixels")
-    throw examples::UsageError("--probe-features must be cls, mean or pixels, got '" + a.probe_features + "'");
-  if (a.probe_features != "cls" && !a.linear_probe) throw examples::UsageError("--probe-features needs --linear-probe");
-  if (a.linear_probe && !a.finetune_only.empty())
-    throw examples::UsageError(a.finetune_only + " is for fine-tuning; a linear probe trains on fixed features (no accumulation, "
-                               "layer decay, label smoothing, clipping, augmentation or checkpoints)");
+    throw UsageError("--probe-features must be cls, mean or pixels, got '" + a.probe_features + "'");
+  if (a.probe_features != "cls" && !a.linear_probe) throw UsageError("--probe-features needs --linear-probe");
+  if (a.linear_probe)
+    for (const char* f : {"--accum", "--layer-decay", "--label-smoothing", "--clip-grad", "--scale-min", "--no-flip", "--vflip",
+                          "--transpose", "--channel-shuffle", "--save-every", "--keep", "--workers", "--no-overlap"})
+      if (cl.given(f))
+        throw UsageError(std::string(f) + " is for fine-tuning; a linear probe trains on fixed features (no accumulation, "
+                         "layer decay, label smoothing, clipping, augmentation or checkpoints)");
+  for (const char* f : {"--shorter-side", "--skip-bad-images"})
+    if (cl.given(f)) throw UsageError(std::string(f) + " is not yet in vitmae-finetune (pre-training only)");
   if (!a.init.empty() + !a.config.empty() + !a.resume.empty() != 1)
-    throw examples::UsageError("give --init PATH, --config FILE or --resume DIR (one of them)");
-  if (a.linear_probe && !a.resume.empty()) throw examples::UsageError("--resume continues fine-tuning; a linear probe is not resumed");
-  if (a.steps && a.epochs) throw examples::UsageError("give --steps or --epochs, not both");
-  if (!(a.o.base_lr > 0)) throw examples::UsageError("--base-lr must be positive");
-  if (!(a.o.layer_decay > 0 && a.o.layer_decay <= 1)) throw examples::UsageError("--layer-decay must be in (0, 1]");
-  if (!(a.o.label_smoothing >= 0 && a.o.label_smoothing < 1)) throw examples::UsageError("--label-smoothing must be in [0, 1)");
-  if (!(a.crop_scale_min > 0 && a.crop_scale_min <= 1)) throw examples::UsageError("--crop-scale-min must be in (0, 1]");
-  return a;
+    throw UsageError("give --init PATH, --config FILE or --resume DIR (one of them)");
+  if (a.linear_probe && !a.resume.empty()) throw UsageError("--resume continues fine-tuning; a linear probe is not resumed");
+  if (a.steps && a.epochs) throw UsageError("give --steps or --epochs, not both");
 }
 
 /// A CSV field (RFC 4180): quoted, inner quotes doubled.
@@ -169,10 +113,15 @@ std::string fixed(double v, int digits) {
 int main(int argc, char** argv) {
   const auto world = examples::launch_world("vitmae-finetune", &argc, &argv);
   const bool root = world->rank() == 0;  // rank 0 alone prints, evaluates and writes
-  return examples::run_ranks("vitmae-finetune", kUsage, *world, [&] {
+  Args usage_args;
+  const std::string usage = command_line(usage_args).head();
+  return examples::run_ranks("vitmae-finetune", usage.c_str(), *world, [&] {
     using namespace vitmae;
     using namespace vitmae::train;
-    Args a = parse(argc, argv);
+    Args a;
+    examples::CommandLine cl = command_line(a);
+    parse(argc, argv, cl, a, world->size());
+    a.o.threads = a.threads > 0 ? a.threads : available_threads();
     if (a.linear_probe && world->size() > 1)
       throw examples::UsageError("vitmae-finetune: --linear-probe runs in one process (its features are computed once): run it "
                                  "without mpirun", false);
@@ -181,18 +130,18 @@ int main(int argc, char** argv) {
     std::vector<std::string> notes;
     std::optional<ViTForImageClassification<float>> built;
     examples::together(*world, [&] {  // the same files on every rank, checked together
-    examples::doing("reading the training set " + a.train);
-    train = LabelledDataset::open(a.train);
-    detail::require(train.classes.size() >= 2, a.train, ": ", train.classes.size(),
+    examples::doing("reading the training set " + a.data);
+    train = LabelledDataset::open(a.data);
+    detail::require(train.classes.size() >= 2, a.data, ": ", train.classes.size(),
                     " class; classification needs at least 2 (HF would treat 1 label as regression)");
     if (a.holdout) {  // a seeded N per class out of the training set (seed stream independent of --seed's subset)
       std::vector<size_t> count(train.classes.size(), 0);
       for (std::int64_t y : train.labels()) ++count[static_cast<size_t>(y)];
       for (size_t c = 0; c < count.size(); ++c)
-        detail::require(count[c] > static_cast<size_t>(a.holdout), a.train, ": class '", train.classes[c], "' has ", count[c],
+        detail::require(count[c] > static_cast<size_t>(a.holdout), a.data, ": class '", train.classes[c], "' has ", count[c],
                         " images: --holdout ", a.holdout, " would leave none to train on");
       std::vector<size_t> rest;
-      val = train.per_class_subset(static_cast<size_t>(a.holdout), a.o.seed ^ 0x484F4C444F5554ull, &rest);  // "HOLDOUT"
+      val = train.per_class_subset(static_cast<size_t>(a.holdout), a.o.seed ^ seed_streams::holdout, &rest);
       train = train.select(rest);
     } else {
       examples::doing("reading the validation set " + a.val);
@@ -220,7 +169,7 @@ int main(int argc, char** argv) {
       c.id2label = train.classes;
       c.validate(a.config);
       ViTForImageClassification<float> m(c);
-      auto rng = seeded_rng(a.o.seed, 0x494E495400000000ull);  // "INIT"
+      auto rng = seeded_rng(a.o.seed, seed_streams::init_vit);
       m.init_weights(rng);
       return m;
     }());
@@ -238,13 +187,13 @@ int main(int argc, char** argv) {
     examples::together(*world, [&] {
       proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
       // Every rank must see the same images and preprocess them alike, or the batches would differ.
-      vitmae::train::require_same_on_ranks(*world, a.train + ": the number of training images", static_cast<double>(train.size()));
+      vitmae::train::require_same_on_ranks(*world, a.data + ": the number of training images", static_cast<double>(train.size()));
       vitmae::train::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
     });
     // What decides the batches besides the trainer's options: a resumed run must keep it too.
-    const nlohmann::json data_state = {{"train", a.train},           {"holdout", a.holdout},
+    const nlohmann::json data_state = {{"train", a.data},           {"holdout", a.holdout},
                                        {"labels_per_class", a.labels_per_class}, {"train_images", train.size()},
-                                       {"crop_scale_min", a.crop_scale_min},     {"flip", a.flip}};
+                                       {"crop_scale_min", a.aug.scale_min},     {"flip", a.aug.hflip}};
 
     // The outputs, opened only once the run's inputs are all checked (a refused run leaves an
     // earlier run's files alone). metrics.csv grows a row a step (appended and flushed: a log,
@@ -306,7 +255,7 @@ int main(int argc, char** argv) {
 
     if (a.linear_probe) {
       const ProbeFeatures kind = probe_features_from(a.probe_features);
-      const int batch = a.batch_given ? a.o.batch : 256;
+      const int batch = cl.given("--batch") ? a.o.batch : 256;
       ProbeOptions po;
       po.batch = batch;
       po.lr = a.o.base_lr * batch / 256.0;
@@ -314,9 +263,9 @@ int main(int argc, char** argv) {
       po.seed = a.o.seed;
       const long per_epoch = (static_cast<long>(train.size()) + batch - 1) / batch;
       po.epochs = a.epochs ? a.epochs : a.steps ? std::max(1L, (a.steps + per_epoch - 1) / per_epoch) : 90;
-      if (a.warmup >= 0) po.warmup_steps = std::min(a.warmup, po.epochs * per_epoch);
-      po.weight_decay = a.weight_decay_given ? a.o.weight_decay : 0.0;
-      examples::doing("computing the " + a.probe_features + " features of " + a.train);
+      if (a.o.warmup_steps >= 0) po.warmup_steps = std::min(a.o.warmup_steps, po.epochs * per_epoch);
+      po.weight_decay = cl.given("--weight-decay") ? a.o.weight_decay : 0.0;
+      examples::doing("computing the " + a.probe_features + " features of " + a.data);
       const Matrix<float> X = extract_features(model.vit, train, proc, kind, batch);
       examples::doing("computing the " + a.probe_features + " features of " + val_name);
       const Matrix<float> V = extract_features(model.vit, val, proc, kind, batch);
@@ -344,18 +293,18 @@ int main(int argc, char** argv) {
       }
     } else {
       const long per_step = static_cast<long>(a.o.batch) * a.o.accum;
-      const long epoch_steps = std::max<long>(1, (static_cast<long>(train.size()) + per_step - 1) / per_step);
-      a.o.steps = a.steps ? a.steps : (a.epochs ? a.epochs : 10) * epoch_steps;
-      a.o.warmup_steps = a.warmup >= 0 ? a.warmup : a.o.steps / 20;
+      const long epoch_steps = examples::epoch_steps(a.o, train.size());
+      a.o.steps = examples::run_steps(a, a.o, train.size(), 10 * epoch_steps);
       const long eval_every = a.eval_every ? a.eval_every : epoch_steps;
-      AugmentOptions aug;
-      aug.scale_min = a.crop_scale_min;
-      aug.random_crop = a.crop_scale_min < 1;
-      aug.hflip = a.flip;
+      const long log_every = a.log_every ? a.log_every : (::isatty(2) ? 1 : std::max(1L, a.o.steps / 100));
+      AugmentOptions aug = a.aug;
+      aug.random_crop = aug.scale_min < 1;
 
       std::optional<ClassifierTrainer<float>> made;
       examples::together(*world, [&] { made.emplace(std::move(model), a.o, world); });
       ClassifierTrainer<float>& trainer = *made;
+      trainer.set_overlap(a.overlap);
+      trainer.set_run_args(cl.recorded());
       examples::together(*world, [&] {
       if (!a.resume.empty()) {
         examples::doing("loading the checkpoint " + a.resume);
@@ -363,9 +312,10 @@ int main(int argc, char** argv) {
         const std::string data_path = io::join_path(a.resume, "data.json");
         const nlohmann::json theirs = io::read_json_file(data_path, "checkpoint data");
         for (const auto& [key, mine] : data_state.items())
-          detail::require(theirs.contains(key) && theirs[key] == mine, data_path, ": the checkpoint was trained with ", key, " ",
-                          theirs.contains(key) ? theirs[key].dump() : std::string("(none)"), ", this run asks for ", mine.dump(),
-                          "; a resumed run must keep it");
+          if (!theirs.contains(key) || theirs[key] != mine)
+            throw RequestError(detail::concat("vitmae: ", data_path, ": the checkpoint was trained with ", key, " ",
+                                              theirs.contains(key) ? theirs[key].dump() : std::string("(none)"), ", this run asks for ",
+                                              mine.dump(), "; a resumed run must keep it"));
       }
       });
       examples::together(*world, [&] {  // a collective: not after something that may fail on one rank only
@@ -375,14 +325,17 @@ int main(int argc, char** argv) {
         if (root) open_outputs();
       });
       // Batches built on the training threads, from where the checkpoint stopped (this rank's slice).
-      DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, 0, 1, trainer.step() * a.o.accum,
+      DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, a.workers, a.workers ? 2 + a.workers : 1,
+                                                trainer.step() * a.o.accum,
                                                 trainer.slice());
       std::optional<CheckpointRotation> rotation;  // the resumed run's earlier checkpoints count for --keep
-      if (root) rotation.emplace(a.out, a.keep, true);
+      if (root) rotation.emplace(a.out, a.keep, !a.resume.empty());
       auto save = [&](long step) {  // rank 0
         save_checkpoint(trainer, rotation->dir(step), proc, {{"metrics.csv", metrics_text}, {"data.json", data_state.dump(2) + "\n"}});
         rotation->added(step);
       };
+      if (root && !a.resume.empty())
+        std::cerr << "vitmae-finetune: resuming from step " << trainer.step() << " of " << a.o.steps << " (" << a.resume << ")\n";
       if (root)
         std::cerr << "vitmae-finetune: " << train.size() << " training images in " << train.classes.size() << " classes, "
                 << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps
@@ -391,6 +344,8 @@ int main(int argc, char** argv) {
       const long first_step = trainer.step();
       double window_loss = 0;
       long window = 0;
+      double train_seconds = 0, eval_seconds = 0;  // images/s counts training only; the ETA adds the evaluations
+      long evaluations = 0;
       while (trainer.step() < a.o.steps) {
         examples::doing("training step " + std::to_string(trainer.step() + 1));
         const StepRecord r = trainer.train_step([&] {
@@ -399,12 +354,14 @@ int main(int argc, char** argv) {
           return b;
         });
         window_loss += r.loss, ++window;
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        train_seconds += r.seconds;
         const long done = r.step - first_step;
-        const double ips = static_cast<double>(done * per_step) / std::max(elapsed, 1e-9);
+        const double ips = static_cast<double>(done * per_step) / std::max(train_seconds, 1e-9);
         const bool evaluate_now = r.step % eval_every == 0 || r.step == a.o.steps;
-        if (root && (r.step % 10 == 0 || evaluate_now)) {
-          const double eta = elapsed / static_cast<double>(done) * static_cast<double>(a.o.steps - r.step);
+        if (root && (r.step % log_every == 0 || evaluate_now)) {
+          const long evals_left = (a.o.steps / eval_every - r.step / eval_every) + (a.o.steps % eval_every ? 1 : 0);
+          const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(a.o.steps - r.step) +
+                             (evaluations ? eval_seconds / static_cast<double>(evaluations) : 0.0) * static_cast<double>(evals_left);
           std::fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds\n", r.step, a.o.steps,
                        window_loss / window, r.lr, ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60);
           window_loss = 0, window = 0;
@@ -414,7 +371,9 @@ int main(int argc, char** argv) {
           if (!root) return;
           if (evaluate_now) {
             examples::doing("evaluating on " + val_name);
+            const auto e0 = std::chrono::steady_clock::now();
             last = evaluate(trainer.model(), val, proc, a.o.batch);
+            eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count(), ++evaluations;
             report(last, epoch, r.step);
           }
           metrics_row(r.step, epoch, r.loss, r.lr, r.grad_norm, ips, evaluate_now ? &last : nullptr);

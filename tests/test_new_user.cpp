@@ -65,7 +65,7 @@ bool sanitizer_could_not_start(const Run& r) {
 // ---------------------------------------------------------------- 1. resume
 
 #ifdef VITMAE_HAVE_PROGRAMS
-TEST_CASE("issue 14.1: --resume with another --steps, --seed or --threads is a usage error (exit 2, one line)") {
+TEST_CASE("vitmae-pretrain --resume with another --steps, --seed or --threads is a usage error (exit 2, one line)") {
   const std::string dir = test::tmp_dir("new_user_resume");
   const std::string config = write_tiny16_config(dir);
   io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/camera.png") + "\n");
@@ -74,15 +74,26 @@ TEST_CASE("issue 14.1: --resume with another --steps, --seed or --threads is a u
   INFO(a.err);
   REQUIRE(a.status == 0);
   const std::string state = dir + "/a/final/trainer_state.json";
+  // A flag the run was started with, given again with another value: refused by the command line.
   for (const auto& [flags, key, theirs, mine] :
-       {std::tuple<std::string, std::string, int, int>{"--steps 3 --seed 3 --threads 1", "steps", 2, 3},
-        {"--steps 2 --seed 4 --threads 1", "seed", 3, 4},
-        {"--steps 2 --seed 3 --threads 2", "threads", 1, 2}}) {
+       {std::tuple<std::string, std::string, int, int>{"--steps 3 --seed 3 --threads 1", "--steps", 2, 3},
+        {"--steps 2 --seed 4 --threads 1", "--seed", 3, 4}}) {
     const Run r = test::run_program(VITMAE_PRETRAIN_EXE, common + flags + " --resume " + dir + "/a/final --out " + dir + "/b");
     CHECK(r.status == 2);
-    CHECK(r.err == "vitmae: " + state + ": the checkpoint was trained with " + key + " " + std::to_string(theirs) +
-                       ", this run asks for " + std::to_string(mine) + "; a resumed run must keep it\n");
+    CHECK(r.err == "vitmae: " + state + ": the run was started with " + key + " " + std::to_string(theirs) + ", this run gives " + key +
+                       " " + std::to_string(mine) + "; a resumed run must keep it (leave the flag out to keep it)\n");
   }
+  // --threads may change with the number of ranks: the checkpoint's state refuses it here.
+  const Run r = test::run_program(VITMAE_PRETRAIN_EXE, common + "--steps 2 --seed 3 --threads 2 --resume " + dir + "/a/final --out " + dir + "/b");
+  CHECK(r.status == 2);
+  CHECK(r.err == "vitmae: " + state + ": the checkpoint was trained with threads 1, this run asks for 2; a resumed run must keep it\n");
+  // --resume alone: every flag from the checkpoint, --out its run folder (nothing left to train).
+  const Run alone = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + dir + "/a/final");
+  INFO(alone.err);
+  CHECK(alone.status == 0);
+  CHECK(alone.err.find("resuming from step 2 of 2") != std::string::npos);
+  CHECK(alone.out.find("trained 0 steps") != std::string::npos);
+  CHECK(alone.out.find("final model: " + dir + "/a/final") != std::string::npos);
   // The same flags resume (nothing left to train: the run had 2 of 2 steps).
   const Run same = test::run_program(VITMAE_PRETRAIN_EXE, common + "--steps 2 --seed 3 --threads 1 --resume " + dir + "/a/final --out " + dir + "/c");
   INFO(same.err);

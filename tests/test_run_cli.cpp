@@ -306,9 +306,21 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
     return out;
   };
   CHECK(losses(test::slurp(dir + "/whole/metrics.csv")) == losses(test::slurp(dir + "/resumed/metrics.csv")));
+  // --resume alone: the flags the run was started with, from its trainer_state.json; the same bits.
+  r = run("--resume " + dir + "/whole/checkpoint-4 --out " + dir + "/alone", VITMAE_FINETUNE_EXE);
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("vitmae-finetune: resuming from step 4 of 8 (" + dir + "/whole/checkpoint-4)") != std::string::npos);
+  CHECK(test::slurp(dir + "/whole/final/model.safetensors") == test::slurp(dir + "/alone/final/model.safetensors"));
+  // A refused resume is a usage error (exit 2), one line naming both values.
   r = run(common + "--seed 4 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed2", VITMAE_FINETUNE_EXE);
-  CHECK(r.status == 1);
-  CHECK(r.err.find("trained with seed 0, this run asks for 4; a resumed run must keep it") != std::string::npos);
+  CHECK(r.status == 2);
+  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the checkpoint was trained with seed 0, this run asks for 4; "
+                 "a resumed run must keep it\n");
+  r = run("--steps 9 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed3", VITMAE_FINETUNE_EXE);
+  CHECK(r.status == 2);
+  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the run was started with --steps 8, this run gives "
+                 "--steps 9; a resumed run must keep it (leave the flag out to keep it)\n");
 
   // --holdout: N images per class out of the training set validate, the rest train.
   r = run("--train " + dir + "/train --holdout 4 --out " + dir + "/held --config " + dir +

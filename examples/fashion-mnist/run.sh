@@ -48,8 +48,8 @@ finetune() {  # NAME LABELS FLAG... (the model's flags and any extra)
   local steps=$(steps_for "$labels")
   local subset=()  # all labels: no subset
   [ "$labels" = all ] || subset=(--labels-per-class "$labels")
-  "$BIN/vitmae-finetune" --train "$train" --val "$test" --out "$OUT/$name" "${subset[@]}" --steps "$steps" \
-    --eval-every $((steps / 10)) --batch 64 --base-lr 4e-3 --crop-scale-min 0.6 --seed 0 --threads "$THREADS" "$@" \
+  "$BIN/vitmae-finetune" --data "$train" --val "$test" --out "$OUT/$name" "${subset[@]}" --steps "$steps" \
+    --eval-every $((steps / 10)) --batch 64 --base-lr 4e-3 --scale-min 0.6 --seed 0 --threads "$THREADS" "$@" \
     2>&1 | tee "$OUT/$name.log"
 }
 scratch() {
@@ -62,13 +62,13 @@ mae() {
   for n in $LABELS; do finetune "mae-$n" "$n" --init "$OUT/mae/final"; done
 }
 probes() {
-  "$BIN/vitmae-finetune" --train "$train" --val "$test" --out "$OUT/probe-mae" --init "$OUT/mae/final" --linear-probe \
+  "$BIN/vitmae-finetune" --data "$train" --val "$test" --out "$OUT/probe-mae" --init "$OUT/mae/final" --linear-probe \
     --threads "$THREADS" 2>&1 | tee "$OUT/probe-mae.log"
-  "$BIN/vitmae-finetune" --train "$train" --val "$test" --out "$OUT/probe-mae-mean" --init "$OUT/mae/final" --linear-probe \
+  "$BIN/vitmae-finetune" --data "$train" --val "$test" --out "$OUT/probe-mae-mean" --init "$OUT/mae/final" --linear-probe \
     --probe-features mean --threads "$THREADS" 2>&1 | tee "$OUT/probe-mae-mean.log"
-  "$BIN/vitmae-finetune" --train "$train" --val "$test" --out "$OUT/probe-random" --config "$here/vit-28.json" --linear-probe \
+  "$BIN/vitmae-finetune" --data "$train" --val "$test" --out "$OUT/probe-random" --config "$here/vit-28.json" --linear-probe \
     --threads "$THREADS" 2>&1 | tee "$OUT/probe-random.log"
-  "$BIN/vitmae-finetune" --train "$train" --val "$test" --out "$OUT/probe-pixels" --config "$here/vit-28.json" --linear-probe \
+  "$BIN/vitmae-finetune" --data "$train" --val "$test" --out "$OUT/probe-pixels" --config "$here/vit-28.json" --linear-probe \
     --probe-features pixels --threads "$THREADS" 2>&1 | tee "$OUT/probe-pixels.log"
 }
 acc() {  # the final validation's top-1 (%), or "not run" (no final/ or no figure yet)

@@ -16,6 +16,13 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+/// An Error in what the caller asked for rather than in the data: a resumed run whose options
+/// differ from its checkpoint's. The programs report it as a usage error (exit 2).
+class RequestError : public Error {
+ public:
+  explicit RequestError(const std::string& what) : Error(what) {}
+};
+
 namespace detail {
 
 template <class... Parts>

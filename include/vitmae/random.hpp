@@ -84,4 +84,18 @@ inline std::mt19937_64 seeded_rng(std::uint64_t seed, std::uint64_t stream) {
   return std::mt19937_64(mix(mix(seed) ^ stream));
 }
 
+/// The streams of seeded_rng, one per purpose, so that one --seed drives every draw of a run and
+/// no two purposes share numbers. Each is its name in ASCII; the per-index streams add the index
+/// (micro-step, epoch). Two inits differ for history's sake: changing either would change the
+/// weights every earlier run drew from the same seed.
+namespace seed_streams {
+inline constexpr std::uint64_t noise = 0x4E4F495345000000ull;       // "NOISE" + micro-step: MAE's masking noise
+inline constexpr std::uint64_t permutation = 0x5045524D00000000ull; // "PERM" + epoch: the data order
+inline constexpr std::uint64_t subset = 0x5355425345540000ull;      // "SUBSET": --labels-per-class
+inline constexpr std::uint64_t holdout = 0x484F4C444F5554ull;       // "HOLDOUT", xored into the seed: --holdout's subset
+inline constexpr std::uint64_t probe = 0x50524F4245000000ull;       // "PROBE" (+ 1 + epoch: its order): a linear probe's head
+inline constexpr std::uint64_t init_mae = 0x494E4954ull;            // "INIT" (low bytes): a ViTMAE drawn from a config
+inline constexpr std::uint64_t init_vit = 0x494E495400000000ull;    // "INIT": a ViT classifier drawn from a config
+}  // namespace seed_streams
+
 }  // namespace vitmae

@@ -100,7 +100,7 @@ class CheckpointRotation {
 /// save_checkpoint. The run's options must agree with the checkpoint's on everything that
 /// decides the result: batch, accum, steps (the schedule), seed (the data and masks) and threads
 /// (the summation order of the gradient; unless the number of ranks changes too): each
-/// difference is refused, naming both values.
+/// difference is refused with a RequestError naming both values.
 /// T: Trainer (pre-training) or ClassifierTrainer (fine-tuning).
 template <class T>
 void resume(T& trainer, const std::string& dir) {
@@ -123,15 +123,18 @@ void resume(T& trainer, const std::string& dir) {
   const nlohmann::json mine_all = trainer.state_json();
   const bool same_world = st.value("world_size", 1) == mine_all.value("world_size", 1);
   for (const auto& [key, mine] : mine_all.items()) {
-    if (key == "step" || key == "history" || key == "history_columns" || key == "world_size" || !st.contains(key)) continue;
+    if (key == "step" || key == "history" || key == "history_columns" || key == "world_size" || key == "args" || !st.contains(key))
+      continue;
     if (key == "threads" && !same_world) continue;
-    detail::require(st[key] == mine, state_path, ": the checkpoint was trained with ", key, " ", st[key].dump(),
-                    ", this run asks for ", mine.dump(), "; a resumed run must keep it");
+    if (st[key] != mine)
+      throw RequestError(detail::concat("vitmae: ", state_path, ": the checkpoint was trained with ", key, " ", st[key].dump(),
+                                        ", this run asks for ", mine.dump(), "; a resumed run must keep it"));
   }
-  detail::require(step >= 0 && step <= opts.steps, state_path, ": step ", step, " is beyond this run's ", opts.steps, " steps");
+  if (step < 0 || step > opts.steps)
+    throw RequestError(detail::concat("vitmae: ", state_path, ": step ", step, " is beyond this run's ", opts.steps, " steps"));
   M loaded = M::from_pretrained(dir);
-  detail::require(loaded.config().to_json() == trainer.model().config().to_json(), dir,
-                  "/config.json: the checkpoint's model differs from this run's");
+  if (loaded.config().to_json() != trainer.model().config().to_json())
+    throw RequestError(detail::concat("vitmae: ", dir, "/config.json: the checkpoint's model differs from this run's"));
   const io::SafetensorsFile opt(io::join_path(dir, "optimizer.safetensors"));
   auto& adam = trainer.optimizer();
   for (const char* prefix : {"exp_avg.", "exp_avg_sq."}) {

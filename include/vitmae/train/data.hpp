@@ -332,7 +332,7 @@ class DataLoader {
     if (it == perms_.end()) {
       std::vector<size_t> p(data_.size());
       for (size_t i = 0; i < p.size(); ++i) p[i] = i;
-      auto rng = seeded_rng(seed_, 0x5045524D00000000ull + static_cast<std::uint64_t>(epoch));  // "PERM"
+      auto rng = seeded_rng(seed_, seed_streams::permutation + static_cast<std::uint64_t>(epoch));  // "PERM"
       shuffle(p, rng);
       if (perms_.size() > 4) perms_.erase(perms_.begin());
       it = perms_.emplace(epoch, std::move(p)).first;

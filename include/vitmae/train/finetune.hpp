@@ -17,31 +17,32 @@
 
 #include "vitmae/image_processor.hpp"
 #include "vitmae/train/backward.hpp"
-#include "vitmae/train/data_parallel.hpp"
 #include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
-#include "vitmae/train/trainer.hpp"
+#include "vitmae/train/loop.hpp"
 #include "vitmae/train/world.hpp"
 #include "vitmae/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
 
-struct FineTuneOptions {
-  long steps = 1000;             // optimiser steps
-  int batch = 64;                // images per micro-batch
-  int accum = 1;                 // micro-batches per step
-  int threads = 1;               // threads over each batch (BatchSlices)
-  double base_lr = 1e-3;         // MAE's blr: the peak rate is base_lr * batch * accum / 256
-  double min_lr = 1e-6;
-  long warmup_steps = 0;
-  double weight_decay = 0.05;
+/// The shared recipe (train/loop.hpp) with MAE's fine-tuning defaults (main_finetune.py: blr
+/// 1e-3, min_lr 1e-6, betas 0.9/0.999) and the two options only fine-tuning has.
+struct FineTuneOptions : TrainOptions {
   double layer_decay = 0.75;     // lr x layer_decay^(num_layers+1-layer_id); 1: none
   double label_smoothing = 0.1;
-  double clip_grad = 0;          // max gradient norm; 0: none
-  double beta1 = 0.9, beta2 = 0.999;
-  std::uint64_t seed = 0;
 
-  double peak_lr() const { return base_lr * batch * accum / 256.0; }
+  FineTuneOptions() {
+    base_lr = 1e-3;
+    min_lr = 1e-6;
+    beta2 = 0.999;
+  }
+
+  /// @throws vitmae::Error naming `who` and the option that is out of range.
+  void validate(const char* who) const {
+    TrainOptions::validate(who);
+    detail::require(layer_decay > 0 && layer_decay <= 1, who, ": layer_decay must be in (0, 1], got ", layer_decay);
+    detail::require(label_smoothing >= 0 && label_smoothing < 1, who, ": label_smoothing must be in [0, 1), got ", label_smoothing);
+  }
 };
 
 /// One labelled batch: pixel_values [B, C, H, W] and a class per image. In a data-parallel run
@@ -53,117 +54,40 @@ struct LabelledBatch {
   std::vector<std::int64_t> labels;
 };
 
-/// Fine-tunes a classifier, one optimiser step at a time. A step is a function of the model,
-/// the optimiser state and its batches: the same threads give the same bits. Data parallel as
-/// the pre-training Trainer (train/trainer.hpp): N ranks of 1 thread give the bits of 1 process
-/// of N threads.
+/// Fine-tuning a classifier as a TrainingLoop job: cross-entropy with label smoothing, AdamW
+/// with layer-wise lr decay.
 template <class S>
-class ClassifierTrainer {
- public:
+struct ClassifierFineTuning {
   using Model = ViTForImageClassification<S>;
+  using Options = FineTuneOptions;
+  using Batch = LabelledBatch<S>;
+  using Backward = ParallelClassifierBackward<S>;
+  static constexpr const char* name = "ClassifierTrainer";
 
-  /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
-  ClassifierTrainer(Model model, FineTuneOptions o, std::shared_ptr<World> world = nullptr)
-      : model_(std::move(model)), opts_(o), grads_(zero_grads_like(model_)),
-        adam_(model_, AdamWOptions{o.beta1, o.beta2, 1e-8, o.weight_decay}), dp_(std::move(world), o.batch, "ClassifierTrainer") {
-    detail::require(o.steps > 0, "ClassifierTrainer: steps must be positive, got ", o.steps);
-    detail::require(o.batch > 0 && o.accum > 0, "ClassifierTrainer: batch and accum must be positive");
-    detail::require(o.layer_decay > 0 && o.layer_decay <= 1, "ClassifierTrainer: layer_decay must be in (0, 1], got ", o.layer_decay);
-    for (auto [name, v] : {std::pair<const char*, double>{"base_lr", o.base_lr}, {"min_lr", o.min_lr},
-                           {"weight_decay", o.weight_decay}, {"clip_grad", o.clip_grad}, {"label_smoothing", o.label_smoothing}})
-      detail::require(std::isfinite(v) && v >= 0, "ClassifierTrainer: ", name, " must be a finite number >= 0, got ", v);
-    detail::require(o.warmup_steps >= 0 && o.warmup_steps <= o.steps, "ClassifierTrainer: warmup_steps must be in [0, steps ",
-                    o.steps, "], got ", o.warmup_steps);
-    const auto& c = model_.config();
-    detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0,
-                    "ClassifierTrainer: dropout is not implemented in training (config.json has hidden_dropout_prob ",
-                    c.hidden_dropout_prob, ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob, "): set them to 0");
-    set_overlap(true);
+  Options opts;
+
+  explicit ClassifierFineTuning(const Options& o) : opts(o) {}
+
+  void check(const Batch& b, Index b0, Index b1, Index batch, bool alone) const {
+    detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == batch, name,
+                    ": a batch must hold ", b1 - b0, " images", alone ? "" : " (this rank's slice)", " and ", batch, " labels, got ",
+                    detail::shape_str(b.pixels.shape), " and ", b.labels.size());
   }
-
-  Model& model() { return model_; }
-  const Model& model() const { return model_; }
-  const FineTuneOptions& options() const { return opts_; }
-  AdamW<Model>& optimizer() { return adam_; }
-  const AdamW<Model>& optimizer() const { return adam_; }
-  long step() const { return step_; }
-  const std::vector<StepRecord>& history() const { return history_; }
-
-  /// The world, the time spent summing over ranks (train/data_parallel.hpp).
-  const DataParallel<S>& data_parallel() const { return dp_; }
-  /// The images [first, second) of every micro-batch that this rank computes.
-  std::pair<Index, Index> slice() const { return dp_.slice(opts_.batch); }
-  /// Sums over ranks during the backward, a layer at a time (the default), or after it.
-  void set_overlap(bool on) { parallel_.set_overlap(dp_.set_overlap(on)); }
-
-  double learning_rate(long s) const {
-    return mae_learning_rate(s, opts_.warmup_steps, opts_.steps, opts_.peak_lr(), opts_.min_lr);
+  S compute(Backward& backward, const Model& m, const Batch& b, Model& grads, long, Index b0) const {
+    return backward.run(m, b.pixels, Labels<S>::of_classes(b.labels), grads, opts.threads, opts.label_smoothing, {}, b0);
   }
-
-  /// One optimiser step over `accum` micro-batches from next_batch(). Returns its record.
-  StepRecord train_step(const std::function<LabelledBatch<S>()>& next_batch) {
-    const auto t0 = std::chrono::steady_clock::now();
-    zero_parameters(grads_);
-    const Index b0 = slice().first, b1 = slice().second;  // (lambdas below capture them: not a structured binding)
-    double loss = 0;
-    for (int a = 0; a < opts_.accum; ++a) {
-      LabelledBatch<S> b;
-      loss += static_cast<double>(dp_.micro_batch(
-          a, grads_,
-          [&] {
-            b = next_batch();
-            detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == opts_.batch,
-                            "ClassifierTrainer: a batch must hold ", b1 - b0, " images", dp_.alone() ? "" : " (this rank's slice)",
-                            " and ", opts_.batch, " labels, got ", detail::shape_str(b.pixels.shape), " and ", b.labels.size());
-          },
-          [&] {
-            return parallel_.run(model_, b.pixels, Labels<S>::of_classes(b.labels), grads_, opts_.threads, opts_.label_smoothing, {},
-                                 b0);
-          }));
-    }
-    loss /= opts_.accum;
-    const double norm = finish_gradients(grads_, opts_.accum, opts_.clip_grad);
-    // Before the update, so that the weights and the optimiser's moments stay those of the last good step.
-    together(dp_.world(), [&] {  // every rank has the same loss: all stop, rank 0 reports
-      detail::require(std::isfinite(loss) && std::isfinite(norm), "ClassifierTrainer: the loss became ", loss,
-                      " (gradient norm ", norm, ") at step ", step_ + 1, " (learning rate too high? try a lower --base-lr or --clip-grad)");
-    });
-    const double lr = learning_rate(step_);
-    const long layers = static_cast<long>(model_.config().num_hidden_layers);
-    const double decay = opts_.layer_decay;
-    adam_.step(model_, grads_, lr, [&](const Parameter<S>& p) { return layer_decay_scale(p.name, layers, decay); });
-    ++step_;
-    StepRecord r{step_, loss, lr, norm, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
-    history_.push_back(r);
-    return r;
+  double lr_scale(const Model& m, const Parameter<S>& p) const {
+    return layer_decay_scale(p.name, static_cast<long>(m.config().num_hidden_layers), opts.layer_decay);
   }
-
-  /// Puts a checkpoint's state back (train/checkpoint.hpp reads it): weights, step, history;
-  /// the optimiser's moments are restored through optimizer().
-  void restore(Model model, long step, std::vector<StepRecord> history) {
-    model_ = std::move(model);
-    adam_.set_step_count(step);
-    step_ = step;
-    history_ = std::move(history);
+  void add_state(nlohmann::json& j) const {
+    j["layer_decay"] = opts.layer_decay;
+    j["label_smoothing"] = opts.label_smoothing;
   }
-
-  nlohmann::json state_json() const {
-    nlohmann::json j = trainer_state_json(step_, opts_, opts_.warmup_steps, history_, dp_.world().size());
-    j["layer_decay"] = opts_.layer_decay;
-    j["label_smoothing"] = opts_.label_smoothing;
-    return j;
-  }
-
- private:
-  Model model_;
-  FineTuneOptions opts_;
-  Model grads_;
-  AdamW<Model> adam_;
-  ParallelClassifierBackward<S> parallel_;
-  DataParallel<S> dp_;
-  long step_ = 0;
-  std::vector<StepRecord> history_;
 };
+
+/// The fine-tuning loop: ClassifierTrainer<S>(model, options, world).train_step(next_batch).
+template <class S>
+using ClassifierTrainer = TrainingLoop<ClassifierFineTuning<S>>;
 
 /// What evaluate measures on a labelled set.
 struct Evaluation {

@@ -209,7 +209,7 @@ class LabelledDataset {
     std::vector<std::vector<size_t>> by_class(classes.size());
     for (size_t i = 0; i < size(); ++i) by_class[static_cast<size_t>(labels_[i])].push_back(i);
     std::vector<size_t> keep;
-    auto rng = seeded_rng(seed, 0x5355425345540000ull);  // "SUBSET"
+    auto rng = seeded_rng(seed, seed_streams::subset);  // "SUBSET"
     for (size_t c = 0; c < classes.size(); ++c) {
       std::vector<size_t>& v = by_class[c];
       detail::require(v.size() >= per_class, "per_class_subset: class '", classes[c], "' has ", v.size(), " samples, fewer than ",

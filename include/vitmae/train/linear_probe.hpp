@@ -140,7 +140,7 @@ LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int
   const Matrix<S> Xn = p.normalise(X);
   // MAE's head: trunc_normal_(std=0.01), bias 0 (drawn from the seed, independent of the data order).
   p.classifier = Linear<S>(D, classes);
-  auto init_rng = seeded_rng(o.seed, 0x50524F4245000000ull);  // "PROBE"
+  auto init_rng = seeded_rng(o.seed, seed_streams::probe);  // "PROBE"
   init_weights(p, 0.01, init_rng, InitScheme::vit);
   LinearProbe<S> g = p;
   AdamW<LinearProbe<S>> adam(p, AdamWOptions{0.9, 0.999, 1e-8, o.weight_decay});
@@ -150,7 +150,7 @@ LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int
   long step = 0;
   for (long e = 0; e < o.epochs; ++e) {
     for (Index i = 0; i < N; ++i) order[static_cast<size_t>(i)] = i;
-    auto rng = seeded_rng(o.seed, 0x50524F4245000000ull + 1 + static_cast<std::uint64_t>(e));
+    auto rng = seeded_rng(o.seed, seed_streams::probe + 1 + static_cast<std::uint64_t>(e));
     shuffle(order, rng);
     double loss_sum = 0;
     for (long s = 0; s < per_epoch; ++s, ++step) {
