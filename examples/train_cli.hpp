@@ -19,6 +19,9 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <chrono>
+
+#include <unistd.h>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -286,6 +289,45 @@ inline long epoch_steps(const vitmae::train::TrainOptions& o, size_t images) {
 /// HF's Trainer counts them), or `default_steps` when neither is given.
 inline long run_steps(const TrainArgs& a, const vitmae::train::TrainOptions& o, size_t images, long default_steps) {
   return a.steps ? a.steps : a.epochs ? a.epochs * epoch_steps(o, images) : default_steps;
+}
+
+/// Before anything is written: every image of `data` (an ImageDataset or a LabelledDataset) is
+/// decoded once on `threads` threads, with a progress line on large sets. An image that cannot
+/// be read ends the run naming it; with --skip-bad-images (`skip`) those are left out, counted
+/// and listed (the first ten). `say` prints text (rank 0's stderr).
+template <class Dataset>
+void check_images(Dataset& data, bool skip, int threads, const std::string& program, const std::string& src,
+                  const std::function<void(const std::string&)>& say) {
+  const size_t all = data.size();
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool tty = ::isatty(2);
+  bool shown = false;
+  const vitmae::train::Progress progress = [&](size_t done, size_t total) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s < 2 || (done == total && !shown)) return;  // quick sets say nothing
+    shown = true;
+    char line[160];
+    std::snprintf(line, sizeof line, "%s%s: checking the images of %s: %zu of %zu (%.0f s)%s", tty ? "\r" : "", program.c_str(),
+                  src.c_str(), done, total, s, tty ? "" : "\n");
+    say(line);
+  };
+  const std::vector<vitmae::train::SkippedImage> bad = skip ? data.skip_unreadable(threads, progress) : data.find_unreadable(threads, progress);
+  if (shown && tty) say("\n");
+  if (!skip) {
+    if (!bad.empty())
+      throw vitmae::Error("vitmae: " + bad.front().reason + " (" + (bad.size() > 1 ? std::to_string(bad.size()) + " of " + std::to_string(all) +
+                          " images cannot be read; " : std::string()) + "--skip-bad-images leaves out the images that cannot be read)");
+    return;
+  }
+  char head[200];
+  if (bad.empty())
+    std::snprintf(head, sizeof head, "%s: --skip-bad-images: all %zu images can be read", program.c_str(), all);
+  else
+    std::snprintf(head, sizeof head, "%s: --skip-bad-images: left out %zu of %zu images, which cannot be read:", program.c_str(),
+                  bad.size(), all);
+  say(std::string(head) + "\n");
+  for (size_t i = 0; i < bad.size() && i < 10; ++i) say("  " + bad[i].reason + "\n");
+  if (bad.size() > 10) say("  ... and " + std::to_string(bad.size() - 10) + " more\n");
 }
 
 /// After parse(): with --resume, the flags the run was started with (its trainer_state.json's

@@ -12,15 +12,16 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: vitmae-classify --model DIR --image PATH [--image PATH ...] [--top K] [--json]\n"
-    "                       [--batch N] [--threads N]\n"
+    "usage: vitmae-classify --model DIR [--top K] [--json] [--batch N] [--threads N] IMAGE [IMAGE ...]\n"
     "Runs a ViTForImageClassification checkpoint on images and prints each one's top-K classes with\n"
     "their probabilities (the softmax of the logits; the sigmoid for multi-label checkpoints and one\n"
     "label, as HF's pipeline), named by the checkpoint's id2label.\n"
     "  --model DIR    (required) a ViT classification folder (config.json model_type \"vit\"), such as\n"
     "                 vitmae-convert --num-labels or a fine-tuning run writes\n"
-    "  --image PATH   (required, repeatable) an image file (PNG, JPEG, BMP, ...), preprocessed by\n"
-    "                 the folder's preprocessor_config.json (HF ViTImageProcessor's defaults without one)\n"
+    "  IMAGE          (required, one or more; a shell glob works) an image file (PNG, JPEG, BMP, ...),\n"
+    "                 preprocessed by the folder's preprocessor_config.json (HF ViTImageProcessor's\n"
+    "                 defaults without one)\n"
+    "  --image PATH   the same as IMAGE, repeatable (default: none)\n"
     "  --top K        how many classes per image (default 5, at most the number of labels)\n"
     "  --json         one JSON line per image, in input order:\n"
     "                 {\"image\": PATH, \"top\": [{\"index\": 3, \"label\": \"Dress\", \"prob\": 0.91}, ...]}\n"
@@ -48,9 +49,11 @@ int main(int argc, char** argv) {
       else if (a == "-h" || a == "--help") {
         std::cout << kUsage;
         return;
+      } else if (!a.empty() && a[0] != '-') {
+        images.push_back(a);  // an image path (vitmae-classify --model m *.png)
       } else throw examples::UsageError("unknown argument '" + a + "'");
     }
-    if (model_dir.empty() || images.empty()) throw examples::UsageError("--model and --image are required");
+    if (model_dir.empty() || images.empty()) throw examples::UsageError("--model and at least one image are required");
 
     using namespace vitmae;
     examples::doing("loading the classifier " + model_dir);

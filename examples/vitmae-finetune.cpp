@@ -23,7 +23,7 @@ namespace {
 struct Args : examples::TrainArgs {
   std::string val, probe_features = "cls";
   long labels_per_class = 0, eval_every = 0, holdout = 0;
-  bool linear_probe = false;
+  bool linear_probe = false, relabel = false;
   vitmae::train::FineTuneOptions o;  // MAE's fine-tuning recipe by default
 };
 
@@ -60,6 +60,10 @@ examples::CommandLine command_line(Args& a) {
             "lr x X^(layers+1-layer_id); 1 turns it off (default 0.75)");
   cl.number("--label-smoothing", "X", a.o.label_smoothing, [](double x) { return x >= 0 && x < 1; }, "in [0, 1)",
             "cross-entropy's (default 0.1)");
+  cl.toggle("--relabel", a.relabel, true,
+            "with --init from a classifier whose id2label lacks a class of the data: draw\n"
+            "a fresh classifier for the data's classes (default: off, such a run is refused;\n"
+            "the classes it has keep their rows and names)");
   cl.integer("--eval-every", "N", a.eval_every, 1, 1L << 40, "steps between validations (default: one epoch)", R::free);
   cl.toggle("--linear-probe", a.linear_probe, true,
             "train a linear head on the frozen encoder's features (MAE's linear\n"
@@ -87,19 +91,12 @@ void parse(int argc, char** argv, examples::CommandLine& cl, Args& a, int world_
       if (cl.given(f))
         throw UsageError(std::string(f) + " is for fine-tuning; a linear probe trains on fixed features (no accumulation, "
                          "layer decay, label smoothing, clipping, augmentation or checkpoints)");
-  for (const char* f : {"--shorter-side", "--skip-bad-images"})
-    if (cl.given(f)) throw UsageError(std::string(f) + " is not yet in vitmae-finetune (pre-training only)");
+  if (cl.given("--shorter-side")) throw UsageError("--shorter-side is not yet in vitmae-finetune (pre-training only)");
+  if (a.relabel && a.init.empty()) throw UsageError("--relabel goes with --init (a classifier to start from)");
   if (!a.init.empty() + !a.config.empty() + !a.resume.empty() != 1)
     throw UsageError("give --init PATH, --config FILE or --resume DIR (one of them)");
   if (a.linear_probe && !a.resume.empty()) throw UsageError("--resume continues fine-tuning; a linear probe is not resumed");
   if (a.steps && a.epochs) throw UsageError("give --steps or --epochs, not both");
-}
-
-/// A CSV field (RFC 4180): quoted, inner quotes doubled.
-std::string csv_field(const std::string& v) {
-  std::string out = "\"";
-  for (char ch : v) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-  return out + "\"";
 }
 
 std::string fixed(double v, int digits) {
@@ -132,6 +129,10 @@ int main(int argc, char** argv) {
     examples::together(*world, [&] {  // the same files on every rank, checked together
     examples::doing("reading the training set " + a.data);
     train = LabelledDataset::open(a.data);
+    const auto line = [&](const std::string& l) {
+      if (root) std::cerr << l;
+    };
+    examples::check_images(train, a.skip_bad_images, a.o.threads, "vitmae-finetune", a.data, line);  // before anything is written
     detail::require(train.classes.size() >= 2, a.data, ": ", train.classes.size(),
                     " class; classification needs at least 2 (HF would treat 1 label as regression)");
     if (a.holdout) {  // a seeded N per class out of the training set (seed stream independent of --seed's subset)
@@ -146,9 +147,20 @@ int main(int argc, char** argv) {
     } else {
       examples::doing("reading the validation set " + a.val);
       val = LabelledDataset::open(a.val);
-      val.use_classes_of(train.classes, a.val);
+      examples::check_images(val, a.skip_bad_images, a.o.threads, "vitmae-finetune", a.val, line);
     }
-    if (a.labels_per_class) train = train.per_class_subset(static_cast<size_t>(a.labels_per_class), a.o.seed);
+    if (a.labels_per_class)
+      train = train.per_class_subset(static_cast<size_t>(a.labels_per_class), a.o.seed, nullptr,
+                                     "--labels-per-class " + std::to_string(a.labels_per_class));
+    // A classifier to start from keeps its rows' names: the data's classes map to them.
+    bool fresh_head = false;
+    const std::string from = a.init.empty() ? a.resume : a.init;
+    if (!from.empty()) require_trainable_weights(from);
+    const std::vector<std::string> rows =
+        from.empty() ? train.classes : classes_for_fine_tuning(from, train.classes, a.data, a.relabel && a.resume.empty(), &fresh_head);
+    const char* whose = rows == train.classes ? "the training set's" : "the checkpoint's";
+    if (rows != train.classes) train.use_classes_of(rows, a.data, whose);
+    val.use_classes_of(rows, a.holdout ? a.data : a.val, whose);
 
     examples::doing("building the model");
     built.emplace([&] {
@@ -161,7 +173,14 @@ int main(int argc, char** argv) {
         ClassifierLoadOptions lo;
         lo.labels = train.classes;
         lo.seed = a.o.seed;
-        return ViTForImageClassification<float>::from_pretrained(a.init, lo, &notes);
+        auto m = ViTForImageClassification<float>::from_pretrained(a.init, lo, &notes);
+        if (fresh_head) {  // --relabel: the checkpoint's rows belong to other classes (the same draw as from_pretrained's)
+          std::mt19937_64 rng(a.o.seed);
+          init_weights(m.classifier, m.config().initializer_range, rng, InitScheme::vit);
+          notes.push_back("--relabel: " + a.init + "'s classifier is for other classes: drawn afresh for the " +
+                          std::to_string(train.classes.size()) + " classes of " + a.data);
+        }
+        return m;
       }
       const nlohmann::json j = io::read_json_file(a.config, "config file");
       const bool mae = j.value("model_type", std::string()) == "vit_mae";
@@ -183,6 +202,8 @@ int main(int argc, char** argv) {
     model.vit.config.problem_type = "single_label_classification";  // class labels, whatever the checkpoint said
     const ViTConfig& cfg = model.config();
     train.set_channels(static_cast<int>(cfg.num_channels));
+    val.set_channels(static_cast<int>(cfg.num_channels));
+
     ImageProcessor proc;
     examples::together(*world, [&] {
       proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
@@ -232,7 +253,8 @@ int main(int argc, char** argv) {
       curve.push_back({step, loss, lr, grad_norm, 0});
       std::string row = std::to_string(step) + "," + fixed(epoch, 3) + "," + fixed(loss, 6) + "," + fixed(lr, 9) + "," +
                         fixed(grad_norm, 6) + "," + fixed(ips, 2) + ",";
-      row += e ? fixed(e->top1, 6) + "," + fixed(e->top5, 6) + "," + fixed(e->loss, 6) + "\n" : std::string(",,\n");
+      row += e ? fixed(e->top1, 6) + "," + (e->has_top5() ? fixed(e->top5, 6) : std::string()) + "," + fixed(e->loss, 6) + "\n"
+               : std::string(",,\n");
       metrics_text += row;
       metrics << row << std::flush;
       detail::require(metrics.good(), metrics_path, ": write failed");
@@ -246,8 +268,7 @@ int main(int argc, char** argv) {
       accuracy.points.emplace_back(epoch, 100 * e.top1);
       write_curves();
       if (!print) return;
-      std::fprintf(stderr, "epoch %.2f (step %ld): validation top-1 %.2f%%  top-5 %.2f%%  loss %.4f\n", epoch, step, 100 * e.top1,
-                   100 * e.top5, e.loss);
+      std::fprintf(stderr, "epoch %.2f (step %ld): validation %s\n", epoch, step, e.summary().c_str());
     };
     Evaluation last;
     bool wrote_final = true;
@@ -394,25 +415,13 @@ int main(int argc, char** argv) {
         io::write_file_atomic(io::join_path(tmp, "preprocessor_config.json"), proc.to_json().dump(2) + "\n");
       });
     }
-    std::string per_class = "class,label,count,accuracy\n", confusion = "true\\predicted";
-    for (const std::string& c : train.classes) confusion += "," + csv_field(c);
-    confusion += "\n";
-    const std::vector<double> acc = last.per_class();
-    for (size_t c = 0; c < train.classes.size(); ++c) {
-      long n = 0;
-      for (long v : last.confusion[c]) n += v;
-      per_class += std::to_string(c) + "," + csv_field(train.classes[c]) + "," + std::to_string(n) + "," + fixed(acc[c], 6) + "\n";
-      confusion += csv_field(train.classes[c]);
-      for (long v : last.confusion[c]) confusion += "," + std::to_string(v);
-      confusion += "\n";
-    }
-    io::write_file_atomic(io::join_path(a.out, "per_class.csv"), per_class);
-    io::write_file_atomic(io::join_path(a.out, "confusion.csv"), confusion);
+    io::write_file_atomic(io::join_path(a.out, "per_class.csv"), last.per_class_csv(train.classes));
+    io::write_file_atomic(io::join_path(a.out, "confusion.csv"), last.confusion_csv(train.classes));
     io::write_file_atomic(io::join_path(a.out, "confusion.svg"), confusion_svg(last.confusion, train.classes));
     write_curves();
-    std::printf("validation top-1 %.2f%%  top-5 %.2f%%  (%ld images); wrote %s%s/metrics.csv, per_class.csv, confusion.csv "
-                "(and .svg), loss.svg, accuracy.svg\n",
-                100 * last.top1, 100 * last.top5, last.count, wrote_final ? (a.out + "/final, ").c_str() : "", a.out.c_str());
+    std::printf("validation %s  (%ld images); wrote %s%s/metrics.csv, per_class.csv, confusion.csv (and .svg), loss.svg, "
+                "accuracy.svg\n",
+                last.summary().c_str(), last.count, wrote_final ? (a.out + "/final, ").c_str() : "", a.out.c_str());
     });
   });
 }

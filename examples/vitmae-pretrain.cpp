@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
         return m;
       }
       examples::doing("loading the model " + source);
+      vitmae::train::require_trainable_weights(source);
       ForPreTraining<Scalar> m = ForPreTraining<Scalar>::from_pretrained(source);
       if (a.mask_ratio > 0) m.config().mask_ratio = a.mask_ratio;
       return m;
@@ -132,20 +133,13 @@ int main(int argc, char** argv) {
       if (labelled) {
         idx = vitmae::train::LabelledDataset::open(a.data);
         idx->set_channels(static_cast<int>(model.config().num_channels));
-        if (a.skip_bad_images) say("vitmae-pretrain: --skip-bad-images: %s is decoded already\n", a.data.c_str());
       } else {
         images = vitmae::train::ImageDataset::open(a.data, static_cast<int>(model.config().num_channels), shorter);
       }
-      if (images && a.skip_bad_images) {
-        auto& data = *images;
-        const size_t all = data.size();
-        const auto skipped = data.skip_unreadable(std::max(a.workers, a.train.threads));
-        if (skipped.empty()) say("vitmae-pretrain: --skip-bad-images: all %zu images can be read\n", all);
-        else say("vitmae-pretrain: --skip-bad-images: left out %zu of %zu images, which cannot be read:\n", skipped.size(), all);
-        const size_t shown = 10;
-        for (size_t i = 0; i < skipped.size() && i < shown; ++i) say("  %s\n", skipped[i].reason.c_str());
-        if (skipped.size() > shown) say("  ... and %zu more\n", skipped.size() - shown);
-      }
+      const auto line = [&](const std::string& l) { say("%s", l.c_str()); };
+      const int threads = std::max(a.workers, a.train.threads);
+      if (images) examples::check_images(*images, a.skip_bad_images, threads, "vitmae-pretrain", a.data, line);
+      else examples::check_images(*idx, a.skip_bad_images, threads, "vitmae-pretrain", a.data, line);
     });
     const size_t n_images = images ? images->size() : idx->size();
     examples::together(*world, [&] {  // every rank must see the same images, or the batches would differ

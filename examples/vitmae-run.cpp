@@ -14,8 +14,9 @@ namespace {
 constexpr const char* kUsage =
     "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
     "                  [--interpolate-pos-encoding] [--dtype float32|float64|int8]\n"
-    "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME]\n"
-    "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names.\n"
+    "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME] [--threads N]\n"
+    "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names;\n"
+    "prints one line saying what ran and what it wrote.\n"
     "  --model DIR                 (required) an HF checkpoint folder (safetensors, sharded,\n"
     "                              pytorch_model.bin) or an MAE-release folder or .pth file; a ViT\n"
     "                              classifier (config.json model_type \"vit\") runs as\n"
@@ -38,12 +39,14 @@ constexpr const char* kUsage =
     "  --preset NAME               mae-vit-base, mae-vit-large or mae-vit-huge: the sizes of the MAE\n"
     "                              release, for a checkpoint without config.json (default: none, read\n"
     "                              DIR's config.json)\n"
+    "  --threads N                 threads for the products (default: all cores)\n"
     "  -h, --help                  print this text and exit\n";
 
 struct Args {
   std::string model, input, output, dtype = "float32", preset;
   bool interpolate = false, hidden_states = false, attentions = false;
   std::uint64_t seed = 0;
+  int threads = 0;
 };
 
 Args parse(int argc, char** argv) {
@@ -58,6 +61,7 @@ Args parse(int argc, char** argv) {
     else if (s == "--dtype") a.dtype = value();
     else if (s == "--preset") a.preset = value();
     else if (s == "--seed") a.seed = static_cast<std::uint64_t>(examples::to_int(s, value(), 0, INT64_MAX));
+    else if (s == "--threads") a.threads = static_cast<int>(examples::to_int(s, value(), 1, 1024));
     else if (s == "--interpolate-pos-encoding") a.interpolate = true;
     else if (s == "--hidden-states") a.hidden_states = true;
     else if (s == "--attentions") a.attentions = true;
@@ -72,6 +76,23 @@ Args parse(int argc, char** argv) {
     throw UsageError("--dtype expects float32, float64 or int8, got '" + a.dtype + "'");
   if (!a.preset.empty()) examples::check_preset(a.preset);
   return a;
+}
+
+/// The line a successful run prints: what ran on what, and what it wrote.
+template <class Scalar>
+void say_done(const Args& a, const char* kind, const vitmae::Tensor<Scalar>& pixels, const vitmae::io::SafetensorsWriter& w,
+              const Scalar* loss) {
+  std::string names;
+  for (const std::string& n : w.names()) {
+    if (n.rfind("hidden_states.", 0) == 0 || n.rfind("attentions.", 0) == 0) continue;
+    names += (names.empty() ? "" : ", ") + n;
+  }
+  if (a.hidden_states) names += ", hidden_states.*";
+  if (a.attentions) names += ", attentions.*";
+  std::printf("vitmae-run: %s on pixel_values %s (%s, %d threads): wrote %s (%s)", kind, vitmae::detail::shape_str(pixels.shape).c_str(),
+              a.dtype.c_str(), vitmae::available_threads(), a.output.c_str(), names.c_str());
+  if (loss) std::printf(", loss %.6g", static_cast<double>(*loss));
+  std::printf("\n");
 }
 
 /// B matrices of (rows, cols) -> one [B, rows, cols] tensor (or [B, heads, T, T] via shape).
@@ -132,6 +153,7 @@ void run_classifier(const Args& a, vitmae::io::DType dtype) {
     add_stack(w, "attentions." + std::to_string(i), out.attentions[i], {B, model.config().num_attention_heads, T, T}, dtype);
   w.set_metadata("interpolate_pos_encoding", a.interpolate ? "true" : "false");
   w.save(a.output);
+  say_done(a, "ViTForImageClassification", pixels, w, out.loss ? &*out.loss : nullptr);
 }
 
 template <class Scalar>
@@ -202,6 +224,7 @@ void run(const Args& a) {
     add_stack(w, "attentions." + std::to_string(i), out.attentions[i], {B, heads, T, T}, dtype);
   w.set_metadata("interpolate_pos_encoding", a.interpolate ? "true" : "false");
   w.save(a.output);
+  say_done(a, pretraining ? "ViTMAEForPreTraining" : "ViTMAEModel", pixels, w, pretraining ? &out.loss : nullptr);
 }
 
 }  // namespace
@@ -209,6 +232,7 @@ void run(const Args& a) {
 int main(int argc, char** argv) {
   return examples::run_main("vitmae-run", kUsage, [&] {
     const Args args = parse(argc, argv);
+    examples::set_threads(args.threads);
     if (args.dtype == "float64") run<double>(args);
     else run<float>(args);
   });

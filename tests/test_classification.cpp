@@ -568,7 +568,7 @@ TEST_CASE("LabelledDataset::open: folders, list files and fashion-mnist:DIR:SPLI
   using vitmae::train::LabelledDataset;
   CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere"), doctest::Contains("expected fashion-mnist:DIR:SPLIT"),
                        vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:valid"), doctest::Contains("split must be 'train' or 't10k'"),
+  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:valid"), doctest::Contains("SPLIT must be train or t10k, got 'valid'"),
                        vitmae::Error);
   CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:t10k"), doctest::Contains("/nowhere/t10k-images-idx3-ubyte.gz"),
                        vitmae::Error);

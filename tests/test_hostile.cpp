@@ -133,5 +133,5 @@ TEST_CASE("IDX files, gzip or not: pixels and labels as Python wrote them, and e
   std::sort(got.begin(), got.end());
   CHECK(got == std::vector<std::int64_t>{0, 1, 2});
   CHECK(d.per_class_subset(1, 5).labels() == s.labels());
-  CHECK_THROWS_WITH_AS(d.per_class_subset(2, 5), doctest::Contains("class 'a' has 1 samples, fewer than 2"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(d.per_class_subset(2, 5), doctest::Contains("class 'a' has 1 images, fewer than the 2 asked for"), vitmae::Error);
 }

@@ -50,8 +50,18 @@ inline std::unique_ptr<TensorSource> open_sharded_safetensors(const std::string&
 /// A single weights file: safetensors, a sharded index, or a PyTorch zip checkpoint (by content).
 inline std::shared_ptr<TensorSource> open_weights_file(const std::string& path) {
   if (ends_with(path, ".index.json") && path.size() > 11) return open_sharded_safetensors(path);
-  char magic[2] = {0, 0};
-  std::ifstream(path, std::ios::binary).read(magic, 2);
+  unsigned char head[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::ifstream(path, std::ios::binary).read(reinterpret_cast<char*>(head), 8);
+  const char magic[2] = {static_cast<char>(head[0]), static_cast<char>(head[1])};
+  // A JSON file (config.json) given where a checkpoint is expected: it starts with '{', and read
+  // as safetensors its "header length" would be beyond the file's end.
+  std::uint64_t length = 0;
+  for (int k = 7; k >= 0; --k) length = length << 8 | head[k];
+  std::error_code ec;
+  const std::uint64_t size = std::filesystem::file_size(path, ec);
+  const std::string folder = std::filesystem::path(path).parent_path().string();
+  detail::require(!(head[0] == '{' && !ec && length > size), path, ": a JSON file, not weights (expected a checkpoint folder, such as ",
+                  folder.empty() ? std::string(".") : folder, ", or a weights file: .safetensors, .bin, .pth)");
   if (magic[0] == 'P' && magic[1] == 'K') return std::make_shared<PytorchSource>(path);
   return std::make_shared<SafetensorsSource>(path);
 }

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -13,6 +14,8 @@ namespace vitmae::io {
 
 /// Parses a JSON file. @throws vitmae::Error "<path>: cannot open" / "<path>: not valid JSON (...)".
 inline nlohmann::json read_json_file(const std::string& path, const char* what = "file") {
+  std::error_code ec;
+  detail::require(!std::filesystem::is_directory(path, ec), path, ": a folder, expected a ", what, " (a JSON file)");
   std::ifstream in(path, std::ios::binary);
   detail::require(static_cast<bool>(in), path, ": cannot open ", what);
   try {

@@ -17,6 +17,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <chrono>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -141,6 +143,81 @@ struct SkippedImage {
   std::string file, reason;
 };
 
+/// Progress of a long pass over a dataset: (images done, images in all).
+using Progress = std::function<void(size_t done, size_t total)>;
+
+}  // namespace vitmae::train
+
+namespace vitmae::detail {
+
+/// Runs decode(i) for i in [0, n) on `threads` threads; returns each item's error message ("":
+/// it decoded), without the leading "vitmae: ". progress(done, n) is called on the caller's
+/// thread about once a second. An error that is not the item's (out of memory) is rethrown.
+template <class Decode>
+std::vector<std::string> decode_all(size_t n, int threads, Decode&& decode, const train::Progress& progress = {}) {
+  std::vector<std::string> errors(n);
+  std::vector<std::exception_ptr> fatal(static_cast<size_t>(std::max(1, threads)));
+  std::atomic<size_t> next{0}, done{0};
+  auto work = [&](size_t worker) {
+    try {
+      for (size_t i; (i = next++) < n; ++done) {
+        try {
+          decode(i);
+        } catch (const Error& e) {
+          const std::string what = e.what();
+          errors[i] = what.rfind("vitmae: ", 0) == 0 ? what.substr(8) : what;
+          if (errors[i].empty()) errors[i] = "item " + std::to_string(i) + ": cannot be read";
+        }
+      }
+    } catch (...) {  // not the file's fault (out of memory): stop and rethrow on the caller's thread
+      fatal[worker] = std::current_exception();
+      next = n;
+    }
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < fatal.size(); ++t) pool.emplace_back(work, t);
+  if (progress) {  // the caller's thread reports; the pool decodes
+    if (pool.empty()) pool.emplace_back(work, 0);
+    std::mutex m;
+    std::condition_variable cv;
+    std::atomic<bool> finished{false};
+    std::thread watcher([&] {
+      for (auto& t : pool) t.join();
+      finished = true;
+      cv.notify_all();
+    });
+    std::unique_lock<std::mutex> lock(m);
+    while (!finished) {
+      cv.wait_for(lock, std::chrono::seconds(1), [&] { return finished.load(); });
+      progress(std::min<size_t>(done.load(), n), n);
+    }
+    lock.unlock();
+    watcher.join();
+  } else {
+    work(0);
+    for (auto& t : pool) t.join();
+  }
+  for (const auto& f : fatal)
+    if (f) std::rethrow_exception(f);
+  return errors;
+}
+
+/// Refuses a file given where a list of paths is expected when it is an image or not text.
+inline void require_list_file(const std::string& path, const char* expected) {
+  std::ifstream in(path, std::ios::binary);
+  char head[512];
+  in.read(head, sizeof head);
+  const std::streamsize got = in.gcount();
+  const std::string start(head, static_cast<size_t>(got));
+  const bool image = start.rfind("\x89PNG", 0) == 0 || start.rfind("\xFF\xD8\xFF", 0) == 0;
+  const bool binary = image || start.find('\0') != std::string::npos;
+  require(!binary, "dataset ", path, ": ", image ? "an image" : "a binary file", ", not a dataset (expected ", expected, ")");
+}
+
+}  // namespace vitmae::detail
+
+namespace vitmae::train {
+
 /// The image files of a folder (recursive, sorted, by extension) or of a list file (one path per
 /// line, relative to the list's folder; blank lines and lines starting with '#' skipped).
 /// Decoded images are kept in memory up to `cache_bytes` (so small datasets decode once). With
@@ -176,6 +253,7 @@ class ImageDataset {
     } else {
       std::ifstream in(path);
       detail::require(in.good(), "dataset ", path, ": not a folder or a readable list file");
+      detail::require_list_file(path, "a folder of images or a text file listing image paths, one a line");
       const fs::path base = fs::path(path).parent_path();
       std::string line;
       while (std::getline(in, line)) {
@@ -192,38 +270,23 @@ class ImageDataset {
   }
 
   /// Decodes every image once, on `threads` threads (filling the cache as image() does), and
-  /// leaves out the files that cannot be read: missing, not images, truncated or corrupt. The
-  /// rest keep their order, so a run's batches depend on which files were left out. Returns
-  /// those left out, in file order. Without this call, the first unreadable image a batch needs
-  /// ends the run (its loader rethrows the error naming the file).
+  /// returns the files that cannot be read (missing, not images, truncated or corrupt), in file
+  /// order, with the decoder's reason. Without such a pass, the first unreadable image a batch
+  /// needs ends the run (its loader rethrows the error naming the file).
+  std::vector<SkippedImage> find_unreadable(int threads = 1, const Progress& progress = {}) {
+    const std::vector<std::string> errors = detail::decode_all(files_.size(), threads, [&](size_t i) { image(i); }, progress);
+    std::vector<SkippedImage> out;
+    for (size_t i = 0; i < errors.size(); ++i)
+      if (!errors[i].empty()) out.push_back({files_[i], errors[i]});
+    return out;
+  }
+
+  /// find_unreadable, then leaves those files out: the rest keep their order, so a run's
+  /// batches depend on which files were left out. Returns those left out.
   /// @throws vitmae::Error when none of the images can be read.
-  std::vector<SkippedImage> skip_unreadable(int threads = 1) {
+  std::vector<SkippedImage> skip_unreadable(int threads = 1, const Progress& progress = {}) {
     const size_t n = files_.size();
-    std::vector<std::string> errors(n);
-    std::vector<std::exception_ptr> fatal(static_cast<size_t>(std::max(1, threads)));
-    std::atomic<size_t> next{0};
-    auto work = [&](size_t worker) {
-      try {
-        for (size_t i; (i = next++) < n;) {
-          try {
-            image(i);
-          } catch (const Error& e) {
-            const std::string what = e.what();
-            errors[i] = what.rfind("vitmae: ", 0) == 0 ? what.substr(8) : what;
-            if (errors[i].empty()) errors[i] = files_[i] + ": cannot be read";
-          }
-        }
-      } catch (...) {  // not the file's fault (out of memory): stop and rethrow on the caller's thread
-        fatal[worker] = std::current_exception();
-        next = n;
-      }
-    };
-    std::vector<std::thread> pool;
-    for (size_t t = 1; t < fatal.size(); ++t) pool.emplace_back(work, t);
-    work(0);
-    for (auto& t : pool) t.join();
-    for (const auto& f : fatal)
-      if (f) std::rethrow_exception(f);
+    const std::vector<std::string> errors = detail::decode_all(n, threads, [&](size_t i) { image(i); }, progress);
 
     std::vector<SkippedImage> skipped;
     std::vector<std::string> kept;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -15,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "vitmae/checkpoint.hpp"
 #include "vitmae/image_processor.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/labelled.hpp"
@@ -89,10 +91,41 @@ struct ClassifierFineTuning {
 template <class S>
 using ClassifierTrainer = TrainingLoop<ClassifierFineTuning<S>>;
 
+/// The classes (in row order) that fine-tuning from `path` trains, for a training set whose
+/// classes are `data_classes`. A ViT classifier's rows keep their names: its id2label is
+/// returned when it holds every class of the data, so that each class maps to the row trained
+/// for it. A checkpoint without a classifier (an MAE checkpoint, a bare encoder) takes the
+/// data's classes, and so does `relabel`: the classifier is then drawn afresh (`*fresh`).
+/// @throws vitmae::RequestError naming a class the checkpoint's id2label does not have.
+inline std::vector<std::string> classes_for_fine_tuning(const std::string& path, const std::vector<std::string>& data_classes,
+                                                        const std::string& data_name, bool relabel, bool* fresh = nullptr) {
+  if (fresh) *fresh = false;
+  const std::string config_path = checkpoint_config_name(path, "");
+  if (!io::file_exists(config_path)) return data_classes;  // an MAE-release .pth: no classifier
+  const nlohmann::json j = io::read_json_file(config_path, "config file");
+  if (j.value("model_type", std::string()) != "vit") return data_classes;
+  if (!open_pretrained_weights(path)->contains("classifier.weight")) return data_classes;
+  const ViTConfig c = ViTConfig::from_json(j, config_path);
+  const std::vector<std::string>& rows = c.id2label;
+  for (const std::string& name : data_classes)
+    if (std::find(rows.begin(), rows.end(), name) == rows.end()) {
+      if (relabel) {
+        if (fresh) *fresh = true;
+        return data_classes;
+      }
+      std::string have;
+      for (size_t k = 0; k < rows.size() && k < 12; ++k) have += (k ? ", " : "") + rows[k];
+      if (rows.size() > 12) have += ", ...";
+      throw RequestError(detail::concat("vitmae: ", config_path, ": class '", name, "' of ", data_name, " is not one of the checkpoint's ",
+                                        rows.size(), " labels (", have, "); --relabel draws a fresh classifier for the data's classes"));
+    }
+  return rows;
+}
+
 /// What evaluate measures on a labelled set.
 struct Evaluation {
   long count = 0;
-  double top1 = 0, top5 = 0;  // fractions in [0, 1]
+  double top1 = 0, top5 = 0;  // fractions in [0, 1]; top5 NaN with 5 classes or fewer (always 1 there)
   double loss = 0;            // mean cross-entropy (no smoothing)
   std::vector<std::vector<long>> confusion;  // [true class][predicted class]
 
@@ -122,6 +155,7 @@ struct Evaluation {
     if (e.count == 0) return e;
     e.loss = static_cast<double>(ClassificationLoss{"single_label_classification", N, 0.0}.forward<S>(logits, Labels<S>::of_classes(y), nullptr));
     const Index k5 = std::min<Index>(5, N);
+    if (N <= 5) e.top5 = std::nan("");
     std::vector<Index> order(static_cast<size_t>(N));
     for (size_t k = 0; k < y.size(); ++k) {
       const auto row = logits.row(static_cast<Index>(k));
@@ -134,6 +168,53 @@ struct Evaluation {
     }
     e.top1 /= static_cast<double>(e.count), e.top5 /= static_cast<double>(e.count);
     return e;
+  }
+
+  /// Whether top-5 says anything: more than 5 classes.
+  bool has_top5() const { return confusion.size() > 5; }
+
+  /// "top-1 91.67%  top-5 99.80%  loss 0.2731" (top-5 only with more than 5 classes).
+  std::string summary() const {
+    char b[96];
+    std::snprintf(b, sizeof b, "top-1 %.2f%%", 100 * top1);
+    std::string out = b;
+    if (has_top5()) std::snprintf(b, sizeof b, "  top-5 %.2f%%", 100 * top5), out += b;
+    std::snprintf(b, sizeof b, "  loss %.4f", loss);
+    return out + b;
+  }
+
+  /// per_class.csv: class,label,count,accuracy (a row a class; accuracy empty without samples).
+  std::string per_class_csv(const std::vector<std::string>& classes) const {
+    std::string out = "class,label,count,accuracy\n";
+    const std::vector<double> acc = per_class();
+    for (size_t c = 0; c < confusion.size(); ++c) {
+      const long n = std::accumulate(confusion[c].begin(), confusion[c].end(), 0L);
+      char v[32] = "";
+      if (n) std::snprintf(v, sizeof v, "%.6f", acc[c]);
+      out += std::to_string(c) + "," + csv_field(c < classes.size() ? classes[c] : std::to_string(c)) + "," + std::to_string(n) + "," + v + "\n";
+    }
+    return out;
+  }
+
+  /// confusion.csv: a row per true class, a column per predicted class, with the names.
+  std::string confusion_csv(const std::vector<std::string>& classes) const {
+    auto name = [&](size_t c) { return csv_field(c < classes.size() ? classes[c] : std::to_string(c)); };
+    std::string out = "true\\predicted";
+    for (size_t c = 0; c < confusion.size(); ++c) out += "," + name(c);
+    out += "\n";
+    for (size_t c = 0; c < confusion.size(); ++c) {
+      out += name(c);
+      for (long v : confusion[c]) out += "," + std::to_string(v);
+      out += "\n";
+    }
+    return out;
+  }
+
+  /// A CSV field (RFC 4180): quoted, inner quotes doubled.
+  static std::string csv_field(const std::string& v) {
+    std::string out = "\"";
+    for (char ch : v) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+    return out + "\"";
   }
 };
 

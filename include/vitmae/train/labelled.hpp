@@ -62,6 +62,7 @@ class LabelledDataset {
       if (it->is_directory(entry_ec)) d.classes.push_back(it->path().filename().string());
     detail::require(!ec, "dataset ", root, ": cannot list the folder: ", ec.message());
     std::sort(d.classes.begin(), d.classes.end());
+    d.name_ = root;
     detail::require(!d.classes.empty(), "dataset ", root, ": no class folders (expected root/<class>/<images>)");
     for (size_t c = 0; c < d.classes.size(); ++c) {
       const fs::path dir = fs::path(root) / d.classes[c];
@@ -80,39 +81,58 @@ class LabelledDataset {
     return d;
   }
 
-  /// A list file: one "path label" per line (label a class name, or an index when `classes` is
-  /// given and the label is a number); relative paths are relative to the list's folder; blank
-  /// lines and lines starting with # are skipped. Without `classes` they are the sorted names
-  /// the file uses. @throws vitmae::Error naming the file and line.
+  /// A list file: one "path<TAB>label" per line (split at the first tab, so that either may
+  /// hold spaces), or "path label" (split at the last space). The label is a class name, or an
+  /// index when `classes` is given and the label is a number. Relative paths are relative to the
+  /// list's folder; blank lines and lines starting with # are skipped. Without `classes`, labels
+  /// that are all whole numbers are class indices (classes "0" .. the largest, in numeric order);
+  /// other labels are the sorted names the file uses.
+  /// @throws vitmae::Error naming the file and line.
   static LabelledDataset list_file(const std::string& path, std::vector<std::string> classes = {}) {
     namespace fs = std::filesystem;
     std::ifstream in(path);
     detail::require(in.good(), "dataset ", path, ": cannot open the list file");
+    detail::require_list_file(path, "a folder root/<class>/<images>, a list file of 'path<TAB>label' lines or fashion-mnist:DIR:SPLIT");
     const fs::path base = fs::path(path).parent_path();
-    std::vector<std::pair<std::string, std::string>> rows;
+    struct Row {
+      std::string file, label;
+      long line;
+    };
+    std::vector<Row> rows;
     std::string line;
     for (long n = 1; std::getline(in, line); ++n) {
       while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
       const size_t s = line.find_first_not_of(" \t");
       if (s == std::string::npos || line[s] == '#') continue;
-      const size_t sep = line.find_last_of(" \t");
-      detail::require(sep != std::string::npos && sep > s, "dataset ", path, ":", n, ": expected 'path label', got '", line, "'");
-      std::string file = line.substr(s, line.find_last_not_of(" \t", sep) + 1 - s);
+      const size_t tab = line.find('\t', s);
+      const size_t sep = tab != std::string::npos ? tab : line.find_last_of(' ');
+      detail::require(sep != std::string::npos && sep > s, "dataset ", path, ":", n, ": expected 'path<TAB>label' or 'path label', got '",
+                      line, "'");
+      const std::string file = line.substr(s, line.find_last_not_of(" \t", sep) + 1 - s);
+      const size_t l = line.find_first_not_of(" \t", sep);
       const fs::path p(file);
-      rows.emplace_back(p.is_absolute() ? p.string() : (base / p).string(), line.substr(sep + 1));
+      rows.push_back({p.is_absolute() ? p.string() : (base / p).string(), line.substr(l), n});
     }
-    detail::require(!rows.empty(), "dataset ", path, ": no 'path label' lines");
+    detail::require(!rows.empty(), "dataset ", path, ": no 'path<TAB>label' lines");
+    auto is_index = [](const std::string& v) { return !v.empty() && v.size() < 10 && v.find_first_not_of("0123456789") == std::string::npos; };
     LabelledDataset d;
+    d.name_ = path;
     const bool given = !classes.empty();
-    if (!given) {
-      for (const auto& r : rows) classes.push_back(r.second);
+    const bool indices = !given && std::all_of(rows.begin(), rows.end(), [&](const Row& r) { return is_index(r.label); });
+    if (indices) {  // 0, 1, 2, ..., 10: class indices, not names sorted as text
+      long top = 0;
+      for (const Row& r : rows) top = std::max(top, std::stol(r.label));
+      for (long c = 0; c <= top; ++c) classes.push_back(std::to_string(c));
+    } else if (!given) {
+      for (const Row& r : rows) classes.push_back(r.label);
       std::sort(classes.begin(), classes.end());
       classes.erase(std::unique(classes.begin(), classes.end()), classes.end());
     }
     d.classes = std::move(classes);
-    for (const auto& [file, label] : rows) {
-      d.files_.push_back(file);
-      d.labels_.push_back(d.class_index(label, given, path));
+    for (const Row& r : rows) {
+      d.files_.push_back(r.file);
+      d.lines_.push_back(r.line);
+      d.labels_.push_back(indices ? std::stol(r.label) : d.class_index(r.label, given, path + ":" + std::to_string(r.line)));
     }
     return d;
   }
@@ -141,7 +161,7 @@ class LabelledDataset {
     detail::require(n == nl, images_path, " has ", n, " images but ", labels_path, " has ", nl, " labels");
     LabelledDataset d;
     d.classes = std::move(classes);
-    d.idx_name_ = images_path;
+    d.idx_name_ = d.name_ = images_path;
     auto memory = std::make_shared<std::vector<io::Image8>>(static_cast<size_t>(n));
     for (size_t i = 0; i < n; ++i) {
       const std::int64_t y = lab[8 + i];
@@ -161,7 +181,8 @@ class LabelledDataset {
   /// Fashion-MNIST's "train" (60,000) or "t10k" (10,000) split from `dir` (Debian's
   /// dataset-fashion-mnist: /usr/share/datasets/fashion-mnist).
   static LabelledDataset fashion_mnist(const std::string& dir, const std::string& split) {
-    detail::require(split == "train" || split == "t10k", "fashion_mnist: split must be 'train' or 't10k', got '", split, "'");
+    if (split != "train" && split != "t10k")  // a mistyped request, not a damaged file
+      throw RequestError("vitmae: dataset fashion-mnist:" + dir + ":" + split + ": SPLIT must be train or t10k, got '" + split + "'");
     return idx(dir + "/" + split + "-images-idx3-ubyte.gz", dir + "/" + split + "-labels-idx1-ubyte.gz", fashion_mnist_classes());
   }
 
@@ -179,14 +200,48 @@ class LabelledDataset {
       return fashion_mnist(spec.substr(fm.size(), colon - fm.size()), spec.substr(colon + 1));
     }
     std::error_code ec;
-    if (std::filesystem::is_directory(spec, ec)) return image_folder(spec);
-    return list_file(spec);
+    LabelledDataset d = std::filesystem::is_directory(spec, ec) ? image_folder(spec) : list_file(spec);
+    d.name_ = spec;
+    return d;
+  }
+
+  /// What the set was opened from (open's spec), for messages.
+  const std::string& name() const { return name_; }
+
+  /// Decodes every file-backed image once on `threads` threads and returns those that cannot be
+  /// read, with the decoder's reason (an IDX set is decoded already: none).
+  std::vector<SkippedImage> find_unreadable(int threads = 1, const Progress& progress = {}) const {
+    std::vector<SkippedImage> out;
+    if (files_.empty()) return out;
+    const std::vector<std::string> errors = detail::decode_all(files_.size(), threads, [&](size_t i) { image(i, channels_); }, progress);
+    for (size_t i = 0; i < errors.size(); ++i)
+      if (!errors[i].empty()) out.push_back({files_[i], errors[i]});
+    return out;
+  }
+
+  /// find_unreadable, then leaves those images out (the rest in order). Returns those left out.
+  /// @throws vitmae::Error when none can be read.
+  std::vector<SkippedImage> skip_unreadable(int threads = 1, const Progress& progress = {}) {
+    const std::vector<SkippedImage> bad = find_unreadable(threads, progress);
+    if (bad.empty()) return bad;
+    detail::require(bad.size() < size(), "dataset ", name_, ": none of the ", size(), " images can be read; the first: ", bad.front().reason);
+    std::vector<size_t> keep;
+    for (size_t i = 0, k = 0; i < size(); ++i) {
+      if (k < bad.size() && files_[i] == bad[k].file) {
+        ++k;
+        continue;
+      }
+      keep.push_back(i);
+    }
+    *this = select(keep);
+    return bad;
   }
 
   /// The samples at `positions`, in that order (the classes unchanged).
   LabelledDataset select(const std::vector<size_t>& positions) const {
     LabelledDataset d;
     d.classes = classes;
+    d.name_ = name_;
     d.idx_name_ = idx_name_;
     d.memory_ = memory_;
     d.channels_ = channels_;
@@ -197,23 +252,26 @@ class LabelledDataset {
         d.index_.push_back(index_[p]);
       else
         d.files_.push_back(files_[p]);
+      if (!lines_.empty()) d.lines_.push_back(lines_[p]);
     }
     return d;
   }
 
   /// A seeded subset with `per_class` samples of every class (each class's samples shuffled by
   /// the seed, the first per_class kept; the subset in dataset order). The rest, when given,
-  /// receives the positions left out (a held-out set for choices). @throws vitmae::Error when a
-  /// class has fewer samples.
-  LabelledDataset per_class_subset(size_t per_class, std::uint64_t seed, std::vector<size_t>* rest = nullptr) const {
+  /// receives the positions left out (a held-out set for choices). `asked` names the request in
+  /// errors (a program's flag, "--labels-per-class 10"). @throws vitmae::Error naming the set
+  /// and the class when a class has fewer samples.
+  LabelledDataset per_class_subset(size_t per_class, std::uint64_t seed, std::vector<size_t>* rest = nullptr,
+                                   const std::string& asked = "") const {
     std::vector<std::vector<size_t>> by_class(classes.size());
     for (size_t i = 0; i < size(); ++i) by_class[static_cast<size_t>(labels_[i])].push_back(i);
     std::vector<size_t> keep;
     auto rng = seeded_rng(seed, seed_streams::subset);  // "SUBSET"
     for (size_t c = 0; c < classes.size(); ++c) {
       std::vector<size_t>& v = by_class[c];
-      detail::require(v.size() >= per_class, "per_class_subset: class '", classes[c], "' has ", v.size(), " samples, fewer than ",
-                      per_class);
+      detail::require(v.size() >= per_class, "dataset ", name_.empty() ? std::string("(unnamed)") : name_, ": class '", classes[c], "' has ",
+                      v.size(), " images, fewer than ", asked.empty() ? "the " + std::to_string(per_class) + " asked for" : asked);
       shuffle(v, rng);
       keep.insert(keep.end(), v.begin(), v.begin() + static_cast<std::ptrdiff_t>(per_class));
     }
@@ -234,12 +292,22 @@ class LabelledDataset {
 
   /// Re-labels this set (validation, test) by the class names of the set a model was trained
   /// on. @throws vitmae::Error naming this set (`name`) and a class the training set does not have.
-  void use_classes_of(const std::vector<std::string>& train_classes, const std::string& name = "") {
-    std::vector<std::int64_t> map(classes.size());
+  void use_classes_of(const std::vector<std::string>& train_classes, const std::string& name = "", const std::string& whose = "the training set's") {
+    std::vector<std::int64_t> map(classes.size(), -1);
+    std::vector<bool> used(classes.size(), false);
+    for (std::int64_t y : labels_) used[static_cast<size_t>(y)] = true;
     for (size_t c = 0; c < classes.size(); ++c) {
+      if (!used[c]) continue;  // a class no sample has (integer labels 0 .. the largest) needs no row
       const auto it = std::find(train_classes.begin(), train_classes.end(), classes[c]);
-      detail::require(it != train_classes.end(), "dataset", name.empty() ? "" : " ", name, ": class '", classes[c], "' is not one of the training set's ",
-                      train_classes.size(), " classes");
+      if (it == train_classes.end()) {  // name where the class first appears: the list file's line, or the class folder
+        std::string where = name.empty() ? name_ : name;
+        for (size_t i = 0; i < size(); ++i)
+          if (labels_[i] == static_cast<std::int64_t>(c)) {
+            if (!lines_.empty()) where += ":" + std::to_string(lines_[i]);
+            break;
+          }
+        detail::fail("dataset ", where, ": class '", classes[c], "' is not one of ", whose, " ", train_classes.size(), " classes");
+      }
       map[c] = it - train_classes.begin();
     }
     for (std::int64_t& y : labels_) y = map[static_cast<size_t>(y)];
@@ -250,20 +318,21 @@ class LabelledDataset {
   std::vector<std::string> files_;  // one per sample (file-backed sets)
   std::vector<std::int64_t> labels_;
   std::vector<std::int64_t> index_;  // IDX-backed sets: the image's index in memory_
-  std::string idx_name_;
+  std::vector<long> lines_;         // list files: each sample's line
+  std::string idx_name_, name_;
   std::shared_ptr<const std::vector<io::Image8>> memory_;
   int channels_ = 3;
 
-  std::int64_t class_index(const std::string& label, bool numeric_allowed, const std::string& path) const {
+  std::int64_t class_index(const std::string& label, bool numeric_allowed, const std::string& where) const {
     const auto it = std::find(classes.begin(), classes.end(), label);
     if (it != classes.end()) return it - classes.begin();
     if (numeric_allowed && !label.empty() && label.find_first_not_of("0123456789") == std::string::npos && label.size() < 10) {
       const std::int64_t y = std::stoll(label);
-      detail::require(y < static_cast<std::int64_t>(classes.size()), "dataset ", path, ": label ", y, " is out of range: ",
+      detail::require(y < static_cast<std::int64_t>(classes.size()), "dataset ", where, ": label ", y, " is out of range: ",
                       classes.size(), " classes");
       return y;
     }
-    detail::fail("dataset ", path, ": label '", label, "' is not one of the ", classes.size(), " classes");
+    detail::fail("dataset ", where, ": label '", label, "' is not one of the ", classes.size(), " classes");
   }
 };
 
