@@ -39,7 +39,9 @@ inline void doing(std::string what) { activity() = std::move(what); }
 /// "1.2e+09 parameters, 4.8 GB as float32" for a config, for activity().
 inline std::string model_size(const vitmae::Config& c, bool for_pre_training) {
   double n = 0;
-  for (const auto& t : vitmae::parameter_specs(c, for_pre_training)) {
+  const std::vector<vitmae::TensorSpec> specs = for_pre_training ? vitmae::tensor_specs<vitmae::ForPreTraining<float>>(c)
+                                                                 : vitmae::tensor_specs<vitmae::Model<float>>(c);
+  for (const auto& t : specs) {
     double k = 1;
     for (std::int64_t d : t.shape) k *= static_cast<double>(d);
     n += k;

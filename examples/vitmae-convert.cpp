@@ -95,7 +95,10 @@ int main(int argc, char** argv) {
     const Config config = checkpoint_config(input, preset);
     const auto weights = vitmae::open_pretrained_weights(input);
     const bool pretraining = ForPreTraining<float>::has_decoder(*weights);
-    check_weights_fit(config, *weights, pretraining, checkpoint_config_name(input, preset));  // before allocating
+    if (pretraining)  // before allocating
+      check_weights_fit<ForPreTraining<float>>(config, *weights, checkpoint_config_name(input, preset));
+    else
+      check_weights_fit<Model<float>>(config, *weights, checkpoint_config_name(input, preset));
     examples::doing("allocating the model of " + checkpoint_config_name(input, preset) + " (" +
                     examples::model_size(config, pretraining) + ")");
     if (pretraining) {

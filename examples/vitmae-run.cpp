@@ -165,7 +165,9 @@ void run(const Args& a) {
   const auto weights = vitmae::open_pretrained_weights(a.model);
   const bool pretraining = ForPreTraining<Scalar>::has_decoder(*weights);
   // Before allocating: every tensor's shape against what the config implies.
-  check_weights_fit(config, *weights, pretraining, checkpoint_config_name(a.model, a.preset));
+  const std::string config_name = checkpoint_config_name(a.model, a.preset);
+  if (pretraining) check_weights_fit<ForPreTraining<Scalar>>(config, *weights, config_name);
+  else check_weights_fit<Model<Scalar>>(config, *weights, config_name);
 
   io::SafetensorsFile in(a.input);
   detail::require(in.contains("pixel_values"), a.input, ": no tensor 'pixel_values'");

@@ -30,6 +30,28 @@ void copy(const std::string& from, const std::string& to) {
   REQUIRE(std::system(("cp '" + from + "' '" + to + "'").c_str()) == 0);
 }
 
+/// `fixture`'s weights copied into `dir` beside its config.json with the issue's sizes (hidden
+/// 2048, 48 layers, MLP 8192: a 9.6 GB model beside a 64-wide checkpoint); returns the message
+/// that must refuse it.
+std::string oversized_config_beside(const std::string& fixture, const std::string& dir) {
+  copy(test::data(fixture + "/model.safetensors"), dir + "/model.safetensors");
+  nlohmann::json j = io::read_json_file(test::data(fixture + "/config.json"));
+  j["hidden_size"] = 2048;
+  j["num_hidden_layers"] = 48;
+  j["intermediate_size"] = 8192;
+  io::write_file_atomic(dir + "/config.json", j.dump(2));
+  return "vitmae: load_state_dict: " + dir + "/model.safetensors: 'vit.embeddings.cls_token' has shape [1, 1, 64], "
+         "expected [1, 1, 2048] (" + dir + "/config.json asks for hidden_size 2048)";
+}
+
+/// Since `start`, under a second and nothing near a 9.6 GB model touched.
+void check_refused_in_milliseconds(std::chrono::steady_clock::time_point start) {
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 1.0);
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  CHECK(usage.ru_maxrss < 1'000'000);  // KB
+}
+
 const char* const kNotAnImage = ": not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR";
 
 #ifdef VITMAE_HAVE_PROGRAMS
@@ -367,7 +389,7 @@ TEST_CASE("issue 14.5: the loss curve of a 4500-step run stays small and draws t
 
 // ---------------------------------------------------------------- 6. config and weights that disagree
 
-TEST_CASE("issue 14.6: parameter_specs lists exactly what visit_parameters visits, without allocating") {
+TEST_CASE("tensor_specs: a model built without storage visits what an allocated one visits, and allocates nothing") {
   std::vector<vitmae::Config> configs;
   const vitmae::Config tiny = vitmae::Config::load(test::data("hf/tiny/config.json"));
   configs.push_back(tiny);
@@ -381,12 +403,16 @@ TEST_CASE("issue 14.6: parameter_specs lists exactly what visit_parameters visit
   configs.push_back(c);
   for (const vitmae::Config& cfg : configs) {
     INFO(cfg.to_json().dump());
-    auto compare = [&](const auto& model, bool for_pre_training) {
+    auto compare = [&](const auto& model, const std::vector<vitmae::TensorSpec>& specs) {
+      using M = std::decay_t<decltype(model)>;
       std::vector<vitmae::TensorSpec> visited;
       model.visit_parameters("", [&](const auto& p) {
         visited.push_back({p.name, std::vector<std::int64_t>(p.shape.begin(), p.shape.end()), p.kind, {}});
       });
-      const std::vector<vitmae::TensorSpec> specs = vitmae::parameter_specs(cfg, for_pre_training);
+      const M shapes(model.config(), vitmae::Storage::none);
+      size_t stored = 0;
+      shapes.visit_parameters("", [&](const auto& p) { stored += p.data != nullptr || p.size != 0; });
+      CHECK(stored == 0);
       REQUIRE(specs.size() == visited.size());
       for (size_t i = 0; i < specs.size(); ++i) {
         INFO(visited[i].name);
@@ -396,29 +422,26 @@ TEST_CASE("issue 14.6: parameter_specs lists exactly what visit_parameters visit
         CHECK(specs[i].from.size() == specs[i].shape.size());
       }
     };
-    compare(vitmae::ForPreTraining<float>(cfg), true);
-    compare(vitmae::Model<float>(cfg), false);
+    compare(vitmae::ForPreTraining<float>(cfg), vitmae::tensor_specs<vitmae::ForPreTraining<float>>(cfg));
+    const vitmae::ViTConfig vit = vitmae::ViTConfig::from_mae(cfg, {"a", "b", "c"});
+    compare(vitmae::ViTForImageClassification<float>(vit), vitmae::tensor_specs<vitmae::ViTForImageClassification<float>>(vit));
+    // Model and ViTModel hold their config as a member, not a function: compared here.
+    std::vector<vitmae::TensorSpec> encoder = vitmae::tensor_specs<vitmae::Model<double>>(cfg);
+    std::vector<std::string> names;
+    vitmae::Model<double>(cfg).visit_parameters("", [&](const auto& p) { names.push_back(p.name); });
+    REQUIRE(encoder.size() == names.size());
+    for (size_t i = 0; i < names.size(); ++i) CHECK(encoder[i].name == names[i]);
+    CHECK(vitmae::tensor_specs<vitmae::ViTModel<float>>(vit).size() == names.size());
   }
 }
 
 TEST_CASE("issue 14.6: a config.json that does not fit the checkpoint is refused in milliseconds, before allocating") {
   const std::string dir = test::tmp_dir("new_user_mismatch");
-  copy(test::data("hf/tiny/model.safetensors"), dir + "/model.safetensors");
-  nlohmann::json j = io::read_json_file(test::data("hf/tiny/config.json"));
-  j["hidden_size"] = 2048;  // the issue's config: a 9.6 GB model beside a 64-wide checkpoint
-  j["num_hidden_layers"] = 48;
-  j["intermediate_size"] = 8192;
-  io::write_file_atomic(dir + "/config.json", j.dump(2));
-  const std::string expected = "vitmae: load_state_dict: " + dir + "/model.safetensors: 'vit.embeddings.cls_token' has shape [1, 1, 64], "
-                               "expected [1, 1, 2048] (" + dir + "/config.json asks for hidden_size 2048)";
+  const std::string expected = oversized_config_beside("hf/tiny", dir);  // the issue's config
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir), expected.c_str(), vitmae::Error);
   CHECK_THROWS_WITH_AS(vitmae::Model<float>::from_pretrained(dir), expected.c_str(), vitmae::Error);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  CHECK(seconds < 1.0);
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  CHECK(usage.ru_maxrss < 1'000'000);  // KB: nothing near the model's 9.6 GB was touched
+  check_refused_in_milliseconds(start);
 
 #ifdef VITMAE_HAVE_PROGRAMS
   // Through vitmae-run, under a 2 GB address-space limit it would exceed by allocating.
@@ -431,7 +454,7 @@ TEST_CASE("issue 14.6: a config.json that does not fit the checkpoint is refused
 #endif
 
   // Another patch size names patch_size; a missing layer is named before allocating too.
-  j = io::read_json_file(test::data("hf/tiny/config.json"));
+  nlohmann::json j = io::read_json_file(test::data("hf/tiny/config.json"));
   j["patch_size"] = 8;
   io::write_file_atomic(dir + "/config.json", j.dump(2));
   CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
@@ -442,7 +465,7 @@ TEST_CASE("issue 14.6: a config.json that does not fit the checkpoint is refused
   j["num_hidden_layers"] = 3;
   io::write_file_atomic(dir + "/config.json", j.dump(2));
   std::vector<std::string> layer2;
-  for (const auto& t : vitmae::parameter_specs(vitmae::Config::load(dir + "/config.json"), true))
+  for (const auto& t : vitmae::tensor_specs<vitmae::ForPreTraining<float>>(vitmae::Config::load(dir + "/config.json")))
     if (t.name.rfind("vit.encoder.layer.2.", 0) == 0) layer2.push_back(t.name);
   REQUIRE(layer2.size() == 16);
   CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
@@ -450,12 +473,28 @@ TEST_CASE("issue 14.6: a config.json that does not fit the checkpoint is refused
                        vitmae::Error);
 }
 
+TEST_CASE("a classifier config.json that does not fit its checkpoint is refused before allocating, naming the file and the tensor") {
+  const std::string dir = test::tmp_dir("new_user_classifier_mismatch");
+  const std::string expected = oversized_config_beside("hf_vit/cls_tiny", dir);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS(vitmae::ViTForImageClassification<float>::from_pretrained(dir), expected.c_str(), vitmae::Error);
+  check_refused_in_milliseconds(start);
+  // Another patch size names the position table and patch_size.
+  nlohmann::json j = io::read_json_file(test::data("hf_vit/cls_tiny/config.json"));
+  j["patch_size"] = 8;
+  io::write_file_atomic(dir + "/config.json", j.dump(2));
+  CHECK_THROWS_WITH_AS(vitmae::ViTForImageClassification<float>::from_pretrained(dir),
+                       doctest::Contains("/model.safetensors: 'vit.embeddings.position_embeddings' has shape"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::ViTForImageClassification<float>::from_pretrained(dir),
+                       doctest::Contains("/config.json asks for 1 + (image_size 32 / patch_size 8)^2 = 17 positions)"), vitmae::Error);
+}
+
 TEST_CASE("issue 14.6: a config whose model is too large is refused by validate(), naming the sizes") {
   vitmae::Config c;  // the issue's: image_size 65536, patch 1
   c.image_size = 65536;
   c.patch_size = 1;
   double count = 0;
-  for (const auto& t : vitmae::parameter_specs(c, true)) {
+  for (const auto& t : vitmae::tensor_specs<vitmae::ForPreTraining<float>>(c)) {  // allocates nothing
     double n = 1;
     for (auto d : t.shape) n *= static_cast<double>(d);
     count += n;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // ViTMAE checkpoints: the MAE release's timm names mapped to HF's, the weights and config of a
 // checkpoint path as from_pretrained reads them, the check that they fit each other before a
-// model is allocated, and save_pretrained's folder. The io/ headers
+// model is allocated (the model's own visit_parameters, run without storage), and
+// save_pretrained's folder. The io/ headers
 // below it know no model; this one knows ViTMAE's names.
 #pragma once
 
@@ -14,12 +15,14 @@
 #include <vector>
 
 #include "vitmae/config.hpp"
+#include "vitmae/parameter.hpp"
 #include "vitmae/io/checkpoint.hpp"
 #include "vitmae/io/file.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/io/tensor_source.hpp"
 #include "vitmae/quantize.hpp"
 #include "vitmae/state_dict.hpp"
+#include "vitmae/vit_config.hpp"
 
 namespace vitmae {
 
@@ -105,97 +108,70 @@ inline Config checkpoint_config(const std::string& path, const std::string& pres
   return preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset);
 }
 
-/// The tensors of ViTMAEModel (`for_pre_training` false: its unprefixed names) or of
-/// ViTMAEForPreTraining (`vit.` and `decoder.` names) for `c`, in visit_parameters order, with
-/// HF's shapes and kinds, computed without allocating anything: what a checkpoint is checked
-/// against before its model is built. It restates the modules' visit_parameters (the one list of
-/// names) as sizes; tests/test_new_user.cpp holds the two equal for several configs.
-inline std::vector<TensorSpec> parameter_specs(const Config& c, bool for_pre_training) {
-  std::vector<TensorSpec> out;
-  auto v = [](const char* key, std::int64_t x) { return std::string(key) + " " + std::to_string(x); };
-  const std::int64_t positions = 1 + c.num_patches(), P = c.patch_size * c.patch_size * c.num_channels;
-  const std::string pos = "1 + (image_size " + std::to_string(c.image_size) + " / patch_size " + std::to_string(c.patch_size) +
-                          ")^2 = " + std::to_string(positions) + " positions";
-  const std::string pred = "patch_size " + std::to_string(c.patch_size) + "^2 * num_channels " + std::to_string(c.num_channels) +
-                           " = " + std::to_string(P) + " values per patch";
-  auto add = [&](const std::string& name, std::vector<std::int64_t> shape, ParamKind kind, std::vector<std::string> from) {
-    out.push_back({name, std::move(shape), kind, std::move(from)});
-  };
-  auto linear = [&](const std::string& p, std::int64_t in, const std::string& in_from, std::int64_t o, const std::string& o_from,
-                    bool bias = true) {
-    add(p + "weight", {o, in}, ParamKind::weight, {o_from, in_from});
-    if (bias) add(p + "bias", {o}, ParamKind::bias, {o_from});
-  };
-  auto layer_norm = [&](const std::string& p, std::int64_t n, const std::string& n_from) {
-    add(p + "weight", {n}, ParamKind::norm, {n_from});
-    add(p + "bias", {n}, ParamKind::bias, {n_from});
-  };
-  // One Layer: HF's ViTMAELayer, with the encoder's or the decoder's sizes.
-  auto layer = [&](const std::string& p, std::int64_t h, const char* h_key, std::int64_t i, const char* i_key) {
-    const std::string hf = v(h_key, h), f = v(i_key, i);
-    for (const char* q : {"query.", "key.", "value."}) linear(p + "attention.attention." + q, h, hf, h, hf, c.qkv_bias);
-    linear(p + "attention.output.dense.", h, hf, h, hf);
-    linear(p + "intermediate.dense.", h, hf, i, f);
-    linear(p + "output.dense.", i, f, h, hf);
-    layer_norm(p + "layernorm_before.", h, hf);
-    layer_norm(p + "layernorm_after.", h, hf);
-  };
-  const std::string e = for_pre_training ? "vit." : "";
-  const std::string hidden = v("hidden_size", c.hidden_size);
-  add(e + "embeddings.cls_token", {1, 1, c.hidden_size}, ParamKind::token, {"", "", hidden});
-  add(e + "embeddings.position_embeddings", {1, positions, c.hidden_size}, ParamKind::fixed_table, {"", pos, hidden});
-  add(e + "embeddings.patch_embeddings.projection.weight", {c.hidden_size, c.num_channels, c.patch_size, c.patch_size},
-      ParamKind::weight, {hidden, v("num_channels", c.num_channels), v("patch_size", c.patch_size), v("patch_size", c.patch_size)});
-  add(e + "embeddings.patch_embeddings.projection.bias", {c.hidden_size}, ParamKind::bias, {hidden});
-  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i)
-    layer(e + "encoder.layer." + std::to_string(i) + ".", c.hidden_size, "hidden_size", c.intermediate_size, "intermediate_size");
-  layer_norm(e + "layernorm.", c.hidden_size, hidden);
-  if (!for_pre_training) return out;
-  const std::string dh = v("decoder_hidden_size", c.decoder_hidden_size);
-  add("decoder.mask_token", {1, 1, c.decoder_hidden_size}, ParamKind::token, {"", "", dh});
-  add("decoder.decoder_pos_embed", {1, positions, c.decoder_hidden_size}, ParamKind::fixed_table, {"", pos, dh});
-  linear("decoder.decoder_embed.", c.hidden_size, hidden, c.decoder_hidden_size, dh);
-  for (std::int64_t i = 0; i < c.decoder_num_hidden_layers; ++i)
-    layer("decoder.decoder_layers." + std::to_string(i) + ".", c.decoder_hidden_size, "decoder_hidden_size",
-          c.decoder_intermediate_size, "decoder_intermediate_size");
-  layer_norm("decoder.decoder_norm.", c.decoder_hidden_size, dh);
-  linear("decoder.decoder_pred.", c.decoder_hidden_size, dh, P, pred);
+namespace detail {
+/// A config value a dimension of a tensor can come from, as messages quote it ("hidden_size
+/// 768"), and whether the encoder's or the decoder's tensors (names "decoder.*") use it.
+struct NamedSize {
+  std::int64_t value;
+  std::string text;
+  bool encoder, decoder;
+};
+inline std::string named(const char* key, std::int64_t v) { return std::string(key) + " " + std::to_string(v); }
+inline std::vector<NamedSize> encoder_sizes(const EncoderConfig& c) {
+  const std::int64_t positions = 1 + c.num_patches();
+  return {{c.hidden_size, named("hidden_size", c.hidden_size), true, true},
+          {c.intermediate_size, named("intermediate_size", c.intermediate_size), true, false},
+          {c.num_channels, named("num_channels", c.num_channels), true, false},
+          {c.patch_size, named("patch_size", c.patch_size), true, false},
+          {positions,
+           "1 + (image_size " + std::to_string(c.image_size) + " / patch_size " + std::to_string(c.patch_size) +
+               ")^2 = " + std::to_string(positions) + " positions",
+           true, true}};
+}
+/// The named sizes of ViTMAE's config: the encoder's and the decoder's.
+inline std::vector<NamedSize> named_sizes(const Config& c) {
+  std::vector<NamedSize> out = encoder_sizes(c);
+  const std::int64_t P = c.patch_size * c.patch_size * c.num_channels;
+  out.push_back({c.decoder_hidden_size, named("decoder_hidden_size", c.decoder_hidden_size), false, true});
+  out.push_back({c.decoder_intermediate_size, named("decoder_intermediate_size", c.decoder_intermediate_size), false, true});
+  out.push_back({P,
+                 "patch_size " + std::to_string(c.patch_size) + "^2 * num_channels " + std::to_string(c.num_channels) + " = " +
+                     std::to_string(P) + " values per patch",
+                 false, true});
   return out;
 }
-
-/// Refuses weights that do not fit `config` before any model is allocated (milliseconds, no
-/// memory): every tensor's shape in the checkpoint's header against parameter_specs, then the
-/// missing tensors (check_state_dict_shapes; `config_where` names the config in messages). A
-/// source in neither of the model's layouts is left to load_weights, which says what it is.
-/// @throws vitmae::Error naming the first tensor that does not fit.
-inline void check_weights_fit(const Config& config, const io::TensorSource& source, bool for_pre_training,
-                              const std::string& config_where) {
-  const std::string prefixed = std::string("vit.") + kPatchWeightKey;
-  if (for_pre_training) {
-    if (!source.contains(prefixed) || !source.contains("decoder.decoder_pred.weight")) return;
-    check_state_dict_shapes(parameter_specs(config, true), source, "", config_where);
-  } else {
-    if (!source.contains(prefixed) && !source.contains(kPatchWeightKey)) return;
-    check_state_dict_shapes(parameter_specs(config, false), source, source.contains(prefixed) ? "vit." : "", config_where);
-  }
+/// The named sizes of ViT's config: the encoder's and the labels.
+inline std::vector<NamedSize> named_sizes(const ViTConfig& c) {
+  std::vector<NamedSize> out = encoder_sizes(c);
+  out.push_back({static_cast<std::int64_t>(c.num_labels()), named("num_labels", static_cast<std::int64_t>(c.num_labels())) + " (id2label)",
+                 true, false});
+  return out;
 }
+}  // namespace detail
 
-/// What messages call the config of checkpoint_config(path, preset).
-inline std::string checkpoint_config_name(const std::string& path, const std::string& preset) {
-  return preset.empty() ? io::join_path(io::checkpoint_folder(path), "config.json") : "preset '" + preset + "'";
-}
-
-/// A checkpoint as from_pretrained reads it: its config (config.json, or `preset`) and its
-/// weights (opened and parsed once), checked against each other (check_weights_fit, for
-/// ViTMAEForPreTraining's names when `for_pre_training`) before any model is allocated.
-struct PretrainedCheckpoint {
-  Config config;
-  std::shared_ptr<io::TensorSource> weights;
-};
-inline PretrainedCheckpoint open_pretrained(const std::string& path, const std::string& preset, bool for_pre_training) {
-  PretrainedCheckpoint c{checkpoint_config(path, preset), open_pretrained_weights(path)};
-  check_weights_fit(c.config, *c.weights, for_pre_training, checkpoint_config_name(path, preset));
-  return c;
+/// The tensors of a model of type M (ViTMAEModel, ViTMAEForPreTraining, ViTModel,
+/// ViTForImageClassification) for `config`, in visit_parameters order (the one list of names),
+/// with HF's shapes and kinds: visit_parameters of M built without storage (Storage::none), so
+/// nothing is allocated and any size can be listed. Each dimension's `from` names the config
+/// values of that size (for messages; "" for none).
+/// @throws vitmae::Error when a field of the config is invalid.
+template <class M>
+std::vector<TensorSpec> tensor_specs(const typename M::config_type& config) {
+  const M shapes(config, Storage::none);
+  const std::vector<detail::NamedSize> sizes = detail::named_sizes(config);
+  std::vector<TensorSpec> out;
+  shapes.visit_parameters("", [&](const auto& p) {
+    TensorSpec t{p.name, std::vector<std::int64_t>(p.shape.begin(), p.shape.end()), p.kind, {}};
+    const bool decoder = p.name.rfind("decoder.", 0) == 0;
+    for (const std::int64_t d : t.shape) {
+      std::string from;
+      for (const detail::NamedSize& n : sizes)
+        if (n.value == d && (decoder ? n.decoder : n.encoder)) from += (from.empty() ? "" : " or ") + n.text;
+      t.from.push_back(from);
+    }
+    out.push_back(std::move(t));
+  });
+  return out;
 }
 
 namespace detail {
@@ -205,12 +181,49 @@ template <class M>
 struct has_decoder_member<M, std::void_t<decltype(std::declval<M&>().decoder)>> : std::true_type {};
 }  // namespace detail
 
+/// Refuses weights that do not fit `config` before any model is allocated (milliseconds, no
+/// memory): every tensor's shape in the checkpoint's header against tensor_specs<M>, then the
+/// missing tensors (check_state_dict_shapes; `config_where` names the config in messages). M:
+/// ViTMAEForPreTraining (its `vit.` and `decoder.` names), ViTMAEModel or ViTModel (unprefixed or
+/// `vit.` names). A source in neither of the model's layouts is left to load_weights, which
+/// says what it is. @throws vitmae::Error naming the first tensor that does not fit.
+template <class M>
+void check_weights_fit(const typename M::config_type& config, const io::TensorSource& source, const std::string& config_where) {
+  const std::string prefixed = std::string("vit.") + kPatchWeightKey;
+  if constexpr (detail::has_decoder_member<M>::value) {
+    if (!source.contains(prefixed) || !source.contains("decoder.decoder_pred.weight")) return;
+    check_state_dict_shapes(tensor_specs<M>(config), source, "", config_where);
+  } else {
+    if (!source.contains(prefixed) && !source.contains(kPatchWeightKey)) return;
+    check_state_dict_shapes(tensor_specs<M>(config), source, source.contains(prefixed) ? "vit." : "", config_where);
+  }
+}
+
+/// What messages call the config of checkpoint_config(path, preset).
+inline std::string checkpoint_config_name(const std::string& path, const std::string& preset) {
+  return preset.empty() ? io::join_path(io::checkpoint_folder(path), "config.json") : "preset '" + preset + "'";
+}
+
+/// A checkpoint as from_pretrained reads it: its config (config.json, or `preset`) and its
+/// weights (opened and parsed once), checked against each other for a model of type M
+/// (check_weights_fit: ViTMAEModel or ViTMAEForPreTraining) before any model is allocated.
+struct PretrainedCheckpoint {
+  Config config;
+  std::shared_ptr<io::TensorSource> weights;
+};
+template <class M>
+PretrainedCheckpoint open_pretrained(const std::string& path, const std::string& preset) {
+  PretrainedCheckpoint c{checkpoint_config(path, preset), open_pretrained_weights(path)};
+  check_weights_fit<M>(c.config, *c.weights, checkpoint_config_name(path, preset));
+  return c;
+}
+
 /// load_for_inference (quantize.hpp) of the checkpoint at `path`, opened and checked as
 /// from_pretrained does (open_pretrained). M: ViTMAEModel or ViTMAEForPreTraining.
 /// @throws vitmae::Error as from_pretrained.
 template <class M>
 M load_for_inference(const std::string& path, const std::string& preset = "", bool int8 = false) {
-  const PretrainedCheckpoint c = open_pretrained(path, preset, detail::has_decoder_member<M>::value);
+  const PretrainedCheckpoint c = open_pretrained<M>(path, preset);
   return load_for_inference<M>(c.config, *c.weights, int8);
 }
 

@@ -190,8 +190,8 @@ struct Config : EncoderConfig {
                     decoder_num_attention_heads);
     detail::require(std::isfinite(mask_ratio) && mask_ratio >= 0.0 && mask_ratio < 1.0, where,
                     ": 'mask_ratio' must be in [0, 1), got ", mask_ratio);
-    // ViTMAEForPreTraining's parameters, position tables included, counted as parameter_specs
-    // (checkpoint.hpp) lists them, in long double: exact below 2^64.
+    // ViTMAEForPreTraining's parameters, position tables included, counted as its
+    // visit_parameters lists them (tensor_specs, checkpoint.hpp), in long double: exact below 2^64.
     using R = long double;
     const R grid = static_cast<R>(grid_size()), positions = 1 + grid * grid;
     const R h = static_cast<R>(hidden_size), dh = static_cast<R>(decoder_hidden_size);

@@ -125,6 +125,7 @@ struct PreTrainingOutput {
 template <class Scalar = float>
 struct ForPreTraining {
   using scalar_type = Scalar;
+  using config_type = Config;
   Model<Scalar> vit;
   Decoder<Scalar> decoder;
 
@@ -141,7 +142,7 @@ struct ForPreTraining {
     void on_layer_done(const std::function<void(Layer<Scalar>&)>& f) { vit.encoder.layer_done = decoder.layers.layer_done = f; }
   };
 
-  explicit ForPreTraining(const Config& c) : vit(c), decoder(c) {}
+  explicit ForPreTraining(const Config& c, Storage s = Storage::zeros) : vit(c, s), decoder(c, s) {}
 
   /// The model's one config (HF's ViTMAEForPreTraining.config is its vit's).
   const Config& config() const { return vit.config; }
@@ -265,7 +266,7 @@ struct ForPreTraining {
 
   /// Loads a ViTMAEForPreTraining checkpoint (`vit.` / `decoder.` names). An encoder-only
   /// (ViTMAEModel) checkpoint is refused: it has no decoder to reconstruct with.
-  void load_weights(const io::TensorSource& source) {
+  void load_weights(const io::TensorSource& source, Int8Weights int8_weights = Int8Weights::dequantised) {
     const std::string key = std::string("vit.") + kPatchWeightKey;
     detail::require(source.contains(key) || !source.contains(kPatchWeightKey), source.where(),
                     ": is an encoder-only ViTMAEModel checkpoint (no 'vit.' prefix, no decoder): it cannot "
@@ -274,7 +275,7 @@ struct ForPreTraining {
     detail::require(has_decoder(source), source.where(),
                     ": has no decoder ('decoder.decoder_pred.weight' is missing): it cannot reconstruct images; "
                     "load it as ViTMAEModel for features");
-    load_state_dict(*this, source, "").require_complete(source);
+    load_state_dict(*this, source, "", {}, int8_weights).require_complete(source);
   }
 
   /// True when the checkpoint's weights include a decoder.
@@ -285,7 +286,7 @@ struct ForPreTraining {
   /// it. `preset` (Config::preset) replaces config.json for the MAE release's files.
   /// @throws vitmae::Error.
   static ForPreTraining from_pretrained(const std::string& path, const std::string& preset = "") {
-    const PretrainedCheckpoint c = open_pretrained(path, preset, true);  // checked before allocating
+    const PretrainedCheckpoint c = open_pretrained<ForPreTraining>(path, preset);  // checked before allocating
     ForPreTraining m(c.config);
     m.load_weights(*c.weights);
     return m;

@@ -35,6 +35,35 @@ inline const char* kind_name(ParamKind k) {
   return "?";
 }
 
+/// What a module's constructor does with its tensors' memory. Every module's constructor takes
+/// one (last, default `zeros`) and hands it to its children, so the choice is the caller's,
+/// explicit, for the whole tree.
+enum class Storage {
+  zeros,      ///< every tensor allocated and set: weights 0, LayerNorm scales 1, sin-cos position tables
+  unwritten,  ///< as zeros, but the Linear and patch-projection weights are allocated and not written
+              ///< (untouched memory is not resident): load_for_inference, which writes or releases each
+  none,       ///< no tensor allocated, only the shapes: visit_parameters then hands over each tensor's
+              ///< name, HF shape and kind, with data nullptr and size 0 (the check of a checkpoint
+              ///< against a config before the model is built: tensor_specs in checkpoint.hpp)
+};
+
+namespace detail {
+/// make(), or an empty tensor when the module is built without storage.
+template <class T, class F>
+T allocated(Storage s, F&& make) {
+  return s == Storage::none ? T() : T(make());
+}
+/// A zero tensor of n values (a row vector) or rows x cols, empty without storage.
+template <class T>
+T zeros(Storage s, Index n) {
+  return s == Storage::none ? T() : T(T::Zero(n));
+}
+template <class T>
+T zeros(Storage s, Index rows, Index cols) {
+  return s == Storage::none ? T() : T(T::Zero(rows, cols));
+}
+}  // namespace detail
+
 /// One tensor of a module. S is the scalar (float, double) or its const form (const visit).
 /// Storage is contiguous: `size` values at `data`, in torch's row-major order of `shape`.
 template <class S>

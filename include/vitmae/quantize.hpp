@@ -16,6 +16,15 @@
 
 namespace vitmae {
 
+/// Where load_state_dict puts an int8 checkpoint's Linear and patch-projection weights in a
+/// float model.
+enum class Int8Weights {
+  dequantised,  ///< into the float weights (integers times scales); the model then runs in int8
+  kept,         ///< straight into the int8 layers with the file's integers and scales, their float
+                ///< weights released unwritten (load_for_inference, whose model is built with
+                ///< Storage::unwritten); a double model still gets the dequantised values
+};
+
 namespace detail {
 struct Int8Switch : ModulesOnly {
   bool on = true;
@@ -112,9 +121,9 @@ bool is_packed(const M& model) {
 
 /// Builds a model of type M (ViTMAEModel or ViTMAEForPreTraining) for `config` and loads `source`
 /// into it for inference only, as pack_for_inference leaves it (`int8`: quantised first, as
-/// quantize_int8). The float weights are allocated but not written before loading (every one
-/// is then read, or the load throws and the model is gone), and an int8 checkpoint's weights go
-/// straight into the int8 layers with the file's own integers and scales, their float weights
+/// quantize_int8). The float weights are allocated but not written before loading
+/// (Storage::unwritten: every one is then read, or the load throws and the model is gone), and
+/// an int8 checkpoint's weights go straight into the int8 layers (Int8Weights::kept) with the file's own integers and scales, their float weights
 /// released unwritten: the float model is never resident, so the resident peak is about the
 /// int8 weights' size, not the float model's. (The address space still holds the float weights
 /// while loading.) `M m(config); m.load_weights(source); pack_for_inference(m);` gives the same
@@ -125,13 +134,8 @@ bool is_packed(const M& model) {
 /// @throws vitmae::Error as load_weights.
 template <class M, class Config>
 M load_for_inference(const Config& config, const io::TensorSource& source, bool int8 = false) {
-  struct Scope {
-    bool saved = detail::loading_for_inference();
-    Scope() { detail::loading_for_inference() = true; }
-    ~Scope() { detail::loading_for_inference() = saved; }
-  } scope;
-  M m(config);
-  m.load_weights(source);
+  M m(config, Storage::unwritten);
+  m.load_weights(source, Int8Weights::kept);
   if (int8) detail::quantize_all_but_released(m);  // an int8 checkpoint's layers stay as loaded
   pack_for_inference(m);
   return m;

@@ -100,8 +100,7 @@ inline void check_state_dict_shapes(const std::vector<TensorSpec>& specs, const 
 namespace detail {
 /// load_state_dict's visitor: f(tensor, weight, int8) for every tensor; for the first tensor
 /// after a Linear or patch projection (float) was visited (its weight), that layer's float and
-/// int8 weights, otherwise nullptr (loading_for_inference() loads int8 weights straight into
-/// `int8`).
+/// int8 weights, otherwise nullptr (Int8Weights::kept loads int8 weights straight into `int8`).
 template <class F>
 struct LoadVisitor {
   F f;
@@ -128,10 +127,11 @@ LoadVisitor<F> load_visitor(F f) {
 /// Shapes must match HF's (leading 1-dims aside, like cls_token (1, 1, D) vs (D)): a mismatch
 /// throws naming the tensor and both shapes. Missing names are collected in the report (the
 /// caller decides which it can regenerate); source names starting with one of
-/// `ignore_prefixes` are not reported as unexpected.
+/// `ignore_prefixes` are not reported as unexpected. `int8_weights`: see Int8Weights.
 template <class Module>
 LoadReport load_state_dict(Module& module, const io::TensorSource& source, const std::string& key_prefix,
-                           const std::vector<std::string>& ignore_prefixes = {}) {
+                           const std::vector<std::string>& ignore_prefixes = {},
+                           Int8Weights int8_weights = Int8Weights::dequantised) {
   LoadReport report;
   std::set<std::string> used;
   auto visitor = detail::load_visitor([&](const auto& p, Matrix<float>* layer_weight, detail::Int8Weight* layer_int8) {
@@ -162,7 +162,7 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
     source.read(sk, scale.data());
     const Index rows = expected[0], row = p.size / rows;
     if constexpr (std::is_same_v<S, float>) {
-      if (detail::loading_for_inference() && layer_weight && layer_weight->data() == p.data) {
+      if (int8_weights == Int8Weights::kept && layer_weight && layer_weight->data() == p.data) {
         // Straight into the int8 layer, through one weight's worth of floats; the layer's float
         // weight (never written) is released.
         std::vector<float> integers(static_cast<size_t>(p.size));

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// transformers' ViTForImageClassification (modeling_vit.py): ViTModel without pooler (patch
-// projection, learned position embeddings and CLS token, no masking; ViTMAE's encoder layers;
-// final layernorm) and a Linear classifier on token 0, with HF's problem_type losses; each with
+// transformers' ViTForImageClassification (modeling_vit.py): ViTModel without pooler (the
+// encoder of ViTMAEModel with ViT's embeddings: learned positions, no masking; encoder_model.hpp)
+// and a Linear classifier on token 0, with HF's problem_type losses; each with
 // its backward. Loading from a ViT checkpoint or from an MAE one (the encoder's weights).
 #pragma once
 
@@ -16,7 +16,7 @@
 
 #include "vitmae/checkpoint.hpp"
 #include "vitmae/init.hpp"
-#include "vitmae/model.hpp"
+#include "vitmae/encoder_model.hpp"
 #include "vitmae/modules/embeddings.hpp"
 #include "vitmae/modules/encoder.hpp"
 #include "vitmae/modules/layer_norm.hpp"
@@ -25,122 +25,6 @@
 #include "vitmae/vit_config.hpp"
 
 namespace vitmae {
-
-/// ViTEmbeddings: CLS token, patch projection and a *learned* position table (1+L, hidden);
-/// interpolate_pos_encoding as ViTMAE's encoder (position_table_for). HF names: cls_token
-/// (1, 1, hidden), position_embeddings (1, 1+L, hidden), patch_embeddings.projection.*.
-template <class Scalar = float>
-struct ViTEmbeddings {
-  RowVector<Scalar> cls_token;         // (hidden)
-  Matrix<Scalar> position_embeddings;  // (1+L, hidden)
-  PatchEmbeddings<Scalar> patch_embeddings;
-  Index hidden_size = 0;
-
-  struct Cache {
-    Matrix<Scalar> cols, patches;  // (B*L, C*p*p) im2col; (B*L, hidden) projections
-    Index batch = 0, height = 0, width = 0, num_patches = 0;
-    bool interpolate = false;
-    Matrix<Scalar> dpos, dpatches, dcols;
-  };
-
-  ViTEmbeddings() = default;
-  explicit ViTEmbeddings(const EncoderConfig& c)
-      : cls_token(RowVector<Scalar>::Zero(c.hidden_size)),
-        position_embeddings(Matrix<Scalar>::Zero(1 + c.num_patches(), c.hidden_size)), patch_embeddings(c),
-        hidden_size(c.hidden_size) {}
-
-  /// pixel_values [B, C, H, W] -> y (B*(1+L), hidden): per sample the CLS token, then the L
-  /// patches in grid order, each plus its position.
-  void forward(const Tensor<Scalar>& pixel_values, bool interpolate_pos_encoding, Matrix<Scalar>& y, Cache& c) const {
-    patch_embeddings.forward(pixel_values, interpolate_pos_encoding, c.cols, c.patches);  // (B*L, hidden)
-    const Index B = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3);
-    const Index L = B > 0 ? c.patches.rows() / B : 0, T = 1 + L;
-    const Matrix<Scalar> pos =
-        position_table_for(position_embeddings, patch_embeddings.patch_size, H, W, interpolate_pos_encoding);  // (1+L, hidden)
-    detail::require(pos.rows() == T, "ViTEmbeddings: ", L, " patches but the position table has ", pos.rows() - 1, " patch rows");
-    c.batch = B, c.height = H, c.width = W, c.num_patches = L, c.interpolate = interpolate_pos_encoding;
-    y.resize(B * T, hidden_size);  // (B*(1+L), hidden)
-    for (Index b = 0; b < B; ++b) {
-      y.row(b * T) = cls_token + pos.row(0);
-      y.middleRows(b * T + 1, L) = c.patches.middleRows(b * L, L) + pos.bottomRows(L);
-    }
-  }
-
-  /// dy: (B*(1+L), hidden). Adds the cls_token, position table and projection gradients; when
-  /// dpixels is given, adds dL/dpixel_values (B, C*H*W) into it.
-  void backward(const Matrix<Scalar>& dy, Cache& c, ViTEmbeddings& g, Matrix<Scalar>* dpixels) const {
-    const Index B = c.batch, L = c.num_patches, T = 1 + L;
-    c.dpos.setZero(T, hidden_size);
-    c.dpatches.resize(B * L, hidden_size);
-    for (Index b = 0; b < B; ++b) {
-      g.cls_token += dy.row(b * T);
-      c.dpos += dy.middleRows(b * T, T);
-      c.dpatches.middleRows(b * L, L) = dy.middleRows(b * T + 1, L);
-    }
-    position_table_for_backward(c.dpos, patch_embeddings.patch_size, c.height, c.width, c.interpolate, g.position_embeddings);
-    const PatchConv2d<Scalar>& conv = patch_embeddings.projection;
-    conv.backward(c.cols, c.dpatches, g.patch_embeddings.projection, dpixels ? &c.dcols : nullptr);
-    if (!dpixels) return;
-    for (Index b = 0; b < B; ++b)
-      PatchConv2d<Scalar>::col2im_add(c.dcols, b * L, conv.in_channels, c.height, c.width, conv.kernel_size, dpixels->row(b).data());
-  }
-
-  template <class Self, class V>
-  static void parameters(Self& m, const std::string& prefix, V& visit) {
-    detail::visit_tensor(visit, prefix + "cls_token", m.cls_token, {1, 1, m.cls_token.size()}, ParamKind::token);
-    detail::visit_tensor(visit, prefix + "position_embeddings", m.position_embeddings,
-                         {1, m.position_embeddings.rows(), m.position_embeddings.cols()}, ParamKind::token);
-    m.patch_embeddings.visit_parameters(prefix + "patch_embeddings.", visit);
-  }
-  VITMAE_VISIT_PARAMETERS
-};
-
-/// ViTModel(add_pooling_layer=False): embeddings, encoder, final layernorm.
-template <class Scalar = float>
-struct ViTModel {
-  using scalar_type = Scalar;
-  ViTConfig config;
-  ViTEmbeddings<Scalar> embeddings;
-  Encoder<Scalar> encoder;
-  LayerNorm<Scalar> layernorm;
-
-  struct Cache {
-    typename ViTEmbeddings<Scalar>::Cache embeddings;
-    typename Encoder<Scalar>::Cache encoder;
-    typename LayerNorm<Scalar>::Cache layernorm;
-    Matrix<Scalar> tokens, encoded, dencoded, dtokens;
-    Index seq_len = 0;
-  };
-
-  explicit ViTModel(const ViTConfig& c)
-      : config((c.validate(), c)), embeddings(c), encoder(c), layernorm(c.hidden_size, c.layer_norm_eps) {}
-
-  /// pixel_values [B, C, H, W] -> y = sequence_output (B*(1+L), hidden), samples stacked.
-  /// hidden_states / attentions as in Encoder::forward. @throws vitmae::Error on bad shapes.
-  void forward(const Tensor<Scalar>& pixel_values, const ForwardOptions& opts, Matrix<Scalar>& y, Cache& c,
-               std::vector<Matrix<Scalar>>* hidden_states = nullptr, std::vector<Matrix<Scalar>>* attentions = nullptr) const {
-    embeddings.forward(pixel_values, opts.interpolate_pos_encoding, c.tokens, c.embeddings);
-    c.seq_len = 1 + c.embeddings.num_patches;
-    encoder.forward(c.tokens, c.seq_len, c.encoded, c.encoder, hidden_states, attentions);
-    layernorm.forward(c.encoded, y, &c.layernorm);
-  }
-
-  /// dy: dL/d sequence_output. Adds every parameter's gradient into g (and dL/dpixel_values
-  /// (B, C*H*W) into dpixels when given).
-  void backward(const Matrix<Scalar>& dy, Cache& c, ViTModel& g, Matrix<Scalar>* dpixels = nullptr) const {
-    layernorm.backward(dy, c.layernorm, g.layernorm, c.dencoded);
-    encoder.backward(c.dencoded, c.seq_len, c.encoder, g.encoder, c.dtokens);
-    embeddings.backward(c.dtokens, c.embeddings, g.embeddings, dpixels);
-  }
-
-  template <class Self, class V>
-  static void parameters(Self& m, const std::string& prefix, V& visit) {
-    m.embeddings.visit_parameters(prefix + "embeddings.", visit);
-    m.encoder.visit_parameters(prefix + "encoder.", visit);
-    m.layernorm.visit_parameters(prefix + "layernorm.", visit);
-  }
-  VITMAE_VISIT_PARAMETERS
-};
 
 /// The labels of a batch: one class index per sample (torch's integer labels:
 /// single-label classification; -100 is ignored, as CrossEntropyLoss's ignore_index), or float
@@ -281,6 +165,7 @@ struct ClassifierLoadOptions {
 template <class Scalar = float>
 struct ViTForImageClassification {
   using scalar_type = Scalar;
+  using config_type = ViTConfig;
   ViTModel<Scalar> vit;
   Linear<Scalar> classifier;  // (num_labels, hidden); absent (Identity) when num_labels is 0
 
@@ -294,7 +179,8 @@ struct ViTForImageClassification {
     void on_layer_done(const std::function<void(Layer<Scalar>&)>& f) { vit.encoder.layer_done = f; }
   };
 
-  explicit ViTForImageClassification(const ViTConfig& c) : vit(c), classifier(c.hidden_size, c.num_labels()) {}
+  explicit ViTForImageClassification(const ViTConfig& c, Storage s = Storage::zeros)
+      : vit(c, s), classifier(c.hidden_size, c.num_labels(), true, s) {}
 
   const ViTConfig& config() const { return vit.config; }
   Index num_labels() const { return static_cast<Index>(vit.config.num_labels()); }
@@ -407,6 +293,7 @@ struct ViTForImageClassification {
       }
     }
     const std::shared_ptr<io::TensorSource> weights = open_pretrained_weights(path);
+    check_weights_fit(config, *weights, from_mae, config_path);  // before allocating
     ViTForImageClassification m(config);
     const bool classifier_loaded = m.load_weights(*weights, from_mae, o.labels.has_value(), config_path, out_notes);
     if (!classifier_loaded && m.num_labels() > 0) {
@@ -426,6 +313,20 @@ struct ViTForImageClassification {
   }
 
  private:
+  /// The encoder's tensors in `source` (with `vit.` or unprefixed names) against `config`
+  /// (check_weights_fit of ViTModel), before the model is allocated; an MAE checkpoint may lack
+  /// its fixed position table (load_weights then takes the sin-cos one). The classifier's tensor
+  /// is left to load_weights, which may draw it afresh.
+  static void check_weights_fit(const ViTConfig& config, const io::TensorSource& source, bool from_mae,
+                                const std::string& config_path) {
+    const bool prefixed = source.contains(std::string("vit.") + kPatchWeightKey);
+    if (!prefixed && !source.contains(kPatchWeightKey)) return;  // load_weights says what it is
+    std::vector<TensorSpec> specs = tensor_specs<ViTModel<Scalar>>(config);
+    for (TensorSpec& t : specs)
+      if (from_mae && t.name == "embeddings.position_embeddings") t.kind = ParamKind::fixed_table;  // may be absent
+    check_state_dict_shapes(specs, source, prefixed ? "vit." : "", config_path);
+  }
+
   /// Loads the encoder (with `vit.` or unprefixed names) and the classifier when the source has
   /// one of the model's shape; returns whether it did. A classifier of another shape is drawn
   /// afresh when the labels were given (`relabel`: transformers' ignore_mismatched_sizes), and

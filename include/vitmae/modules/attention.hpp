@@ -30,9 +30,9 @@ struct SelfAttention {
   };
 
   SelfAttention() = default;
-  explicit SelfAttention(const EncoderConfig& c)
-      : query(c.hidden_size, c.hidden_size, c.qkv_bias), key(c.hidden_size, c.hidden_size, c.qkv_bias),
-        value(c.hidden_size, c.hidden_size, c.qkv_bias), num_attention_heads(c.num_attention_heads) {}
+  explicit SelfAttention(const EncoderConfig& c, Storage s = Storage::zeros)
+      : query(c.hidden_size, c.hidden_size, c.qkv_bias, s), key(c.hidden_size, c.hidden_size, c.qkv_bias, s),
+        value(c.hidden_size, c.hidden_size, c.qkv_bias, s), num_attention_heads(c.num_attention_heads) {}
 
   /// Runs f(b, h) for every (sequence, head) pair, one pair per thread when it pays.
   template <class F>
@@ -131,7 +131,7 @@ template <class Scalar = float>
 struct SelfOutput {
   Linear<Scalar> dense;
   SelfOutput() = default;
-  explicit SelfOutput(const EncoderConfig& c) : dense(c.hidden_size, c.hidden_size) {}
+  explicit SelfOutput(const EncoderConfig& c, Storage s = Storage::zeros) : dense(c.hidden_size, c.hidden_size, true, s) {}
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     m.dense.visit_parameters(prefix + "dense.", visit);
@@ -151,7 +151,7 @@ struct Attention {
   };
 
   Attention() = default;
-  explicit Attention(const EncoderConfig& c) : attention(c), output(c) {}
+  explicit Attention(const EncoderConfig& c, Storage s = Storage::zeros) : attention(c, s), output(c, s) {}
 
   /// x: (B*T, hidden) -> y (B*T, hidden), sequences of seq_len tokens.
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c) const {

@@ -25,6 +25,7 @@ struct Decoder {
   std::vector<Layer<Scalar>> decoder_layers;
   LayerNorm<Scalar> decoder_norm;
   Linear<Scalar> decoder_pred;  // decoder_hidden -> p*p*C
+  Index num_positions = 0;      // rows of decoder_pos_embed, 1+L (recorded: all a decoder without storage has)
 
   struct Cache {
     Matrix<Scalar> embedded, unshuffled, layers_out, normed;  // decoder_embed(x), + mask tokens and positions, ...
@@ -35,13 +36,16 @@ struct Decoder {
   };
 
   Decoder() = default;
-  explicit Decoder(const Config& c)
-      : decoder_embed(c.hidden_size, c.decoder_hidden_size),
-        mask_token(RowVector<Scalar>::Zero(c.decoder_hidden_size)),
-        decoder_pos_embed(ops::get_2d_sincos_pos_embed<Scalar>(c.decoder_hidden_size, c.grid_size(), c.grid_size(), true)),
-        decoder_layers(detail::layers<Scalar>(c.decoder_config())),
-        decoder_norm(c.decoder_hidden_size, c.layer_norm_eps),
-        decoder_pred(c.decoder_hidden_size, c.patch_size * c.patch_size * c.num_channels) {}
+  explicit Decoder(const Config& c, Storage s = Storage::zeros)
+      : decoder_embed(c.hidden_size, c.decoder_hidden_size, true, s),
+        mask_token(detail::zeros<RowVector<Scalar>>(s, c.decoder_hidden_size)),
+        decoder_pos_embed(detail::allocated<Matrix<Scalar>>(s, [&] {
+          return ops::get_2d_sincos_pos_embed<Scalar>(c.decoder_hidden_size, c.grid_size(), c.grid_size(), true);
+        })),
+        decoder_layers(detail::layers<Scalar>(c.decoder_config(), s)),
+        decoder_norm(c.decoder_hidden_size, c.layer_norm_eps, s),
+        decoder_pred(c.decoder_hidden_size, c.patch_size * c.patch_size * c.num_channels, true, s),
+        num_positions(1 + c.num_patches()) {}
 
   /// The decoder position table for L patches. Without interpolation the stored table, which
   /// must have L rows. With it, HF's ViTMAEDecoder.interpolate_pos_encoding: the patch rows are
@@ -115,9 +119,10 @@ struct Decoder {
 
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
-    detail::visit_tensor(visit, prefix + "mask_token", m.mask_token, {1, 1, m.mask_token.size()}, ParamKind::token);
-    detail::visit_tensor(visit, prefix + "decoder_pos_embed", m.decoder_pos_embed,
-                         {1, m.decoder_pos_embed.rows(), m.decoder_pos_embed.cols()}, ParamKind::fixed_table);
+    const Index width = m.decoder_embed.out_features();
+    const Index positions = m.decoder_pos_embed.size() > 0 ? m.decoder_pos_embed.rows() : m.num_positions;
+    detail::visit_tensor(visit, prefix + "mask_token", m.mask_token, {1, 1, width}, ParamKind::token);
+    detail::visit_tensor(visit, prefix + "decoder_pos_embed", m.decoder_pos_embed, {1, positions, width}, ParamKind::fixed_table);
     m.decoder_embed.visit_parameters(prefix + "decoder_embed.", visit);
     for (size_t i = 0; i < m.decoder_layers.size(); ++i)
       m.decoder_layers[i].visit_parameters(prefix + "decoder_layers." + std::to_string(i) + ".", visit);

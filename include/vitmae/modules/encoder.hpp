@@ -77,7 +77,7 @@ struct Encoder {
   using Cache = LayerStackCache<Scalar>;
 
   Encoder() = default;
-  explicit Encoder(const EncoderConfig& c) : layer(detail::layers<Scalar>(c)) {}
+  explicit Encoder(const EncoderConfig& c, Storage s = Storage::zeros) : layer(detail::layers<Scalar>(c, s)) {}
 
   /// x: (tokens, hidden) -> y: the last layer's output, before the final layernorm. x may stack
   /// sequences of seq_len tokens (see SelfAttention). hidden_states / attentions as HF's

@@ -20,8 +20,8 @@ struct Intermediate {
   Linear<Scalar> dense;
   ops::Activation act = ops::Activation::gelu;
   Intermediate() = default;
-  explicit Intermediate(const EncoderConfig& c)
-      : dense(c.hidden_size, c.intermediate_size), act(ops::activation_from_name(c.hidden_act)) {}
+  explicit Intermediate(const EncoderConfig& c, Storage s = Storage::zeros)
+      : dense(c.hidden_size, c.intermediate_size, true, s), act(ops::activation_from_name(c.hidden_act)) {}
 
   /// x: (tokens, hidden) -> z = dense(x) (kept for the backward) and y = act(z).
   void forward(const Matrix<Scalar>& x, Matrix<Scalar>& z, Matrix<Scalar>& y) const {
@@ -53,7 +53,7 @@ template <class Scalar = float>
 struct Output {
   Linear<Scalar> dense;
   Output() = default;
-  explicit Output(const EncoderConfig& c) : dense(c.intermediate_size, c.hidden_size) {}
+  explicit Output(const EncoderConfig& c, Storage s = Storage::zeros) : dense(c.intermediate_size, c.hidden_size, true, s) {}
   void forward(const Matrix<Scalar>& h, const Matrix<Scalar>& input, Matrix<Scalar>& y) const {
     dense.forward(h, y);  // (tokens, hidden)
     detail::add_rows(y, input);
@@ -93,9 +93,9 @@ struct Layer {
   };
 
   Layer() = default;
-  explicit Layer(const EncoderConfig& c)
-      : attention(c), intermediate(c), output(c), layernorm_before(c.hidden_size, c.layer_norm_eps),
-        layernorm_after(c.hidden_size, c.layer_norm_eps) {}
+  explicit Layer(const EncoderConfig& c, Storage s = Storage::zeros)
+      : attention(c, s), intermediate(c, s), output(c, s), layernorm_before(c.hidden_size, c.layer_norm_eps, s),
+        layernorm_after(c.hidden_size, c.layer_norm_eps, s) {}
 
   /// x: (tokens, hidden) -> y, same shape; tokens stack sequences of seq_len (see SelfAttention).
   /// The attention probabilities stay in c.attention.attention.probs.
@@ -143,12 +143,12 @@ struct Layer {
 
 namespace detail {
 /// The c.num_hidden_layers layers of a stack, each built from the config (not copies of one: a
-/// copy writes every weight, which load_for_inference's uninitialised weights must not be).
+/// copy writes every weight, which Storage::unwritten's weights must not be).
 template <class Scalar>
-std::vector<Layer<Scalar>> layers(const EncoderConfig& c) {
+std::vector<Layer<Scalar>> layers(const EncoderConfig& c, Storage s = Storage::zeros) {
   std::vector<Layer<Scalar>> out;
   out.reserve(static_cast<size_t>(c.num_hidden_layers));
-  for (Index i = 0; i < c.num_hidden_layers; ++i) out.emplace_back(c);
+  for (Index i = 0; i < c.num_hidden_layers; ++i) out.emplace_back(c, s);
   return out;
 }
 }  // namespace detail

@@ -18,6 +18,7 @@ template <class Scalar = float>
 struct LayerNorm {
   RowVector<Scalar> weight, bias;  // (hidden) each
   Scalar eps = Scalar(1e-12);
+  Index normalized_shape = 0;  // hidden, recorded by the constructor (all a module without storage has)
 
   /// What the backward needs: the normalised input and each row's 1/sqrt(var + eps).
   struct Cache {
@@ -26,9 +27,9 @@ struct LayerNorm {
   };
 
   LayerNorm() = default;
-  LayerNorm(Index hidden, double eps_)
-      : weight(RowVector<Scalar>::Ones(hidden)), bias(RowVector<Scalar>::Zero(hidden)),
-        eps(static_cast<Scalar>(eps_)) {}
+  LayerNorm(Index hidden, double eps_, Storage s = Storage::zeros)
+      : weight(detail::allocated<RowVector<Scalar>>(s, [&] { return RowVector<Scalar>::Ones(hidden); })),
+        bias(detail::zeros<RowVector<Scalar>>(s, hidden)), eps(static_cast<Scalar>(eps_)), normalized_shape(hidden) {}
 
   /// x: (tokens, hidden) -> y, same shape, biased variance like torch. Fills `cache` when given.
   void forward(const Matrix<Scalar>& x, Matrix<Scalar>& y, Cache* cache = nullptr) const {
@@ -75,8 +76,9 @@ struct LayerNorm {
 
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
-    detail::visit_tensor(visit, prefix + "weight", m.weight, {m.weight.size()}, ParamKind::norm);
-    detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
+    const Index n = m.weight.size() > 0 ? m.weight.size() : m.normalized_shape;
+    detail::visit_tensor(visit, prefix + "weight", m.weight, {n}, ParamKind::norm);
+    detail::visit_tensor(visit, prefix + "bias", m.bias, {n}, ParamKind::bias);
   }
   VITMAE_VISIT_PARAMETERS
 };

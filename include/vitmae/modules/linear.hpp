@@ -17,19 +17,13 @@
 namespace vitmae {
 
 namespace detail {
-/// True while load_for_inference builds and loads a model (quantize.hpp): the Linear and
-/// patch-projection constructors then leave their float weights uninitialised (untouched memory
-/// is not resident; the loader then writes every one, or releases it for an int8 weight, or the
-/// load throws and the model is gone), and load_state_dict reads an int8 checkpoint's weights
-/// straight into a float model's int8 layers (a double model gets the dequantised values).
-inline bool& loading_for_inference() {
-  thread_local bool on = false;
-  return on;
-}
-/// A new float weight: zeros, or uninitialised while loading_for_inference().
+/// A new float weight: zeros, allocated but not written (Storage::unwritten: load_for_inference
+/// writes every one, or releases it for an int8 weight, or the load throws and the model is
+/// gone), or none.
 template <class Scalar>
-Matrix<Scalar> new_weight(Index rows, Index cols) {
-  return loading_for_inference() ? Matrix<Scalar>(rows, cols) : Matrix<Scalar>::Zero(rows, cols);
+Matrix<Scalar> new_weight(Index rows, Index cols, Storage s) {
+  if (s == Storage::none) return Matrix<Scalar>();
+  return s == Storage::unwritten ? Matrix<Scalar>(rows, cols) : Matrix<Scalar>::Zero(rows, cols);
 }
 
 /// Visitors that walk modules only (quantize_int8, pack_for_inference) derive from this: they
@@ -100,6 +94,10 @@ struct WeightForms {
 template <class Module, class Scalar>
 struct WeightFormsOf {
   using Forms = WeightForms<Scalar>;
+  /// The weight's shape (out, in), recorded by the constructor: all a module built without
+  /// storage (Storage::none) has of it.
+  Index out_size = 0, in_size = 0;
+
   /// Quantises the weight to int8 per output channel for the forward (float only; the float weight
   /// stays for saving). dequantize() goes back to float products.
   void quantize_int8() {
@@ -117,10 +115,16 @@ struct WeightFormsOf {
   bool pack() { return Forms::pack(self().weight, self().int8, self().packed); }
   void unpack() { Forms::unpack(self().weight, self().int8, self().packed); }
   bool packed_for_inference() const { return Forms::released(self().weight, self().int8, self().packed); }
-  Index out_features() const { return Forms::rows(self().weight, self().int8, self().packed); }
-  Index in_features() const { return Forms::cols(self().weight, self().int8, self().packed); }
+  Index out_features() const { return stored() ? Forms::rows(self().weight, self().int8, self().packed) : out_size; }
+  Index in_features() const { return stored() ? Forms::cols(self().weight, self().int8, self().packed) : in_size; }
+
+ protected:
+  WeightFormsOf() = default;
+  WeightFormsOf(Index out, Index in) : out_size(out), in_size(in) {}
 
  private:
+  /// False for a module built without storage (or a weight of no values).
+  bool stored() const { return self().weight.size() > 0 || !self().int8.empty() || !self().packed.empty(); }
   Module& self() { return static_cast<Module&>(*this); }
   const Module& self() const { return static_cast<const Module&>(*this); }
 };
@@ -137,9 +141,9 @@ struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
   detail::PackedWeight packed;  // after pack_for_inference (float, oneDNN): replaces `weight`
 
   Linear() = default;
-  Linear(Index in, Index out, bool with_bias = true)
-      : weight(detail::new_weight<Scalar>(out, in)), bias(RowVector<Scalar>::Zero(with_bias ? out : 0)),
-        has_bias(with_bias) {}
+  Linear(Index in, Index out, bool with_bias = true, Storage s = Storage::zeros)
+      : detail::WeightFormsOf<Linear<Scalar>, Scalar>(out, in), weight(detail::new_weight<Scalar>(out, in, s)),
+        bias(detail::zeros<RowVector<Scalar>>(s, with_bias ? out : 0)), has_bias(with_bias) {}
 
   using Forms = detail::WeightForms<Scalar>;
   using detail::WeightFormsOf<Linear<Scalar>, Scalar>::in_features;
@@ -172,7 +176,7 @@ struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     detail::visit_module(visit, m);
     Forms::visit(visit, prefix + "weight", m.weight, m.int8, m.packed, {m.out_features(), m.in_features()});
-    if (m.has_bias) detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
+    if (m.has_bias) detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size() > 0 ? m.bias.size() : m.out_features()}, ParamKind::bias);
   }
   VITMAE_VISIT_PARAMETERS
 };
@@ -190,9 +194,10 @@ struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
   using Forms = detail::WeightForms<Scalar>;
 
   PatchConv2d() = default;
-  PatchConv2d(Index channels, Index hidden, Index patch)
-      : weight(detail::new_weight<Scalar>(hidden, channels * patch * patch)),
-        bias(RowVector<Scalar>::Zero(hidden)), in_channels(channels), kernel_size(patch) {}
+  PatchConv2d(Index channels, Index hidden, Index patch, Storage s = Storage::zeros)
+      : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar>(hidden, channels * patch * patch),
+        weight(detail::new_weight<Scalar>(hidden, channels * patch * patch, s)), bias(detail::zeros<RowVector<Scalar>>(s, hidden)),
+        in_channels(channels), kernel_size(patch) {}
 
   /// image (C, H*W) -> rows [row0, row0 + nh*nw) of cols (.., C*p*p): each patch flattened in the
   /// (c, kh, kw) order of the weight; like the convolution, pixels that do not fill a patch are dropped.
@@ -239,7 +244,7 @@ struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
     detail::visit_module(visit, m);
     Forms::visit(visit, prefix + "weight", m.weight, m.int8, m.packed,
                  {m.out_features(), m.in_channels, m.kernel_size, m.kernel_size});
-    detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size()}, ParamKind::bias);
+    detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size() > 0 ? m.bias.size() : m.out_features()}, ParamKind::bias);
   }
   VITMAE_VISIT_PARAMETERS
 };
