@@ -295,24 +295,33 @@ inline long run_steps(const TrainArgs& a, const vitmae::train::TrainOptions& o, 
 /// decoded once on `threads` threads, with a progress line on large sets. An image that cannot
 /// be read ends the run naming it; with --skip-bad-images (`skip`) those are left out, counted
 /// and listed (the first ten). `say` prints text (rank 0's stderr).
+/// A progress callback that prints "<what>: N of M (T s)" about once a second, from 2 s on (a
+/// quick pass says nothing), redrawn in place on a terminal. `say` prints text.
+inline vitmae::train::Progress progress_lines(const std::string& what, const std::function<void(const std::string&)>& say) {
+  struct State {
+    std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now(), last;
+    bool shown = false;
+  };
+  auto st = std::make_shared<State>();
+  const bool tty = ::isatty(2);
+  return [st, what, say, tty](size_t done, size_t total) {
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - st->t0).count();
+    if (s < 2 || (st->shown && now - st->last < std::chrono::seconds(1) && done < total)) return;
+    if (done >= total && !st->shown) return;
+    st->shown = true, st->last = now;
+    char line[64];
+    std::snprintf(line, sizeof line, ": %zu of %zu (%.0f s)", done, total, s);
+    say((tty ? "\r" : "") + what + line + (tty && done < total ? "" : "\n"));
+  };
+}
+
 template <class Dataset>
 void check_images(Dataset& data, bool skip, int threads, const std::string& program, const std::string& src,
                   const std::function<void(const std::string&)>& say) {
   const size_t all = data.size();
-  const auto t0 = std::chrono::steady_clock::now();
-  const bool tty = ::isatty(2);
-  bool shown = false;
-  const vitmae::train::Progress progress = [&](size_t done, size_t total) {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s < 2 || (done == total && !shown)) return;  // quick sets say nothing
-    shown = true;
-    char line[160];
-    std::snprintf(line, sizeof line, "%s%s: checking the images of %s: %zu of %zu (%.0f s)%s", tty ? "\r" : "", program.c_str(),
-                  src.c_str(), done, total, s, tty ? "" : "\n");
-    say(line);
-  };
+  const vitmae::train::Progress progress = progress_lines(program + ": checking the images of " + src, say);
   const std::vector<vitmae::train::SkippedImage> bad = skip ? data.skip_unreadable(threads, progress) : data.find_unreadable(threads, progress);
-  if (shown && tty) say("\n");
   if (!skip) {
     if (!bad.empty())
       throw vitmae::Error("vitmae: " + bad.front().reason + " (" + (bad.size() > 1 ? std::to_string(bad.size()) + " of " + std::to_string(all) +

@@ -123,15 +123,15 @@ int main(int argc, char** argv) {
       throw examples::UsageError("vitmae-finetune: --linear-probe runs in one process (its features are computed once): run it "
                                  "without mpirun", false);
     examples::set_threads(a.o.threads);
+    const auto line = [&](const std::string& l) {
+      if (root) std::cerr << l;
+    };
     LabelledDataset train, val;
     std::vector<std::string> notes;
     std::optional<ViTForImageClassification<float>> built;
     examples::together(*world, [&] {  // the same files on every rank, checked together
     examples::doing("reading the training set " + a.data);
     train = LabelledDataset::open(a.data);
-    const auto line = [&](const std::string& l) {
-      if (root) std::cerr << l;
-    };
     examples::check_images(train, a.skip_bad_images, a.o.threads, "vitmae-finetune", a.data, line);  // before anything is written
     detail::require(train.classes.size() >= 2, a.data, ": ", train.classes.size(),
                     " class; classification needs at least 2 (HF would treat 1 label as regression)");
@@ -274,50 +274,95 @@ int main(int argc, char** argv) {
     bool wrote_final = true;
     const auto t_start = std::chrono::steady_clock::now();
 
+    // The one loop of both kinds of run: a step, the progress line (images/s of training only, an
+    // ETA that adds the evaluations to come), validation every `eval_every` steps, a metrics row a
+    // step, checkpoints (`save`, rank 0). `evaluate_model` scores the trainer's model (rank 0).
+    const auto train_all = [&](auto& trainer, auto&& next_batch, long per_step, long epoch_steps, long eval_every, auto&& evaluate_model,
+                               auto&& save) {
+      const long steps = trainer.options().steps;
+      const long log_every = a.log_every ? a.log_every : (::isatty(2) ? 1 : std::max(1L, steps / 100));
+      const long first_step = trainer.step();
+      double window_loss = 0, train_seconds = 0, eval_seconds = 0;
+      long window = 0, evaluations = 0;
+      while (trainer.step() < steps) {
+        examples::doing("training step " + std::to_string(trainer.step() + 1));
+        const StepRecord r = trainer.train_step(next_batch);
+        window_loss += r.loss, ++window;
+        train_seconds += r.seconds;
+        const long done = r.step - first_step;
+        const double ips = static_cast<double>(done * per_step) / std::max(train_seconds, 1e-9);
+        const bool evaluate_now = r.step % eval_every == 0 || r.step == steps;
+        if (root && (r.step % log_every == 0 || evaluate_now)) {
+          const long evals_left = (steps / eval_every - r.step / eval_every) + (steps % eval_every ? 1 : 0);
+          const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(steps - r.step) +
+                             (evaluations ? eval_seconds / static_cast<double>(evaluations) : 0.0) * static_cast<double>(evals_left);
+          std::fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds\n", r.step, steps, window_loss / window, r.lr,
+                       ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60);
+          window_loss = 0, window = 0;
+        }
+        const double epoch = static_cast<double>(r.step) / static_cast<double>(epoch_steps);
+        examples::together(*world, [&] {  // rank 0 evaluates and writes; every rank learns how that went
+          if (!root) return;
+          if (evaluate_now) {
+            examples::doing("evaluating on " + val_name);
+            const auto e0 = std::chrono::steady_clock::now();
+            last = evaluate_model(trainer.model());
+            eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count(), ++evaluations;
+            report(last, epoch, r.step);
+          }
+          metrics_row(r.step, epoch, r.loss, r.lr, r.grad_norm, ips, evaluate_now ? &last : nullptr);
+          if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != steps) save(r.step);
+        });
+      }
+      examples::together(*world, [&] {
+        if (root && last.count == 0) last = evaluate_model(trainer.model());  // resumed at the last step
+      });
+    };
+
     if (a.linear_probe) {
       const ProbeFeatures kind = probe_features_from(a.probe_features);
-      const int batch = cl.given("--batch") ? a.o.batch : 256;
-      ProbeOptions po;
-      po.batch = batch;
-      po.lr = a.o.base_lr * batch / 256.0;
+      ProbeOptions po;  // MAE's linear probe: no weight decay unless asked, batch 256
+      po.batch = cl.given("--batch") ? a.o.batch : 256;
+      po.lr = a.o.lr > 0 ? a.o.lr : a.o.base_lr * po.batch / 256.0;
       po.min_lr = a.o.min_lr;
       po.seed = a.o.seed;
-      const long per_epoch = (static_cast<long>(train.size()) + batch - 1) / batch;
-      po.epochs = a.epochs ? a.epochs : a.steps ? std::max(1L, (a.steps + per_epoch - 1) / per_epoch) : 90;
-      if (a.o.warmup_steps >= 0) po.warmup_steps = std::min(a.o.warmup_steps, po.epochs * per_epoch);
+      po.warmup_steps = a.o.warmup_steps;
       po.weight_decay = cl.given("--weight-decay") ? a.o.weight_decay : 0.0;
-      examples::doing("computing the " + a.probe_features + " features of " + a.data);
-      const Matrix<float> X = extract_features(model.vit, train, proc, kind, batch);
-      examples::doing("computing the " + a.probe_features + " features of " + val_name);
-      const Matrix<float> V = extract_features(model.vit, val, proc, kind, batch);
+      const long per_epoch = examples::epoch_steps(po, train.size());
+      po.steps = examples::run_steps(a, po, train.size(), 90 * per_epoch);
+      const auto features = [&](const LabelledDataset& set, const std::string& name) {
+        const std::string what = "computing the " + a.probe_features + " features of " + name;
+        examples::doing(what);
+        return extract_features(model.vit, set, proc, kind, po.batch, examples::progress_lines("vitmae-finetune: " + what, line));
+      };
+      const Matrix<float> X = features(train, a.data), V = features(val, val_name);
       const double t_features = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
       std::cerr << "vitmae-finetune: linear probe on " << X.cols() << " " << a.probe_features << " features of " << train.size()
                 << " training images in " << train.classes.size() << " classes (computed in " << fixed(t_features, 1) << " s), "
-                << val.size() << " validation images; " << po.epochs << " epochs of " << per_epoch << " steps, peak lr " << po.lr << "\n";
-      const long eval_every_epochs = a.eval_every ? std::max(1L, a.eval_every / per_epoch) : 1;
+                << val.size() << " validation images; " << po.steps << " steps of " << po.batch << " (" << per_epoch
+                << " an epoch), peak lr " << po.peak_lr() << "\n";
       open_outputs();
-      examples::doing("training the linear probe");
-      const LinearProbe<float> probe = train_linear_probe<float>(
-          X, train.labels(), static_cast<Index>(train.classes.size()), po, [&](long epoch, const LinearProbe<float>& p, double loss) {
-            const bool eval_now = epoch % eval_every_epochs == 0 || epoch == po.epochs;
-            if (eval_now) last = Evaluation::of(p.logits(V), val.labels());
-            const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-            const long step = epoch * per_epoch;
-            metrics_row(step, static_cast<double>(epoch), loss, po.learning_rate(step - 1, per_epoch), 0.0,
-                        static_cast<double>(epoch * static_cast<long>(train.size())) / std::max(elapsed, 1e-9), eval_now ? &last : nullptr);
-            if (eval_now) report(last, static_cast<double>(epoch), step, epoch % 10 == 0 || epoch == po.epochs);
-          });
+      LinearProbe<float> initial = LinearProbe<float>::initial(X, static_cast<Index>(train.classes.size()), po.seed);
+      const Matrix<float> Xn = initial.normalise(X);
+      TrainingLoop<LinearProbing<float>> probe(std::move(initial), po);
+      FeatureBatches<float> batches(Xn, train.labels(), po.batch, po.seed);
+      train_all(
+          probe, [&] { return batches.next(); }, po.batch, per_epoch, a.eval_every ? a.eval_every : per_epoch,
+          [&](const LinearProbe<float>& p) { return Evaluation::of(p.logits(V), val.labels()); }, [](long) {});
       if (kind == ProbeFeatures::cls) {
-        model.classifier = probe.folded();
-      } else {
+        model.classifier = probe.model().folded();
+      } else {  // a ViTForImageClassification takes the CLS token: keep the head on its own
         wrote_final = false;
+        probe.model().save(io::join_path(a.out, "probe.safetensors"));
+        std::cerr << "vitmae-finetune: --probe-features " << a.probe_features << ": no " << a.out
+                  << "/final (a ViTForImageClassification classifies the CLS token); the head and its normalisation are in " << a.out
+                  << "/probe.safetensors\n";
       }
     } else {
       const long per_step = static_cast<long>(a.o.batch) * a.o.accum;
       const long epoch_steps = examples::epoch_steps(a.o, train.size());
       a.o.steps = examples::run_steps(a, a.o, train.size(), 10 * epoch_steps);
       const long eval_every = a.eval_every ? a.eval_every : epoch_steps;
-      const long log_every = a.log_every ? a.log_every : (::isatty(2) ? 1 : std::max(1L, a.o.steps / 100));
       AugmentOptions aug = a.aug;
       aug.random_crop = aug.scale_min < 1;
 
@@ -362,48 +407,14 @@ int main(int argc, char** argv) {
                 << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps
                 << " per epoch), peak lr " << a.o.peak_lr() << ", " << a.o.threads << " threads"
                 << (world->size() > 1 ? " on each of " + std::to_string(world->size()) + " ranks" : std::string()) << "\n";
-      const long first_step = trainer.step();
-      double window_loss = 0;
-      long window = 0;
-      double train_seconds = 0, eval_seconds = 0;  // images/s counts training only; the ETA adds the evaluations
-      long evaluations = 0;
-      while (trainer.step() < a.o.steps) {
-        examples::doing("training step " + std::to_string(trainer.step() + 1));
-        const StepRecord r = trainer.train_step([&] {
-          const long k = loader.batches_taken();
-          LabelledBatch<float> b{loader.next(), loader.labels_of(k)};
-          return b;
-        });
-        window_loss += r.loss, ++window;
-        train_seconds += r.seconds;
-        const long done = r.step - first_step;
-        const double ips = static_cast<double>(done * per_step) / std::max(train_seconds, 1e-9);
-        const bool evaluate_now = r.step % eval_every == 0 || r.step == a.o.steps;
-        if (root && (r.step % log_every == 0 || evaluate_now)) {
-          const long evals_left = (a.o.steps / eval_every - r.step / eval_every) + (a.o.steps % eval_every ? 1 : 0);
-          const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(a.o.steps - r.step) +
-                             (evaluations ? eval_seconds / static_cast<double>(evaluations) : 0.0) * static_cast<double>(evals_left);
-          std::fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds\n", r.step, a.o.steps,
-                       window_loss / window, r.lr, ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60);
-          window_loss = 0, window = 0;
-        }
-        const double epoch = static_cast<double>(r.step) / epoch_steps;
-        examples::together(*world, [&] {  // rank 0 evaluates and writes; every rank learns how that went
-          if (!root) return;
-          if (evaluate_now) {
-            examples::doing("evaluating on " + val_name);
-            const auto e0 = std::chrono::steady_clock::now();
-            last = evaluate(trainer.model(), val, proc, a.o.batch);
-            eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count(), ++evaluations;
-            report(last, epoch, r.step);
-          }
-          metrics_row(r.step, epoch, r.loss, r.lr, r.grad_norm, ips, evaluate_now ? &last : nullptr);
-          if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != a.o.steps) save(r.step);
-        });
-      }
-      examples::together(*world, [&] {
-        if (root && last.count == 0) last = evaluate(trainer.model(), val, proc, a.o.batch);  // resumed at the last step
-      });
+      train_all(
+          trainer,
+          [&] {
+            const long k = loader.batches_taken();
+            return LabelledBatch<float>{loader.next(), loader.labels_of(k)};
+          },
+          per_step, epoch_steps, eval_every, [&](const ViTForImageClassification<float>& m) { return evaluate(m, val, proc, a.o.batch); },
+          save);
       model = std::move(trainer.model());
     }
     examples::together(*world, [&] {  // rank 0 writes the results; every rank learns how that went

@@ -7,6 +7,7 @@
 #include <vitmae/train.hpp>
 
 #include <regex>
+#include <sstream>
 
 namespace io = vitmae::io;
 using test::Run;
@@ -241,6 +242,45 @@ TEST_CASE("smaller messages: a mistyped split is a usage error, a subset too lar
   CHECK(r.status == 1);
   CHECK(r.err.rfind("vitmae: " + dir + "/t10k-images-idx3-ubyte.gz: truncated or corrupt gzip file", 0) == 0);
   CHECK_FALSE(std::filesystem::exists(dir + "/o"));
+}
+
+TEST_CASE("the linear probe trains on the one loop: --steps exact, a metrics row a step with its gradient norm, mean features kept") {
+  const std::string dir = test::tmp_dir("probe_loop");
+  std::filesystem::create_directories(dir + "/fm");
+  for (const char* k : {"images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"})
+    std::filesystem::create_symlink(test::data(std::string("fashion-mnist/t1k-") + k), dir + "/fm/t10k-" + k);
+  const std::string common = "--data fashion-mnist:" + dir + "/fm:t10k --holdout 10 --init " + std::string(VITMAE_FASHION_MNIST_EXAMPLE) +
+                             "/mae --linear-probe --steps 5 --threads 1 ";
+  const Run r = test::run_program(VITMAE_FINETUNE_EXE, common + "--out " + dir + "/cls");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("vitmae-finetune: linear probe on 96 cls features of 900 training images in 10 classes") != std::string::npos);
+  CHECK(r.err.find("; 5 steps of 256 (4 an epoch), peak lr 0.001\n") != std::string::npos);
+  std::istringstream metrics(test::slurp(dir + "/cls/metrics.csv"));
+  std::string row;
+  std::getline(metrics, row);
+  CHECK(row == "step,epoch,loss,lr,grad_norm,images_per_s,val_top1,val_top5,val_loss");
+  long rows = 0;
+  while (std::getline(metrics, row)) {
+    ++rows;
+    std::vector<std::string> f;
+    std::istringstream cells(row);
+    for (std::string c; std::getline(cells, c, ',');) f.push_back(c);
+    REQUIRE(f.size() >= 6);
+    CHECK(std::stol(f[0]) == rows);
+    CHECK(std::stod(f[4]) > 0);  // the step's gradient norm, before clipping
+  }
+  CHECK(rows == 5);
+  CHECK(io::file_exists(dir + "/cls/final/model.safetensors"));
+  const Run m = test::run_program(VITMAE_FINETUNE_EXE, common + "--probe-features mean --out " + dir + "/mean");
+  INFO(m.err);
+  REQUIRE(m.status == 0);
+  CHECK(m.err.find("vitmae-finetune: --probe-features mean: no " + dir + "/mean/final (a ViTForImageClassification classifies the CLS "
+                   "token); the head and its normalisation are in " + dir + "/mean/probe.safetensors\n") != std::string::npos);
+  const io::SafetensorsFile probe(dir + "/mean/probe.safetensors");
+  CHECK(probe.info("classifier.weight").shape == std::vector<std::int64_t>{10, 96});
+  CHECK(probe.info("mean").shape == std::vector<std::int64_t>{96});
+  CHECK_FALSE(std::filesystem::exists(dir + "/mean/final"));
 }
 
 TEST_CASE("vitmae-classify takes image paths as arguments (shell globs), vitmae-run takes --threads and says what it wrote") {

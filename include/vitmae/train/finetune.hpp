@@ -70,6 +70,7 @@ struct ClassifierFineTuning {
 
   explicit ClassifierFineTuning(const Options& o) : opts(o) {}
 
+  void check_model(const Model& m) const { require_no_dropout(m.config(), name); }
   void check(const Batch& b, Index b0, Index b1, Index batch, bool alone) const {
     detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == batch, name,
                     ": a batch must hold ", b1 - b0, " images", alone ? "" : " (this rank's slice)", " and ", batch, " labels, got ",

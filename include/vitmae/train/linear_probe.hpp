@@ -4,7 +4,8 @@
 // normalised with the training set's mean and variance (MAE's BatchNorm1d without affine,
 // eps 1e-6), and a linear head trained on them with cross-entropy. MAE trains the head with
 // LARS at batch 16384; here AdamW on mini-batches (the features are in memory, an epoch costs
-// a few milliseconds), warm-up then cosine, no weight decay by default as MAE.
+// a few milliseconds) on the one training loop (train/loop.hpp), warm-up then cosine, no weight
+// decay by default as MAE; every batch full (FeatureBatches: an endless stream of permutations).
 #pragma once
 
 #include <algorithm>
@@ -18,7 +19,9 @@
 #include "vitmae/init.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/random.hpp"
+#include "vitmae/io/safetensors.hpp"
 #include "vitmae/train/finetune.hpp"
+#include "vitmae/train/loop.hpp"
 #include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/vit_for_image_classification.hpp"
@@ -42,12 +45,14 @@ inline ProbeFeatures probe_features_from(const std::string& name) {
 
 /// The features of every image of `data` (the processor's resize and normalisation, no
 /// augmentation), one row per image, `batch` images at a time through the frozen encoder.
+/// `progress(done, total)` is called as each batch starts, counting it in.
 template <class S>
 Matrix<S> extract_features(const ViTModel<S>& vit, const LabelledDataset& data, const ImageProcessor& proc, ProbeFeatures kind,
-                           int batch = 256) {
+                           int batch = 256, const Progress& progress = {}) {
   Matrix<S> out;
   for_each_batch<S>(data, proc, static_cast<int>(vit.config.num_channels), vit.config.image_size, batch,
                     [&](Index start, Index B, const Tensor<S>& px, const ForwardOptions& opts) {
+                      if (progress) progress(static_cast<size_t>(start + B), data.size());  // (as this batch starts)
                       if (kind == ProbeFeatures::pixels) {
                         const Index D = px.numel() / B;
                         if (out.size() == 0) out.resize(static_cast<Index>(data.size()), D);
@@ -71,20 +76,19 @@ Matrix<S> extract_features(const ViTModel<S>& vit, const LabelledDataset& data, 
   return out;
 }
 
-struct ProbeOptions {
-  long epochs = 90;         // passes over the training features
-  int batch = 256;
-  double lr = 1e-3;         // AdamW's peak rate
-  double min_lr = 0;
-  long warmup_steps = -1;   // linear warm-up; negative: a tenth of the steps
-  double weight_decay = 0;  // MAE's linear probe: none
-  std::uint64_t seed = 0;   // the order of the samples in each epoch
+/// The shared recipe (train/loop.hpp) with a linear probe's defaults: batch 256, an absolute
+/// peak rate of 1e-3, betas 0.9/0.999, no weight decay (MAE's linear probe has none), warm-up
+/// then cosine. `epochs`, when positive, sets the length in passes over the features (each
+/// ceil(N / batch) steps) for train_linear_probe.
+struct ProbeOptions : TrainOptions {
+  long epochs = 0;
 
-  long warmup(long total_steps) const { return warmup_steps >= 0 ? std::min(warmup_steps, total_steps) : total_steps / 10; }
-  /// The rate of step s (0-based) of a run with `per_epoch` steps an epoch.
-  double learning_rate(long s, long per_epoch) const {
-    const long total = epochs * per_epoch;
-    return mae_learning_rate(s, warmup(total), total, lr, min_lr);
+  ProbeOptions() {
+    batch = 256;
+    lr = 1e-3;
+    beta2 = 0.999;
+    weight_decay = 0;
+    min_lr = 0;
   }
 };
 
@@ -94,6 +98,20 @@ struct LinearProbe {
   using scalar_type = S;
   RowVector<S> mean, inv_std;  // the training features' statistics (not trained)
   Linear<S> classifier;        // (classes, features)
+
+  /// The probe MAE starts from for features X (N, D): BatchNorm1d(affine=False, eps=1e-6) at X's
+  /// statistics (biased variance), a head of `classes` rows drawn as MAE's (trunc_normal_ std
+  /// 0.01, bias 0) from `seed` (independent of the data order).
+  static LinearProbe initial(const Matrix<S>& X, Index classes, std::uint64_t seed) {
+    LinearProbe p;
+    p.mean = X.colwise().mean();
+    const RowVector<S> var = (X.rowwise() - p.mean).array().square().colwise().mean();
+    p.inv_std = (var.array() + S(1e-6)).unaryExpr([](S x) { return S(1) / std::sqrt(x); }).matrix();  // (Eigen's rsqrt is an estimate)
+    p.classifier = Linear<S>(X.cols(), classes);
+    auto init_rng = seeded_rng(seed, seed_streams::probe);
+    init_weights(p, 0.01, init_rng, InitScheme::vit);
+    return p;
+  }
 
   Matrix<S> normalise(const Matrix<S>& x) const {
     return ((x.rowwise() - mean).array().rowwise() * inv_std.array()).matrix();
@@ -112,6 +130,19 @@ struct LinearProbe {
     return l;
   }
 
+  /// The probe as safetensors tensors: classifier.weight, classifier.bias, mean, inv_std (for
+  /// features a ViTForImageClassification cannot hold: mean tokens, pixels).
+  void save(const std::string& path) const {
+    io::SafetensorsWriter w;
+    w.set_metadata("format", "pt");
+    const io::DType dt = io::dtype_of<S>();
+    w.add("classifier.weight", classifier.weight.data(), {classifier.weight.rows(), classifier.weight.cols()}, dt);
+    w.add("classifier.bias", classifier.bias.data(), {classifier.bias.size()}, dt);
+    w.add("mean", mean.data(), {mean.size()}, dt);
+    w.add("inv_std", inv_std.data(), {inv_std.size()}, dt);
+    w.save(path);
+  }
+
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     Linear<S>::parameters(m.classifier, prefix + "classifier.", visit);
@@ -119,58 +150,117 @@ struct LinearProbe {
   VITMAE_VISIT_PARAMETERS
 };
 
-/// Trains a LinearProbe on features X (N, D) with labels y in [0, classes). `on_epoch(epoch,
-/// probe, mean loss)` is called after every epoch (for validation and logging).
+/// Rows of features with a class each: a linear probe's batch.
+template <class S>
+struct LabelledFeatures {
+  Matrix<S> x;  // (B, D), normalised
+  std::vector<std::int64_t> labels;
+};
+
+/// Endless mini-batches of (x, y): batch k holds positions k*B .. k*B+B-1 of a stream of epochs,
+/// each a permutation of the rows seeded by (seed, epoch), so every batch is full and depends on
+/// (seed, k) only.
+template <class S>
+class FeatureBatches {
+ public:
+  FeatureBatches(const Matrix<S>& x, const std::vector<std::int64_t>& y, Index batch, std::uint64_t seed)
+      : x_(x), y_(y), batch_(batch), seed_(seed) {
+    detail::require(x.rows() > 0 && static_cast<size_t>(x.rows()) == y.size(), "linear probe: ", x.rows(), " feature rows for ", y.size(),
+                    " labels");
+  }
+
+  LabelledFeatures<S> next() {
+    LabelledFeatures<S> b{Matrix<S>(batch_, x_.cols()), std::vector<std::int64_t>(static_cast<size_t>(batch_))};
+    for (Index k = 0; k < batch_; ++k, ++pos_) {
+      const Index n = x_.rows();
+      const long epoch = pos_ / n;
+      if (epoch != epoch_) {
+        order_.resize(static_cast<size_t>(n));
+        for (Index i = 0; i < n; ++i) order_[static_cast<size_t>(i)] = i;
+        auto rng = seeded_rng(seed_, seed_streams::probe + 1 + static_cast<std::uint64_t>(epoch));
+        shuffle(order_, rng);
+        epoch_ = epoch;
+      }
+      const Index r = order_[static_cast<size_t>(pos_ % n)];
+      b.x.row(k) = x_.row(r);
+      b.labels[static_cast<size_t>(k)] = y_[static_cast<size_t>(r)];
+    }
+    return b;
+  }
+
+ private:
+  const Matrix<S>& x_;
+  const std::vector<std::int64_t>& y_;
+  Index batch_;
+  std::uint64_t seed_;
+  long pos_ = 0, epoch_ = -1;
+  std::vector<Index> order_;
+};
+
+/// Training a LinearProbe's head as a TrainingLoop job: cross-entropy on fixed features.
+template <class S>
+struct LinearProbing {
+  using Model = LinearProbe<S>;
+  using Options = ProbeOptions;
+  using Batch = LabelledFeatures<S>;
+  struct Backward {  // one thread, one process: nothing to overlap
+    template <class Sum>
+    void set_overlap(Sum*) {}
+  };
+  static constexpr const char* name = "linear probe";
+
+  Options opts;
+
+  explicit LinearProbing(const Options& o) : opts(o) {}
+
+  void check_model(const Model& m) const {
+    detail::require(m.classifier.out_features() >= 2, name, ": needs at least 2 classes, got ", m.classifier.out_features());
+  }
+  void check(const Batch& b, Index b0, Index b1, Index batch, bool) const {
+    detail::require(b.x.rows() == b1 - b0 && static_cast<Index>(b.labels.size()) == batch, name, ": a batch must hold ", batch,
+                    " rows and labels, got ", b.x.rows(), " and ", b.labels.size());
+  }
+  S compute(Backward&, const Model& m, const Batch& b, Model& grads, long, Index) const {
+    const Index classes = m.classifier.out_features();
+    for (size_t i = 0; i < b.labels.size(); ++i)
+      detail::require(b.labels[i] >= 0 && b.labels[i] < classes, name, ": label ", b.labels[i], " is out of range: ", classes, " classes");
+    Matrix<S> logits = m.classifier.forward(b.x), dlogits;
+    const S loss = ClassificationLoss{"single_label_classification", classes, 0.0}.forward(logits, Labels<S>::of_classes(b.labels), &dlogits);
+    m.classifier.backward(b.x, dlogits, grads.classifier, nullptr);
+    return loss;
+  }
+  double lr_scale(const Model&, const Parameter<S>&) const { return 1.0; }
+  void add_state(nlohmann::json& j) const { j["job"] = "linear_probe"; }
+};
+
+/// Trains a LinearProbe on features X (N, D) with labels y in [0, classes) on the training loop:
+/// o.epochs passes of ceil(N / batch) steps (or o.steps when epochs is 0). `on_epoch(epoch,
+/// probe, mean loss)` is called after every epoch's steps (for validation and logging).
 /// @throws vitmae::Error on mismatched sizes or a label out of range.
 template <class S>
-LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int64_t>& y, Index classes, const ProbeOptions& o,
+LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int64_t>& y, Index classes, ProbeOptions o,
                                   const std::function<void(long, const LinearProbe<S>&, double)>& on_epoch = {}) {
-  const Index N = X.rows(), D = X.cols();
+  const Index N = X.rows();
   detail::require(N > 0 && static_cast<size_t>(N) == y.size(), "linear probe: ", N, " feature rows for ", y.size(), " labels");
   detail::require(classes >= 2, "linear probe: needs at least 2 classes, got ", classes);
-  detail::require(o.epochs > 0 && o.batch > 0, "linear probe: epochs and batch must be positive");
   for (size_t i = 0; i < y.size(); ++i)
     detail::require(y[i] >= 0 && y[i] < classes, "linear probe: label ", y[i], " of sample ", i, " is out of range: ", classes,
                     " classes");
-  LinearProbe<S> p;
-  // BatchNorm1d(affine=False, eps=1e-6) at the training set's statistics (biased variance).
-  p.mean = X.colwise().mean();
-  const RowVector<S> var = (X.rowwise() - p.mean).array().square().colwise().mean();
-  p.inv_std = (var.array() + S(1e-6)).unaryExpr([](S x) { return S(1) / std::sqrt(x); }).matrix();  // (Eigen's rsqrt is an estimate)
-  const Matrix<S> Xn = p.normalise(X);
-  // MAE's head: trunc_normal_(std=0.01), bias 0 (drawn from the seed, independent of the data order).
-  p.classifier = Linear<S>(D, classes);
-  auto init_rng = seeded_rng(o.seed, seed_streams::probe);  // "PROBE"
-  init_weights(p, 0.01, init_rng, InitScheme::vit);
-  LinearProbe<S> g = p;
-  AdamW<LinearProbe<S>> adam(p, AdamWOptions{0.9, 0.999, 1e-8, o.weight_decay});
-  const long per_epoch = (N + o.batch - 1) / o.batch;
-  const ClassificationLoss ce{"single_label_classification", classes, 0.0};
-  std::vector<Index> order(static_cast<size_t>(N));
-  long step = 0;
-  for (long e = 0; e < o.epochs; ++e) {
-    for (Index i = 0; i < N; ++i) order[static_cast<size_t>(i)] = i;
-    auto rng = seeded_rng(o.seed, seed_streams::probe + 1 + static_cast<std::uint64_t>(e));
-    shuffle(order, rng);
-    double loss_sum = 0;
-    for (long s = 0; s < per_epoch; ++s, ++step) {
-      const Index lo = static_cast<Index>(s) * o.batch, B = std::min<Index>(o.batch, N - lo);
-      Matrix<S> xb(B, D);
-      std::vector<std::int64_t> yb(static_cast<size_t>(B));
-      for (Index b = 0; b < B; ++b) {
-        const Index r = order[static_cast<size_t>(lo + b)];
-        xb.row(b) = Xn.row(r);
-        yb[static_cast<size_t>(b)] = y[static_cast<size_t>(r)];
-      }
-      Matrix<S> logits = p.classifier.forward(xb), dlogits;
-      loss_sum += static_cast<double>(ce.forward(logits, Labels<S>::of_classes(yb), &dlogits)) * static_cast<double>(B);
-      zero_parameters(g);
-      p.classifier.backward(xb, dlogits, g.classifier, nullptr);
-      adam.step(p, g, o.learning_rate(step, per_epoch));
+  const long per_epoch = std::max<long>(1, (N + o.batch - 1) / o.batch);
+  if (o.epochs > 0) o.steps = o.epochs * per_epoch;
+  LinearProbe<S> initial = LinearProbe<S>::initial(X, classes, o.seed);
+  const Matrix<S> Xn = initial.normalise(X);
+  TrainingLoop<LinearProbing<S>> loop(std::move(initial), o);
+  FeatureBatches<S> batches(Xn, y, o.batch, o.seed);
+  double loss_sum = 0;
+  while (loop.step() < o.steps) {
+    loss_sum += loop.train_step([&] { return batches.next(); }).loss;
+    if (loop.step() % per_epoch == 0 && on_epoch) {
+      on_epoch(loop.step() / per_epoch, loop.model(), loss_sum / static_cast<double>(per_epoch));
+      loss_sum = 0;
     }
-    if (on_epoch) on_epoch(e + 1, p, loss_sum / static_cast<double>(N));
   }
-  return p;
+  return loop.model();
 }
 
 }  // namespace vitmae::train

@@ -10,6 +10,7 @@
 // A job supplies only what differs:
 //   using Model, Options (TrainOptions or a struct derived from it), Batch, Backward;
 //   static constexpr const char* name;                       // names the job in errors
+//   void check_model(const Model&) const;                    // what the job cannot train
 //   void check(const Batch&, Index b0, Index b1, Index batch, bool alone) const;  // its shape
 //   S compute(Backward&, const Model&, const Batch&, Model& grads, long micro, Index b0) const;
 //   double lr_scale(const Model&, const Parameter<S>&) const; // 1 for every parameter, or a decay
@@ -105,6 +106,15 @@ inline nlohmann::json trainer_state_json(long step, const TrainOptions& o, const
           {"history", history_json(history)}};
 }
 
+/// The transformer jobs' check: dropout is not implemented in training.
+/// @throws vitmae::Error naming `who` and the config's values.
+template <class Config>
+void require_no_dropout(const Config& c, const char* who) {
+  detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0, who,
+                  ": dropout is not implemented in training (config.json has hidden_dropout_prob ", c.hidden_dropout_prob,
+                  ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob, "; MAE and HF's defaults are 0): set them to 0");
+}
+
 template <class Job>
 class TrainingLoop {
  public:
@@ -114,15 +124,12 @@ class TrainingLoop {
   using S = typename Model::scalar_type;
 
   /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
-  /// @throws vitmae::Error on options out of range or a model with dropout.
+  /// @throws vitmae::Error on options out of range or a model the job cannot train (dropout).
   TrainingLoop(Model model, Options o, std::shared_ptr<World> world = nullptr)
       : opts_(checked(std::move(o))), job_(opts_), model_(std::move(model)), grads_(zero_grads_like(model_)),
         adam_(model_, AdamWOptions{opts_.beta1, opts_.beta2, 1e-8, opts_.weight_decay}),
         dp_(std::move(world), opts_.batch, Job::name) {
-    const auto& c = model_.config();
-    detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0, Job::name,
-                    ": dropout is not implemented in training (config.json has hidden_dropout_prob ", c.hidden_dropout_prob,
-                    ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob, "; MAE and HF's defaults are 0): set them to 0");
+    job_.check_model(model_);
     set_overlap(true);
   }
 

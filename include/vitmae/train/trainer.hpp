@@ -45,6 +45,7 @@ struct MaePretraining {
 
   explicit MaePretraining(const Options& o) : opts(o) {}
 
+  void check_model(const Model& m) const { require_no_dropout(m.config(), name); }
   void check(const Batch& pixels, Index b0, Index b1, Index, bool alone) const {
     detail::require(pixels.dim() == 4 && pixels.size(0) == b1 - b0, name, ": a batch must hold ", b1 - b0, " images",
                     alone ? "" : " (this rank's slice)", ", got ", detail::shape_str(pixels.shape));
