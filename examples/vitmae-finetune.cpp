@@ -173,12 +173,17 @@ int main(int argc, char** argv) {
         ClassifierLoadOptions lo;
         lo.labels = train.classes;
         lo.seed = a.o.seed;
+        const size_t said = notes.size();
         auto m = ViTForImageClassification<float>::from_pretrained(a.init, lo, &notes);
         if (fresh_head) {  // --relabel: the checkpoint's rows belong to other classes (the same draw as from_pretrained's)
           std::mt19937_64 rng(a.o.seed);
           init_weights(m.classifier, m.config().initializer_range, rng, InitScheme::vit);
-          notes.push_back("--relabel: " + a.init + "'s classifier is for other classes: drawn afresh for the " +
-                          std::to_string(train.classes.size()) + " classes of " + a.data);
+          const std::string why = "--relabel: " + a.init + "'s classifier is for other classes: drawn afresh for the " +
+                                  std::to_string(train.classes.size()) + " classes of " + a.data;
+          if (notes.size() > said && notes.back().find("classifier.weight") != std::string::npos)
+            notes.back() = why;  // from_pretrained drew it for another size already: one line about it
+          else
+            notes.push_back(why);
         }
         return m;
       }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -299,9 +300,15 @@ struct ViTForImageClassification {
     if (!classifier_loaded && m.num_labels() > 0) {
       std::mt19937_64 rng(o.seed);
       vitmae::init_weights(m.classifier, config.initializer_range, rng, InitScheme::vit);
-      out_notes.push_back("classifier.weight and classifier.bias are not in " + weights->where() + ": drawn afresh for " +
-                          std::to_string(config.num_labels()) + " labels (truncated normal, std " +
-                          std::to_string(config.initializer_range) + ", seed " + std::to_string(o.seed) + "; bias 0)");
+      // One line about it: load_weights said so already when the checkpoint's classifier has another size.
+      char how[96];
+      std::snprintf(how, sizeof how, " (truncated normal, std %g, seed %llu; bias 0)", config.initializer_range,
+                    static_cast<unsigned long long>(o.seed));
+      if (weights->contains("classifier.weight"))
+        out_notes.back() += how;
+      else
+        out_notes.push_back("classifier.weight and classifier.bias are not in " + weights->where() + ": drawn afresh for " +
+                            std::to_string(config.num_labels()) + " labels" + how);
     }
     return m;
   }
