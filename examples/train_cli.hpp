@@ -39,9 +39,11 @@ class CommandLine {
 
   struct Flag {
     std::string name, metavar, help;
-    std::function<void(const std::string& value)> set;
+    std::function<void(const std::string& value)> set;  // a switch: "off" unsets it, anything else sets it
+    std::function<std::string()> get;                    // the value now, as set() takes it
     OnResume on_resume = OnResume::kept;
     std::vector<std::string> aliases;  // older spellings, accepted and not shown
+    std::string default_value;         // get() when declared
   };
 
   /// `head`: the usage lines and any text before the flags.
@@ -49,22 +51,28 @@ class CommandLine {
 
   void section(std::string title) { sections_.push_back({std::move(title), {}}); }
 
-  void add(Flag f) { sections_.back().second.push_back(std::move(f)); }
+  void add(Flag f) {
+    if (sections_.empty()) section("Flags");
+    f.default_value = f.get();
+    sections_.back().second.push_back(std::move(f));
+  }
 
   /// A switch: sets `target` to `on`.
   void toggle(const std::string& name, bool& target, bool on, std::string help, OnResume r = OnResume::kept) {
-    add({name, "", std::move(help), [&target, on](const std::string&) { target = on; }, r, {}});
+    add({name, "", std::move(help), [&target, on](const std::string& v) { target = v == "off" ? !on : on; },
+         [&target, on] { return std::string(target == on ? "on" : "off"); }, r, {}, {}});
   }
   void text(const std::string& name, const std::string& metavar, std::string& target, std::string help,
             OnResume r = OnResume::kept) {
-    add({name, metavar, std::move(help), [&target](const std::string& v) { target = v; }, r, {}});
+    add({name, metavar, std::move(help), [&target](const std::string& v) { target = v; }, [&target] { return target; }, r, {}, {}});
   }
   /// An integer in [lo, hi].
   template <class Int>
   void integer(const std::string& name, const std::string& metavar, Int& target, long long lo, long long hi, std::string help,
                OnResume r = OnResume::kept) {
     add({name, metavar, std::move(help),
-         [&target, name, lo, hi](const std::string& v) { target = static_cast<Int>(to_int(name, v, lo, hi)); }, r, {}});
+         [&target, name, lo, hi](const std::string& v) { target = static_cast<Int>(to_int(name, v, lo, hi)); },
+         [&target] { return std::to_string(target); }, r, {}, {}});
   }
   /// A finite number for which ok(x) holds (`range` says which, for the error).
   void number(const std::string& name, const std::string& metavar, double& target, std::function<bool(double)> ok,
@@ -75,7 +83,15 @@ class CommandLine {
            if (!std::isfinite(x) || !ok(x)) throw UsageError(name + " must be " + range + ", got '" + v + "'");
            target = x;
          },
-         r, {}});
+         [&target] {  // the shortest text that reads back as the same double
+           char b[32];
+           for (int digits = 1; digits <= 17; ++digits) {
+             std::snprintf(b, sizeof b, "%.*g", digits, target);
+             if (std::strtod(b, nullptr) == target) break;
+           }
+           return std::string(b);
+         },
+         r, {}, {}});
   }
   /// An older spelling of `name` (the last flag added when empty).
   void alias(const std::string& old_name) { sections_.back().second.back().aliases.push_back(old_name); }
@@ -117,42 +133,45 @@ class CommandLine {
   bool given(const std::string& name) const { return given_.count(name) > 0; }
   std::string given_value(const std::string& name) const { return given_.at(name); }
 
-  /// The flags given that --resume takes again: {"--name": "value", ...} ("" for a switch).
+  /// What --resume takes again: every recorded flag's value now, given or not ({"--name":
+  /// "value", ...}, a switch "on" or "off"), and the program's name.
   nlohmann::json recorded() const {
     nlohmann::json j = nlohmann::json::object();
-    for (const auto& [name, v] : given_)
-      if (const Flag* f = find(name); f && f->on_resume != OnResume::never) j[name] = v;
+    j["program"] = program_;
+    for (const auto& s : sections_)
+      for (const Flag& f : s.second)
+        if (f.on_resume != OnResume::never) j[f.name] = f.get();
     return j;
   }
 
   /// --resume: sets each flag of `stored` (recorded() of the run being resumed) that this
   /// command line does not give. `where` names the file, for errors.
-  /// @throws UsageError (one line) when a kept flag was given with another value, naming both.
+  /// @throws UsageError (one line) when a kept flag was given with another value, naming both,
+  /// or when the checkpoint is another program's.
   void resume_from(const nlohmann::json& stored, const std::string& where) {
     if (!stored.is_object()) return;
+    if (stored.contains("program") && stored["program"] != program_)
+      throw UsageError("vitmae: " + where + ": a checkpoint of " + stored["program"].get<std::string>() + ", not of " + program_, false);
     std::map<std::string, std::string> taken;
     for (const auto& [name, j] : stored.items()) {
       const Flag* f = find(name);
       if (!f || !j.is_string() || f->on_resume == OnResume::never) continue;
-      const std::string theirs = j.get<std::string>();
+      std::string theirs = j.get<std::string>();
+      if (f->metavar.empty() && theirs.empty()) theirs = "on";  // (a switch as the first records of this session held it)
       if (!given(name)) {
-        f->set(theirs);
-        taken[name] = theirs;
+        if (theirs != f->default_value) f->set(theirs), taken[name] = theirs;
         continue;
       }
-      const std::string mine = given_.at(name);
-      if (f->on_resume == OnResume::kept && !same_value(mine, theirs))
-        throw UsageError("vitmae: " + where + ": the run was started with " + name + (f->metavar.empty() ? "" : " " + theirs) + ", this run gives " +
-                             name + (f->metavar.empty() ? "" : " " + mine) + "; a resumed run must keep it (leave the flag out to keep it)",
-                         false);
+      const std::string mine = f->get();
+      if (f->on_resume != OnResume::kept || same_value(mine, theirs)) continue;
+      if (f->metavar.empty())
+        throw UsageError("vitmae: " + where + ": the run was started without " + name + "; a resumed run must keep that (leave the " +
+                             "flag out)", false);
+      throw UsageError("vitmae: " + where + ": the run was started with " + name + " " + theirs + ", this run gives " + name + " " +
+                           mine + "; a resumed run must keep it (leave the flag out to keep it)",
+                       false);
     }
-    // A kept switch the run was started without may not be added now.
-    for (const auto& [name, v] : given_) {
-      const Flag* f = find(name);
-      if (f && f->metavar.empty() && f->on_resume == OnResume::kept && !stored.contains(name))
-        throw UsageError("vitmae: " + where + ": the run was started without " + name + "; a resumed run must keep that", false);
-    }
-    given_.insert(taken.begin(), taken.end());  // recorded() again by the resumed run's checkpoints
+    given_.insert(taken.begin(), taken.end());  // the run's own choices, as if given again
   }
 
  private:
@@ -225,8 +244,9 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
   cl.text("--resume", "DIR", a.resume,
           "(or) continue a run from one of its checkpoints (OUT/checkpoint-STEP), bit for\n"
           "bit, with the flags it was started with (default: none); a flag given again\n"
-          "must keep its value (exit 2 otherwise), except --out, --threads, --workers,\n"
-          "the checkpoint and log flags, --skip-bad-images and --no-overlap",
+          "must keep its value (exit 2 otherwise), except --out, --workers, the checkpoint\n"
+          "and log flags, --skip-bad-images, --no-overlap, and --threads with another\n"
+          "number of MPI ranks",
           R::never);
   cl.section("Schedule and optimiser (AdamW, linear warm-up, then half-cosine decay)");
   cl.integer("--steps", "N", a.steps, 1, 1'000'000'000, "optimiser steps (default " + steps_default + ")");
@@ -346,12 +366,16 @@ inline void resume_flags(CommandLine& cl, TrainArgs& a, int world_size) {
   if (a.resume.empty()) return;
   const std::string state = vitmae::io::join_path(a.resume, "trainer_state.json");
   if (!vitmae::io::file_exists(state))
-    throw UsageError("--resume " + a.resume + ": not a checkpoint (no trainer_state.json; give OUT/checkpoint-STEP or OUT/final)");
+    throw UsageError("--resume " + a.resume + ": not a checkpoint (no trainer_state.json; give OUT/checkpoint-STEP)");
   const nlohmann::json st = vitmae::io::read_json_file(state, "trainer state");
+  const bool threads_given = cl.given("--threads");
   if (st.contains("args")) cl.resume_from(st["args"], state);
-  // The same threads continue bit for bit; with another number of ranks they may change (train/world.hpp).
-  if (!cl.given("--threads") && st.value("world_size", 1) == world_size && st.contains("threads") && st["threads"].is_number_integer())
-    a.threads = st["threads"].get<int>();
+  // The same threads continue bit for bit. With another number of ranks, the same threads in all
+  // (ranks x threads) keep the order of the gradient's sums when it divides (train/world.hpp).
+  if (!threads_given && st.contains("threads") && st["threads"].is_number_integer()) {
+    const int t = st["threads"].get<int>(), w = st.value("world_size", 1);
+    a.threads = w == world_size ? t : (t * w) % world_size == 0 ? t * w / world_size : 0;
+  }
   if (a.out.empty()) {
     std::filesystem::path p = std::filesystem::path(a.resume).lexically_normal();
     if (!p.has_filename()) p = p.parent_path();  // "OUT/checkpoint-10/"

@@ -43,7 +43,8 @@ examples::CommandLine command_line(Args& a) {
   examples::add_shared_flags(cl, a, a.o,
                              "(required unless --resume) labelled training images: a folder\n"
                              "root/<class>/<images> (torchvision's ImageFolder), a list file of\n"
-                             "'path label' lines, or fashion-mnist:DIR:SPLIT (IDX files of Debian's\n"
+                             "'path<TAB>label' (or 'path label') lines, whole-number labels being class\n"
+                             "indices, or fashion-mnist:DIR:SPLIT (IDX files of Debian's\n"
                              "dataset-fashion-mnist, DIR /usr/share/datasets/fashion-mnist, SPLIT\n"
                              "train or t10k)",
                              "10 epochs; linear probe: 90 epochs");
@@ -63,12 +64,14 @@ examples::CommandLine command_line(Args& a) {
   cl.toggle("--relabel", a.relabel, true,
             "with --init from a classifier whose id2label lacks a class of the data: draw\n"
             "a fresh classifier for the data's classes (default: off, such a run is refused;\n"
-            "the classes it has keep their rows and names)");
+            "the classes it has keep their rows and names)",
+            examples::CommandLine::OnResume::never);
   cl.integer("--eval-every", "N", a.eval_every, 1, 1L << 40, "steps between validations (default: one epoch)", R::free);
   cl.toggle("--linear-probe", a.linear_probe, true,
             "train a linear head on the frozen encoder's features (MAE's linear\n"
-            "probing); with cls features DIR/final is a ViTForImageClassification whose\n"
-            "classifier holds the head with the normalisation folded in (default: off)");
+            "probing; batch 256 and no weight decay unless given); with cls features\n"
+            "DIR/final is a ViTForImageClassification whose classifier holds the head\n"
+            "with the normalisation folded in (default: off)");
   cl.text("--probe-features", "F", a.probe_features,
           "cls (the CLS token after the final layernorm, default), mean (the mean\n"
           "patch token) or pixels (the preprocessed pixels: logistic regression on raw\n"
@@ -117,7 +120,7 @@ int main(int argc, char** argv) {
     using namespace vitmae::train;
     Args a;
     examples::CommandLine cl = command_line(a);
-    parse(argc, argv, cl, a, world->size());
+    examples::together(*world, [&] { parse(argc, argv, cl, a, world->size()); });  // reads the checkpoint: on every rank
     a.o.threads = a.threads > 0 ? a.threads : available_threads();
     if (a.linear_probe && world->size() > 1)
       throw examples::UsageError("vitmae-finetune: --linear-probe runs in one process (its features are computed once): run it "
@@ -139,7 +142,7 @@ int main(int argc, char** argv) {
       std::vector<size_t> count(train.classes.size(), 0);
       for (std::int64_t y : train.labels()) ++count[static_cast<size_t>(y)];
       for (size_t c = 0; c < count.size(); ++c)
-        detail::require(count[c] > static_cast<size_t>(a.holdout), a.data, ": class '", train.classes[c], "' has ", count[c],
+        detail::require(count[c] == 0 || count[c] > static_cast<size_t>(a.holdout), a.data, ": class '", train.classes[c], "' has ", count[c],
                         " images: --holdout ", a.holdout, " would leave none to train on");
       std::vector<size_t> rest;
       val = train.per_class_subset(static_cast<size_t>(a.holdout), a.o.seed ^ seed_streams::holdout, &rest);
@@ -157,7 +160,7 @@ int main(int argc, char** argv) {
     const std::string from = a.init.empty() ? a.resume : a.init;
     if (!from.empty()) require_trainable_weights(from);
     const std::vector<std::string> rows =
-        from.empty() ? train.classes : classes_for_fine_tuning(from, train.classes, a.data, a.relabel && a.resume.empty(), &fresh_head);
+        from.empty() ? train.classes : classes_for_fine_tuning(from, train, a.relabel && a.resume.empty(), &fresh_head);
     const char* whose = rows == train.classes ? "the training set's" : "the checkpoint's";
     if (rows != train.classes) train.use_classes_of(rows, a.data, whose);
     val.use_classes_of(rows, a.holdout ? a.data : a.val, whose);
@@ -210,8 +213,8 @@ int main(int argc, char** argv) {
     val.set_channels(static_cast<int>(cfg.num_channels));
 
     ImageProcessor proc;
-    examples::together(*world, [&] {
-      proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config());
+    examples::together(*world, [&] { proc = ImageProcessor::for_checkpoint(proc_from, cfg.mae_config()); });
+    examples::together(*world, [&] {  // collectives only: after what may fail on one rank
       // Every rank must see the same images and preprocess them alike, or the batches would differ.
       vitmae::train::require_same_on_ranks(*world, a.data + ": the number of training images", static_cast<double>(train.size()));
       vitmae::train::require_same_on_ranks(*world, "the preprocessing (preprocessor_config.json)", proc.to_json().dump());
@@ -285,7 +288,8 @@ int main(int argc, char** argv) {
     const auto train_all = [&](auto& trainer, auto&& next_batch, long per_step, long epoch_steps, long eval_every, auto&& evaluate_model,
                                auto&& save) {
       const long steps = trainer.options().steps;
-      const long log_every = a.log_every ? a.log_every : (::isatty(2) ? 1 : std::max(1L, steps / 100));
+      const bool tty = ::isatty(2);  // a terminal: the progress line is redrawn in place, as vitmae-pretrain's
+      const long log_every = a.log_every ? a.log_every : (tty ? 1 : std::max(1L, steps / 100));
       const long first_step = trainer.step();
       double window_loss = 0, train_seconds = 0, eval_seconds = 0;
       long window = 0, evaluations = 0;
@@ -301,8 +305,9 @@ int main(int argc, char** argv) {
           const long evals_left = (steps / eval_every - r.step / eval_every) + (steps % eval_every ? 1 : 0);
           const double eta = train_seconds / static_cast<double>(done) * static_cast<double>(steps - r.step) +
                              (evaluations ? eval_seconds / static_cast<double>(evaluations) : 0.0) * static_cast<double>(evals_left);
-          std::fprintf(stderr, "step %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds\n", r.step, steps, window_loss / window, r.lr,
-                       ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60);
+          std::fprintf(stderr, "%sstep %ld/%ld  loss %.4f  lr %.3g  %.1f img/s  ETA %ldm%02lds%s", tty ? "\r" : "", r.step, steps,
+                       window_loss / window, r.lr, ips, static_cast<long>(eta) / 60, static_cast<long>(eta) % 60,
+                       tty && !evaluate_now ? "   " : "\n");
           window_loss = 0, window = 0;
         }
         const double epoch = static_cast<double>(r.step) / static_cast<double>(epoch_steps);

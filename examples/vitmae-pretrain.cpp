@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
     using vitmae::ForPreTraining;
     Args a;
     examples::CommandLine cl = command_line(a);
-    parse(argc, argv, cl, a, world->size());
+    examples::together(*world, [&] { parse(argc, argv, cl, a, world->size()); });  // reads the checkpoint: on every rank
     examples::set_threads(a.threads);
     a.train.threads = a.threads > 0 ? a.threads : vitmae::available_threads();
 

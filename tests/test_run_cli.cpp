@@ -315,8 +315,8 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   // A refused resume is a usage error (exit 2), one line naming both values.
   r = run(common + "--seed 4 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed2", VITMAE_FINETUNE_EXE);
   CHECK(r.status == 2);
-  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the checkpoint was trained with seed 0, this run asks for 4; "
-                 "a resumed run must keep it\n");
+  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the run was started with --seed 0, this run gives --seed 4; "
+                 "a resumed run must keep it (leave the flag out to keep it)\n");
   r = run("--steps 9 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed3", VITMAE_FINETUNE_EXE);
   CHECK(r.status == 2);
   CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the run was started with --steps 8, this run gives "

@@ -245,6 +245,72 @@ TEST_CASE("smaller messages: a mistyped split is a usage error, a subset too lar
   CHECK_FALSE(std::filesystem::exists(dir + "/o"));
 }
 
+TEST_CASE("--resume takes every flag the run was started with: one added now that changes the run is refused, naming both values") {
+  const std::string dir = test::tmp_dir("resume_flags");
+  grey_pngs(dir + "/img", "x", 3, 40);
+  io::write_file_atomic(dir + "/mae.json", R"({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "intermediate_size": 32, "decoder_hidden_size": 16, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2,
+    "decoder_intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
+  const Run a = test::run_program(VITMAE_PRETRAIN_EXE, "--data " + dir + "/img --config " + dir +
+                                                           "/mae.json --steps 4 --batch 2 --lr 1e-3 --save-every 2 --threads 1 --out " + dir + "/run");
+  INFO(a.err);
+  REQUIRE(a.status == 0);
+  const std::string ckpt = dir + "/run/checkpoint-2", state = ckpt + "/trainer_state.json";
+  Run r = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + ckpt + " --scale-min 0.5");  // not given at the start: the default 0.2
+  CHECK(r.status == 2);
+  CHECK(r.err == "vitmae: " + state + ": the run was started with --scale-min 0.2, this run gives --scale-min 0.5; a resumed run must "
+                 "keep it (leave the flag out to keep it)\n");
+  r = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + ckpt + " --vflip");
+  CHECK(r.status == 2);
+  CHECK(r.err == "vitmae: " + state + ": the run was started without --vflip; a resumed run must keep that (leave the flag out)\n");
+  r = test::run_program(VITMAE_FINETUNE_EXE, "--resume " + ckpt);
+  CHECK(r.status == 2);
+  CHECK(r.err == "vitmae: " + state + ": a checkpoint of vitmae-pretrain, not of vitmae-finetune\n");
+  r = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + ckpt + " --lr 0.001 --save-every 1");  // the same value; a free flag
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(test::slurp(dir + "/run/final/model.safetensors").size() > 0);
+}
+
+TEST_CASE("integer labels with gaps: 1-based labels leave class 0 empty, and --holdout and --labels-per-class still work") {
+  const std::string dir = test::tmp_dir("label_gaps");
+  std::string list;
+  for (int c = 1; c <= 3; ++c)
+    for (const auto& f : grey_pngs(dir + "/img", "c" + std::to_string(c), 3, 60 * c)) list += f + " " + std::to_string(c) + "\n";
+  io::write_file_atomic(dir + "/list.txt", list);
+  const Run r = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/list.txt --holdout 1 --labels-per-class 2 --config " +
+                                                           tiny_vit_config(dir) + " --steps 1 --batch 6 --threads 1 --out " + dir + "/run");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("6 training images in 4 classes, 3 validation images") != std::string::npos);
+  CHECK(vitmae::ViTConfig::load(dir + "/run/final/config.json").id2label == std::vector<std::string>{"0", "1", "2", "3"});
+  // Numbers too sparse to be indices are names, in numeric order.
+  io::write_file_atomic(dir + "/sparse.txt", dir + "/img/c1-0.png 20230101\n" + dir + "/img/c2-0.png 900\n");
+  const auto sparse = vitmae::train::LabelledDataset::list_file(dir + "/sparse.txt");
+  CHECK(sparse.classes == std::vector<std::string>{"900", "20230101"});
+  CHECK(sparse.labels() == std::vector<std::int64_t>{1, 0});
+}
+
+TEST_CASE("a --relabel run resumes from its checkpoint with --resume alone") {
+  const std::string dir = test::tmp_dir("relabel_resume");
+  nlohmann::json j = io::read_json_file(tiny_vit_config(dir));
+  j["id2label"] = {{"0", "top"}, {"1", "shoe"}};
+  vitmae::ViTForImageClassification<float> m(vitmae::ViTConfig::from_json(j));
+  auto rng = vitmae::seeded_rng(1, 2);
+  m.init_weights(rng);
+  m.save_pretrained(dir + "/cls");
+  grey_pngs(dir + "/data/bag", "b", 2, 20);
+  grey_pngs(dir + "/data/top", "t", 2, 220);
+  const Run a = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/data --val " + dir + "/data --init " + dir +
+                                                           "/cls --relabel --steps 2 --batch 4 --save-every 1 --threads 1 --out " + dir + "/run");
+  INFO(a.err);
+  REQUIRE(a.status == 0);
+  const Run b = test::run_program(VITMAE_FINETUNE_EXE, "--resume " + dir + "/run/checkpoint-1 --out " + dir + "/again");
+  INFO(b.err);
+  REQUIRE(b.status == 0);
+  CHECK(test::slurp(dir + "/run/final/model.safetensors") == test::slurp(dir + "/again/final/model.safetensors"));
+}
+
 TEST_CASE("the linear probe trains on the one loop: --steps exact, a metrics row a step with its gradient norm, mean features kept") {
   const std::string dir = test::tmp_dir("probe_loop");
   std::filesystem::create_directories(dir + "/fm");

@@ -156,8 +156,9 @@ namespace vitmae::detail {
 template <class Decode>
 std::vector<std::string> decode_all(size_t n, int threads, Decode&& decode, const train::Progress& progress = {}) {
   std::vector<std::string> errors(n);
-  std::vector<std::exception_ptr> fatal(static_cast<size_t>(std::max(1, threads)));
-  std::atomic<size_t> next{0}, done{0};
+  const size_t workers = std::min<size_t>(static_cast<size_t>(std::max(1, threads)), std::max<size_t>(n, 1));
+  std::vector<std::exception_ptr> fatal(workers);
+  std::atomic<size_t> next{0}, done{0}, running{workers};
   auto work = [&](size_t worker) {
     try {
       for (size_t i; (i = next++) < n; ++done) {
@@ -173,27 +174,30 @@ std::vector<std::string> decode_all(size_t n, int threads, Decode&& decode, cons
       fatal[worker] = std::current_exception();
       next = n;
     }
+    --running;
   };
   std::vector<std::thread> pool;
-  for (size_t t = 1; t < fatal.size(); ++t) pool.emplace_back(work, t);
-  if (progress) {  // the caller's thread reports; the pool decodes
-    if (pool.empty()) pool.emplace_back(work, 0);
-    std::mutex m;
-    std::condition_variable cv;
-    std::atomic<bool> finished{false};
-    std::thread watcher([&] {
-      for (auto& t : pool) t.join();
-      finished = true;
-      cv.notify_all();
-    });
-    std::unique_lock<std::mutex> lock(m);
-    while (!finished) {
-      cv.wait_for(lock, std::chrono::seconds(1), [&] { return finished.load(); });
-      progress(std::min<size_t>(done.load(), n), n);
+  struct Join {  // whatever happens on this thread (a thread that cannot start, a throwing progress), the pool is joined
+    std::vector<std::thread>& threads;
+    ~Join() {
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
     }
-    lock.unlock();
-    watcher.join();
+  } join{pool};
+  if (progress) {  // the pool decodes; this thread reports about once a second
+    for (size_t t = 0; t < workers; ++t) pool.emplace_back(work, t);
+    auto last = std::chrono::steady_clock::now();
+    while (running.load() > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (std::chrono::steady_clock::now() - last >= std::chrono::seconds(1)) {
+        last = std::chrono::steady_clock::now();
+        progress(std::min<size_t>(done.load(), n), n);
+      }
+    }
+    for (auto& t : pool) t.join();
+    progress(std::min<size_t>(done.load(), n), n);
   } else {
+    for (size_t t = 1; t < workers; ++t) pool.emplace_back(work, t);
     work(0);
     for (auto& t : pool) t.join();
   }

@@ -92,14 +92,15 @@ struct ClassifierFineTuning {
 template <class S>
 using ClassifierTrainer = TrainingLoop<ClassifierFineTuning<S>>;
 
-/// The classes (in row order) that fine-tuning from `path` trains, for a training set whose
-/// classes are `data_classes`. A ViT classifier's rows keep their names: its id2label is
+/// The classes (in row order) that fine-tuning from `path` trains, for the training set `data`. A ViT classifier's rows keep their names: its id2label is
 /// returned when it holds every class of the data, so that each class maps to the row trained
 /// for it. A checkpoint without a classifier (an MAE checkpoint, a bare encoder) takes the
 /// data's classes, and so does `relabel`: the classifier is then drawn afresh (`*fresh`).
 /// @throws vitmae::RequestError naming a class the checkpoint's id2label does not have.
-inline std::vector<std::string> classes_for_fine_tuning(const std::string& path, const std::vector<std::string>& data_classes,
-                                                        const std::string& data_name, bool relabel, bool* fresh = nullptr) {
+inline std::vector<std::string> classes_for_fine_tuning(const std::string& path, const LabelledDataset& data, bool relabel,
+                                                        bool* fresh = nullptr) {
+  const std::vector<std::string>& data_classes = data.classes;
+  const std::string& data_name = data.name();
   if (fresh) *fresh = false;
   const std::string config_path = checkpoint_config_name(path, "");
   if (!io::file_exists(config_path)) return data_classes;  // an MAE-release .pth: no classifier
@@ -108,7 +109,7 @@ inline std::vector<std::string> classes_for_fine_tuning(const std::string& path,
   if (!open_pretrained_weights(path)->contains("classifier.weight")) return data_classes;
   const ViTConfig c = ViTConfig::from_json(j, config_path);
   const std::vector<std::string>& rows = c.id2label;
-  for (const std::string& name : data_classes)
+  for (const std::string& name : data.used_classes())  // a class no sample has needs no row
     if (std::find(rows.begin(), rows.end(), name) == rows.end()) {
       if (relabel) {
         if (fresh) *fresh = true;

@@ -85,8 +85,9 @@ class LabelledDataset {
   /// hold spaces), or "path label" (split at the last space). The label is a class name, or an
   /// index when `classes` is given and the label is a number. Relative paths are relative to the
   /// list's folder; blank lines and lines starting with # are skipped. Without `classes`, labels
-  /// that are all whole numbers are class indices (classes "0" .. the largest, in numeric order);
-  /// other labels are the sorted names the file uses.
+  /// that are all whole numbers are class indices (classes "0" .. the largest, in numeric order;
+  /// a class no line uses has no sample) unless the largest is over twice their count plus 16
+  /// (then they are names, in numeric order); other labels are the sorted names the file uses.
   /// @throws vitmae::Error naming the file and line.
   static LabelledDataset list_file(const std::string& path, std::vector<std::string> classes = {}) {
     namespace fs = std::filesystem;
@@ -118,11 +119,19 @@ class LabelledDataset {
     LabelledDataset d;
     d.name_ = path;
     const bool given = !classes.empty();
-    const bool indices = !given && std::all_of(rows.begin(), rows.end(), [&](const Row& r) { return is_index(r.label); });
-    if (indices) {  // 0, 1, 2, ..., 10: class indices, not names sorted as text
-      long top = 0;
-      for (const Row& r : rows) top = std::max(top, std::stol(r.label));
-      for (long c = 0; c <= top; ++c) classes.push_back(std::to_string(c));
+    const bool numbers = !given && std::all_of(rows.begin(), rows.end(), [&](const Row& r) { return is_index(r.label); });
+    std::vector<long> values;
+    for (const Row& r : rows)
+      if (numbers) values.push_back(std::stol(r.label));
+    std::sort(values.begin(), values.end());
+    values.erase(std::unique(values.begin(), values.end()), values.end());
+    // Whole numbers are class indices (0 .. the largest, so that index k is class k) unless they
+    // are too sparse for that (20230101): then names in numeric order. Never sorted as text.
+    const bool indices = numbers && values.back() <= 2 * static_cast<long>(values.size()) + 16;
+    if (indices) {
+      for (long c = 0; c <= values.back(); ++c) classes.push_back(std::to_string(c));
+    } else if (numbers) {
+      for (long v : values) classes.push_back(std::to_string(v));
     } else if (!given) {
       for (const Row& r : rows) classes.push_back(r.label);
       std::sort(classes.begin(), classes.end());
@@ -132,7 +141,8 @@ class LabelledDataset {
     for (const Row& r : rows) {
       d.files_.push_back(r.file);
       d.lines_.push_back(r.line);
-      d.labels_.push_back(indices ? std::stol(r.label) : d.class_index(r.label, given, path + ":" + std::to_string(r.line)));
+      d.labels_.push_back(indices ? std::stol(r.label)
+                                  : d.class_index(numbers ? std::to_string(std::stol(r.label)) : r.label, given, path + ":" + std::to_string(r.line)));
     }
     return d;
   }
@@ -205,6 +215,16 @@ class LabelledDataset {
     return d;
   }
 
+  /// The names of the classes at least one sample has.
+  std::vector<std::string> used_classes() const {
+    std::vector<bool> used(classes.size(), false);
+    for (std::int64_t y : labels_) used[static_cast<size_t>(y)] = true;
+    std::vector<std::string> out;
+    for (size_t c = 0; c < classes.size(); ++c)
+      if (used[c]) out.push_back(classes[c]);
+    return out;
+  }
+
   /// What the set was opened from (open's spec), for messages.
   const std::string& name() const { return name_; }
 
@@ -270,6 +290,7 @@ class LabelledDataset {
     auto rng = seeded_rng(seed, seed_streams::subset);  // "SUBSET"
     for (size_t c = 0; c < classes.size(); ++c) {
       std::vector<size_t>& v = by_class[c];
+      if (v.empty()) continue;  // a class no sample has (integer labels with gaps)
       detail::require(v.size() >= per_class, "dataset ", name_.empty() ? std::string("(unnamed)") : name_, ": class '", classes[c], "' has ",
                       v.size(), " images, fewer than ", asked.empty() ? "the " + std::to_string(per_class) + " asked for" : asked);
       shuffle(v, rng);
