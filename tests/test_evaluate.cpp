@@ -123,7 +123,7 @@ TEST_CASE("vitmae-evaluate scores the shipped Fashion-MNIST classifier: 924 of t
   CHECK(svg.find("Ankle boot") != std::string::npos);
 }
 
-TEST_CASE("vitmae-evaluate: with 5 classes or fewer no top-5; the line is the library's") {
+TEST_CASE("vitmae-evaluate: with 5 classes or fewer no top-5, and the line is the library's") {
   const std::string dir = three_class_model_and_set("evaluate_three");
   const Run r = test::run_program(VITMAE_EVALUATE_EXE, "--model " + dir + "/model --data " + dir + "/set");
   INFO(r.err);
