@@ -16,7 +16,7 @@
 // The program tests need the example programs, whose paths tests/CMakeLists.txt defines when
 // they are built.
 #if defined(VITMAE_RUN_EXE) && defined(VITMAE_CONVERT_EXE) && defined(VITMAE_RECONSTRUCT_EXE) && defined(VITMAE_EMBED_EXE) && \
-    defined(VITMAE_PRETRAIN_EXE)
+    defined(VITMAE_PRETRAIN_EXE) && defined(VITMAE_EVALUATE_EXE)
 #define VITMAE_HAVE_PROGRAMS 1
 #endif
 
@@ -255,7 +255,8 @@ TEST_CASE("issue 14.3: an unknown --preset is a usage error (exit 2, the synopsi
 // ---------------------------------------------------------------- 4. help and preprocessing
 
 TEST_CASE("issue 14.4: every program's --help explains every flag it names, with its default") {
-  for (const char* exe : {VITMAE_RUN_EXE, VITMAE_CONVERT_EXE, VITMAE_RECONSTRUCT_EXE, VITMAE_EMBED_EXE, VITMAE_PRETRAIN_EXE}) {
+  for (const char* exe : {VITMAE_RUN_EXE, VITMAE_CONVERT_EXE, VITMAE_RECONSTRUCT_EXE, VITMAE_EMBED_EXE, VITMAE_PRETRAIN_EXE,
+                          VITMAE_EVALUATE_EXE}) {
     INFO(exe);
     const Run help = test::run_program(exe, "--help");
     REQUIRE(help.status == 0);
