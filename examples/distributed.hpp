@@ -4,7 +4,9 @@
 // Errors: one every rank agreed on (vitmae::train::together) is printed by rank 0 and ends
 // every rank with its code; a usage error of the arguments (the same on every rank) likewise;
 // any other error, which only its rank saw, is printed by that rank and ends the job
-// (MPI_Abort), so that no rank waits for it forever.
+// (MPI_Abort), so that no rank waits for it forever. A rank that is killed (or crashes) while
+// training is named in one line by the lowest other rank of its machine, with the last complete
+// checkpoint, and every other rank of its machine ends at once (watch_ranks).
 #pragma once
 
 #include "common.hpp"
@@ -14,10 +16,14 @@
 #include <vitmae/train/mpi.hpp>
 #endif
 
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace examples {
@@ -49,6 +55,55 @@ inline std::shared_ptr<vitmae::train::World> launch_world(const char* program, i
     std::exit(2);
   }
   return vitmae::train::single_process();
+}
+
+namespace detail {
+struct LastCheckpoint {
+  std::mutex mutex;
+  std::string dir;
+};
+inline LastCheckpoint& last_checkpoint() {
+  static LastCheckpoint c;
+  return c;
+}
+}  // namespace detail
+
+/// Records `dir` as the run's last complete checkpoint (every rank, once they agree it was
+/// written), for the line watch_ranks prints when a rank is lost.
+inline void note_checkpoint(const std::string& dir) {
+  std::lock_guard<std::mutex> lock(detail::last_checkpoint().mutex);
+  detail::last_checkpoint().dir = dir;
+}
+
+/// From here on, a rank of this machine whose process ends before the run does (killed, crashed)
+/// ends the others of its machine at once, the lowest of them printing one line that names it
+/// and the last checkpoint (note_checkpoint), instead of Open MPI's lines about every transfer
+/// it can no longer make. The line says "was killed by signal N" when /proc still showed how the
+/// process ended (its parent, Open MPI's daemon, usually collects it first), else "ended without
+/// finishing"; one seen to exit with a status (MPI_Abort, after printing why) ends them silently.
+/// Nothing with one process, nor without MPI.
+inline void watch_ranks(vitmae::train::World& world, const char* program) {
+#ifdef VITMAE_WITH_MPI
+  auto* mpi = dynamic_cast<vitmae::train::MpiWorld*>(&world);
+  if (!mpi || world.size() == 1) return;
+  mpi->watch_ranks([program, me = world.rank(), size = world.size()](const vitmae::train::LostRank& lost) {
+    if (lost.exit_status < 0 && me == lost.lowest_watcher) {
+      std::string dir;
+      {
+        std::lock_guard<std::mutex> lock(detail::last_checkpoint().mutex);
+        dir = detail::last_checkpoint().dir;
+      }
+      const std::string how = lost.signal ? "was killed by signal " + std::to_string(lost.signal) + " (" + strsignal(lost.signal) + ")"
+                                          : std::string("ended without finishing");
+      const std::string then = dir.empty() ? "no checkpoint was written" : "the last checkpoint, " + dir + ", is complete";
+      std::fprintf(stderr, "%s: rank %d of %d %s; %s\n", program, lost.rank, size, how.c_str(), then.c_str());
+      std::fflush(stderr);
+    }
+    std::_Exit(1);
+  });
+#else
+  (void)world, (void)program;
+#endif
 }
 
 /// A program's exit code for an error: 2 for a usage error, 1 otherwise.

@@ -226,14 +226,16 @@ int main(int argc, char** argv) {
 
     // The outputs, opened only once the run's inputs are all checked (a refused run leaves an
     // earlier run's files alone). metrics.csv grows a row a step (appended and flushed: a log,
-    // readable while the run goes on); a resumed run starts from the checkpoint's rows.
+    // readable while the run goes on); a resumed run starts from the checkpoint's rows. OUT is
+    // created with the first row, so that a run that ends before leaves no empty folder.
     const std::string metrics_path = io::join_path(a.out, "metrics.csv");
     std::string metrics_text = "step,epoch,loss,lr,grad_norm,images_per_s,val_top1,val_top5,val_loss\n";
     std::ofstream metrics;
     std::vector<StepRecord> curve;  // loss.svg
     Series accuracy{"validation top-1 (%)", "#d62728", {}};  // accuracy.svg
     auto open_outputs = [&] {
-      io::make_dirs(a.out);
+      io::require_can_create(a.out);
+      io::remove_stale_temporaries(a.out);  // what a killed run's atomic writes left
       for (const char* f : {"metrics.csv", "per_class.csv", "confusion.csv", "confusion.svg", "loss.svg", "accuracy.svg"})
         std::remove(io::join_path(a.out, f).c_str());  // an earlier run's, never mixed with this one's
       std::error_code ec;
@@ -253,9 +255,6 @@ int main(int argc, char** argv) {
           if (f.size() >= 7 && !f[6].empty()) accuracy.points.emplace_back(std::stod(f[1]), 100 * std::stod(f[6]));
         }
       }
-      metrics.open(metrics_path);
-      metrics << metrics_text << std::flush;
-      detail::require(metrics.good(), metrics_path, ": cannot be written");
     };
     auto metrics_row = [&](long step, double epoch, double loss, double lr, double grad_norm, double ips, const Evaluation* e) {
       curve.push_back({step, loss, lr, grad_norm, 0});
@@ -264,10 +263,18 @@ int main(int argc, char** argv) {
       row += e ? fixed(e->top1, 6) + "," + (e->has_top5() ? fixed(e->top5, 6) : std::string()) + "," + fixed(e->loss, 6) + "\n"
                : std::string(",,\n");
       metrics_text += row;
-      metrics << row << std::flush;
-      detail::require(metrics.good(), metrics_path, ": write failed");
+      if (!metrics.is_open()) {
+        io::make_dirs(a.out);
+        metrics.open(metrics_path);
+        metrics << metrics_text << std::flush;
+        detail::require(metrics.good(), metrics_path, ": cannot be written");
+      } else {
+        metrics << row << std::flush;
+        detail::require(metrics.good(), metrics_path, ": write failed");
+      }
     };
     auto write_curves = [&] {
+      io::make_dirs(a.out);
       io::write_file_atomic(io::join_path(a.out, "loss.svg"), loss_curve_svg(curve));
       io::write_file_atomic(io::join_path(a.out, "accuracy.svg"),
                             line_chart_svg({accuracy}, "validation top-1 (%) on " + val_name, "epoch"));
@@ -323,6 +330,8 @@ int main(int argc, char** argv) {
           metrics_row(r.step, epoch, r.loss, r.lr, r.grad_norm, ips, evaluate_now ? &last : nullptr);
           if (a.save_every > 0 && r.step % a.save_every == 0 && r.step != steps) save(r.step);
         });
+        if (!a.linear_probe && a.save_every > 0 && r.step % a.save_every == 0 && r.step != steps)  // written: every rank knows it now
+          examples::note_checkpoint(io::join_path(a.out, "checkpoint-" + std::to_string(r.step)));
       }
       examples::together(*world, [&] {
         if (root && last.count == 0) last = evaluate_model(trainer.model());  // resumed at the last step
@@ -417,6 +426,8 @@ int main(int argc, char** argv) {
                 << val.size() << " validation images; " << a.o.steps << " steps of " << per_step << " images (" << epoch_steps
                 << " per epoch), peak lr " << a.o.peak_lr() << ", " << a.o.threads << " threads"
                 << (world->size() > 1 ? " on each of " + std::to_string(world->size()) + " ranks" : std::string()) << "\n";
+      if (!a.resume.empty()) examples::note_checkpoint(a.resume);
+      examples::watch_ranks(*world, "vitmae-finetune");
       train_all(
           trainer,
           [&] {
@@ -436,6 +447,7 @@ int main(int argc, char** argv) {
         io::write_file_atomic(io::join_path(tmp, "preprocessor_config.json"), proc.to_json().dump(2) + "\n");
       });
     }
+    io::make_dirs(a.out);
     io::write_file_atomic(io::join_path(a.out, "per_class.csv"), last.per_class_csv(train.classes));
     io::write_file_atomic(io::join_path(a.out, "confusion.csv"), last.confusion_csv(train.classes));
     io::write_file_atomic(io::join_path(a.out, "confusion.svg"), confusion_svg(last.confusion, train.classes));

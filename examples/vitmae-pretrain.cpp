@@ -185,9 +185,14 @@ int main(int argc, char** argv) {
         static_cast<long>(trainer.model().config().patch_size), opts.steps, trainer.step(), opts.batch, opts.accum,
         opts.peak_lr(), opts.warmup(), opts.threads, ranks.c_str());
 
+    // OUT is created with the first file written there (a checkpoint, the curves), so a run that
+    // ends before leaves no empty folder; what a killed run's atomic writes left there goes.
     examples::together(*world, [&] {
-      if (root) fs::create_directories(a.out);
+      if (!root) return;
+      vitmae::io::require_can_create(a.out);
+      vitmae::io::remove_stale_temporaries(a.out);
     });
+    if (!a.resume.empty()) examples::note_checkpoint(a.resume);
     auto write_curves = [&] {
       vitmae::io::write_file_atomic((fs::path(a.out) / "loss.csv").string(), vitmae::train::loss_csv(trainer.history()));
       vitmae::io::write_file_atomic((fs::path(a.out) / "loss.svg").string(), vitmae::train::loss_curve_svg(trainer.history()));
@@ -201,6 +206,7 @@ int main(int argc, char** argv) {
         write_curves();
         if (!final) rotation.added(step);
       });
+      examples::note_checkpoint(dir);
       return dir;
     };
 
@@ -211,6 +217,7 @@ int main(int argc, char** argv) {
     double avg_loss = 0;
     long avg_n = 0;
     examples::doing("training");
+    examples::watch_ranks(*world, "vitmae-pretrain");
     auto next_batch = [&] {
       if (idx_loader) return idx_loader->next();
       try {

@@ -1,13 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 // Data parallelism over MPI (vitmae/train/world.hpp, mpi.hpp): vitmae-pretrain and
 // vitmae-finetune under `mpirun -np 2` and `-np 3` against one process, resuming under MPI,
-// and errors on one rank. Built when CMake found MPI (tests/CMakeLists.txt says otherwise).
+// errors on one rank, and a rank killed. Built when CMake found MPI (tests/CMakeLists.txt says
+// otherwise).
 #include <doctest/doctest.h>
 
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include <signal.h>
 
 #include "test_util.hpp"
 #include "vitmae/io/image8.hpp"
@@ -65,6 +71,38 @@ void same_files(const std::string& a, const std::string& b) {
     INFO(a, " vs ", b, ": ", f);
     CHECK(test::slurp(a + "/" + f) == test::slurp(b + "/" + f));
   }
+}
+
+/// The process id of rank `rank` of the running mpirun job whose command line holds `marker`
+/// (its environment has OMPI_COMM_WORLD_RANK=rank; mpirun's and the shell's have none); 0 if none.
+long rank_pid(int rank, const std::string& marker) {
+  const std::string var = std::string("OMPI_COMM_WORLD_RANK=") + std::to_string(rank) + '\0';
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string cmd = test::slurp(it->path().string() + "/cmdline"), env = '\0' + test::slurp(it->path().string() + "/environ");
+    if (cmd.find(marker) != std::string::npos && env.find('\0' + var) != std::string::npos) return std::stol(n);
+  }
+  return 0;
+}
+
+/// Waits (up to 100 s) until `ready()`, then kills rank `rank` of the job marked `marker` with SIGKILL; its pid, 0 if not found.
+template <class F>
+long kill_rank_when(int rank, const std::string& marker, F&& ready) {
+  for (int i = 0; i < 10000 && !ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const long pid = rank_pid(rank, marker);
+  if (pid > 0) ::kill(static_cast<pid_t>(pid), SIGKILL);
+  return pid;
+}
+
+/// The lines of `text` that hold `what`.
+std::vector<std::string> lines_with(const std::string& text, const std::string& what) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.find(what) != std::string::npos) out.push_back(line);
+  return out;
 }
 
 }  // namespace mpi_test
@@ -200,6 +238,65 @@ TEST_CASE("an error on one rank ends every rank with its message; the last check
   INFO(again.err);
   CHECK(again.status == 0);
   CHECK(again.out.find("trained 5 steps") != std::string::npos);
+}
+
+TEST_CASE("a rank killed (SIGKILL) mid-run: one line names it, the last checkpoint stays and resumes; killed before any output, no folder") {
+  using namespace mpi_test;
+  const PretrainSetup s = pretrain_setup("mpi_killed");
+  const std::string common = s.common.substr(0, s.common.find("--steps")) + "--threads 1 --steps 120 ";
+  // Rank 0, the one that writes, killed once its second checkpoint is on disk (it may be writing the third).
+  Run killed;
+  std::thread job([&] { killed = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--save-every 3 --out " + s.dir + "/run"); });
+  const long pid = kill_rank_when(0, s.dir + "/run", [&] { return vitmae::io::dir_exists(s.dir + "/run/checkpoint-6"); });
+  job.join();
+  REQUIRE(pid > 0);
+  INFO(killed.err);
+  CHECK(killed.status != 0);
+  CHECK(killed.out.find("trained") == std::string::npos);  // it did not finish
+  CHECK(lines_with(killed.err, "Read -1").empty());       // Open MPI's shared memory, reading from the dead rank
+  // One line from vitmae-pretrain (the survivor's), naming the rank and the last complete checkpoint.
+  const auto said = lines_with(killed.err, "rank 0 of 2");
+  REQUIRE(said.size() == 1);
+  CHECK(said[0].rfind("vitmae-pretrain: rank 0 of 2 ", 0) == 0);
+  const std::string tag = "the last checkpoint, ", last = said[0].substr(said[0].find(tag) + tag.size(), said[0].rfind(", is complete") - said[0].find(tag) - tag.size());
+  INFO(last);
+  REQUIRE(said[0].find(tag) != std::string::npos);
+  CHECK(last.rfind(s.dir + "/run/checkpoint-", 0) == 0);
+  // What is in OUT: whole checkpoints and the curves; a write cut short stays a temporary
+  // (.checkpoint-N.tmp-PID, loss.csv.tmp.PID), never taken for what it was to become.
+  for (const auto& e : std::filesystem::directory_iterator(s.dir + "/run")) {
+    const std::string n = e.path().filename().string();
+    if (n[0] == '.' || n.find(".tmp.") != std::string::npos) continue;
+    INFO(n);
+    CHECK((n == "loss.csv" || n == "loss.svg" || n.rfind("checkpoint-", 0) == 0));
+    if (n.rfind("checkpoint-", 0) == 0) CHECK(vitmae::io::file_exists(e.path().string() + "/trainer_state.json"));
+  }
+  // Resumed from it (with a stale temporary folder of the killed write planted in OUT: removed, never
+  // taken for a checkpoint), the run finishes.
+  const std::string stale = s.dir + "/run/.checkpoint-9999.tmp-" + std::to_string(pid);
+  std::filesystem::create_directories(stale);
+  const Run resumed = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--save-every 100 --keep 1 --out " + s.dir + "/run --resume " + last);
+  INFO(resumed.err);
+  CHECK(resumed.status == 0);
+  CHECK(resumed.out.find("trained ") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(stale));
+  for (const auto& e : std::filesystem::directory_iterator(s.dir + "/run")) CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+  CHECK(vitmae::io::file_exists(s.dir + "/run/final/model.safetensors"));
+
+  // Rank 1 killed before the run wrote anything (checkpoints only at the end): no folder.
+  Run early;
+  std::thread job2([&] { early = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--save-every 0 --out " + s.dir + "/early"); });
+  const auto t0 = std::chrono::steady_clock::now();
+  const long pid1 = kill_rank_when(1, s.dir + "/early", [&] {
+    return rank_pid(1, s.dir + "/early") > 0 && std::chrono::steady_clock::now() - t0 > std::chrono::seconds(2);
+  });
+  job2.join();
+  CHECK(pid1 > 0);
+  INFO(early.err);
+  CHECK(early.status != 0);
+  CHECK(lines_with(early.err, "Read -1").empty());
+  CHECK(lines_with(early.err, "rank 1 of 2").size() <= 1);
+  CHECK_FALSE(std::filesystem::exists(s.dir + "/early"));
 }
 
 TEST_CASE("mpirun -np 2 vitmae-finetune: the bits and metrics of one process of 2 threads") {

@@ -254,3 +254,34 @@ TEST_CASE("AdamW's vectorised sqrt is correctly rounded (Eigen's packet sqrt is 
   CHECK(w.allFinite());
   CHECK(w == before.vit.encoder.layer[0].intermediate.dense.weight);
 }
+
+TEST_CASE("what a killed checkpoint write leaves is hidden, ignored by CheckpointRotation and removed by remove_stale_temporaries") {
+  namespace fs = std::filesystem;
+  const std::string dir = test::tmp_dir("stale_temporaries");
+  const std::string dead = "999999999";  // beyond Linux's largest pid_max (2^22): no such process
+  const std::string alive = std::to_string(static_cast<long>(::getpid()));
+  for (const std::string& d : std::vector<std::string>{"checkpoint-2", "checkpoint-4", ".checkpoint-6.tmp-" + dead, ".checkpoint-8.tmp-" + alive,
+                               ".checkpoint-4.old-" + dead, ".checkpoint-9.old-" + dead})
+    fs::create_directories(dir + "/" + d);
+  vitmae::io::write_file_atomic(dir + "/loss.csv.tmp." + dead, "half");
+  vitmae::io::write_file_atomic(dir + "/loss.csv", "whole");
+  // --resume's rotation adopts the two whole checkpoints only: keeping 2, a third removes checkpoint-2.
+  vitmae::train::CheckpointRotation rotation(dir, 2, true);
+  fs::create_directories(rotation.dir(10));
+  rotation.added(10);
+  CHECK_FALSE(fs::exists(dir + "/checkpoint-2"));
+  CHECK(fs::exists(dir + "/checkpoint-4"));
+  // Removed: the dead process's temporaries, and a folder moved aside whose successor is in place.
+  CHECK(vitmae::io::remove_stale_temporaries(dir) == 3);
+  CHECK_FALSE(fs::exists(dir + "/.checkpoint-6.tmp-" + dead));
+  CHECK_FALSE(fs::exists(dir + "/loss.csv.tmp." + dead));
+  CHECK_FALSE(fs::exists(dir + "/.checkpoint-4.old-" + dead));
+  CHECK(fs::exists(dir + "/.checkpoint-9.old-" + dead));     // the only copy of checkpoint-9: kept
+  CHECK(fs::exists(dir + "/.checkpoint-8.tmp-" + alive));    // a running writer's
+  CHECK(test::slurp(dir + "/loss.csv") == "whole");
+  CHECK(vitmae::io::remove_stale_temporaries(dir + "/missing") == 0);
+  // An OUT that cannot be created is refused before anything is written.
+  CHECK_NOTHROW(vitmae::io::require_can_create(dir + "/new/deeper"));
+  CHECK_FALSE(fs::exists(dir + "/new"));
+  CHECK_THROWS_WITH_AS(vitmae::io::require_can_create(dir + "/loss.csv/x"), doctest::Contains("cannot create folder"), vitmae::Error);
+}

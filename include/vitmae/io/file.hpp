@@ -11,7 +11,9 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <vector>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include "vitmae/error.hpp"
@@ -41,6 +43,17 @@ inline void make_dirs(const std::string& dir) {
   detail::require(!ec || dir_exists(dir), dir, ": cannot create folder: ", ec.message());
 }
 
+/// Checks, without creating anything, that make_dirs(dir) could succeed and files be written
+/// there: `dir`, or its nearest existing ancestor, is a folder this process may write to.
+/// @throws vitmae::Error naming the folder (as make_dirs would).
+inline void require_can_create(const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::path p = fs::absolute(fs::path(dir.empty() ? "." : dir));
+  std::error_code ec;
+  while (!fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p) p = p.parent_path();
+  detail::require(fs::is_directory(p, ec), dir, ": cannot create folder: ", p.string(), " is not a folder");
+  detail::require(::access(p.c_str(), W_OK | X_OK) == 0, dir, ": cannot create folder: ", p.string(), ": ", std::strerror(errno));
+}
 
 /// Calls `write(FILE*)` on a temporary file next to `path`, then renames it into place.
 /// On any failure the temporary file is removed, `path` is left as it was and vitmae::Error
@@ -126,6 +139,35 @@ inline void write_folder_atomic(const std::string& dir, const std::function<void
   fs::rename(tmp, final_dir, ec);
   detail::require(!ec, dir, ": cannot rename the new folder into place: ", ec.message());
   fs::remove_all(old, ec);
+}
+
+/// Removes from `dir` what the atomic writes above leave when their process is killed
+/// mid-write: temporary files `NAME.tmp.PID`, temporary folders `.NAME.tmp-PID`, and folders
+/// `.NAME.old-PID` moved aside when `NAME` is in place again; only where process PID no longer
+/// runs on this machine. Hidden (or not NAME), they are never taken for the file or folder they
+/// were to become. Returns how many it removed; an error (`dir` missing) removes nothing.
+inline int remove_stale_temporaries(const std::string& dir) {
+  namespace fs = std::filesystem;
+  auto stale_pid = [](const std::string& digits) {
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return false;
+    return ::kill(static_cast<pid_t>(std::stol(digits)), 0) != 0 && errno == ESRCH;
+  };
+  std::vector<fs::path> stale;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (const size_t t = n.rfind(".tmp."); t != std::string::npos && t > 0 && stale_pid(n.substr(t + 5))) {
+      stale.push_back(it->path());
+    } else if (n.size() > 1 && n[0] == '.') {
+      const size_t tmp = n.rfind(".tmp-"), old = n.rfind(".old-");
+      if (tmp != std::string::npos && tmp > 1 && stale_pid(n.substr(tmp + 5))) stale.push_back(it->path());
+      if (old != std::string::npos && old > 1 && stale_pid(n.substr(old + 5)) && fs::exists(fs::path(dir) / n.substr(1, old - 1)))
+        stale.push_back(it->path());
+    }
+  }
+  int removed = 0;
+  for (const fs::path& p : stale) removed += fs::remove_all(p, ec) > 0 ? 1 : 0;
+  return removed;
 }
 
 }  // namespace vitmae::io
