@@ -2,7 +2,7 @@
 // vitmae-bench: vit-mae-base speed against the machine's own yardstick, its single-precision FMA
 // peak measured in the same run with the same threads (independent FMA chains on the widest
 // vector ISA this build uses); OpenBLAS's 2048^3 sgemm is printed beside it for information.
-#include "common.hpp"
+#include <vitmae/cli/program.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -169,37 +169,37 @@ long peak_rss_mb() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-bench", kUsage, [&] {
+  return vitmae::cli::run_main("vitmae-bench", kUsage, [&] {
     int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     int runs = 5;
     bool json_only = false, load = true, train = true, pack = true;
     std::string model_dir, save_dir, dtypes = "all";
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--threads") threads = static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024));
-      else if (a == "--runs") runs = static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 100000));
+      if (a == "--threads") threads = static_cast<int>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 1024));
+      else if (a == "--runs") runs = static_cast<int>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 100000));
       else if (a == "--json") json_only = true;
-      else if (a == "--model") model_dir = examples::value(argc, argv, i);
+      else if (a == "--model") model_dir = vitmae::cli::value(argc, argv, i);
       else if (a == "--no-load") load = false;
       else if (a == "--no-train") train = false;
       else if (a == "--no-pack") pack = false;
-      else if (a == "--save-model") save_dir = examples::value(argc, argv, i);
+      else if (a == "--save-model") save_dir = vitmae::cli::value(argc, argv, i);
       else if (a == "--dtype") {
-        dtypes = examples::value(argc, argv, i);
+        dtypes = vitmae::cli::value(argc, argv, i);
         if (dtypes != "float32" && dtypes != "int8" && dtypes != "all")
-          throw examples::UsageError("--dtype expects float32, int8 or all, got '" + dtypes + "'");
+          throw vitmae::cli::UsageError("--dtype expects float32, int8 or all, got '" + dtypes + "'");
       }
       else if (a == "--backend") {
-        const std::string b = examples::value(argc, argv, i);
-        if (b != "onednn" && b != "eigen") throw examples::UsageError("--backend must be onednn or eigen, not '" + b + "'");
+        const std::string b = vitmae::cli::value(argc, argv, i);
+        if (b != "onednn" && b != "eigen") throw vitmae::cli::UsageError("--backend must be onednn or eigen, not '" + b + "'");
         vitmae::set_product_backend(b == "onednn" ? vitmae::Backend::onednn : vitmae::Backend::eigen);
       }
       else if (a == "-h" || a == "--help") {
         std::cout << kUsage;
         return;
-      } else throw examples::UsageError("unknown argument '" + a + "'");
+      } else throw vitmae::cli::UsageError("unknown argument '" + a + "'");
     }
-    examples::set_threads(threads);
+    vitmae::cli::set_threads(threads);
     openblas_set_num_threads(threads);
 
     // The yardstick: the FMA peak; OpenBLAS's sgemm for information.

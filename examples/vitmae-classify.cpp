@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // vitmae-classify: a ViTForImageClassification checkpoint on images: the top-k classes with
 // their probabilities (softmax of the logits), named by the checkpoint's id2label.
-#include "common.hpp"
+#include <vitmae/cli/program.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -33,35 +33,35 @@ constexpr const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-classify", kUsage, [&] {
+  return vitmae::cli::run_main("vitmae-classify", kUsage, [&] {
     std::string model_dir;
     std::vector<std::string> images;
     long top = 5, batch = 8;
     bool json = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--model") model_dir = examples::value(argc, argv, i);
-      else if (a == "--image") images.push_back(examples::value(argc, argv, i));
-      else if (a == "--top") top = static_cast<long>(examples::to_int(a, examples::value(argc, argv, i), 1, 1000000));
-      else if (a == "--batch") batch = static_cast<long>(examples::to_int(a, examples::value(argc, argv, i), 1, 4096));
+      if (a == "--model") model_dir = vitmae::cli::value(argc, argv, i);
+      else if (a == "--image") images.push_back(vitmae::cli::value(argc, argv, i));
+      else if (a == "--top") top = static_cast<long>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 1000000));
+      else if (a == "--batch") batch = static_cast<long>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 4096));
       else if (a == "--json") json = true;
-      else if (a == "--threads") examples::set_threads(static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024)));
+      else if (a == "--threads") vitmae::cli::set_threads(static_cast<int>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 1024)));
       else if (a == "-h" || a == "--help") {
         std::cout << kUsage;
         return;
       } else if (!a.empty() && a[0] != '-') {
         images.push_back(a);  // an image path (vitmae-classify --model m *.png)
-      } else throw examples::UsageError("unknown argument '" + a + "'");
+      } else throw vitmae::cli::UsageError("unknown argument '" + a + "'");
     }
-    if (model_dir.empty() || images.empty()) throw examples::UsageError("--model and at least one image are required");
+    if (model_dir.empty() || images.empty()) throw vitmae::cli::UsageError("--model and at least one image are required");
 
     using namespace vitmae;
-    examples::doing("loading the classifier " + model_dir);
+    vitmae::cli::doing("loading the classifier " + model_dir);
     const std::string type = checkpoint_model_type(model_dir);
     detail::require(type == "vit", model_dir, ": model_type is '", type,
                     "', not a ViT classifier; make one from an MAE checkpoint with vitmae-convert --num-labels N");
     auto model = ViTForImageClassification<float>::from_pretrained(model_dir);
-    examples::apply_dtype(model, "float32");  // weights packed once for oneDNN's products
+    vitmae::cli::apply_dtype(model, "float32");  // weights packed once for oneDNN's products
     const auto& config = model.config();
     detail::require(config.num_labels() > 0, model_dir, ": the checkpoint has no classifier (num_labels 0)");
     const auto proc = ImageProcessor::for_checkpoint(model_dir, config.mae_config());
@@ -73,10 +73,10 @@ int main(int argc, char** argv) {
       const size_t n = std::min(images.size() - start, static_cast<size_t>(batch));
       std::vector<io::Image8> imgs;
       for (size_t k = 0; k < n; ++k) {
-        examples::doing("reading " + images[start + k]);
+        vitmae::cli::doing("reading " + images[start + k]);
         imgs.push_back(io::load_image(images[start + k], static_cast<int>(config.num_channels)));
       }
-      examples::doing("classifying images " + std::to_string(start + 1) + " to " + std::to_string(start + n));
+      vitmae::cli::doing("classifying images " + std::to_string(start + 1) + " to " + std::to_string(start + n));
       const Tensor<float> px = proc.preprocess<float>(imgs);
       ForwardOptions opts;
       opts.interpolate_pos_encoding = px.size(2) != config.image_size || px.size(3) != config.image_size;

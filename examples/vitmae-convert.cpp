@@ -2,7 +2,7 @@
 // vitmae-convert: any checkpoint vitmae reads (HF safetensors, sharded, pytorch_model.bin, the
 // MAE release's .pth) to an HF-layout folder: config.json, model.safetensors,
 // preprocessor_config.json, which HF transformers loads too.
-#include "common.hpp"
+#include <vitmae/cli/program.hpp>
 
 #include <fstream>
 #include <iostream>
@@ -40,20 +40,20 @@ constexpr const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-convert", kUsage, [&] {
-    using examples::UsageError;
+  return vitmae::cli::run_main("vitmae-convert", kUsage, [&] {
+    using vitmae::cli::UsageError;
     std::string input, out, preset, dtype = "float32", labels_file;
     long num_labels = -1;
     std::uint64_t seed = 0;
     for (int i = 1; i < argc; ++i) {
       const std::string s = argv[i];
-      if (s == "--input") input = examples::value(argc, argv, i);
-      else if (s == "--out") out = examples::value(argc, argv, i);
-      else if (s == "--preset") preset = examples::value(argc, argv, i);
-      else if (s == "--dtype") dtype = examples::value(argc, argv, i);
-      else if (s == "--num-labels") num_labels = static_cast<long>(examples::to_int(s, examples::value(argc, argv, i), 0, 1000000));
-      else if (s == "--labels") labels_file = examples::value(argc, argv, i);
-      else if (s == "--seed") seed = static_cast<std::uint64_t>(examples::to_int(s, examples::value(argc, argv, i), 0, INT64_MAX));
+      if (s == "--input") input = vitmae::cli::value(argc, argv, i);
+      else if (s == "--out") out = vitmae::cli::value(argc, argv, i);
+      else if (s == "--preset") preset = vitmae::cli::value(argc, argv, i);
+      else if (s == "--dtype") dtype = vitmae::cli::value(argc, argv, i);
+      else if (s == "--num-labels") num_labels = static_cast<long>(vitmae::cli::to_int(s, vitmae::cli::value(argc, argv, i), 0, 1000000));
+      else if (s == "--labels") labels_file = vitmae::cli::value(argc, argv, i);
+      else if (s == "--seed") seed = static_cast<std::uint64_t>(vitmae::cli::to_int(s, vitmae::cli::value(argc, argv, i), 0, INT64_MAX));
       else if (s == "-h" || s == "--help") {
         std::cout << kUsage;
         return;
@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
     if (input.empty() || out.empty()) throw UsageError("--input and --out are required");
     if (dtype != "float32" && dtype != "float16" && dtype != "bfloat16" && dtype != "int8")
       throw UsageError("--dtype expects float32, float16, bfloat16 or int8, got '" + dtype + "'");
-    if (!preset.empty()) examples::check_preset(preset);
+    if (!preset.empty()) vitmae::cli::check_preset(preset);
     if (num_labels >= 0 && !labels_file.empty()) throw UsageError("give --num-labels or --labels, not both");
 
     using namespace vitmae;
@@ -83,9 +83,9 @@ int main(int argc, char** argv) {
       o.preset = preset;
       o.seed = seed;
       if (num_labels >= 0) o.labels = ViTConfig::default_labels(num_labels);
-      if (!labels_file.empty()) o.labels = examples::read_label_names(labels_file);
+      if (!labels_file.empty()) o.labels = vitmae::cli::read_label_names(labels_file);
       std::vector<std::string> notes;
-      examples::doing("loading " + input + " as a ViTForImageClassification");
+      vitmae::cli::doing("loading " + input + " as a ViTForImageClassification");
       const auto m = ViTForImageClassification<float>::from_pretrained(input, o, &notes);
       for (const std::string& n : notes) std::cerr << "vitmae-convert: " << n << "\n";
       m.save_pretrained(out, dt);
@@ -99,8 +99,8 @@ int main(int argc, char** argv) {
       check_weights_fit<ForPreTraining<float>>(config, *weights, checkpoint_config_name(input, preset));
     else
       check_weights_fit<Model<float>>(config, *weights, checkpoint_config_name(input, preset));
-    examples::doing("allocating the model of " + checkpoint_config_name(input, preset) + " (" +
-                    examples::model_size(config, pretraining) + ")");
+    vitmae::cli::doing("allocating the model of " + checkpoint_config_name(input, preset) + " (" +
+                    vitmae::cli::model_size(config, pretraining) + ")");
     if (pretraining) {
       ForPreTraining<float> m(config);
       m.load_weights(*weights);

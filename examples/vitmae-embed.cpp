@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // vitmae-embed: images to features. Per image the CLS token and the mean of the patch tokens of
 // ViTMAEModel's last_hidden_state (after the final layernorm), with no masking by default.
-#include "common.hpp"
+#include <vitmae/cli/program.hpp>
 
 #include <cstdio>
 #include <random>
@@ -46,7 +46,7 @@ std::string npy(const std::vector<float>& data, long rows, long cols) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-embed", kUsage, [&] {
+  return vitmae::cli::run_main("vitmae-embed", kUsage, [&] {
     std::string model_dir, out, npy_prefix, dtype = "float32";
     std::vector<std::string> images;
     long batch = 8;
@@ -54,25 +54,25 @@ int main(int argc, char** argv) {
     std::uint64_t seed = 0;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--model") model_dir = examples::value(argc, argv, i);
-      else if (a == "--image") images.push_back(examples::value(argc, argv, i));
-      else if (a == "--out") out = examples::value(argc, argv, i);
-      else if (a == "--npy") npy_prefix = examples::value(argc, argv, i);
-      else if (a == "--batch") batch = static_cast<long>(examples::to_int(a, examples::value(argc, argv, i), 1, 4096));
+      if (a == "--model") model_dir = vitmae::cli::value(argc, argv, i);
+      else if (a == "--image") images.push_back(vitmae::cli::value(argc, argv, i));
+      else if (a == "--out") out = vitmae::cli::value(argc, argv, i);
+      else if (a == "--npy") npy_prefix = vitmae::cli::value(argc, argv, i);
+      else if (a == "--batch") batch = static_cast<long>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 4096));
       else if (a == "--mask-ratio") {
-        mask_ratio = examples::to_double(a, examples::value(argc, argv, i));
-        if (!(mask_ratio >= 0.0 && mask_ratio < 1.0)) throw examples::UsageError("--mask-ratio must be in [0, 1)");
-      } else if (a == "--seed") seed = static_cast<std::uint64_t>(examples::to_int(a, examples::value(argc, argv, i), 0, INT64_MAX));
-      else if (a == "--dtype") examples::check_dtype(dtype = examples::value(argc, argv, i));
-      else if (a == "--threads") examples::set_threads(static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024)));
+        mask_ratio = vitmae::cli::to_double(a, vitmae::cli::value(argc, argv, i));
+        if (!(mask_ratio >= 0.0 && mask_ratio < 1.0)) throw vitmae::cli::UsageError("--mask-ratio must be in [0, 1)");
+      } else if (a == "--seed") seed = static_cast<std::uint64_t>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 0, INT64_MAX));
+      else if (a == "--dtype") vitmae::cli::check_dtype(dtype = vitmae::cli::value(argc, argv, i));
+      else if (a == "--threads") vitmae::cli::set_threads(static_cast<int>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 1024)));
       else if (a == "-h" || a == "--help") {
         std::cout << kUsage;
         return;
-      } else throw examples::UsageError("unknown argument '" + a + "'");
+      } else throw vitmae::cli::UsageError("unknown argument '" + a + "'");
     }
-    if (model_dir.empty() || images.empty() || out.empty()) throw examples::UsageError("--model, --image and --out are required");
+    if (model_dir.empty() || images.empty() || out.empty()) throw vitmae::cli::UsageError("--model, --image and --out are required");
 
-    examples::doing("loading the model " + model_dir);
+    vitmae::cli::doing("loading the model " + model_dir);
     auto model = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(model_dir, "", dtype == "int8");
     model.config.mask_ratio = mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config);
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       const long n = std::min(batch, N - start);
       std::vector<vitmae::io::Image8> imgs;
       for (long k = 0; k < n; ++k) imgs.push_back(vitmae::io::load_image(images[static_cast<size_t>(start + k)], static_cast<int>(model.config.num_channels)));
-      examples::doing("embedding images " + std::to_string(start + 1) + " to " + std::to_string(start + n));
+      vitmae::cli::doing("embedding images " + std::to_string(start + 1) + " to " + std::to_string(start + n));
       const vitmae::Tensor<float> px = proc.preprocess<float>(imgs);
       vitmae::ForwardOptions opts;
       opts.interpolate_pos_encoding = px.size(2) != model.config.image_size || px.size(3) != model.config.image_size;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // vitmae-evaluate: scores a ViTForImageClassification folder on a labelled set (the sets
 // vitmae-finetune reads): top-1, top-5, loss, per-class accuracy and the confusion matrix.
-#include "common.hpp"
-#include "train_cli.hpp"
+#include <vitmae/cli/program.hpp>
+#include <vitmae/cli/train_flags.hpp>
 
 #include <vitmae/train.hpp>
 
@@ -19,8 +19,8 @@ struct Args {
   bool json = false, skip_bad_images = false;
 };
 
-examples::CommandLine command_line(Args& a) {
-  examples::CommandLine cl("vitmae-evaluate",
+vitmae::cli::CommandLine command_line(Args& a) {
+  vitmae::cli::CommandLine cl("vitmae-evaluate",
                            "usage: vitmae-evaluate --model DIR --data SRC [--json] [--batch N] [--threads N] [--out DIR] [--skip-bad-images]\n"
                            "Scores a ViTForImageClassification folder on labelled images (each image resized and\n"
                            "normalised by the folder's preprocessor_config.json, no augmentation) and prints one line, such as\n"
@@ -46,15 +46,15 @@ examples::CommandLine command_line(Args& a) {
   return cl;
 }
 
-void parse(int argc, char** argv, examples::CommandLine& cl, Args& a) {
+void parse(int argc, char** argv, vitmae::cli::CommandLine& cl, Args& a) {
   cl.parse(argc, argv);
-  if (a.model.empty() || a.data.empty()) throw examples::UsageError("--model and --data are required");
-  if (!a.out.empty() && vitmae::io::file_exists(a.out)) throw examples::UsageError("--out " + a.out + ": is a file, expected a folder");
+  if (a.model.empty() || a.data.empty()) throw vitmae::cli::UsageError("--model and --data are required");
+  if (!a.out.empty() && vitmae::io::file_exists(a.out)) throw vitmae::cli::UsageError("--out " + a.out + ": is a file, expected a folder");
 }
 
 /// The classifier of `dir`. @throws vitmae::Error when it is not a ViT classifier.
 vitmae::ViTForImageClassification<float> load_classifier(const std::string& dir) {
-  examples::doing("loading the classifier " + dir);
+  vitmae::cli::doing("loading the classifier " + dir);
   const std::string type = vitmae::checkpoint_model_type(dir);
   vitmae::detail::require(type == "vit", dir, ": model_type is '", type, "', not a ViT classifier (vitmae-finetune writes one)");
   auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir);
@@ -64,11 +64,11 @@ vitmae::ViTForImageClassification<float> load_classifier(const std::string& dir)
 
 /// The set named by a.data, its classes those of the model's rows, every image decoded once.
 vitmae::train::LabelledDataset open_set(const Args& a, const vitmae::ViTConfig& config) {
-  examples::doing("reading the labelled set " + a.data);
+  vitmae::cli::doing("reading the labelled set " + a.data);
   vitmae::train::LabelledDataset set = vitmae::train::LabelledDataset::open(a.data);
   set.use_classes_of(config.id2label, a.data, "the model's");
   set.set_channels(static_cast<int>(config.num_channels));
-  examples::check_images(set, a.skip_bad_images, a.threads > 0 ? a.threads : vitmae::available_threads(), "vitmae-evaluate", a.data,
+  vitmae::train::check_images(set, a.skip_bad_images, a.threads > 0 ? a.threads : vitmae::available_threads(), "vitmae-evaluate", a.data,
                          [](const std::string& s) { std::cerr << s; });
   return set;
 }
@@ -101,15 +101,15 @@ void write_outputs(const std::string& out, const vitmae::train::Evaluation& e, c
 int main(int argc, char** argv) {
   Args usage_args;
   const std::string usage = command_line(usage_args).head();
-  return examples::run_main("vitmae-evaluate", usage.c_str(), [&] {
+  return vitmae::cli::run_main("vitmae-evaluate", usage.c_str(), [&] {
     Args a;
-    examples::CommandLine cl = command_line(a);
+    vitmae::cli::CommandLine cl = command_line(a);
     parse(argc, argv, cl, a);
-    examples::set_threads(a.threads);
+    vitmae::cli::set_threads(a.threads);
     const auto model = load_classifier(a.model);
     const auto proc = vitmae::ImageProcessor::for_checkpoint(a.model, model.config().mae_config());
     const vitmae::train::LabelledDataset set = open_set(a, model.config());
-    examples::doing("scoring " + std::to_string(set.size()) + " images of " + a.data);
+    vitmae::cli::doing("scoring " + std::to_string(set.size()) + " images of " + a.data);
     const vitmae::train::Evaluation e = vitmae::train::evaluate(model, set, proc, a.batch);
     if (!a.out.empty()) write_outputs(a.out, e, set.classes);
     if (a.json) std::cout << to_json(e, set.classes) << "\n";

@@ -2,7 +2,7 @@
 // vitmae-reconstruct: hide part of each image, let the model paint it back, and write a panel
 // original | masked | reconstruction | reconstruction + visible (PNG, JPEG or BMP); print the
 // masked-patch loss beside a mean-fill baseline's.
-#include "common.hpp"
+#include <vitmae/cli/program.hpp>
 
 #include <cstdio>
 #include <random>
@@ -33,29 +33,29 @@ constexpr const char* kUsage =
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-reconstruct", kUsage, [&] {
+  return vitmae::cli::run_main("vitmae-reconstruct", kUsage, [&] {
     std::string model_dir, out = "panel.png", dtype = "float32";
     std::vector<std::string> images;
     double mask_ratio = -1;
     std::uint64_t seed = 0;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--model") model_dir = examples::value(argc, argv, i);
-      else if (a == "--image") images.push_back(examples::value(argc, argv, i));
-      else if (a == "--out") out = examples::value(argc, argv, i);
+      if (a == "--model") model_dir = vitmae::cli::value(argc, argv, i);
+      else if (a == "--image") images.push_back(vitmae::cli::value(argc, argv, i));
+      else if (a == "--out") out = vitmae::cli::value(argc, argv, i);
       else if (a == "--mask-ratio") {
-        mask_ratio = examples::to_double(a, examples::value(argc, argv, i));
-        if (!(mask_ratio > 0.0 && mask_ratio < 1.0)) throw examples::UsageError("--mask-ratio must be in (0, 1)");
-      } else if (a == "--seed") seed = static_cast<std::uint64_t>(examples::to_int(a, examples::value(argc, argv, i), 0, INT64_MAX));
-      else if (a == "--dtype") examples::check_dtype(dtype = examples::value(argc, argv, i));
-      else if (a == "--threads") examples::set_threads(static_cast<int>(examples::to_int(a, examples::value(argc, argv, i), 1, 1024)));
+        mask_ratio = vitmae::cli::to_double(a, vitmae::cli::value(argc, argv, i));
+        if (!(mask_ratio > 0.0 && mask_ratio < 1.0)) throw vitmae::cli::UsageError("--mask-ratio must be in (0, 1)");
+      } else if (a == "--seed") seed = static_cast<std::uint64_t>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 0, INT64_MAX));
+      else if (a == "--dtype") vitmae::cli::check_dtype(dtype = vitmae::cli::value(argc, argv, i));
+      else if (a == "--threads") vitmae::cli::set_threads(static_cast<int>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 1024)));
       else if (a == "-h" || a == "--help") {
         std::cout << kUsage;
         return;
-      } else throw examples::UsageError("unknown argument '" + a + "'");
+      } else throw vitmae::cli::UsageError("unknown argument '" + a + "'");
     }
     if (vitmae::io::image_format_for_path(out).empty())
-      throw examples::UsageError("--out must end in .png, .jpg, .jpeg or .bmp (the panel's format), got '" + out + "'");
+      throw vitmae::cli::UsageError("--out must end in .png, .jpg, .jpeg or .bmp (the panel's format), got '" + out + "'");
     if (model_dir.empty()) {
       model_dir = VITMAE_DEFAULT_MODEL_DIR;
       vitmae::detail::require(vitmae::io::dir_exists(model_dir), model_dir,
@@ -64,11 +64,11 @@ int main(int argc, char** argv) {
     if (images.empty()) images.push_back(VITMAE_DEFAULT_IMAGE);
 
     using Scalar = float;
-    examples::doing("loading the model " + model_dir);
+    vitmae::cli::doing("loading the model " + model_dir);
     auto model = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<Scalar>>(model_dir, "", dtype == "int8");
     if (mask_ratio > 0) model.config().mask_ratio = mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(model_dir, model.config());
-    examples::doing("reconstructing " + std::to_string(images.size()) + " image" + (images.size() == 1 ? "" : "s"));
+    vitmae::cli::doing("reconstructing " + std::to_string(images.size()) + " image" + (images.size() == 1 ? "" : "s"));
     std::vector<vitmae::io::Image8> resized;
     for (const auto& path : images) resized.push_back(proc.resize(vitmae::io::load_image(path, static_cast<int>(model.config().num_channels))));
     vitmae::ImageProcessor no_resize = proc;

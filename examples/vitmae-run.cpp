@@ -2,7 +2,7 @@
 // vitmae-run: runs a checkpoint (ViTMAE, or a ViT classifier) on pixel_values (and noise, or
 // labels) from a safetensors file and writes every output HF gives, under HF's names, to another
 // safetensors file.
-#include "common.hpp"
+#include <vitmae/cli/program.hpp>
 
 #include <optional>
 #include <random>
@@ -50,18 +50,18 @@ struct Args {
 };
 
 Args parse(int argc, char** argv) {
-  using examples::UsageError;
+  using vitmae::cli::UsageError;
   Args a;
   for (int i = 1; i < argc; ++i) {
     const std::string s = argv[i];
-    auto value = [&] { return examples::value(argc, argv, i); };
+    auto value = [&] { return vitmae::cli::value(argc, argv, i); };
     if (s == "--model") a.model = value();
     else if (s == "--input") a.input = value();
     else if (s == "--output") a.output = value();
     else if (s == "--dtype") a.dtype = value();
     else if (s == "--preset") a.preset = value();
-    else if (s == "--seed") a.seed = static_cast<std::uint64_t>(examples::to_int(s, value(), 0, INT64_MAX));
-    else if (s == "--threads") a.threads = static_cast<int>(examples::to_int(s, value(), 1, 1024));
+    else if (s == "--seed") a.seed = static_cast<std::uint64_t>(vitmae::cli::to_int(s, value(), 0, INT64_MAX));
+    else if (s == "--threads") a.threads = static_cast<int>(vitmae::cli::to_int(s, value(), 1, 1024));
     else if (s == "--interpolate-pos-encoding") a.interpolate = true;
     else if (s == "--hidden-states") a.hidden_states = true;
     else if (s == "--attentions") a.attentions = true;
@@ -74,7 +74,7 @@ Args parse(int argc, char** argv) {
     throw UsageError("--model, --input and --output are required");
   if (a.dtype != "float32" && a.dtype != "float64" && a.dtype != "int8")
     throw UsageError("--dtype expects float32, float64 or int8, got '" + a.dtype + "'");
-  if (!a.preset.empty()) examples::check_preset(a.preset);
+  if (!a.preset.empty()) vitmae::cli::check_preset(a.preset);
   return a;
 }
 
@@ -131,16 +131,16 @@ void run_classifier(const Args& a, vitmae::io::DType dtype) {
       labels = Labels<Scalar>::of_targets(Eigen::Map<const Matrix<Scalar>>(t.ptr(), t.size(0), t.dim() == 2 ? t.size(1) : 1));
     }
   }
-  examples::doing("loading the classifier " + a.model);
+  vitmae::cli::doing("loading the classifier " + a.model);
   auto model = ViTForImageClassification<Scalar>::from_pretrained(a.model);
-  examples::apply_dtype(model, a.dtype);
+  vitmae::cli::apply_dtype(model, a.dtype);
   ForwardOptions opts;
   opts.interpolate_pos_encoding = a.interpolate;
   opts.output_hidden_states = a.hidden_states;
   opts.output_attentions = a.attentions;
-  examples::doing(forward_activity(a, pixels));
+  vitmae::cli::doing(forward_activity(a, pixels));
   const ClassificationOutput<Scalar> out = model.forward(pixels, labels ? &*labels : nullptr, opts);
-  examples::doing("writing " + a.output);
+  vitmae::cli::doing("writing " + a.output);
   const std::int64_t B = pixels.size(0), H = model.config().hidden_size;
   const std::int64_t T = out.last_hidden_state.empty() ? 1 : out.last_hidden_state[0].rows();
   io::SafetensorsWriter w;
@@ -193,15 +193,15 @@ void run(const Args& a) {
 
   PreTrainingOutput<Scalar> out;
   std::int64_t heads = config.num_attention_heads;
-  examples::doing("allocating the model of " + checkpoint_config_name(a.model, a.preset) + " (" +
-                  examples::model_size(config, pretraining) + ")");
+  vitmae::cli::doing("allocating the model of " + checkpoint_config_name(a.model, a.preset) + " (" +
+                  vitmae::cli::model_size(config, pretraining) + ")");
   if (pretraining) {
     auto model = load_for_inference<ForPreTraining<Scalar>>(config, *weights, a.dtype == "int8");
-    examples::doing(forward_activity(a, pixels));
+    vitmae::cli::doing(forward_activity(a, pixels));
     out = model.forward(pixels, noise, opts);
   } else {
     auto model = load_for_inference<Model<Scalar>>(config, *weights, a.dtype == "int8");
-    examples::doing(forward_activity(a, pixels));
+    vitmae::cli::doing(forward_activity(a, pixels));
     ModelOutput<Scalar> enc = model.forward(pixels, noise, opts);
     out.last_hidden_state = std::move(enc.last_hidden_state);
     out.mask = std::move(enc.mask);
@@ -210,7 +210,7 @@ void run(const Args& a) {
     out.attentions = std::move(enc.attentions);
   }
 
-  examples::doing("writing " + a.output);
+  vitmae::cli::doing("writing " + a.output);
   io::SafetensorsWriter w;
   const std::int64_t T = out.last_hidden_state.empty() ? 1 : out.last_hidden_state[0].rows();
   add_stack(w, "last_hidden_state", out.last_hidden_state, {B, T, config.hidden_size}, dtype);
@@ -232,9 +232,9 @@ void run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return examples::run_main("vitmae-run", kUsage, [&] {
+  return vitmae::cli::run_main("vitmae-run", kUsage, [&] {
     const Args args = parse(argc, argv);
-    examples::set_threads(args.threads);
+    vitmae::cli::set_threads(args.threads);
     if (args.dtype == "float64") run<double>(args);
     else run<float>(args);
   });

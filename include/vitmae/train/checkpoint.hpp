@@ -62,16 +62,6 @@ void save_checkpoint(const T& trainer, const std::string& dir, const ImageProces
   });
 }
 
-/// Refuses, before anything is built or written, a checkpoint a training run cannot start
-/// from: int8 weights (vitmae-convert --dtype int8) are for inference only.
-/// @throws vitmae::Error naming the file, the tensor and the way back to float weights.
-inline void require_trainable_weights(const std::string& path) {
-  const std::shared_ptr<io::TensorSource> w = open_pretrained_weights(path);
-  for (const std::string& n : w->names())
-    detail::require(!w->is_int8(n), w->where(), ": tensor '", n, "' is int8: an int8 checkpoint is for inference only; training starts ",
-                    "from float weights (vitmae-convert --input ", path, " --out DIR --dtype float32 gives them back, at int8's precision)");
-}
-
 /// A run's OUT/checkpoint-STEP folders, the newest `keep` kept: added(step) records a checkpoint
 /// just written and removes the oldest beyond `keep`. With `adopt_existing`, the checkpoints
 /// already in OUT (the earlier part of a resumed run) count too, oldest first by step.

@@ -12,6 +12,8 @@
 #include <functional>
 #include <memory>
 #include <numeric>
+#include <optional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -122,6 +124,63 @@ inline std::vector<std::string> classes_for_fine_tuning(const std::string& path,
                                         rows.size(), " labels (", have, "); --relabel draws a fresh classifier for the data's classes"));
     }
   return rows;
+}
+
+/// Where a fine-tuning run's classifier comes from: one of a checkpoint to continue (`resume`),
+/// one to start from (`init`: MAE, ViT or an encoder), or an HF config.json to draw from
+/// (`config`, "vit" or "vit_mae").
+struct ClassifierSource {
+  std::string resume, init, config;
+  bool relabel = false;    // with init: a fresh classifier when its id2label lacks a class of the data
+  std::uint64_t seed = 0;  // the draw of a fresh classifier or model
+};
+
+/// The classifier a fine-tuning run on `train` trains, its rows named by the classes it is
+/// given back in `train` (classes_for_fine_tuning: a classifier's rows keep their names;
+/// `train`'s labels are renumbered to them). A line for the user about what was drawn afresh
+/// goes to `notes`. Its problem_type is single_label_classification.
+/// @throws vitmae::Error (the file, what was expected) or RequestError (a class unknown to
+/// the checkpoint's id2label without relabel; a resumed checkpoint of other classes).
+template <class S>
+ViTForImageClassification<S> fine_tuning_classifier(const ClassifierSource& from, LabelledDataset& train, std::vector<std::string>* notes) {
+  const std::string& path = from.init.empty() ? from.resume : from.init;
+  bool fresh = false;
+  if (!path.empty()) {
+    require_trainable_weights(path);
+    const std::vector<std::string> rows = classes_for_fine_tuning(path, train, from.relabel && from.resume.empty(), &fresh);
+    if (rows != train.classes) train.use_classes_of(rows, train.name(), "the checkpoint's");
+  }
+  std::optional<ViTForImageClassification<S>> m;
+  if (!from.resume.empty()) {
+    m.emplace(ViTForImageClassification<S>::from_pretrained(from.resume));
+    detail::require(m->config().id2label == train.classes, from.resume, "/config.json: the checkpoint's classes differ from the training set's");
+  } else if (!from.init.empty()) {
+    ClassifierLoadOptions lo;
+    lo.labels = train.classes;
+    lo.seed = from.seed;
+    std::vector<std::string> said;
+    m.emplace(ViTForImageClassification<S>::from_pretrained(from.init, lo, &said));
+    if (fresh) {  // relabel: the checkpoint's rows belong to other classes (the same draw as from_pretrained's)
+      std::mt19937_64 rng(from.seed);
+      init_weights(m->classifier, m->config().initializer_range, rng, InitScheme::vit);
+      const std::string why = "--relabel: " + from.init + "'s classifier is for other classes: drawn afresh for the " +
+                              std::to_string(train.classes.size()) + " classes of " + train.name();
+      if (!said.empty() && said.back().find("classifier.weight") != std::string::npos) said.back() = why;  // one line about it
+      else said.push_back(why);
+    }
+    if (notes) notes->insert(notes->end(), said.begin(), said.end());
+  } else {
+    const nlohmann::json j = io::read_json_file(from.config, "config file");
+    ViTConfig c = j.value("model_type", std::string()) == "vit_mae" ? ViTConfig::from_mae(Config::from_json(j, from.config), train.classes)
+                                                                    : ViTConfig::from_json(j, from.config);
+    c.id2label = train.classes;
+    c.validate(from.config);
+    m.emplace(c);
+    auto rng = seeded_rng(from.seed, seed_streams::init_vit);
+    m->init_weights(rng);
+  }
+  m->vit.config.problem_type = "single_label_classification";  // class labels, whatever the checkpoint said
+  return std::move(*m);
 }
 
 /// What evaluate measures on a labelled set.

@@ -277,6 +277,22 @@ class LabelledDataset {
     return d;
   }
 
+  /// Holds `per_class` samples of every class out (seeded, stream holdout: independent of a
+  /// --labels-per-class subset of the same seed) and returns them; this set keeps the rest.
+  /// `asked` names the request in errors. @throws vitmae::Error naming the class when one has
+  /// no more than `per_class` samples (none would be left to train on).
+  LabelledDataset hold_out(size_t per_class, std::uint64_t seed, const std::string& asked) {
+    std::vector<size_t> count(classes.size(), 0);
+    for (std::int64_t y : labels_) ++count[static_cast<size_t>(y)];
+    for (size_t c = 0; c < count.size(); ++c)
+      detail::require(count[c] == 0 || count[c] > per_class, name_, ": class '", classes[c], "' has ", count[c], " images: ", asked,
+                      " would leave none to train on");
+    std::vector<size_t> rest;
+    LabelledDataset out = per_class_subset(per_class, seed ^ seed_streams::holdout, &rest);
+    *this = select(rest);
+    return out;
+  }
+
   /// A seeded subset with `per_class` samples of every class (each class's samples shuffled by
   /// the seed, the first per_class kept; the subset in dataset order). The rest, when given,
   /// receives the positions left out (a held-out set for choices). `asked` names the request in

@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "vitmae/checkpoint.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/data_parallel.hpp"
@@ -113,6 +114,16 @@ void require_no_dropout(const Config& c, const char* who) {
   detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0, who,
                   ": dropout is not implemented in training (config.json has hidden_dropout_prob ", c.hidden_dropout_prob,
                   ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob, "; MAE and HF's defaults are 0): set them to 0");
+}
+
+/// Refuses, before anything is built or written, a checkpoint a training run cannot start
+/// from: int8 weights (vitmae-convert --dtype int8) are for inference only.
+/// @throws vitmae::Error naming the file, the tensor and the way back to float weights.
+inline void require_trainable_weights(const std::string& path) {
+  const std::shared_ptr<io::TensorSource> w = open_pretrained_weights(path);
+  for (const std::string& n : w->names())
+    detail::require(!w->is_int8(n), w->where(), ": tensor '", n, "' is int8: an int8 checkpoint is for inference only; training starts ",
+                    "from float weights (vitmae-convert --input ", path, " --out DIR --dtype float32 gives them back, at int8's precision)");
 }
 
 template <class Job>

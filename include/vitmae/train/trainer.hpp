@@ -17,7 +17,11 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
+#include <string>
 
+#include "vitmae/image_processor.hpp"
+#include "vitmae/io/checkpoint.hpp"
 #include "vitmae/random.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/loop.hpp"
@@ -57,6 +61,40 @@ struct MaePretraining {
   double lr_scale(const Model&, const Parameter<S>&) const { return 1.0; }
   void add_state(nlohmann::json&) const {}
 };
+
+/// The preprocessing of a pre-training run from `source` (a checkpoint, or empty): its
+/// preprocessor_config.json when it has one, else MAE's: ImageNet's mean and std (one channel:
+/// 0.45 and 0.225), bicubic resampling, at the model's image size.
+inline ImageProcessor pretraining_processor(const std::string& source, const Config& c) {
+  if (!source.empty() && io::file_exists(io::join_path(io::checkpoint_folder(source), "preprocessor_config.json")))
+    return ImageProcessor::for_checkpoint(source, c);
+  ImageProcessor p;
+  p.height = p.width = c.image_size;
+  p.resample = 3;
+  p.image_mean = {0.485, 0.456, 0.406};
+  p.image_std = {0.229, 0.224, 0.225};
+  if (c.num_channels != 3) p.image_mean = {0.45}, p.image_std = {0.225};
+  return p;
+}
+
+/// The model a pre-training run starts from: the checkpoint `source` (refused when its weights
+/// are int8: require_trainable_weights), or, with `source` empty, `config` initialised as MAE's
+/// initialize_weights does, from `seed` (seed stream init_mae). `mask_ratio` above 0 replaces the
+/// config's.
+template <class S>
+ForPreTraining<S> pretraining_model(const std::string& source, const Config& config, std::uint64_t seed, double mask_ratio = -1) {
+  std::optional<ForPreTraining<S>> m;
+  if (source.empty()) {
+    m.emplace(config);
+    auto rng = seeded_rng(seed, seed_streams::init_mae);
+    m->init_weights(rng);
+  } else {
+    require_trainable_weights(source);
+    m.emplace(ForPreTraining<S>::from_pretrained(source));
+  }
+  if (mask_ratio > 0) m->config().mask_ratio = mask_ratio;
+  return std::move(*m);
+}
 
 /// The pre-training loop: Trainer<S>(model, options, world).train_step(next_batch).
 template <class S>

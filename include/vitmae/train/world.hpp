@@ -83,7 +83,7 @@ inline std::pair<Index, Index> rank_slice(int rank, int size, Index batch) {
 
 /// Runs f() on every rank, then agrees: when it threw on any rank, every rank throws
 /// AgreedError with the lowest failing rank's message ("... (rank r of N)") and the code
-/// code_of(exception) gave there (default 1). With one rank, f's exception passes through
+/// code_of(exception) gave there (default 2 for a RequestError, else 1). With one rank, f's exception passes through
 /// unchanged. Every rank must call it at the same point (it is a collective operation).
 template <class F>
 void together(World& world, F&& f, const std::function<int(const std::exception&)>& code_of = {}) {
@@ -99,7 +99,7 @@ void together(World& world, F&& f, const std::function<int(const std::exception&
   } catch (const std::exception& e) {
     error = e.what();
     if (error.empty()) error = "vitmae: an error without a message";
-    if (code_of) code = code_of(e);
+    code = code_of ? code_of(e) : dynamic_cast<const RequestError*>(&e) ? 2 : 1;
   }
   const RankError first = world.first_error(error, code);
   if (first.rank >= 0)

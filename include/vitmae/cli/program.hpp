@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// Shared by the example programs: argument parsing helpers and the error convention
-// (one line on stderr, exit 1; usage errors exit 2; running out of memory says while doing what).
+// What vitmae's programs share (examples/): the error convention (one line on stderr, exit 1;
+// usage errors and refused requests exit 2; running out of memory says while doing what), the
+// parsing of a flag's value, and the settings every program takes (--threads, --dtype).
 #pragma once
 
-#include <vitmae/vitmae.hpp>
+#include "vitmae/vitmae.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -18,13 +19,13 @@
 #include <omp.h>
 #endif
 
-namespace examples {
+namespace vitmae::cli {
 
 /// A usage error (exit 2): a missing or bad flag, printed with the synopsis; or, with
 /// `with_usage` false, a flag that contradicts something on disk (a checkpoint being resumed),
 /// printed as the one line it is.
-struct UsageError : std::runtime_error {
-  explicit UsageError(const std::string& what, bool with_usage = true) : std::runtime_error(what), with_usage(with_usage) {}
+struct UsageError : vitmae::RequestError {
+  explicit UsageError(const std::string& what, bool with_usage = true) : vitmae::RequestError(what), with_usage(with_usage) {}
   bool with_usage = true;
 };
 
@@ -164,4 +165,4 @@ int run_main(const char* program, const char* usage, F&& body) {
   }
 }
 
-}  // namespace examples
+}  // namespace vitmae::cli
