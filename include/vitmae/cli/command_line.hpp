@@ -85,6 +85,16 @@ class CommandLine {
          },
          r, {}, {}});
   }
+  /// A flag that may be given more than once, each value appended to `target` (never recorded).
+  void list(const std::string& name, const std::string& metavar, std::vector<std::string>& target, std::string help) {
+    add({name, metavar, std::move(help), [&target](const std::string& v) { target.push_back(v); },
+         [&target] { return std::to_string(target.size()) + " values"; }, OnResume::never, {}, {}});
+  }
+  /// Arguments that are not flags (not starting with '-') are appended to `target`, as --image
+  /// values would be (shell globs: "vitmae-classify --model DIR *.png"). Without it they are
+  /// usage errors.
+  void positional(std::vector<std::string>& target) { positional_ = &target; }
+
   /// An older spelling of `name` (the last flag added when empty).
   void alias(const std::string& old_name) { sections_.back().second.back().aliases.push_back(old_name); }
 
@@ -115,6 +125,10 @@ class CommandLine {
         std::exit(0);
       }
       const Flag* f = find(a);
+      if (!f && positional_ && !a.empty() && a[0] != '-') {
+        positional_->push_back(a);
+        continue;
+      }
       if (!f) throw UsageError("unknown argument '" + a + "'");
       const std::string v = f->metavar.empty() ? std::string() : value(argc, argv, i);
       f->set(v);
@@ -183,6 +197,7 @@ class CommandLine {
   std::string program_, head_;
   std::vector<std::pair<std::string, std::vector<Flag>>> sections_;
   std::map<std::string, std::string> given_;
+  std::vector<std::string>* positional_ = nullptr;
 };
 
 }  // namespace vitmae::cli
