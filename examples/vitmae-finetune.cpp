@@ -30,26 +30,26 @@ struct Args : cli::TrainArgs {
 cli::CommandLine command_line(Args& a) {
   using R = cli::CommandLine::OnResume;
   cli::CommandLine cl("vitmae-finetune",
-                           "usage: vitmae-finetune --data SRC (--val SRC | --holdout N) --out DIR (--init PATH | --config FILE)\n"
-                           "                       [--steps N | --epochs N] [--batch N] [--base-lr X] [flags below]\n"
-                           "       vitmae-finetune --resume OUT/checkpoint-STEP [flags below]\n"
-                           "Fine-tunes a ViT classifier with MAE's recipe (AdamW, layer-wise lr decay, label smoothing,\n"
-                           "warm-up then cosine) and writes DIR/final (an HF ViTForImageClassification folder),\n"
-                           "DIR/metrics.csv (a row a step), DIR/loss.svg and DIR/accuracy.svg (the curves), and\n"
-                           "DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg (of the last validation).\n"
-                           "With --linear-probe, the encoder stays frozen: its features of every image are computed once,\n"
-                           "normalised with the training set's mean and variance, and a linear head is trained on them\n"
-                           "(AdamW, warm-up then cosine, no weight decay, no label smoothing, no augmentation).\n");
+                      "usage: vitmae-finetune --data SRC (--val SRC | --holdout N) --out DIR (--init PATH | --config FILE)\n"
+                      "                       [--steps N | --epochs N] [--batch N] [--base-lr X] [flags below]\n"
+                      "       vitmae-finetune --resume OUT/checkpoint-STEP [flags below]\n"
+                      "Fine-tunes a ViT classifier with MAE's recipe (AdamW, layer-wise lr decay, label smoothing,\n"
+                      "warm-up then cosine) and writes DIR/final (an HF ViTForImageClassification folder),\n"
+                      "DIR/metrics.csv (a row a step), DIR/loss.svg and DIR/accuracy.svg (the curves), and\n"
+                      "DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg (of the last validation).\n"
+                      "With --linear-probe, the encoder stays frozen: its features of every image are computed once,\n"
+                      "normalised with the training set's mean and variance, and a linear head is trained on them\n"
+                      "(AdamW, warm-up then cosine, no weight decay, no label smoothing, no augmentation).\n");
   cli::add_shared_flags(cl, a, a.o,
-                             "(required unless --resume) labelled training images: a folder\n"
-                             "root/<class>/<images> (torchvision's ImageFolder), a list file of\n"
-                             "'path<TAB>label' (or 'path label') lines, whole-number labels being class\n"
-                             "indices, or fashion-mnist:DIR:SPLIT (IDX files of Debian's\n"
-                             "dataset-fashion-mnist, DIR /usr/share/datasets/fashion-mnist, SPLIT\n"
-                             "train or t10k)",
-                             "10 epochs; linear probe: 90 epochs");
+                        "(required unless --resume) labelled training images: a folder\n"
+                        "root/<class>/<images> (torchvision's ImageFolder), a list file of\n"
+                        "'path<TAB>label' (or 'path label') lines, whole-number labels being class\n"
+                        "indices, or fashion-mnist:DIR:SPLIT (IDX files of Debian's\n"
+                        "dataset-fashion-mnist, DIR /usr/share/datasets/fashion-mnist, SPLIT\n"
+                        "train or t10k)",
+                        "10 epochs; linear probe: 90 epochs");
   cl.section("Fine-tuning only");
-  cl.text("--val", "SRC", a.val,
+  cl.path("--val", "SRC", a.val,
           "labelled validation images, the same forms; its classes must be among the\n"
           "training set's (required, or --holdout)");
   cl.integer("--holdout", "N", a.holdout, 1, 1L << 40,
@@ -81,25 +81,21 @@ cli::CommandLine command_line(Args& a) {
 
 void parse(int argc, char** argv, cli::CommandLine& cl, Args& a, int world_size) {
   using cli::UsageError;
-  cl.parse(argc, argv);
-  cli::resume_flags(cl, a, world_size);
-  if (a.data.empty() || a.out.empty()) throw UsageError("--data and --out are required (or --resume DIR)");
+  cli::parse_training_flags(argc, argv, cl, a, world_size);
   if (a.val.empty() == !a.holdout) throw UsageError("give --val SRC or --holdout N (one of them)");
   if (a.probe_features != "cls" && a.probe_features != "mean" && a.probe_features != "pixels")
     throw UsageError("--probe-features must be cls, mean or pixels, got '" + a.probe_features + "'");
   if (a.probe_features != "cls" && !a.linear_probe) throw UsageError("--probe-features needs --linear-probe");
   if (a.linear_probe)
     for (const char* f : {"--accum", "--layer-decay", "--label-smoothing", "--clip-grad", "--scale-min", "--no-flip", "--vflip",
-                          "--transpose", "--channel-shuffle", "--save-every", "--keep", "--workers", "--no-overlap"})
+                          "--transpose", "--channel-shuffle", "--shorter-side", "--save-every", "--keep", "--workers", "--no-overlap"})
       if (cl.given(f))
         throw UsageError(std::string(f) + " is for fine-tuning; a linear probe trains on fixed features (no accumulation, "
                          "layer decay, label smoothing, clipping, augmentation or checkpoints)");
-  if (cl.given("--shorter-side")) throw UsageError("--shorter-side is not yet in vitmae-finetune (pre-training only)");
   if (a.relabel && a.init.empty()) throw UsageError("--relabel goes with --init (a classifier to start from)");
   if (!a.init.empty() + !a.config.empty() + !a.resume.empty() != 1)
     throw UsageError("give --init PATH, --config FILE or --resume DIR (one of them)");
   if (a.linear_probe && !a.resume.empty()) throw UsageError("--resume continues fine-tuning; a linear probe is not resumed");
-  if (a.steps && a.epochs) throw UsageError("give --steps or --epochs, not both");
 }
 
 }  // namespace
@@ -185,18 +181,15 @@ int main(int argc, char** argv) {
                          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s), ", val.size(),
                          " validation images; ", po.steps, " steps of ", po.batch, " (", rs.epoch_steps, " an epoch), peak lr ",
                          std::defaultfloat, po.peak_lr(), "\n"));
-      LinearProbe<float> initial = LinearProbe<float>::initial(X, static_cast<Index>(train.classes.size()), po.seed);
-      const Matrix<float> Xn = initial.normalise(X);
-      TrainingLoop<LinearProbing<float>> probe(std::move(initial), po);
-      FeatureBatches<float> batches(Xn, train.labels(), po.batch, po.seed);
+      ProbeTraining<float> probe(X, train.labels(), static_cast<Index>(train.classes.size()), po);
       rs.save_every = 0, wrote_final = kind == ProbeFeatures::cls;  // a ViTForImageClassification takes the CLS token
       if (!wrote_final) rs.final = RunSettings::Final::none;
-      TrainingRun<TrainingLoop<LinearProbing<float>>> run(probe, rs, proc,
+      TrainingRun<TrainingLoop<LinearProbing<float>>> run(probe.loop, rs, proc,
                                                           [&](const LinearProbe<float>& p) { return Evaluation::of(p.logits(V), val.labels()); });
-      last = run.run([&] { return batches.next(); });
-      if (wrote_final) model.classifier = probe.model().folded();  // the normalisation folded in
+      last = run.run([&] { return probe.next(); });
+      if (wrote_final) model.classifier = probe.loop.model().folded();  // the normalisation folded in
       else {
-        probe.model().save(io::join_path(a.out, "probe.safetensors"));
+        probe.loop.model().save(io::join_path(a.out, "probe.safetensors"));
         say("vitmae-finetune: --probe-features " + a.probe_features + ": no " + a.out +
             "/final (a ViTForImageClassification classifies the CLS token); the head and its normalisation are in " + a.out +
             "/probe.safetensors\n");
@@ -204,6 +197,7 @@ int main(int argc, char** argv) {
       run.finish([&](const std::string& folder) { model.save_pretrained(folder); });
     } else {
       a.o.steps = cli::run_steps(a, a.o, train.size(), 10 * rs.epoch_steps);
+      train.set_shorter_side(a.shorter_side >= 0 ? a.shorter_side : 4 * static_cast<int>(std::max(proc.height, proc.width)));
       std::optional<ClassifierTrainer<float>> made;
       together(*world, [&] { made.emplace(std::move(model), a.o, world); });
       ClassifierTrainer<float>& trainer = *made;

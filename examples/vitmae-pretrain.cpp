@@ -30,19 +30,20 @@ struct Args : cli::TrainArgs {
 cli::CommandLine command_line(Args& a) {
   using R = cli::CommandLine::OnResume;
   cli::CommandLine cl("vitmae-pretrain",
-                           "usage: vitmae-pretrain --data SRC --out DIR (--config FILE | --preset NAME | --init DIR)\n"
-                           "                       [--steps N | --epochs N] [--batch B] [--lr X] [flags below]\n"
-                           "       vitmae-pretrain --resume OUT/checkpoint-STEP [flags below]\n"
-                           "MAE self-supervised pre-training of a ViTMAEForPreTraining on unlabelled images. Writes\n"
-                           "HF-layout checkpoints (config.json, model.safetensors, preprocessor_config.json, with\n"
-                           "optimizer.safetensors, trainer_state.json and loss.csv, each written atomically) and\n"
-                           "OUT/loss.csv and OUT/loss.svg.\n");
+                      "usage: vitmae-pretrain --data SRC --out DIR (--config FILE | --preset NAME | --init DIR)\n"
+                      "                       [--steps N | --epochs N] [--batch B] [--lr X] [flags below]\n"
+                      "       vitmae-pretrain --resume OUT/checkpoint-STEP [flags below]\n"
+                      "MAE self-supervised pre-training of a ViTMAEForPreTraining on unlabelled images. Writes\n"
+                      "HF-layout checkpoints (config.json, model.safetensors, preprocessor_config.json, with\n"
+                      "optimizer.safetensors, trainer_state.json, metrics.csv, each written atomically) every\n"
+                      "--save-every steps and OUT/final, and the run's logs: OUT/metrics.csv (a row a step),\n"
+                      "OUT/loss.csv and OUT/loss.svg.\n");
   cli::add_shared_flags(cl, a, a.train,
-                             "(required unless --resume) a folder of images (searched recursively), a\n"
-                             "text file listing image paths, one a line, or fashion-mnist:DIR:SPLIT\n"
-                             "(the IDX files of Debian's dataset-fashion-mnist, DIR\n"
-                             "/usr/share/datasets/fashion-mnist, SPLIT train or t10k; labels unused)",
-                             "1000");
+                        "(required unless --resume) a folder of images (searched recursively), a\n"
+                        "text file listing image paths, one a line, or fashion-mnist:DIR:SPLIT\n"
+                        "(the IDX files of Debian's dataset-fashion-mnist, DIR\n"
+                        "/usr/share/datasets/fashion-mnist, SPLIT train or t10k; labels unused)",
+                        "1000");
   cl.section("Pre-training only");
   cl.text("--preset", "NAME", a.preset,
           "instead of --config: train from scratch mae-vit-base, mae-vit-large or\nmae-vit-huge (default: none)", R::never);
@@ -53,15 +54,12 @@ cli::CommandLine command_line(Args& a) {
 
 void parse(int argc, char** argv, cli::CommandLine& cl, Args& a, int world_size) {
   using cli::UsageError;
-  cl.parse(argc, argv);
-  cli::resume_flags(cl, a, world_size);
-  if (a.data.empty() || a.out.empty()) throw UsageError("--data and --out are required (or --resume DIR)");
+  cli::parse_training_flags(argc, argv, cl, a, world_size);
   // (With --resume the checkpoint's model is the run's; a --config given too must describe it.)
   if (!a.config.empty() + !a.preset.empty() + !a.init.empty() > 1) throw UsageError("give one of --config, --preset, --init");
   if (a.config.empty() && a.preset.empty() && a.init.empty() && a.resume.empty())
     throw UsageError("give the model: --config, --preset, --init or --resume");
   if (!a.preset.empty()) cli::check_preset(a.preset);
-  if (a.steps && a.epochs) throw UsageError("give --steps or --epochs, not both");
 }
 
 }  // namespace
@@ -136,6 +134,7 @@ int main(int argc, char** argv) {
       std::optional<LabelledDataset> idx;
       together(*world, [&] { idx = LabelledDataset::open(a.data); });
       idx->set_channels(channels);
+      idx->set_shorter_side(shorter);
       train_on(std::move(*idx));
     } else {
       std::optional<ImageDataset> images;

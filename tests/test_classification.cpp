@@ -401,7 +401,7 @@ TEST_CASE("ImageFolder and list files: classes sorted, labels by folder or name,
                        vitmae::Error);
 }
 
-TEST_CASE("ClassifierTrainer: a step is forward_backward plus layer-decayed AdamW; threads split the batch, not the result") {
+TEST_CASE("ClassifierTrainer: a step is forward_backward plus layer-decayed AdamW, threads split the batch, not the result") {
   namespace train = vitmae::train;
   vitmae::ViTConfig c = small_config(3);
   vitmae::ViTForImageClassification<double> m0(c);

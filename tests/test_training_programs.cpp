@@ -21,6 +21,26 @@ std::string tiny_vit_config(const std::string& dir) {
   return dir + "/vit.json";
 }
 
+/// A tiny ViTMAE config at dir/mae.json (8x8 RGB images, 2 patches a side); returns its path.
+std::string tiny_mae_config(const std::string& dir) {
+  io::write_file_atomic(dir + "/mae.json", R"({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "intermediate_size": 32, "decoder_hidden_size": 16, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2,
+    "decoder_intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
+  return dir + "/mae.json";
+}
+
+/// A tiny ViT classifier with rows named `labels` (in that order), drawn from a fixed seed and
+/// saved at dir/cls; returned for its weights.
+vitmae::ViTForImageClassification<float> write_classifier(const std::string& dir, const std::vector<std::string>& labels) {
+  nlohmann::json j = io::read_json_file(tiny_vit_config(dir));
+  for (size_t k = 0; k < labels.size(); ++k) j["id2label"][std::to_string(k)] = labels[k];
+  vitmae::ViTForImageClassification<float> m(vitmae::ViTConfig::from_json(j));
+  auto rng = vitmae::seeded_rng(1, 2);
+  m.init_weights(rng);
+  m.save_pretrained(dir + "/cls");
+  return m;
+}
+
 /// `n` 8x8 PNGs of one grey level at dir/name-k.png; returns their paths.
 std::vector<std::string> grey_pngs(const std::string& dir, const std::string& name, int n, int level) {
   std::vector<std::string> out;
@@ -83,7 +103,7 @@ TEST_CASE("list files: 'path<TAB>label' lines take labels with spaces") {
   CHECK(bad.err == "vitmae: dataset " + dir + "/bad.txt:2: expected 'path<TAB>label' or 'path label', got '" + boots[1] + "'\n");
 }
 
-TEST_CASE("a damaged or missing image is refused before anything is written, in both programs; --skip-bad-images trains on the rest") {
+TEST_CASE("a damaged or missing image is refused before anything is written, in both programs, --skip-bad-images trains on the rest") {
   const std::string dir = test::tmp_dir("bad_images");
   const auto good = grey_pngs(dir + "/train/a", "x", 3, 40);
   grey_pngs(dir + "/train/b", "y", 3, 180);
@@ -93,20 +113,18 @@ TEST_CASE("a damaged or missing image is refused before anything is written, in 
   const Run f = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/train --holdout 1 --config " + tiny_vit_config(dir) + common +
                                                            " --out " + dir + "/ft");
   CHECK(f.status == 1);
-  CHECK(last_line(f.err) == "vitmae: " + dir + "/train/b/broken.png: cannot decode image: unknown image type (--skip-bad-images leaves "
-                                "out the images that cannot be read)");
+  CHECK(last_line(f.err) == "vitmae: " + dir + "/train/b/broken.png: not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or "
+                                "HDR (--skip-bad-images leaves out the images that cannot be read)");
   CHECK_FALSE(std::filesystem::exists(dir + "/ft"));
   const Run fs = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/train --holdout 1 --config " + dir + "/vit.json" + common +
                                                             " --skip-bad-images --out " + dir + "/ft");
   INFO(fs.err);
   CHECK(fs.status == 0);
   CHECK(fs.err.find("vitmae-finetune: --skip-bad-images: left out 1 of 7 images, which cannot be read:\n  " + dir +
-                    "/train/b/broken.png: cannot decode image") != std::string::npos);
+                    "/train/b/broken.png: not a readable image") != std::string::npos);
   // vitmae-pretrain on a list file with a missing image
   io::write_file_atomic(dir + "/list.txt", good[0] + "\n" + dir + "/missing.png\n" + good[1] + "\n");
-  io::write_file_atomic(dir + "/mae.json", R"({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-    "intermediate_size": 32, "decoder_hidden_size": 16, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2,
-    "decoder_intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
+  tiny_mae_config(dir);
   const Run p = test::run_program(VITMAE_PRETRAIN_EXE, "--data " + dir + "/list.txt --config " + dir + "/mae.json --lr 1e-3" + common +
                                                            " --out " + dir + "/pt");
   CHECK(p.status == 1);
@@ -136,13 +154,7 @@ TEST_CASE("an int8 checkpoint given to a training program is refused at start, n
 TEST_CASE("fine-tuning from a classifier keeps its rows' names: the data's classes map to them (--relabel draws afresh)") {
   const std::string dir = test::tmp_dir("id2label");
   // A classifier whose rows are top, shoe, other (not sorted), and folders other/ shoe/ top/.
-  nlohmann::json j = io::read_json_file(tiny_vit_config(dir));
-  j["id2label"] = {{"0", "top"}, {"1", "shoe"}, {"2", "other"}};
-  auto cfg = vitmae::ViTConfig::from_json(j);
-  vitmae::ViTForImageClassification<float> m(cfg);
-  auto rng = vitmae::seeded_rng(1, 2);
-  m.init_weights(rng);
-  m.save_pretrained(dir + "/cls");
+  const auto m = write_classifier(dir, {"top", "shoe", "other"});
   grey_pngs(dir + "/data/other", "o", 2, 20);
   grey_pngs(dir + "/data/shoe", "s", 2, 120);
   grey_pngs(dir + "/data/top", "t", 2, 220);
@@ -248,9 +260,7 @@ TEST_CASE("smaller messages: a mistyped split is a usage error, a subset too lar
 TEST_CASE("--resume takes every flag the run was started with: one added now that changes the run is refused, naming both values") {
   const std::string dir = test::tmp_dir("resume_flags");
   grey_pngs(dir + "/img", "x", 3, 40);
-  io::write_file_atomic(dir + "/mae.json", R"({"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-    "intermediate_size": 32, "decoder_hidden_size": 16, "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2,
-    "decoder_intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
+  tiny_mae_config(dir);
   const Run a = test::run_program(VITMAE_PRETRAIN_EXE, "--data " + dir + "/img --config " + dir +
                                                            "/mae.json --steps 4 --batch 2 --lr 1e-3 --save-every 2 --threads 1 --out " + dir + "/run");
   INFO(a.err);
@@ -293,12 +303,7 @@ TEST_CASE("integer labels with gaps: 1-based labels leave class 0 empty, and --h
 
 TEST_CASE("a --relabel run resumes from its checkpoint with --resume alone") {
   const std::string dir = test::tmp_dir("relabel_resume");
-  nlohmann::json j = io::read_json_file(tiny_vit_config(dir));
-  j["id2label"] = {{"0", "top"}, {"1", "shoe"}};
-  vitmae::ViTForImageClassification<float> m(vitmae::ViTConfig::from_json(j));
-  auto rng = vitmae::seeded_rng(1, 2);
-  m.init_weights(rng);
-  m.save_pretrained(dir + "/cls");
+  write_classifier(dir, {"top", "shoe"});
   grey_pngs(dir + "/data/bag", "b", 2, 20);
   grey_pngs(dir + "/data/top", "t", 2, 220);
   const Run a = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/data --val " + dir + "/data --init " + dir +
@@ -368,6 +373,52 @@ TEST_CASE("vitmae-classify takes image paths as arguments (shell globs), vitmae-
   CHECK(std::regex_match(r.out, std::regex("vitmae-run: ViTMAEForPreTraining on pixel_values \\[2, 3, 32, 32\\] \\(float32, 1 threads\\): "
                                            "wrote " + dir + "/out\\.safetensors \\(last_hidden_state, mask, ids_restore, logits, "
                                            "loss\\), loss [0-9.]+\n")));
+}
+
+TEST_CASE("both programs run one loop: one progress line and one metrics.csv, a resumed run must see the same images") {
+  const std::string dir = test::tmp_dir("one_run");
+  grey_pngs(dir + "/img/a", "x", 3, 40);
+  grey_pngs(dir + "/img/b", "y", 3, 180);
+  const std::regex line("step 2/2  loss [0-9.]+  lr [0-9.e+-]+  [0-9.]+ img/s  elapsed [0-9:]+  ETA [0-9:]+\n");
+  const std::string header = "step,epoch,loss,lr,grad_norm,images_per_s,val_top1,val_top5,val_loss\n";
+  const std::string common = " --steps 2 --batch 2 --save-every 1 --threads 1";
+  const Run p = test::run_program(VITMAE_PRETRAIN_EXE, "--data " + dir + "/img --config " + tiny_mae_config(dir) + " --lr 1e-3" + common +
+                                                           " --out " + dir + "/pt");
+  INFO(p.err);
+  REQUIRE(p.status == 0);
+  CHECK(std::regex_search(p.err, line));
+  const std::string pm = test::slurp(dir + "/pt/metrics.csv");
+  CHECK(pm.rfind(header, 0) == 0);
+  CHECK(std::count(pm.begin(), pm.end(), '\n') == 3);
+  CHECK(test::slurp(dir + "/pt/checkpoint-1/metrics.csv") == pm.substr(0, pm.find("\n2,") + 1));  // the rows so far
+  // Fine-tuning takes --shorter-side too (its training images; the probe refuses it, as every augmentation flag).
+  const Run f = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/img --holdout 1 --config " + tiny_vit_config(dir) + common +
+                                                           " --shorter-side 4 --out " + dir + "/ft");
+  INFO(f.err);
+  REQUIRE(f.status == 0);
+  CHECK(std::regex_search(f.err, line));
+  CHECK(f.err.find("epoch 1.00 (step 2): validation top-1 ") != std::string::npos);
+  CHECK(test::slurp(dir + "/ft/metrics.csv").rfind(header, 0) == 0);
+  const Run probe = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/img --holdout 1 --config " + dir +
+                                                               "/vit.json --linear-probe --shorter-side 4 --out " + dir + "/lp");
+  CHECK(probe.status == 2);
+  CHECK(probe.err.rfind("vitmae-finetune: --shorter-side is for fine-tuning; a linear probe trains on fixed features", 0) == 0);
+
+  // An image gone from the training set: the resumed run is refused, naming both counts.
+  std::filesystem::remove(dir + "/img/b/y-2.png");
+  Run r = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + dir + "/pt/checkpoint-1 --out " + dir + "/pt2");
+  CHECK(r.status == 2);
+  CHECK(last_line(r.err) == "vitmae: " + dir + "/pt/checkpoint-1/data.json: the run was trained on 6 images of " + dir +
+                                "/img, this run has 5; a resumed run must train on the same images");
+  CHECK_FALSE(std::filesystem::exists(dir + "/pt2"));
+  // A checkpoint whose trainer_state.json has no command line (an older vitmae's) says what to give.
+  nlohmann::json st = io::read_json_file(dir + "/pt/checkpoint-1/trainer_state.json");
+  st.erase("args");
+  io::write_file_atomic(dir + "/pt/checkpoint-1/trainer_state.json", st.dump());
+  r = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + dir + "/pt/checkpoint-1");
+  CHECK(r.status == 2);
+  CHECK(r.err.rfind("vitmae-pretrain: --resume " + dir + "/pt/checkpoint-1: its trainer_state.json records no command line (a " +
+                        "checkpoint of an older vitmae): give --data and the flags the run was started with\n", 0) == 0);
 }
 
 #endif

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -36,6 +37,7 @@ class CommandLine {
     OnResume on_resume = OnResume::kept;
     std::vector<std::string> aliases;  // older spellings, accepted and not shown
     std::string default_value;         // get() when declared
+    bool path = false;                 // a file or folder: recorded as an absolute path
   };
 
   /// `head`: the usage lines and any text before the flags.
@@ -57,6 +59,12 @@ class CommandLine {
   void text(const std::string& name, const std::string& metavar, std::string& target, std::string help,
             OnResume r = OnResume::kept) {
     add({name, metavar, std::move(help), [&target](const std::string& v) { target = v; }, [&target] { return target; }, r, {}, {}});
+  }
+  /// A file or folder (or another kind of source, such as "fashion-mnist:DIR:SPLIT"): recorded
+  /// for --resume as an absolute path when it exists, so that a run resumes from any folder.
+  void path(const std::string& name, const std::string& metavar, std::string& target, std::string help, OnResume r = OnResume::kept) {
+    text(name, metavar, target, std::move(help), r);
+    sections_.back().second.back().path = true;
   }
   /// An integer in [lo, hi].
   template <class Int>
@@ -146,7 +154,7 @@ class CommandLine {
     j["program"] = program_;
     for (const auto& s : sections_)
       for (const Flag& f : s.second)
-        if (f.on_resume != OnResume::never) j[f.name] = f.get();
+        if (f.on_resume != OnResume::never) j[f.name] = f.path ? absolute(f.get()) : f.get();
     return j;
   }
 
@@ -168,7 +176,8 @@ class CommandLine {
         if (theirs != f->default_value) f->set(theirs), taken[name] = theirs;
         continue;
       }
-      const std::string mine = f->get();
+      const std::string mine = f->path ? absolute(f->get()) : f->get();
+      if (f->path) theirs = absolute(theirs);
       if (f->on_resume != OnResume::kept || same_value(mine, theirs)) continue;
       if (f->metavar.empty())
         throw UsageError("vitmae: " + where + ": the run was started without " + name + "; a resumed run must keep that (leave the " +
@@ -181,6 +190,12 @@ class CommandLine {
   }
 
  private:
+  static std::string absolute(const std::string& p) {
+    std::error_code ec;
+    if (p.empty() || !std::filesystem::exists(p, ec)) return p;
+    const std::filesystem::path a = std::filesystem::absolute(p, ec).lexically_normal();
+    return ec ? p : a.string();
+  }
   const Flag* find(const std::string& name) const {
     for (const auto& s : sections_)
       for (const Flag& f : s.second)

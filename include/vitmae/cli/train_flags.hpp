@@ -65,7 +65,7 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
   auto positive = [](double x) { return x > 0; };
   auto non_negative = [](double x) { return x >= 0; };
   cl.section("Data and output");
-  cl.text("--data", "SRC", a.data, data_help);
+  cl.path("--data", "SRC", a.data, data_help);
   cl.alias("--train");
   cl.text("--out", "DIR", a.out,
           "(required unless --resume: then the checkpoint's run folder) the output\n"
@@ -78,8 +78,8 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
             "damaged image a batch needs ends the run, naming the file)",
             R::free);
   cl.section("The model (required: one of them)");
-  cl.text("--config", "FILE", a.config, "(one of the model's flags is required) train from scratch the model an HF\nconfig.json describes", R::never);
-  cl.text("--init", "DIR", a.init, "(or) start from a checkpoint's weights as a new run, with a fresh optimiser\nand schedule (default: none)", R::never);
+  cl.path("--config", "FILE", a.config, "(one of the model's flags is required) train from scratch the model an HF\nconfig.json describes", R::never);
+  cl.path("--init", "DIR", a.init, "(or) start from a checkpoint's weights as a new run, with a fresh optimiser\nand schedule (default: none)", R::never);
   cl.text("--resume", "DIR", a.resume,
           "(or) continue a run from one of its checkpoints (OUT/checkpoint-STEP), bit for\n"
           "bit, with the flags it was started with (default: none); a flag given again\n"
@@ -111,7 +111,7 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
                 num(a.aug.scale_min) + ")");
   cl.alias("--crop-scale-min");
   cl.integer("--shorter-side", "N", a.shorter_side, 0, 1 << 20,
-             "shrink each image once, on decoding, to this shorter side when it is longer\n(default 4x the model's image size; 0 keeps "
+             "shrink each training image once, on decoding, to this shorter side when it is\nlonger (default 4x the model's image size; 0 keeps "
              "full size: exact torchvision\ncrops, slower)");
   cl.toggle("--no-flip", a.aug.hflip, false, "no horizontal mirroring (default: mirror with probability 1/2)");
   cl.toggle("--vflip", a.aug.vflip, true, "also turn views upside down, probability 1/2 (default: off; not MAE's recipe)");
@@ -189,6 +189,19 @@ inline void resume_flags(CommandLine& cl, TrainArgs& a, int world_size) {
     if (!p.has_filename()) p = p.parent_path();  // "OUT/checkpoint-10/"
     a.out = p.parent_path().empty() ? "." : p.parent_path().string();
   }
+}
+
+/// Parses argv on `cl` and completes `a` as every training program needs: with --resume, the
+/// checkpoint's flags (resume_flags); then --data and --out are required, and --steps and
+/// --epochs exclusive. @throws UsageError.
+inline void parse_training_flags(int argc, char** argv, CommandLine& cl, TrainArgs& a, int world_size) {
+  cl.parse(argc, argv);
+  resume_flags(cl, a, world_size);
+  if (!a.resume.empty() && a.data.empty())
+    throw UsageError("--resume " + a.resume + ": its trainer_state.json records no command line (a checkpoint of an older " +
+                     "vitmae): give --data and the flags the run was started with");
+  if (a.data.empty() || a.out.empty()) throw UsageError("--data and --out are required (or --resume DIR)");
+  if (a.steps && a.epochs) throw UsageError("give --steps or --epochs, not both");
 }
 
 }  // namespace vitmae::cli

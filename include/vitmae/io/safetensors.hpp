@@ -308,7 +308,6 @@ class SafetensorsWriter {
 
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
-  /// Writes the file: header padded with spaces to a multiple of 8, tensors in the order added.
   /// The tensors added so far, in order.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
@@ -316,6 +315,7 @@ class SafetensorsWriter {
     return out;
   }
 
+  /// Writes the file: header padded with spaces to a multiple of 8, tensors in the order added.
   void save(const std::string& path) const {
     nlohmann::json header = nlohmann::json::object();
     if (!metadata_.empty()) header["__metadata__"] = metadata_;

@@ -36,7 +36,7 @@ inline std::string loss_csv(const std::vector<StepRecord>& history) {
 /// Writes `dir` atomically: config.json, model.safetensors (the model's precision),
 /// preprocessor_config.json, optimizer.safetensors, trainer_state.json, loss.csv, and `extra`
 /// files (name, contents). An existing folder of that name is replaced only once the new one is
-/// complete. T: Trainer (pre-training) or ClassifierTrainer (fine-tuning).
+/// complete. T: a TrainingLoop whose model has save_pretrained (pre-training, fine-tuning).
 template <class T>
 void save_checkpoint(const T& trainer, const std::string& dir, const ImageProcessor& proc,
                      const std::vector<std::pair<std::string, std::string>>& extra = {}) {
@@ -101,7 +101,7 @@ class CheckpointRotation {
 /// decides the result: batch, accum, steps (the schedule), seed (the data and masks) and threads
 /// (the summation order of the gradient; unless the number of ranks changes too): each
 /// difference is refused with a RequestError naming both values.
-/// T: Trainer (pre-training) or ClassifierTrainer (fine-tuning).
+/// T: a TrainingLoop whose model has save_pretrained (pre-training, fine-tuning).
 template <class T>
 void resume(T& trainer, const std::string& dir) {
   using M = typename T::Model;

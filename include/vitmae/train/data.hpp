@@ -159,6 +159,8 @@ std::vector<std::string> decode_all(size_t n, int threads, Decode&& decode, cons
   const size_t workers = std::min<size_t>(static_cast<size_t>(std::max(1, threads)), std::max<size_t>(n, 1));
   std::vector<std::exception_ptr> fatal(workers);
   std::atomic<size_t> next{0}, done{0}, running{workers};
+  std::mutex finished_mutex;
+  std::condition_variable finished;
   auto work = [&](size_t worker) {
     try {
       for (size_t i; (i = next++) < n; ++done) {
@@ -174,7 +176,10 @@ std::vector<std::string> decode_all(size_t n, int threads, Decode&& decode, cons
       fatal[worker] = std::current_exception();
       next = n;
     }
-    --running;
+    if (--running == 0) {  // under the lock: the reporting thread cannot miss it between its test and its wait
+      std::lock_guard<std::mutex> lock(finished_mutex);
+      finished.notify_all();
+    }
   };
   std::vector<std::thread> pool;
   struct Join {  // whatever happens on this thread (a thread that cannot start, a throwing progress), the pool is joined
@@ -186,14 +191,13 @@ std::vector<std::string> decode_all(size_t n, int threads, Decode&& decode, cons
   } join{pool};
   if (progress) {  // the pool decodes; this thread reports about once a second
     for (size_t t = 0; t < workers; ++t) pool.emplace_back(work, t);
-    auto last = std::chrono::steady_clock::now();
-    while (running.load() > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (std::chrono::steady_clock::now() - last >= std::chrono::seconds(1)) {
-        last = std::chrono::steady_clock::now();
-        progress(std::min<size_t>(done.load(), n), n);
-      }
+    std::unique_lock<std::mutex> lock(finished_mutex);
+    while (!finished.wait_for(lock, std::chrono::seconds(1), [&] { return running.load() == 0; })) {
+      lock.unlock();  // (a worker finishing meanwhile takes the lock to say so)
+      progress(std::min<size_t>(done.load(), n), n);
+      lock.lock();
     }
+    lock.unlock();
     for (auto& t : pool) t.join();
     progress(std::min<size_t>(done.load(), n), n);
   } else {
@@ -221,6 +225,17 @@ inline void require_list_file(const std::string& path, const char* expected) {
 }  // namespace vitmae::detail
 
 namespace vitmae::train {
+
+/// `image` with its shorter side brought down to `shorter_side` when it is longer (PIL bicubic,
+/// aspect kept); unchanged when shorter_side is 0. The datasets' decoding: it bounds the cost of
+/// every later crop's resize.
+inline io::Image8 shrink_to_shorter_side(io::Image8 image, int shorter_side) {
+  const int shorter = std::min(image.width, image.height);
+  if (shorter_side <= 0 || shorter <= shorter_side) return image;
+  const double f = static_cast<double>(shorter_side) / shorter;
+  return detail::pil_resize(image, std::max(1, static_cast<int>(std::lround(image.width * f))),
+                            std::max(1, static_cast<int>(std::lround(image.height * f))), detail::Resample::bicubic);
+}
 
 /// The image files of a folder (recursive, sorted, by extension) or of a list file (one path per
 /// line, relative to the list's folder; blank lines and lines starting with '#' skipped).
@@ -327,14 +342,7 @@ class ImageDataset {
       auto it = cache_->images.find(i);
       if (it != cache_->images.end()) return it->second;
     }
-    io::Image8 decoded = io::load_image(files_.at(i), channels_);
-    const int shorter = std::min(decoded.width, decoded.height);
-    if (shorter_side_ > 0 && shorter > shorter_side_) {
-      const double f = static_cast<double>(shorter_side_) / shorter;
-      decoded = detail::pil_resize(decoded, std::max(1, static_cast<int>(std::lround(decoded.width * f))),
-                                   std::max(1, static_cast<int>(std::lround(decoded.height * f))), detail::Resample::bicubic);
-    }
-    auto img = std::make_shared<const io::Image8>(std::move(decoded));
+    auto img = std::make_shared<const io::Image8>(shrink_to_shorter_side(io::load_image(files_.at(i), channels_), shorter_side_));
     std::lock_guard<std::mutex> lock(cache_->mutex);
     const auto bytes = static_cast<std::int64_t>(img->data.size());
     if (cache_->bytes + bytes <= cache_budget_ && !cache_->images.count(i)) {

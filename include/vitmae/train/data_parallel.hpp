@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// A trainer's data-parallel side (Trainer, ClassifierTrainer): its world (train/world.hpp), the
+// A trainer's data-parallel side (TrainingLoop, train/loop.hpp): its world (train/world.hpp), the
 // sums over ranks (train/overlap.hpp: overlapped with the backward, or after it) and the time
 // they took. With one process it adds nothing to a step.
 #pragma once

@@ -61,16 +61,13 @@ struct LabelledBatch {
 /// Fine-tuning a classifier as a TrainingLoop job: cross-entropy with label smoothing, AdamW
 /// with layer-wise lr decay.
 template <class S>
-struct ClassifierFineTuning {
+struct ClassifierFineTuning : JobBase<FineTuneOptions> {
   using Model = ViTForImageClassification<S>;
-  using Options = FineTuneOptions;
   using Batch = LabelledBatch<S>;
   using Backward = ParallelClassifierBackward<S>;
   static constexpr const char* name = "ClassifierTrainer";
 
-  Options opts;
-
-  explicit ClassifierFineTuning(const Options& o) : opts(o) {}
+  using JobBase::JobBase;
 
   void check_model(const Model& m) const { require_no_dropout(m.config(), name); }
   void check(const Batch& b, Index b0, Index b1, Index batch, bool alone) const {

@@ -42,9 +42,12 @@ class LabelledDataset {
   /// Sample i's image with `channels` channels (PIL's conversions). @throws vitmae::Error naming
   /// the file when it cannot be decoded.
   io::Image8 image(size_t i, int channels) const {
-    if (files_.empty()) return io::to_channels((*memory_)[static_cast<size_t>(index_.at(i))], channels);
-    return io::load_image(files_.at(i), channels);
+    if (files_.empty()) return shrink_to_shorter_side(io::to_channels((*memory_)[static_cast<size_t>(index_.at(i))], channels), shorter_side_);
+    return shrink_to_shorter_side(io::load_image(files_.at(i), channels), shorter_side_);
   }
+  /// Images whose shorter side is longer than `n` are shrunk to it on decoding
+  /// (shrink_to_shorter_side; 0, the default: full size).
+  void set_shorter_side(int n) { shorter_side_ = n; }
   /// The same with the channels set_channels chose (what DataLoader reads).
   std::shared_ptr<const io::Image8> image(size_t i) const { return std::make_shared<const io::Image8>(image(i, channels_)); }
   int channels() const { return channels_; }
@@ -265,6 +268,7 @@ class LabelledDataset {
     d.idx_name_ = idx_name_;
     d.memory_ = memory_;
     d.channels_ = channels_;
+    d.shorter_side_ = shorter_side_;
     for (size_t p : positions) {
       detail::require(p < size(), "select: position ", p, " of a dataset of ", size());
       d.labels_.push_back(labels_[p]);
@@ -358,7 +362,7 @@ class LabelledDataset {
   std::vector<long> lines_;         // list files: each sample's line
   std::string idx_name_, name_;
   std::shared_ptr<const std::vector<io::Image8>> memory_;
-  int channels_ = 3;
+  int channels_ = 3, shorter_side_ = 0;
 
   std::int64_t class_index(const std::string& label, bool numeric_allowed, const std::string& where) const {
     const auto it = std::find(classes.begin(), classes.end(), label);

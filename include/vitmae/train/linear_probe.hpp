@@ -159,7 +159,8 @@ struct LabelledFeatures {
 
 /// Endless mini-batches of (x, y): batch k holds positions k*B .. k*B+B-1 of a stream of epochs,
 /// each a permutation of the rows seeded by (seed, epoch), so every batch is full and depends on
-/// (seed, k) only.
+/// (seed, k) only. It reads x and y where they are: they must outlive it (the features can be
+/// gigabytes; a copy would double them).
 template <class S>
 class FeatureBatches {
  public:
@@ -199,9 +200,8 @@ class FeatureBatches {
 
 /// Training a LinearProbe's head as a TrainingLoop job: cross-entropy on fixed features.
 template <class S>
-struct LinearProbing {
+struct LinearProbing : JobBase<ProbeOptions> {
   using Model = LinearProbe<S>;
-  using Options = ProbeOptions;
   using Batch = LabelledFeatures<S>;
   struct Backward {  // one thread, one process: nothing to overlap
     template <class Sum>
@@ -209,9 +209,7 @@ struct LinearProbing {
   };
   static constexpr const char* name = "linear probe";
 
-  Options opts;
-
-  explicit LinearProbing(const Options& o) : opts(o) {}
+  using JobBase::JobBase;
 
   void check_model(const Model& m) const {
     detail::require(m.classifier.out_features() >= 2, name, ": needs at least 2 classes, got ", m.classifier.out_features());
@@ -229,8 +227,28 @@ struct LinearProbing {
     m.classifier.backward(b.x, dlogits, grads.classifier, nullptr);
     return loss;
   }
-  double lr_scale(const Model&, const Parameter<S>&) const { return 1.0; }
   void add_state(nlohmann::json& j) const { j["job"] = "linear_probe"; }
+};
+
+/// A linear probe ready to train on the one loop: the head initialised (LinearProbe::initial),
+/// the features X normalised by their own mean and variance, full seeded batches of them
+/// (FeatureBatches), and `loop` to step: loop.train_step([&] { return next(); }).
+template <class S>
+struct ProbeTraining {
+  Matrix<S> features;  // X normalised (the batches read it: this struct stays where it is made)
+  TrainingLoop<LinearProbing<S>> loop;
+  FeatureBatches<S> batches;
+
+  ProbeTraining(const Matrix<S>& X, const std::vector<std::int64_t>& y, Index classes, const ProbeOptions& o)
+      : ProbeTraining(LinearProbe<S>::initial(X, classes, o.seed), X, y, o) {}
+  ProbeTraining(const ProbeTraining&) = delete;
+  ProbeTraining& operator=(const ProbeTraining&) = delete;
+
+  LabelledFeatures<S> next() { return batches.next(); }
+
+ private:
+  ProbeTraining(LinearProbe<S> initial, const Matrix<S>& X, const std::vector<std::int64_t>& y, const ProbeOptions& o)
+      : features(initial.normalise(X)), loop(std::move(initial), o), batches(features, y, o.batch, o.seed) {}
 };
 
 /// Trains a LinearProbe on features X (N, D) with labels y in [0, classes) on the training loop:
@@ -248,13 +266,11 @@ LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int
                     " classes");
   const long per_epoch = std::max<long>(1, (N + o.batch - 1) / o.batch);
   if (o.epochs > 0) o.steps = o.epochs * per_epoch;
-  LinearProbe<S> initial = LinearProbe<S>::initial(X, classes, o.seed);
-  const Matrix<S> Xn = initial.normalise(X);
-  TrainingLoop<LinearProbing<S>> loop(std::move(initial), o);
-  FeatureBatches<S> batches(Xn, y, o.batch, o.seed);
+  ProbeTraining<S> probe(X, y, classes, o);
+  auto& loop = probe.loop;
   double loss_sum = 0;
   while (loop.step() < o.steps) {
-    loss_sum += loop.train_step([&] { return batches.next(); }).loss;
+    loss_sum += loop.train_step([&] { return probe.next(); }).loss;
     if (loop.step() % per_epoch == 0 && on_epoch) {
       on_epoch(loop.step() / per_epoch, loop.model(), loss_sum / static_cast<double>(per_epoch));
       loss_sum = 0;

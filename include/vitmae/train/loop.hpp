@@ -7,7 +7,8 @@
 // step at the scheduled rate (MAE's: linear warm-up, then half-cosine), scaled per parameter if
 // the job asks. It keeps the history that checkpoints (train/checkpoint.hpp) save and resume.
 //
-// A job supplies only what differs:
+// A job supplies only what differs (deriving from JobBase<Options>, which holds `opts` and
+// gives the last two their defaults):
 //   using Model, Options (TrainOptions or a struct derived from it), Batch, Backward;
 //   static constexpr const char* name;                       // names the job in errors
 //   void check_model(const Model&) const;                    // what the job cannot train
@@ -125,6 +126,19 @@ inline void require_trainable_weights(const std::string& path) {
     detail::require(!w->is_int8(n), w->where(), ": tensor '", n, "' is int8: an int8 checkpoint is for inference only; training starts ",
                     "from float weights (vitmae-convert --input ", path, " --out DIR --dtype float32 gives them back, at int8's precision)");
 }
+
+/// What a job has unless it says otherwise: its options (`opts`), one lr for every parameter,
+/// nothing more in trainer_state.json.
+template <class Opts>
+struct JobBase {
+  using Options = Opts;
+  Options opts;
+
+  explicit JobBase(const Options& o) : opts(o) {}
+  template <class Model, class P>
+  double lr_scale(const Model&, const P&) const { return 1.0; }
+  void add_state(nlohmann::json&) const {}
+};
 
 template <class Job>
 class TrainingLoop {

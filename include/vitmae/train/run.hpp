@@ -280,7 +280,7 @@ class TrainingRun {
       if (n.is_number_integer() && n.get<long>() != s_.images)
         throw RequestError(detail::concat("vitmae: ", path, ": the run was trained on ", n.get<long>(), " images of ",
                                           theirs.value("data", theirs.value("train", std::string("its data"))), ", this run has ", s_.images,
-                                          " (", s_.data, "); a resumed run must train on the same images"));
+                                          "; a resumed run must train on the same images"));
     });
     together(world(), [&] { require_same_weights(world(), loop_.model(), s_.resume.empty() ? source : s_.resume); });
     if (!s_.resume.empty())

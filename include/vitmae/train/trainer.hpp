@@ -38,16 +38,13 @@ Matrix<S> mae_noise(std::uint64_t seed, long micro, Index batch, Index L) {
 
 /// MAE pre-training as a TrainingLoop job: the batch is this rank's slice of the images.
 template <class S>
-struct MaePretraining {
+struct MaePretraining : JobBase<TrainOptions> {
   using Model = ForPreTraining<S>;
-  using Options = TrainOptions;
   using Batch = Tensor<S>;
   using Backward = ParallelBackward<S>;
   static constexpr const char* name = "Trainer";
 
-  Options opts;
-
-  explicit MaePretraining(const Options& o) : opts(o) {}
+  using JobBase::JobBase;
 
   void check_model(const Model& m) const { require_no_dropout(m.config(), name); }
   void check(const Batch& pixels, Index b0, Index b1, Index, bool alone) const {
@@ -58,8 +55,6 @@ struct MaePretraining {
     const Matrix<S> noise_rows = mae_noise<S>(opts.seed, micro, opts.batch, m.config().num_patches()).middleRows(b0, pixels.size(0));
     return backward.run(m, pixels, noise_rows, grads, opts.threads, {}, opts.batch);
   }
-  double lr_scale(const Model&, const Parameter<S>&) const { return 1.0; }
-  void add_state(nlohmann::json&) const {}
 };
 
 /// The preprocessing of a pre-training run from `source` (a checkpoint, or empty): its
