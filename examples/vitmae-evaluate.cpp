@@ -59,6 +59,7 @@ vitmae::ViTForImageClassification<float> load_classifier(const std::string& dir)
   vitmae::detail::require(type == "vit", dir, ": model_type is '", type, "', not a ViT classifier (vitmae-finetune writes one)");
   auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir);
   vitmae::detail::require(model.num_labels() > 0, dir, ": the checkpoint has no classifier (num_labels 0)");
+  vitmae::pack_for_inference(model);  // inference only: the weights packed once for the products
   return model;
 }
 
