@@ -9,7 +9,12 @@
 #include <vitmae/train.hpp>
 #include <vitmae/train/run.hpp>
 
+#include <chrono>
 #include <cstdio>
+#include <regex>
+#include <thread>
+
+#include <unistd.h>
 #include <set>
 #include <sstream>
 
@@ -214,4 +219,44 @@ TEST_CASE("the training command line records paths absolutely, so that --resume 
   CHECK_THROWS_WITH_AS(third.resume_from(rec, "state.json"), doctest::Contains(("the run was started with --data " + dir + "/list.txt").c_str()),
                        vitmae::cli::UsageError);
   std::filesystem::current_path(before);
+}
+
+TEST_CASE("the progress line: images/s counts training only, the ETA adds the evaluations to come") {
+  const std::string dir = test::tmp_dir("progress_eta");
+  vitmae::Matrix<double> X;
+  std::vector<std::int64_t> y;
+  features(X, y, 16, 3);
+  train::ProbeOptions o;
+  o.batch = 4, o.steps = 4, o.lr = 0.01;
+  train::ProbeTraining<double> probe(X, y, 2, o);
+  train::RunSettings s;
+  s.program = "test", s.out = dir + "/out", s.save_every = 0, s.log_every = 1, s.eval_every = 2, s.epoch_steps = 4;
+  s.classes = {"a", "b"}, s.final = train::RunSettings::Final::none;
+  train::TrainingRun<train::TrainingLoop<train::LinearProbing<double>>> run(probe.loop, s, vitmae::ImageProcessor(),
+                                                                           [&](const train::LinearProbe<double>& p) {
+                                                                             std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+                                                                             return train::Evaluation::of(p.logits(X), y);
+                                                                           });
+  // The lines go to stderr: to a file for the test.
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  FILE* out = std::fopen((dir + "/err.txt").c_str(), "w");
+  REQUIRE(out);
+  ::dup2(::fileno(out), 2);
+  const auto t0 = std::chrono::steady_clock::now();
+  run.run([&] { return probe.next(); });
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::fclose(out);
+  const std::string err = test::slurp(dir + "/err.txt");
+  INFO(err);
+  std::smatch m;
+  // Step 3: one evaluation (1.3 s) measured and one to come, at step 4: the ETA holds it.
+  REQUIRE(std::regex_search(err, m, std::regex("step 3/4  loss [0-9.]+  lr [0-9.e+-]+  ([0-9.]+) img/s  elapsed [0-9:]+  ETA 0:00:0([0-9])")));
+  CHECK(m[2] == "1");
+  // Training alone is far quicker than 12 images over the 1.3 s the first evaluation took.
+  CHECK(std::stod(m[1]) > 3 * 12 / wall);
+  REQUIRE(std::regex_search(err, m, std::regex("step 1/4 .* ETA 0:00:00\n")));  // no evaluation measured yet
 }
