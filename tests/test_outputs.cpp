@@ -128,7 +128,8 @@ TEST_CASE("read_pixel_values, read_noise, read_labels: float targets, and files 
                        ("vitmae: " + dir + "/bad.safetensors: 'pixel_values' must be [batch, channels, height, width], got [2, 3]").c_str(),
                        vitmae::Error);
   CHECK_THROWS_WITH_AS(vitmae::read_noise<float>(f),
-                       ("vitmae: " + dir + "/bad.safetensors: 'noise' has shape [6], expected [batch, num_patches]").c_str(), vitmae::Error);
+                       ("vitmae: " + dir + "/bad.safetensors: 'noise' has shape [6], expected [batch, num_patches]").c_str(),
+                       vitmae::Error);
 
   io::SafetensorsWriter empty;
   empty.add("x", targets.data(), {1}, io::DType::F32);
