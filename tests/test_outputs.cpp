@@ -140,7 +140,7 @@ TEST_CASE("read_pixel_values, read_noise, read_labels: float targets, and files 
   CHECK_FALSE(vitmae::read_labels<float>(e));
 }
 
-TEST_CASE("io::npy: format 1.0 bytes as numpy writes them, header padded to 64, data little-endian C order") {
+TEST_CASE("io::npy: format 1.0 bytes, numpy's header dict padded with spaces to a multiple of 64, data little-endian C order") {
   const std::vector<float> x{1.5f, -2.f, 3.25f, 0.f, 7.f, -0.5f};
   const std::string b = io::npy(x.data(), {2, 3});
   // magic, version 1.0, header length 118 (little-endian), the dict, spaces to byte 127, '\n'.
