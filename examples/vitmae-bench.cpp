@@ -2,7 +2,8 @@
 // vitmae-bench: vit-mae-base speed against the machine's own yardstick, its single-precision FMA
 // peak measured in the same run with the same threads (independent FMA chains on the widest
 // vector ISA this build uses); OpenBLAS's 2048^3 sgemm is printed beside it for information.
-#include <vitmae/cli/program.hpp>
+#include <vitmae/cli/inference_flags.hpp>
+#include <vitmae/flops.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -23,28 +24,48 @@ extern "C" void openblas_set_num_threads(int);
 
 namespace {
 
-constexpr const char* kUsage =
-    "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load] [--no-train]\n"
-    "                    [--backend onednn|eigen] [--save-model DIR] [--dtype float32|int8|all]\n"
-    "                    [--no-pack]\n"
-    "Prints JSON lines, then (without --json) a summary. Times, after a warm-up, the median of N\n"
-    "runs (default 5) of pretrain_b1, features_b1 and pretrain_b8 on vit-mae-base (HF defaults,\n"
-    "the library's random init, or --model DIR); efficiency = achieved GFLOP/s / the machine's\n"
-    "fp32 FMA peak, measured first with the same threads (OpenBLAS's 2048^3 sgemm is printed\n"
-    "beside it, for information). Then\n"
-    "training steps (forward, backward, AdamW; counted as 3x the forward's FLOPs): train_b8 on\n"
-    "vit-mae-base and train_small_b64 on the bundled model's shape, and fine-tuning steps of\n"
-    "ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and finetune_fmnist_b64\n"
-    "(examples/fashion-mnist/vit-28.json) (skip all with --no-train), the\n"
-    "time from_pretrained takes on a saved copy of the model (skip with --no-load) and peak RSS.\n"
-    "--dtype: the inference rows in float32, in int8 (rows named *_int8: Linear layers and the\n"
-    "patch projection quantised, the same FLOPs counted), or both (all, the default).\n"
-    "--backend: where float products run (default oneDNN when the build has it, else Eigen).\n"
-    "The inference rows time a copy of the model made ready by vitmae::pack_for_inference, as\n"
-    "vitmae-run, vitmae-embed and vitmae-reconstruct run it (weights packed once for oneDNN;\n"
-    "int8: the float weights released); --no-pack times the model as loaded instead.\n"
-    "--save-model DIR: write the model it would time (HF layout) to DIR and stop (for the ONNX\n"
-    "Runtime comparison of examples/bench, on the same weights).\n";
+struct Args : vitmae::cli::InferenceArgs {
+  int runs = 5;
+  bool json_only = false, load = true, train = true, pack = true;
+  std::string save_dir, dtypes = "all", backend;
+};
+
+vitmae::cli::CommandLine command_line(Args& a) {
+  vitmae::cli::CommandLine cl(
+      "vitmae-bench",
+      "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load] [--no-train]\n"
+      "                    [--backend onednn|eigen] [--save-model DIR] [--dtype float32|int8|all]\n"
+      "                    [--no-pack]\n"
+      "Prints JSON lines, then (without --json) a summary. Times, after a warm-up, the median of N\n"
+      "runs of pretrain_b1, features_b1 and pretrain_b8 on vit-mae-base (HF defaults, the library's\n"
+      "random init, or --model DIR); efficiency = achieved GFLOP/s / the machine's fp32 FMA peak,\n"
+      "measured first with the same threads (OpenBLAS's 2048^3 sgemm is printed beside it, for\n"
+      "information). Then training steps (forward, backward, AdamW; counted as 3x the forward's\n"
+      "FLOPs): train_b8 on vit-mae-base and train_small_b64 on the bundled model's shape, and\n"
+      "fine-tuning steps of ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and\n"
+      "finetune_fmnist_b64 (examples/fashion-mnist/vit-28.json), the time from_pretrained takes on a\n"
+      "saved copy of the model, and peak RSS. The inference rows time a copy of the model made ready\n"
+      "by vitmae::pack_for_inference, as vitmae-run, vitmae-embed and vitmae-reconstruct run it\n"
+      "(weights packed once for oneDNN; int8: the float weights released).\n");
+  vitmae::cli::add_inference_flags(cl, a, {"the ViTMAEForPreTraining checkpoint to time (default: vit-mae-base, HF's\n"
+                                           "defaults, the library's random init)",
+                                           {}});
+  cl.section("Flags");
+  cl.integer("--runs", "N", a.runs, 1, 100000, "timed runs a row, after a warm-up (default " + std::to_string(a.runs) + ")");
+  cl.toggle("--json", a.json_only, true, "only the JSON lines (default: off, a summary after them)");
+  vitmae::cli::choice(cl, "--dtype", "T", a.dtypes, {"float32", "int8", "all"},
+                      "the inference rows in float32, in int8 (rows named *_int8: Linear layers\n"
+                      "and the patch projection quantised, the same FLOPs counted), or both\n(default all)");
+  vitmae::cli::choice(cl, "--backend", "B", a.backend, {"onednn", "eigen"},
+                      "onednn or eigen: where float products run (default oneDNN when the build has\nit, else Eigen)");
+  cl.toggle("--no-pack", a.pack, false, "time the model as loaded, not packed for inference (default: off)");
+  cl.toggle("--no-train", a.train, false, "skip the training and fine-tuning steps (default: off)");
+  cl.toggle("--no-load", a.load, false, "skip timing from_pretrained (default: off)");
+  cl.text("--save-model", "DIR", a.save_dir,
+          "write the model it would time (HF layout) to DIR and stop, for the ONNX\n"
+          "Runtime comparison of examples/bench, on the same weights (default: none)");
+  return cl;
+}
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
@@ -63,30 +84,6 @@ Timing time_runs(F&& f, int runs) {
   }
   std::sort(ms.begin(), ms.end());
   return {ms[ms.size() / 2], ms.front()};
-}
-
-/// FLOPs of one forward pass as the reference computes it (multiply-adds x 2): every Linear on
-/// every token, attention scores and context, the patch projection on all L patches.
-double layer_flops(double T, double D, double I) { return 2 * T * D * 3 * D + 2 * T * D * D + 4 * T * D * I + 4 * T * T * D; }
-
-double forward_gflop(const vitmae::Config& c, bool decoder, double mask_ratio, int batch) {
-  const double L = static_cast<double>(c.num_patches()), P = static_cast<double>(c.patch_size * c.patch_size * c.num_channels);
-  const double K = static_cast<double>(vitmae::ops::num_kept(c.num_patches(), mask_ratio));
-  double f = 2 * L * P * c.hidden_size + c.num_hidden_layers * layer_flops(K + 1, c.hidden_size, c.intermediate_size);
-  if (decoder)
-    f += 2 * (K + 1) * c.hidden_size * c.decoder_hidden_size +
-         c.decoder_num_hidden_layers * layer_flops(L + 1, c.decoder_hidden_size, c.decoder_intermediate_size) +
-         2 * (L + 1) * c.decoder_hidden_size * P;
-  return f * batch / 1e9;
-}
-
-/// FLOPs of one ViTForImageClassification forward: the patch projection, every layer on all
-/// 1 + L tokens, the classifier on the CLS token.
-double classifier_gflop(const vitmae::ViTConfig& c, int batch) {
-  const double L = static_cast<double>(c.num_patches()), P = static_cast<double>(c.patch_size * c.patch_size * c.num_channels);
-  const double f = 2 * L * P * c.hidden_size + c.num_hidden_layers * layer_flops(L + 1, c.hidden_size, c.intermediate_size) +
-                   2.0 * c.hidden_size * static_cast<double>(c.num_labels());
-  return f * batch / 1e9;
 }
 
 /// The machine's single-precision peak with `threads` threads: each thread runs independent FMA
@@ -166,125 +163,108 @@ long peak_rss_mb() {
   return u.ru_maxrss / 1024;
 }
 
+/// pixel_values [batch, channels, size, size] drawn from N(0, 1) by `rng`.
+vitmae::Tensor<float> random_pixels(int batch, vitmae::Index channels, vitmae::Index size, std::mt19937_64& rng) {
+  vitmae::Tensor<float> t({batch, channels, size, size});
+  vitmae::NormalGenerator<std::mt19937_64> g(rng);
+  for (auto& x : t.data) x = static_cast<float>(g());
+  return t;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  return vitmae::cli::run_main("vitmae-bench", kUsage, [&] {
-    int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    int runs = 5;
-    bool json_only = false, load = true, train = true, pack = true;
-    std::string model_dir, save_dir, dtypes = "all";
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "--threads") threads = static_cast<int>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 1024));
-      else if (a == "--runs") runs = static_cast<int>(vitmae::cli::to_int(a, vitmae::cli::value(argc, argv, i), 1, 100000));
-      else if (a == "--json") json_only = true;
-      else if (a == "--model") model_dir = vitmae::cli::value(argc, argv, i);
-      else if (a == "--no-load") load = false;
-      else if (a == "--no-train") train = false;
-      else if (a == "--no-pack") pack = false;
-      else if (a == "--save-model") save_dir = vitmae::cli::value(argc, argv, i);
-      else if (a == "--dtype") {
-        dtypes = vitmae::cli::value(argc, argv, i);
-        if (dtypes != "float32" && dtypes != "int8" && dtypes != "all")
-          throw vitmae::cli::UsageError("--dtype expects float32, int8 or all, got '" + dtypes + "'");
-      }
-      else if (a == "--backend") {
-        const std::string b = vitmae::cli::value(argc, argv, i);
-        if (b != "onednn" && b != "eigen") throw vitmae::cli::UsageError("--backend must be onednn or eigen, not '" + b + "'");
-        vitmae::set_product_backend(b == "onednn" ? vitmae::Backend::onednn : vitmae::Backend::eigen);
-      }
-      else if (a == "-h" || a == "--help") {
-        std::cout << kUsage;
-        return;
-      } else throw vitmae::cli::UsageError("unknown argument '" + a + "'");
-    }
+  Args a;
+  vitmae::cli::CommandLine cl = command_line(a);
+  return vitmae::cli::run_main("vitmae-bench", cl.head().c_str(), [&] {
+    cl.parse(argc, argv);
+    if (!a.backend.empty()) vitmae::set_product_backend(a.backend == "onednn" ? vitmae::Backend::onednn : vitmae::Backend::eigen);
+    const int threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     vitmae::cli::set_threads(threads);
     openblas_set_num_threads(threads);
 
     // The yardstick: the FMA peak; OpenBLAS's sgemm for information.
     const char* isa = "";
-    const double yard_gflops = fma_peak_gflops(threads, runs, &isa);
+    const double yard_gflops = fma_peak_gflops(threads, a.runs, &isa);
     const std::string cpu = cpu_model();
-    std::printf("{\"workload\": \"fma_peak\", \"threads\": %d, \"isa\": \"%s\", \"GFLOPs\": %.1f, \"cpu\": \"%s\", \"backend\": \"%s\"}\n",
+    std::printf("{\"workload\": \"fma_peak\", \"threads\": %d, \"isa\": \"%s\", \"GFLOPs\": %.1f, \"cpu\": \"%s\", "
+                "\"backend\": \"%s\"}\n",
                 threads, isa, yard_gflops, cpu.c_str(), vitmae::backend_name(vitmae::product_backend()));
     const int n = 2048;
     std::vector<float> A(static_cast<size_t>(n) * n, 0.5f), B(A.size(), 0.25f), C(A.size());
     const Timing ty = time_runs([&] {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n);
-    }, runs);
+    }, a.runs);
     const double blas_gflops = 2.0 * n * n * n / 1e9 / (ty.median_ms / 1e3);
-    std::printf("{\"workload\": \"openblas_sgemm_2048\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f}\n",
+    std::printf("{\"workload\": \"openblas_sgemm_2048\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, "
+                "\"GFLOPs\": %.1f, \"efficiency\": %.3f}\n",
                 threads, ty.median_ms, ty.min_ms, 2.0 * n * n * n / 1e9, blas_gflops, blas_gflops / yard_gflops);
 
     vitmae::ForPreTraining<float> model = [&] {
-      if (!model_dir.empty()) return vitmae::ForPreTraining<float>::from_pretrained(model_dir);
+      if (!a.model.empty()) return vitmae::ForPreTraining<float>::from_pretrained(a.model);
       vitmae::ForPreTraining<float> m{vitmae::Config{}};
       std::mt19937_64 rng(0);
       m.init_weights(rng);
       return m;
     }();
     const vitmae::Config& c = model.config();
-    if (!save_dir.empty()) {
-      model.save_pretrained(save_dir);
-      std::printf("wrote %s\n", save_dir.c_str());
+    if (!a.save_dir.empty()) {
+      model.save_pretrained(a.save_dir);
+      std::printf("wrote %s\n", a.save_dir.c_str());
       return;
     }
-    auto pixels = [&](int batch) {
-      vitmae::Tensor<float> t({batch, c.num_channels, c.image_size, c.image_size});
-      std::mt19937_64 rng(1);
-      vitmae::NormalGenerator<std::mt19937_64> g(rng);
-      for (auto& x : t.data) x = static_cast<float>(g());
-      return t;
-    };
     std::vector<std::string> summary;
     const char* dtype = "float32";
-    auto report = [&](const char* name, const Timing& t, double gflop, int images = 0) {
-      const double gflops = gflop / (t.median_ms / 1e3);
+    // A row: `flop` per run; `images` a run, for images/s (training rows).
+    auto report = [&](const std::string& name, const Timing& t, double flop, int images = 0) {
+      const double gflop = flop / 1e9, gflops = gflop / (t.median_ms / 1e3), per_s = images / (t.median_ms / 1e3);
       char line[256];
-      std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name, t.median_ms, gflops, gflops / yard_gflops);
-      summary.push_back(line + (images ? "  " + std::to_string(static_cast<int>(images / (t.median_ms / 1e3) + 0.5)) + " images/s" : std::string()));
-      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"dtype\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
-                  name, threads, dtype, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop, gflops, gflops / yard_gflops);
-      if (images) std::printf(", \"images_per_s\": %.1f", images / (t.median_ms / 1e3));
+      std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name.c_str(), t.median_ms, gflops,
+                    gflops / yard_gflops);
+      summary.push_back(line + (images ? "  " + std::to_string(static_cast<int>(per_s + 0.5)) + " images/s" : std::string()));
+      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"dtype\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.3f, "
+                  "\"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
+                  name.c_str(), threads, dtype, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop, gflops,
+                  gflops / yard_gflops);
+      if (images) std::printf(", \"images_per_s\": %.1f", per_s);
       std::printf("}\n");
       std::fflush(stdout);
     };
     // The inference rows in float32, then (a quantised copy) in int8: the same GFLOP counted.
     auto inference_rows = [&](const vitmae::ForPreTraining<float>& m, const std::string& suffix) {
       for (int batch : {1, 8}) {
-        const auto px = pixels(batch);
-        std::mt19937_64 rng(2);
+        std::mt19937_64 prng(1), rng(2);
+        const vitmae::Tensor<float> px = random_pixels(batch, c.num_channels, c.image_size, prng);
         const vitmae::Matrix<float> noise = vitmae::ops::uniform_noise<float>(batch, c.num_patches(), rng);
         float sink = 0;
-        const Timing t = time_runs([&] { sink += m.forward(px, noise).loss; }, runs);
-        report(((batch == 1 ? "pretrain_b1" : "pretrain_b8") + suffix).c_str(), t, forward_gflop(c, true, c.mask_ratio, batch));
+        const Timing t = time_runs([&] { sink += m.forward(px, noise).loss; }, a.runs);
+        report((batch == 1 ? "pretrain_b1" : "pretrain_b8") + suffix, t, vitmae::forward_flops(c, true, c.mask_ratio) * batch);
         if (batch == 1) {
           vitmae::ForwardOptions o;
           o.mask_ratio = 0.0;
-          const Timing tf = time_runs([&] { sink += m.vit.forward(px, noise, o).last_hidden_state[0](0, 0); }, runs);
-          report(("features_b1" + suffix).c_str(), tf, forward_gflop(c, false, 0.0, 1));
+          const Timing tf = time_runs([&] { sink += m.vit.forward(px, noise, o).last_hidden_state[0](0, 0); }, a.runs);
+          report("features_b1" + suffix, tf, vitmae::forward_flops(c, false, 0.0));
         }
         if (sink == 12345.f) std::printf(" ");
       }
     };
-    if (dtypes != "int8") {
-      if (!pack) inference_rows(model, "");
+    if (a.dtypes != "int8") {
+      if (!a.pack) inference_rows(model, "");
       else {
         vitmae::ForPreTraining<float> p = model;
         vitmae::pack_for_inference(p);
         inference_rows(p, "");
       }
     }
-    if (dtypes != "float32") {
+    if (a.dtypes != "float32") {
       vitmae::ForPreTraining<float> q = model;
       vitmae::quantize_int8(q);
-      if (pack) vitmae::pack_for_inference(q);
+      if (a.pack) vitmae::pack_for_inference(q);
       dtype = "int8";
       inference_rows(q, "_int8");
       dtype = "float32";
     }
-    if (train) {
+    if (a.train) {
       // One optimiser step = forward + backward + AdamW on a fixed batch (threads over the batch).
       auto train_case = [&](const char* name, const vitmae::ForPreTraining<float>& m, int batch) {
         vitmae::train::TrainOptions o;
@@ -293,12 +273,10 @@ int main(int argc, char** argv) {
         o.threads = threads;
         vitmae::train::Trainer<float> trainer(m, o);
         const vitmae::Config& mc = m.config();
-        vitmae::Tensor<float> px({batch, mc.num_channels, mc.image_size, mc.image_size});
         std::mt19937_64 rng(3);
-        vitmae::NormalGenerator<std::mt19937_64> g(rng);
-        for (auto& x : px.data) x = static_cast<float>(g());
-        const Timing t = time_runs([&] { trainer.train_step([&] { return px; }); }, runs);
-        report(name, t, 3 * forward_gflop(mc, true, mc.mask_ratio, batch), batch);
+        const vitmae::Tensor<float> px = random_pixels(batch, mc.num_channels, mc.image_size, rng);
+        const Timing t = time_runs([&] { trainer.train_step([&] { return px; }); }, a.runs);
+        report(name, t, 3 * vitmae::forward_flops(mc, true, mc.mask_ratio) * batch, batch);
       };
       train_case("train_b8", model, 8);
       vitmae::ForPreTraining<float> small(vitmae::Config::load(VITMAE_SMALL_CONFIG));
@@ -317,12 +295,10 @@ int main(int argc, char** argv) {
         o.steps = 1000000;
         o.threads = threads;
         vitmae::train::ClassifierTrainer<float> trainer(std::move(clf), o);
-        vitmae::train::LabelledBatch<float> b{vitmae::Tensor<float>({batch, vc.num_channels, vc.image_size, vc.image_size}), {}};
-        vitmae::NormalGenerator<std::mt19937_64> g(rng);
-        for (auto& x : b.pixels.data) x = static_cast<float>(g());
+        vitmae::train::LabelledBatch<float> b{random_pixels(batch, vc.num_channels, vc.image_size, rng), {}};
         for (int i = 0; i < batch; ++i) b.labels.push_back(i % vc.num_labels());
-        const Timing t = time_runs([&] { trainer.train_step([&] { return b; }); }, runs);
-        report(name, t, 3 * classifier_gflop(vc, batch), batch);
+        const Timing t = time_runs([&] { trainer.train_step([&] { return b; }); }, a.runs);
+        report(name, t, 3 * vitmae::forward_flops(vc) * batch, batch);
       };
       finetune_case("finetune_b8", vitmae::ViTConfig::from_mae(c, vitmae::ViTConfig::default_labels(1000)), 8);
       const nlohmann::json fj = vitmae::io::read_json_file(VITMAE_FMNIST_CONFIG, "config file");
@@ -330,10 +306,10 @@ int main(int argc, char** argv) {
       fc.id2label = vitmae::ViTConfig::default_labels(10);
       finetune_case("finetune_fmnist_b64", fc, 64);
     }
-    if (load) {
+    if (a.load) {
       const std::string dir = "/tmp/vitmae-bench-checkpoint-" + std::to_string(static_cast<long>(::getpid()));
       model.save_pretrained(dir);
-      const Timing tl = time_runs([&] { const auto m = vitmae::ForPreTraining<float>::from_pretrained(dir); }, std::min(runs, 3));
+      const Timing tl = time_runs([&] { const auto m = vitmae::ForPreTraining<float>::from_pretrained(dir); }, std::min(a.runs, 3));
       const double file_mb = static_cast<double>(std::filesystem::file_size(dir + "/model.safetensors")) / 1e6;
       std::printf("{\"workload\": \"from_pretrained\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"file_MB\": %.1f}\n",
                   threads, tl.median_ms, tl.min_ms, file_mb);
@@ -341,8 +317,9 @@ int main(int argc, char** argv) {
       std::filesystem::remove_all(dir, ec);
     }
     std::printf("{\"peak_rss_MB\": %ld}\n", peak_rss_mb());
-    if (!json_only) {
-      std::printf("# %s, %d threads, products: %s\n# fp32 FMA peak (%s) %.1f GFLOP/s; OpenBLAS sgemm 2048^3 %.1f GFLOP/s (efficiency %.2f)\n",
+    if (!a.json_only) {
+      std::printf("# %s, %d threads, products: %s\n"
+                  "# fp32 FMA peak (%s) %.1f GFLOP/s; OpenBLAS sgemm 2048^3 %.1f GFLOP/s (efficiency %.2f)\n",
                   cpu.c_str(), threads, vitmae::backend_name(vitmae::product_backend()), isa, yard_gflops, blas_gflops,
                   blas_gflops / yard_gflops);
       for (const auto& l : summary) std::printf("%s\n", l.c_str());

@@ -101,13 +101,9 @@ inline std::vector<std::string> read_label_names(const std::string& path) {
   return names;
 }
 
-/// "--dtype int8": quantises a float model's Linear layers and patch projection (inference).
-inline void check_dtype(const std::string& dtype) {
-  if (dtype != "float32" && dtype != "int8")
-    throw UsageError("--dtype expects float32 or int8, got '" + dtype + "'");
-}
-/// Makes a loaded model ready for inference in `dtype`: int8 quantises it; then its weights are
-/// packed for oneDNN (float) or its float weights released (int8) (vitmae::pack_for_inference).
+/// Makes a loaded model ready for inference in `dtype` (--dtype, inference_flags.hpp): int8
+/// quantises its Linear layers and patch projection; then its weights are packed for oneDNN
+/// (float) or its float weights released (int8) (vitmae::pack_for_inference).
 template <class M>
 void apply_dtype(M& model, const std::string& dtype) {
   if constexpr (std::is_same_v<typename M::scalar_type, float>) {
