@@ -63,14 +63,6 @@ std::string write_tiny16_config(const std::string& dir) {
   return dir + "/config.json";
 }
 
-/// The last line of a program's output (without its newline).
-std::string last_line(const std::string& s) {
-  std::string t = s;
-  if (!t.empty() && t.back() == '\n') t.pop_back();
-  const size_t nl = t.rfind('\n');
-  return nl == std::string::npos ? t : t.substr(nl + 1);
-}
-
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 /// A program built with AddressSanitizer cannot start under `ulimit -v` (its shadow memory is
@@ -167,7 +159,7 @@ TEST_CASE("issue 14.2: vitmae-pretrain stops at a damaged image naming it, and -
   const std::string common = "--data " + dir + "/data --config " + config + " --batch 4 --lr 1e-3 --steps 2 --threads 1 --save-every 0 ";
   const Run stop = test::run_program(VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/a");
   CHECK(stop.status == 1);
-  CHECK(last_line(stop.err) ==
+  CHECK(test::last_line(stop.err) ==
         "vitmae: " + dir + "/data/b.png" + kNotAnImage + " (--skip-bad-images leaves out the images that cannot be read)");
   CHECK_FALSE(io::file_exists(dir + "/a/final/model.safetensors"));
 

@@ -53,14 +53,6 @@ std::vector<std::string> grey_pngs(const std::string& dir, const std::string& na
   return out;
 }
 
-/// The last line a program printed on stderr.
-std::string last_line(const std::string& err) {
-  std::string s = err;
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  const size_t nl = s.rfind('\n');
-  return nl == std::string::npos ? s : s.substr(nl + 1);
-}
-
 }  // namespace
 
 #if defined(VITMAE_FINETUNE_EXE) && defined(VITMAE_PRETRAIN_EXE) && defined(VITMAE_CLASSIFY_EXE) && defined(VITMAE_RUN_EXE)
@@ -113,7 +105,7 @@ TEST_CASE("a damaged or missing image is refused before anything is written, in 
   const Run f = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/train --holdout 1 --config " + tiny_vit_config(dir) + common +
                                                            " --out " + dir + "/ft");
   CHECK(f.status == 1);
-  CHECK(last_line(f.err) == "vitmae: " + dir + "/train/b/broken.png: not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or "
+  CHECK(test::last_line(f.err) == "vitmae: " + dir + "/train/b/broken.png: not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or "
                                 "HDR (--skip-bad-images leaves out the images that cannot be read)");
   CHECK_FALSE(std::filesystem::exists(dir + "/ft"));
   const Run fs = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/train --holdout 1 --config " + dir + "/vit.json" + common +
@@ -128,7 +120,7 @@ TEST_CASE("a damaged or missing image is refused before anything is written, in 
   const Run p = test::run_program(VITMAE_PRETRAIN_EXE, "--data " + dir + "/list.txt --config " + dir + "/mae.json --lr 1e-3" + common +
                                                            " --out " + dir + "/pt");
   CHECK(p.status == 1);
-  CHECK(last_line(p.err) == "vitmae: " + dir + "/missing.png: cannot open image: No such file or directory (--skip-bad-images leaves "
+  CHECK(test::last_line(p.err) == "vitmae: " + dir + "/missing.png: cannot open image: No such file or directory (--skip-bad-images leaves "
                                 "out the images that cannot be read)");
   CHECK_FALSE(std::filesystem::exists(dir + "/pt"));
 }
@@ -408,7 +400,7 @@ TEST_CASE("both programs run one loop: one progress line and one metrics.csv, a 
   std::filesystem::remove(dir + "/img/b/y-2.png");
   Run r = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + dir + "/pt/checkpoint-1 --out " + dir + "/pt2");
   CHECK(r.status == 2);
-  CHECK(last_line(r.err) == "vitmae: " + dir + "/pt/checkpoint-1/data.json: the run was trained on 6 images of " + dir +
+  CHECK(test::last_line(r.err) == "vitmae: " + dir + "/pt/checkpoint-1/data.json: the run was trained on 6 images of " + dir +
                                 "/img, this run has 5; a resumed run must train on the same images");
   CHECK_FALSE(std::filesystem::exists(dir + "/pt2"));
   // A checkpoint whose trainer_state.json has no command line (an older vitmae's) says what to give.

@@ -69,6 +69,14 @@ struct RestoreBackendAndThreads {
   }
 };
 
+/// The last line of a program's output, without its newline (trailing blank lines dropped).
+inline std::string last_line(const std::string& output) {
+  std::string s = output;
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  const size_t nl = s.rfind('\n');
+  return nl == std::string::npos ? s : s.substr(nl + 1);
+}
+
 /// A whole file's bytes ("" when it cannot be read).
 inline std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
