@@ -238,7 +238,7 @@ TEST_CASE("a damaged image is refused by every rank before anything is written, 
   CHECK(again.out.find("trained 5 steps") != std::string::npos);
 }
 
-TEST_CASE("a rank killed (SIGKILL) mid-run: one line names it, the last checkpoint stays and resumes, killed before any output, no folder") {
+TEST_CASE("a rank killed (SIGKILL) mid-run: one line names it, the last checkpoint stays and resumes, killed before a checkpoint, no empty folder") {
   using namespace mpi_test;
   const PretrainSetup s = pretrain_setup("mpi_killed");
   const std::string common = s.common.substr(0, s.common.find("--steps")) + "--threads 1 --steps 120 ";
@@ -281,14 +281,18 @@ TEST_CASE("a rank killed (SIGKILL) mid-run: one line names it, the last checkpoi
   for (const auto& e : std::filesystem::directory_iterator(s.dir + "/run")) CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
   CHECK(vitmae::io::file_exists(s.dir + "/run/final/model.safetensors"));
 
-  // Rank 1 killed before the run wrote a checkpoint (only at the end): no empty folder, and
-  // nothing in OUT but the log of the steps done (metrics.csv, a row a step), if any.
+  // Rank 1 killed before the run wrote a checkpoint (only at the end, of a run far too long to
+  // finish first): no empty folder, and nothing in OUT but the log of the steps done
+  // (metrics.csv, a row a step), if any.
   Run early;
-  std::thread job2([&] { early = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--save-every 0 --out " + s.dir + "/early"); });
+  std::thread job2([&] { early = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--steps 1000000 --save-every 0 --out " + s.dir + "/early"); });
   const auto t0 = std::chrono::steady_clock::now();
   const long pid1 = kill_rank_when(1, s.dir + "/early", [&] {
     return rank_pid(1, s.dir + "/early") > 0 && std::chrono::steady_clock::now() - t0 > std::chrono::seconds(2);
   });
+  if (pid1 == 0)  // not found: end the job rather than wait for a million steps
+    for (int r : {0, 1})
+      if (const long p = rank_pid(r, s.dir + "/early")) ::kill(static_cast<pid_t>(p), SIGKILL);
   job2.join();
   CHECK(pid1 > 0);
   INFO(early.err);
