@@ -634,7 +634,7 @@ TEST_CASE("the shipped Fashion-MNIST models: the classifier's reported accuracy 
   const auto e = train::evaluate(model, set, proc, 250);
   const long correct = std::lround(e.top1 * 1000);
   MESSAGE("shipped classifier: " << correct << " of the first 1000 test images right");
-  // README ("The paper's claim, in miniature"): 1000 first test images, kShippedCorrect right
+  // examples/fashion-mnist/README.md ("Shipped"): 1000 first test images, kShippedCorrect right
   // (measured with vitmae-finetune's evaluation when the classifier was trained); a different
   // summation order (threads, ISA) may move an image or two across the decision boundary.
   constexpr long kShippedCorrect = 924;

@@ -113,8 +113,8 @@ TEST_CASE("quantize_int8: every Linear and the patch projection, inference only,
 }
 
 TEST_CASE("int8 accuracy of the bundled model on the bundled photos: features and masked-patch loss") {
-  // The acceptance of int8 inference (README "int8"): CLS and mean features within cosine 0.99 of
-  // float32 on every photo, the masked-patch loss on chelsea within 2%.
+  // The acceptance of int8 inference (examples/library.md, "int8 inference"): CLS and mean features
+  // within cosine 0.99 of float32 on every photo, the masked-patch loss on chelsea within 2%.
   const auto f32 = vitmae::ViTMAEForPreTraining<float>::from_pretrained(VITMAE_BUNDLED_MODEL);
   auto i8 = f32;
   vitmae::quantize_int8(i8);

@@ -2,7 +2,7 @@
 // pipelines.hpp: image files to features (ViTMAEModel, CLS and mean patch token) and to top-k
 // classes (ViTForImageClassification, softmax or sigmoid as HF's pipeline), checked against the
 // model's own forward image by image and against scores computed by hand; flops.hpp: the FLOP
-// counts vitmae-bench reports, against a hand count and the README's table.
+// counts vitmae-bench reports, against a hand count and the table of examples/bench/README.md.
 #include "test_util.hpp"
 
 #include <vitmae/flops.hpp>
@@ -108,7 +108,7 @@ TEST_CASE("classify_images: top_classes of each image's logits, in input order, 
   }
 }
 
-TEST_CASE("forward_flops: a hand count on the tiny config, and vit-mae-base as the README's speed table reports it") {
+TEST_CASE("forward_flops: a hand count on the tiny config, and vit-mae-base as the bench page's table reports it") {
   const vitmae::Config tiny = vitmae::Config::load(test::data("hf/tiny/config.json"));
   // One encoder layer on 17 tokens of 64 (MLP 128): 2*17*64*192 + 2*17*64*64 + 4*17*64*128 + 4*17*17*64.
   CHECK(vitmae::layer_flops(17, 64, 128) == 1188096.0);
