@@ -29,7 +29,7 @@ vitmae::cli::CommandLine command_line(Args& a) {
                               "                      BMP, ...), preprocessed by the folder's preprocessor_config.json (HF\n"
                               "                      ViTImageProcessor's defaults without one)\n");
   vitmae::cli::add_inference_flags(cl, a, {"(required) a ViT classification folder (config.json model_type \"vit\"),\n"
-                                           "such as vitmae-convert --num-labels or a fine-tuning run writes",
+                                           "such as vitmae-finetune writes (OUT/final) or vitmae-convert makes of an MAE checkpoint",
                                            {"float32", "int8"}, true});
   cl.section("Flags");
   cl.list("--image", "PATH", a.images, "the same as IMAGE, repeatable (default: none)");

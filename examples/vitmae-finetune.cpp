@@ -73,9 +73,9 @@ cli::CommandLine command_line(Args& a) {
             "DIR/final is a ViTForImageClassification whose classifier holds the head\n"
             "with the normalisation folded in (default: off)");
   cl.text("--probe-features", "F", a.probe_features,
-          "cls (the CLS token after the final layernorm, default), mean (the mean\n"
-          "patch token) or pixels (the preprocessed pixels: logistic regression on raw\n"
-          "pixels, a baseline; the model only sets the image size)");
+          "cls (the CLS token after the final layernorm), mean (the mean patch token)\n"
+          "or pixels (the preprocessed pixels: logistic regression on raw pixels, a\n"
+          "baseline; the model only sets the image size) (default cls)");
   return cl;
 }
 

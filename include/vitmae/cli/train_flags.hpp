@@ -78,7 +78,7 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
             "damaged image a batch needs ends the run, naming the file)",
             R::free);
   cl.section("The model (required: one of them)");
-  cl.path("--config", "FILE", a.config, "(one of the model's flags is required) train from scratch the model an HF\nconfig.json describes", R::never);
+  cl.path("--config", "FILE", a.config, "train from scratch the model an HF config.json describes (required: this,\n--init or --resume; default: none)", R::never);
   cl.path("--init", "DIR", a.init, "(or) start from a checkpoint's weights as a new run, with a fresh optimiser\nand schedule (default: none)", R::never);
   cl.text("--resume", "DIR", a.resume,
           "(or) continue a run from one of its checkpoints (OUT/checkpoint-STEP), bit for\n"
