@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "vitmae/error.hpp"
-#include "vitmae/io/safetensors.hpp"
+#include "vitmae/io/dtype.hpp"
 
 namespace vitmae::io::pickle {
 

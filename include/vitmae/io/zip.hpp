@@ -10,7 +10,7 @@
 #include <string>
 
 #include "vitmae/error.hpp"
-#include "vitmae/io/safetensors.hpp"
+#include "vitmae/io/mapped_file.hpp"
 
 namespace vitmae::io {
 

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "vitmae/train/trainer.hpp"
+#include "vitmae/train/loop.hpp"
 
 namespace vitmae::train {
 
