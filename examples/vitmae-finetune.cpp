@@ -8,13 +8,11 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <iomanip>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <unistd.h>
 
 namespace cli = vitmae::cli;
 

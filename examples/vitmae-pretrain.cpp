@@ -2,20 +2,16 @@
 // vitmae-pretrain: MAE self-supervised pre-training on a folder of images, with MAE's recipe
 // (random resized crop + flip, AdamW betas 0.9/0.95, weight decay 0.05, lr = base_lr*batch/256,
 // warm-up then cosine). Writes HF-layout checkpoints that vitmae-reconstruct, vitmae-embed and
-// transformers load, plus the loss curve as CSV and SVG.
+// transformers load, plus the run's metrics and loss curve (vitmae/train/run.hpp).
 
 #include <vitmae/cli/ranks.hpp>
 #include <vitmae/cli/train_flags.hpp>
 #include <vitmae/train.hpp>
 
-#include <chrono>
-#include <cstdio>
-#include <filesystem>
-#include <memory>
+#include <algorithm>
+#include <iostream>
 #include <optional>
 #include <string>
-#include <unistd.h>
-#include <vector>
 
 namespace cli = vitmae::cli;
 

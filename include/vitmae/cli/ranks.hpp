@@ -4,27 +4,22 @@
 // Errors: one every rank agreed on (vitmae::train::together) is printed by rank 0 and ends
 // every rank with its code; a usage error of the arguments (the same on every rank) likewise;
 // any other error, which only its rank saw, is printed by that rank and ends the job
-// (MPI_Abort), so that no rank waits for it forever. A rank that is killed (or crashes) while
-// training is named in one line by the lowest other rank of its machine, with the last complete
-// checkpoint, and every other rank of its machine ends at once (watch_ranks).
+// (MPI_Abort), so that no rank waits for it forever. (A rank killed while training:
+// train/run.hpp's watch_ranks.)
 #pragma once
 
 #include "vitmae/cli/program.hpp"
 
-#include "vitmae/train/run.hpp"
 #include "vitmae/train/world.hpp"
 #ifdef VITMAE_WITH_MPI
 #include "vitmae/train/mpi.hpp"
 #endif
 
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <iostream>
 #include <memory>
-#include <mutex>
 #include <string>
 
 namespace vitmae::cli {

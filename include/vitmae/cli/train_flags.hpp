@@ -14,21 +14,14 @@
 #include "vitmae/train/loop.hpp"
 #include "vitmae/train/run.hpp"
 
-
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
-#include <chrono>
-
-#include <unistd.h>
-#include <functional>
-#include <iostream>
-#include <map>
 #include <string>
-#include <utility>
-#include <vector>
 
 namespace vitmae::cli {
 

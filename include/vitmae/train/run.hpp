@@ -18,7 +18,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <iomanip>
 #include <optional>
 #include <memory>
 #include <mutex>
@@ -104,6 +103,12 @@ struct LastCheckpoint {
 inline LastCheckpoint& last_checkpoint() {
   static LastCheckpoint c;
   return c;
+}
+/// v with `digits` digits after the point.
+inline std::string fixed(double v, int digits) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.*f", digits, v);
+  return b;
 }
 template <class M, class = void>
 struct can_save_pretrained : std::false_type {};
@@ -211,17 +216,11 @@ class MetricsLog {
 
  private:
   static std::string row(const StepRecord& r, double epoch, double images_per_s, const Evaluation* e) {
-    std::string out = std::to_string(r.step) + "," + fixed(epoch, 3) + "," + fixed(r.loss, 6) + "," + fixed(r.lr, 9) + "," +
-                      fixed(r.grad_norm, 6) + "," + fixed(images_per_s, 2) + ",";
-    return out + (e ? fixed(e->top1, 6) + "," + (e->has_top5() ? fixed(e->top5, 6) : std::string()) + "," + fixed(e->loss, 6) + "\n"
+    std::string out = std::to_string(r.step) + "," + run_detail::fixed(epoch, 3) + "," + run_detail::fixed(r.loss, 6) + "," + run_detail::fixed(r.lr, 9) + "," +
+                      run_detail::fixed(r.grad_norm, 6) + "," + run_detail::fixed(images_per_s, 2) + ",";
+    return out + (e ? run_detail::fixed(e->top1, 6) + "," + (e->has_top5() ? run_detail::fixed(e->top5, 6) : std::string()) + "," + run_detail::fixed(e->loss, 6) + "\n"
                     : std::string(",,\n"));
   }
-  static std::string fixed(double v, int digits) {
-    char b[64];
-    std::snprintf(b, sizeof b, "%.*f", digits, v);
-    return b;
-  }
-
   std::string path_, text_;
   std::ofstream file_;
   Series accuracy_{"validation top-1 (%)", "#d62728", {}};
@@ -240,7 +239,6 @@ struct RunSettings {
   std::string eval_name;         // what the evaluation scores ("held-out images"), for accuracy.svg
   std::vector<std::string> classes;  // the evaluation's class names, for per_class.csv and the confusion matrix
   enum class Final { checkpoint, model, none } final = Final::checkpoint;  // OUT/final: a checkpoint, the model alone, nothing
-  std::vector<std::pair<std::string, std::string>> checkpoint_files;  // more files in every checkpoint (name, contents)
   std::string data;              // the training set (its spec), and
   long images = -1;              // how many images it has: data.json, which a resumed run must match (-1: not checked)
 };
@@ -330,11 +328,11 @@ class TrainingRun {
           const auto e0 = std::chrono::steady_clock::now();
           last_ = evaluate_(loop_.model());
           eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count(), ++evaluations;
-          say(detail::concat("epoch ", fixed2(epoch), " (step ", r.step, "): validation ", last_.summary(), "\n"));
+          say(detail::concat("epoch ", run_detail::fixed(epoch, 2), " (step ", r.step, "): validation ", last_.summary(), "\n"));
         }
         metrics_.add(r, epoch, ips, evaluate_now ? &last_ : nullptr);
-        if (evaluate_now) write_curves();
         if (save_now) save(rotation_->dir(r.step)), rotation_->added(r.step);
+        if (evaluate_now || save_now) write_curves();
       });
       if (save_now) note_checkpoint(io::join_path(s_.out, "checkpoint-" + std::to_string(r.step)));  // written: every rank knows it now
     }
@@ -376,8 +374,8 @@ class TrainingRun {
     const auto& dp = loop_.data_parallel();
     if (world().size() > 1 && trained_ > 0)
       say(detail::concat(s_.program, ": summing the gradients over ", world().size(), " ranks took ",
-                         fixed1(1e3 * dp.reduce_seconds() / static_cast<double>(trained_)), " ms a step (",
-                         fixed1(100 * dp.reduce_seconds() / wall_seconds_), "% of the time)",
+                         run_detail::fixed(1e3 * dp.reduce_seconds() / static_cast<double>(trained_), 1), " ms a step (",
+                         run_detail::fixed(100 * dp.reduce_seconds() / wall_seconds_, 1), "% of the time)",
                          dp.overlaps() ? " after the backward, beyond what overlapping it hid" : "", "\n"));
     return dir;
   }
@@ -388,8 +386,6 @@ class TrainingRun {
  private:
   World& world() const { return loop_.data_parallel().world(); }
   long images_per_step() const { return static_cast<long>(loop_.options().batch) * loop_.options().accum; }
-  static std::string fixed2(double v) { return detail::concat(std::fixed, std::setprecision(2), v); }
-  static std::string fixed1(double v) { return detail::concat(std::fixed, std::setprecision(1), v); }
 
   void open() {
     io::require_can_create(s_.out);
@@ -406,11 +402,9 @@ class TrainingRun {
 
   void save(const std::string& dir) {  // rank 0
     if constexpr (run_detail::can_save_pretrained<Model>::value) {
-      auto files = s_.checkpoint_files;
-      files.emplace_back("metrics.csv", metrics_.text());
+      std::vector<std::pair<std::string, std::string>> files{{"metrics.csv", metrics_.text()}};
       if (s_.images >= 0) files.emplace_back("data.json", nlohmann::json{{"data", s_.data}, {"images", s_.images}}.dump(2) + "\n");
       save_checkpoint(loop_, dir, proc_, files);
-      write_curves();
     } else {
       (void)dir;
       detail::fail(s_.program, ": this job's model cannot be saved as a checkpoint (save_every 0, Final::model or none)");
