@@ -3,7 +3,7 @@
 // peak measured in the same run with the same threads (independent FMA chains on the widest
 // vector ISA this build uses); OpenBLAS's 2048^3 sgemm is printed beside it for information.
 #include <vitmae/cli/inference_flags.hpp>
-#include <vitmae/flops.hpp>
+#include <vitmae/models/flops.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -279,7 +279,7 @@ int main(int argc, char** argv) {
         report(name, t, 3 * vitmae::forward_flops(mc, true, mc.mask_ratio) * batch, batch);
       };
       train_case("train_b8", model, 8);
-      vitmae::ForPreTraining<float> small(vitmae::Config::load(VITMAE_SMALL_CONFIG));
+      vitmae::ForPreTraining<float> small(vitmae::load_config(VITMAE_SMALL_CONFIG));
       std::mt19937_64 rng(0);
       small.init_weights(rng);
       train_case("train_small_b64", small, 64);

@@ -2,7 +2,7 @@
 // vitmae-classify: a ViTForImageClassification checkpoint on images: the top-k classes with
 // their probabilities (softmax of the logits), named by the checkpoint's id2label.
 #include <vitmae/cli/inference_flags.hpp>
-#include <vitmae/pipelines.hpp>
+#include <vitmae/images/pipelines.hpp>
 
 #include <cstdio>
 #include <iostream>

@@ -3,7 +3,7 @@
 // ViTMAEModel's last_hidden_state (after the final layernorm), with no masking by default.
 #include <vitmae/cli/inference_flags.hpp>
 #include <vitmae/io/npy.hpp>
-#include <vitmae/pipelines.hpp>
+#include <vitmae/images/pipelines.hpp>
 
 #include <cstdio>
 #include <random>

@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
     std::optional<vitmae::ForPreTraining<float>> model;
     vitmae::ImageProcessor proc;
     together(*world, [&] {
-      const vitmae::Config c = !drawn ? vitmae::Config() : a.config.empty() ? vitmae::Config::preset(a.preset) : vitmae::Config::load(a.config);
+      const vitmae::Config c = !drawn ? vitmae::Config() : a.config.empty() ? vitmae::Config::preset(a.preset) : vitmae::load_config(a.config);
       cli::doing(drawn ? "allocating the model of " + (a.config.empty() ? "preset " + a.preset : a.config) + " (" + cli::model_size(c, true) + ")"
                        : "loading the model " + source);
       model.emplace(pretraining_model<float>(drawn ? "" : source, c, a.train.seed, a.mask_ratio));

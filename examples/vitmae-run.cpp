@@ -3,7 +3,7 @@
 // labels) from a safetensors file and writes every output HF gives, under HF's names, to another
 // safetensors file.
 #include <vitmae/cli/inference_flags.hpp>
-#include <vitmae/outputs.hpp>
+#include <vitmae/models/outputs.hpp>
 
 #include <optional>
 #include <random>

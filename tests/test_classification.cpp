@@ -311,7 +311,7 @@ TEST_CASE("ViTConfig: HF's fields and defaults, id2label rules, errors naming th
   CHECK(d.encoder_stride == 16);
   CHECK(d.num_labels() == 2);
   CHECK(d.id2label[1] == "LABEL_1");
-  const auto c = vitmae::ViTConfig::load(test::data("hf_vit/cls_tiny/config.json"));
+  const auto c = vitmae::load_vit_config(test::data("hf_vit/cls_tiny/config.json"));
   CHECK(c.num_labels() == 10);
   CHECK(c.id2label[9] == "Ankle boot");
   CHECK(c.label_id("Sneaker") == 7);

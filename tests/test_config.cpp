@@ -33,7 +33,7 @@ TEST_CASE("defaults are HF's ViTMAEConfig defaults") {
 }
 
 TEST_CASE("reads a hub config.json, ignoring unknown keys, writes it back") {
-  const Config c = Config::load(test::data("hf/tiny_normpix_gelu_new/config.json"));
+  const Config c = vitmae::load_config(test::data("hf/tiny_normpix_gelu_new/config.json"));
   CHECK(c.hidden_size == 64);
   CHECK(c.hidden_act == "gelu_new");
   CHECK(c.layer_norm_eps == 1e-6);
@@ -49,7 +49,7 @@ TEST_CASE("reads a hub config.json, ignoring unknown keys, writes it back") {
 
   const std::string dir = test::tmp_dir("config_roundtrip");
   vitmae::io::write_file_atomic(dir + "/config.json", c.to_json().dump(2));
-  CHECK(Config::load(dir + "/config.json").to_json() == c.to_json());
+  CHECK(vitmae::load_config(dir + "/config.json").to_json() == c.to_json());
 }
 
 TEST_CASE("invalid values and wrong JSON types are clear errors") {
@@ -94,10 +94,10 @@ TEST_CASE("invalid values and wrong JSON types are clear errors") {
 }
 
 TEST_CASE("config files: missing and malformed files name the file") {
-  CHECK_THROWS_WITH_AS(Config::load("/nonexistent/config.json"),
+  CHECK_THROWS_WITH_AS(vitmae::load_config("/nonexistent/config.json"),
                        doctest::Contains("/nonexistent/config.json: cannot open"), vitmae::Error);
   const std::string dir = test::tmp_dir("config_bad");
   std::ofstream(dir + "/config.json") << "{\"hidden_size\": 64,";
-  CHECK_THROWS_WITH_AS(Config::load(dir + "/config.json"), doctest::Contains("config.json: not valid JSON"),
+  CHECK_THROWS_WITH_AS(vitmae::load_config(dir + "/config.json"), doctest::Contains("config.json: not valid JSON"),
                        vitmae::Error);
 }

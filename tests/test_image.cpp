@@ -3,7 +3,7 @@
 // conversion, the loader's errors, and ViTImageProcessor parity with PIL/HF.
 #include "test_util.hpp"
 
-#include <vitmae/image_processor.hpp>
+#include <vitmae/images/image_processor.hpp>
 
 #include <fstream>
 
@@ -160,7 +160,7 @@ TEST_CASE("preprocessor_config.json: HF's fields, defaults, errors, round trip")
   CHECK_THROWS_WITH_AS(vitmae::ImageProcessor::from_json(nlohmann::json::parse(R"({"size": 0})")),
                        doctest::Contains("'size' must be positive"), vitmae::Error);
   // Without a preprocessor_config.json the processor takes the model's image size.
-  const auto cfg = vitmae::Config::load(test::data("hf/tiny/config.json"));
+  const auto cfg = vitmae::load_config(test::data("hf/tiny/config.json"));
   CHECK(vitmae::ImageProcessor::for_checkpoint(test::data("hf/tiny"), cfg).height == 32);
 }
 

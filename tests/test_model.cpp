@@ -14,7 +14,7 @@ namespace io = vitmae::io;
 
 namespace {
 
-vitmae::Config tiny_config() { return vitmae::Config::load(test::data("hf/tiny/config.json")); }
+vitmae::Config tiny_config() { return vitmae::load_config(test::data("hf/tiny/config.json")); }
 
 template <class Scalar>
 Tensor<Scalar> random_pixels(Index B, const vitmae::Config& c, unsigned seed, Index H = -1, Index W = -1) {
@@ -73,7 +73,7 @@ TEST_CASE("visit_parameters yields exactly the HF state-dict keys and shapes") {
   vitmae::Model<float> enc(tiny_config());
   CHECK(visited(enc) == file_names(test::data("formats/encoder_only/model.safetensors")));
   // qkv_bias false: no query/key/value biases.
-  vitmae::ForPreTraining<float> nb(vitmae::Config::load(test::data("hf/tiny_normpix_gelu_new/config.json")));
+  vitmae::ForPreTraining<float> nb(vitmae::load_config(test::data("hf/tiny_normpix_gelu_new/config.json")));
   CHECK(visited(nb) == file_names(test::data("hf/tiny_normpix_gelu_new/model.safetensors")));
 }
 

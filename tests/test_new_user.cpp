@@ -57,7 +57,7 @@ const char* const kNotAnImage = ": not a readable image: expected PNG, JPEG, BMP
 #ifdef VITMAE_HAVE_PROGRAMS
 /// The tiny fixture model at 16x16 pixels (16 patches): seconds of training.
 std::string write_tiny16_config(const std::string& dir) {
-  vitmae::Config c = vitmae::Config::load(test::data("hf/tiny/config.json"));
+  vitmae::Config c = vitmae::load_config(test::data("hf/tiny/config.json"));
   c.image_size = 16;
   io::write_file_atomic(dir + "/config.json", c.to_json().dump(2));
   return dir + "/config.json";
@@ -293,7 +293,7 @@ TEST_CASE("vitmae-convert of a folder without preprocessor_config.json keeps the
   const Run r = test::run_program(VITMAE_CONVERT_EXE, "--input " + in + " --out " + out);
   INFO(r.err);
   REQUIRE(r.status == 0);
-  const vitmae::Config config = vitmae::Config::load(in + "/config.json");
+  const vitmae::Config config = vitmae::load_config(in + "/config.json");
   const vitmae::ImageProcessor before = vitmae::ImageProcessor::for_checkpoint(in, config);
   const vitmae::ImageProcessor after = vitmae::ImageProcessor::for_checkpoint(out, config);
   CHECK(io::read_json_file(out + "/preprocessor_config.json") == before.to_json());
@@ -309,7 +309,7 @@ TEST_CASE("vitmae-convert of a folder without preprocessor_config.json keeps the
 TEST_CASE("without preprocessor_config.json, ViTImageProcessor's defaults at the model's size, one statistic a channel") {
   const std::string in = test::data("hf/tiny_gray_p8");  // a grey model without preprocessor_config.json
   REQUIRE_FALSE(io::file_exists(in + "/preprocessor_config.json"));
-  const vitmae::Config grey = vitmae::Config::load(in + "/config.json");
+  const vitmae::Config grey = vitmae::load_config(in + "/config.json");
   const vitmae::ImageProcessor g = vitmae::ImageProcessor::for_checkpoint(in, grey);
   nlohmann::json expected = nlohmann::json::parse(R"({"do_normalize": true, "do_rescale": true, "do_resize": true,
       "image_mean": [0.5], "image_processor_type": "ViTImageProcessor", "image_std": [0.5], "resample": 2,
@@ -386,10 +386,10 @@ TEST_CASE("the loss curve of a 4500-step run stays small and draws the moving av
 
 TEST_CASE("tensor_specs: a model built without storage visits what an allocated one visits, and allocates nothing") {
   std::vector<vitmae::Config> configs;
-  const vitmae::Config tiny = vitmae::Config::load(test::data("hf/tiny/config.json"));
+  const vitmae::Config tiny = vitmae::load_config(test::data("hf/tiny/config.json"));
   configs.push_back(tiny);
-  configs.push_back(vitmae::Config::load(test::data("hf/tiny_gray_p8/config.json")));
-  configs.push_back(vitmae::Config::load(test::data("hf/tiny_normpix_gelu_new/config.json")));  // qkv_bias false
+  configs.push_back(vitmae::load_config(test::data("hf/tiny_gray_p8/config.json")));
+  configs.push_back(vitmae::load_config(test::data("hf/tiny_normpix_gelu_new/config.json")));  // qkv_bias false
   vitmae::Config c = tiny;
   c.num_hidden_layers = 0, c.decoder_num_hidden_layers = 3, c.image_size = 48, c.patch_size = 16, c.num_channels = 4;
   configs.push_back(c);
@@ -460,7 +460,7 @@ TEST_CASE("a config.json that does not fit the checkpoint is refused in millisec
   j["num_hidden_layers"] = 3;
   io::write_file_atomic(dir + "/config.json", j.dump(2));
   std::vector<std::string> layer2;
-  for (const auto& t : vitmae::tensor_specs<vitmae::ForPreTraining<float>>(vitmae::Config::load(dir + "/config.json")))
+  for (const auto& t : vitmae::tensor_specs<vitmae::ForPreTraining<float>>(vitmae::load_config(dir + "/config.json")))
     if (t.name.rfind("vit.encoder.layer.2.", 0) == 0) layer2.push_back(t.name);
   REQUIRE(layer2.size() == 16);
   CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),

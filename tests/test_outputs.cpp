@@ -5,7 +5,7 @@
 #include "test_util.hpp"
 
 #include <vitmae/io/npy.hpp>
-#include <vitmae/outputs.hpp>
+#include <vitmae/models/outputs.hpp>
 
 #include <cstring>
 #include <set>

@@ -5,8 +5,8 @@
 // counts vitmae-bench reports, against a hand count and the table of examples/bench/README.md.
 #include "test_util.hpp"
 
-#include <vitmae/flops.hpp>
-#include <vitmae/pipelines.hpp>
+#include <vitmae/models/flops.hpp>
+#include <vitmae/images/pipelines.hpp>
 
 #include <cmath>
 
@@ -109,7 +109,7 @@ TEST_CASE("classify_images: top_classes of each image's logits, in input order, 
 }
 
 TEST_CASE("forward_flops: a hand count on the tiny config, and vit-mae-base as the bench page's table reports it") {
-  const vitmae::Config tiny = vitmae::Config::load(test::data("hf/tiny/config.json"));
+  const vitmae::Config tiny = vitmae::load_config(test::data("hf/tiny/config.json"));
   // One encoder layer on 17 tokens of 64 (MLP 128): 2*17*64*192 + 2*17*64*64 + 4*17*64*128 + 4*17*17*64.
   CHECK(vitmae::layer_flops(17, 64, 128) == 1188096.0);
   // Encoder at mask 0.75: the patch projection 2*64*48*64 plus 2 layers on 1 + 16 tokens.

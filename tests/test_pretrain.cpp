@@ -22,7 +22,7 @@ using vitmae::Matrix;
 namespace {
 
 vitmae::Config tiny16_config() {
-  vitmae::Config c = vitmae::Config::load(test::data("hf/tiny/config.json"));
+  vitmae::Config c = vitmae::load_config(test::data("hf/tiny/config.json"));
   c.image_size = 16;
   return c;
 }
@@ -427,7 +427,7 @@ TEST_CASE("threads over the batch: the same loss and gradients as one thread") {
 }
 
 TEST_CASE("trainer checkpoints: HF's names and shapes, bit-exact reload, loss curve files") {
-  const vitmae::Config c = vitmae::Config::load(test::data("hf/tiny/config.json"));
+  const vitmae::Config c = vitmae::load_config(test::data("hf/tiny/config.json"));
   train::TrainOptions o;
   o.steps = 2;
   o.batch = 2;

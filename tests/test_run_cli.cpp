@@ -129,7 +129,7 @@ TEST_CASE("vitmae-convert --num-labels makes a ViT classifier of an MAE checkpoi
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.err.find("the MAE decoder's tensors in") != std::string::npos);
-  const auto config = vitmae::ViTConfig::load(out + "/config.json");
+  const auto config = vitmae::load_vit_config(out + "/config.json");
   CHECK(config.id2label == vitmae::ViTConfig::default_labels(3));
   CHECK(io::file_exists(out + "/preprocessor_config.json"));
   const io::SafetensorsFile a(out + "/model.safetensors"), b(test::data("hf_vit/cls_from_mae_tiny/model.safetensors"));
@@ -144,7 +144,7 @@ TEST_CASE("vitmae-convert --num-labels makes a ViT classifier of an MAE checkpoi
   io::write_file_atomic(names, "cat\ndog\r\n\nbird\n");
   r = run("--input " + test::data("hf/tiny") + " --out " + out2 + " --labels " + names + " --dtype float16", VITMAE_CONVERT_EXE);
   REQUIRE(r.status == 0);
-  CHECK(vitmae::ViTConfig::load(out2 + "/config.json").id2label == std::vector<std::string>{"cat", "dog", "bird"});
+  CHECK(vitmae::load_vit_config(out2 + "/config.json").id2label == std::vector<std::string>{"cat", "dog", "bird"});
   r = run("--input " + test::data("hf/tiny") + " --out " + out2 + " --labels /nonexistent.txt", VITMAE_CONVERT_EXE);
   CHECK(r.status == 1);
   CHECK(r.err == "vitmae: /nonexistent.txt: cannot open the labels file\n");

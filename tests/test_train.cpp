@@ -242,7 +242,7 @@ TEST_CASE("AdamW's vectorised sqrt is correctly rounded (Eigen's packet sqrt is 
   check(0.0);
   // So a gradient whose square overflows leaves a weight where torch leaves it (m / inf = 0),
   // where Eigen's estimate gave NaN.
-  vitmae::ForPreTraining<float> m(vitmae::Config::load(test::data("hf/tiny/config.json")));
+  vitmae::ForPreTraining<float> m(vitmae::load_config(test::data("hf/tiny/config.json")));
   std::mt19937_64 rng(2);
   m.init_weights(rng);
   const auto before = m;

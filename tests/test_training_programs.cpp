@@ -67,7 +67,7 @@ TEST_CASE("list files: integer labels are class indices (0, 1, ..., 10 in numeri
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.err.find("11 training images in 11 classes") != std::string::npos);
-  const auto cfg = vitmae::ViTConfig::load(dir + "/run/final/config.json");
+  const auto cfg = vitmae::load_vit_config(dir + "/run/final/config.json");
   REQUIRE(cfg.id2label.size() == 11);
   for (int c = 0; c <= 10; ++c) CHECK(cfg.id2label[static_cast<size_t>(c)] == std::to_string(c));  // row c is class c
   // And the library says so directly: the label's number is its index.
@@ -86,7 +86,7 @@ TEST_CASE("list files: 'path<TAB>label' lines take labels with spaces") {
                                                            tiny_vit_config(dir) + " --steps 1 --batch 4 --threads 1 --out " + dir + "/run");
   INFO(r.err);
   REQUIRE(r.status == 0);
-  CHECK(vitmae::ViTConfig::load(dir + "/run/final/config.json").id2label == std::vector<std::string>{"Ankle boot", "Bag"});
+  CHECK(vitmae::load_vit_config(dir + "/run/final/config.json").id2label == std::vector<std::string>{"Ankle boot", "Bag"});
   // A line with neither a tab nor a space names its file and line.
   io::write_file_atomic(dir + "/bad.txt", boots[0] + "\tBag\n" + boots[1] + "\n");
   const Run bad = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/bad.txt --val " + dir + "/list.txt --config " + dir +
@@ -175,7 +175,7 @@ TEST_CASE("fine-tuning from a classifier keeps its rows' names: the data's class
   CHECK(relabel.err.find("vitmae-finetune: --relabel: " + dir + "/cls's classifier is for other classes: drawn afresh for the 4 classes of " +
                          dir + "/data\n") != std::string::npos);
   CHECK(relabel.err.find("classifier.weight") == std::string::npos);  // one line about the head, not two
-  CHECK(vitmae::ViTConfig::load(dir + "/run3/final/config.json").id2label == std::vector<std::string>{"bag", "other", "shoe", "top"});
+  CHECK(vitmae::load_vit_config(dir + "/run3/final/config.json").id2label == std::vector<std::string>{"bag", "other", "shoe", "top"});
 }
 
 TEST_CASE("top-5 is reported only with more than 5 classes") {
@@ -285,7 +285,7 @@ TEST_CASE("integer labels with gaps: 1-based labels leave class 0 empty, and --h
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.err.find("6 training images in 4 classes, 3 validation images") != std::string::npos);
-  CHECK(vitmae::ViTConfig::load(dir + "/run/final/config.json").id2label == std::vector<std::string>{"0", "1", "2", "3"});
+  CHECK(vitmae::load_vit_config(dir + "/run/final/config.json").id2label == std::vector<std::string>{"0", "1", "2", "3"});
   // Numbers too sparse to be indices are names, in numeric order.
   io::write_file_atomic(dir + "/sparse.txt", dir + "/img/c1-0.png 20230101\n" + dir + "/img/c2-0.png 900\n");
   const auto sparse = vitmae::train::LabelledDataset::list_file(dir + "/sparse.txt");

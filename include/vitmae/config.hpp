@@ -11,10 +11,31 @@
 #include <string>
 
 #include "vitmae/error.hpp"
-#include "vitmae/io/json_file.hpp"
-#include "vitmae/ops/activations.hpp"
 
 namespace vitmae {
+
+/// An HF activation, as config.json names it (`hidden_act`); ops/activations.hpp computes it.
+enum class Activation { gelu, gelu_tanh, gelu_fast, quick_gelu, relu, silu, tanh, sigmoid, mish, linear };
+
+/// Maps an HF `hidden_act` name to its function. "gelu" is the exact erf GELU; "gelu_new",
+/// "gelu_pytorch_tanh" and "gelu_accurate" are the tanh approximation.
+/// @throws vitmae::Error for a name HF does not define.
+inline Activation activation_from_name(const std::string& name, const std::string& where = "hidden_act") {
+  if (name == "gelu" || name == "gelu_python") return Activation::gelu;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_accurate")
+    return Activation::gelu_tanh;
+  if (name == "gelu_fast") return Activation::gelu_fast;
+  if (name == "quick_gelu") return Activation::quick_gelu;
+  if (name == "relu") return Activation::relu;
+  if (name == "silu" || name == "swish") return Activation::silu;
+  if (name == "tanh") return Activation::tanh;
+  if (name == "sigmoid") return Activation::sigmoid;
+  if (name == "mish") return Activation::mish;
+  if (name == "linear") return Activation::linear;
+  detail::fail(where, ": unknown activation '", name,
+               "', expected one of gelu, gelu_python, gelu_new, gelu_pytorch_tanh, gelu_accurate, "
+               "gelu_fast, quick_gelu, relu, silu, swish, tanh, sigmoid, mish, linear");
+}
 
 namespace detail {
 
@@ -109,7 +130,7 @@ struct EncoderConfig {
     for (auto [name, p] : {std::pair<const char*, double>{"hidden_dropout_prob", hidden_dropout_prob},
                            {"attention_probs_dropout_prob", attention_probs_dropout_prob}})
       detail::require(p >= 0.0 && p <= 1.0, where, ": '", name, "' must be in [0, 1], got ", p);
-    ops::activation_from_name(hidden_act, where + ": 'hidden_act'");
+    activation_from_name(hidden_act, where + ": 'hidden_act'");
   }
 
   /// Parameters of one transformer layer of width w and MLP width i (HF's ViTLayer).
@@ -237,9 +258,6 @@ struct Config : EncoderConfig {
     j["torch_dtype"] = torch_dtype;
     return j;
   }
-
-  /// Reads a config.json file. @throws vitmae::Error naming the file.
-  static Config load(const std::string& path) { return from_json(io::read_json_file(path, "config file"), path); }
 
   /// The sizes of the original MAE release (facebookresearch/mae): "mae-vit-base" (ViT-B/16),
   /// "mae-vit-large" (ViT-L/16), "mae-vit-huge" (ViT-H/14), all with the 512-wide, 8-layer,

@@ -12,7 +12,6 @@
 
 #include "vitmae/config.hpp"
 #include "vitmae/error.hpp"
-#include "vitmae/io/json_file.hpp"
 
 namespace vitmae {
 
@@ -103,9 +102,6 @@ struct ViTConfig : EncoderConfig {
     j["torch_dtype"] = torch_dtype;
     return j;
   }
-
-  /// Reads a config.json file. @throws vitmae::Error naming the file.
-  static ViTConfig load(const std::string& path) { return from_json(io::read_json_file(path, "config file"), path); }
 
   /// The classifier's config for an MAE encoder: ViTMAEConfig's encoder fields, these labels
   /// (what transformers' ViTForImageClassification.from_pretrained of a vit_mae folder keeps).

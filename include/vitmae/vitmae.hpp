@@ -4,24 +4,24 @@
 // The one header inference users include (training: vitmae/train.hpp).
 #pragma once
 
-#include "vitmae/checkpoint.hpp"
+#include "vitmae/weights/checkpoint.hpp"
 #include "vitmae/config.hpp"
 #include "vitmae/error.hpp"
-#include "vitmae/flops.hpp"
-#include "vitmae/for_pre_training.hpp"
-#include "vitmae/image_processor.hpp"
+#include "vitmae/models/flops.hpp"
+#include "vitmae/models/for_pre_training.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/image.hpp"
 #include "vitmae/io/npy.hpp"
 #include "vitmae/io/safetensors.hpp"
-#include "vitmae/model.hpp"
-#include "vitmae/outputs.hpp"
-#include "vitmae/pipelines.hpp"
-#include "vitmae/quantize.hpp"
-#include "vitmae/state_dict.hpp"
+#include "vitmae/models/model.hpp"
+#include "vitmae/models/outputs.hpp"
+#include "vitmae/images/pipelines.hpp"
+#include "vitmae/weights/quantize.hpp"
+#include "vitmae/weights/state_dict.hpp"
 #include "vitmae/tensor.hpp"
-#include "vitmae/visualize.hpp"
+#include "vitmae/images/visualize.hpp"
 #include "vitmae/vit_config.hpp"
-#include "vitmae/vit_for_image_classification.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 
 #define VITMAE_VERSION_MAJOR 0
 #define VITMAE_VERSION_MINOR 1

@@ -9,7 +9,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
   const std::string path = fuzz::write_input(data + 1, size - 1, which == 2 ? ".index.json" : ".json");
   try {
     if (which == 0) {
-      const vitmae::Config c = vitmae::Config::load(path);
+      const vitmae::Config c = vitmae::load_config(path);
       (void)c.to_json();
     } else if (which == 1) {
       const vitmae::ImageProcessor p = vitmae::ImageProcessor::load(path);

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/detail/parallel.hpp"
+#include "vitmae/detail/gemm.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/tensor.hpp"
 

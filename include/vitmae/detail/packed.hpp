@@ -18,7 +18,7 @@
 #include <utility>
 #include <vector>
 
-#include "vitmae/detail/parallel.hpp"
+#include "vitmae/detail/gemm.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/tensor.hpp"
 

@@ -8,7 +8,7 @@
 #include <type_traits>
 
 #include "vitmae/config.hpp"
-#include "vitmae/detail/parallel.hpp"
+#include "vitmae/detail/gemm.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/ops/softmax.hpp"
 

@@ -9,7 +9,7 @@
 
 #include "vitmae/detail/int8.hpp"
 #include "vitmae/detail/packed.hpp"
-#include "vitmae/detail/parallel.hpp"
+#include "vitmae/detail/gemm.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/parameter.hpp"
 #include "vitmae/tensor.hpp"

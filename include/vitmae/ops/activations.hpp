@@ -8,31 +8,15 @@
 #include <cmath>
 #include <string>
 
+#include "vitmae/config.hpp"
 #include "vitmae/error.hpp"
 
 namespace vitmae::ops {
 
-enum class Activation { gelu, gelu_tanh, gelu_fast, quick_gelu, relu, silu, tanh, sigmoid, mish, linear };
-
-/// Maps an HF `hidden_act` name to its function. "gelu" is the exact erf GELU; "gelu_new",
-/// "gelu_pytorch_tanh" and "gelu_accurate" are the tanh approximation.
-/// @throws vitmae::Error for a name HF does not define.
-inline Activation activation_from_name(const std::string& name, const std::string& where = "hidden_act") {
-  if (name == "gelu" || name == "gelu_python") return Activation::gelu;
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_accurate")
-    return Activation::gelu_tanh;
-  if (name == "gelu_fast") return Activation::gelu_fast;
-  if (name == "quick_gelu") return Activation::quick_gelu;
-  if (name == "relu") return Activation::relu;
-  if (name == "silu" || name == "swish") return Activation::silu;
-  if (name == "tanh") return Activation::tanh;
-  if (name == "sigmoid") return Activation::sigmoid;
-  if (name == "mish") return Activation::mish;
-  if (name == "linear") return Activation::linear;
-  detail::fail(where, ": unknown activation '", name,
-               "', expected one of gelu, gelu_python, gelu_new, gelu_pytorch_tanh, gelu_accurate, "
-               "gelu_fast, quick_gelu, relu, silu, swish, tanh, sigmoid, mish, linear");
-}
+// The names (Activation, activation_from_name) are config.json's vocabulary: config.hpp, which checks
+// `hidden_act`, defines them; the functions are here.
+using vitmae::Activation;
+using vitmae::activation_from_name;
 
 /// The scalar function, used by the vectorised loops below and by the gradient checks.
 template <class Scalar>

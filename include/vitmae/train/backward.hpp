@@ -10,27 +10,13 @@
 #include <vector>
 
 #include "vitmae/detail/parallel.hpp"
-#include "vitmae/for_pre_training.hpp"
+#include "vitmae/models/for_pre_training.hpp"
 #include "vitmae/parameter.hpp"
+#include "vitmae/train/grads.hpp"
 #include "vitmae/train/overlap.hpp"
-#include "vitmae/vit_for_image_classification.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
-
-/// Sets every parameter of `m` (a model or a twin) to zero, the parameters split over threads.
-template <class M>
-void zero_parameters(M& m) {
-  const auto list = parameter_list(m);
-  detail::parallel_for(list.size(), [&](size_t i) { list[i].values().setZero(); });
-}
-
-/// A zeroed twin of a model, to accumulate gradients (or optimiser moments) into.
-template <class M>
-M zero_grads_like(const M& m) {
-  M g = m;
-  zero_parameters(g);
-  return g;
-}
 
 /// One training forward and backward of ViTMAEForPreTraining on (pixel_values, noise). Adds every
 /// trainable parameter's gradient into `grads`; returns the loss. dpixels, when given, receives

@@ -16,7 +16,7 @@
 
 #include <unistd.h>
 
-#include "vitmae/image_processor.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/file.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/train/finetune.hpp"

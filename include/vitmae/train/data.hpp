@@ -29,7 +29,8 @@
 #include <thread>
 #include <vector>
 
-#include "vitmae/image_processor.hpp"
+#include "vitmae/detail/parallel.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/image.hpp"
 #include "vitmae/random.hpp"
 

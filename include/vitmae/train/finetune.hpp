@@ -18,14 +18,14 @@
 #include <utility>
 #include <vector>
 
-#include "vitmae/checkpoint.hpp"
-#include "vitmae/image_processor.hpp"
+#include "vitmae/weights/checkpoint.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/loop.hpp"
 #include "vitmae/train/world.hpp"
-#include "vitmae/vit_for_image_classification.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
 

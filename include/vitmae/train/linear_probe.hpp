@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/image_processor.hpp"
-#include "vitmae/init.hpp"
+#include "vitmae/images/image_processor.hpp"
+#include "vitmae/weights/init.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/random.hpp"
 #include "vitmae/io/safetensors.hpp"
@@ -24,7 +24,7 @@
 #include "vitmae/train/loop.hpp"
 #include "vitmae/train/labelled.hpp"
 #include "vitmae/train/optimizer.hpp"
-#include "vitmae/vit_for_image_classification.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
 

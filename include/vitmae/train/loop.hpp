@@ -32,7 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "vitmae/checkpoint.hpp"
+#include "vitmae/weights/checkpoint.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/data_parallel.hpp"

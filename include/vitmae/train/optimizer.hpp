@@ -11,7 +11,7 @@
 #include "vitmae/detail/exact_sqrt.hpp"
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/parameter.hpp"
-#include "vitmae/train/backward.hpp"
+#include "vitmae/train/grads.hpp"
 
 namespace vitmae::train {
 

@@ -29,7 +29,7 @@
 
 #include <unistd.h>
 
-#include "vitmae/image_processor.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/file.hpp"
 #include "vitmae/train/checkpoint.hpp"
 #include "vitmae/train/data.hpp"

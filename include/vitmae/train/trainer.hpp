@@ -20,7 +20,7 @@
 #include <optional>
 #include <string>
 
-#include "vitmae/image_processor.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/checkpoint.hpp"
 #include "vitmae/random.hpp"
 #include "vitmae/train/backward.hpp"

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "vitmae/config.hpp"
-#include "vitmae/detail/pil_resize.hpp"
+#include "vitmae/images/pil_resize.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/io/file.hpp"
 #include "vitmae/io/checkpoint.hpp"

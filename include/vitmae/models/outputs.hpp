@@ -7,11 +7,11 @@
 #pragma once
 
 #include "vitmae/error.hpp"
-#include "vitmae/for_pre_training.hpp"
+#include "vitmae/models/for_pre_training.hpp"
 #include "vitmae/io/safetensors.hpp"
-#include "vitmae/model.hpp"
+#include "vitmae/models/model.hpp"
 #include "vitmae/tensor.hpp"
-#include "vitmae/vit_for_image_classification.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 
 #include <cstdint>
 #include <map>

@@ -3,4 +3,4 @@
 // One template with ViTModel (encoder_model.hpp).
 #pragma once
 
-#include "vitmae/encoder_model.hpp"
+#include "vitmae/models/encoder_model.hpp"

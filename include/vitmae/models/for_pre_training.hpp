@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "vitmae/model.hpp"
+#include "vitmae/models/model.hpp"
 #include "vitmae/modules/decoder.hpp"
 #include "vitmae/ops/patchify.hpp"
 

@@ -15,7 +15,7 @@
 #include "vitmae/io/tensor_source.hpp"
 #include "vitmae/detail/int8.hpp"
 #include "vitmae/parameter.hpp"
-#include "vitmae/quantize.hpp"
+#include "vitmae/weights/quantize.hpp"
 #include "vitmae/tensor.hpp"
 
 namespace vitmae {

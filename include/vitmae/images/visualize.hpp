@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/for_pre_training.hpp"
-#include "vitmae/image_processor.hpp"
+#include "vitmae/models/for_pre_training.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/image.hpp"
 
 namespace vitmae {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "vitmae/io/tensor_source.hpp"
+#include "vitmae/detail/gemm.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/parameter.hpp"
 

@@ -9,15 +9,15 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/checkpoint.hpp"
+#include "vitmae/weights/checkpoint.hpp"
 #include "vitmae/config.hpp"
-#include "vitmae/init.hpp"
+#include "vitmae/weights/init.hpp"
 #include "vitmae/modules/embeddings.hpp"
 #include "vitmae/modules/encoder.hpp"
 #include "vitmae/modules/layer_norm.hpp"
 #include "vitmae/ops/random_masking.hpp"
 #include "vitmae/parameter.hpp"
-#include "vitmae/state_dict.hpp"
+#include "vitmae/weights/state_dict.hpp"
 #include "vitmae/vit_config.hpp"
 
 namespace vitmae {

@@ -7,11 +7,11 @@
 // order; what comes out does not depend on `batch` (up to float rounding).
 #pragma once
 
-#include "vitmae/encoder_model.hpp"
-#include "vitmae/image_processor.hpp"
+#include "vitmae/models/encoder_model.hpp"
+#include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/image.hpp"
 #include "vitmae/tensor.hpp"
-#include "vitmae/vit_for_image_classification.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 
 #include <algorithm>
 #include <functional>

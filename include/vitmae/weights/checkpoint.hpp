@@ -18,10 +18,11 @@
 #include "vitmae/parameter.hpp"
 #include "vitmae/io/checkpoint.hpp"
 #include "vitmae/io/file.hpp"
+#include "vitmae/io/json_file.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/io/tensor_source.hpp"
-#include "vitmae/quantize.hpp"
-#include "vitmae/state_dict.hpp"
+#include "vitmae/weights/quantize.hpp"
+#include "vitmae/weights/state_dict.hpp"
 #include "vitmae/vit_config.hpp"
 
 namespace vitmae {
@@ -95,6 +96,18 @@ inline std::unique_ptr<io::TensorSource> timm_to_hf(std::shared_ptr<io::TensorSo
   return std::make_unique<io::RenamedSource>(std::move(base), std::move(out));
 }
 
+/// Reads a ViTMAE config.json file (transformers' ViTMAEConfig.from_json_file).
+/// @throws vitmae::Error naming the file.
+inline Config load_config(const std::string& path) {
+  return Config::from_json(io::read_json_file(path, "config file"), path);
+}
+
+/// Reads a ViT config.json file (transformers' ViTConfig.from_json_file).
+/// @throws vitmae::Error naming the file.
+inline ViTConfig load_vit_config(const std::string& path) {
+  return ViTConfig::from_json(io::read_json_file(path, "config file"), path);
+}
+
 /// The weights from_pretrained loads for `path` (io::open_checkpoint_weights), with the MAE
 /// release's timm names mapped to HF's.
 inline std::shared_ptr<io::TensorSource> open_pretrained_weights(const std::string& path) {
@@ -105,7 +118,7 @@ inline std::shared_ptr<io::TensorSource> open_pretrained_weights(const std::stri
 
 /// Config of a checkpoint: its config.json (beside a weights file, or in the folder), or a preset.
 inline Config checkpoint_config(const std::string& path, const std::string& preset) {
-  return preset.empty() ? Config::load(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset);
+  return preset.empty() ? load_config(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset);
 }
 
 namespace detail {

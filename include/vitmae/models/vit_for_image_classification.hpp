@@ -15,14 +15,14 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/checkpoint.hpp"
-#include "vitmae/init.hpp"
-#include "vitmae/encoder_model.hpp"
+#include "vitmae/weights/checkpoint.hpp"
+#include "vitmae/weights/init.hpp"
+#include "vitmae/models/encoder_model.hpp"
 #include "vitmae/modules/embeddings.hpp"
 #include "vitmae/modules/encoder.hpp"
 #include "vitmae/modules/layer_norm.hpp"
 #include "vitmae/modules/linear.hpp"
-#include "vitmae/state_dict.hpp"
+#include "vitmae/weights/state_dict.hpp"
 #include "vitmae/vit_config.hpp"
 
 namespace vitmae {
