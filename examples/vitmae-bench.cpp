@@ -5,15 +5,15 @@
 #include <vitmae/cli/inference_flags.hpp>
 #include <vitmae/models/flops.hpp>
 
+#include <immintrin.h>
+#include <sys/resource.h>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <immintrin.h>
 #include <random>
 #include <string>
-#include <sys/resource.h>
 #include <thread>
 #include <vector>
 
@@ -47,11 +47,13 @@ vitmae::cli::CommandLine command_line(Args& a) {
       "saved copy of the model, and peak RSS. The inference rows time a copy of the model made ready\n"
       "by vitmae::pack_for_inference, as vitmae-run, vitmae-embed and vitmae-reconstruct run it\n"
       "(weights packed once for oneDNN; int8: the float weights released).\n");
-  vitmae::cli::add_inference_flags(cl, a, {"the ViTMAEForPreTraining checkpoint to time (default: vit-mae-base, HF's\n"
-                                           "defaults, the library's random init)",
-                                           {}});
+  vitmae::cli::add_inference_flags(cl, a,
+                                   {"the ViTMAEForPreTraining checkpoint to time (default: vit-mae-base, HF's\n"
+                                    "defaults, the library's random init)",
+                                    {}});
   cl.section("Flags");
-  cl.integer("--runs", "N", a.runs, 1, 100000, "timed runs a row, after a warm-up (default " + std::to_string(a.runs) + ")");
+  cl.integer("--runs", "N", a.runs, 1, 100000,
+             "timed runs a row, after a warm-up (default " + std::to_string(a.runs) + ")");
   cl.toggle("--json", a.json_only, true, "only the JSON lines (default: off, a summary after them)");
   vitmae::cli::choice(cl, "--dtype", "T", a.dtypes, {"float32", "int8", "all"},
                       "the inference rows in float32, in int8 (rows named *_int8: Linear layers\n"
@@ -116,7 +118,7 @@ double fma_peak_gflops(int threads, int runs, const char** isa) {
   auto sum = [](V a) { return a; };
   *isa = "scalar";
 #endif
-  (void)threads;  // used by the OpenMP clause only
+  (void)threads;                // used by the OpenMP clause only
   const long iters = 30000000;  // ~0.1 s a run on a 2020s core
   double best = 0;
   for (int r = 0; r < std::max(runs, 5); ++r) {
@@ -178,7 +180,8 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-bench", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
-    if (!a.backend.empty()) vitmae::set_product_backend(a.backend == "onednn" ? vitmae::Backend::onednn : vitmae::Backend::eigen);
+    if (!a.backend.empty())
+      vitmae::set_product_backend(a.backend == "onednn" ? vitmae::Backend::onednn : vitmae::Backend::eigen);
     const int threads = a.threads > 0 ? a.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     vitmae::cli::set_threads(threads);
     openblas_set_num_threads(threads);
@@ -187,18 +190,24 @@ int main(int argc, char** argv) {
     const char* isa = "";
     const double yard_gflops = fma_peak_gflops(threads, a.runs, &isa);
     const std::string cpu = cpu_model();
-    std::printf("{\"workload\": \"fma_peak\", \"threads\": %d, \"isa\": \"%s\", \"GFLOPs\": %.1f, \"cpu\": \"%s\", "
-                "\"backend\": \"%s\"}\n",
-                threads, isa, yard_gflops, cpu.c_str(), vitmae::backend_name(vitmae::product_backend()));
+    std::printf(
+        "{\"workload\": \"fma_peak\", \"threads\": %d, \"isa\": \"%s\", \"GFLOPs\": %.1f, \"cpu\": \"%s\", "
+        "\"backend\": \"%s\"}\n",
+        threads, isa, yard_gflops, cpu.c_str(), vitmae::backend_name(vitmae::product_backend()));
     const int n = 2048;
     std::vector<float> A(static_cast<size_t>(n) * n, 0.5f), B(A.size(), 0.25f), C(A.size());
-    const Timing ty = time_runs([&] {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(), n);
-    }, a.runs);
+    const Timing ty = time_runs(
+        [&] {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, A.data(), n, B.data(), n, 0.f, C.data(),
+                      n);
+        },
+        a.runs);
     const double blas_gflops = 2.0 * n * n * n / 1e9 / (ty.median_ms / 1e3);
-    std::printf("{\"workload\": \"openblas_sgemm_2048\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": %.3f, "
-                "\"GFLOPs\": %.1f, \"efficiency\": %.3f}\n",
-                threads, ty.median_ms, ty.min_ms, 2.0 * n * n * n / 1e9, blas_gflops, blas_gflops / yard_gflops);
+    std::printf(
+        "{\"workload\": \"openblas_sgemm_2048\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"GFLOP\": "
+        "%.3f, "
+        "\"GFLOPs\": %.1f, \"efficiency\": %.3f}\n",
+        threads, ty.median_ms, ty.min_ms, 2.0 * n * n * n / 1e9, blas_gflops, blas_gflops / yard_gflops);
 
     vitmae::ForPreTraining<float> model = [&] {
       if (!a.model.empty()) return vitmae::ForPreTraining<float>::from_pretrained(a.model);
@@ -219,13 +228,15 @@ int main(int argc, char** argv) {
     auto report = [&](const std::string& name, const Timing& t, double flop, int images = 0) {
       const double gflop = flop / 1e9, gflops = gflop / (t.median_ms / 1e3), per_s = images / (t.median_ms / 1e3);
       char line[256];
-      std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name.c_str(), t.median_ms, gflops,
-                    gflops / yard_gflops);
-      summary.push_back(line + (images ? "  " + std::to_string(static_cast<int>(per_s + 0.5)) + " images/s" : std::string()));
-      std::printf("{\"workload\": \"%s\", \"threads\": %d, \"dtype\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.3f, "
-                  "\"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
-                  name.c_str(), threads, dtype, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop, gflops,
-                  gflops / yard_gflops);
+      std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name.c_str(), t.median_ms,
+                    gflops, gflops / yard_gflops);
+      summary.push_back(line +
+                        (images ? "  " + std::to_string(static_cast<int>(per_s + 0.5)) + " images/s" : std::string()));
+      std::printf(
+          "{\"workload\": \"%s\", \"threads\": %d, \"dtype\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.3f, "
+          "\"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
+          name.c_str(), threads, dtype, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop,
+          gflops, gflops / yard_gflops);
       if (images) std::printf(", \"images_per_s\": %.1f", per_s);
       std::printf("}\n");
       std::fflush(stdout);
@@ -238,7 +249,8 @@ int main(int argc, char** argv) {
         const vitmae::Matrix<float> noise = vitmae::ops::uniform_noise<float>(batch, c.num_patches(), rng);
         float sink = 0;
         const Timing t = time_runs([&] { sink += m.forward(px, noise).loss; }, a.runs);
-        report((batch == 1 ? "pretrain_b1" : "pretrain_b8") + suffix, t, vitmae::forward_flops(c, true, c.mask_ratio) * batch);
+        report((batch == 1 ? "pretrain_b1" : "pretrain_b8") + suffix, t,
+               vitmae::forward_flops(c, true, c.mask_ratio) * batch);
         if (batch == 1) {
           vitmae::ForwardOptions o;
           o.mask_ratio = 0.0;
@@ -309,19 +321,23 @@ int main(int argc, char** argv) {
     if (a.load) {
       const std::string dir = "/tmp/vitmae-bench-checkpoint-" + std::to_string(static_cast<long>(::getpid()));
       model.save_pretrained(dir);
-      const Timing tl = time_runs([&] { const auto m = vitmae::ForPreTraining<float>::from_pretrained(dir); }, std::min(a.runs, 3));
+      const Timing tl =
+          time_runs([&] { const auto m = vitmae::ForPreTraining<float>::from_pretrained(dir); }, std::min(a.runs, 3));
       const double file_mb = static_cast<double>(std::filesystem::file_size(dir + "/model.safetensors")) / 1e6;
-      std::printf("{\"workload\": \"from_pretrained\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"file_MB\": %.1f}\n",
-                  threads, tl.median_ms, tl.min_ms, file_mb);
+      std::printf(
+          "{\"workload\": \"from_pretrained\", \"threads\": %d, \"median_ms\": %.3f, \"min_ms\": %.3f, \"file_MB\": "
+          "%.1f}\n",
+          threads, tl.median_ms, tl.min_ms, file_mb);
       std::error_code ec;
       std::filesystem::remove_all(dir, ec);
     }
     std::printf("{\"peak_rss_MB\": %ld}\n", peak_rss_mb());
     if (!a.json_only) {
-      std::printf("# %s, %d threads, products: %s\n"
-                  "# fp32 FMA peak (%s) %.1f GFLOP/s; OpenBLAS sgemm 2048^3 %.1f GFLOP/s (efficiency %.2f)\n",
-                  cpu.c_str(), threads, vitmae::backend_name(vitmae::product_backend()), isa, yard_gflops, blas_gflops,
-                  blas_gflops / yard_gflops);
+      std::printf(
+          "# %s, %d threads, products: %s\n"
+          "# fp32 FMA peak (%s) %.1f GFLOP/s; OpenBLAS sgemm 2048^3 %.1f GFLOP/s (efficiency %.2f)\n",
+          cpu.c_str(), threads, vitmae::backend_name(vitmae::product_backend()), isa, yard_gflops, blas_gflops,
+          blas_gflops / yard_gflops);
       for (const auto& l : summary) std::printf("%s\n", l.c_str());
     }
   });

@@ -18,19 +18,23 @@ struct Args : vitmae::cli::InferenceArgs {
 };
 
 vitmae::cli::CommandLine command_line(Args& a) {
-  vitmae::cli::CommandLine cl("vitmae-classify",
-                              "usage: vitmae-classify --model DIR [--top K] [--json] [--batch N] [--threads N]\n"
-                              "                       [--dtype float32|int8] IMAGE [IMAGE ...]\n"
-                              "Runs a ViTForImageClassification checkpoint on images and prints each one's top-K classes with\n"
-                              "their probabilities (the softmax of the logits; the sigmoid for multi-label checkpoints and one\n"
-                              "label, as HF's pipeline), named by the checkpoint's id2label.\n"
-                              "Arguments:\n"
-                              "  IMAGE               (required, one or more; a shell glob works) an image file (PNG, JPEG,\n"
-                              "                      BMP, ...), preprocessed by the folder's preprocessor_config.json (HF\n"
-                              "                      ViTImageProcessor's defaults without one)\n");
-  vitmae::cli::add_inference_flags(cl, a, {"(required) a ViT classification folder (config.json model_type \"vit\"),\n"
-                                           "such as vitmae-finetune writes (OUT/final) or vitmae-convert makes of an MAE checkpoint",
-                                           {"float32", "int8"}, true});
+  vitmae::cli::CommandLine cl(
+      "vitmae-classify",
+      "usage: vitmae-classify --model DIR [--top K] [--json] [--batch N] [--threads N]\n"
+      "                       [--dtype float32|int8] IMAGE [IMAGE ...]\n"
+      "Runs a ViTForImageClassification checkpoint on images and prints each one's top-K classes with\n"
+      "their probabilities (the softmax of the logits; the sigmoid for multi-label checkpoints and one\n"
+      "label, as HF's pipeline), named by the checkpoint's id2label.\n"
+      "Arguments:\n"
+      "  IMAGE               (required, one or more; a shell glob works) an image file (PNG, JPEG,\n"
+      "                      BMP, ...), preprocessed by the folder's preprocessor_config.json (HF\n"
+      "                      ViTImageProcessor's defaults without one)\n");
+  vitmae::cli::add_inference_flags(
+      cl, a,
+      {"(required) a ViT classification folder (config.json model_type \"vit\"),\n"
+       "such as vitmae-finetune writes (OUT/final) or vitmae-convert makes of an MAE checkpoint",
+       {"float32", "int8"},
+       true});
   cl.section("Flags");
   cl.list("--image", "PATH", a.images, "the same as IMAGE, repeatable (default: none)");
   cl.positional(a.images);
@@ -47,8 +51,9 @@ vitmae::cli::CommandLine command_line(Args& a) {
 vitmae::ViTForImageClassification<float> load_classifier(const std::string& dir, const std::string& dtype) {
   vitmae::cli::doing("loading the classifier " + dir);
   const std::string type = vitmae::checkpoint_model_type(dir);
-  vitmae::detail::require(type == "vit", dir, ": model_type is '", type,
-                          "', not a ViT classifier; make one from an MAE checkpoint with vitmae-convert --num-labels N");
+  vitmae::detail::require(
+      type == "vit", dir, ": model_type is '", type,
+      "', not a ViT classifier; make one from an MAE checkpoint with vitmae-convert --num-labels N");
   auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir);
   vitmae::cli::apply_dtype(model, dtype);
   vitmae::detail::require(model.config().num_labels() > 0, dir, ": the checkpoint has no classifier (num_labels 0)");
@@ -59,7 +64,8 @@ vitmae::ViTForImageClassification<float> load_classifier(const std::string& dir,
 std::string describe(const std::string& image, const std::vector<vitmae::ClassScore>& top, bool json) {
   if (json) {
     nlohmann::json j{{"image", image}, {"top", nlohmann::json::array()}};
-    for (const vitmae::ClassScore& c : top) j["top"].push_back({{"index", c.index}, {"label", c.label}, {"prob", c.score}});
+    for (const vitmae::ClassScore& c : top)
+      j["top"].push_back({{"index", c.index}, {"label", c.label}, {"prob", c.score}});
     return j.dump() + "\n";
   }
   std::string s = image + "\n";
@@ -78,13 +84,15 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-classify", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
-    if (a.model.empty() || a.images.empty()) throw vitmae::cli::UsageError("--model and at least one image are required");
+    if (a.model.empty() || a.images.empty())
+      throw vitmae::cli::UsageError("--model and at least one image are required");
     vitmae::cli::set_threads(a.threads);
     const auto model = load_classifier(a.model, a.dtype);
     const auto proc = vitmae::ImageProcessor::for_checkpoint(a.model, model.config().mae_config());
     const auto tops = vitmae::classify_images(model, proc, a.images, a.top, a.batch, [](size_t begin, size_t end) {
       vitmae::cli::doing("classifying images " + std::to_string(begin + 1) + " to " + std::to_string(end));
     });
-    for (size_t i = 0; i < a.images.size(); ++i) std::cout << describe(a.images[i], tops[i], a.json);  // once all are classified
+    for (size_t i = 0; i < a.images.size(); ++i)
+      std::cout << describe(a.images[i], tops[i], a.json);  // once all are classified
   });
 }

@@ -43,8 +43,10 @@ vitmae::cli::CommandLine command_line(Args& a) {
                       "storage type of DIR/model.safetensors: float32, float16, bfloat16 (default\n"
                       "float32) or int8 (Linear and patch weights int8 per output channel with\n"
                       "<name>_scale, the rest float32; vitmae loads it and runs it in int8)");
-  cl.integer("--num-labels", "N", a.num_labels, 0, 1000000, "a classifier for N classes named LABEL_0 ... LABEL_{N-1} (default: none)");
-  cl.text("--labels", "FILE", a.labels, "a classifier for the classes named in FILE, one per line, in class order\n(default: none)");
+  cl.integer("--num-labels", "N", a.num_labels, 0, 1000000,
+             "a classifier for N classes named LABEL_0 ... LABEL_{N-1} (default: none)");
+  cl.text("--labels", "FILE", a.labels,
+          "a classifier for the classes named in FILE, one per line, in class order\n(default: none)");
   cl.integer("--seed", "N", a.seed, 0, INT64_MAX, "seed of a classifier drawn afresh (default 0)");
   return cl;
 }
@@ -54,7 +56,8 @@ vitmae::cli::CommandLine command_line(Args& a) {
 void write_preprocessor(const Args& a, const vitmae::Config& config) {
   using namespace vitmae;
   const std::string src = io::join_path(io::checkpoint_folder(a.input), "preprocessor_config.json");
-  const nlohmann::json pre = io::file_exists(src) ? io::read_json_file(src) : ImageProcessor::for_checkpoint(a.input, config).to_json();
+  const nlohmann::json pre =
+      io::file_exists(src) ? io::read_json_file(src) : ImageProcessor::for_checkpoint(a.input, config).to_json();
   io::write_file_atomic(io::join_path(a.out, "preprocessor_config.json"), pre.dump(2) + "\n");
   std::cout << "wrote " << a.out << "/{config.json, model.safetensors, preprocessor_config.json}\n";
 }
@@ -76,7 +79,8 @@ void convert_classifier(const Args& a, vitmae::io::DType dtype) {
 
 /// ViTMAEForPreTraining, or ViTMAEModel for an encoder-only checkpoint.
 template <class M>
-void convert(const Args& a, const vitmae::Config& config, const vitmae::io::TensorSource& weights, vitmae::io::DType dtype) {
+void convert(const Args& a, const vitmae::Config& config, const vitmae::io::TensorSource& weights,
+             vitmae::io::DType dtype) {
   const std::string config_name = vitmae::checkpoint_config_name(a.input, a.preset);
   vitmae::check_weights_fit<M>(config, weights, config_name);  // before allocating
   vitmae::cli::doing("allocating the model of " + config_name + " (" +
@@ -96,16 +100,19 @@ int main(int argc, char** argv) {
     cl.parse(argc, argv);
     if (a.input.empty() || a.out.empty()) throw vitmae::cli::UsageError("--input and --out are required");
     if (!a.preset.empty()) vitmae::cli::check_preset(a.preset);
-    if (a.num_labels >= 0 && !a.labels.empty()) throw vitmae::cli::UsageError("give --num-labels or --labels, not both");
+    if (a.num_labels >= 0 && !a.labels.empty())
+      throw vitmae::cli::UsageError("give --num-labels or --labels, not both");
     using vitmae::io::DType;
-    const DType dtype = a.dtype == "float16" ? DType::F16 : a.dtype == "bfloat16" ? DType::BF16
-                        : a.dtype == "int8"  ? DType::I8
-                                             : DType::F32;
+    const DType dtype = a.dtype == "float16"    ? DType::F16
+                        : a.dtype == "bfloat16" ? DType::BF16
+                        : a.dtype == "int8"     ? DType::I8
+                                                : DType::F32;
     if (a.num_labels >= 0 || !a.labels.empty() || vitmae::checkpoint_model_type(a.input, a.preset) == "vit")
       return convert_classifier(a, dtype);
     const vitmae::Config config = vitmae::checkpoint_config(a.input, a.preset);
     const auto weights = vitmae::open_pretrained_weights(a.input);
-    if (vitmae::ForPreTraining<float>::has_decoder(*weights)) convert<vitmae::ForPreTraining<float>>(a, config, *weights, dtype);
+    if (vitmae::ForPreTraining<float>::has_decoder(*weights))
+      convert<vitmae::ForPreTraining<float>>(a, config, *weights, dtype);
     else convert<vitmae::Model<float>>(a, config, *weights, dtype);
   });
 }

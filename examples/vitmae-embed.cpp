@@ -2,8 +2,8 @@
 // vitmae-embed: images to features. Per image the CLS token and the mean of the patch tokens of
 // ViTMAEModel's last_hidden_state (after the final layernorm), with no masking by default.
 #include <vitmae/cli/inference_flags.hpp>
-#include <vitmae/io/npy.hpp>
 #include <vitmae/images/pipelines.hpp>
+#include <vitmae/io/npy.hpp>
 
 #include <cstdio>
 #include <random>
@@ -20,22 +20,26 @@ struct Args : vitmae::cli::InferenceArgs {
 };
 
 vitmae::cli::CommandLine command_line(Args& a) {
-  vitmae::cli::CommandLine cl("vitmae-embed",
-                              "usage: vitmae-embed --model DIR --image PATH [--image PATH ...] --out FEATURES.safetensors\n"
-                              "                    [--npy PREFIX] [--batch N] [--mask-ratio R] [--seed N] [--threads N]\n"
-                              "                    [--dtype float32|int8]\n"
-                              "Per image, the CLS token and the mean of the patch tokens of ViTMAEModel's last_hidden_state.\n");
-  vitmae::cli::add_inference_flags(cl, a, {"(required) an HF checkpoint folder (its preprocessor_config.json decides the\n"
-                                           "preprocessing; without one, ViTImageProcessor's defaults at the model's size)",
-                                           {"float32", "int8"}, true});
+  vitmae::cli::CommandLine cl(
+      "vitmae-embed",
+      "usage: vitmae-embed --model DIR --image PATH [--image PATH ...] --out FEATURES.safetensors\n"
+      "                    [--npy PREFIX] [--batch N] [--mask-ratio R] [--seed N] [--threads N]\n"
+      "                    [--dtype float32|int8]\n"
+      "Per image, the CLS token and the mean of the patch tokens of ViTMAEModel's last_hidden_state.\n");
+  vitmae::cli::add_inference_flags(cl, a,
+                                   {"(required) an HF checkpoint folder (its preprocessor_config.json decides the\n"
+                                    "preprocessing; without one, ViTImageProcessor's defaults at the model's size)",
+                                    {"float32", "int8"},
+                                    true});
   cl.section("Flags");
   cl.list("--image", "PATH", a.images, "(required, one or more) an image: PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR");
   cl.text("--out", "FILE", a.out,
           "(required) writes 'cls' and 'mean' [images, hidden] (float32, one row per\n"
           "image in input order; the image paths are in the metadata)");
   cl.text("--npy", "PREFIX", a.npy, "also write PREFIX_cls.npy and PREFIX_mean.npy (default: none)");
-  cl.number("--mask-ratio", "R", a.mask_ratio, [](double x) { return x >= 0 && x < 1; }, "in [0, 1)",
-            "fraction of patches hidden, in [0, 1) (default 0: every patch seen)");
+  cl.number(
+      "--mask-ratio", "R", a.mask_ratio, [](double x) { return x >= 0 && x < 1; }, "in [0, 1)",
+      "fraction of patches hidden, in [0, 1) (default 0: every patch seen)");
   cl.integer("--seed", "N", a.seed, 0, INT64_MAX, "draws the masks when --mask-ratio is above 0 (default 0)");
   return cl;
 }
@@ -47,16 +51,18 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-embed", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
-    if (a.model.empty() || a.images.empty() || a.out.empty()) throw vitmae::cli::UsageError("--model, --image and --out are required");
+    if (a.model.empty() || a.images.empty() || a.out.empty())
+      throw vitmae::cli::UsageError("--model, --image and --out are required");
     vitmae::cli::set_threads(a.threads);
     vitmae::cli::doing("loading the model " + a.model);
     auto model = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(a.model, "", a.dtype == "int8");
     model.config.mask_ratio = a.mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(a.model, model.config);
     std::mt19937_64 rng(a.seed);
-    const vitmae::ImageFeatures<float> f = vitmae::image_features(model, proc, a.images, a.batch, rng, [](size_t begin, size_t end) {
-      vitmae::cli::doing("embedding images " + std::to_string(begin + 1) + " to " + std::to_string(end));
-    });
+    const vitmae::ImageFeatures<float> f =
+        vitmae::image_features(model, proc, a.images, a.batch, rng, [](size_t begin, size_t end) {
+          vitmae::cli::doing("embedding images " + std::to_string(begin + 1) + " to " + std::to_string(end));
+        });
     const long N = static_cast<long>(f.cls.rows()), D = static_cast<long>(f.cls.cols());
     vitmae::io::SafetensorsWriter w;
     w.add("cls", f.cls.data(), {N, D}, vitmae::io::DType::F32);

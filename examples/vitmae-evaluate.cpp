@@ -20,15 +20,19 @@ struct Args {
 };
 
 vitmae::cli::CommandLine command_line(Args& a) {
-  vitmae::cli::CommandLine cl("vitmae-evaluate",
-                           "usage: vitmae-evaluate --model DIR --data SRC [--json] [--batch N] [--threads N] [--out DIR] [--skip-bad-images]\n"
-                           "Scores a ViTForImageClassification folder on labelled images (each image resized and\n"
-                           "normalised by the folder's preprocessor_config.json, no augmentation) and prints one line, such as\n"
-                           "  top-1 92.40%  top-5 99.90%  loss 0.2886  (1000 images, 10 classes)\n"
-                           "(top-5 only with more than 5 classes). The set's classes are matched to the model's id2label\n"
-                           "by name; a class the model lacks is an error naming it.\n");
+  vitmae::cli::CommandLine cl(
+      "vitmae-evaluate",
+      "usage: vitmae-evaluate --model DIR --data SRC [--json] [--batch N] [--threads N] [--out DIR] "
+      "[--skip-bad-images]\n"
+      "Scores a ViTForImageClassification folder on labelled images (each image resized and\n"
+      "normalised by the folder's preprocessor_config.json, no augmentation) and prints one line, such as\n"
+      "  top-1 92.40%  top-5 99.90%  loss 0.2886  (1000 images, 10 classes)\n"
+      "(top-5 only with more than 5 classes). The set's classes are matched to the model's id2label\n"
+      "by name; a class the model lacks is an error naming it.\n");
   cl.section("Flags");
-  cl.text("--model", "DIR", a.model, "(required) a ViT classification folder (config.json model_type \"vit\"), such as\nvitmae-finetune writes (OUT/final)");
+  cl.text("--model", "DIR", a.model,
+          "(required) a ViT classification folder (config.json model_type \"vit\"), such as\nvitmae-finetune writes "
+          "(OUT/final)");
   cl.text("--data", "SRC", a.data,
           "(required) labelled images, as vitmae-finetune's --data: a folder\n"
           "root/<class>/<images> (ImageFolder), a list file of 'path label' lines, or\n"
@@ -37,7 +41,8 @@ vitmae::cli::CommandLine command_line(Args& a) {
             "print one JSON object instead: top1, top5 (more than 5 classes), loss, count,\n"
             "labels, per_class {label: accuracy}, confusion [true][predicted] (default: the line)");
   cl.text("--out", "DIR", a.out,
-          "also write DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg, the\nfolder created with its parents (default: none)");
+          "also write DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg, the\nfolder created with its parents "
+          "(default: none)");
   cl.toggle("--skip-bad-images", a.skip_bad_images, true,
             "leave out the images that cannot be decoded, listing them, and score the rest\n"
             "(default: off, a damaged image ends the run naming it, before any scoring)");
@@ -49,14 +54,16 @@ vitmae::cli::CommandLine command_line(Args& a) {
 void parse(int argc, char** argv, vitmae::cli::CommandLine& cl, Args& a) {
   cl.parse(argc, argv);
   if (a.model.empty() || a.data.empty()) throw vitmae::cli::UsageError("--model and --data are required");
-  if (!a.out.empty() && vitmae::io::file_exists(a.out)) throw vitmae::cli::UsageError("--out " + a.out + ": is a file, expected a folder");
+  if (!a.out.empty() && vitmae::io::file_exists(a.out))
+    throw vitmae::cli::UsageError("--out " + a.out + ": is a file, expected a folder");
 }
 
 /// The classifier of `dir`. @throws vitmae::Error when it is not a ViT classifier.
 vitmae::ViTForImageClassification<float> load_classifier(const std::string& dir) {
   vitmae::cli::doing("loading the classifier " + dir);
   const std::string type = vitmae::checkpoint_model_type(dir);
-  vitmae::detail::require(type == "vit", dir, ": model_type is '", type, "', not a ViT classifier (vitmae-finetune writes one)");
+  vitmae::detail::require(type == "vit", dir, ": model_type is '", type,
+                          "', not a ViT classifier (vitmae-finetune writes one)");
   auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir);
   vitmae::detail::require(model.num_labels() > 0, dir, ": the checkpoint has no classifier (num_labels 0)");
   vitmae::pack_for_inference(model);  // inference only: the weights packed once for the products
@@ -69,8 +76,8 @@ vitmae::train::LabelledDataset open_set(const Args& a, const vitmae::ViTConfig& 
   vitmae::train::LabelledDataset set = vitmae::train::LabelledDataset::open(a.data);
   set.use_classes_of(config.id2label, a.data, "the model's");
   set.set_channels(static_cast<int>(config.num_channels));
-  vitmae::train::check_images(set, a.skip_bad_images, a.threads > 0 ? a.threads : vitmae::available_threads(), "vitmae-evaluate", a.data,
-                         [](const std::string& s) { std::cerr << s; });
+  vitmae::train::check_images(set, a.skip_bad_images, a.threads > 0 ? a.threads : vitmae::available_threads(),
+                              "vitmae-evaluate", a.data, [](const std::string& s) { std::cerr << s; });
   return set;
 }
 

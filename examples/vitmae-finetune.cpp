@@ -13,7 +13,6 @@
 #include <string>
 #include <vector>
 
-
 namespace cli = vitmae::cli;
 
 namespace {
@@ -27,17 +26,18 @@ struct Args : cli::TrainArgs {
 
 cli::CommandLine command_line(Args& a) {
   using R = cli::CommandLine::OnResume;
-  cli::CommandLine cl("vitmae-finetune",
-                      "usage: vitmae-finetune --data SRC (--val SRC | --holdout N) --out DIR (--init PATH | --config FILE)\n"
-                      "                       [--steps N | --epochs N] [--batch N] [--base-lr X] [flags below]\n"
-                      "       vitmae-finetune --resume OUT/checkpoint-STEP [flags below]\n"
-                      "Fine-tunes a ViT classifier with MAE's recipe (AdamW, layer-wise lr decay, label smoothing,\n"
-                      "warm-up then cosine) and writes DIR/final (an HF ViTForImageClassification folder),\n"
-                      "DIR/metrics.csv (a row a step), DIR/loss.svg and DIR/accuracy.svg (the curves), and\n"
-                      "DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg (of the last validation).\n"
-                      "With --linear-probe, the encoder stays frozen: its features of every image are computed once,\n"
-                      "normalised with the training set's mean and variance, and a linear head is trained on them\n"
-                      "(AdamW, warm-up then cosine, no weight decay, no label smoothing, no augmentation).\n");
+  cli::CommandLine cl(
+      "vitmae-finetune",
+      "usage: vitmae-finetune --data SRC (--val SRC | --holdout N) --out DIR (--init PATH | --config FILE)\n"
+      "                       [--steps N | --epochs N] [--batch N] [--base-lr X] [flags below]\n"
+      "       vitmae-finetune --resume OUT/checkpoint-STEP [flags below]\n"
+      "Fine-tunes a ViT classifier with MAE's recipe (AdamW, layer-wise lr decay, label smoothing,\n"
+      "warm-up then cosine) and writes DIR/final (an HF ViTForImageClassification folder),\n"
+      "DIR/metrics.csv (a row a step), DIR/loss.svg and DIR/accuracy.svg (the curves), and\n"
+      "DIR/per_class.csv, DIR/confusion.csv and DIR/confusion.svg (of the last validation).\n"
+      "With --linear-probe, the encoder stays frozen: its features of every image are computed once,\n"
+      "normalised with the training set's mean and variance, and a linear head is trained on them\n"
+      "(AdamW, warm-up then cosine, no weight decay, no label smoothing, no augmentation).\n");
   cli::add_shared_flags(cl, a, a.o,
                         "(required unless --resume) labelled training images: a folder\n"
                         "root/<class>/<images> (torchvision's ImageFolder), a list file of\n"
@@ -55,10 +55,12 @@ cli::CommandLine command_line(Args& a) {
              "(seeded) and validate on them, so that choices are not made on a test set\n(default: none)");
   cl.integer("--labels-per-class", "N", a.labels_per_class, 1, 1L << 40,
              "train on a seeded subset of N images per class (default: all)");
-  cl.number("--layer-decay", "X", a.o.layer_decay, [](double x) { return x > 0 && x <= 1; }, "in (0, 1]",
-            "lr x X^(layers+1-layer_id); 1 turns it off (default 0.75)");
-  cl.number("--label-smoothing", "X", a.o.label_smoothing, [](double x) { return x >= 0 && x < 1; }, "in [0, 1)",
-            "cross-entropy's (default 0.1)");
+  cl.number(
+      "--layer-decay", "X", a.o.layer_decay, [](double x) { return x > 0 && x <= 1; }, "in (0, 1]",
+      "lr x X^(layers+1-layer_id); 1 turns it off (default 0.75)");
+  cl.number(
+      "--label-smoothing", "X", a.o.label_smoothing, [](double x) { return x >= 0 && x < 1; }, "in [0, 1)",
+      "cross-entropy's (default 0.1)");
   cl.toggle("--relabel", a.relabel, true,
             "with --init from a classifier whose id2label lacks a class of the data: draw\n"
             "a fresh classifier for the data's classes (default: off, such a run is refused;\n"
@@ -85,15 +87,18 @@ void parse(int argc, char** argv, cli::CommandLine& cl, Args& a, int world_size)
     throw UsageError("--probe-features must be cls, mean or pixels, got '" + a.probe_features + "'");
   if (a.probe_features != "cls" && !a.linear_probe) throw UsageError("--probe-features needs --linear-probe");
   if (a.linear_probe)
-    for (const char* f : {"--accum", "--layer-decay", "--label-smoothing", "--clip-grad", "--scale-min", "--no-flip", "--vflip",
-                          "--transpose", "--channel-shuffle", "--shorter-side", "--save-every", "--keep", "--workers", "--no-overlap"})
+    for (const char* f :
+         {"--accum", "--layer-decay", "--label-smoothing", "--clip-grad", "--scale-min", "--no-flip", "--vflip",
+          "--transpose", "--channel-shuffle", "--shorter-side", "--save-every", "--keep", "--workers", "--no-overlap"})
       if (cl.given(f))
-        throw UsageError(std::string(f) + " is for fine-tuning; a linear probe trains on fixed features (no accumulation, "
+        throw UsageError(std::string(f) +
+                         " is for fine-tuning; a linear probe trains on fixed features (no accumulation, "
                          "layer decay, label smoothing, clipping, augmentation or checkpoints)");
   if (a.relabel && a.init.empty()) throw UsageError("--relabel goes with --init (a classifier to start from)");
   if (!a.init.empty() + !a.config.empty() + !a.resume.empty() != 1)
     throw UsageError("give --init PATH, --config FILE or --resume DIR (one of them)");
-  if (a.linear_probe && !a.resume.empty()) throw UsageError("--resume continues fine-tuning; a linear probe is not resumed");
+  if (a.linear_probe && !a.resume.empty())
+    throw UsageError("--resume continues fine-tuning; a linear probe is not resumed");
 }
 
 }  // namespace
@@ -111,9 +116,13 @@ int main(int argc, char** argv) {
     together(*world, [&] { parse(argc, argv, cl, a, world->size()); });  // reads the checkpoint: on every rank
     a.o.threads = a.threads > 0 ? a.threads : available_threads();
     if (a.linear_probe && world->size() > 1)
-      throw cli::UsageError("vitmae-finetune: --linear-probe runs in one process (its features are computed once): run it without mpirun", false);
+      throw cli::UsageError(
+          "vitmae-finetune: --linear-probe runs in one process (its features are computed once): run it without mpirun",
+          false);
     cli::set_threads(a.o.threads);
-    const auto say = [&](const std::string& l) { if (root) std::cerr << l; };
+    const auto say = [&](const std::string& l) {
+      if (root) std::cerr << l;
+    };
 
     // The data, checked before anything is written, and the classifier, whose rows name the classes.
     LabelledDataset train, val;
@@ -138,7 +147,8 @@ int main(int argc, char** argv) {
       cli::doing("building the model");
       const std::vector<std::string> before = train.classes;
       built.emplace(fine_tuning_classifier<float>({a.resume, a.init, a.config, a.relabel, a.o.seed}, train, &notes));
-      val.use_classes_of(train.classes, a.holdout ? a.data : a.val, train.classes == before ? "the training set's" : "the checkpoint's");
+      val.use_classes_of(train.classes, a.holdout ? a.data : a.val,
+                         train.classes == before ? "the training set's" : "the checkpoint's");
     });
     ViTForImageClassification<float> model = std::move(*built);
     built.reset();
@@ -174,45 +184,50 @@ int main(int argc, char** argv) {
         return extract_features(model.vit, set, proc, kind, po.batch, progress_lines("vitmae-finetune: " + what, say));
       };
       const Matrix<float> X = features(train, a.data), V = features(val, rs.eval_name);
-      say(detail::concat("vitmae-finetune: linear probe on ", X.cols(), " ", a.probe_features, " features of ", train.size(),
-                         " training images in ", train.classes.size(), " classes (computed in ", std::fixed, std::setprecision(1),
-                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s), ", val.size(),
-                         " validation images; ", po.steps, " steps of ", po.batch, " (", rs.epoch_steps, " an epoch), peak lr ",
-                         std::defaultfloat, po.peak_lr(), "\n"));
+      say(detail::concat("vitmae-finetune: linear probe on ", X.cols(), " ", a.probe_features, " features of ",
+                         train.size(), " training images in ", train.classes.size(), " classes (computed in ",
+                         std::fixed, std::setprecision(1),
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), " s), ",
+                         val.size(), " validation images; ", po.steps, " steps of ", po.batch, " (", rs.epoch_steps,
+                         " an epoch), peak lr ", std::defaultfloat, po.peak_lr(), "\n"));
       ProbeTraining<float> probe(X, train.labels(), static_cast<Index>(train.classes.size()), po);
       rs.save_every = 0, wrote_final = kind == ProbeFeatures::cls;  // a ViTForImageClassification takes the CLS token
       if (!wrote_final) rs.final = RunSettings::Final::none;
-      TrainingRun<TrainingLoop<LinearProbing<float>>> run(probe.loop, rs, proc,
-                                                          [&](const LinearProbe<float>& p) { return Evaluation::of(p.logits(V), val.labels()); });
+      TrainingRun<TrainingLoop<LinearProbing<float>>> run(
+          probe.loop, rs, proc, [&](const LinearProbe<float>& p) { return Evaluation::of(p.logits(V), val.labels()); });
       last = run.run([&] { return probe.next(); });
       if (wrote_final) model.classifier = probe.loop.model().folded();  // the normalisation folded in
       else {
         probe.loop.model().save(io::join_path(a.out, "probe.safetensors"));
         say("vitmae-finetune: --probe-features " + a.probe_features + ": no " + a.out +
-            "/final (a ViTForImageClassification classifies the CLS token); the head and its normalisation are in " + a.out +
-            "/probe.safetensors\n");
+            "/final (a ViTForImageClassification classifies the CLS token); the head and its normalisation are in " +
+            a.out + "/probe.safetensors\n");
       }
       run.finish([&](const std::string& folder) { model.save_pretrained(folder); });
     } else {
       a.o.steps = cli::run_steps(a, a.o, train.size(), 10 * rs.epoch_steps);
-      train.set_shorter_side(a.shorter_side >= 0 ? a.shorter_side : 4 * static_cast<int>(std::max(proc.height, proc.width)));
+      train.set_shorter_side(a.shorter_side >= 0 ? a.shorter_side
+                                                 : 4 * static_cast<int>(std::max(proc.height, proc.width)));
       std::optional<ClassifierTrainer<float>> made;
       together(*world, [&] { made.emplace(std::move(model), a.o, world); });
       ClassifierTrainer<float>& trainer = *made;
       trainer.set_overlap(a.overlap);
       trainer.set_run_args(cl.recorded());
-      TrainingRun<ClassifierTrainer<float>> run(trainer, rs, proc,
-                                                [&](const ViTForImageClassification<float>& m) { return evaluate(m, val, proc, a.o.batch); });
+      TrainingRun<ClassifierTrainer<float>> run(trainer, rs, proc, [&](const ViTForImageClassification<float>& m) {
+        return evaluate(m, val, proc, a.o.batch);
+      });
       cli::doing("loading the checkpoint " + a.resume);
       run.start(proc_from);  // a refused resume: vitmae::RequestError, exit 2
-      say(detail::concat("vitmae-finetune: ", train.size(), " training images in ", train.classes.size(), " classes, ", val.size(),
-                         " validation images; ", a.o.steps, " steps of ", a.o.batch * a.o.accum, " images (", rs.epoch_steps,
-                         " per epoch), peak lr ", a.o.peak_lr(), ", ", a.o.threads, " threads", cli::on_ranks(*world), "\n"));
+      say(detail::concat("vitmae-finetune: ", train.size(), " training images in ", train.classes.size(), " classes, ",
+                         val.size(), " validation images; ", a.o.steps, " steps of ", a.o.batch * a.o.accum,
+                         " images (", rs.epoch_steps, " per epoch), peak lr ", a.o.peak_lr(), ", ", a.o.threads,
+                         " threads", cli::on_ranks(*world), "\n"));
       AugmentOptions aug = a.aug;
       aug.random_crop = aug.scale_min < 1;
       // Batches built on the training threads, from where the checkpoint stopped (this rank's slice).
-      DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, a.workers, a.workers ? 2 + a.workers : 1,
-                                                trainer.step() * a.o.accum, trainer.slice());
+      DataLoader<float, LabelledDataset> loader(train, proc, aug, a.o.batch, a.o.seed, a.workers,
+                                                a.workers ? 2 + a.workers : 1, trainer.step() * a.o.accum,
+                                                trainer.slice());
       cli::doing("training");
       last = run.run([&] {
         const long k = loader.batches_taken();
@@ -221,7 +236,9 @@ int main(int argc, char** argv) {
       run.finish();
     }
     if (root)
-      std::printf("validation %s  (%ld images); wrote %s%s/metrics.csv, per_class.csv, confusion.csv (and .svg), loss.svg, accuracy.svg\n",
-                  last.summary().c_str(), last.count, wrote_final ? (a.out + "/final, ").c_str() : "", a.out.c_str());
+      std::printf(
+          "validation %s  (%ld images); wrote %s%s/metrics.csv, per_class.csv, confusion.csv (and .svg), loss.svg, "
+          "accuracy.svg\n",
+          last.summary().c_str(), last.count, wrote_final ? (a.out + "/final, ").c_str() : "", a.out.c_str());
   });
 }

@@ -42,9 +42,11 @@ cli::CommandLine command_line(Args& a) {
                         "1000");
   cl.section("Pre-training only");
   cl.text("--preset", "NAME", a.preset,
-          "instead of --config: train from scratch mae-vit-base, mae-vit-large or\nmae-vit-huge (default: none)", R::never);
-  cl.number("--mask-ratio", "R", a.mask_ratio, [](double x) { return x > 0 && x < 1; }, "in (0, 1)",
-            "fraction of patches hidden (default: the config's, 0.75 in HF's)");
+          "instead of --config: train from scratch mae-vit-base, mae-vit-large or\nmae-vit-huge (default: none)",
+          R::never);
+  cl.number(
+      "--mask-ratio", "R", a.mask_ratio, [](double x) { return x > 0 && x < 1; }, "in (0, 1)",
+      "fraction of patches hidden (default: the config's, 0.75 in HF's)");
   return cl;
 }
 
@@ -52,7 +54,8 @@ void parse(int argc, char** argv, cli::CommandLine& cl, Args& a, int world_size)
   using cli::UsageError;
   cli::parse_training_flags(argc, argv, cl, a, world_size);
   // (With --resume the checkpoint's model is the run's; a --config given too must describe it.)
-  if (!a.config.empty() + !a.preset.empty() + !a.init.empty() > 1) throw UsageError("give one of --config, --preset, --init");
+  if (!a.config.empty() + !a.preset.empty() + !a.init.empty() > 1)
+    throw UsageError("give one of --config, --preset, --init");
   if (a.config.empty() && a.preset.empty() && a.init.empty() && a.resume.empty())
     throw UsageError("give the model: --config, --preset, --init or --resume");
   if (!a.preset.empty()) cli::check_preset(a.preset);
@@ -74,15 +77,20 @@ int main(int argc, char** argv) {
 
     // The model: a config or preset initialised as MAE does, or a checkpoint's weights.
     const std::string source = !a.init.empty() ? a.init : a.resume;
-    const bool drawn = !a.config.empty() || !a.preset.empty();  // (with --resume too: it must describe the checkpoint's model)
+    const bool drawn =
+        !a.config.empty() || !a.preset.empty();  // (with --resume too: it must describe the checkpoint's model)
     std::optional<vitmae::ForPreTraining<float>> model;
     vitmae::ImageProcessor proc;
     together(*world, [&] {
-      const vitmae::Config c = !drawn ? vitmae::Config() : a.config.empty() ? vitmae::Config::preset(a.preset) : vitmae::load_config(a.config);
-      cli::doing(drawn ? "allocating the model of " + (a.config.empty() ? "preset " + a.preset : a.config) + " (" + cli::model_size(c, true) + ")"
+      const vitmae::Config c = !drawn             ? vitmae::Config()
+                               : a.config.empty() ? vitmae::Config::preset(a.preset)
+                                                  : vitmae::load_config(a.config);
+      cli::doing(drawn ? "allocating the model of " + (a.config.empty() ? "preset " + a.preset : a.config) + " (" +
+                             cli::model_size(c, true) + ")"
                        : "loading the model " + source);
       model.emplace(pretraining_model<float>(drawn ? "" : source, c, a.train.seed, a.mask_ratio));
-      proc = pretraining_processor(source, model->config());  // the checkpoint's, else MAE's (ImageNet statistics, bicubic)
+      proc = pretraining_processor(source,
+                                   model->config());  // the checkpoint's, else MAE's (ImageNet statistics, bicubic)
     });
 
     // Unlabelled images, or a labelled set whose labels pre-training ignores: every image decoded
@@ -91,7 +99,9 @@ int main(int argc, char** argv) {
       cli::doing("checking the images of " + a.data);
       together(*world, [&] {
         check_images(images, a.skip_bad_images, std::max(a.workers, a.train.threads), "vitmae-pretrain", a.data,
-                     [&](const std::string& l) { if (world->rank() == 0) std::cerr << l; });
+                     [&](const std::string& l) {
+                       if (world->rank() == 0) std::cerr << l;
+                     });
       });
       together(*world, [&] {  // every rank must see the same images, or the batches would differ
         require_same_on_ranks(*world, a.data + ": the number of images", static_cast<double>(images.size()));
@@ -110,15 +120,18 @@ int main(int argc, char** argv) {
       if (a.mask_ratio > 0) trainer.model().config().mask_ratio = a.mask_ratio;
       const auto& o = trainer.options();
       long params = 0;
-      trainer.model().visit_parameters("", [&](const vitmae::Parameter<const float>& p) { params += p.trainable() ? static_cast<long>(p.size) : 0; });
-      run.say(vitmae::detail::concat("vitmae-pretrain: ", images.size(), " images, ", params, " trainable parameters, ", proc.width, "x",
-                                     proc.height, " patch ", trainer.model().config().patch_size, ", steps ", o.steps, " from ",
-                                     trainer.step(), ", batch ", o.batch, " x ", o.accum, ", peak lr ", o.peak_lr(), ", warm-up ",
-                                     o.warmup(), ", ", o.threads, " threads", cli::on_ranks(*world), "\n"));
+      trainer.model().visit_parameters("", [&](const vitmae::Parameter<const float>& p) {
+        params += p.trainable() ? static_cast<long>(p.size) : 0;
+      });
+      run.say(vitmae::detail::concat("vitmae-pretrain: ", images.size(), " images, ", params, " trainable parameters, ",
+                                     proc.width, "x", proc.height, " patch ", trainer.model().config().patch_size,
+                                     ", steps ", o.steps, " from ", trainer.step(), ", batch ", o.batch, " x ", o.accum,
+                                     ", peak lr ", o.peak_lr(), ", warm-up ", o.warmup(), ", ", o.threads, " threads",
+                                     cli::on_ranks(*world), "\n"));
       AugmentOptions aug = a.aug;
       aug.random_crop = aug.scale_min < 1;
-      DataLoader<float, decltype(images)> loader(std::move(images), proc, aug, o.batch, o.seed, a.workers, 2 + a.workers,
-                                                 trainer.step() * o.accum, trainer.slice());
+      DataLoader<float, decltype(images)> loader(std::move(images), proc, aug, o.batch, o.seed, a.workers,
+                                                 2 + a.workers, trainer.step() * o.accum, trainer.slice());
       cli::doing("training");
       run.run([&] { return loader.next(); });
       run.finish();

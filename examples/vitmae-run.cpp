@@ -18,16 +18,18 @@ struct Args : vitmae::cli::InferenceArgs {
 };
 
 vitmae::cli::CommandLine command_line(Args& a) {
-  vitmae::cli::CommandLine cl("vitmae-run",
-                              "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
-                              "                  [--interpolate-pos-encoding] [--dtype float32|float64|int8]\n"
-                              "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME] [--threads N]\n"
-                              "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names;\n"
-                              "prints one line saying what ran and what it wrote.\n");
-  vitmae::cli::add_inference_flags(cl, a, {"(required) an HF checkpoint folder (safetensors, sharded, pytorch_model.bin)\n"
-                                           "or an MAE-release folder or .pth file; a ViT classifier (config.json\n"
-                                           "model_type \"vit\") runs as ViTForImageClassification",
-                                           {"float32", "float64", "int8"}});
+  vitmae::cli::CommandLine cl(
+      "vitmae-run",
+      "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
+      "                  [--interpolate-pos-encoding] [--dtype float32|float64|int8]\n"
+      "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME] [--threads N]\n"
+      "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names;\n"
+      "prints one line saying what ran and what it wrote.\n");
+  vitmae::cli::add_inference_flags(cl, a,
+                                   {"(required) an HF checkpoint folder (safetensors, sharded, pytorch_model.bin)\n"
+                                    "or an MAE-release folder or .pth file; a ViT classifier (config.json\n"
+                                    "model_type \"vit\") runs as ViTForImageClassification",
+                                    {"float32", "float64", "int8"}});
   cl.section("Flags");
   cl.text("--input", "IN", a.input,
           "(required) a safetensors file holding pixel_values [B,C,H,W] and optionally\n"
@@ -37,8 +39,9 @@ vitmae::cli::CommandLine command_line(Args& a) {
           "(required) gets last_hidden_state, mask, ids_restore and, when the checkpoint\n"
           "has a decoder, logits and loss; for a classifier logits, last_hidden_state\n"
           "and, with labels, loss");
-  cl.toggle("--interpolate-pos-encoding", a.forward.interpolate_pos_encoding, true,
-            "accept images of another size than the config's, interpolating the position\ntables as HF does (default: off)");
+  cl.toggle(
+      "--interpolate-pos-encoding", a.forward.interpolate_pos_encoding, true,
+      "accept images of another size than the config's, interpolating the position\ntables as HF does (default: off)");
   cl.toggle("--hidden-states", a.forward.output_hidden_states, true,
             "also write hidden_states.i, every layer's input and the last layer's output\n(default: off)");
   cl.toggle("--attentions", a.forward.output_attentions, true,
@@ -58,7 +61,8 @@ std::string forward_activity(const Args& a, const vitmae::Tensor<Scalar>& pixels
 
 /// Writes OUT and prints the line a successful run prints: what ran on what, and what it wrote.
 template <class Scalar, class Output>
-void write(const Args& a, const char* kind, const vitmae::Tensor<Scalar>& pixels, const Output& out, std::optional<double> loss) {
+void write(const Args& a, const char* kind, const vitmae::Tensor<Scalar>& pixels, const Output& out,
+           std::optional<double> loss) {
   vitmae::cli::doing("writing " + a.output);
   vitmae::io::SafetensorsWriter w;
   vitmae::add_outputs(w, out, std::is_same_v<Scalar, double> ? vitmae::io::DType::F64 : vitmae::io::DType::F32);
@@ -69,8 +73,9 @@ void write(const Args& a, const char* kind, const vitmae::Tensor<Scalar>& pixels
     if (n.find('.') == std::string::npos) names += (names.empty() ? "" : ", ") + n;
   if (a.forward.output_hidden_states) names += ", hidden_states.*";
   if (a.forward.output_attentions) names += ", attentions.*";
-  std::printf("vitmae-run: %s on pixel_values %s (%s, %d threads): wrote %s (%s)", kind, vitmae::detail::shape_str(pixels.shape).c_str(),
-              a.dtype.c_str(), vitmae::available_threads(), a.output.c_str(), names.c_str());
+  std::printf("vitmae-run: %s on pixel_values %s (%s, %d threads): wrote %s (%s)", kind,
+              vitmae::detail::shape_str(pixels.shape).c_str(), a.dtype.c_str(), vitmae::available_threads(),
+              a.output.c_str(), names.c_str());
   if (loss) std::printf(", loss %.6g", *loss);
   std::printf("\n");
 }
@@ -117,7 +122,8 @@ void run(const Args& a) {
   if (vitmae::checkpoint_model_type(a.model, a.preset) == "vit") return run_classifier<Scalar>(a);
   const vitmae::Config config = vitmae::checkpoint_config(a.model, a.preset);
   const auto weights = vitmae::open_pretrained_weights(a.model);
-  if (vitmae::ForPreTraining<Scalar>::has_decoder(*weights)) run_mae<vitmae::ForPreTraining<Scalar>>(a, config, *weights);
+  if (vitmae::ForPreTraining<Scalar>::has_decoder(*weights))
+    run_mae<vitmae::ForPreTraining<Scalar>>(a, config, *weights);
   else run_mae<vitmae::Model<Scalar>>(a, config, *weights);
 }
 
@@ -128,7 +134,8 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-run", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
-    if (a.model.empty() || a.input.empty() || a.output.empty()) throw vitmae::cli::UsageError("--model, --input and --output are required");
+    if (a.model.empty() || a.input.empty() || a.output.empty())
+      throw vitmae::cli::UsageError("--model, --input and --output are required");
     if (!a.preset.empty()) vitmae::cli::check_preset(a.preset);
     vitmae::cli::set_threads(a.threads);
     if (a.dtype == "float64") run<double>(a);

@@ -79,8 +79,8 @@ void check_case(const std::string& dir) {
   }
 }
 
-const char* const kCases[] = {"hf_vit/cls_tiny", "hf_vit/cls_interp_48", "hf_vit/cls_multilabel", "hf_vit/cls_regression",
-                              "hf_vit/cls_from_mae_tiny"};
+const char* const kCases[] = {"hf_vit/cls_tiny", "hf_vit/cls_interp_48", "hf_vit/cls_multilabel",
+                              "hf_vit/cls_regression", "hf_vit/cls_from_mae_tiny"};
 
 /// Largest |value| over a file's grad.* tensors.
 double largest_gradient(const io::SafetensorsFile& ref) {
@@ -143,10 +143,12 @@ TEST_CASE("an MAE checkpoint becomes a classifier: the encoder's tensors unchang
 
 TEST_CASE("classifier gradients match the float64 reference within 1e-12 of the largest gradient") {
   const auto m = vitmae::ViTForImageClassification<double>::from_pretrained(test::data("hf_vit/cls_tiny"));
-  const io::SafetensorsFile f(test::data("hf_vit/cls_tiny/io.safetensors")), ref(test::data("hf_vit/cls_tiny/grads.safetensors"));
+  const io::SafetensorsFile f(test::data("hf_vit/cls_tiny/io.safetensors")),
+      ref(test::data("hf_vit/cls_tiny/grads.safetensors"));
   auto grads = vitmae::train::zero_grads_like(m);
   Matrix<double> dpix = Matrix<double>::Zero(3, 3 * 32 * 32);
-  const double loss = vitmae::train::forward_backward(m, f.get<double>("pixel_values"), fixture_labels<double>(f), grads, &dpix);
+  const double loss =
+      vitmae::train::forward_backward(m, f.get<double>("pixel_values"), fixture_labels<double>(f), grads, &dpix);
   const double ref_loss = ref.get<double>("loss_f64").data[0];
   CHECK(std::abs(loss - ref_loss) <= 1e-12 * std::abs(ref_loss));
   const double largest = largest_gradient(ref);
@@ -183,7 +185,9 @@ TEST_CASE("8 fine-tuning steps (AdamW, layer decay 0.75, label smoothing 0.1) ma
   ao.beta1 = 0.9, ao.beta2 = 0.999, ao.eps = 1e-8, ao.weight_decay = 0.05;
   vitmae::train::AdamW<vitmae::ViTForImageClassification<double>> opt(m, ao);
   const long layers = static_cast<long>(m.config().num_hidden_layers);
-  auto scale = [&](const vitmae::Parameter<double>& p) { return vitmae::train::layer_decay_scale(p.name, layers, 0.75); };
+  auto scale = [&](const vitmae::Parameter<double>& p) {
+    return vitmae::train::layer_decay_scale(p.name, layers, 0.75);
+  };
   auto grads = vitmae::train::zero_grads_like(m);
   vitmae::ViTForImageClassification<double>::Cache cache;
   const Index per = 4 * 3 * 32 * 32;
@@ -293,13 +297,17 @@ TEST_CASE("cross-entropy ignores -100 like torch, and refuses labels out of rang
   vitmae::ClassificationLoss loss{"", 3, 0.0};
   Matrix<double> logits(2, 3);
   logits << 1, 2, 3, 0.5, -1, 2;
-  const double only_first = loss.forward(logits, vitmae::Labels<double>::of_classes({2, -100}), static_cast<Matrix<double>*>(nullptr));
+  const double only_first =
+      loss.forward(logits, vitmae::Labels<double>::of_classes({2, -100}), static_cast<Matrix<double>*>(nullptr));
   CHECK(only_first == doctest::Approx(std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)) - 3.0).epsilon(1e-14));
-  CHECK(std::isnan(loss.forward(logits, vitmae::Labels<double>::of_classes({-100, -100}), static_cast<Matrix<double>*>(nullptr))));
-  CHECK_THROWS_WITH_AS(loss.forward(logits, vitmae::Labels<double>::of_classes({3, 0}), static_cast<Matrix<double>*>(nullptr)),
-                       doctest::Contains("label 3 of sample 0 is out of range: the model has 3 labels"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(loss.forward(logits, vitmae::Labels<double>::of_classes({1}), static_cast<Matrix<double>*>(nullptr)),
-                       doctest::Contains("1 labels for a batch of 2"), vitmae::Error);
+  CHECK(std::isnan(
+      loss.forward(logits, vitmae::Labels<double>::of_classes({-100, -100}), static_cast<Matrix<double>*>(nullptr))));
+  CHECK_THROWS_WITH_AS(
+      loss.forward(logits, vitmae::Labels<double>::of_classes({3, 0}), static_cast<Matrix<double>*>(nullptr)),
+      doctest::Contains("label 3 of sample 0 is out of range: the model has 3 labels"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      loss.forward(logits, vitmae::Labels<double>::of_classes({1}), static_cast<Matrix<double>*>(nullptr)),
+      doctest::Contains("1 labels for a batch of 2"), vitmae::Error);
   CHECK(loss.resolved(true) == "single_label_classification");
   CHECK(loss.resolved(false) == "multi_label_classification");
   CHECK(vitmae::ClassificationLoss{"", 1, 0.0}.resolved(true) == "regression");
@@ -328,9 +336,11 @@ TEST_CASE("ViTConfig: HF's fields and defaults, id2label rules, errors naming th
                        doctest::Contains("x.json: 'id2label' key '2' is not a class index in 0 ... 1"), vitmae::Error);
   CHECK_THROWS_WITH_AS(vitmae::ViTConfig::from_json(nlohmann::json{{"problem_type", "ranking"}}, "x.json"),
                        doctest::Contains("x.json: 'problem_type' must be null"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(vitmae::ViTConfig::from_json(nlohmann::json{{"hidden_size", 10}, {"num_attention_heads", 3}}, "x.json"),
-                       doctest::Contains("'hidden_size' 10 is not a multiple of 'num_attention_heads' 3"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(c.label_id("Hat"), doctest::Contains("label 'Hat' is not one of the model's 10 labels"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      vitmae::ViTConfig::from_json(nlohmann::json{{"hidden_size", 10}, {"num_attention_heads", 3}}, "x.json"),
+      doctest::Contains("'hidden_size' 10 is not a multiple of 'num_attention_heads' 3"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(c.label_id("Hat"), doctest::Contains("label 'Hat' is not one of the model's 10 labels"),
+                       vitmae::Error);
 }
 
 TEST_CASE_TEMPLATE("classifier save_pretrained then from_pretrained round-trips bit-exactly", Scalar, float, double) {
@@ -388,20 +398,21 @@ TEST_CASE("ImageFolder and list files: classes sorted, labels by folder or name,
   vitmae::io::write_file_atomic(root + "/numbers.txt", "dog/a.png 1\ncat/c.png 0\n");
   CHECK(LabelledDataset::list_file(root + "/numbers.txt", {"cat", "dog"}).labels() == std::vector<std::int64_t>{1, 0});
   vitmae::io::write_file_atomic(root + "/bad.txt", "dog/a.png 7\n");
-  CHECK_THROWS_WITH_AS(LabelledDataset::list_file(root + "/bad.txt", {"cat", "dog"}), doctest::Contains("label 7 is out of range: 2 classes"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::list_file(root + "/bad.txt", {"cat", "dog"}),
+                       doctest::Contains("label 7 is out of range: 2 classes"), vitmae::Error);
   std::filesystem::create_directories(root + "/empty_root/bird");
-  CHECK_THROWS_WITH_AS(LabelledDataset::image_folder(root + "/empty_root"), doctest::Contains("class 'bird' has no image files"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::image_folder(root + "/empty_root"),
+                       doctest::Contains("class 'bird' has no image files"), vitmae::Error);
   // Validation classes are mapped onto the training set's; an unknown one is refused.
   auto v = LabelledDataset::list_file(root + "/list.txt");
   v.use_classes_of({"dog", "cat"});
   CHECK(v.labels() == std::vector<std::int64_t>{0, 1});
-  CHECK_THROWS_WITH_AS(v.use_classes_of({"dog", "horse"}), doctest::Contains("class 'cat' is not one of the training set's 2 classes"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(v.use_classes_of({"dog", "horse"}),
+                       doctest::Contains("class 'cat' is not one of the training set's 2 classes"), vitmae::Error);
 }
 
-TEST_CASE("ClassifierTrainer: a step is forward_backward plus layer-decayed AdamW, threads split the batch, not the result") {
+TEST_CASE(
+    "ClassifierTrainer: a step is forward_backward plus layer-decayed AdamW, threads split the batch, not the result") {
   namespace train = vitmae::train;
   vitmae::ViTConfig c = small_config(3);
   vitmae::ViTForImageClassification<double> m0(c);
@@ -416,7 +427,8 @@ TEST_CASE("ClassifierTrainer: a step is forward_backward plus layer-decayed Adam
     batches.push_back(b);
   }
   train::FineTuneOptions o;
-  o.steps = 3, o.batch = static_cast<int>(B), o.base_lr = 0.05, o.warmup_steps = 1, o.layer_decay = 0.6, o.label_smoothing = 0.1;
+  o.steps = 3, o.batch = static_cast<int>(B), o.base_lr = 0.05, o.warmup_steps = 1, o.layer_decay = 0.6,
+  o.label_smoothing = 0.1;
   o.clip_grad = 0.5;
   auto run = [&](int threads) {
     o.threads = threads;
@@ -434,9 +446,9 @@ TEST_CASE("ClassifierTrainer: a step is forward_backward plus layer-decayed Adam
   auto g = train::zero_grads_like(m);
   for (int k = 0; k < 3; ++k) {
     train::zero_parameters(g);
-    const double loss = train::forward_backward(m, batches[static_cast<size_t>(k)].pixels,
-                                                vitmae::Labels<double>::of_classes(batches[static_cast<size_t>(k)].labels), g,
-                                                nullptr, 0.1);
+    const double loss = train::forward_backward(
+        m, batches[static_cast<size_t>(k)].pixels,
+        vitmae::Labels<double>::of_classes(batches[static_cast<size_t>(k)].labels), g, nullptr, 0.1);
     CHECK(loss == l1[static_cast<size_t>(k)]);
     CHECK(std::abs(l2[static_cast<size_t>(k)] - loss) <= 1e-12 * std::abs(loss));
     train::finish_gradients(g, 1, 0.5);
@@ -459,8 +471,8 @@ TEST_CASE("ClassifierTrainer: a step is forward_backward plus layer-decayed Adam
 TEST_CASE("evaluate: top-1, top-5, loss and the confusion matrix as the forward gives them") {
   const auto model = vitmae::ViTForImageClassification<float>::from_pretrained(test::data("hf_vit/cls_tiny"));
   // 5 IDX images (3x4, grey) as a 10-class set: preprocessing resizes them to 32x32, 3 channels.
-  auto set = vitmae::train::LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"),
-                                                 model.config().id2label);
+  auto set = vitmae::train::LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"),
+                                                 test::data("idx/labels-idx1-ubyte.gz"), model.config().id2label);
   const auto proc = vitmae::ImageProcessor::for_checkpoint(test::data("hf_vit/cls_tiny"), model.config().mae_config());
   const auto e = vitmae::train::evaluate(model, set, proc, 2);
   CHECK(e.count == 5);
@@ -485,7 +497,8 @@ TEST_CASE("evaluate: top-1, top-5, loss and the confusion matrix as the forward 
   CHECK(e.top5 >= e.top1);
 }
 
-TEST_CASE("Evaluation::of: top-1 and top-5 with ties to the lower index, the confusion matrix, the mean cross-entropy") {
+TEST_CASE(
+    "Evaluation::of: top-1 and top-5 with ties to the lower index, the confusion matrix, the mean cross-entropy") {
   Matrix<double> logits(3, 6);
   logits << 0, 5, 1, 1, 2, 3,  // truth 1: top-1
       4, 4, 0, 0, 0, 0,        // truth 1: tie 0/1 goes to class 0 (top-1 wrong, top-5 right)
@@ -500,16 +513,19 @@ TEST_CASE("Evaluation::of: top-1 and top-5 with ties to the lower index, the con
   // Cross-entropy by hand: log-sum-exp minus the true logit, averaged.
   double ce = 0;
   const std::vector<Index> truth{1, 1, 5};
-  for (Index r = 0; r < 3; ++r) ce += std::log(logits.row(r).array().exp().sum()) - logits(r, truth[static_cast<size_t>(r)]);
+  for (Index r = 0; r < 3; ++r)
+    ce += std::log(logits.row(r).array().exp().sum()) - logits(r, truth[static_cast<size_t>(r)]);
   CHECK(e.loss == doctest::Approx(ce / 3).epsilon(1e-14));
   const auto pc = e.per_class();
   CHECK(pc[1] == 0.5);
   CHECK(pc[5] == 0.0);
   CHECK(std::isnan(pc[2]));
-  CHECK_THROWS_WITH_AS(vitmae::train::Evaluation::of(logits, {1}), doctest::Contains("3 rows of logits for 1 labels"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::train::Evaluation::of(logits, {1}), doctest::Contains("3 rows of logits for 1 labels"),
+                       vitmae::Error);
 }
 
-TEST_CASE("linear probe: features as the forward gives them, training-set normalisation, a folded head equal to the probe") {
+TEST_CASE(
+    "linear probe: features as the forward gives them, training-set normalisation, a folded head equal to the probe") {
   namespace train = vitmae::train;
   const auto model = vitmae::ViTForImageClassification<double>::from_pretrained(test::data("hf_vit/cls_tiny"));
   auto set = train::LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"),
@@ -542,10 +558,11 @@ TEST_CASE("linear probe: features as the forward gives them, training-set normal
   train::ProbeOptions o;
   o.epochs = 20, o.batch = 32, o.lr = 0.05;
   long epochs_seen = 0;
-  const auto p = train::train_linear_probe<double>(X, y, 2, o, [&](long e, const train::LinearProbe<double>&, double loss) {
-    CHECK(e == ++epochs_seen);
-    CHECK(std::isfinite(loss));
-  });
+  const auto p =
+      train::train_linear_probe<double>(X, y, 2, o, [&](long e, const train::LinearProbe<double>&, double loss) {
+        CHECK(e == ++epochs_seen);
+        CHECK(std::isfinite(loss));
+      });
   CHECK(epochs_seen == 20);
   for (Index j = 0; j < 3; ++j) {
     const double mu = X.col(j).mean();
@@ -560,18 +577,19 @@ TEST_CASE("linear probe: features as the forward gives them, training-set normal
   const auto p2 = train::train_linear_probe<double>(X, y, 2, o);
   CHECK(p2.classifier.weight == p.classifier.weight);
   y[7] = 2;
-  CHECK_THROWS_WITH_AS(train::train_linear_probe<double>(X, y, 2, o), doctest::Contains("label 2 of sample 7 is out of range"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(train::train_linear_probe<double>(X, y, 2, o),
+                       doctest::Contains("label 2 of sample 7 is out of range"), vitmae::Error);
 }
 
-TEST_CASE("LabelledDataset::open: folders, list files and fashion-mnist:DIR:SPLIT by their form, errors naming the spec") {
+TEST_CASE(
+    "LabelledDataset::open: folders, list files and fashion-mnist:DIR:SPLIT by their form, errors naming the spec") {
   using vitmae::train::LabelledDataset;
-  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere"), doctest::Contains("expected fashion-mnist:DIR:SPLIT"),
-                       vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:valid"), doctest::Contains("SPLIT must be train or t10k, got 'valid'"),
-                       vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:t10k"), doctest::Contains("/nowhere/t10k-images-idx3-ubyte.gz"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere"),
+                       doctest::Contains("expected fashion-mnist:DIR:SPLIT"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:valid"),
+                       doctest::Contains("SPLIT must be train or t10k, got 'valid'"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(LabelledDataset::open("fashion-mnist:/nowhere:t10k"),
+                       doctest::Contains("/nowhere/t10k-images-idx3-ubyte.gz"), vitmae::Error);
   const std::string root = test::tmp_dir("open_spec");
   vitmae::io::Image8 px{2, 2, 3, std::vector<std::uint8_t>(12, 100)};
   test::write_pngs(root, {"b/1.png", "a/2.png"}, px);
@@ -619,7 +637,8 @@ TEST_CASE("fine-tuning: N steps equal N/2 + checkpoint + resume + N/2, bit for b
   // Another seed is refused, naming both values.
   o.seed = 9;
   train::ClassifierTrainer<float> other(m0, o);
-  CHECK_THROWS_WITH_AS(train::resume(other, dir + "/half"), doctest::Contains("trained with seed 0, this run asks for 9"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(train::resume(other, dir + "/half"),
+                       doctest::Contains("trained with seed 0, this run asks for 9"), vitmae::Error);
 }
 
 TEST_CASE("the shipped Fashion-MNIST models: the classifier's reported accuracy on the first 1,000 test images") {
@@ -627,8 +646,9 @@ TEST_CASE("the shipped Fashion-MNIST models: the classifier's reported accuracy 
   const std::string dir = VITMAE_FASHION_MNIST_EXAMPLE;
   const auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir + "/classifier");
   CHECK(model.config().id2label == train::fashion_mnist_classes());
-  const auto set = train::LabelledDataset::idx(test::data("fashion-mnist/t1k-images-idx3-ubyte.gz"),
-                                               test::data("fashion-mnist/t1k-labels-idx1-ubyte.gz"), train::fashion_mnist_classes());
+  const auto set =
+      train::LabelledDataset::idx(test::data("fashion-mnist/t1k-images-idx3-ubyte.gz"),
+                                  test::data("fashion-mnist/t1k-labels-idx1-ubyte.gz"), train::fashion_mnist_classes());
   REQUIRE(set.size() == 1000);
   const auto proc = vitmae::ImageProcessor::for_checkpoint(dir + "/classifier", model.config().mae_config());
   const auto e = train::evaluate(model, set, proc, 250);

@@ -23,7 +23,8 @@ namespace {
 std::string first_1000_fashion_mnist() {
   const std::string dir = test::tmp_dir("evaluate_fm");
   for (const char* k : {"images-idx3-ubyte", "labels-idx1-ubyte"})
-    std::filesystem::create_symlink(test::data(std::string("fashion-mnist/t1k-") + k + ".gz"), dir + "/t10k-" + k + ".gz");
+    std::filesystem::create_symlink(test::data(std::string("fashion-mnist/t1k-") + k + ".gz"),
+                                    dir + "/t10k-" + k + ".gz");
   return "fashion-mnist:" + dir + ":t10k";
 }
 
@@ -63,7 +64,8 @@ TEST_CASE("vitmae-evaluate scores the shipped Fashion-MNIST classifier: 924 of t
   const std::string spec = first_1000_fashion_mnist();
   const std::string model_dir = std::string(VITMAE_FASHION_MNIST_EXAMPLE) + "/classifier";
   const std::string out = test::tmp_dir("evaluate_fm_out") + "/scores";
-  const Run r = test::run_program(VITMAE_EVALUATE_EXE, "--model " + model_dir + " --data " + spec + " --threads 1 --out " + out);
+  const Run r =
+      test::run_program(VITMAE_EVALUATE_EXE, "--model " + model_dir + " --data " + spec + " --threads 1 --out " + out);
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out == "top-1 92.40%  top-5 99.90%  loss 0.2886  (1000 images, 10 classes)\n");
@@ -81,7 +83,8 @@ TEST_CASE("vitmae-evaluate scores the shipped Fashion-MNIST classifier: 924 of t
       train::evaluate(model, set, vitmae::ImageProcessor::for_checkpoint(model_dir, model.config().mae_config()));
   CHECK(std::lround(e.top1 * 1000) == 924);
   CHECK(r.out == e.summary() + "  (1000 images, 10 classes)\n");
-  const Run j = test::run_program(VITMAE_EVALUATE_EXE, "--model " + model_dir + " --data " + spec + " --json --threads 1");
+  const Run j =
+      test::run_program(VITMAE_EVALUATE_EXE, "--model " + model_dir + " --data " + spec + " --json --threads 1");
   INFO(j.err);
   REQUIRE(j.status == 0);
   const nlohmann::json got = nlohmann::json::parse(j.out);
@@ -94,7 +97,8 @@ TEST_CASE("vitmae-evaluate scores the shipped Fashion-MNIST classifier: 924 of t
   CHECK(got["confusion"] == e.confusion);
   const std::vector<double> acc = e.per_class();
   REQUIRE(got["per_class"].size() == 10);
-  for (size_t c = 0; c < 10; ++c) CHECK(got["per_class"][model.config().id2label[c]].get<double>() == doctest::Approx(acc[c]));
+  for (size_t c = 0; c < 10; ++c)
+    CHECK(got["per_class"][model.config().id2label[c]].get<double>() == doctest::Approx(acc[c]));
   CHECK(got["per_class"]["Trouser"].get<double>() > 0.95);
 
   // --out: the per-class table, the confusion matrix (summing to the 1,000 images) and its picture.
@@ -105,7 +109,9 @@ TEST_CASE("vitmae-evaluate scores the shipped Fashion-MNIST classifier: 924 of t
   CHECK(test::slurp(out + "/per_class.csv") == e.per_class_csv(model.config().id2label));
   const std::vector<std::string> confusion = lines_of(test::slurp(out + "/confusion.csv"));
   REQUIRE(confusion.size() == 11);
-  CHECK(confusion[0] == R"(true\predicted,"T-shirt/top","Trouser","Pullover","Dress","Coat","Sandal","Shirt","Sneaker","Bag","Ankle boot")");
+  CHECK(
+      confusion[0] ==
+      R"(true\predicted,"T-shirt/top","Trouser","Pullover","Dress","Coat","Sandal","Shirt","Sneaker","Bag","Ankle boot")");
   long sum = 0, diagonal = 0;
   for (size_t row = 1; row < confusion.size(); ++row) {
     std::istringstream cells(confusion[row]);
@@ -132,7 +138,8 @@ TEST_CASE("vitmae-evaluate: with 5 classes or fewer no top-5, and the line is th
   const auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir + "/model");
   auto set = train::LabelledDataset::open(dir + "/set");
   set.use_classes_of(model.config().id2label, dir + "/set", "the model's");
-  const train::Evaluation e = train::evaluate(model, set, vitmae::ImageProcessor::for_checkpoint(dir + "/model", model.config().mae_config()));
+  const train::Evaluation e =
+      train::evaluate(model, set, vitmae::ImageProcessor::for_checkpoint(dir + "/model", model.config().mae_config()));
   CHECK(r.out == e.summary() + "  (6 images, 3 classes)\n");
   const Run j = test::run_program(VITMAE_EVALUATE_EXE, "--model " + dir + "/model --data " + dir + "/set --json");
   REQUIRE(j.status == 0);
@@ -159,13 +166,15 @@ TEST_CASE("vitmae-evaluate refuses a class the model lacks, a damaged image and 
   CHECK_FALSE(std::filesystem::exists(dir + "/out"));
   r = test::run_program(VITMAE_EVALUATE_EXE, model + " --data " + dir + "/set --skip-bad-images --out " + dir + "/out");
   CHECK(r.status == 0);
-  CHECK(r.err.find("vitmae-evaluate: --skip-bad-images: left out 1 of 7 images, which cannot be read:") != std::string::npos);
+  CHECK(r.err.find("vitmae-evaluate: --skip-bad-images: left out 1 of 7 images, which cannot be read:") !=
+        std::string::npos);
   CHECK(r.out.find("(6 images, 3 classes)") != std::string::npos);
   CHECK(lines_of(test::slurp(dir + "/out/per_class.csv")).size() == 4);
 
   r = test::run_program(VITMAE_EVALUATE_EXE, "--data " + dir + "/set");
   CHECK(r.status == 2);
-  CHECK(r.err.rfind("vitmae-evaluate: --model and --data are required\nusage: vitmae-evaluate --model DIR --data SRC", 0) == 0);
+  CHECK(r.err.rfind("vitmae-evaluate: --model and --data are required\nusage: vitmae-evaluate --model DIR --data SRC",
+                    0) == 0);
   CHECK(r.out.empty());
 }
 

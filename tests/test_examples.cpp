@@ -2,12 +2,12 @@
 // vitmae-reconstruct and vitmae-embed end to end on the hf/tiny fixture model and sample photos.
 #include "test_util.hpp"
 
+#include <sys/wait.h>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <regex>
-#include <sys/wait.h>
 
 namespace io = vitmae::io;
 
@@ -16,7 +16,8 @@ using test::Run;
 TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact, loss = the library's") {
   const std::string dir = test::tmp_dir("reconstruct");
   const std::string model = test::data("hf/tiny"), image = test::data("images/chelsea.png");
-  const Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " + image + " --out " + dir + "/panel.png --mask-ratio 0.75 --seed 42");
+  const Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " + image + " --out " + dir +
+                                                              "/panel.png --mask-ratio 0.75 --seed 42");
   INFO(r.err);
   REQUIRE(r.status == 0);
 
@@ -31,7 +32,8 @@ TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact
   std::smatch match;
   REQUIRE(std::regex_search(r.out, match, std::regex("masked-patch loss ([0-9.]+), mean-fill baseline ([0-9.]+)")));
   CHECK(std::stod(match[1]) == doctest::Approx(out.loss).epsilon(1e-5));
-  const float baseline = vitmae::mean_fill_loss(m, vitmae::image_of(px, 0), 32, 32, vitmae::RowVector<float>(out.mask.row(0)));
+  const float baseline =
+      vitmae::mean_fill_loss(m, vitmae::image_of(px, 0), 32, 32, vitmae::RowVector<float>(out.mask.row(0)));
   CHECK(std::stod(match[2]) == doctest::Approx(baseline).epsilon(1e-5));
 
   // Layout: 4 columns of 32x32 scaled by ceil(224/32) = 7, 4-pixel gaps.
@@ -45,9 +47,9 @@ TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact
       const bool is_masked = out.mask(0, (y / 4) * 8 + x / 4) != 0.0f;
       for (int c = 0; c < 3; ++c) {
         const std::uint8_t truth = resized.at(y, x, c);
-        CHECK(panel.at(y * 7, x * 7 + 0 * 228, c) == truth);  // original
+        CHECK(panel.at(y * 7, x * 7 + 0 * 228, c) == truth);                              // original
         CHECK(panel.at(y * 7 + 6, x * 7 + 1 * 228 + 6, c) == (is_masked ? 128 : truth));  // masked input
-        if (!is_masked) CHECK(panel.at(y * 7 + 3, x * 7 + 3 * 228 + 3, c) == truth);  // reconstruction + visible
+        if (!is_masked) CHECK(panel.at(y * 7 + 3, x * 7 + 3 * 228 + 3, c) == truth);      // reconstruction + visible
       }
       (is_masked ? masked : visible)++;
     }
@@ -57,7 +59,8 @@ TEST_CASE("vitmae-reconstruct writes the documented panel, visible patches exact
 
 TEST_CASE("vitmae-reconstruct errors: bad image, bad flags, no bundled model named") {
   const std::string model = test::data("hf/tiny");
-  Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " + test::data("images/truncated.jpg") + " --out /tmp/never.png");
+  Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + model + " --image " +
+                                                        test::data("images/truncated.jpg") + " --out /tmp/never.png");
   CHECK(r.status == 1);
   CHECK(r.err.find("truncated.jpg: ") != std::string::npos);
   CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
@@ -71,9 +74,10 @@ TEST_CASE("vitmae-reconstruct errors: bad image, bad flags, no bundled model nam
 TEST_CASE("vitmae-embed: a batch gives the per-image rows, equal to ViTMAEModel's, in input order") {
   const std::string dir = test::tmp_dir("embed");
   const std::string model = test::data("hf/tiny");
-  const std::string imgs = " --image " + test::data("images/chelsea.png") + " --image " + test::data("images/camera.png") +
-                           " --image " + test::data("images/rocket.jpg");
-  Run r = test::run_program(VITMAE_EMBED_EXE, "--model " + model + imgs + " --out " + dir + "/b3.safetensors --batch 3 --npy " + dir + "/b3");
+  const std::string imgs = " --image " + test::data("images/chelsea.png") + " --image " +
+                           test::data("images/camera.png") + " --image " + test::data("images/rocket.jpg");
+  Run r = test::run_program(
+      VITMAE_EMBED_EXE, "--model " + model + imgs + " --out " + dir + "/b3.safetensors --batch 3 --npy " + dir + "/b3");
   INFO(r.err);
   REQUIRE(r.status == 0);
   r = test::run_program(VITMAE_EMBED_EXE, "--model " + model + imgs + " --out " + dir + "/b1.safetensors --batch 1");
@@ -176,7 +180,9 @@ TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which 
   const io::Image8 panel = io::load_image_raw(dir + "/panel.png");
   REQUIRE(panel.width == 4 * 256 + 3 * 4);
   const double mean[3] = {0.485, 0.456, 0.406}, stdev[3] = {0.229, 0.224, 0.225};
-  auto norm = [&](int column, int y, int x, int c) { return (panel.at(y * 4, x * 4 + column * 260, c) / 255.0 - mean[c]) / stdev[c]; };
+  auto norm = [&](int column, int y, int x, int c) {
+    return (panel.at(y * 4, x * 4 + column * 260, c) / 255.0 - mean[c]) / stdev[c];
+  };
   std::vector<bool> masked(64);
   double colour[3] = {0, 0, 0};
   int visible_pixels = 0;
@@ -184,7 +190,8 @@ TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which 
     bool grey = true;
     for (int y = 0; y < 8; ++y)
       for (int x = 0; x < 8; ++x)
-        for (int c = 0; c < 3; ++c) grey = grey && panel.at(((l / 8) * 8 + y) * 4, ((l % 8) * 8 + x) * 4 + 260, c) == 128;
+        for (int c = 0; c < 3; ++c)
+          grey = grey && panel.at(((l / 8) * 8 + y) * 4, ((l % 8) * 8 + x) * 4 + 260, c) == 128;
     masked[static_cast<size_t>(l)] = grey;
     if (grey) continue;
     for (int y = 0; y < 8; ++y)

@@ -6,9 +6,9 @@
 
 #include <vitmae/train/labelled.hpp>
 
+#include <sys/resource.h>
 #include <csignal>
 #include <fstream>
-#include <sys/resource.h>
 
 namespace io = vitmae::io;
 using vitmae::Tensor;
@@ -41,8 +41,8 @@ TEST_CASE("a failing checkpoint write (file size limit: like a full disk) leaves
   rlimit small = old;
   small.rlim_cur = 100000;
   REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
-  CHECK_THROWS_WITH_AS(changed.save_pretrained(dir), doctest::Contains("model.safetensors: write failed: File too large"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(changed.save_pretrained(dir),
+                       doctest::Contains("model.safetensors: write failed: File too large"), vitmae::Error);
   setrlimit(RLIMIT_FSIZE, &old);
   std::signal(SIGXFSZ, old_handler);
 
@@ -58,10 +58,11 @@ TEST_CASE("a failing checkpoint write (file size limit: like a full disk) leaves
 TEST_CASE("an interrupted write (exception mid-file) leaves the old file and no temporary") {
   const std::string dir = test::tmp_dir("atomic_interrupt");
   io::write_file_atomic(dir + "/f.txt", std::string("old contents"));
-  CHECK_THROWS_AS(io::write_file_atomic(dir + "/f.txt", [](std::FILE* f) {
-                    std::fputs("half of the new", f);
-                    throw vitmae::Error("interrupted");
-                  }),
+  CHECK_THROWS_AS(io::write_file_atomic(dir + "/f.txt",
+                                        [](std::FILE* f) {
+                                          std::fputs("half of the new", f);
+                                          throw vitmae::Error("interrupted");
+                                        }),
                   vitmae::Error);
   std::ifstream in(dir + "/f.txt");
   const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -77,8 +78,8 @@ TEST_CASE("images of zero size and index files that are not JSON are errors") {
   CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/zero.pgm"), doctest::Contains("zero.pgm: image has zero size (0x0)"),
                        vitmae::Error);
   std::ofstream(dir + "/model.safetensors.index.json") << "{\"weight_map\": ";
-  CHECK_THROWS_WITH_AS(io::open_sharded_safetensors(dir + "/model.safetensors.index.json"), doctest::Contains("not valid JSON"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(io::open_sharded_safetensors(dir + "/model.safetensors.index.json"),
+                       doctest::Contains("not valid JSON"), vitmae::Error);
   std::ofstream(dir + "/model.safetensors.index.json") << "{\"metadata\": {}}";
   CHECK_THROWS_WITH_AS(io::open_sharded_safetensors(dir + "/model.safetensors.index.json"),
                        doctest::Contains("expected an object with a 'weight_map' object"), vitmae::Error);
@@ -99,7 +100,8 @@ TEST_CASE("IDX files, gzip or not: pixels and labels as Python wrote them, and e
   using vitmae::train::LabelledDataset;
   const std::vector<std::string> abc{"a", "b", "c"};
   // tests/tools/make_idx.py: pixel (i, r, c) = (17 i + 5 r + c) % 256, labels 2 0 1 2 1.
-  const auto d = LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc);
+  const auto d =
+      LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc);
   REQUIRE(d.size() == 5);
   CHECK(d.labels() == std::vector<std::int64_t>{2, 0, 1, 2, 1});
   for (size_t i = 0; i < 5; ++i) {
@@ -111,19 +113,27 @@ TEST_CASE("IDX files, gzip or not: pixels and labels as Python wrote them, and e
   CHECK(d.image(3, 3).channels == 3);
   CHECK(d.source(4) == test::data("idx/images-idx3-ubyte.gz") + "#4");
   // Uncompressed labels read the same.
-  CHECK(LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte"), abc).labels() == d.labels());
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/bad-magic-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("bad-magic-idx3-ubyte.gz: not an IDX image file (magic number 2049, expected 2051"),
-                       vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/truncated-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("truncated-idx3-ubyte.gz: truncated or oversized body: 53 bytes of pixels, the header says 5 images"),
-                       vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/cut-gzip-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("cut-gzip-idx3-ubyte.gz"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), {"a", "b"}),
-                       doctest::Contains("labels-idx1-ubyte.gz: label 2 of image 0 is out of range: 2 classes"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(LabelledDataset::idx(test::data("idx/labels-idx1-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
-                       doctest::Contains("not an IDX image file"), vitmae::Error);
+  CHECK(
+      LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte"), abc).labels() ==
+      d.labels());
+  CHECK_THROWS_WITH_AS(
+      LabelledDataset::idx(test::data("idx/bad-magic-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+      doctest::Contains("bad-magic-idx3-ubyte.gz: not an IDX image file (magic number 2049, expected 2051"),
+      vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      LabelledDataset::idx(test::data("idx/truncated-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+      doctest::Contains(
+          "truncated-idx3-ubyte.gz: truncated or oversized body: 53 bytes of pixels, the header says 5 images"),
+      vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      LabelledDataset::idx(test::data("idx/cut-gzip-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+      doctest::Contains("cut-gzip-idx3-ubyte.gz"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      LabelledDataset::idx(test::data("idx/images-idx3-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), {"a", "b"}),
+      doctest::Contains("labels-idx1-ubyte.gz: label 2 of image 0 is out of range: 2 classes"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      LabelledDataset::idx(test::data("idx/labels-idx1-ubyte.gz"), test::data("idx/labels-idx1-ubyte.gz"), abc),
+      doctest::Contains("not an IDX image file"), vitmae::Error);
   // Seeded per-class subsets: reproducible, balanced, in dataset order; the rest is the complement.
   std::vector<size_t> rest;
   const auto s = d.per_class_subset(1, 5, &rest);
@@ -133,5 +143,6 @@ TEST_CASE("IDX files, gzip or not: pixels and labels as Python wrote them, and e
   std::sort(got.begin(), got.end());
   CHECK(got == std::vector<std::int64_t>{0, 1, 2});
   CHECK(d.per_class_subset(1, 5).labels() == s.labels());
-  CHECK_THROWS_WITH_AS(d.per_class_subset(2, 5), doctest::Contains("class 'a' has 1 images, fewer than the 2 asked for"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(d.per_class_subset(2, 5),
+                       doctest::Contains("class 'a' has 1 images, fewer than the 2 asked for"), vitmae::Error);
 }

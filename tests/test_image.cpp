@@ -25,12 +25,9 @@ struct PngDigest {
 
 // Printed by tests/tools/png_digest.py, a PNG decoder written on Python's zlib alone.
 const PngDigest kPngs[] = {
-    {"astronaut.png", 512, 512, 3, 0xfa4e6bff08e5e8fbULL},
-    {"camera.png", 512, 512, 1, 0x15fd86556e657c04ULL},
-    {"chelsea.png", 451, 300, 3, 0xb2179687966157a8ULL},
-    {"coffee.png", 600, 400, 3, 0xd261c1b91ef6ee1eULL},
-    {"foo3x5x4indexed.png", 5, 3, 4, 0xd75cac6c2bc30bb4ULL},
-    {"palette_color.png", 10, 10, 3, 0x75075ef3769146dcULL},
+    {"astronaut.png", 512, 512, 3, 0xfa4e6bff08e5e8fbULL},   {"camera.png", 512, 512, 1, 0x15fd86556e657c04ULL},
+    {"chelsea.png", 451, 300, 3, 0xb2179687966157a8ULL},     {"coffee.png", 600, 400, 3, 0xd261c1b91ef6ee1eULL},
+    {"foo3x5x4indexed.png", 5, 3, 4, 0xd75cac6c2bc30bb4ULL}, {"palette_color.png", 10, 10, 3, 0x75075ef3769146dcULL},
 };
 
 }  // namespace
@@ -71,19 +68,24 @@ TEST_CASE("channel conversion: grey to RGB, alpha dropped, RGB to L as PIL's con
 
 TEST_CASE("image errors name the file: missing, empty, not an image, truncated, too many pixels") {
   const std::string dir = test::tmp_dir("image_errors");
-  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/missing.png"), doctest::Contains("missing.png: cannot open image"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/missing.png"), doctest::Contains("missing.png: cannot open image"),
+                       vitmae::Error);
   std::ofstream(dir + "/empty.png").close();
-  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/empty.png"), doctest::Contains("empty.png: image file is empty"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/empty.png"), doctest::Contains("empty.png: image file is empty"),
+                       vitmae::Error);
   std::ofstream(dir + "/text.png") << "hello, I am not a picture";
-  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/text.png"), doctest::Contains("text.png: not a readable image"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/text.png"), doctest::Contains("text.png: not a readable image"),
+                       vitmae::Error);
   CHECK_THROWS_WITH_AS(io::load_image_raw(test::data("images/truncated.jpg")), doctest::Contains("truncated.jpg: "),
                        vitmae::Error);
-  CHECK_THROWS_WITH_AS(io::load_image_raw(test::data("images/truncated.jpg")), doctest::Contains("truncated"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(io::load_image_raw(test::data("images/truncated.jpg")), doctest::Contains("truncated"),
+                       vitmae::Error);
   // A PNG cut in half: stb reports the damage.
   std::ifstream in(test::data("images/chelsea.png"), std::ios::binary);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::ofstream(dir + "/half.png", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
-  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/half.png"), doctest::Contains("half.png: cannot decode image"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/half.png"), doctest::Contains("half.png: cannot decode image"),
+                       vitmae::Error);
   CHECK_THROWS_WITH_AS(io::load_image_raw(test::data("images/chelsea.png"), 1000),
                        doctest::Contains("451x300 = 135300 pixels, more than the limit of 1000"), vitmae::Error);
   CHECK_NOTHROW(io::load_image_raw(test::data("images/chelsea.png"), 135300));
@@ -95,7 +97,8 @@ TEST_CASE("ViTImageProcessor parity: PIL 8-bit resize exact and pixel_values wit
   for (const char* stem : {"chelsea", "camera"})
     for (const auto& rs : {std::pair<const char*, int>{"bilinear", 2}, {"bicubic", 3}})
       for (const auto& hw : {std::pair<int, int>{224, 224}, {64, 64}, {200, 300}}) {
-        const std::string key = std::string(stem) + "." + rs.first + "." + std::to_string(hw.first) + "x" + std::to_string(hw.second);
+        const std::string key =
+            std::string(stem) + "." + rs.first + "." + std::to_string(hw.first) + "x" + std::to_string(hw.second);
         INFO(key);
         vitmae::ImageProcessor p;
         p.resample = rs.second;
@@ -152,7 +155,8 @@ TEST_CASE("preprocessor_config.json: HF's fields, defaults, errors, round trip")
   CHECK(q.width == 48);
   CHECK(vitmae::ImageProcessor::from_json(p.to_json()).to_json() == p.to_json());
   CHECK_THROWS_WITH_AS(vitmae::ImageProcessor::from_json(nlohmann::json::parse(R"({"size": "big"})")),
-                       doctest::Contains("'size' must be an integer or {\"height\": int, \"width\": int}"), vitmae::Error);
+                       doctest::Contains("'size' must be an integer or {\"height\": int, \"width\": int}"),
+                       vitmae::Error);
   CHECK_THROWS_WITH_AS(vitmae::ImageProcessor::from_json(nlohmann::json::parse(R"({"resample": 9})")),
                        doctest::Contains("'resample' must be a PIL filter 0..5"), vitmae::Error);
   CHECK_THROWS_WITH_AS(vitmae::ImageProcessor::from_json(nlohmann::json::parse(R"({"image_std": [0.5, 0, 0.5]})")),

@@ -45,7 +45,8 @@ TEST_CASE("int8 quantisers: per-channel symmetric weights, per-row asymmetric ac
 
   Matrix<float> bad = x;
   bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
-  CHECK_THROWS_WITH_AS(d::Int8Rows::quantize(bad, r), doctest::Contains("row 1 of the input is not finite"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(d::Int8Rows::quantize(bad, r), doctest::Contains("row 1 of the input is not finite"),
+                       vitmae::Error);
 }
 
 TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any thread count, the same bits") {
@@ -106,7 +107,8 @@ TEST_CASE("quantize_int8: every Linear and the patch projection, inference only,
   o.steps = 1;
   CHECK_THROWS_WITH_AS(vitmae::train::Trainer<float>(m, o).train_step([&] {
     return vitmae::Tensor<float>({2, 3, 32, 32}, 0.1f);
-  }), doctest::Contains("int8 model is for inference only"), vitmae::Error);
+  }),
+                       doctest::Contains("int8 model is for inference only"), vitmae::Error);
   vitmae::dequantize(m);
   CHECK_FALSE(vitmae::is_int8(m));
   CHECK(m.vit.encoder.layer[1].attention.attention.value.int8.empty());
@@ -126,12 +128,14 @@ TEST_CASE("int8 accuracy of the bundled model on the bundled photos: features an
     vitmae::ForwardOptions o;
     o.mask_ratio = 0.0;
     const Matrix<float> noise = vitmae::ops::uniform_noise<float>(1, f32.config().num_patches(), r1);
-    const Matrix<float> a = f32.vit.forward(px, noise, o).last_hidden_state[0], b = i8.vit.forward(px, noise, o).last_hidden_state[0];
+    const Matrix<float> a = f32.vit.forward(px, noise, o).last_hidden_state[0],
+                        b = i8.vit.forward(px, noise, o).last_hidden_state[0];
     auto cosine = [](const vitmae::RowVector<float>& u, const vitmae::RowVector<float>& v) {
       return double(u.dot(v)) / (double(u.norm()) * double(v.norm()));
     };
     const double cls = cosine(a.row(0), b.row(0));
-    const double mean = cosine(a.bottomRows(a.rows() - 1).colwise().mean(), b.bottomRows(b.rows() - 1).colwise().mean());
+    const double mean =
+        cosine(a.bottomRows(a.rows() - 1).colwise().mean(), b.bottomRows(b.rows() - 1).colwise().mean());
     MESSAGE(photo << ": cosine to float32: CLS " << cls << ", mean " << mean);
     CHECK(cls >= 0.99);
     CHECK(mean >= 0.99);
@@ -188,7 +192,8 @@ TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as 
   // the file's values, dequantised, are the float weights of the loaded model
   CHECK((b.weight - a.int8.dequantized()).cwiseAbs().maxCoeff() <= 1e-6f * a.weight.cwiseAbs().maxCoeff());
   vitmae::Tensor<float> px({1, 3, 32, 32});
-  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i) px.data[static_cast<size_t>(i)] = std::sin(0.37f * float(i));
+  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i)
+    px.data[static_cast<size_t>(i)] = std::sin(0.37f * float(i));
   std::mt19937_64 r1(4), r2(4);
   const float l1 = q.forward(px, r1).loss, l2 = back.forward(px, r2).loss;
   CHECK(l2 == doctest::Approx(l1).epsilon(1e-5));
@@ -204,10 +209,11 @@ TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as 
 
   // An int8 weight without its scales is refused, naming both.
   int8_test::save_without(f, "decoder.decoder_pred.weight_scale", dir + "/model.safetensors");
-  CHECK_THROWS_WITH_AS(vitmae::ViTMAEForPreTraining<float>::from_pretrained(dir),
-                       doctest::Contains("'decoder.decoder_pred.weight' is int8 but 'decoder.decoder_pred.weight_scale' (its "
-                                         "per-channel scales) is missing"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      vitmae::ViTMAEForPreTraining<float>::from_pretrained(dir),
+      doctest::Contains("'decoder.decoder_pred.weight' is int8 but 'decoder.decoder_pred.weight_scale' (its "
+                        "per-channel scales) is missing"),
+      vitmae::Error);
 }
 
 TEST_CASE("packed product: against a float64 loop, the same bits on 1 or 2 threads, unpacked exactly") {
@@ -241,8 +247,8 @@ TEST_CASE("packed product: against a float64 loop, the same bits on 1 or 2 threa
   const Matrix<double> want = (x.cast<double>() * w.cast<double>().transpose()).rowwise() + bias.cast<double>();
   CHECK((y1.cast<double>() - want).cwiseAbs().maxCoeff() <= 1e-5 * (1 + want.cwiseAbs().maxCoeff()));
   CHECK(((y0.rowwise() + bias) - y1).cwiseAbs().maxCoeff() <= 1e-5f * y1.cwiseAbs().maxCoeff());
-  CHECK_THROWS_WITH_AS(d::gemm_nt_packed(random(3, in + 1), p, bias, y0), doctest::Contains("input has 264 features, expected 263"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(d::gemm_nt_packed(random(3, in + 1), p, bias, y0),
+                       doctest::Contains("input has 264 features, expected 263"), vitmae::Error);
 }
 
 TEST_CASE("pack_for_inference: float weights released (packed, or int8), inference only until unpack, exact") {
@@ -250,7 +256,8 @@ TEST_CASE("pack_for_inference: float weights released (packed, or int8), inferen
   const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
   const int layers = 4 * 6 + 3;
   vitmae::Tensor<float> px({2, 3, 32, 32});
-  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i) px.data[static_cast<size_t>(i)] = std::cos(0.11f * float(i));
+  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i)
+    px.data[static_cast<size_t>(i)] = std::cos(0.11f * float(i));
   std::mt19937_64 rng(3);
   const Matrix<float> noise = vitmae::ops::uniform_noise<float>(2, m.config().num_patches(), rng);
   const auto ref = m.forward(px, noise);
@@ -276,21 +283,24 @@ TEST_CASE("pack_for_inference: float weights released (packed, or int8), inferen
     CHECK(p.vit.encoder.layer[0].intermediate.dense.in_features() == m.config().hidden_size);
     CHECK(p.vit.encoder.layer[0].intermediate.dense.out_features() == m.config().intermediate_size);
     // Inference only: saving, training and loading name the weight and the way back.
-    CHECK_THROWS_WITH_AS(p.save_pretrained(test::tmp_dir("packed_save")),
-                         doctest::Contains("vit.embeddings.patch_embeddings.projection.weight: the model's float weights were "
-                                           "released for inference (pack_for_inference); call vitmae::unpack(model)"),
-                         vitmae::Error);
+    CHECK_THROWS_WITH_AS(
+        p.save_pretrained(test::tmp_dir("packed_save")),
+        doctest::Contains("vit.embeddings.patch_embeddings.projection.weight: the model's float weights were "
+                          "released for inference (pack_for_inference); call vitmae::unpack(model)"),
+        vitmae::Error);
     vitmae::train::TrainOptions o;
     o.batch = 2;
     o.steps = 1;
-    CHECK_THROWS_WITH_AS(vitmae::train::Trainer<float>(p, o), doctest::Contains("call vitmae::unpack(model)"), vitmae::Error);
+    CHECK_THROWS_WITH_AS(vitmae::train::Trainer<float>(p, o), doctest::Contains("call vitmae::unpack(model)"),
+                         vitmae::Error);
     CHECK_THROWS_WITH_AS(p.load_weights(*vitmae::open_pretrained_weights(test::data("hf/tiny"))),
                          doctest::Contains("call vitmae::unpack(model)"), vitmae::Error);
   }
   vitmae::unpack(p);
   CHECK_FALSE(vitmae::is_packed(p));
   size_t same = 0, all = 0;
-  vitmae::visit_lockstep(m, [&](const auto& a, const auto& b) { ++all, same += (a.values() - b.values()).cwiseAbs().maxCoeff() == 0; }, p);
+  vitmae::visit_lockstep(
+      m, [&](const auto& a, const auto& b) { ++all, same += (a.values() - b.values()).cwiseAbs().maxCoeff() == 0; }, p);
   CHECK(all == vitmae::parameter_list(m).size());
   CHECK(same == all);  // unpacking gives back the exact weights
 
@@ -324,7 +334,9 @@ TEST_CASE("pack_for_inference: float weights released (packed, or int8), inferen
   CHECK(vitmae::pack_for_inference(eq) == layers);
 }
 
-TEST_CASE("load_for_inference: an int8 checkpoint straight into int8 layers, a float one packed, as the model it was saved from") {
+TEST_CASE(
+    "load_for_inference: an int8 checkpoint straight into int8 layers, a float one packed, as the model it was saved "
+    "from") {
   const std::string dir = test::tmp_dir("int8_direct");
   const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
   auto q = m;
@@ -336,7 +348,7 @@ TEST_CASE("load_for_inference: an int8 checkpoint straight into int8 layers, a f
   CHECK(vitmae::is_packed(in));
   int layers = 0;
   auto same = [&](const auto& a, const auto& b) {  // the quantised model's integers and scales, exactly
-    CHECK(b.weight.size() == 0);  // released: no float weight was ever kept
+    CHECK(b.weight.size() == 0);                   // released: no float weight was ever kept
     CHECK(a.int8.q == b.int8.q);
     CHECK(a.int8.scale == b.int8.scale);
     CHECK(a.int8.row_sum == b.int8.row_sum);
@@ -351,7 +363,8 @@ TEST_CASE("load_for_inference: an int8 checkpoint straight into int8 layers, a f
   CHECK(layers == 2 + 2 * static_cast<int>(q.vit.encoder.layer.size()));
   // Hence the same forward, bit for bit, as the model quantised in memory.
   vitmae::Tensor<float> px({2, 3, 32, 32});
-  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i) px.data[static_cast<size_t>(i)] = std::cos(0.21f * float(i));
+  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i)
+    px.data[static_cast<size_t>(i)] = std::cos(0.21f * float(i));
   std::mt19937_64 r1(9), r2(9);
   const auto a = q.forward(px, r1), b = in.forward(px, r2);
   CHECK(a.loss == b.loss);
@@ -366,35 +379,43 @@ TEST_CASE("load_for_inference: an int8 checkpoint straight into int8 layers, a f
   const auto enc = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(m.config(), *source);
   CHECK(vitmae::is_int8(enc));
   CHECK(enc.encoder.layer[1].intermediate.dense.int8.q == q.vit.encoder.layer[1].intermediate.dense.int8.q);
-  const auto f = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(m.config(), *vitmae::open_pretrained_weights(test::data("hf/tiny")));
+  const auto f = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(
+      m.config(), *vitmae::open_pretrained_weights(test::data("hf/tiny")));
   CHECK(!vitmae::is_int8(f));
   CHECK(vitmae::is_packed(f) == (vitmae::product_backend() == vitmae::Backend::onednn));
   auto p = m;
   vitmae::pack_for_inference(p);
   std::mt19937_64 r3(9), r4(9);
   CHECK(p.forward(px, r3).loss == f.forward(px, r4).loss);
-  const auto f64 = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<double>>(m.config(), *source);  // dequantised, as from_pretrained
+  const auto f64 = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<double>>(
+      m.config(), *source);  // dequantised, as from_pretrained
   CHECK(f64.vit.encoder.layer[1].intermediate.dense.weight.cast<float>().isApprox(
       q.vit.encoder.layer[1].intermediate.dense.int8.dequantized(), 1e-6f));
 
   // From a path, checked against its config first, as from_pretrained: the same model. A float
   // checkpoint with int8: the model quantize_int8 gives.
   const auto viapath = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(dir);
-  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.q == q.vit.encoder.layer[1].attention.attention.value.int8.q);
-  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.scale == q.vit.encoder.layer[1].attention.attention.value.int8.scale);
+  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.q ==
+        q.vit.encoder.layer[1].attention.attention.value.int8.q);
+  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.scale ==
+        q.vit.encoder.layer[1].attention.attention.value.int8.scale);
   const auto fq = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(test::data("hf/tiny"), "", true);
   CHECK(vitmae::is_int8(fq));
   CHECK(vitmae::is_packed(fq));
-  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.q == q.decoder.decoder_layers[0].intermediate.dense.int8.q);
-  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.scale == q.decoder.decoder_layers[0].intermediate.dense.int8.scale);
+  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.q ==
+        q.decoder.decoder_layers[0].intermediate.dense.int8.q);
+  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.scale ==
+        q.decoder.decoder_layers[0].intermediate.dense.int8.scale);
   CHECK_THROWS_WITH_AS(vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(dir, "mae-vit-base"),
                        doctest::Contains("(preset 'mae-vit-base' asks for hidden_size 768)"), vitmae::Error);
 
   // A checkpoint that lacks a tensor is refused as by from_pretrained, and models built after
   // that start from zeros again (the uninitialised weights are only for the load).
   const std::string partial = test::tmp_dir("int8_direct_partial") + "/model.safetensors";
-  int8_test::save_without(vitmae::io::SafetensorsFile(dir + "/model.safetensors"), "vit.encoder.layer.1.output.dense.bias", partial);
-  CHECK_THROWS_WITH_AS(vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(m.config(), vitmae::io::SafetensorsSource(partial)),
+  int8_test::save_without(vitmae::io::SafetensorsFile(dir + "/model.safetensors"),
+                          "vit.encoder.layer.1.output.dense.bias", partial);
+  CHECK_THROWS_WITH_AS(vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(
+                           m.config(), vitmae::io::SafetensorsSource(partial)),
                        doctest::Contains("missing tensors: 'vit.encoder.layer.1.output.dense.bias'"), vitmae::Error);
   const vitmae::ViTMAEForPreTraining<float> fresh(m.config());
   CHECK(fresh.vit.encoder.layer[0].output.dense.weight.isZero(0));

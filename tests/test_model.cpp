@@ -29,7 +29,8 @@ Tensor<Scalar> random_pixels(Index B, const vitmae::Config& c, unsigned seed, In
 template <class Module>
 std::map<std::string, std::vector<std::int64_t>> visited(Module& m) {
   std::map<std::string, std::vector<std::int64_t>> names;
-  m.visit_parameters("", [&](const auto& p) { names[p.name] = std::vector<std::int64_t>(p.shape.begin(), p.shape.end()); });
+  m.visit_parameters("",
+                     [&](const auto& p) { names[p.name] = std::vector<std::int64_t>(p.shape.begin(), p.shape.end()); });
   return names;
 }
 
@@ -51,7 +52,8 @@ std::string edited_checkpoint(const std::string& name, const std::string& fixtur
   edit(tensors);
   io::SafetensorsWriter w;
   w.set_metadata("format", "pt");
-  for (const auto& [n, t] : tensors) w.add(n, t.ptr(), std::vector<std::int64_t>(t.shape.begin(), t.shape.end()), io::DType::F32);
+  for (const auto& [n, t] : tensors)
+    w.add(n, t.ptr(), std::vector<std::int64_t>(t.shape.begin(), t.shape.end()), io::DType::F32);
   w.save(dir + "/model.safetensors");
   return dir;
 }
@@ -120,7 +122,8 @@ TEST_CASE("mask_ratio 0 keeps every patch, the loss is NaN as in the reference (
   CHECK(std::isnan(out.loss));
 }
 
-TEST_CASE_TEMPLATE("save_pretrained then from_pretrained round-trips bit-exactly with HF's names", Scalar, float, double) {
+TEST_CASE_TEMPLATE("save_pretrained then from_pretrained round-trips bit-exactly with HF's names", Scalar, float,
+                   double) {
   const auto model = vitmae::ForPreTraining<Scalar>::from_pretrained(test::data("hf/tiny_normpix_gelu_new"));
   const std::string dir = test::tmp_dir(std::string("roundtrip_") + (sizeof(Scalar) == 4 ? "f32" : "f64"));
   auto copy = model;
@@ -144,7 +147,8 @@ TEST_CASE_TEMPLATE("save_pretrained then from_pretrained round-trips bit-exactly
 }
 
 TEST_CASE("a checkpoint without position tables regenerates them (fixed sin-cos)") {
-  const std::string dir = edited_checkpoint("no_pos", "hf/tiny", [](auto& t) { t.erase("vit.embeddings.position_embeddings"); });
+  const std::string dir =
+      edited_checkpoint("no_pos", "hf/tiny", [](auto& t) { t.erase("vit.embeddings.position_embeddings"); });
   const auto m = vitmae::ForPreTraining<float>::from_pretrained(dir);
   const auto ref = vitmae::ForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
   CHECK(m.vit.embeddings.position_embeddings == ref.vit.embeddings.position_embeddings);
@@ -161,14 +165,14 @@ TEST_CASE("loader errors: missing tensors listed, shape mismatch named, unexpect
                          vitmae::Error);
   }
   {
-    const std::string dir = edited_checkpoint("shape", "hf/tiny", [](auto& t) {
-      t["vit.layernorm.weight"] = Tensor<float>({63});
-    });
+    const std::string dir =
+        edited_checkpoint("shape", "hf/tiny", [](auto& t) { t["vit.layernorm.weight"] = Tensor<float>({63}); });
     CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
                          doctest::Contains("'vit.layernorm.weight' has shape [63], expected [64]"), vitmae::Error);
   }
   {
-    const std::string dir = edited_checkpoint("unexpected", "hf/tiny", [](auto& t) { t["vit.pooler.dense.weight"] = Tensor<float>({2}); });
+    const std::string dir =
+        edited_checkpoint("unexpected", "hf/tiny", [](auto& t) { t["vit.pooler.dense.weight"] = Tensor<float>({2}); });
     CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
                          doctest::Contains("unexpected tensors: 'vit.pooler.dense.weight'"), vitmae::Error);
   }
@@ -181,7 +185,8 @@ TEST_CASE("loader errors: missing tensors listed, shape mismatch named, unexpect
   const std::string empty = test::tmp_dir("no_weights");
   std::system(("cp " + test::data("hf/tiny/config.json") + " " + empty).c_str());
   CHECK_THROWS_WITH_AS(vitmae::ViTMAEModel<float>::from_pretrained(empty),
-                       doctest::Contains("no weights found, expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or a .pth file"),
+                       doctest::Contains("no weights found, expected model.safetensors, model.safetensors.index.json, "
+                                         "pytorch_model.bin or a .pth file"),
                        vitmae::Error);
 }
 
@@ -210,8 +215,11 @@ TEST_CASE("forward errors: channels, size without interpolation, noise shape, pa
   CHECK(enc.forward(Tensor<float>({1, 3, 34, 32}), rng, interp).mask.cols() == 64);
 }
 
-TEST_CASE("interpolate_pos_encoding on non-square inputs: both tables equal an independent bicubic, the same size is the stored table") {
-  const auto model = vitmae::ForPreTraining<double>::from_pretrained(test::data("hf/tiny_tables"));  // non-zero tables, the decoder's too
+TEST_CASE(
+    "interpolate_pos_encoding on non-square inputs: both tables equal an independent bicubic, the same size is the "
+    "stored table") {
+  const auto model = vitmae::ForPreTraining<double>::from_pretrained(
+      test::data("hf/tiny_tables"));  // non-zero tables, the decoder's too
   vitmae::ForwardOptions interp;
   interp.interpolate_pos_encoding = true;
   std::mt19937_64 rng(4);
@@ -235,7 +243,7 @@ TEST_CASE("interpolate_pos_encoding on non-square inputs: both tables equal an i
     const Index idx = std::clamp<Index>(static_cast<Index>(i0) - 1 + k, 0, in - 1);
     return std::make_pair(idx, cubic(t - static_cast<double>(k - 1)));
   };
-  const vitmae::Matrix<double>& enc = model.vit.embeddings.position_embeddings;  // (1+64, 64), an 8x8 grid
+  const vitmae::Matrix<double>& enc = model.vit.embeddings.position_embeddings;            // (1+64, 64), an 8x8 grid
   const vitmae::Matrix<double> table = model.vit.embeddings.position_table(32, 48, true);  // 8x12 grid
   REQUIRE(table.rows() == 1 + 96);
   CHECK(table.row(0) == enc.row(0));
@@ -295,8 +303,7 @@ TEST_CASE("init_weights: seeded, HF's scheme") {
   const auto& pw = a.vit.embeddings.patch_embeddings.projection.weight;
   CHECK(pw.cwiseAbs().maxCoeff() <= std::sqrt(6.0 / 112.0));
   CHECK(pw.cwiseAbs().maxCoeff() > 0.9 * std::sqrt(6.0 / 112.0));
-  CHECK(a.vit.embeddings.position_embeddings ==
-        vitmae::ops::get_2d_sincos_pos_embed<double>(64, 8, 8, true));
+  CHECK(a.vit.embeddings.position_embeddings == vitmae::ops::get_2d_sincos_pos_embed<double>(64, 8, 8, true));
   CHECK(a.decoder.decoder_pos_embed == vitmae::ops::get_2d_sincos_pos_embed<double>(32, 8, 8, true));
   CHECK_FALSE(a.vit.embeddings.cls_token.isZero());
   CHECK_FALSE(a.decoder.mask_token.isZero());

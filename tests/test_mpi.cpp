@@ -59,7 +59,8 @@ struct PretrainSetup {
 PretrainSetup pretrain_setup(const std::string& name) {
   PretrainSetup s{test::tmp_dir(name), ""};
   std::string list;
-  for (const char* f : {"coffee.png", "rocket.jpg", "camera.png", "chelsea.png", "astronaut.png"}) list += test::data("images/") + f + "\n";
+  for (const char* f : {"coffee.png", "rocket.jpg", "camera.png", "chelsea.png", "astronaut.png"})
+    list += test::data("images/") + f + "\n";
   vitmae::io::write_file_atomic(s.dir + "/list.txt", list);
   s.common = "--data " + s.dir + "/list.txt --config " + test::data("hf/tiny/config.json") +
              " --batch 5 --accum 2 --lr 2e-3 --seed 3 --steps 4 --save-every 2 ";
@@ -81,13 +82,15 @@ long rank_pid(int rank, const std::string& marker) {
   for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
     const std::string n = it->path().filename().string();
     if (n.find_first_not_of("0123456789") != std::string::npos) continue;
-    const std::string cmd = test::slurp(it->path().string() + "/cmdline"), env = '\0' + test::slurp(it->path().string() + "/environ");
+    const std::string cmd = test::slurp(it->path().string() + "/cmdline"),
+                      env = '\0' + test::slurp(it->path().string() + "/environ");
     if (cmd.find(marker) != std::string::npos && env.find('\0' + var) != std::string::npos) return std::stol(n);
   }
   return 0;
 }
 
-/// Waits (up to 100 s) until `ready()`, then kills rank `rank` of the job marked `marker` with SIGKILL; its pid, 0 if not found.
+/// Waits (up to 100 s) until `ready()`, then kills rank `rank` of the job marked `marker` with SIGKILL; its pid, 0 if
+/// not found.
 template <class F>
 long kill_rank_when(int rank, const std::string& marker, F&& ready) {
   for (int i = 0; i < 10000 && !ready(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -146,18 +149,22 @@ TEST_CASE("mpirun -np 2 vitmae-pretrain: the bits of one process of 2 threads, a
   for (size_t i = 0; i < lx.size(); ++i) CHECK(lx[i] == doctest::Approx(l1[i]).epsilon(1e-5));
 
   // Resumed from step 2 with 2 ranks: the uninterrupted run's bits.
-  const Run resumed = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/resumed --resume " + s.dir + "/two/checkpoint-2");
+  const Run resumed =
+      mpirun(2, VITMAE_PRETRAIN_EXE,
+             s.common + "--threads 1 --out " + s.dir + "/resumed --resume " + s.dir + "/two/checkpoint-2");
   INFO(resumed.err);
   REQUIRE(resumed.status == 0);
   CHECK(resumed.out.find("trained 2 steps") != std::string::npos);
   same_files(s.dir + "/one/final", s.dir + "/resumed/final");
   // The 2-rank checkpoint resumed by one process of 2 threads (the same order of sums): the same bits.
-  const Run back = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 2 --out " + s.dir + "/back --resume " + s.dir + "/two/checkpoint-2");
+  const Run back = alone(VITMAE_PRETRAIN_EXE,
+                         s.common + "--threads 2 --out " + s.dir + "/back --resume " + s.dir + "/two/checkpoint-2");
   INFO(back.err);
   REQUIRE(back.status == 0);
   same_files(s.dir + "/one/final", s.dir + "/back/final");
   // ... but one process of 1 thread would add in another order: still refused, as without MPI.
-  const Run other = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/other --resume " + s.dir + "/one/checkpoint-2");
+  const Run other = alone(VITMAE_PRETRAIN_EXE,
+                          s.common + "--threads 1 --out " + s.dir + "/other --resume " + s.dir + "/one/checkpoint-2");
   CHECK(other.status == 2);
   CHECK(other.err.find("trained with threads 2, this run asks for 1") != std::string::npos);
 }
@@ -180,7 +187,8 @@ TEST_CASE("mpirun -np 3 vitmae-pretrain (slices of 1, 2 and 2 images): one proce
   same_files(s.dir + "/three/final", s.dir + "/threads3/final");
   // Resumed with another number of ranks (the global batch kept): the same data and masks, the
   // sums in another order; the run completes and its curve stays within float tolerance.
-  const Run two = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--threads 1 --out " + s.dir + "/two --resume " + s.dir + "/three/checkpoint-2");
+  const Run two = mpirun(2, VITMAE_PRETRAIN_EXE,
+                         s.common + "--threads 1 --out " + s.dir + "/two --resume " + s.dir + "/three/checkpoint-2");
   INFO(two.err);
   REQUIRE(two.status == 0);
   const auto c = losses(test::slurp(s.dir + "/two/loss.csv"));
@@ -188,13 +196,17 @@ TEST_CASE("mpirun -np 3 vitmae-pretrain (slices of 1, 2 and 2 images): one proce
   for (size_t i = 0; i < c.size(); ++i) CHECK(c[i] == doctest::Approx(a[i]).epsilon(1e-5));
   CHECK(vitmae::io::read_json_file(s.dir + "/two/final/trainer_state.json")["world_size"] == 2);
   // More ranks than images in a batch: refused on every rank, reported once.
-  const Run many = mpirun(3, VITMAE_PRETRAIN_EXE, s.common.substr(0, s.common.find("--batch")) + "--config " +
-                                                    test::data("hf/tiny/config.json") + " --batch 2 --steps 1 --threads 1 --out " + s.dir + "/many");
+  const Run many =
+      mpirun(3, VITMAE_PRETRAIN_EXE,
+             s.common.substr(0, s.common.find("--batch")) + "--config " + test::data("hf/tiny/config.json") +
+                 " --batch 2 --steps 1 --threads 1 --out " + s.dir + "/many");
   CHECK(many.status == 1);
   CHECK(many.err.find("a batch of 2 images cannot be split over 3 ranks") != std::string::npos);
 }
 
-TEST_CASE("a damaged image is refused by every rank before anything is written, an error on one rank mid-run ends every rank") {
+TEST_CASE(
+    "a damaged image is refused by every rank before anything is written, an error on one rank mid-run ends every "
+    "rank") {
   using namespace mpi_test;
   const std::string dir = test::tmp_dir("mpi_faults");
   const std::vector<std::string> good = {"coffee.png", "rocket.jpg", "camera.png", "chelsea.png", "astronaut.png"};
@@ -208,7 +220,8 @@ TEST_CASE("a damaged image is refused by every rank before anything is written, 
   const Run bad = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/run");
   INFO(bad.err);
   CHECK(bad.status == 1);
-  const std::string line = "vitmae: " + test::data("images/truncated.jpg") + ": cannot decode image: truncated or corrupt JPEG " +
+  const std::string line = "vitmae: " + test::data("images/truncated.jpg") +
+                           ": cannot decode image: truncated or corrupt JPEG " +
                            "(--skip-bad-images leaves out the images that cannot be read) (rank 0 of 2)\n";
   size_t n = 0;
   for (size_t at = bad.err.find(line); at != std::string::npos; at = bad.err.find(line, at + 1)) ++n;
@@ -232,31 +245,37 @@ TEST_CASE("a damaged image is refused by every rank before anything is written, 
   const auto ckpt = vitmae::ForPreTraining<float>::from_pretrained(dir + "/blocked/checkpoint-1");
   CHECK(vitmae::io::read_json_file(dir + "/blocked/checkpoint-1/trainer_state.json")["step"] == 1);
   std::filesystem::remove_all(dir + "/blocked/loss.csv");
-  const Run again = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/blocked --resume " + dir + "/blocked/checkpoint-1");
+  const Run again =
+      mpirun(2, VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/blocked --resume " + dir + "/blocked/checkpoint-1");
   INFO(again.err);
   CHECK(again.status == 0);
   CHECK(again.out.find("trained 5 steps") != std::string::npos);
 }
 
-TEST_CASE("a rank killed (SIGKILL) mid-run: one line names it, the last checkpoint stays and resumes, killed before a checkpoint, no empty folder") {
+TEST_CASE(
+    "a rank killed (SIGKILL) mid-run: one line names it, the last checkpoint stays and resumes, killed before a "
+    "checkpoint, no empty folder") {
   using namespace mpi_test;
   const PretrainSetup s = pretrain_setup("mpi_killed");
   const std::string common = s.common.substr(0, s.common.find("--steps")) + "--threads 1 --steps 120 ";
   // Rank 0, the one that writes, killed once its second checkpoint is on disk (it may be writing the third).
   Run killed;
   std::thread job([&] { killed = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--save-every 3 --out " + s.dir + "/run"); });
-  const long pid = kill_rank_when(0, s.dir + "/run", [&] { return vitmae::io::dir_exists(s.dir + "/run/checkpoint-6"); });
+  const long pid =
+      kill_rank_when(0, s.dir + "/run", [&] { return vitmae::io::dir_exists(s.dir + "/run/checkpoint-6"); });
   job.join();
   REQUIRE(pid > 0);
   INFO(killed.err);
   CHECK(killed.status != 0);
   CHECK(killed.out.find("trained") == std::string::npos);  // it did not finish
-  CHECK(lines_with(killed.err, "Read -1").empty());       // Open MPI's shared memory, reading from the dead rank
+  CHECK(lines_with(killed.err, "Read -1").empty());        // Open MPI's shared memory, reading from the dead rank
   // One line from vitmae-pretrain (the survivor's), naming the rank and the last complete checkpoint.
   const auto said = lines_with(killed.err, "rank 0 of 2");
   REQUIRE(said.size() == 1);
   CHECK(said[0].rfind("vitmae-pretrain: rank 0 of 2 ", 0) == 0);
-  const std::string tag = "the last checkpoint, ", last = said[0].substr(said[0].find(tag) + tag.size(), said[0].rfind(", is complete") - said[0].find(tag) - tag.size());
+  const std::string tag = "the last checkpoint, ",
+                    last = said[0].substr(said[0].find(tag) + tag.size(),
+                                          said[0].rfind(", is complete") - said[0].find(tag) - tag.size());
   INFO(last);
   REQUIRE(said[0].find(tag) != std::string::npos);
   CHECK(last.rfind(s.dir + "/run/checkpoint-", 0) == 0);
@@ -273,19 +292,23 @@ TEST_CASE("a rank killed (SIGKILL) mid-run: one line names it, the last checkpoi
   // taken for a checkpoint), the run finishes.
   const std::string stale = s.dir + "/run/.checkpoint-9999.tmp-" + std::to_string(pid);
   std::filesystem::create_directories(stale);
-  const Run resumed = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--save-every 100 --keep 1 --out " + s.dir + "/run --resume " + last);
+  const Run resumed =
+      mpirun(2, VITMAE_PRETRAIN_EXE, common + "--save-every 100 --keep 1 --out " + s.dir + "/run --resume " + last);
   INFO(resumed.err);
   CHECK(resumed.status == 0);
   CHECK(resumed.out.find("trained ") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(stale));
-  for (const auto& e : std::filesystem::directory_iterator(s.dir + "/run")) CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
+  for (const auto& e : std::filesystem::directory_iterator(s.dir + "/run"))
+    CHECK(e.path().filename().string().find(".tmp") == std::string::npos);
   CHECK(vitmae::io::file_exists(s.dir + "/run/final/model.safetensors"));
 
   // Rank 1 killed before the run wrote a checkpoint (only at the end, of a run far too long to
   // finish first): no empty folder, and nothing in OUT but the log of the steps done
   // (metrics.csv, a row a step), if any.
   Run early;
-  std::thread job2([&] { early = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--steps 1000000 --save-every 0 --out " + s.dir + "/early"); });
+  std::thread job2([&] {
+    early = mpirun(2, VITMAE_PRETRAIN_EXE, common + "--steps 1000000 --save-every 0 --out " + s.dir + "/early");
+  });
   const auto t0 = std::chrono::steady_clock::now();
   const long pid1 = kill_rank_when(1, s.dir + "/early", [&] {
     return rank_pid(1, s.dir + "/early") > 0 && std::chrono::steady_clock::now() - t0 > std::chrono::seconds(2);
@@ -300,16 +323,19 @@ TEST_CASE("a rank killed (SIGKILL) mid-run: one line names it, the last checkpoi
   CHECK(lines_with(early.err, "Read -1").empty());
   CHECK(lines_with(early.err, "rank 1 of 2").size() <= 1);
   if (std::filesystem::exists(s.dir + "/early"))
-    for (const auto& e : std::filesystem::directory_iterator(s.dir + "/early")) CHECK(e.path().filename() == "metrics.csv");
+    for (const auto& e : std::filesystem::directory_iterator(s.dir + "/early"))
+      CHECK(e.path().filename() == "metrics.csv");
 }
 
 TEST_CASE("mpirun -np 2 vitmae-finetune: the bits and metrics of one process of 2 threads") {
   using namespace mpi_test;
   const std::string dir = test::tmp_dir("mpi_finetune");
   test::write_dark_light_folders(dir, 9, 3);
-  vitmae::io::write_file_atomic(dir + "/config.json", R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
+  vitmae::io::write_file_atomic(dir + "/config.json",
+                                R"({"model_type": "vit", "hidden_size": 16, "num_hidden_layers": 1,
     "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
-  const std::string common = "--train " + dir + "/train --val " + dir + "/val --steps 6 --batch 7 --accum 2 --base-lr 0.05 "
+  const std::string common = "--train " + dir + "/train --val " + dir +
+                             "/val --steps 6 --batch 7 --accum 2 --base-lr 0.05 "
                              "--eval-every 3 --save-every 3 ";
   const std::string config = "--config " + dir + "/config.json ";
   const Run one = alone(VITMAE_FINETUNE_EXE, common + config + "--threads 2 --out " + dir + "/one");
@@ -334,13 +360,15 @@ TEST_CASE("mpirun -np 2 vitmae-finetune: the bits and metrics of one process of 
   CHECK(no_speed(test::slurp(dir + "/one/metrics.csv")) == no_speed(test::slurp(dir + "/two/metrics.csv")));
   CHECK(test::slurp(dir + "/one/confusion.csv") == test::slurp(dir + "/two/confusion.csv"));
   // Resumed under MPI from its checkpoint: the same bits.
-  const Run resumed = mpirun(2, VITMAE_FINETUNE_EXE, common + "--threads 1 --out " + dir + "/resumed --resume " + dir + "/two/checkpoint-3");
+  const Run resumed = mpirun(2, VITMAE_FINETUNE_EXE,
+                             common + "--threads 1 --out " + dir + "/resumed --resume " + dir + "/two/checkpoint-3");
   INFO(resumed.err);
   REQUIRE(resumed.status == 0);
   CHECK(test::slurp(dir + "/one/final/model.safetensors") == test::slurp(dir + "/resumed/final/model.safetensors"));
   // The linear probe is one process's work.
-  const Run probe = mpirun(2, VITMAE_FINETUNE_EXE, "--train " + dir + "/train --val " + dir + "/val " + config +
-                                                      "--linear-probe --out " + dir + "/probe");
+  const Run probe =
+      mpirun(2, VITMAE_FINETUNE_EXE,
+             "--train " + dir + "/train --val " + dir + "/val " + config + "--linear-probe --out " + dir + "/probe");
   CHECK(probe.status == 2);
   CHECK(probe.err.find("vitmae-finetune: --linear-probe runs in one process") == 0);
   CHECK_FALSE(vitmae::io::file_exists(dir + "/probe"));

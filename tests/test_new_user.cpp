@@ -6,17 +6,17 @@
 
 #include <vitmae/train.hpp>
 
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <chrono>
 #include <regex>
 #include <set>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <thread>
 
 // The program tests need the example programs, whose paths tests/CMakeLists.txt defines when
 // they are built.
-#if defined(VITMAE_RUN_EXE) && defined(VITMAE_CONVERT_EXE) && defined(VITMAE_RECONSTRUCT_EXE) && defined(VITMAE_EMBED_EXE) && \
-    defined(VITMAE_PRETRAIN_EXE) && defined(VITMAE_EVALUATE_EXE)
+#if defined(VITMAE_RUN_EXE) && defined(VITMAE_CONVERT_EXE) && defined(VITMAE_RECONSTRUCT_EXE) && \
+    defined(VITMAE_EMBED_EXE) && defined(VITMAE_PRETRAIN_EXE) && defined(VITMAE_EVALUATE_EXE)
 #define VITMAE_HAVE_PROGRAMS 1
 #endif
 
@@ -40,8 +40,10 @@ std::string oversized_config_beside(const std::string& fixture, const std::strin
   j["num_hidden_layers"] = 48;
   j["intermediate_size"] = 8192;
   io::write_file_atomic(dir + "/config.json", j.dump(2));
-  return "vitmae: load_state_dict: " + dir + "/model.safetensors: 'vit.embeddings.cls_token' has shape [1, 1, 64], "
-         "expected [1, 1, 2048] (" + dir + "/config.json asks for hidden_size 2048)";
+  return "vitmae: load_state_dict: " + dir +
+         "/model.safetensors: 'vit.embeddings.cls_token' has shape [1, 1, 64], "
+         "expected [1, 1, 2048] (" +
+         dir + "/config.json asks for hidden_size 2048)";
 }
 
 /// Since `start`, under a second and nothing near a 9.6 GB model touched.
@@ -82,9 +84,11 @@ bool sanitizer_could_not_start(const Run& r) {
 TEST_CASE("vitmae-pretrain --resume with another --steps, --seed or --threads is a usage error (exit 2, one line)") {
   const std::string dir = test::tmp_dir("new_user_resume");
   const std::string config = write_tiny16_config(dir);
-  io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/camera.png") + "\n");
+  io::write_file_atomic(dir + "/list.txt",
+                        test::data("images/coffee.png") + "\n" + test::data("images/camera.png") + "\n");
   const std::string common = "--data " + dir + "/list.txt --batch 2 --lr 1e-3 --save-every 0 ";
-  const Run a = test::run_program(VITMAE_PRETRAIN_EXE, common + "--config " + config + " --steps 2 --seed 3 --threads 1 --out " + dir + "/a");
+  const Run a = test::run_program(
+      VITMAE_PRETRAIN_EXE, common + "--config " + config + " --steps 2 --seed 3 --threads 1 --out " + dir + "/a");
   INFO(a.err);
   REQUIRE(a.status == 0);
   const std::string state = dir + "/a/final/trainer_state.json";
@@ -92,15 +96,19 @@ TEST_CASE("vitmae-pretrain --resume with another --steps, --seed or --threads is
   for (const auto& [flags, key, theirs, mine] :
        {std::tuple<std::string, std::string, int, int>{"--steps 3 --seed 3 --threads 1", "--steps", 2, 3},
         {"--steps 2 --seed 4 --threads 1", "--seed", 3, 4}}) {
-    const Run r = test::run_program(VITMAE_PRETRAIN_EXE, common + flags + " --resume " + dir + "/a/final --out " + dir + "/b");
+    const Run r =
+        test::run_program(VITMAE_PRETRAIN_EXE, common + flags + " --resume " + dir + "/a/final --out " + dir + "/b");
     CHECK(r.status == 2);
-    CHECK(r.err == "vitmae: " + state + ": the run was started with " + key + " " + std::to_string(theirs) + ", this run gives " + key +
-                       " " + std::to_string(mine) + "; a resumed run must keep it (leave the flag out to keep it)\n");
+    CHECK(r.err == "vitmae: " + state + ": the run was started with " + key + " " + std::to_string(theirs) +
+                       ", this run gives " + key + " " + std::to_string(mine) +
+                       "; a resumed run must keep it (leave the flag out to keep it)\n");
   }
   // --threads may change with the number of ranks: the checkpoint's state refuses it here.
-  const Run r = test::run_program(VITMAE_PRETRAIN_EXE, common + "--steps 2 --seed 3 --threads 2 --resume " + dir + "/a/final --out " + dir + "/b");
+  const Run r = test::run_program(
+      VITMAE_PRETRAIN_EXE, common + "--steps 2 --seed 3 --threads 2 --resume " + dir + "/a/final --out " + dir + "/b");
   CHECK(r.status == 2);
-  CHECK(r.err == "vitmae: " + state + ": the checkpoint was trained with threads 1, this run asks for 2; a resumed run must keep it\n");
+  CHECK(r.err == "vitmae: " + state +
+                     ": the checkpoint was trained with threads 1, this run asks for 2; a resumed run must keep it\n");
   // --resume alone: every flag from the checkpoint, --out its run folder (nothing left to train).
   const Run alone = test::run_program(VITMAE_PRETRAIN_EXE, "--resume " + dir + "/a/final");
   INFO(alone.err);
@@ -109,7 +117,8 @@ TEST_CASE("vitmae-pretrain --resume with another --steps, --seed or --threads is
   CHECK(alone.out.find("trained 0 steps") != std::string::npos);
   CHECK(alone.out.find("final model: " + dir + "/a/final") != std::string::npos);
   // The same flags resume (nothing left to train: the run had 2 of 2 steps).
-  const Run same = test::run_program(VITMAE_PRETRAIN_EXE, common + "--steps 2 --seed 3 --threads 1 --resume " + dir + "/a/final --out " + dir + "/c");
+  const Run same = test::run_program(
+      VITMAE_PRETRAIN_EXE, common + "--steps 2 --seed 3 --threads 1 --resume " + dir + "/a/final --out " + dir + "/c");
   INFO(same.err);
   CHECK(same.status == 0);
   CHECK(same.out.find("trained 0 steps") != std::string::npos);
@@ -144,8 +153,10 @@ TEST_CASE("ImageDataset::skip_unreadable leaves out damaged files, names them, k
   const std::string bad = test::tmp_dir("new_user_skip_all");
   copy(test::data("images/NOTICE"), bad + "/x.png");
   auto none = train::ImageDataset::open(bad, 3);
-  CHECK_THROWS_WITH_AS(none.skip_unreadable(), ("vitmae: dataset: none of the 1 images can be read; the first: " + bad + "/x.png" + kNotAnImage).c_str(),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      none.skip_unreadable(),
+      ("vitmae: dataset: none of the 1 images can be read; the first: " + bad + "/x.png" + kNotAnImage).c_str(),
+      vitmae::Error);
 }
 
 #ifdef VITMAE_HAVE_PROGRAMS
@@ -156,11 +167,12 @@ TEST_CASE("vitmae-pretrain stops at a damaged image naming it, and --skip-bad-im
   copy(test::data("images/coffee.png"), dir + "/data/a.png");
   copy(test::data("images/NOTICE"), dir + "/data/b.png");
   copy(test::data("images/camera.png"), dir + "/data/c.png");
-  const std::string common = "--data " + dir + "/data --config " + config + " --batch 4 --lr 1e-3 --steps 2 --threads 1 --save-every 0 ";
+  const std::string common =
+      "--data " + dir + "/data --config " + config + " --batch 4 --lr 1e-3 --steps 2 --threads 1 --save-every 0 ";
   const Run stop = test::run_program(VITMAE_PRETRAIN_EXE, common + "--out " + dir + "/a");
   CHECK(stop.status == 1);
-  CHECK(test::last_line(stop.err) ==
-        "vitmae: " + dir + "/data/b.png" + kNotAnImage + " (--skip-bad-images leaves out the images that cannot be read)");
+  CHECK(test::last_line(stop.err) == "vitmae: " + dir + "/data/b.png" + kNotAnImage +
+                                         " (--skip-bad-images leaves out the images that cannot be read)");
   CHECK_FALSE(io::file_exists(dir + "/a/final/model.safetensors"));
 
   copy(test::data("images/truncated.jpg"), dir + "/data/d.jpg");
@@ -168,9 +180,13 @@ TEST_CASE("vitmae-pretrain stops at a damaged image naming it, and --skip-bad-im
   INFO(skip.err);
   REQUIRE(skip.status == 0);
   CHECK(skip.err.rfind("vitmae-pretrain: --skip-bad-images: left out 2 of 4 images, which cannot be read:\n"
-                       "  " + dir + "/data/b.png" + kNotAnImage + "\n"
-                       "  " + dir + "/data/d.jpg: cannot decode image: truncated or corrupt JPEG\n"
-                       "vitmae-pretrain: 2 images, ",
+                       "  " +
+                           dir + "/data/b.png" + kNotAnImage +
+                           "\n"
+                           "  " +
+                           dir +
+                           "/data/d.jpg: cannot decode image: truncated or corrupt JPEG\n"
+                           "vitmae-pretrain: 2 images, ",
                        0) == 0);
   CHECK(io::file_exists(dir + "/b/final/model.safetensors"));
 }
@@ -193,34 +209,41 @@ TEST_CASE("image errors are whole lines that name the file and the right format"
   CHECK(in_thread == "vitmae: " + notice + kNotAnImage);
 
   const std::string folder = test::data("images");
-  CHECK_THROWS_WITH_AS(io::load_image_raw(folder), ("vitmae: " + folder + ": is a directory, expected an image file").c_str(),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(io::load_image_raw(folder),
+                       ("vitmae: " + folder + ": is a directory, expected an image file").c_str(), vitmae::Error);
   // A JPEG cut inside its header tables: stb's loader fails without a reason of its own and its
   // last reason is the PNG test's "bad png sig", which must not be shown.
   const std::string truncated = test::data("images/truncated.jpg");
-  CHECK_THROWS_WITH_AS(io::load_image_raw(truncated), ("vitmae: " + truncated + ": cannot decode image: truncated or corrupt JPEG").c_str(),
+  CHECK_THROWS_WITH_AS(io::load_image_raw(truncated),
+                       ("vitmae: " + truncated + ": cannot decode image: truncated or corrupt JPEG").c_str(),
                        vitmae::Error);
   const std::string dir = test::tmp_dir("new_user_messages");
   const std::string rocket = test::slurp(test::data("images/rocket.jpg"));
   io::write_file_atomic(dir + "/half.jpg", rocket.substr(0, rocket.size() / 2));
-  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/half.jpg"),
-                       ("vitmae: " + dir + "/half.jpg: cannot decode image: truncated or corrupt JPEG (stb_image: expected marker)").c_str(),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      io::load_image_raw(dir + "/half.jpg"),
+      ("vitmae: " + dir + "/half.jpg: cannot decode image: truncated or corrupt JPEG (stb_image: expected marker)")
+          .c_str(),
+      vitmae::Error);
   io::write_file_atomic(dir + "/head.jpg", rocket.substr(0, 300));
   CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/head.jpg"),
-                       ("vitmae: " + dir + "/head.jpg: cannot read the JPEG header: truncated or corrupt JPEG").c_str(), vitmae::Error);
+                       ("vitmae: " + dir + "/head.jpg: cannot read the JPEG header: truncated or corrupt JPEG").c_str(),
+                       vitmae::Error);
   const std::string chelsea = test::slurp(test::data("images/chelsea.png"));
   io::write_file_atomic(dir + "/half.png", chelsea.substr(0, chelsea.size() / 2));
-  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/half.png"),
-                       ("vitmae: " + dir + "/half.png: cannot decode image: truncated or corrupt PNG (stb_image: outofdata)").c_str(),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      io::load_image_raw(dir + "/half.png"),
+      ("vitmae: " + dir + "/half.png: cannot decode image: truncated or corrupt PNG (stb_image: outofdata)").c_str(),
+      vitmae::Error);
 
 #ifdef VITMAE_HAVE_PROGRAMS
   // Through the programs: one line, exit 1.
-  Run r = test::run_program(VITMAE_RECONSTRUCT_EXE, "--model " + test::data("hf/tiny") + " --image " + folder + " --out " + dir + "/p.png");
+  Run r = test::run_program(VITMAE_RECONSTRUCT_EXE,
+                            "--model " + test::data("hf/tiny") + " --image " + folder + " --out " + dir + "/p.png");
   CHECK(r.status == 1);
   CHECK(r.err == "vitmae: " + folder + ": is a directory, expected an image file\n");
-  r = test::run_program(VITMAE_EMBED_EXE, "--model " + test::data("hf/tiny") + " --image " + notice + " --out " + dir + "/f.safetensors");
+  r = test::run_program(VITMAE_EMBED_EXE,
+                        "--model " + test::data("hf/tiny") + " --image " + notice + " --out " + dir + "/f.safetensors");
   CHECK(r.status == 1);
   CHECK(r.err == "vitmae: " + notice + kNotAnImage + "\n");
 #endif
@@ -235,10 +258,12 @@ TEST_CASE("an unknown --preset is a usage error (exit 2, the synopsis) in every 
   CHECK(first_line(r.err) == "vitmae-run: " + expected);
   r = test::run_program(VITMAE_CONVERT_EXE, "--input i --out o --preset nosuch");
   CHECK(r.status == 2);
-  CHECK(r.err == "vitmae-convert: " + expected + "\n"
-                 "usage: vitmae-convert --input PATH --out DIR [--preset NAME] [--dtype float32|float16|bfloat16|int8]\n"
-                 "                      [--num-labels N | --labels FILE] [--seed N]\n"
-                 "run 'vitmae-convert --help' for every flag and its default\n");
+  CHECK(r.err ==
+        "vitmae-convert: " + expected +
+            "\n"
+            "usage: vitmae-convert --input PATH --out DIR [--preset NAME] [--dtype float32|float16|bfloat16|int8]\n"
+            "                      [--num-labels N | --labels FILE] [--seed N]\n"
+            "run 'vitmae-convert --help' for every flag and its default\n");
   r = test::run_program(VITMAE_PRETRAIN_EXE, "--data d --out o --preset nosuch");
   CHECK(r.status == 2);
   CHECK(first_line(r.err) == "vitmae-pretrain: " + expected);
@@ -247,8 +272,8 @@ TEST_CASE("an unknown --preset is a usage error (exit 2, the synopsis) in every 
 // ---------------------------------------------------------------- 4. help and preprocessing
 
 TEST_CASE("every program's --help explains every flag it names, with its default") {
-  for (const std::string exe : {VITMAE_RUN_EXE, VITMAE_CONVERT_EXE, VITMAE_RECONSTRUCT_EXE, VITMAE_EMBED_EXE, VITMAE_PRETRAIN_EXE,
-                          VITMAE_EVALUATE_EXE, VITMAE_CLASSIFY_EXE, VITMAE_FINETUNE_EXE}) {
+  for (const std::string exe : {VITMAE_RUN_EXE, VITMAE_CONVERT_EXE, VITMAE_RECONSTRUCT_EXE, VITMAE_EMBED_EXE,
+                                VITMAE_PRETRAIN_EXE, VITMAE_EVALUATE_EXE, VITMAE_CLASSIFY_EXE, VITMAE_FINETUNE_EXE}) {
     INFO(exe);
     const Run help = test::run_program(exe, "--help");
     REQUIRE(help.status == 0);
@@ -257,7 +282,8 @@ TEST_CASE("every program's --help explains every flag it names, with its default
     for (std::string l; std::getline(in, l);) lines.push_back(l);
     std::set<std::string> flags;
     const std::regex flag_re("--[a-z][a-z0-9-]*");
-    for (std::sregex_iterator it(help.out.begin(), help.out.end(), flag_re), end; it != end; ++it) flags.insert(it->str());
+    for (std::sregex_iterator it(help.out.begin(), help.out.end(), flag_re), end; it != end; ++it)
+      flags.insert(it->str());
     CHECK(flags.size() >= 4);
     for (const std::string& f : flags) {
       INFO(f);
@@ -268,7 +294,8 @@ TEST_CASE("every program's --help explains every flag it names, with its default
         if (std::regex_search(lines[i], std::regex("^  (-h, )?" + f + "( |,|$)"))) at = i;
       REQUIRE(at < lines.size());
       std::string entry = lines[at];
-      for (size_t i = at + 1; i < lines.size() && std::regex_search(lines[i], std::regex("^ {6,}[^ -]")); ++i) entry += " " + lines[i];
+      for (size_t i = at + 1; i < lines.size() && std::regex_search(lines[i], std::regex("^ {6,}[^ -]")); ++i)
+        entry += " " + lines[i];
       // It says its default, or that it is required, in the table's forms: "(default ...)",
       // "(default: ...)", "(...; default: ...)" or "(required ...)".
       CHECK(std::regex_search(entry, std::regex("\\((default|required)\\b|; default[ :]")));
@@ -278,9 +305,11 @@ TEST_CASE("every program's --help explains every flag it names, with its default
     }
   }
   const Run pretrain = test::run_program(VITMAE_PRETRAIN_EXE, "--help");
-  CHECK(pretrain.out.find("  --base-lr X         MAE's base learning rate (default 1.5e-4); the peak rate is\n"
-                          "                      base-lr * batch * accum / 256, so a small batch trains slowly: --batch 8 gives\n"
-                          "                      1.5e-4 * 8 / 256 = 4.7e-6, and a short run learns nothing visible.") != std::string::npos);
+  CHECK(pretrain.out.find(
+            "  --base-lr X         MAE's base learning rate (default 1.5e-4); the peak rate is\n"
+            "                      base-lr * batch * accum / 256, so a small batch trains slowly: --batch 8 gives\n"
+            "                      1.5e-4 * 8 / 256 = 4.7e-6, and a short run learns nothing visible.") !=
+        std::string::npos);
   train::TrainOptions o;
   o.batch = 8;
   CHECK(o.peak_lr() == doctest::Approx(4.7e-6).epsilon(0.01));
@@ -306,7 +335,8 @@ TEST_CASE("vitmae-convert of a folder without preprocessor_config.json keeps the
 }
 #endif
 
-TEST_CASE("without preprocessor_config.json, ViTImageProcessor's defaults at the model's size, one statistic a channel") {
+TEST_CASE(
+    "without preprocessor_config.json, ViTImageProcessor's defaults at the model's size, one statistic a channel") {
   const std::string in = test::data("hf/tiny_gray_p8");  // a grey model without preprocessor_config.json
   REQUIRE_FALSE(io::file_exists(in + "/preprocessor_config.json"));
   const vitmae::Config grey = vitmae::load_config(in + "/config.json");
@@ -324,7 +354,8 @@ TEST_CASE("without preprocessor_config.json, ViTImageProcessor's defaults at the
 #ifdef VITMAE_HAVE_PROGRAMS
 TEST_CASE("vitmae-reconstruct writes the format --out names, atomically, and refuses others") {
   const std::string dir = test::tmp_dir("new_user_formats");
-  const std::string common = "--model " + test::data("hf/tiny") + " --image " + test::data("images/chelsea.png") + " --seed 1 --out " + dir;
+  const std::string common =
+      "--model " + test::data("hf/tiny") + " --image " + test::data("images/chelsea.png") + " --seed 1 --out " + dir;
   const std::vector<std::pair<std::string, std::string>> kinds = {
       {"/p.png", "\x89PNG\r\n\x1a\n"}, {"/p.jpg", "\xff\xd8\xff"}, {"/p.JPEG", "\xff\xd8\xff"}, {"/p.bmp", "BM"}};
   for (const auto& [name, magic] : kinds) {
@@ -334,17 +365,21 @@ TEST_CASE("vitmae-reconstruct writes the format --out names, atomically, and ref
     REQUIRE(r.status == 0);
     CHECK(test::slurp(dir + name).substr(0, magic.size()) == magic);
   }
-  const io::Image8 png = io::load_image_raw(dir + "/p.png"), jpg = io::load_image_raw(dir + "/p.jpg"), bmp = io::load_image_raw(dir + "/p.bmp");
+  const io::Image8 png = io::load_image_raw(dir + "/p.png"), jpg = io::load_image_raw(dir + "/p.jpg"),
+                   bmp = io::load_image_raw(dir + "/p.bmp");
   CHECK(bmp.data == png.data);
   REQUIRE(jpg.data.size() == png.data.size());
   double diff = 0;
-  for (size_t i = 0; i < png.data.size(); ++i) diff += std::abs(static_cast<int>(jpg.data[i]) - static_cast<int>(png.data[i]));
+  for (size_t i = 0; i < png.data.size(); ++i)
+    diff += std::abs(static_cast<int>(jpg.data[i]) - static_cast<int>(png.data[i]));
   CHECK(diff / static_cast<double>(png.data.size()) < 3.0);  // quality 95
   CHECK(std::system(("ls " + dir + " | grep -q tmp").c_str()) != 0);
 
   const Run bad = test::run_program(VITMAE_RECONSTRUCT_EXE, common + "/p.gif");
   CHECK(bad.status == 2);
-  CHECK(first_line(bad.err) == "vitmae-reconstruct: --out must end in .png, .jpg, .jpeg or .bmp (the panel's format), got '" + dir + "/p.gif'");
+  CHECK(first_line(bad.err) ==
+        "vitmae-reconstruct: --out must end in .png, .jpg, .jpeg or .bmp (the panel's format), got '" + dir +
+            "/p.gif'");
   CHECK_FALSE(io::file_exists(dir + "/p.gif"));
 }
 #endif
@@ -352,8 +387,10 @@ TEST_CASE("vitmae-reconstruct writes the format --out names, atomically, and ref
 TEST_CASE("io::save_image writes PNG, JPEG or BMP as the extension says, and refuses others") {
   const std::string dir = test::tmp_dir("new_user_save_image");
   const io::Image8 img = io::load_image(test::data("images/chelsea.png"), 3);
-  for (const auto& [name, magic] : std::vector<std::pair<std::string, std::string>>{
-           {"/a.png", "\x89PNG\r\n\x1a\n"}, {"/a.jpeg", "\xff\xd8\xff"}, {"/a.Jpg", "\xff\xd8\xff"}, {"/a.bmp", "BM"}}) {
+  for (const auto& [name, magic] : std::vector<std::pair<std::string, std::string>>{{"/a.png", "\x89PNG\r\n\x1a\n"},
+                                                                                    {"/a.jpeg", "\xff\xd8\xff"},
+                                                                                    {"/a.Jpg", "\xff\xd8\xff"},
+                                                                                    {"/a.bmp", "BM"}}) {
     INFO(name);
     io::save_image(dir + name, img);
     CHECK(test::slurp(dir + name).substr(0, magic.size()) == magic);
@@ -363,7 +400,9 @@ TEST_CASE("io::save_image writes PNG, JPEG or BMP as the extension says, and ref
   }
   CHECK(io::load_image_raw(dir + "/a.bmp").data == img.data);
   CHECK_THROWS_WITH_AS(io::save_image(dir + "/x.tiff", img),
-                       ("vitmae: " + dir + "/x.tiff: cannot tell the image format from the extension, expected .png, .jpg, .jpeg or .bmp").c_str(),
+                       ("vitmae: " + dir +
+                        "/x.tiff: cannot tell the image format from the extension, expected .png, .jpg, .jpeg or .bmp")
+                           .c_str(),
                        vitmae::Error);
   CHECK_FALSE(io::file_exists(dir + "/x.tiff"));
 }
@@ -372,7 +411,8 @@ TEST_CASE("the loss curve of a 4500-step run stays small and draws the moving av
   std::vector<train::StepRecord> h;
   std::mt19937_64 rng(0);
   std::uniform_real_distribution<double> noise(-0.05, 0.05);
-  for (long s = 1; s <= 4500; ++s) h.push_back({s, 1.0 / std::sqrt(static_cast<double>(s)) + noise(rng), 1e-3, 1.0, 0.1 * static_cast<double>(s)});
+  for (long s = 1; s <= 4500; ++s)
+    h.push_back({s, 1.0 / std::sqrt(static_cast<double>(s)) + noise(rng), 1e-3, 1.0, 0.1 * static_cast<double>(s)});
   const std::string svg = train::loss_curve_svg(h);
   MESSAGE("loss.svg of 4500 steps: " << svg.size() << " bytes");
   CHECK(svg.size() < 40 * 1024);
@@ -394,7 +434,8 @@ TEST_CASE("tensor_specs: a model built without storage visits what an allocated 
   c.num_hidden_layers = 0, c.decoder_num_hidden_layers = 3, c.image_size = 48, c.patch_size = 16, c.num_channels = 4;
   configs.push_back(c);
   c = tiny;
-  c.decoder_num_hidden_layers = 0, c.hidden_size = 24, c.num_attention_heads = 3, c.intermediate_size = 40, c.qkv_bias = false;
+  c.decoder_num_hidden_layers = 0, c.hidden_size = 24, c.num_attention_heads = 3, c.intermediate_size = 40,
+  c.qkv_bias = false;
   configs.push_back(c);
   for (const vitmae::Config& cfg : configs) {
     INFO(cfg.to_json().dump());
@@ -419,7 +460,8 @@ TEST_CASE("tensor_specs: a model built without storage visits what an allocated 
     };
     compare(vitmae::ForPreTraining<float>(cfg), vitmae::tensor_specs<vitmae::ForPreTraining<float>>(cfg));
     const vitmae::ViTConfig vit = vitmae::ViTConfig::from_mae(cfg, {"a", "b", "c"});
-    compare(vitmae::ViTForImageClassification<float>(vit), vitmae::tensor_specs<vitmae::ViTForImageClassification<float>>(vit));
+    compare(vitmae::ViTForImageClassification<float>(vit),
+            vitmae::tensor_specs<vitmae::ViTForImageClassification<float>>(vit));
     // Model and ViTModel hold their config as a member, not a function: compared here.
     std::vector<vitmae::TensorSpec> encoder = vitmae::tensor_specs<vitmae::Model<double>>(cfg);
     std::vector<std::string> names;
@@ -440,8 +482,9 @@ TEST_CASE("a config.json that does not fit the checkpoint is refused in millisec
 
 #ifdef VITMAE_HAVE_PROGRAMS
   // Through vitmae-run, under a 2 GB address-space limit it would exceed by allocating.
-  const Run r = test::run_program("ulimit -v 2000000; " VITMAE_RUN_EXE,
-                                  "--model " + dir + " --input " + test::data("hf/tiny/io.safetensors") + " --output " + dir + "/out.safetensors");
+  const Run r = test::run_program(
+      "ulimit -v 2000000; " VITMAE_RUN_EXE,
+      "--model " + dir + " --input " + test::data("hf/tiny/io.safetensors") + " --output " + dir + "/out.safetensors");
   if (!sanitizer_could_not_start(r)) {
     CHECK(r.status == 1);
     CHECK(r.err == expected + "\n");
@@ -453,8 +496,11 @@ TEST_CASE("a config.json that does not fit the checkpoint is refused in millisec
   j["patch_size"] = 8;
   io::write_file_atomic(dir + "/config.json", j.dump(2));
   CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
-                       ("vitmae: load_state_dict: " + dir + "/model.safetensors: 'vit.embeddings.position_embeddings' has shape [1, 65, 64], "
-                        "expected [1, 17, 64] (" + dir + "/config.json asks for 1 + (image_size 32 / patch_size 8)^2 = 17 positions)").c_str(),
+                       ("vitmae: load_state_dict: " + dir +
+                        "/model.safetensors: 'vit.embeddings.position_embeddings' has shape [1, 65, 64], "
+                        "expected [1, 17, 64] (" +
+                        dir + "/config.json asks for 1 + (image_size 32 / patch_size 8)^2 = 17 positions)")
+                           .c_str(),
                        vitmae::Error);
   j["patch_size"] = 4;
   j["num_hidden_layers"] = 3;
@@ -463,12 +509,16 @@ TEST_CASE("a config.json that does not fit the checkpoint is refused in millisec
   for (const auto& t : vitmae::tensor_specs<vitmae::ForPreTraining<float>>(vitmae::load_config(dir + "/config.json")))
     if (t.name.rfind("vit.encoder.layer.2.", 0) == 0) layer2.push_back(t.name);
   REQUIRE(layer2.size() == 16);
-  CHECK_THROWS_WITH_AS(vitmae::ForPreTraining<float>::from_pretrained(dir),
-                       ("vitmae: load_state_dict: " + dir + "/model.safetensors: missing tensors: " + vitmae::join_names(layer2)).c_str(),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      vitmae::ForPreTraining<float>::from_pretrained(dir),
+      ("vitmae: load_state_dict: " + dir + "/model.safetensors: missing tensors: " + vitmae::join_names(layer2))
+          .c_str(),
+      vitmae::Error);
 }
 
-TEST_CASE("a classifier config.json that does not fit its checkpoint is refused before allocating, naming the file and the tensor") {
+TEST_CASE(
+    "a classifier config.json that does not fit its checkpoint is refused before allocating, naming the file and the "
+    "tensor") {
   const std::string dir = test::tmp_dir("new_user_classifier_mismatch");
   const std::string expected = oversized_config_beside("hf_vit/cls_tiny", dir);
   const auto start = std::chrono::steady_clock::now();
@@ -479,9 +529,11 @@ TEST_CASE("a classifier config.json that does not fit its checkpoint is refused 
   j["patch_size"] = 8;
   io::write_file_atomic(dir + "/config.json", j.dump(2));
   CHECK_THROWS_WITH_AS(vitmae::ViTForImageClassification<float>::from_pretrained(dir),
-                       doctest::Contains("/model.safetensors: 'vit.embeddings.position_embeddings' has shape"), vitmae::Error);
+                       doctest::Contains("/model.safetensors: 'vit.embeddings.position_embeddings' has shape"),
+                       vitmae::Error);
   CHECK_THROWS_WITH_AS(vitmae::ViTForImageClassification<float>::from_pretrained(dir),
-                       doctest::Contains("/config.json asks for 1 + (image_size 32 / patch_size 8)^2 = 17 positions)"), vitmae::Error);
+                       doctest::Contains("/config.json asks for 1 + (image_size 32 / patch_size 8)^2 = 17 positions)"),
+                       vitmae::Error);
 }
 
 TEST_CASE("a config whose model is too large is refused by validate(), naming the sizes") {
@@ -497,11 +549,12 @@ TEST_CASE("a config whose model is too large is refused by validate(), naming th
   char expected_count[64];
   std::snprintf(expected_count, sizeof expected_count, "%.0f", count);
   CHECK(std::string(expected_count) == "5497668815875");
-  CHECK_THROWS_WITH_AS(c.validate("config.json"),
-                       "vitmae: config.json: the model would have 5497668815875 parameters (21990.7 GB as float32), more than the "
-                       "limit of 4000000000: check image_size 65536 / patch_size 1 (4294967296 patches), hidden_size 768 x "
-                       "num_hidden_layers 12, decoder_hidden_size 512 x decoder_num_hidden_layers 8",
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      c.validate("config.json"),
+      "vitmae: config.json: the model would have 5497668815875 parameters (21990.7 GB as float32), more than the "
+      "limit of 4000000000: check image_size 65536 / patch_size 1 (4294967296 patches), hidden_size 768 x "
+      "num_hidden_layers 12, decoder_hidden_size 512 x decoder_num_hidden_layers 8",
+      vitmae::Error);
   // Just below the limit passes; MAE's largest is far below.
   vitmae::Config huge = vitmae::Config::preset("mae-vit-huge");
   CHECK_NOTHROW(huge.validate());
@@ -511,7 +564,8 @@ TEST_CASE("a config whose model is too large is refused by validate(), naming th
   // Through a program: exit 1, one line, before anything is allocated.
   const std::string dir = test::tmp_dir("new_user_too_large");
   io::write_file_atomic(dir + "/config.json", c.to_json().dump(2));
-  const Run r = test::run_program(VITMAE_PRETRAIN_EXE, "--data " + dir + " --out " + dir + "/o --config " + dir + "/config.json");
+  const Run r =
+      test::run_program(VITMAE_PRETRAIN_EXE, "--data " + dir + " --out " + dir + "/o --config " + dir + "/config.json");
   CHECK(r.status == 1);
   CHECK(r.err.find('\n') == r.err.size() - 1);
   CHECK(r.err.rfind("vitmae: " + dir + "/config.json: the model would have 5497668815875 parameters", 0) == 0);
@@ -528,6 +582,7 @@ TEST_CASE("running out of memory is one vitmae: line saying what was being alloc
                                   "--data " + dir + " --out " + dir + "/o --config " + dir + "/config.json");
   if (sanitizer_could_not_start(r)) return;
   CHECK(r.status == 1);
-  CHECK(r.err == "vitmae: out of memory while allocating the model of " + dir + "/config.json (1.24e+09 parameters, 4.95 GB as float32)\n");
+  CHECK(r.err == "vitmae: out of memory while allocating the model of " + dir +
+                     "/config.json (1.24e+09 parameters, 4.95 GB as float32)\n");
 }
 #endif

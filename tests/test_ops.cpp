@@ -4,8 +4,8 @@
 #include "test_util.hpp"
 
 #include <cmath>
-#include <type_traits>
 #include <random>
+#include <type_traits>
 
 using vitmae::Index;
 using vitmae::Matrix;
@@ -96,7 +96,8 @@ TEST_CASE("seeded noise is reproducible and uniform in 0 to 1") {
   CHECK(std::abs(x.mean() - 0.5) < 0.1);
 }
 
-TEST_CASE_TEMPLATE("patchify orders (h, w, p, q, c), unpatchify inverts it, non-square and C=2", Scalar, float, double) {
+TEST_CASE_TEMPLATE("patchify orders (h, w, p, q, c), unpatchify inverts it, non-square and C=2", Scalar, float,
+                   double) {
   const Index C = 2, H = 4, W = 6, p = 2;
   Matrix<Scalar> img(C, H * W);
   for (Index c = 0; c < C; ++c)
@@ -154,7 +155,8 @@ TEST_CASE("random streams are pinned: uniform53, masking noise and init draws fr
   CHECK(normal() == doctest::Approx(-0.524963278189159).epsilon(1e-15));
   vitmae::Config c;
   c.hidden_size = 16, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.intermediate_size = 24;
-  c.decoder_hidden_size = 8, c.decoder_num_hidden_layers = 1, c.decoder_num_attention_heads = 2, c.decoder_intermediate_size = 12;
+  c.decoder_hidden_size = 8, c.decoder_num_hidden_layers = 1, c.decoder_num_attention_heads = 2,
+  c.decoder_intermediate_size = 12;
   c.image_size = 8, c.patch_size = 2;
   vitmae::ForPreTraining<double> m(c);
   std::mt19937_64 init(123);
@@ -180,7 +182,8 @@ TEST_CASE("products: each backend against a float64 loop, oneDNN the same bits w
     for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
     return m;
   };
-  const Matrix<float> x = random(T, in), w = random(out, in), dy = random(T, out), acc0 = random(T, in), g0 = random(out, in);
+  const Matrix<float> x = random(T, in), w = random(out, in), dy = random(T, out), acc0 = random(T, in),
+                      g0 = random(out, in);
   const vitmae::RowVector<float> bias = random(1, out);
   const Matrix<double> xd = x.cast<double>(), wd = w.cast<double>(), dyd = dy.cast<double>();
   Matrix<double> nt(T, out), nn(T, in), tn(out, in);  // the float64 loops
@@ -209,8 +212,9 @@ TEST_CASE("products: each backend against a float64 loop, oneDNN the same bits w
   };
   std::vector<vitmae::Backend> backends{vitmae::Backend::eigen};
   if (vitmae::onednn_available()) backends.push_back(vitmae::Backend::onednn);
-  else CHECK_THROWS_WITH_AS(vitmae::set_product_backend(vitmae::Backend::onednn),
-                            doctest::Contains("no oneDNN"), vitmae::Error);
+  else
+    CHECK_THROWS_WITH_AS(vitmae::set_product_backend(vitmae::Backend::onednn), doctest::Contains("no oneDNN"),
+                         vitmae::Error);
   const test::RestoreBackendAndThreads restore;
   for (const vitmae::Backend b : backends) {
     const std::string backend = vitmae::backend_name(b);

@@ -49,8 +49,9 @@ TEST_CASE("add_outputs: ViTMAEForPreTraining's outputs under HF's names, as PyTo
 
   io::SafetensorsWriter w;
   vitmae::add_outputs(w, out, io::DType::F32);
-  CHECK(w.names() == std::vector<std::string>{"last_hidden_state", "mask", "ids_restore", "logits", "loss", "hidden_states.0",
-                                              "hidden_states.1", "hidden_states.2", "attentions.0", "attentions.1"});
+  CHECK(w.names() == std::vector<std::string>{"last_hidden_state", "mask", "ids_restore", "logits", "loss",
+                                              "hidden_states.0", "hidden_states.1", "hidden_states.2", "attentions.0",
+                                              "attentions.1"});
   const std::string path = test::tmp_dir("outputs_pretraining") + "/out.safetensors";
   w.save(path);
   const io::SafetensorsFile got(path);
@@ -61,26 +62,32 @@ TEST_CASE("add_outputs: ViTMAEForPreTraining's outputs under HF's names, as PyTo
   check_written(got, in, "loss", std::vector<float>{out.loss}, 1e-5);
   check_written(got, in, "mask", std::vector<float>(out.mask.data(), out.mask.data() + out.mask.size()), 0.0);
   check_written(got, in, "ids_restore",
-                std::vector<std::int64_t>(out.ids_restore.data(), out.ids_restore.data() + out.ids_restore.size()), 0.0);
+                std::vector<std::int64_t>(out.ids_restore.data(), out.ids_restore.data() + out.ids_restore.size()),
+                0.0);
   for (int i = 0; i < 3; ++i)
-    check_written(got, in, "hidden_states." + std::to_string(i), test::flatten(out.hidden_states[static_cast<size_t>(i)]), 1e-4);
+    check_written(got, in, "hidden_states." + std::to_string(i),
+                  test::flatten(out.hidden_states[static_cast<size_t>(i)]), 1e-4);
   for (int i = 0; i < 2; ++i)
-    check_written(got, in, "attentions." + std::to_string(i), test::flatten(out.attentions[static_cast<size_t>(i)]), 1e-4);
+    check_written(got, in, "attentions." + std::to_string(i), test::flatten(out.attentions[static_cast<size_t>(i)]),
+                  1e-4);
 }
 
 TEST_CASE("save_outputs: ViTMAEModel in float64 against PyTorch's float64 references, with metadata") {
   const io::SafetensorsFile in(test::data("hf/tiny/io.safetensors"));
   const auto model = vitmae::ViTMAEModel<double>::from_pretrained(test::data("hf/tiny"));
-  const vitmae::ModelOutput<double> out = model.forward(vitmae::read_pixel_values<double>(in), *vitmae::read_noise<double>(in));
+  const vitmae::ModelOutput<double> out =
+      model.forward(vitmae::read_pixel_values<double>(in), *vitmae::read_noise<double>(in));
   const std::string path = test::tmp_dir("outputs_model") + "/out.safetensors";
   vitmae::save_outputs(path, out, io::DType::F64, {{"interpolate_pos_encoding", "false"}});
   const io::SafetensorsFile got(path);
-  CHECK(tensor_names(got) == std::set<std::string>{"last_hidden_state", "mask", "ids_restore"});  // no decoder: no logits, no loss
+  CHECK(tensor_names(got) ==
+        std::set<std::string>{"last_hidden_state", "mask", "ids_restore"});  // no decoder: no logits, no loss
   CHECK(got.metadata().at("interpolate_pos_encoding") == "false");
   CHECK(got.info("last_hidden_state").dtype == io::DType::F64);
   const vitmae::Tensor<double> h = got.get<double>("last_hidden_state");
   CHECK(h.shape == std::vector<vitmae::Index>{2, 17, 64});
-  test::check_close("last_hidden_state", h.ptr(), static_cast<long>(h.numel()), in.get<double>("last_hidden_state_f64"), 1e-12);
+  test::check_close("last_hidden_state", h.ptr(), static_cast<long>(h.numel()), in.get<double>("last_hidden_state_f64"),
+                    1e-12);
   const vitmae::Tensor<double> ids = got.get<double>("ids_restore");
   test::check_close("ids_restore", ids.ptr(), static_cast<long>(ids.numel()), in.get<double>("ids_restore"), 0.0);
 }
@@ -124,23 +131,28 @@ TEST_CASE("read_pixel_values, read_noise, read_labels: float targets, and files 
   REQUIRE(labels->targets.rows() == 2);
   REQUIRE(labels->targets.cols() == 3);
   CHECK(labels->targets(1, 2) == 0.25f);
-  CHECK_THROWS_WITH_AS(vitmae::read_pixel_values<float>(f),
-                       ("vitmae: " + dir + "/bad.safetensors: 'pixel_values' must be [batch, channels, height, width], got [2, 3]").c_str(),
-                       vitmae::Error);
-  CHECK_THROWS_WITH_AS(vitmae::read_noise<float>(f),
-                       ("vitmae: " + dir + "/bad.safetensors: 'noise' has shape [6], expected [batch, num_patches]").c_str(),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      vitmae::read_pixel_values<float>(f),
+      ("vitmae: " + dir + "/bad.safetensors: 'pixel_values' must be [batch, channels, height, width], got [2, 3]")
+          .c_str(),
+      vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      vitmae::read_noise<float>(f),
+      ("vitmae: " + dir + "/bad.safetensors: 'noise' has shape [6], expected [batch, num_patches]").c_str(),
+      vitmae::Error);
 
   io::SafetensorsWriter empty;
   empty.add("x", targets.data(), {1}, io::DType::F32);
   empty.save(dir + "/empty.safetensors");
   const io::SafetensorsFile e(dir + "/empty.safetensors");
-  CHECK_THROWS_WITH_AS(vitmae::read_pixel_values<float>(e), ("vitmae: " + dir + "/empty.safetensors: no tensor 'pixel_values'").c_str(),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::read_pixel_values<float>(e),
+                       ("vitmae: " + dir + "/empty.safetensors: no tensor 'pixel_values'").c_str(), vitmae::Error);
   CHECK_FALSE(vitmae::read_labels<float>(e));
 }
 
-TEST_CASE("io::npy: format 1.0 bytes, numpy's header dict padded with spaces to a multiple of 64, data little-endian C order") {
+TEST_CASE(
+    "io::npy: format 1.0 bytes, numpy's header dict padded with spaces to a multiple of 64, data little-endian C "
+    "order") {
   const std::vector<float> x{1.5f, -2.f, 3.25f, 0.f, 7.f, -0.5f};
   const std::string b = io::npy(x.data(), {2, 3});
   // magic, version 1.0, header length 118 (little-endian), the dict, spaces to byte 127, '\n'.

@@ -18,8 +18,8 @@ template <class Scalar>
 void check_case(const std::string& dir, bool packed = false) {
   INFO("case " << dir << (packed ? ", packed for inference" : ""));
   const vitmae::io::SafetensorsFile io(test::data(dir + "/io.safetensors"));
-  const bool interpolate = io.metadata().count("interpolate_pos_encoding") &&
-                           io.metadata().at("interpolate_pos_encoding") == "true";
+  const bool interpolate =
+      io.metadata().count("interpolate_pos_encoding") && io.metadata().at("interpolate_pos_encoding") == "true";
   const auto pixels = io.get<Scalar>("pixel_values");
   const auto noise_t = io.get<Scalar>("noise");
   const vitmae::Matrix<Scalar> noise =
@@ -40,9 +40,11 @@ void check_case(const std::string& dir, bool packed = false) {
   const bool has_decoder = io.contains("logits");
   if (has_decoder) {
     auto model = vitmae::ViTMAEForPreTraining<Scalar>::from_pretrained(test::data(dir));
-    if (packed) CHECK(vitmae::pack_for_inference(model) == (vitmae::product_backend() == vitmae::Backend::onednn && !f64
-                                                              ? model.config().num_hidden_layers * 6 + model.config().decoder_num_hidden_layers * 6 + 3
-                                                              : 0));
+    if (packed)
+      CHECK(vitmae::pack_for_inference(model) ==
+            (vitmae::product_backend() == vitmae::Backend::onednn && !f64
+                 ? model.config().num_hidden_layers * 6 + model.config().decoder_num_hidden_layers * 6 + 3
+                 : 0));
     out = model.forward(pixels, noise, opts);
   } else {
     auto model = vitmae::ViTMAEModel<Scalar>::from_pretrained(test::data(dir));
@@ -129,8 +131,9 @@ TEST_CASE_TEMPLATE("parity formats/encoder_only (ViTMAEModel)", Scalar, float, d
 }
 
 TEST_CASE("parity of float models packed for inference (oneDNN's matmul on packed weights), every case") {
-  for (const char* dir : {"hf/tiny", "hf/tiny_normpix_gelu_new", "hf/tiny_gray_p8", "hf/tiny_no_mask", "hf/tiny_interp_48",
-                          "hf/tiny_tables", "hf/tiny_tables_interp_40", "formats/sharded", "formats/encoder_only"})
+  for (const char* dir :
+       {"hf/tiny", "hf/tiny_normpix_gelu_new", "hf/tiny_gray_p8", "hf/tiny_no_mask", "hf/tiny_interp_48",
+        "hf/tiny_tables", "hf/tiny_tables_interp_40", "formats/sharded", "formats/encoder_only"})
     check_case<float>(dir, true);
 }
 

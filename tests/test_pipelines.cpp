@@ -5,8 +5,8 @@
 // counts vitmae-bench reports, against a hand count and the table of examples/bench/README.md.
 #include "test_util.hpp"
 
-#include <vitmae/models/flops.hpp>
 #include <vitmae/images/pipelines.hpp>
+#include <vitmae/models/flops.hpp>
 
 #include <cmath>
 
@@ -49,19 +49,20 @@ TEST_CASE("top_classes: softmax or sigmoid scores, best first, ties in class ord
   one.id2label = {"x"};
   const vitmae::Matrix<double> z = vitmae::Matrix<double>::Constant(1, 1, -std::log(4.0));
   CHECK(vitmae::top_classes(one, z, 5)[0][0].score == doctest::Approx(0.2));  // one label: sigmoid, 1 / (1 + 4)
-  CHECK_THROWS_WITH_AS(vitmae::top_classes(one, logits, 1), "vitmae: top_classes: logits have 3 columns, expected num_labels = 1",
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::top_classes(one, logits, 1),
+                       "vitmae: top_classes: logits have 3 columns, expected num_labels = 1", vitmae::Error);
 }
 
-TEST_CASE("image_features: each image's CLS and mean patch token as the model's forward gives them, whatever the batch") {
+TEST_CASE(
+    "image_features: each image's CLS and mean patch token as the model's forward gives them, whatever the batch") {
   const std::string dir = test::data("hf/tiny");
   auto model = vitmae::ViTMAEModel<float>::from_pretrained(dir);
   model.config.mask_ratio = 0.5;  // masked: the noise stream must not depend on the batch either
   const auto proc = vitmae::ImageProcessor::for_checkpoint(dir, model.config);
   std::vector<std::pair<size_t, size_t>> batches;
   std::mt19937_64 rng2(7), rng1(7), rng_ref(7);
-  const vitmae::ImageFeatures<float> f2 = vitmae::image_features(model, proc, pipeline_photos(), 2, rng2,
-                                                                 [&](size_t b, size_t e) { batches.emplace_back(b, e); });
+  const vitmae::ImageFeatures<float> f2 = vitmae::image_features(
+      model, proc, pipeline_photos(), 2, rng2, [&](size_t b, size_t e) { batches.emplace_back(b, e); });
   CHECK(batches == std::vector<std::pair<size_t, size_t>>{{0, 2}, {2, 3}});
   const vitmae::ImageFeatures<float> f1 = vitmae::image_features(model, proc, pipeline_photos(), 1, rng1);
   REQUIRE(f2.cls.rows() == 3);
@@ -77,8 +78,8 @@ TEST_CASE("image_features: each image's CLS and mean patch token as the model's 
     CHECK((f2.cls.row(i) - h.row(0)).cwiseAbs().maxCoeff() <= 1e-5f);  // a batch's products are stacked: float rounding
     CHECK((f2.mean.row(i) - mean).cwiseAbs().maxCoeff() <= 1e-5f);
   }
-  const vitmae::ImageFeatures<float> pooled = vitmae::pool_features(std::vector<vitmae::Matrix<float>>{
-      (vitmae::Matrix<float>(3, 2) << 1, 2, 3, 4, 5, 8).finished()});
+  const vitmae::ImageFeatures<float> pooled = vitmae::pool_features(
+      std::vector<vitmae::Matrix<float>>{(vitmae::Matrix<float>(3, 2) << 1, 2, 3, 4, 5, 8).finished()});
   CHECK(pooled.cls == (vitmae::Matrix<float>(1, 2) << 1, 2).finished());
   CHECK(pooled.mean == (vitmae::Matrix<float>(1, 2) << 4, 6).finished());
   CHECK_THROWS_WITH_AS(vitmae::image_features(model, proc, {test::data("images/truncated.jpg")}, 1, rng1),

@@ -6,13 +6,13 @@
 
 #include <vitmae/train.hpp>
 
-#include <fstream>
-#include <regex>
-#include <algorithm>
-#include <csignal>
-#include <set>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <algorithm>
+#include <csignal>
+#include <fstream>
+#include <regex>
+#include <set>
 
 namespace io = vitmae::io;
 namespace train = vitmae::train;
@@ -63,7 +63,6 @@ using test::Run;
 Run run_pretrain(const std::string& args) { return test::run_program(VITMAE_PRETRAIN_EXE, args); }
 #endif
 
-
 }  // namespace
 
 // ---------------------------------------------------------------- data
@@ -82,7 +81,8 @@ TEST_CASE("random resized crop: boxes inside the image, areas and ratios in rang
     REQUIRE(b.left + b.width <= W);
     // Width and height are rounded to whole pixels, so allow half a pixel each way.
     const double h = b.height, w = b.width, area = static_cast<double>(H) * W;
-    const bool ok = (w + 0.5) * (h + 0.5) >= 0.2 * area && (w + 0.5) / (h - 0.5) >= 0.75 && (w - 0.5) / (h + 0.5) <= 4.0 / 3.0;
+    const bool ok =
+        (w + 0.5) * (h + 0.5) >= 0.2 * area && (w + 0.5) / (h - 0.5) >= 0.75 && (w - 0.5) / (h + 0.5) <= 4.0 / 3.0;
     in_range += ok;
     smallest = std::min(smallest, w * h / area);
     largest = std::max(largest, w * h / area);
@@ -158,7 +158,8 @@ TEST_CASE("crop, flip and augment: pixels where they belong") {
       int perm[3] = {0, 1, 2};
       do {
         bool same = true;
-        for (size_t j = 0; j < o.data.size() && same; ++j) same = w.data[j] == o.data[j - j % 3 + static_cast<size_t>(perm[j % 3])];
+        for (size_t j = 0; j < o.data.size() && same; ++j)
+          same = w.data[j] == o.data[j - j % 3 + static_cast<size_t>(perm[j % 3])];
         found = same;
       } while (!found && std::next_permutation(perm, perm + 3));
     }
@@ -180,7 +181,8 @@ TEST_CASE("datasets: a folder recursively, a list file, clear errors") {
   CHECK(d.files()[1] == dir + "/sub/a.JPG");
   CHECK(d.image(1)->width == 640);
 
-  io::write_file_atomic(dir + "/list.txt", std::string("# training images\n\nsub/a.JPG\n  b.png  \n" + test::data("images/camera.png") + "\n"));
+  io::write_file_atomic(dir + "/list.txt", std::string("# training images\n\nsub/a.JPG\n  b.png  \n" +
+                                                       test::data("images/camera.png") + "\n"));
   const auto l = train::ImageDataset::open(dir + "/list.txt", 3, 100);
   REQUIRE(l.size() == 3);
   CHECK(l.files()[0] == dir + "/sub/a.JPG");
@@ -192,8 +194,8 @@ TEST_CASE("datasets: a folder recursively, a list file, clear errors") {
 
   const std::string empty = test::tmp_dir("dataset_empty");
   CHECK_THROWS_WITH_AS(train::ImageDataset::open(empty, 3), doctest::Contains("no image files found"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(train::ImageDataset::open(empty + "/nope.txt", 3), doctest::Contains("not a folder or a readable list file"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(train::ImageDataset::open(empty + "/nope.txt", 3),
+                       doctest::Contains("not a folder or a readable list file"), vitmae::Error);
   io::write_file_atomic(dir + "/bad.txt", std::string("missing.png\n"));
   const auto bad = train::ImageDataset::open(dir + "/bad.txt", 3);
   train::DataLoader<float> loader(bad, processor(16), {}, 2, 0, 1);
@@ -203,7 +205,8 @@ TEST_CASE("datasets: a folder recursively, a list file, clear errors") {
 TEST_CASE("data loader: batch k depends on (seed, k) only, epochs are permutations") {
   const std::string dir = test::tmp_dir("loader");
   std::string list;
-  for (const char* f : {"astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg"}) list += test::data(std::string("images/") + f) + "\n";
+  for (const char* f : {"astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg"})
+    list += test::data(std::string("images/") + f) + "\n";
   io::write_file_atomic(dir + "/list.txt", list);
   const auto data = train::ImageDataset::open(dir + "/list.txt", 3);
   const long n = static_cast<long>(data.size());
@@ -245,7 +248,8 @@ TEST_CASE("data loader: batch k depends on (seed, k) only, epochs are permutatio
   train::DataLoader<float> exact(data, processor(16), plain, 3, 7, 1);
   const vitmae::Tensor<float> b0 = exact.next();
   for (long i = 0; i < 3; ++i) {
-    const vitmae::Tensor<float> ref = processor(16).preprocess<float>({io::load_image(data.files()[exact.file_at(i)], 3)});
+    const vitmae::Tensor<float> ref =
+        processor(16).preprocess<float>({io::load_image(data.files()[exact.file_at(i)], 3)});
     CHECK(std::equal(ref.data.begin(), ref.data.end(), b0.data.begin() + i * ref.numel()));
   }
 }
@@ -262,8 +266,9 @@ TEST_CASE("trainer: the loss falls on a fixed batch and on augmented photos") {
   o.threads = 2;
   train::Trainer<float> t(fresh_model(c), o);
   const std::string dir = test::tmp_dir("trainer_fall");
-  io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/astronaut.png") + "\n" +
-                                               test::data("images/rocket.jpg") + "\n" + test::data("images/camera.png") + "\n");
+  io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/astronaut.png") +
+                                               "\n" + test::data("images/rocket.jpg") + "\n" +
+                                               test::data("images/camera.png") + "\n");
   train::DataLoader<float> fixed_src(train::ImageDataset::open(dir + "/list.txt", 3), processor(16), {}, 4, 0, 1);
   const vitmae::Tensor<float> fixed = fixed_src.next();
   std::vector<double> losses;
@@ -297,7 +302,8 @@ TEST_CASE("trainer: N steps equal N/2 + checkpoint + resume + N/2, bit for bit")
   o.seed = 11;
   o.threads = 2;
   const std::string dir = test::tmp_dir("resume");
-  io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/astronaut.png") + "\n");
+  io::write_file_atomic(dir + "/list.txt",
+                        test::data("images/coffee.png") + "\n" + test::data("images/astronaut.png") + "\n");
   const auto data = train::ImageDataset::open(dir + "/list.txt", 3);
   const vitmae::ImageProcessor p = processor(16);
 
@@ -326,15 +332,17 @@ TEST_CASE("trainer: N steps equal N/2 + checkpoint + resume + N/2, bit for bit")
   // Dropout is not implemented in training: refused, not ignored.
   vitmae::Config dropout = c;
   dropout.hidden_dropout_prob = 0.1;
-  CHECK_THROWS_WITH_AS(train::Trainer<float>(fresh_model(dropout), o), doctest::Contains("dropout is not implemented"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(train::Trainer<float>(fresh_model(dropout), o), doctest::Contains("dropout is not implemented"),
+                       vitmae::Error);
 
   // A checkpoint from another batch size is refused with the reason.
   train::TrainOptions other = o;
   other.batch = 5;
   train::Trainer<float> wrong(fresh_model(c), other);
-  CHECK_THROWS_WITH_AS(train::resume(wrong, dir + "/half"),
-                       doctest::Contains("the checkpoint was trained with batch 3, this run asks for 5; a resumed run must keep it"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      train::resume(wrong, dir + "/half"),
+      doctest::Contains("the checkpoint was trained with batch 3, this run asks for 5; a resumed run must keep it"),
+      vitmae::Error);
   // So are another schedule length, seed or thread count (the schedule, the data, the bits).
   for (auto [field, change] : {std::pair<const char*, int>{"steps", 0}, {"seed", 1}, {"threads", 2}}) {
     train::TrainOptions changed = o;
@@ -343,8 +351,13 @@ TEST_CASE("trainer: N steps equal N/2 + checkpoint + resume + N/2, bit for bit")
     if (change == 2) changed.threads = 1;
     train::Trainer<float> t(fresh_model(c), changed);
     const std::string expected = std::string("the checkpoint was trained with ") + field + " " +
-                                 (change == 0 ? "8" : change == 1 ? std::to_string(o.seed) : std::to_string(o.threads)) +
-                                 ", this run asks for " + (change == 0 ? "9" : change == 1 ? "77" : "1");
+                                 (change == 0   ? "8"
+                                  : change == 1 ? std::to_string(o.seed)
+                                                : std::to_string(o.threads)) +
+                                 ", this run asks for " +
+                                 (change == 0   ? "9"
+                                  : change == 1 ? "77"
+                                                : "1");
     CHECK_THROWS_WITH_AS(train::resume(t, dir + "/half"), doctest::Contains(expected.c_str()), vitmae::Error);
   }
 }
@@ -385,7 +398,8 @@ TEST_CASE("trainer: gradient accumulation and clipping equal hand-made steps") {
   CHECK(r.grad_norm == doctest::Approx(norm).epsilon(1e-5));
   CHECK(r.loss == doctest::Approx((la + lb) / 2.0).epsilon(1e-6));
   REQUIRE(norm > 0.05);
-  g.visit_parameters("", [&](const vitmae::Parameter<float>& p) { p.values() *= static_cast<float>(0.05 / (norm + 1e-6)); });
+  g.visit_parameters(
+      "", [&](const vitmae::Parameter<float>& p) { p.values() *= static_cast<float>(0.05 / (norm + 1e-6)); });
   train::AdamW<vitmae::ForPreTraining<float>> adam(m, train::AdamWOptions{0.9, 0.95, 1e-8, 0.05});
   adam.step(m, g, t.learning_rate(0));
   double worst = 0;
@@ -484,19 +498,21 @@ TEST_CASE("trainer checkpoints: HF's names and shapes, bit-exact reload, loss cu
 #ifdef VITMAE_PRETRAIN_EXE  // built with the example programs
 TEST_CASE("vitmae-pretrain: trains, writes checkpoints and curves, resumes to the same weights") {
   const std::string dir = test::tmp_dir("pretrain_cli");
-  io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/rocket.jpg") + "\n" +
-                                               test::data("images/camera.png") + "\n");
+  io::write_file_atomic(dir + "/list.txt", test::data("images/coffee.png") + "\n" + test::data("images/rocket.jpg") +
+                                               "\n" + test::data("images/camera.png") + "\n");
   vitmae::Config c = tiny16_config();
   io::write_file_atomic(dir + "/config.json", c.to_json().dump(2));
-  const std::string common = "--data " + dir + "/list.txt --config " + dir + "/config.json --batch 4 --lr 2e-3 --seed 3 --threads 2 ";
+  const std::string common =
+      "--data " + dir + "/list.txt --config " + dir + "/config.json --batch 4 --lr 2e-3 --seed 3 --threads 2 ";
   const Run a = run_pretrain(common + "--out " + dir + "/a --steps 6 --save-every 3");
   INFO(a.err);
   REQUIRE(a.status == 0);
   CHECK(a.err.find("step 6/6") != std::string::npos);
-  CHECK(std::regex_search(a.err, std::regex("loss [0-9.]+  lr [0-9.e+-]+  [0-9.]+ img/s  elapsed [0-9:]+  ETA [0-9:]+")));
+  CHECK(
+      std::regex_search(a.err, std::regex("loss [0-9.]+  lr [0-9.e+-]+  [0-9.]+ img/s  elapsed [0-9:]+  ETA [0-9:]+")));
   CHECK(a.out.find("trained 6 steps (24 images)") != std::string::npos);
-  for (const char* f : {"config.json", "model.safetensors", "preprocessor_config.json", "optimizer.safetensors", "trainer_state.json",
-                        "loss.csv"}) {
+  for (const char* f : {"config.json", "model.safetensors", "preprocessor_config.json", "optimizer.safetensors",
+                        "trainer_state.json", "loss.csv"}) {
     INFO(f);
     CHECK(io::file_exists(dir + "/a/final/" + f));
     CHECK(io::file_exists(dir + "/a/checkpoint-3/" + f));
@@ -519,12 +535,15 @@ TEST_CASE("vitmae-pretrain: trains, writes checkpoints and curves, resumes to th
   const Run bad = run_pretrain("--out " + dir + "/c --config " + dir + "/config.json");
   CHECK(bad.status == 2);
   CHECK(bad.err.find("--data and --out are required") != std::string::npos);
-  const Run empty = run_pretrain("--data " + test::tmp_dir("pretrain_empty") + " --out " + dir + "/c --config " + dir + "/config.json");
+  const Run empty = run_pretrain("--data " + test::tmp_dir("pretrain_empty") + " --out " + dir + "/c --config " + dir +
+                                 "/config.json");
   CHECK(empty.status == 1);
   CHECK(empty.err.find("no image files found") != std::string::npos);
-  const Run mismatch = run_pretrain(common + "--out " + dir + "/d --steps 6 --batch 5 --resume " + dir + "/a/checkpoint-3");
+  const Run mismatch =
+      run_pretrain(common + "--out " + dir + "/d --steps 6 --batch 5 --resume " + dir + "/a/checkpoint-3");
   CHECK(mismatch.status == 2);  // a usage error: the run must keep the checkpoint's batch
-  CHECK(mismatch.err == "vitmae: " + dir + "/a/checkpoint-3/trainer_state.json: the run was started with --batch 4, this run gives "
-                        "--batch 5; a resumed run must keep it (leave the flag out to keep it)\n");
+  CHECK(mismatch.err == "vitmae: " + dir +
+                            "/a/checkpoint-3/trainer_state.json: the run was started with --batch 4, this run gives "
+                            "--batch 5; a resumed run must keep it (leave the flag out to keep it)\n");
 }
 #endif

@@ -10,7 +10,6 @@ using vitmae::Tensor;
 
 namespace {
 
-
 std::string write(const std::string& dir, const std::string& name, const std::string& bytes) {
   const std::string p = dir + "/" + name;
   std::ofstream(p, std::ios::binary) << bytes;
@@ -59,7 +58,8 @@ TEST_CASE("the MAE release's checkpoint.pth maps (timm names, split qkv) to the 
   check_same_weights(*src, test::data("hf/tiny/model.safetensors"));
 }
 
-TEST_CASE_TEMPLATE("parity formats/pytorch_bin and formats/mae_original through from_pretrained", Scalar, float, double) {
+TEST_CASE_TEMPLATE("parity formats/pytorch_bin and formats/mae_original through from_pretrained", Scalar, float,
+                   double) {
   for (const char* dir : {"formats/pytorch_bin", "formats/mae_original"}) {
     INFO(dir);
     const io::SafetensorsFile ref(test::data(std::string(dir) + "/io.safetensors"));
@@ -69,7 +69,8 @@ TEST_CASE_TEMPLATE("parity formats/pytorch_bin and formats/mae_original through 
     const auto out = model.forward(px, Eigen::Map<const vitmae::Matrix<Scalar>>(nt.ptr(), nt.size(0), nt.size(1)));
     const auto lhs = test::flatten(out.last_hidden_state);
     const auto logits = test::flatten(out.logits);
-    test::check_close("last_hidden_state", lhs.data(), static_cast<long>(lhs.size()), ref.get<double>("last_hidden_state"), 1e-4);
+    test::check_close("last_hidden_state", lhs.data(), static_cast<long>(lhs.size()),
+                      ref.get<double>("last_hidden_state"), 1e-4);
     test::check_close("logits", logits.data(), static_cast<long>(logits.size()), ref.get<double>("logits"), 1e-4);
     test::check_close("loss", &out.loss, 1, ref.get<double>("loss"), 1e-4);
     const auto ids = ref.get<std::int64_t>("ids_restore");
@@ -95,7 +96,8 @@ TEST_CASE("presets have the MAE release's sizes") {
   CHECK(h.num_hidden_layers == 32);
   CHECK(h.patch_size == 14);
   CHECK(h.decoder_hidden_size == 512);
-  CHECK_THROWS_WITH_AS(vitmae::Config::preset("mae-vit-giant"), doctest::Contains("unknown name 'mae-vit-giant'"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::Config::preset("mae-vit-giant"), doctest::Contains("unknown name 'mae-vit-giant'"),
+                       vitmae::Error);
 }
 
 TEST_CASE("a non-contiguous (transposed) view is read as torch would") {
@@ -103,7 +105,8 @@ TEST_CASE("a non-contiguous (transposed) view is read as torch would") {
   // storage read as the transpose. Exactly that tensor must change, to its transpose.
   const std::string dir = test::tmp_dir("pytorch_strided");
   const std::string good = test::slurp(test::data("formats/pytorch_bin/pytorch_model.bin"));
-  const std::string p = write(dir, "strided.bin", patch(good, std::string("K@K\x01\x86", 5), std::string("K\x01K@\x86", 5)));
+  const std::string p =
+      write(dir, "strided.bin", patch(good, std::string("K@K\x01\x86", 5), std::string("K\x01K@\x86", 5)));
   io::PytorchSource a(test::data("formats/pytorch_bin/pytorch_model.bin")), b(p);
   int changed = 0;
   for (const std::string& name : a.names()) {
@@ -131,10 +134,13 @@ TEST_CASE("pytorch reader errors: not a zip, truncated, unknown global, bad opco
   CHECK_THROWS_WITH_AS(open(write(dir, "text.bin", "this is not a checkpoint at all, just text")),
                        doctest::Contains("not a zip archive"), vitmae::Error);
   CHECK_THROWS_WITH_AS(open(write(dir, "trunc.bin", good.substr(0, good.size() / 2))),
-                       doctest::Contains("end-of-central-directory record not found (truncated archive?)"), vitmae::Error);
+                       doctest::Contains("end-of-central-directory record not found (truncated archive?)"),
+                       vitmae::Error);
   // os.system instead of collections.OrderedDict: same length, so the archive stays valid.
-  CHECK_THROWS_WITH_AS(open(write(dir, "global.bin", patch(good, "collections\nOrderedDict\n", std::string("os\nsystem\n") + std::string(14, '\n')))),
-                       doctest::Contains("unknown pickle global 'os.system'"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      open(write(dir, "global.bin",
+                 patch(good, "collections\nOrderedDict\n", std::string("os\nsystem\n") + std::string(14, '\n')))),
+      doctest::Contains("unknown pickle global 'os.system'"), vitmae::Error);
   // The first opcode after PROTO 2 is EMPTY_DICT '}'; make it INST 'i' (protocol 0, calls code).
   {
     std::string b = good;
@@ -152,7 +158,8 @@ TEST_CASE("pytorch reader errors: not a zip, truncated, unknown global, bad opco
   {
     // In the pickle, a tensor's size tuple (64,) is "K@\x85" (BININT1 64, TUPLE1); 65 is 'A'.
     const std::string b = patch(good, std::string("K@\x85", 3), std::string("KA\x85", 3));
-    CHECK_THROWS_WITH_AS(open(write(dir, "short.bin", b)), doctest::Contains("storage shorter than its view"), vitmae::Error);
+    CHECK_THROWS_WITH_AS(open(write(dir, "short.bin", b)), doctest::Contains("storage shorter than its view"),
+                         vitmae::Error);
   }
   // Deflated entry: set the first central-directory entry's method to 8.
   {
@@ -160,7 +167,8 @@ TEST_CASE("pytorch reader errors: not a zip, truncated, unknown global, bad opco
     const size_t cd = b.find("PK\x01\x02");
     REQUIRE(cd != std::string::npos);
     b[cd + 10] = 8;
-    CHECK_THROWS_WITH_AS(open(write(dir, "deflate.bin", b)), doctest::Contains("is compressed (method 8)"), vitmae::Error);
+    CHECK_THROWS_WITH_AS(open(write(dir, "deflate.bin", b)), doctest::Contains("is compressed (method 8)"),
+                         vitmae::Error);
     b[cd + 10] = 0;
     b[cd + 8] = 1;  // encrypted flag
     CHECK_THROWS_WITH_AS(open(write(dir, "encrypted.bin", b)), doctest::Contains("is encrypted"), vitmae::Error);

@@ -4,11 +4,11 @@
 
 #include <vitmae/train.hpp>
 
+#include <sys/wait.h>
 #include <algorithm>
 #include <fstream>
 #include <random>
 #include <sstream>
-#include <sys/wait.h>
 
 namespace io = vitmae::io;
 
@@ -35,10 +35,12 @@ void check_cli_case(const std::string& dir, const std::string& dtype, const std:
   INFO("case " << dir << " dtype " << dtype << " model " << model);
   const std::string in = test::data(dir + "/io.safetensors");
   const io::SafetensorsFile ref(in);
-  const bool interp = ref.metadata().count("interpolate_pos_encoding") && ref.metadata().at("interpolate_pos_encoding") == "true";
+  const bool interp =
+      ref.metadata().count("interpolate_pos_encoding") && ref.metadata().at("interpolate_pos_encoding") == "true";
   const std::string out = test::tmp_dir("cli_out") + "/out.safetensors";
-  const RunResult r = run("--model " + (model.empty() ? test::data(dir) : model) + " --input " + in + " --output " + out + " --dtype " + dtype +
-                          " --hidden-states --attentions" + (interp ? " --interpolate-pos-encoding" : ""));
+  const RunResult r =
+      run("--model " + (model.empty() ? test::data(dir) : model) + " --input " + in + " --output " + out + " --dtype " +
+          dtype + " --hidden-states --attentions" + (interp ? " --interpolate-pos-encoding" : ""));
   INFO(r.err);
   REQUIRE(r.status == 0);
   const io::SafetensorsFile got(out);
@@ -72,7 +74,8 @@ void check_cli_case(const std::string& dir, const std::string& dtype, const std:
 }  // namespace
 
 TEST_CASE("vitmae-run reproduces every hf fixture (float32 and float64)") {
-  for (const char* c : {"hf/tiny", "hf/tiny_normpix_gelu_new", "hf/tiny_gray_p8", "hf/tiny_no_mask", "hf/tiny_interp_48"})
+  for (const char* c :
+       {"hf/tiny", "hf/tiny_normpix_gelu_new", "hf/tiny_gray_p8", "hf/tiny_no_mask", "hf/tiny_interp_48"})
     for (const char* dt : {"float32", "float64"}) check_cli_case(c, dt);
 }
 
@@ -142,7 +145,8 @@ TEST_CASE("vitmae-convert --num-labels makes a ViT classifier of an MAE checkpoi
   }
   const std::string dir2 = test::tmp_dir("convert_cls_labels"), names = dir2 + "/labels.txt", out2 = dir2 + "/cls";
   io::write_file_atomic(names, "cat\ndog\r\n\nbird\n");
-  r = run("--input " + test::data("hf/tiny") + " --out " + out2 + " --labels " + names + " --dtype float16", VITMAE_CONVERT_EXE);
+  r = run("--input " + test::data("hf/tiny") + " --out " + out2 + " --labels " + names + " --dtype float16",
+          VITMAE_CONVERT_EXE);
   REQUIRE(r.status == 0);
   CHECK(vitmae::load_vit_config(out2 + "/config.json").id2label == std::vector<std::string>{"cat", "dog", "bird"});
   r = run("--input " + test::data("hf/tiny") + " --out " + out2 + " --labels /nonexistent.txt", VITMAE_CONVERT_EXE);
@@ -179,7 +183,8 @@ TEST_CASE("vitmae-convert of pytorch_model.bin and the MAE release gives HF fold
   // Missing parents are created (HF's os.makedirs); a regular file in the way is an error.
   const std::string blocked = test::tmp_dir("convert_blocked") + "/file";
   vitmae::io::write_file_atomic(blocked, "not a folder");
-  const RunResult r = run("--input " + test::data("formats/mae_original") + " --out " + blocked + "/x", VITMAE_CONVERT_EXE);
+  const RunResult r =
+      run("--input " + test::data("formats/mae_original") + " --out " + blocked + "/x", VITMAE_CONVERT_EXE);
   CHECK(r.status == 1);
   CHECK(r.err.find(blocked + "/x: cannot create folder") != std::string::npos);
   CHECK(run("--input x", VITMAE_CONVERT_EXE).status == 2);
@@ -197,7 +202,8 @@ TEST_CASE("vitmae-run errors: one line on stderr, exit 1, usage errors exit 2") 
   CHECK(r.err.find("config.json: safetensors header length") != std::string::npos);
   CHECK_FALSE(io::file_exists(out));
 
-  r = run("--model " + test::data("hf/tiny") + " --input " + test::data("hf/tiny_gray_p8/io.safetensors") + " --output " + out);
+  r = run("--model " + test::data("hf/tiny") + " --input " + test::data("hf/tiny_gray_p8/io.safetensors") +
+          " --output " + out);
   CHECK(r.status == 1);
   CHECK(r.err.find("pixel_values have 1 channels, expected num_channels = 3") != std::string::npos);
   CHECK_FALSE(io::file_exists(out));
@@ -217,12 +223,14 @@ TEST_CASE("vitmae-classify: top-k with the probabilities the API gives, JSON lin
   const std::string dir = test::tmp_dir("classify");
   const std::string names = dir + "/labels.txt";
   io::write_file_atomic(names, "cat\ndog\nbird\n");
-  RunResult r = run("--input " + test::data("hf/tiny") + " --out " + dir + "/cls --labels " + names + " --seed 4", VITMAE_CONVERT_EXE);
+  RunResult r = run("--input " + test::data("hf/tiny") + " --out " + dir + "/cls --labels " + names + " --seed 4",
+                    VITMAE_CONVERT_EXE);
   REQUIRE(r.status == 0);
   const std::vector<std::string> photos{test::data("images/chelsea.png"), test::data("images/rocket.jpg"),
                                         test::data("images/camera.png")};
-  const test::Run out = test::run_program(VITMAE_CLASSIFY_EXE, "--model " + dir + "/cls --json --top 2 --batch 2 --image " +
-                                                                   photos[0] + " --image " + photos[1] + " --image " + photos[2]);
+  const test::Run out =
+      test::run_program(VITMAE_CLASSIFY_EXE, "--model " + dir + "/cls --json --top 2 --batch 2 --image " + photos[0] +
+                                                 " --image " + photos[1] + " --image " + photos[2]);
   INFO(out.err);
   REQUIRE(out.status == 0);
   // The same numbers through the API: the folder's preprocessing, softmax of the logits.
@@ -274,7 +282,8 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   const auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir + "/run/final");
   CHECK(model.config().id2label == std::vector<std::string>{"dark", "light"});
   const auto val = vitmae::train::LabelledDataset::image_folder(dir + "/val");
-  const auto e = vitmae::train::evaluate(model, val, vitmae::ImageProcessor::load(dir + "/run/final/preprocessor_config.json"));
+  const auto e =
+      vitmae::train::evaluate(model, val, vitmae::ImageProcessor::load(dir + "/run/final/preprocessor_config.json"));
   CHECK(e.top1 == 1.0);  // the two classes are told apart by brightness alone
   const std::string last = metrics.substr(metrics.rfind('\n', metrics.size() - 2) + 1);
   CHECK(last.find(",1.000000,,") != std::string::npos);  // val_top1 1, no top-5 with 2 classes
@@ -282,7 +291,8 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   // A validation class the training set lacks is refused, naming it; nothing is written.
   std::filesystem::create_directories(dir + "/val2/cloudy");
   std::filesystem::copy_file(dir + "/val/dark/0.png", dir + "/val2/cloudy/0.png");
-  r = run("--train " + dir + "/train --val " + dir + "/val2 --out " + dir + "/run2 --config " + dir + "/config.json --steps 2",
+  r = run("--train " + dir + "/train --val " + dir + "/val2 --out " + dir + "/run2 --config " + dir +
+              "/config.json --steps 2",
           VITMAE_FINETUNE_EXE);
   CHECK(r.status == 1);
   CHECK(r.err == "vitmae: dataset " + dir + "/val2: class 'cloudy' is not one of the training set's 2 classes\n");
@@ -291,8 +301,10 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   CHECK(run("--train a --val b --holdout 2 --out c --config x", VITMAE_FINETUNE_EXE).status == 2);
 
   // --save-every and --resume: the first half, a checkpoint, the second half give the bits of the whole run.
-  const std::string common = "--train " + dir + "/train --val " + dir + "/val --steps 8 --batch 8 --base-lr 0.05 --threads 2 ";
-  REQUIRE(run(common + "--config " + dir + "/config.json --out " + dir + "/whole --save-every 4", VITMAE_FINETUNE_EXE).status == 0);
+  const std::string common =
+      "--train " + dir + "/train --val " + dir + "/val --steps 8 --batch 8 --base-lr 0.05 --threads 2 ";
+  REQUIRE(run(common + "--config " + dir + "/config.json --out " + dir + "/whole --save-every 4", VITMAE_FINETUNE_EXE)
+              .status == 0);
   CHECK(io::file_exists(dir + "/whole/checkpoint-4/optimizer.safetensors"));
   CHECK(io::file_exists(dir + "/whole/checkpoint-4/metrics.csv"));
   r = run(common + "--resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed", VITMAE_FINETUNE_EXE);
@@ -302,7 +314,8 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   auto losses = [](const std::string& csv) {  // step and loss columns (images/s differ)
     std::vector<std::string> out;
     std::istringstream in(csv);
-    for (std::string line; std::getline(in, line);) out.push_back(line.substr(0, line.find(',', line.find(',', line.find(',') + 1) + 1)));
+    for (std::string line; std::getline(in, line);)
+      out.push_back(line.substr(0, line.find(',', line.find(',', line.find(',') + 1) + 1)));
     return out;
   };
   CHECK(losses(test::slurp(dir + "/whole/metrics.csv")) == losses(test::slurp(dir + "/resumed/metrics.csv")));
@@ -315,12 +328,15 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   // A refused resume is a usage error (exit 2), one line naming both values.
   r = run(common + "--seed 4 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed2", VITMAE_FINETUNE_EXE);
   CHECK(r.status == 2);
-  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the run was started with --seed 0, this run gives --seed 4; "
-                 "a resumed run must keep it (leave the flag out to keep it)\n");
+  CHECK(r.err ==
+        "vitmae: " + dir +
+            "/whole/checkpoint-4/trainer_state.json: the run was started with --seed 0, this run gives --seed 4; "
+            "a resumed run must keep it (leave the flag out to keep it)\n");
   r = run("--steps 9 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed3", VITMAE_FINETUNE_EXE);
   CHECK(r.status == 2);
-  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the run was started with --steps 8, this run gives "
-                 "--steps 9; a resumed run must keep it (leave the flag out to keep it)\n");
+  CHECK(r.err == "vitmae: " + dir +
+                     "/whole/checkpoint-4/trainer_state.json: the run was started with --steps 8, this run gives "
+                     "--steps 9; a resumed run must keep it (leave the flag out to keep it)\n");
 
   // --holdout: N images per class out of the training set validate, the rest train.
   r = run("--train " + dir + "/train --holdout 4 --out " + dir + "/held --config " + dir +
@@ -339,7 +355,8 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   REQUIRE(r.status == 0);
   CHECK(r.err.find("linear probe on 16 cls features of 32 training images") != std::string::npos);
   const auto probe = vitmae::ViTForImageClassification<float>::from_pretrained(dir + "/probe/final");
-  const auto pe = vitmae::train::evaluate(probe, val, vitmae::ImageProcessor::load(dir + "/probe/final/preprocessor_config.json"));
+  const auto pe =
+      vitmae::train::evaluate(probe, val, vitmae::ImageProcessor::load(dir + "/probe/final/preprocessor_config.json"));
   // The last row's val_top1 (column 7) and val_loss (column 9) are the folded classifier's.
   const std::string probe_metrics = test::slurp(dir + "/probe/metrics.csv");
   std::vector<std::string> cols;
@@ -379,7 +396,8 @@ TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the
   io::write_file_atomic(dir + "/val.txt", "val/a/1.png 7\n");
   const std::vector<Case> cases{
       {dir + "/empty", dir + "/val", "vitmae: dataset " + dir + "/empty/b: class 'b' has no image files\n"},
-      {dir + "/train.txt", dir + "/val.txt", "vitmae: dataset " + dir + "/val.txt:1: class '7' is not one of the training set's 2 classes\n"},
+      {dir + "/train.txt", dir + "/val.txt",
+       "vitmae: dataset " + dir + "/val.txt:1: class '7' is not one of the training set's 2 classes\n"},
   };
   for (const Case& c : cases) {
     INFO(c.train);
@@ -396,7 +414,8 @@ TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the
     std::filesystem::create_directories(fm);
     std::filesystem::copy_file(test::data(std::string("idx/") + bad), fm + "/train-images-idx3-ubyte.gz");
     std::filesystem::copy_file(test::data("idx/labels-idx1-ubyte.gz"), fm + "/train-labels-idx1-ubyte.gz");
-    const RunResult r = run("--train fashion-mnist:" + fm + ":train --val " + dir + "/val" + model, VITMAE_FINETUNE_EXE);
+    const RunResult r =
+        run("--train fashion-mnist:" + fm + ":train --val " + dir + "/val" + model, VITMAE_FINETUNE_EXE);
     INFO(r.err);
     CHECK(r.status == 1);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);

@@ -45,8 +45,8 @@ TEST_CASE("writer and reader round-trip F64, F32, I64 exactly and F16/BF16 by ro
   const auto f16 = f.get<double>("a.f16").data;
   CHECK(f16[0] == 1.0);
   CHECK(f16[1] == -2.5);
-  CHECK(f16[2] == 3.140625);  // nearest binary16
-  CHECK(f16[3] == 65504.0);   // largest binary16
+  CHECK(f16[2] == 3.140625);                             // nearest binary16
+  CHECK(f16[3] == 65504.0);                              // largest binary16
   CHECK(f16[4] == doctest::Approx(1e-8).epsilon(0.05));  // subnormal: 2^-24 * round(1e-8 / 2^-24)
   const auto bf16 = f.get<double>("a.bf16").data;
   CHECK(bf16[2] == 3.140625);
@@ -88,9 +88,9 @@ TEST_CASE("malformed safetensors files are rejected with the reason") {
                        doctest::Contains("header is not valid JSON"), vitmae::Error);
   CHECK_THROWS_WITH_AS(open(write_raw("array.safetensors", "[1, 2]  ", "")),
                        doctest::Contains("header must be a JSON object"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(
-      open(write_raw("dtype.safetensors", R"({"x": {"dtype": "F128", "shape": [1], "data_offsets": [0, 8]}})", ok_data)),
-      doctest::Contains("tensor 'x': unknown dtype 'F128'"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(open(write_raw("dtype.safetensors",
+                                      R"({"x": {"dtype": "F128", "shape": [1], "data_offsets": [0, 8]}})", ok_data)),
+                       doctest::Contains("tensor 'x': unknown dtype 'F128'"), vitmae::Error);
   CHECK_THROWS_WITH_AS(
       open(write_raw("neg.safetensors", R"({"x": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}})", ok_data)),
       doctest::Contains("must hold non-negative integers"), vitmae::Error);
@@ -98,12 +98,12 @@ TEST_CASE("malformed safetensors files are rejected with the reason") {
       open(write_raw("overflow.safetensors",
                      R"({"x": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})", ok_data)),
       doctest::Contains("element count that overflows"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(
-      open(write_raw("range.safetensors", R"({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", ok_data)),
-      doctest::Contains("run past the data section (8 bytes)"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(
-      open(write_raw("reversed.safetensors", R"({"x": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", ok_data)),
-      doctest::Contains("are reversed"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(open(write_raw("range.safetensors",
+                                      R"({"x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", ok_data)),
+                       doctest::Contains("run past the data section (8 bytes)"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(open(write_raw("reversed.safetensors",
+                                      R"({"x": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", ok_data)),
+                       doctest::Contains("are reversed"), vitmae::Error);
   CHECK_THROWS_WITH_AS(
       open(write_raw("size.safetensors", R"({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}})", ok_data)),
       doctest::Contains("span 8 bytes, expected shape [1] x F32 = 4"), vitmae::Error);
@@ -119,8 +119,9 @@ TEST_CASE("malformed safetensors files are rejected with the reason") {
                        doctest::Contains("duplicate tensor name 'x'"), vitmae::Error);
   CHECK_THROWS_WITH_AS(open(write_raw("meta.safetensors", R"({"__metadata__": {"a": 1}})", "")),
                        doctest::Contains("__metadata__ 'a' must be a string"), vitmae::Error);
-  CHECK_THROWS_WITH_AS(open(write_raw("offsets.safetensors", R"({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0]}})", ok_data)),
-                       doctest::Contains("'data_offsets' must be an array [begin, end]"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      open(write_raw("offsets.safetensors", R"({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0]}})", ok_data)),
+      doctest::Contains("'data_offsets' must be an array [begin, end]"), vitmae::Error);
 }
 
 TEST_CASE("a truncated checkpoint is an error, not a crash") {
@@ -146,7 +147,8 @@ TEST_CASE("sharded checkpoints: the index maps names to shards, a tensor missing
   j["weight_map"]["decoder.decoder_pred.bias"] = "model-00001-of-00002.safetensors";
   std::ofstream(dir + "/model.safetensors.index.json") << j.dump();
   CHECK_THROWS_WITH_AS(io::open_checkpoint_weights(dir),
-                       doctest::Contains("tensor 'decoder.decoder_pred.bias' is listed in shard 'model-00001-of-00002.safetensors' but that file does not hold it"),
+                       doctest::Contains("tensor 'decoder.decoder_pred.bias' is listed in shard "
+                                         "'model-00001-of-00002.safetensors' but that file does not hold it"),
                        vitmae::Error);
   j["weight_map"]["decoder.decoder_pred.bias"] = "../evil.safetensors";
   std::ofstream(dir + "/model.safetensors.index.json") << j.dump();

@@ -77,14 +77,16 @@ TEST_CASE("finite differences: every activation, qkv bias on and off, norm_pix_l
     bool qkv_bias, norm_pix;
     int channels;
   };
-  const Case cases[] = {{"gelu", true, false, 3},      {"gelu_new", false, true, 3}, {"gelu_fast", true, true, 1},
-                        {"quick_gelu", true, false, 3}, {"relu", false, false, 1},   {"silu", true, true, 3},
-                        {"tanh", true, false, 3},       {"sigmoid", false, true, 3}, {"mish", true, false, 3}};
+  const Case cases[] = {{"gelu", true, false, 3},       {"gelu_new", false, true, 3}, {"gelu_fast", true, true, 1},
+                        {"quick_gelu", true, false, 3}, {"relu", false, false, 1},    {"silu", true, true, 3},
+                        {"tanh", true, false, 3},       {"sigmoid", false, true, 3},  {"mish", true, false, 3}};
   for (const Case& cs : cases) {
-    INFO("activation " << cs.act << " qkv_bias " << cs.qkv_bias << " norm_pix " << cs.norm_pix << " channels " << cs.channels);
+    INFO("activation " << cs.act << " qkv_bias " << cs.qkv_bias << " norm_pix " << cs.norm_pix << " channels "
+                       << cs.channels);
     vitmae::Config c;
     c.hidden_size = 16, c.num_hidden_layers = 2, c.num_attention_heads = 2, c.intermediate_size = 24;
-    c.decoder_hidden_size = 8, c.decoder_num_hidden_layers = 1, c.decoder_num_attention_heads = 2, c.decoder_intermediate_size = 12;
+    c.decoder_hidden_size = 8, c.decoder_num_hidden_layers = 1, c.decoder_num_attention_heads = 2,
+    c.decoder_intermediate_size = 12;
     c.image_size = 8, c.patch_size = 2, c.num_channels = cs.channels, c.mask_ratio = 0.5;
     c.hidden_act = cs.act, c.qkv_bias = cs.qkv_bias, c.norm_pix_loss = cs.norm_pix, c.layer_norm_eps = 1e-6;
     c.initializer_range = 0.3;  // large weights exercise the non-linearities
@@ -118,10 +120,12 @@ TEST_CASE("finite differences: every activation, qkv bias on and off, norm_pix_l
         m,
         [&](const vitmae::Parameter<double>& p, const vitmae::Parameter<double>& g) {
           if (!p.trainable()) return;
-          for (Index i : {Index(0), p.size / 2, p.size - 1}) probe(p.data[i], g.data[i], p.name + "[" + std::to_string(i) + "]");
+          for (Index i : {Index(0), p.size / 2, p.size - 1})
+            probe(p.data[i], g.data[i], p.name + "[" + std::to_string(i) + "]");
         },
         grads);
-    for (Index i : {Index(0), Index(37), px.numel() - 1}) probe(px.data[static_cast<size_t>(i)], dpix.data()[i], "pixel " + std::to_string(i));
+    for (Index i : {Index(0), Index(37), px.numel() - 1})
+      probe(px.data[static_cast<size_t>(i)], dpix.data()[i], "pixel " + std::to_string(i));
   }
 }
 
@@ -143,7 +147,8 @@ TEST_CASE("12 AdamW steps of the float64 reference: every loss and every weight 
     std::copy(px.data.begin() + s * per, px.data.begin() + (s + 1) * per, batch.data.begin());
     const Matrix<double> n = Eigen::Map<const Matrix<double>>(noise.ptr() + s * 4 * 64, 4, 64);
     vitmae::train::zero_parameters(grads);
-    const double loss = vitmae::train::forward_backward(m, batch, n, grads, nullptr, 0.0, vitmae::ForwardOptions{}, &cache);
+    const double loss =
+        vitmae::train::forward_backward(m, batch, n, grads, nullptr, 0.0, vitmae::ForwardOptions{}, &cache);
     INFO("step " << s << " loss " << loss << " reference " << losses[static_cast<size_t>(s)]);
     CHECK(std::abs(loss - losses[static_cast<size_t>(s)]) <= 1e-12 * std::abs(losses[static_cast<size_t>(s)]));
     opt.step(m, grads, lr[static_cast<size_t>(s)]);
@@ -173,7 +178,8 @@ TEST_CASE("12 AdamW steps of the float64 reference: every loss and every weight 
 TEST_CASE("parameter kinds decide the optimiser's groups and the frozen tables") {
   vitmae::Config c;
   c.hidden_size = 16, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.intermediate_size = 24;
-  c.decoder_hidden_size = 8, c.decoder_num_hidden_layers = 1, c.decoder_num_attention_heads = 2, c.decoder_intermediate_size = 12;
+  c.decoder_hidden_size = 8, c.decoder_num_hidden_layers = 1, c.decoder_num_attention_heads = 2,
+  c.decoder_intermediate_size = 12;
   c.image_size = 8, c.patch_size = 2;
   const vitmae::ForPreTraining<double> m(c);
   std::map<std::string, vitmae::ParamKind> kind;
@@ -255,13 +261,16 @@ TEST_CASE("AdamW's vectorised sqrt is correctly rounded (Eigen's packet sqrt is 
   CHECK(w == before.vit.encoder.layer[0].intermediate.dense.weight);
 }
 
-TEST_CASE("what a killed checkpoint write leaves is hidden, ignored by CheckpointRotation and removed by remove_stale_temporaries") {
+TEST_CASE(
+    "what a killed checkpoint write leaves is hidden, ignored by CheckpointRotation and removed by "
+    "remove_stale_temporaries") {
   namespace fs = std::filesystem;
   const std::string dir = test::tmp_dir("stale_temporaries");
   const std::string dead = "999999999";  // beyond Linux's largest pid_max (2^22): no such process
   const std::string alive = std::to_string(static_cast<long>(::getpid()));
-  for (const std::string& d : std::vector<std::string>{"checkpoint-2", "checkpoint-4", ".checkpoint-6.tmp-" + dead, ".checkpoint-8.tmp-" + alive,
-                               ".checkpoint-4.old-" + dead, ".checkpoint-9.old-" + dead})
+  for (const std::string& d :
+       std::vector<std::string>{"checkpoint-2", "checkpoint-4", ".checkpoint-6.tmp-" + dead,
+                                ".checkpoint-8.tmp-" + alive, ".checkpoint-4.old-" + dead, ".checkpoint-9.old-" + dead})
     fs::create_directories(dir + "/" + d);
   vitmae::io::write_file_atomic(dir + "/loss.csv.tmp." + dead, "half");
   vitmae::io::write_file_atomic(dir + "/loss.csv", "whole");
@@ -276,12 +285,13 @@ TEST_CASE("what a killed checkpoint write leaves is hidden, ignored by Checkpoin
   CHECK_FALSE(fs::exists(dir + "/.checkpoint-6.tmp-" + dead));
   CHECK_FALSE(fs::exists(dir + "/loss.csv.tmp." + dead));
   CHECK_FALSE(fs::exists(dir + "/.checkpoint-4.old-" + dead));
-  CHECK(fs::exists(dir + "/.checkpoint-9.old-" + dead));     // the only copy of checkpoint-9: kept
-  CHECK(fs::exists(dir + "/.checkpoint-8.tmp-" + alive));    // a running writer's
+  CHECK(fs::exists(dir + "/.checkpoint-9.old-" + dead));   // the only copy of checkpoint-9: kept
+  CHECK(fs::exists(dir + "/.checkpoint-8.tmp-" + alive));  // a running writer's
   CHECK(test::slurp(dir + "/loss.csv") == "whole");
   CHECK(vitmae::io::remove_stale_temporaries(dir + "/missing") == 0);
   // An OUT that cannot be created is refused before anything is written.
   CHECK_NOTHROW(vitmae::io::require_can_create(dir + "/new/deeper"));
   CHECK_FALSE(fs::exists(dir + "/new"));
-  CHECK_THROWS_WITH_AS(vitmae::io::require_can_create(dir + "/loss.csv/x"), doctest::Contains("cannot create folder"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::io::require_can_create(dir + "/loss.csv/x"), doctest::Contains("cannot create folder"),
+                       vitmae::Error);
 }

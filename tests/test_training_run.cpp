@@ -58,14 +58,17 @@ void features(vitmae::Matrix<double>& X, std::vector<std::int64_t>& y, int n, st
 std::string list_file(const std::string& dir, int classes, int per_class) {
   std::string text;
   for (int c = 0; c < classes; ++c)
-    for (int k = 0; k < per_class; ++k) text += "img-" + std::to_string(c) + "-" + std::to_string(k) + ".png\tclass " + std::to_string(c) + "\n";
+    for (int k = 0; k < per_class; ++k)
+      text += "img-" + std::to_string(c) + "-" + std::to_string(k) + ".png\tclass " + std::to_string(c) + "\n";
   io::write_file_atomic(dir + "/list.txt", text);
   return dir + "/list.txt";
 }
 
 }  // namespace
 
-TEST_CASE("TrainingRun: metrics.csv a row a step from the loop's own numbers, evaluations in it, the curves and per-class files") {
+TEST_CASE(
+    "TrainingRun: metrics.csv a row a step from the loop's own numbers, evaluations in it, the curves and per-class "
+    "files") {
   const std::string dir = test::tmp_dir("training_run");
   vitmae::Matrix<double> X, V;
   std::vector<std::int64_t> y, yv;
@@ -92,7 +95,8 @@ TEST_CASE("TrainingRun: metrics.csv a row a step from the loop's own numbers, ev
   CHECK(text == run.metrics().text());
   const auto rows = csv_rows(text);
   REQUIRE(rows.size() == 7);
-  CHECK(rows[0] == std::vector<std::string>{"step", "epoch", "loss", "lr", "grad_norm", "images_per_s", "val_top1", "val_top5", "val_loss"});
+  CHECK(rows[0] == std::vector<std::string>{"step", "epoch", "loss", "lr", "grad_norm", "images_per_s", "val_top1",
+                                            "val_top5", "val_loss"});
   const auto& history = probe.loop.history();
   REQUIRE(history.size() == 6);
   for (size_t k = 0; k < 6; ++k) {
@@ -105,7 +109,7 @@ TEST_CASE("TrainingRun: metrics.csv a row a step from the loop's own numbers, ev
     CHECK(rows[k + 1][4] == fixed(history[k].grad_norm, 6));
     CHECK(history[k].grad_norm > 0);
     CHECK(rows[k + 1][6].empty() == (k + 1 != 4 && k + 1 != 6));  // validation columns only where it ran
-    CHECK(rows[k + 1][7].empty());                                 // two classes: no top-5
+    CHECK(rows[k + 1][7].empty());                                // two classes: no top-5
   }
   // The last evaluation, computed again here on the trained head, is the last row's.
   const train::Evaluation again = train::Evaluation::of(probe.loop.model().logits(V), yv);
@@ -121,7 +125,9 @@ TEST_CASE("TrainingRun: metrics.csv a row a step from the loop's own numbers, ev
   CHECK(run.metrics().accuracy().points[1].second == doctest::Approx(100 * again.top1));
 }
 
-TEST_CASE("MetricsLog resumes a checkpoint's rows (or, without metrics.csv, its history) and refuses a file that is not one") {
+TEST_CASE(
+    "MetricsLog resumes a checkpoint's rows (or, without metrics.csv, its history) and refuses a file that is not "
+    "one") {
   const std::string dir = test::tmp_dir("metrics_log");
   const std::string rows = std::string(train::MetricsLog::header) + "1,0.500,0.700000,0.001000000,1.500000,10.00,,,\n" +
                            "2,1.000,0.600000,0.002000000,1.200000,11.00,0.750000,,0.550000\n";
@@ -144,13 +150,17 @@ TEST_CASE("MetricsLog resumes a checkpoint's rows (or, without metrics.csv, its 
 
   io::write_file_atomic(dir + "/bad/metrics.csv", "step,loss\n1,2\n");
   train::MetricsLog bad(dir + "/x.csv");
-  CHECK_THROWS_WITH_AS(bad.resume(dir + "/bad", {}, 1, 1), doctest::Contains((dir + "/bad/metrics.csv: expected the header step,epoch").c_str()),
+  CHECK_THROWS_WITH_AS(bad.resume(dir + "/bad", {}, 1, 1),
+                       doctest::Contains((dir + "/bad/metrics.csv: expected the header step,epoch").c_str()),
                        vitmae::Error);
   io::write_file_atomic(dir + "/cut/metrics.csv", std::string(train::MetricsLog::header) + "1,0.5\n");
-  CHECK_THROWS_WITH_AS(bad.resume(dir + "/cut", {}, 1, 1), doctest::Contains("metrics.csv: line 2 is not a row of numbers"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(bad.resume(dir + "/cut", {}, 1, 1),
+                       doctest::Contains("metrics.csv: line 2 is not a row of numbers"), vitmae::Error);
 }
 
-TEST_CASE("LabelledDataset::hold_out: N of every class, seeded, disjoint from what is left, refused when a class would be emptied") {
+TEST_CASE(
+    "LabelledDataset::hold_out: N of every class, seeded, disjoint from what is left, refused when a class would be "
+    "emptied") {
   const std::string dir = test::tmp_dir("hold_out");
   auto data = train::LabelledDataset::open(list_file(dir, 3, 4));
   REQUIRE(data.size() == 12);
@@ -166,11 +176,12 @@ TEST_CASE("LabelledDataset::hold_out: N of every class, seeded, disjoint from wh
   CHECK(all.size() == 12);
   const auto same = copy.hold_out(1, 7, "--holdout 1");  // the same seed, the same split
   for (size_t i = 0; i < 3; ++i) CHECK(same.source(i) == held.source(i));
-  CHECK_THROWS_WITH_AS(copy.hold_out(4, 7, "--holdout 4"), doctest::Contains("class 'class 0' has 3 images: --holdout 4 would leave none"),
-                       vitmae::Error);
+  CHECK_THROWS_WITH_AS(copy.hold_out(4, 7, "--holdout 4"),
+                       doctest::Contains("class 'class 0' has 3 images: --holdout 4 would leave none"), vitmae::Error);
 }
 
-TEST_CASE("datasets shrink an image to its shorter side on decoding (PIL bicubic), labelled ones too, 0 keeps full size") {
+TEST_CASE(
+    "datasets shrink an image to its shorter side on decoding (PIL bicubic), labelled ones too, 0 keeps full size") {
   const std::string dir = test::tmp_dir("shorter_side");
   vitmae::io::Image8 im{64, 32, 3, std::vector<std::uint8_t>(64 * 32 * 3, 90)};
   const auto small = train::shrink_to_shorter_side(im, 16);
@@ -216,7 +227,8 @@ TEST_CASE("the training command line records paths absolutely, so that --resume 
   vitmae::cli::add_shared_flags(third, c, o, "data", "10");
   const char* argv3[] = {"vitmae-test", "--data", "other.txt"};
   third.parse(3, const_cast<char**>(argv3));
-  CHECK_THROWS_WITH_AS(third.resume_from(rec, "state.json"), doctest::Contains(("the run was started with --data " + dir + "/list.txt").c_str()),
+  CHECK_THROWS_WITH_AS(third.resume_from(rec, "state.json"),
+                       doctest::Contains(("the run was started with --data " + dir + "/list.txt").c_str()),
                        vitmae::cli::UsageError);
   std::filesystem::current_path(before);
 }
@@ -232,11 +244,11 @@ TEST_CASE("the progress line: images/s counts training only, the ETA adds the ev
   train::RunSettings s;
   s.program = "test", s.out = dir + "/out", s.save_every = 0, s.log_every = 1, s.eval_every = 2, s.epoch_steps = 4;
   s.classes = {"a", "b"}, s.final = train::RunSettings::Final::none;
-  train::TrainingRun<train::TrainingLoop<train::LinearProbing<double>>> run(probe.loop, s, vitmae::ImageProcessor(),
-                                                                           [&](const train::LinearProbe<double>& p) {
-                                                                             std::this_thread::sleep_for(std::chrono::milliseconds(1300));
-                                                                             return train::Evaluation::of(p.logits(X), y);
-                                                                           });
+  train::TrainingRun<train::TrainingLoop<train::LinearProbing<double>>> run(
+      probe.loop, s, vitmae::ImageProcessor(), [&](const train::LinearProbe<double>& p) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+        return train::Evaluation::of(p.logits(X), y);
+      });
   // The lines go to stderr: to a file for the test.
   std::fflush(stderr);
   const int saved = ::dup(2);
@@ -254,7 +266,9 @@ TEST_CASE("the progress line: images/s counts training only, the ETA adds the ev
   INFO(err);
   std::smatch m;
   // Step 3: one evaluation (1.3 s) measured and one to come, at step 4: the ETA holds it.
-  REQUIRE(std::regex_search(err, m, std::regex("step 3/4  loss [0-9.]+  lr [0-9.e+-]+  ([0-9.]+) img/s  elapsed [0-9:]+  ETA 0:00:0([0-9])")));
+  REQUIRE(std::regex_search(
+      err, m,
+      std::regex("step 3/4  loss [0-9.]+  lr [0-9.e+-]+  ([0-9.]+) img/s  elapsed [0-9:]+  ETA 0:00:0([0-9])")));
   CHECK(m[2] == "1");
   // Training alone is far quicker than 12 images over the 1.3 s the first evaluation took.
   CHECK(std::stod(m[1]) > 3 * 12 / wall);

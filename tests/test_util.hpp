@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 #include <vitmae/vitmae.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -14,8 +16,6 @@
 #include <random>
 #include <sstream>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <vector>
 
 namespace test {
@@ -33,7 +33,8 @@ inline std::string tmp_dir(const std::string& name) {
 }
 
 /// Writes `image` as a PNG at each of `files` (paths below `root`, folders made as needed).
-inline void write_pngs(const std::string& root, std::initializer_list<const char*> files, const vitmae::io::Image8& image) {
+inline void write_pngs(const std::string& root, std::initializer_list<const char*> files,
+                       const vitmae::io::Image8& image) {
   for (const char* f : files) {
     std::filesystem::create_directories(std::filesystem::path(root + "/" + f).parent_path());
     vitmae::io::save_png(root + "/" + f, image);

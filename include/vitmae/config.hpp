@@ -22,8 +22,7 @@ enum class Activation { gelu, gelu_tanh, gelu_fast, quick_gelu, relu, silu, tanh
 /// @throws vitmae::Error for a name HF does not define.
 inline Activation activation_from_name(const std::string& name, const std::string& where = "hidden_act") {
   if (name == "gelu" || name == "gelu_python") return Activation::gelu;
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_accurate")
-    return Activation::gelu_tanh;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_accurate") return Activation::gelu_tanh;
   if (name == "gelu_fast") return Activation::gelu_fast;
   if (name == "quick_gelu") return Activation::quick_gelu;
   if (name == "relu") return Activation::relu;
@@ -120,9 +119,10 @@ struct EncoderConfig {
     detail::require(num_hidden_layers >= 0, where, ": 'num_hidden_layers' must be >= 0, got ", num_hidden_layers);
     detail::require(hidden_size % num_attention_heads == 0, where, ": 'hidden_size' ", hidden_size,
                     " is not a multiple of 'num_attention_heads' ", num_attention_heads);
-    detail::require(patch_size <= image_size, where, ": 'patch_size' ", patch_size, " is larger than 'image_size' ", image_size);
-    detail::require(image_size % patch_size == 0, where, ": 'image_size' ", image_size, " is not a multiple of 'patch_size' ",
-                    patch_size);
+    detail::require(patch_size <= image_size, where, ": 'patch_size' ", patch_size, " is larger than 'image_size' ",
+                    image_size);
+    detail::require(image_size % patch_size == 0, where, ": 'image_size' ", image_size,
+                    " is not a multiple of 'patch_size' ", patch_size);
     detail::require(std::isfinite(layer_norm_eps) && layer_norm_eps >= 0.0, where,
                     ": 'layer_norm_eps' must be a finite number >= 0, got ", layer_norm_eps);
     detail::require(std::isfinite(initializer_range) && initializer_range >= 0.0, where,
@@ -142,8 +142,8 @@ struct EncoderConfig {
     using R = long double;
     const R grid = static_cast<R>(grid_size()), positions = 1 + grid * grid, h = static_cast<R>(hidden_size);
     const R pp = static_cast<R>(patch_size) * static_cast<R>(patch_size) * static_cast<R>(num_channels);
-    return h + positions * h + h * pp + h + static_cast<R>(num_hidden_layers) * layer_parameters(h, static_cast<R>(intermediate_size)) +
-           2 * h;
+    return h + positions * h + h * pp + h +
+           static_cast<R>(num_hidden_layers) * layer_parameters(h, static_cast<R>(intermediate_size)) + 2 * h;
   }
   /// Refuses a model larger than 4e9 parameters (16 GB as float32; MAE's ViT-H is 0.66e9), so
   /// that a config asking for an absurd one (image_size 65536 with patch_size 1, a million
@@ -203,11 +203,10 @@ struct Config : EncoderConfig {
     positive("decoder_hidden_size", decoder_hidden_size);
     positive("decoder_num_attention_heads", decoder_num_attention_heads);
     positive("decoder_intermediate_size", decoder_intermediate_size);
-    detail::require(decoder_num_hidden_layers >= 0, where,
-                    ": 'decoder_num_hidden_layers' must be >= 0, got ", decoder_num_hidden_layers);
-    detail::require(decoder_hidden_size % decoder_num_attention_heads == 0, where,
-                    ": 'decoder_hidden_size' ", decoder_hidden_size,
-                    " is not a multiple of 'decoder_num_attention_heads' ",
+    detail::require(decoder_num_hidden_layers >= 0, where, ": 'decoder_num_hidden_layers' must be >= 0, got ",
+                    decoder_num_hidden_layers);
+    detail::require(decoder_hidden_size % decoder_num_attention_heads == 0, where, ": 'decoder_hidden_size' ",
+                    decoder_hidden_size, " is not a multiple of 'decoder_num_attention_heads' ",
                     decoder_num_attention_heads);
     detail::require(std::isfinite(mask_ratio) && mask_ratio >= 0.0 && mask_ratio < 1.0, where,
                     ": 'mask_ratio' must be in [0, 1), got ", mask_ratio);
@@ -217,9 +216,10 @@ struct Config : EncoderConfig {
     const R grid = static_cast<R>(grid_size()), positions = 1 + grid * grid;
     const R h = static_cast<R>(hidden_size), dh = static_cast<R>(decoder_hidden_size);
     const R pp = static_cast<R>(patch_size) * static_cast<R>(patch_size) * static_cast<R>(num_channels);
-    const R decoder = dh + positions * dh + dh * h + dh +  // mask token, positions, decoder_embed
-                      static_cast<R>(decoder_num_hidden_layers) * layer_parameters(dh, static_cast<R>(decoder_intermediate_size)) +
-                      2 * dh + pp * dh + pp;  // decoder_norm, decoder_pred
+    const R decoder =
+        dh + positions * dh + dh * h + dh +  // mask token, positions, decoder_embed
+        static_cast<R>(decoder_num_hidden_layers) * layer_parameters(dh, static_cast<R>(decoder_intermediate_size)) +
+        2 * dh + pp * dh + pp;  // decoder_norm, decoder_pred
     check_model_size(encoder_parameters() + decoder, where,
                      ", decoder_hidden_size " + std::to_string(decoder_hidden_size) + " x decoder_num_hidden_layers " +
                          std::to_string(decoder_num_hidden_layers));

@@ -26,11 +26,16 @@ enum class ParamKind {
 
 inline const char* kind_name(ParamKind k) {
   switch (k) {
-    case ParamKind::weight: return "weight";
-    case ParamKind::bias: return "bias";
-    case ParamKind::norm: return "norm";
-    case ParamKind::token: return "token";
-    case ParamKind::fixed_table: return "fixed_table";
+    case ParamKind::weight:
+      return "weight";
+    case ParamKind::bias:
+      return "bias";
+    case ParamKind::norm:
+      return "norm";
+    case ParamKind::token:
+      return "token";
+    case ParamKind::fixed_table:
+      return "fixed_table";
   }
   return "?";
 }
@@ -68,7 +73,7 @@ T zeros(Storage s, Index rows, Index cols) {
 /// Storage is contiguous: `size` values at `data`, in torch's row-major order of `shape`.
 template <class S>
 struct Parameter {
-  std::string name;          // the HF state-dict key below the visit's prefix
+  std::string name;  // the HF state-dict key below the visit's prefix
   S* data = nullptr;
   Index size = 0;
   std::vector<Index> shape;  // HF's shape (cls_token (1, 1, hidden), projection (hidden, C, p, p), ...)
@@ -114,14 +119,14 @@ void visit_tensor(V& visit, std::string name, T& t, std::vector<Index> shape, Pa
 
 /// Gives a module both forms of visit_parameters(prefix, visit) from its one static
 /// `parameters(self, prefix, visit)`, written once for the const and the mutable module.
-#define VITMAE_VISIT_PARAMETERS                                                      \
-  template <class V>                                                                 \
-  void visit_parameters(const std::string& prefix, V&& visit) {                      \
-    parameters(*this, prefix, visit);                                                \
-  }                                                                                  \
-  template <class V>                                                                 \
-  void visit_parameters(const std::string& prefix, V&& visit) const {                \
-    parameters(*this, prefix, visit);                                                \
+#define VITMAE_VISIT_PARAMETERS                                       \
+  template <class V>                                                  \
+  void visit_parameters(const std::string& prefix, V&& visit) {       \
+    parameters(*this, prefix, visit);                                 \
+  }                                                                   \
+  template <class V>                                                  \
+  void visit_parameters(const std::string& prefix, V&& visit) const { \
+    parameters(*this, prefix, visit);                                 \
   }
 
 /// Every parameter of `m` (a module with a `scalar_type`), in visit order; const when m is.

@@ -10,9 +10,9 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <utility>
 #include <vector>
-#include <type_traits>
 
 namespace vitmae {
 
@@ -44,7 +44,8 @@ int uniform_int(Engine& rng, int n) {
 /// Fisher-Yates from the back, one uniform_int draw a position: v[i-1] swaps with v[j], j in [0, i).
 template <class T, class Engine>
 void shuffle(std::vector<T>& v, Engine& rng) {
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
+  for (size_t i = v.size(); i > 1; --i)
+    std::swap(v[i - 1], v[static_cast<size_t>(uniform_int(rng, static_cast<int>(i)))]);
 }
 
 /// Standard normal numbers by Box-Muller on uniform53 draws (pairs: cos, then the spare sin).
@@ -89,13 +90,14 @@ inline std::mt19937_64 seeded_rng(std::uint64_t seed, std::uint64_t stream) {
 /// (micro-step, epoch). Two inits differ for history's sake: changing either would change the
 /// weights every earlier run drew from the same seed.
 namespace seed_streams {
-inline constexpr std::uint64_t noise = 0x4E4F495345000000ull;       // "NOISE" + micro-step: MAE's masking noise
-inline constexpr std::uint64_t permutation = 0x5045524D00000000ull; // "PERM" + epoch: the data order
-inline constexpr std::uint64_t subset = 0x5355425345540000ull;      // "SUBSET": --labels-per-class
-inline constexpr std::uint64_t holdout = 0x484F4C444F5554ull;       // "HOLDOUT", xored into the seed: --holdout's subset
-inline constexpr std::uint64_t probe = 0x50524F4245000000ull;       // "PROBE" (+ 1 + epoch: its order): a linear probe's head
-inline constexpr std::uint64_t init_mae = 0x494E4954ull;            // "INIT" (low bytes): a ViTMAE drawn from a config
-inline constexpr std::uint64_t init_vit = 0x494E495400000000ull;    // "INIT": a ViT classifier drawn from a config
+inline constexpr std::uint64_t noise = 0x4E4F495345000000ull;        // "NOISE" + micro-step: MAE's masking noise
+inline constexpr std::uint64_t permutation = 0x5045524D00000000ull;  // "PERM" + epoch: the data order
+inline constexpr std::uint64_t subset = 0x5355425345540000ull;       // "SUBSET": --labels-per-class
+inline constexpr std::uint64_t holdout = 0x484F4C444F5554ull;  // "HOLDOUT", xored into the seed: --holdout's subset
+inline constexpr std::uint64_t probe =
+    0x50524F4245000000ull;                                // "PROBE" (+ 1 + epoch: its order): a linear probe's head
+inline constexpr std::uint64_t init_mae = 0x494E4954ull;  // "INIT" (low bytes): a ViTMAE drawn from a config
+inline constexpr std::uint64_t init_vit = 0x494E495400000000ull;  // "INIT": a ViT classifier drawn from a config
 }  // namespace seed_streams
 
 }  // namespace vitmae

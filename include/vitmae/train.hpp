@@ -4,7 +4,6 @@
 // vitmae/vitmae.hpp only and never pay for this.
 #pragma once
 
-#include "vitmae/vitmae.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/checkpoint.hpp"
 #include "vitmae/train/data.hpp"
@@ -14,3 +13,4 @@
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/plot.hpp"
 #include "vitmae/train/trainer.hpp"
+#include "vitmae/vitmae.hpp"

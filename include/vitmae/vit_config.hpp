@@ -45,9 +45,10 @@ struct ViTConfig : EncoderConfig {
   void validate(const std::string& where = "config") const {
     validate_encoder(where);
     detail::require(encoder_stride > 0, where, ": 'encoder_stride' must be positive, got ", encoder_stride);
-    detail::require(pooler_output_size >= 0, where, ": 'pooler_output_size' must be positive, got ", pooler_output_size);
-    detail::require(problem_type.empty() || problem_type == "regression" || problem_type == "single_label_classification" ||
-                        problem_type == "multi_label_classification",
+    detail::require(pooler_output_size >= 0, where, ": 'pooler_output_size' must be positive, got ",
+                    pooler_output_size);
+    detail::require(problem_type.empty() || problem_type == "regression" ||
+                        problem_type == "single_label_classification" || problem_type == "multi_label_classification",
                     where, ": 'problem_type' must be null, \"regression\", \"single_label_classification\" or ",
                     "\"multi_label_classification\", got \"", problem_type, "\"");
     detail::require(num_labels() <= 1000000, where, ": ", num_labels(), " labels, more than the limit of 1000000");
@@ -65,7 +66,8 @@ struct ViTConfig : EncoderConfig {
     const detail::JsonFields f{j, where};
     c.read_encoder(f);
     f.get("encoder_stride", c.encoder_stride);
-    if (auto it = j.find("pooler_output_size"); it != j.end() && !it->is_null()) f.get("pooler_output_size", c.pooler_output_size);
+    if (auto it = j.find("pooler_output_size"); it != j.end() && !it->is_null())
+      f.get("pooler_output_size", c.pooler_output_size);
     f.get("pooler_act", c.pooler_act);
     if (auto it = j.find("problem_type"); it != j.end() && !it->is_null()) f.get("problem_type", c.problem_type);
     if (auto it = j.find("id2label"); it != j.end() && !it->is_null()) {
@@ -135,10 +137,12 @@ struct ViTConfig : EncoderConfig {
       } catch (const std::exception&) {
         used = 0;
       }
-      detail::require(used == key.size() && !key.empty() && id >= 0 && static_cast<size_t>(id) < n, where, ": 'id2label' key '",
-                      key, "' is not a class index in 0 ... ", n == 0 ? 0 : n - 1, " (its ", n, " keys must be 0 ... n-1)");
+      detail::require(used == key.size() && !key.empty() && id >= 0 && static_cast<size_t>(id) < n, where,
+                      ": 'id2label' key '", key, "' is not a class index in 0 ... ", n == 0 ? 0 : n - 1, " (its ", n,
+                      " keys must be 0 ... n-1)");
       detail::require(!seen[static_cast<size_t>(id)], where, ": 'id2label' has class ", id, " twice");
-      detail::require(it.value().is_string(), where, ": 'id2label' of class ", key, " must be a string, got ", it.value().dump());
+      detail::require(it.value().is_string(), where, ": 'id2label' of class ", key, " must be a string, got ",
+                      it.value().dump());
       out[static_cast<size_t>(id)] = it.value().get<std::string>();
       seen[static_cast<size_t>(id)] = true;
     }

@@ -2,10 +2,10 @@
 // libFuzzer helpers: the readers take paths, so each input goes to a file in /dev/shm.
 #pragma once
 
+#include <unistd.h>
 #include <cstdint>
 #include <cstdio>
 #include <string>
-#include <unistd.h>
 
 #include <vitmae/vitmae.hpp>
 

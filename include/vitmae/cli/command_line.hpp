@@ -33,7 +33,7 @@ class CommandLine {
   struct Flag {
     std::string name, metavar, help;
     std::function<void(const std::string& value)> set;  // a switch: "off" unsets it, anything else sets it
-    std::function<std::string()> get;                    // the value now, as set() takes it
+    std::function<std::string()> get;                   // the value now, as set() takes it
     OnResume on_resume = OnResume::kept;
     std::vector<std::string> aliases;  // older spellings, accepted and not shown
     std::string default_value;         // get() when declared
@@ -53,31 +53,52 @@ class CommandLine {
 
   /// A switch: sets `target` to `on`.
   void toggle(const std::string& name, bool& target, bool on, std::string help, OnResume r = OnResume::kept) {
-    add({name, "", std::move(help), [&target, on](const std::string& v) { target = v == "off" ? !on : on; },
-         [&target, on] { return std::string(target == on ? "on" : "off"); }, r, {}, {}});
+    add({name,
+         "",
+         std::move(help),
+         [&target, on](const std::string& v) { target = v == "off" ? !on : on; },
+         [&target, on] { return std::string(target == on ? "on" : "off"); },
+         r,
+         {},
+         {}});
   }
   void text(const std::string& name, const std::string& metavar, std::string& target, std::string help,
             OnResume r = OnResume::kept) {
-    add({name, metavar, std::move(help), [&target](const std::string& v) { target = v; }, [&target] { return target; }, r, {}, {}});
+    add({name,
+         metavar,
+         std::move(help),
+         [&target](const std::string& v) { target = v; },
+         [&target] { return target; },
+         r,
+         {},
+         {}});
   }
   /// A file or folder (or another kind of source, such as "fashion-mnist:DIR:SPLIT"): recorded
   /// for --resume as an absolute path when it exists, so that a run resumes from any folder.
-  void path(const std::string& name, const std::string& metavar, std::string& target, std::string help, OnResume r = OnResume::kept) {
+  void path(const std::string& name, const std::string& metavar, std::string& target, std::string help,
+            OnResume r = OnResume::kept) {
     text(name, metavar, target, std::move(help), r);
     sections_.back().second.back().path = true;
   }
   /// An integer in [lo, hi].
   template <class Int>
-  void integer(const std::string& name, const std::string& metavar, Int& target, long long lo, long long hi, std::string help,
-               OnResume r = OnResume::kept) {
-    add({name, metavar, std::move(help),
+  void integer(const std::string& name, const std::string& metavar, Int& target, long long lo, long long hi,
+               std::string help, OnResume r = OnResume::kept) {
+    add({name,
+         metavar,
+         std::move(help),
          [&target, name, lo, hi](const std::string& v) { target = static_cast<Int>(to_int(name, v, lo, hi)); },
-         [&target] { return std::to_string(target); }, r, {}, {}});
+         [&target] { return std::to_string(target); },
+         r,
+         {},
+         {}});
   }
   /// A finite number for which ok(x) holds (`range` says which, for the error).
   void number(const std::string& name, const std::string& metavar, double& target, std::function<bool(double)> ok,
               const std::string& range, std::string help, OnResume r = OnResume::kept) {
-    add({name, metavar, std::move(help),
+    add({name,
+         metavar,
+         std::move(help),
          [&target, name, ok, range](const std::string& v) {
            const double x = to_double(name, v);
            if (!std::isfinite(x) || !ok(x)) throw UsageError(name + " must be " + range + ", got '" + v + "'");
@@ -91,12 +112,20 @@ class CommandLine {
            }
            return std::string(b);
          },
-         r, {}, {}});
+         r,
+         {},
+         {}});
   }
   /// A flag that may be given more than once, each value appended to `target` (never recorded).
   void list(const std::string& name, const std::string& metavar, std::vector<std::string>& target, std::string help) {
-    add({name, metavar, std::move(help), [&target](const std::string& v) { target.push_back(v); },
-         [&target] { return std::to_string(target.size()) + " values"; }, OnResume::never, {}, {}});
+    add({name,
+         metavar,
+         std::move(help),
+         [&target](const std::string& v) { target.push_back(v); },
+         [&target] { return std::to_string(target.size()) + " values"; },
+         OnResume::never,
+         {},
+         {}});
   }
   /// Arguments that are not flags (not starting with '-') are appended to `target`, as --image
   /// values would be (shell globs: "vitmae-classify --model DIR *.png"). Without it they are
@@ -165,13 +194,16 @@ class CommandLine {
   void resume_from(const nlohmann::json& stored, const std::string& where) {
     if (!stored.is_object()) return;
     if (stored.contains("program") && stored["program"] != program_)
-      throw UsageError("vitmae: " + where + ": a checkpoint of " + stored["program"].get<std::string>() + ", not of " + program_, false);
+      throw UsageError(
+          "vitmae: " + where + ": a checkpoint of " + stored["program"].get<std::string>() + ", not of " + program_,
+          false);
     std::map<std::string, std::string> taken;
     for (const auto& [name, j] : stored.items()) {
       const Flag* f = find(name);
       if (!f || !j.is_string() || f->on_resume == OnResume::never) continue;
       std::string theirs = j.get<std::string>();
-      if (f->metavar.empty() && theirs.empty()) theirs = "on";  // (a switch as the first records of this session held it)
+      if (f->metavar.empty() && theirs.empty())
+        theirs = "on";  // (a switch as the first records of this session held it)
       if (!given(name)) {
         if (theirs != f->default_value) f->set(theirs), taken[name] = theirs;
         continue;
@@ -180,10 +212,11 @@ class CommandLine {
       if (f->path) theirs = absolute(theirs);
       if (f->on_resume != OnResume::kept || same_value(mine, theirs)) continue;
       if (f->metavar.empty())
-        throw UsageError("vitmae: " + where + ": the run was started without " + name + "; a resumed run must keep that (leave the " +
-                             "flag out)", false);
-      throw UsageError("vitmae: " + where + ": the run was started with " + name + " " + theirs + ", this run gives " + name + " " +
-                           mine + "; a resumed run must keep it (leave the flag out to keep it)",
+        throw UsageError("vitmae: " + where + ": the run was started without " + name +
+                             "; a resumed run must keep that (leave the " + "flag out)",
+                         false);
+      throw UsageError("vitmae: " + where + ": the run was started with " + name + " " + theirs + ", this run gives " +
+                           name + " " + mine + "; a resumed run must keep it (leave the flag out to keep it)",
                        false);
     }
     given_.insert(taken.begin(), taken.end());  // the run's own choices, as if given again

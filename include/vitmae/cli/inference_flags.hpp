@@ -25,13 +25,18 @@ inline std::string one_of(const std::vector<std::string>& values) {
 /// expects float32 or int8, got 'float16'".
 inline void choice(CommandLine& cl, const std::string& name, const std::string& metavar, std::string& target,
                    const std::vector<std::string>& allowed, std::string help) {
-  cl.add({name, metavar, std::move(help),
+  cl.add({name,
+          metavar,
+          std::move(help),
           [&target, name, allowed](const std::string& v) {
             if (std::find(allowed.begin(), allowed.end(), v) == allowed.end())
               throw UsageError(name + " expects " + one_of(allowed) + ", got '" + v + "'");
             target = v;
           },
-          [&target] { return target; }, CommandLine::OnResume::never, {}, {}});
+          [&target] { return target; },
+          CommandLine::OnResume::never,
+          {},
+          {}});
 }
 
 /// What the shared flags set.

@@ -8,10 +8,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <new>
 #include <stdexcept>
-#include <fstream>
 #include <string>
 #include <utility>
 
@@ -25,7 +25,8 @@ namespace vitmae::cli {
 /// `with_usage` false, a flag that contradicts something on disk (a checkpoint being resumed),
 /// printed as the one line it is.
 struct UsageError : vitmae::RequestError {
-  explicit UsageError(const std::string& what, bool with_usage = true) : vitmae::RequestError(what), with_usage(with_usage) {}
+  explicit UsageError(const std::string& what, bool with_usage = true)
+      : vitmae::RequestError(what), with_usage(with_usage) {}
   bool with_usage = true;
 };
 
@@ -40,8 +41,9 @@ inline void doing(std::string what) { activity() = std::move(what); }
 /// "1.2e+09 parameters, 4.8 GB as float32" for a config, for activity().
 inline std::string model_size(const vitmae::Config& c, bool for_pre_training) {
   double n = 0;
-  const std::vector<vitmae::TensorSpec> specs = for_pre_training ? vitmae::tensor_specs<vitmae::ForPreTraining<float>>(c)
-                                                                 : vitmae::tensor_specs<vitmae::Model<float>>(c);
+  const std::vector<vitmae::TensorSpec> specs = for_pre_training
+                                                    ? vitmae::tensor_specs<vitmae::ForPreTraining<float>>(c)
+                                                    : vitmae::tensor_specs<vitmae::Model<float>>(c);
   for (const auto& t : specs) {
     double k = 1;
     for (std::int64_t d : t.shape) k *= static_cast<double>(d);
@@ -63,7 +65,8 @@ inline long long to_int(const std::string& flag, const std::string& v, long long
   errno = 0;
   const long long x = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end || errno || x < lo || x > hi)
-    throw UsageError(flag + " expects an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" + v + "'");
+    throw UsageError(flag + " expects an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got '" +
+                     v + "'");
   return x;
 }
 
@@ -93,8 +96,7 @@ inline std::vector<std::string> read_label_names(const std::string& path) {
   while (std::getline(in, line)) {
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
     if (line.empty()) continue;
-    for (const std::string& n : names)
-      vitmae::detail::require(n != line, path, ": label '", line, "' appears twice");
+    for (const std::string& n : names) vitmae::detail::require(n != line, path, ": label '", line, "' appears twice");
     names.push_back(line);
   }
   vitmae::detail::require(!names.empty(), path, ": no label names (expected one per line)");
@@ -145,8 +147,8 @@ int run_main(const char* program, const char* usage, F&& body) {
     if (!e.with_usage) {
       std::cerr << e.what() << "\n";
     } else {
-      std::cerr << program << ": " << e.what() << "\n" << synopsis(usage) << "run '" << program
-                << " --help' for every flag and its default\n";
+      std::cerr << program << ": " << e.what() << "\n"
+                << synopsis(usage) << "run '" << program << " --help' for every flag and its default\n";
     }
     return 2;
   } catch (const vitmae::RequestError& e) {  // what was asked contradicts a file: a usage error, one line

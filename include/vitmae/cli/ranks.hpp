@@ -47,7 +47,8 @@ inline std::shared_ptr<vitmae::train::World> launch_world(const char* program, i
 #endif
   // srun's tasks without MPI's process management would each train alone into the same --out.
   if (const char* n = std::getenv("SLURM_STEP_NUM_TASKS"); n && std::atoi(n) > 1) {
-    std::cerr << program << ": started by srun as " << n << " tasks that MPI does not connect; use " << pmi_hint << "\n";
+    std::cerr << program << ": started by srun as " << n << " tasks that MPI does not connect; use " << pmi_hint
+              << "\n";
     std::exit(2);
   }
   return vitmae::train::single_process();

@@ -29,10 +29,10 @@ namespace vitmae::cli {
 /// schedule, the augmentation and how to run.
 struct TrainArgs {
   std::string data, out, init, config, resume;
-  long steps = 0, epochs = 0;          // 0: the program's default length
+  long steps = 0, epochs = 0;  // 0: the program's default length
   long save_every = 500, keep = 2, log_every = 0;
-  int threads = 0, workers = 0;        // 0 threads: every core
-  int shorter_side = -1;               // -1: 4x the model's image size
+  int threads = 0, workers = 0;  // 0 threads: every core
+  int shorter_side = -1;         // -1: 4x the model's image size
   bool skip_bad_images = false, overlap = true;
   vitmae::train::AugmentOptions aug;
 };
@@ -40,8 +40,8 @@ struct TrainArgs {
 /// Declares the shared flags on `cl`, writing into `a` and the recipe `o` (whose values at the
 /// call are the program's defaults, shown in the help). `data_help` describes --data for this
 /// program; `steps_default` says what the length is when neither --steps nor --epochs is given.
-inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::TrainOptions& o, const std::string& data_help,
-                             const std::string& steps_default) {
+inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::TrainOptions& o,
+                             const std::string& data_help, const std::string& steps_default) {
   using R = CommandLine::OnResume;
   auto num = [](double v) {  // the shorter of 0.05 and 1.5e-4
     char g[32], e[32];
@@ -71,8 +71,13 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
             "damaged image a batch needs ends the run, naming the file)",
             R::free);
   cl.section("The model (required: one of them)");
-  cl.path("--config", "FILE", a.config, "train from scratch the model an HF config.json describes (required: this,\n--init or --resume; default: none)", R::never);
-  cl.path("--init", "DIR", a.init, "(or) start from a checkpoint's weights as a new run, with a fresh optimiser\nand schedule (default: none)", R::never);
+  cl.path(
+      "--config", "FILE", a.config,
+      "train from scratch the model an HF config.json describes (required: this,\n--init or --resume; default: none)",
+      R::never);
+  cl.path("--init", "DIR", a.init,
+          "(or) start from a checkpoint's weights as a new run, with a fresh optimiser\nand schedule (default: none)",
+          R::never);
   cl.text("--resume", "DIR", a.resume,
           "(or) continue a run from one of its checkpoints (OUT/checkpoint-STEP), bit for\n"
           "bit, with the flags it was started with (default: none); a flag given again\n"
@@ -82,51 +87,71 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
           R::never);
   cl.section("Schedule and optimiser (AdamW, linear warm-up, then half-cosine decay)");
   cl.integer("--steps", "N", a.steps, 1, 1'000'000'000, "optimiser steps (default " + steps_default + ")");
-  cl.integer("--epochs", "N", a.epochs, 1, 1'000'000, "instead of --steps: N passes over the data (default: use --steps)");
+  cl.integer("--epochs", "N", a.epochs, 1, 1'000'000,
+             "instead of --steps: N passes over the data (default: use --steps)");
   cl.integer("--batch", "B", o.batch, 1, 65536, "images per micro-batch (default " + std::to_string(o.batch) + ")");
-  cl.integer("--accum", "N", o.accum, 1, 65536, "micro-batches per optimiser step (default " + std::to_string(o.accum) + ")");
-  cl.number("--base-lr", "X", o.base_lr, positive, "positive",
-            "MAE's base learning rate (default " + num(o.base_lr) + "); the peak rate is\nbase-lr * batch * accum / 256" +
-                (o.base_lr < 1e-3 ? ", so a small batch trains slowly: --batch 8 gives\n1.5e-4 * 8 / 256 = 4.7e-6, and a short run learns "
-                                    "nothing visible. For short\nruns and small batches set the peak with --lr (the bundled model: --lr 1e-3)"
-                                  : ""));
-  cl.number("--lr", "X", o.lr, positive, "positive", "the peak learning rate itself, overriding --base-lr (default: from --base-lr)");
-  cl.number("--min-lr", "X", o.min_lr, non_negative, ">= 0", "the floor of the cosine decay (default " + num(o.min_lr) + ")");
-  cl.integer("--warmup", "N", o.warmup_steps, 0, 1'000'000'000, "steps of linear warm-up from 0 (default 5% of the steps)");
+  cl.integer("--accum", "N", o.accum, 1, 65536,
+             "micro-batches per optimiser step (default " + std::to_string(o.accum) + ")");
+  cl.number(
+      "--base-lr", "X", o.base_lr, positive, "positive",
+      "MAE's base learning rate (default " + num(o.base_lr) + "); the peak rate is\nbase-lr * batch * accum / 256" +
+          (o.base_lr < 1e-3
+               ? ", so a small batch trains slowly: --batch 8 gives\n1.5e-4 * 8 / 256 = 4.7e-6, and a short run learns "
+                 "nothing visible. For short\nruns and small batches set the peak with --lr (the bundled model: --lr "
+                 "1e-3)"
+               : ""));
+  cl.number("--lr", "X", o.lr, positive, "positive",
+            "the peak learning rate itself, overriding --base-lr (default: from --base-lr)");
+  cl.number("--min-lr", "X", o.min_lr, non_negative, ">= 0",
+            "the floor of the cosine decay (default " + num(o.min_lr) + ")");
+  cl.integer("--warmup", "N", o.warmup_steps, 0, 1'000'000'000,
+             "steps of linear warm-up from 0 (default 5% of the steps)");
   cl.alias("--warmup-steps");
   cl.number("--weight-decay", "X", o.weight_decay, non_negative, ">= 0",
             "AdamW's decoupled weight decay, on weights only (default " + num(o.weight_decay) + ")");
-  cl.number("--clip-grad", "X", o.clip_grad, non_negative, ">= 0", "clip the gradient's global norm to X (default 0: no clipping)");
-  cl.integer("--seed", "N", o.seed, 0, INT64_MAX, "seeds the initial weights, the data order, the augmentation (default 0)");
+  cl.number("--clip-grad", "X", o.clip_grad, non_negative, ">= 0",
+            "clip the gradient's global norm to X (default 0: no clipping)");
+  cl.integer("--seed", "N", o.seed, 0, INT64_MAX,
+             "seeds the initial weights, the data order, the augmentation (default 0)");
   cl.section("Augmentation (MAE's recipe: random resized crop, horizontal flip)");
-  cl.number("--scale-min", "X", a.aug.scale_min, [](double x) { return x > 0 && x <= 1; }, "in (0, 1]",
-            "smallest crop, as a fraction of the image's area; 1 turns the crop off\n(the whole image, resized) (default " +
-                num(a.aug.scale_min) + ")");
+  cl.number(
+      "--scale-min", "X", a.aug.scale_min, [](double x) { return x > 0 && x <= 1; }, "in (0, 1]",
+      "smallest crop, as a fraction of the image's area; 1 turns the crop off\n(the whole image, resized) (default " +
+          num(a.aug.scale_min) + ")");
   cl.alias("--crop-scale-min");
   cl.integer("--shorter-side", "N", a.shorter_side, 0, 1 << 20,
-             "shrink each training image once, on decoding, to this shorter side when it is\nlonger (default 4x the model's image size; 0 keeps "
+             "shrink each training image once, on decoding, to this shorter side when it is\nlonger (default 4x the "
+             "model's image size; 0 keeps "
              "full size: exact torchvision\ncrops, slower)");
   cl.toggle("--no-flip", a.aug.hflip, false, "no horizontal mirroring (default: mirror with probability 1/2)");
-  cl.toggle("--vflip", a.aug.vflip, true, "also turn views upside down, probability 1/2 (default: off; not MAE's recipe)");
+  cl.toggle("--vflip", a.aug.vflip, true,
+            "also turn views upside down, probability 1/2 (default: off; not MAE's recipe)");
   cl.toggle("--transpose", a.aug.transpose, true,
-            "also swap rows and columns of square views, probability 1/2; with both flips\nall 8 orientations (default: off; not "
+            "also swap rows and columns of square views, probability 1/2; with both flips\nall 8 orientations "
+            "(default: off; not "
             "MAE's recipe)");
   cl.toggle("--channel-shuffle", a.aug.channel_shuffle, true,
             "also permute the RGB channels at random, probability 1/2 (default: off; not\nMAE's recipe)");
   cl.section("Running");
-  cl.integer("--save-every", "N", a.save_every, 0, 1'000'000'000,
-             "write OUT/checkpoint-STEP every N steps (default " + std::to_string(a.save_every) + "; 0: only OUT/final)", R::free);
-  cl.integer("--keep", "N", a.keep, 0, 1'000'000, "how many of those to keep, the newest (default " + std::to_string(a.keep) + ")",
-             R::free);
-  cl.integer("--threads", "N", a.threads, 1, 1024, "threads over the batch; the result depends on it (default: all cores)", R::free);
+  cl.integer(
+      "--save-every", "N", a.save_every, 0, 1'000'000'000,
+      "write OUT/checkpoint-STEP every N steps (default " + std::to_string(a.save_every) + "; 0: only OUT/final)",
+      R::free);
+  cl.integer("--keep", "N", a.keep, 0, 1'000'000,
+             "how many of those to keep, the newest (default " + std::to_string(a.keep) + ")", R::free);
+  cl.integer("--threads", "N", a.threads, 1, 1024,
+             "threads over the batch; the result depends on it (default: all cores)", R::free);
   cl.integer("--workers", "N", a.workers, 0, 256,
-             "image-decoding threads that build batches ahead; 0: the --threads build\neach batch between steps (default 0: every "
+             "image-decoding threads that build batches ahead; 0: the --threads build\neach batch between steps "
+             "(default 0: every "
              "core trains)",
              R::free);
   cl.integer("--log-every", "N", a.log_every, 1, 1'000'000'000,
-             "print the progress line every N steps (default: every step on a terminal,\nelse 100 lines a run)", R::free);
+             "print the progress line every N steps (default: every step on a terminal,\nelse 100 lines a run)",
+             R::free);
   cl.toggle("--no-overlap", a.overlap, false,
-            "under mpirun: sum the gradients over the ranks after each backward instead of\na layer at a time during it (the same "
+            "under mpirun: sum the gradients over the ranks after each backward instead of\na layer at a time during "
+            "it (the same "
             "bits; default: during it)",
             R::free);
 }
@@ -145,8 +170,8 @@ inline long run_steps(const TrainArgs& a, const vitmae::train::TrainOptions& o, 
 
 /// The RunSettings (train/run.hpp) the shared flags give, for `program` on `images` training
 /// images with the recipe `o` (its steps decided).
-inline vitmae::train::RunSettings run_settings(const TrainArgs& a, const vitmae::train::TrainOptions& o, const std::string& program,
-                                               size_t images) {
+inline vitmae::train::RunSettings run_settings(const TrainArgs& a, const vitmae::train::TrainOptions& o,
+                                               const std::string& program, size_t images) {
   vitmae::train::RunSettings s;
   s.program = program, s.out = a.out, s.resume = a.resume;
   s.save_every = a.save_every, s.keep = a.keep, s.log_every = a.log_every;
@@ -162,7 +187,8 @@ inline std::string on_ranks(const vitmae::train::World& w) {
 
 /// After parse(): with --resume, the flags the run was started with (its trainer_state.json's
 /// "args") fill in what the command line leaves out, --threads is the checkpoint's (with the same
-/// number of ranks, `world_size`) and --out defaults to the checkpoint's run folder. @throws UsageError when DIR is not a checkpoint or a flag contradicts it.
+/// number of ranks, `world_size`) and --out defaults to the checkpoint's run folder. @throws UsageError when DIR is not
+/// a checkpoint or a flag contradicts it.
 inline void resume_flags(CommandLine& cl, TrainArgs& a, int world_size) {
   if (a.resume.empty()) return;
   const std::string state = vitmae::io::join_path(a.resume, "trainer_state.json");
@@ -191,7 +217,8 @@ inline void parse_training_flags(int argc, char** argv, CommandLine& cl, TrainAr
   cl.parse(argc, argv);
   resume_flags(cl, a, world_size);
   if (!a.resume.empty() && a.data.empty())
-    throw UsageError("--resume " + a.resume + ": its trainer_state.json records no command line (a checkpoint of an older " +
+    throw UsageError("--resume " + a.resume +
+                     ": its trainer_state.json records no command line (a checkpoint of an older " +
                      "vitmae): give --data and the flags the run was started with");
   if (a.data.empty() || a.out.empty()) throw UsageError("--data and --out are required (or --resume DIR)");
   if (a.steps && a.epochs) throw UsageError("give --steps or --epochs, not both");

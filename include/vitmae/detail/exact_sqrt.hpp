@@ -46,8 +46,8 @@ struct functor_traits<vitmae::detail::ExactSqrt<Scalar>> {
   enum {
     Cost = 20 * NumTraits<Scalar>::MulCost,
     // float and double packets on x86; elsewhere (no overload above) element by element.
-    PacketAccess = VITMAE_EXACT_SQRT_PACKETS &&
-                   (std::is_same<Scalar, float>::value || std::is_same<Scalar, double>::value)
+    PacketAccess =
+        VITMAE_EXACT_SQRT_PACKETS && (std::is_same<Scalar, float>::value || std::is_same<Scalar, double>::value)
   };
 };
 }  // namespace Eigen::internal

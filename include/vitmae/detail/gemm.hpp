@@ -105,8 +105,8 @@ template <class Scalar>
 void gemm_nn(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Matrix<Scalar>& y, bool accumulate) {
   if (!accumulate) y.resize(a.rows(), b.cols());
   split_columns(b.cols(), product_flops(a.rows(), b.cols(), a.cols()), [&](Index c0, Index n) {
-    if (onednn_gemm('N', 'N', a.rows(), n, a.cols(), a.data(), a.cols(), b.data() + c0, b.cols(), accumulate ? 1.f : 0.f,
-                    y.data() + c0, y.cols()))
+    if (onednn_gemm('N', 'N', a.rows(), n, a.cols(), a.data(), a.cols(), b.data() + c0, b.cols(),
+                    accumulate ? 1.f : 0.f, y.data() + c0, y.cols()))
       return;
     if (accumulate) y.middleCols(c0, n).noalias() += a * b.middleCols(c0, n);
     else y.middleCols(c0, n).noalias() = a * b.middleCols(c0, n);

@@ -141,7 +141,8 @@ inline std::int32_t dot_u8s8(const std::uint8_t* __restrict a, const std::int8_t
 /// y = x Wᵀ + b through the int8 product, x already quantised (b empty for none); y resized to
 /// (T, out). The integer product runs on column blocks, one per thread.
 inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y) {
-  require(xr.q.cols() == w.in_features(), "int8 Linear: input has ", xr.q.cols(), " features, expected ", w.in_features());
+  require(xr.q.cols() == w.in_features(), "int8 Linear: input has ", xr.q.cols(), " features, expected ",
+          w.in_features());
   thread_local Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> acc;
   const Index T = xr.q.rows(), out = w.out_features(), in = w.in_features();
   acc.resize(T, out);
@@ -154,7 +155,8 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
       const OneOpenMPThread one;
       const std::int32_t co = 0;
       done = dnnl_gemm_u8s8s32('N', 'T', 'F', T, n, in, 1.f, xr.q.data(), in, 0, w.q.data() + c0 * in, in, 0, 0.f,
-                               a.data() + c0, out, &co) == dnnl_success;  // (a failure falls back to the loop: no throw in a parallel region)
+                               a.data() + c0, out, &co) ==
+             dnnl_success;  // (a failure falls back to the loop: no throw in a parallel region)
     }
 #endif
     if (!done)  // exact 32-bit dot products of contiguous rows (no Eigen integer GEMM to compile)

@@ -93,7 +93,7 @@ class PackedMatmuls {
 struct PackedWeight {
   Index out = 0, in = 0;
 #ifdef VITMAE_WITH_ONEDNN
-  dnnl::memory memory;  // the (in, out) weight in oneDNN's layout; shared (read-only) by copies
+  dnnl::memory memory;                     // the (in, out) weight in oneDNN's layout; shared (read-only) by copies
   std::shared_ptr<Matrix<float>> storage;  // memory's bytes when they are the float weight's own
   // When the layout stores each `panel` output columns contiguously (AVX-512: 64 columns of all
   // `padded_in` rows, in 16-row blocks), a range of whole panels is itself a packed weight.
@@ -256,7 +256,8 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
   y.resize(x.rows(), w.out);
 #ifdef VITMAE_WITH_ONEDNN
   if (x.rows() == 0) return;
-  const Index threads = std::min<Index>(x.rows(), product_flops(x.rows(), w.out, w.in) >= 4e6 ? available_threads() : 1);
+  const Index threads =
+      std::min<Index>(x.rows(), product_flops(x.rows(), w.out, w.in) >= 4e6 ? available_threads() : 1);
   const Index panels = w.panel > 0 ? (w.out + w.panel - 1) / w.panel : 0;
   const bool by_columns = threads > 1 && x.rows() / threads < 128 && panels >= threads;
   bool failed = false;
@@ -269,8 +270,8 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       const dnnl::memory::desc layout = entry->pd.weights_desc();
       // The whole weight in the layout packed, or whole panels of it (a range of panels in the
       // same panel layout); anything else: the plain weight.
-      const bool fits = whole ? layout == w.memory.get_desc()
-                              : PackedWeight::panel_layout(layout, w.row_block, w.panel, w.padded_in);
+      const bool fits =
+          whole ? layout == w.memory.get_desc() : PackedWeight::panel_layout(layout, w.row_block, w.panel, w.padded_in);
       if (!fits) {
         Matrix<float> part;
         gemm_nt(Matrix<float>(x.middleRows(r0, rows)), Matrix<float>(w.unpacked().middleRows(c0, n)),
@@ -285,14 +286,17 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       const dnnl::memory::desc scratch_desc = entry->pd.scratchpad_desc();
       if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
       std::unordered_map<int, dnnl::memory> args{
-          {DNNL_ARG_SRC, dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data() + r0 * x.cols()))},
+          {DNNL_ARG_SRC,
+           dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data() + r0 * x.cols()))},
           {DNNL_ARG_WEIGHTS, whole ? w.memory
                                    : dnnl::memory(layout, cache.engine(),
                                                   static_cast<float*>(w.memory.get_data_handle()) + c0 * w.padded_in)},
-          {DNNL_ARG_DST, dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() + r0 * y.cols() : part.data())},
+          {DNNL_ARG_DST,
+           dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() + r0 * y.cols() : part.data())},
           {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, cache.engine(), scratch.data())}};
       if (b.size() != 0)
-        args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry->pd.bias_desc(), cache.engine(), const_cast<float*>(b.data() + c0)));
+        args.emplace(DNNL_ARG_BIAS,
+                     dnnl::memory(entry->pd.bias_desc(), cache.engine(), const_cast<float*>(b.data() + c0)));
       const OneOpenMPThread one;
       entry->primitive.execute(stream, args);
       stream.wait();
@@ -305,7 +309,7 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
     }
   };
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(static_cast<int>(threads)) schedule(static, 1) if (threads > 1)
+#pragma omp parallel for num_threads(static_cast <int>(threads)) schedule(static, 1) if (threads > 1)
 #endif
   for (Index t = 0; t < threads; ++t) {
     if (by_columns) {

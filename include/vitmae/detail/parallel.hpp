@@ -72,9 +72,8 @@ void split_rows(Index rows, double elements, F&& f) {
 /// y += x (same shapes), rows split over threads as split_rows.
 template <class Scalar>
 void add_rows(Matrix<Scalar>& y, const Matrix<Scalar>& x) {
-  split_rows(y.rows(), static_cast<double>(y.size()), [&](Index first, Index count) {
-    y.middleRows(first, count) += x.middleRows(first, count);
-  });
+  split_rows(y.rows(), static_cast<double>(y.size()),
+             [&](Index first, Index count) { y.middleRows(first, count) += x.middleRows(first, count); });
 }
 
 /// Calls f(i) for i in [0, n), the indices handed out to the available threads one at a time
@@ -89,7 +88,6 @@ void parallel_for(size_t n, F&& f) {
 #endif
   for (size_t i = 0; i < n; ++i) f(i);
 }
-
 
 /// While alive, OpenMP regions started on this thread get one thread: oneDNN threads a product by
 /// itself outside a parallel region, and our callers split the work instead.

@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "vitmae/config.hpp"
-#include "vitmae/images/pil_resize.hpp"
 #include "vitmae/error.hpp"
-#include "vitmae/io/file.hpp"
+#include "vitmae/images/pil_resize.hpp"
 #include "vitmae/io/checkpoint.hpp"
+#include "vitmae/io/file.hpp"
 #include "vitmae/io/image.hpp"
 #include "vitmae/io/json_file.hpp"
 #include "vitmae/tensor.hpp"
@@ -23,8 +23,8 @@ namespace vitmae {
 
 struct ImageProcessor {
   bool do_resize = true;
-  std::int64_t height = 224, width = 224;   // size {height, width}
-  int resample = 2;                          // PIL: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming
+  std::int64_t height = 224, width = 224;  // size {height, width}
+  int resample = 2;                        // PIL: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming
   bool do_rescale = true;
   double rescale_factor = 1.0 / 255.0;
   bool do_normalize = true;
@@ -48,8 +48,8 @@ struct ImageProcessor {
       if (s.is_number_integer()) {
         p.height = p.width = s.get<std::int64_t>();
       } else {
-        detail::require(s.is_object() && s.contains("height") && s.contains("width") && s["height"].is_number_integer() &&
-                            s["width"].is_number_integer(),
+        detail::require(s.is_object() && s.contains("height") && s.contains("width") &&
+                            s["height"].is_number_integer() && s["width"].is_number_integer(),
                         where, ": 'size' must be an integer or {\"height\": int, \"width\": int}, got ", s.dump());
         p.height = s["height"].get<std::int64_t>();
         p.width = s["width"].get<std::int64_t>();
@@ -58,13 +58,16 @@ struct ImageProcessor {
                       ": 'size' must be positive and at most 65536, got ", s.dump());
     }
     if (j.contains("resample")) {
-      detail::require(j["resample"].is_number_integer() && j["resample"].get<int>() >= 0 && j["resample"].get<int>() <= 5,
-                      where, ": 'resample' must be a PIL filter 0..5 (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, "
-                      "5 hamming), got ", j["resample"].dump());
+      detail::require(
+          j["resample"].is_number_integer() && j["resample"].get<int>() >= 0 && j["resample"].get<int>() <= 5, where,
+          ": 'resample' must be a PIL filter 0..5 (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, "
+          "5 hamming), got ",
+          j["resample"].dump());
       p.resample = j["resample"].get<int>();
     }
     if (j.contains("rescale_factor")) {
-      detail::require(j["rescale_factor"].is_number(), where, ": 'rescale_factor' must be a number, got ", j["rescale_factor"].dump());
+      detail::require(j["rescale_factor"].is_number(), where, ": 'rescale_factor' must be a number, got ",
+                      j["rescale_factor"].dump());
       p.rescale_factor = j["rescale_factor"].get<double>();
     }
     auto get_list = [&](const char* k, std::vector<double>& out) {
@@ -74,7 +77,8 @@ struct ImageProcessor {
         out.assign(1, v.get<double>());
         return;
       }
-      detail::require(v.is_array() && !v.empty(), where, ": '", k, "' must be a number or a list of numbers, got ", v.dump());
+      detail::require(v.is_array() && !v.empty(), where, ": '", k, "' must be a number or a list of numbers, got ",
+                      v.dump());
       out.clear();
       for (const auto& x : v) {
         detail::require(x.is_number(), where, ": '", k, "' must be a number or a list of numbers, got ", v.dump());
@@ -121,15 +125,16 @@ struct ImageProcessor {
 
   /// Per-channel statistic for channel c of a `channels`-channel model (a single value broadcasts).
   double stat(const std::vector<double>& v, int c, int channels, const char* name) const {
-    detail::require(v.size() == 1 || static_cast<int>(v.size()) == channels, "ImageProcessor: '", name, "' has ", v.size(),
-                    " values, expected 1 or num_channels = ", channels);
+    detail::require(v.size() == 1 || static_cast<int>(v.size()) == channels, "ImageProcessor: '", name, "' has ",
+                    v.size(), " values, expected 1 or num_channels = ", channels);
     return v.size() == 1 ? v[0] : v[static_cast<size_t>(c)];
   }
 
   /// Resizes like PIL when do_resize (8-bit result).
   io::Image8 resize(const io::Image8& img) const {
     if (!do_resize) return img;
-    return detail::pil_resize(img, static_cast<int>(width), static_cast<int>(height), static_cast<detail::Resample>(resample));
+    return detail::pil_resize(img, static_cast<int>(width), static_cast<int>(height),
+                              static_cast<detail::Resample>(resample));
   }
 
   /// One 8-bit image (already resized) -> (C, H*W): x * rescale_factor (in double, then float
@@ -143,7 +148,8 @@ struct ImageProcessor {
       const float sd = static_cast<float>(stat(image_std, c, C, "image_std"));
       for (int y = 0; y < img.height; ++y)
         for (int x = 0; x < img.width; ++x) {
-          float v = do_rescale ? static_cast<float>(img.at(y, x, c) * rescale_factor) : static_cast<float>(img.at(y, x, c));
+          float v =
+              do_rescale ? static_cast<float>(img.at(y, x, c) * rescale_factor) : static_cast<float>(img.at(y, x, c));
           if (do_normalize) v = (v - mean) / sd;
           out(c, static_cast<Index>(y) * img.width + x) = static_cast<Scalar>(v);
         }
@@ -161,8 +167,8 @@ struct ImageProcessor {
     Tensor<Scalar> t({static_cast<Index>(images.size()), C, H, W});
     for (size_t b = 0; b < resized.size(); ++b) {
       detail::require(resized[b].channels == C && resized[b].height == H && resized[b].width == W,
-                      "ImageProcessor: image ", b, " is ", resized[b].width, "x", resized[b].height, "x", resized[b].channels,
-                      " after resizing, expected ", W, "x", H, "x", C, " like the first");
+                      "ImageProcessor: image ", b, " is ", resized[b].width, "x", resized[b].height, "x",
+                      resized[b].channels, " after resizing, expected ", W, "x", H, "x", C, " like the first");
       const Matrix<Scalar> pv = to_pixel_values<Scalar>(resized[b]);
       std::copy(pv.data(), pv.data() + pv.size(), t.data.begin() + static_cast<long>(b * pv.size()));
     }

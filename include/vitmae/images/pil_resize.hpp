@@ -20,8 +20,11 @@ enum class Resample { nearest = 0, lanczos = 1, bilinear = 2, bicubic = 3, box =
 
 inline double pil_filter(Resample r, double x) {
   switch (r) {
-    case Resample::box: return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
-    case Resample::bilinear: x = std::fabs(x); return x < 1.0 ? 1.0 - x : 0.0;
+    case Resample::box:
+      return (x > -0.5 && x <= 0.5) ? 1.0 : 0.0;
+    case Resample::bilinear:
+      x = std::fabs(x);
+      return x < 1.0 ? 1.0 - x : 0.0;
     case Resample::hamming:
       x = std::fabs(x);
       if (x == 0.0) return 1.0;
@@ -38,26 +41,33 @@ inline double pil_filter(Resample r, double x) {
       auto sinc = [](double v) { return v == 0.0 ? 1.0 : std::sin(v * M_PI) / (v * M_PI); };
       return (x > -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
     }
-    case Resample::nearest: break;
+    case Resample::nearest:
+      break;
   }
   return 0.0;
 }
 
 inline double pil_support(Resample r) {
   switch (r) {
-    case Resample::box: return 0.5;
-    case Resample::bilinear: case Resample::hamming: return 1.0;
-    case Resample::bicubic: return 2.0;
-    case Resample::lanczos: return 3.0;
-    case Resample::nearest: break;
+    case Resample::box:
+      return 0.5;
+    case Resample::bilinear:
+    case Resample::hamming:
+      return 1.0;
+    case Resample::bicubic:
+      return 2.0;
+    case Resample::lanczos:
+      return 3.0;
+    case Resample::nearest:
+      break;
   }
   return 0.0;
 }
 
 struct PilCoeffs {
   int ksize = 0;
-  std::vector<int> xmin, xcount;   // per output pixel: first input index and tap count
-  std::vector<std::int32_t> k;     // out_size * ksize fixed-point weights
+  std::vector<int> xmin, xcount;  // per output pixel: first input index and tap count
+  std::vector<std::int32_t> k;    // out_size * ksize fixed-point weights
 };
 
 constexpr int kPrecisionBits = 32 - 8 - 2;
@@ -113,7 +123,8 @@ inline io::Image8 pil_resize(const io::Image8& in, int out_w, int out_h, Resampl
     const double ax = static_cast<double>(in.width) / out_w, ay = static_cast<double>(in.height) / out_h;
     std::vector<int> xin(static_cast<size_t>(out_w));
     double xo = ax * 0.5;  // PIL steps the source coordinate by repeated addition
-    for (int x = 0; x < out_w; ++x, xo += ax) xin[static_cast<size_t>(x)] = std::min(static_cast<int>(xo), in.width - 1);
+    for (int x = 0; x < out_w; ++x, xo += ax)
+      xin[static_cast<size_t>(x)] = std::min(static_cast<int>(xo), in.width - 1);
     double yo = ay * 0.5;
     for (int y = 0; y < out_h; ++y, yo += ay) {
       const int yi = std::min(static_cast<int>(yo), in.height - 1);

@@ -7,11 +7,11 @@
 // order; what comes out does not depend on `batch` (up to float rounding).
 #pragma once
 
-#include "vitmae/models/encoder_model.hpp"
 #include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/image.hpp"
-#include "vitmae/tensor.hpp"
+#include "vitmae/models/encoder_model.hpp"
 #include "vitmae/models/vit_for_image_classification.hpp"
+#include "vitmae/tensor.hpp"
 
 #include <algorithm>
 #include <functional>
@@ -29,8 +29,8 @@ namespace detail {
 /// `channels` channels and preprocessed by `proc`, options.interpolate_pos_encoding set when they
 /// come out of another size than the model's `image_size`.
 template <class Scalar, class F>
-void for_each_image_batch(const std::vector<std::string>& paths, const ImageProcessor& proc, Index channels, Index image_size,
-                          Index batch, const BatchProgress& progress, F&& f) {
+void for_each_image_batch(const std::vector<std::string>& paths, const ImageProcessor& proc, Index channels,
+                          Index image_size, Index batch, const BatchProgress& progress, F&& f) {
   require(batch > 0, "image pipeline: batch must be positive, got ", batch);
   for (size_t begin = 0; begin < paths.size(); begin += static_cast<size_t>(batch)) {
     const size_t end = std::min(paths.size(), begin + static_cast<size_t>(batch));
@@ -60,8 +60,8 @@ ImageFeatures<Scalar> pool_features(const std::vector<Matrix<Scalar>>& last_hidd
   ImageFeatures<Scalar> f{Matrix<Scalar>(B, H), Matrix<Scalar>(B, H)};
   for (Index b = 0; b < B; ++b) {
     const Matrix<Scalar>& h = last_hidden_state[static_cast<size_t>(b)];  // (1+K, hidden)
-    detail::require(h.rows() > 1 && h.cols() == H, "pool_features: sample ", b, " has shape (", h.rows(), ", ", h.cols(),
-                    "), expected (1 + patches, ", H, ")");
+    detail::require(h.rows() > 1 && h.cols() == H, "pool_features: sample ", b, " has shape (", h.rows(), ", ",
+                    h.cols(), "), expected (1 + patches, ", H, ")");
     f.cls.row(b) = h.row(0);
     f.mean.row(b) = h.bottomRows(h.rows() - 1).colwise().mean();
   }
@@ -73,13 +73,15 @@ ImageFeatures<Scalar> pool_features(const std::vector<Matrix<Scalar>>& last_hidd
 /// `rng`, one stream over all images in order, so the batch does not change the masks.
 /// @throws vitmae::Error naming an image that cannot be read.
 template <class Scalar, class Engine>
-ImageFeatures<Scalar> image_features(const Model<Scalar>& model, const ImageProcessor& proc, const std::vector<std::string>& paths,
-                                     Index batch, Engine& rng, const BatchProgress& progress = {}) {
+ImageFeatures<Scalar> image_features(const Model<Scalar>& model, const ImageProcessor& proc,
+                                     const std::vector<std::string>& paths, Index batch, Engine& rng,
+                                     const BatchProgress& progress = {}) {
   const Index N = static_cast<Index>(paths.size()), H = model.config.hidden_size;
   ImageFeatures<Scalar> all{Matrix<Scalar>(N, H), Matrix<Scalar>(N, H)};
   detail::for_each_image_batch<Scalar>(paths, proc, model.config.num_channels, model.config.image_size, batch, progress,
                                        [&](size_t begin, const Tensor<Scalar>& pixels, const ForwardOptions& opts) {
-                                         const ImageFeatures<Scalar> f = pool_features(model.forward(pixels, rng, opts).last_hidden_state);
+                                         const ImageFeatures<Scalar> f =
+                                             pool_features(model.forward(pixels, rng, opts).last_hidden_state);
                                          all.cls.middleRows(static_cast<Index>(begin), f.cls.rows()) = f.cls;
                                          all.mean.middleRows(static_cast<Index>(begin), f.mean.rows()) = f.mean;
                                        });
@@ -101,7 +103,8 @@ struct ClassScore {
 template <class Scalar>
 std::vector<std::vector<ClassScore>> top_classes(const ViTConfig& config, const Matrix<Scalar>& logits, Index top_k) {
   const Index N = static_cast<Index>(config.num_labels());
-  detail::require(logits.cols() == N, "top_classes: logits have ", logits.cols(), " columns, expected num_labels = ", N);
+  detail::require(logits.cols() == N, "top_classes: logits have ", logits.cols(),
+                  " columns, expected num_labels = ", N);
   const bool sigmoid = config.problem_type == "multi_label_classification" || N == 1;
   std::vector<std::vector<ClassScore>> out;
   for (Index b = 0; b < logits.rows(); ++b) {
@@ -128,16 +131,17 @@ std::vector<std::vector<ClassScore>> top_classes(const ViTConfig& config, const 
 /// Image classification: top_classes of each image file's logits, in input order.
 /// @throws vitmae::Error naming an image that cannot be read.
 template <class Scalar>
-std::vector<std::vector<ClassScore>> classify_images(const ViTForImageClassification<Scalar>& model, const ImageProcessor& proc,
-                                                     const std::vector<std::string>& paths, Index top_k, Index batch,
-                                                     const BatchProgress& progress = {}) {
+std::vector<std::vector<ClassScore>> classify_images(const ViTForImageClassification<Scalar>& model,
+                                                     const ImageProcessor& proc, const std::vector<std::string>& paths,
+                                                     Index top_k, Index batch, const BatchProgress& progress = {}) {
   std::vector<std::vector<ClassScore>> out;
   const ViTConfig& c = model.config();
-  detail::for_each_image_batch<Scalar>(paths, proc, c.num_channels, c.image_size, batch, progress,
-                                       [&](size_t, const Tensor<Scalar>& pixels, const ForwardOptions& opts) {
-                                         for (auto& row : top_classes(c, model.forward(pixels, nullptr, opts).logits, top_k))
-                                           out.push_back(std::move(row));
-                                       });
+  detail::for_each_image_batch<Scalar>(
+      paths, proc, c.num_channels, c.image_size, batch, progress,
+      [&](size_t, const Tensor<Scalar>& pixels, const ForwardOptions& opts) {
+        for (auto& row : top_classes(c, model.forward(pixels, nullptr, opts).logits, top_k))
+          out.push_back(std::move(row));
+      });
   return out;
 }
 

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/models/for_pre_training.hpp"
 #include "vitmae/images/image_processor.hpp"
 #include "vitmae/io/image.hpp"
+#include "vitmae/models/for_pre_training.hpp"
 
 namespace vitmae {
 
@@ -24,8 +24,8 @@ struct ReconstructionImages {
 /// variance of the *visible* patches nearest to it (its own, when it is visible): never the
 /// masked patch's own statistics, which would leak the answer.
 template <class Scalar>
-Matrix<Scalar> predicted_pixels(const ForPreTraining<Scalar>& model, const Matrix<Scalar>& image, Index height, Index width,
-                                const Matrix<Scalar>& logits, const RowVector<Scalar>& mask) {
+Matrix<Scalar> predicted_pixels(const ForPreTraining<Scalar>& model, const Matrix<Scalar>& image, Index height,
+                                Index width, const Matrix<Scalar>& logits, const RowVector<Scalar>& mask) {
   if (!model.config().norm_pix_loss) return logits;
   const Matrix<Scalar> patches = model.patchify(image, height, width);  // (L, P)
   const Index p = model.config().patch_size, gw = width / p, gh = height / p, L = patches.rows(), P = patches.cols();
@@ -87,13 +87,17 @@ ReconstructionImages reconstruction_images(const ForPreTraining<Scalar>& model, 
 struct PanelLayout {
   int scale = 1, gap = 4;
   /// Scale small model inputs up to at least 224 pixels on their longer side.
-  static int scale_for(int height, int width) { return std::max(1, (224 + std::max(height, width) - 1) / std::max(height, width)); }
+  static int scale_for(int height, int width) {
+    return std::max(1, (224 + std::max(height, width) - 1) / std::max(height, width));
+  }
 };
 
 inline io::Image8 make_panel(const std::vector<ReconstructionImages>& rows, const PanelLayout& layout) {
   detail::require(!rows.empty(), "make_panel: no images");
-  const int h = rows[0].original.height, w = rows[0].original.width, C = rows[0].original.channels, s = layout.scale, g = layout.gap;
-  io::Image8 panel{4 * w * s + 3 * g, static_cast<int>(rows.size()) * h * s + (static_cast<int>(rows.size()) - 1) * g, C, {}};
+  const int h = rows[0].original.height, w = rows[0].original.width, C = rows[0].original.channels, s = layout.scale,
+            g = layout.gap;
+  io::Image8 panel{
+      4 * w * s + 3 * g, static_cast<int>(rows.size()) * h * s + (static_cast<int>(rows.size()) - 1) * g, C, {}};
   panel.data.assign(static_cast<size_t>(panel.width) * panel.height * C, 255);
   for (size_t r = 0; r < rows.size(); ++r) {
     const io::Image8* cols[4] = {&rows[r].original, &rows[r].masked, &rows[r].reconstruction, &rows[r].pasted};

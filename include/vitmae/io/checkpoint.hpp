@@ -40,8 +40,8 @@ inline std::unique_ptr<TensorSource> open_sharded_safetensors(const std::string&
       files.push_back(std::make_shared<SafetensorsFile>(join_path(dir, shard)));
       f = file_index.emplace(shard, files.size() - 1).first;
     }
-    detail::require(files[f->second]->contains(it.key()), index_path, ": tensor '", it.key(), "' is listed in shard '", shard,
-                    "' but that file does not hold it");
+    detail::require(files[f->second]->contains(it.key()), index_path, ": tensor '", it.key(), "' is listed in shard '",
+                    shard, "' but that file does not hold it");
     owner[it.key()] = f->second;
   }
   return std::make_unique<SafetensorsSource>(index_path, std::move(files), std::move(owner));
@@ -60,7 +60,8 @@ inline std::shared_ptr<TensorSource> open_weights_file(const std::string& path) 
   std::error_code ec;
   const std::uint64_t size = std::filesystem::file_size(path, ec);
   const std::string folder = std::filesystem::path(path).parent_path().string();
-  detail::require(!(head[0] == '{' && !ec && length > size), path, ": a JSON file, not weights (expected a checkpoint folder, such as ",
+  detail::require(!(head[0] == '{' && !ec && length > size), path,
+                  ": a JSON file, not weights (expected a checkpoint folder, such as ",
                   folder.empty() ? std::string(".") : folder, ", or a weights file: .safetensors, .bin, .pth)");
   if (magic[0] == 'P' && magic[1] == 'K') return std::make_shared<PytorchSource>(path);
   return std::make_shared<SafetensorsSource>(path);

@@ -52,7 +52,8 @@ inline void require_can_create(const std::string& dir) {
   std::error_code ec;
   while (!fs::exists(p, ec) && p.has_parent_path() && p.parent_path() != p) p = p.parent_path();
   detail::require(fs::is_directory(p, ec), dir, ": cannot create folder: ", p.string(), " is not a folder");
-  detail::require(::access(p.c_str(), W_OK | X_OK) == 0, dir, ": cannot create folder: ", p.string(), ": ", std::strerror(errno));
+  detail::require(::access(p.c_str(), W_OK | X_OK) == 0, dir, ": cannot create folder: ", p.string(), ": ",
+                  std::strerror(errno));
 }
 
 /// Calls `write(FILE*)` on a temporary file next to `path`, then renames it into place.
@@ -149,7 +150,8 @@ inline void write_folder_atomic(const std::string& dir, const std::function<void
 inline int remove_stale_temporaries(const std::string& dir) {
   namespace fs = std::filesystem;
   auto stale_pid = [](const std::string& digits) {
-    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return false;
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos)
+      return false;
     return ::kill(static_cast<pid_t>(std::stol(digits)), 0) != 0 && errno == ESRCH;
   };
   std::vector<fs::path> stale;
@@ -161,7 +163,8 @@ inline int remove_stale_temporaries(const std::string& dir) {
     } else if (n.size() > 1 && n[0] == '.') {
       const size_t tmp = n.rfind(".tmp-"), old = n.rfind(".old-");
       if (tmp != std::string::npos && tmp > 1 && stale_pid(n.substr(tmp + 5))) stale.push_back(it->path());
-      if (old != std::string::npos && old > 1 && stale_pid(n.substr(old + 5)) && fs::exists(fs::path(dir) / n.substr(1, old - 1)))
+      if (old != std::string::npos && old > 1 && stale_pid(n.substr(old + 5)) &&
+          fs::exists(fs::path(dir) / n.substr(1, old - 1)))
         stale.push_back(it->path());
     }
   }

@@ -67,14 +67,18 @@ inline std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& b, cons
   // The trailer's length (ISIZE, the size modulo 2^32) sizes the output exactly, so a hostile
   // stream cannot make the decoder grow without bound; members of 2 GiB or more are refused.
   const std::uint32_t size = le32(b.size() - 4);
-  detail::require(body <= 0x7FFFFFF0u && size < 0x7FFFFFFFu, where, ": truncated or corrupt gzip file, or a member of 2 GiB or more ",
+  detail::require(body <= 0x7FFFFFF0u && size < 0x7FFFFFFFu, where,
+                  ": truncated or corrupt gzip file, or a member of 2 GiB or more ",
                   "(not supported): its last 4 bytes, which give the uncompressed size, say ", size);
   std::vector<std::uint8_t> result(size);
   // The 8 trailer bytes are handed over too: stb's decoder reads ahead of the last deflate block
   // (in PNGs the Adler-32 follows) and refuses a stream that ends exactly at the buffer's end.
-  const int got = stbi_zlib_decode_noheader_buffer(reinterpret_cast<char*>(result.data()), static_cast<int>(size),
-                                                   reinterpret_cast<const char*>(b.data() + pos), static_cast<int>(body + 8));
-  detail::require(got >= 0, where, ": truncated or corrupt gzip file (its deflate data does not decode to the size its last 4 bytes give)");
+  const int got =
+      stbi_zlib_decode_noheader_buffer(reinterpret_cast<char*>(result.data()), static_cast<int>(size),
+                                       reinterpret_cast<const char*>(b.data() + pos), static_cast<int>(body + 8));
+  detail::require(
+      got >= 0, where,
+      ": truncated or corrupt gzip file (its deflate data does not decode to the size its last 4 bytes give)");
   detail::require(static_cast<std::uint32_t>(got) == size, where, ": gzip length check failed (", got,
                   " bytes inflated, trailer says ", size, "): the file is truncated or corrupt");
   detail::require(le32(b.size() - 8) == crc32(result.data(), result.size()), where,

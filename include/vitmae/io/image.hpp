@@ -8,9 +8,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdint>
-#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -67,7 +67,8 @@ inline void check_jpeg_huffman_tables(const std::vector<unsigned char>& b, const
     for (size_t p = i + 4; p < end;) {
       size_t n = 0;
       for (size_t k = 0; k < 16 && p + 1 + k < end; ++k) n += b[p + 1 + k];
-      detail::require(n <= 256, path, ": corrupt JPEG: a Huffman table declares ", n, " codes, at most 256 are allowed");
+      detail::require(n <= 256, path, ": corrupt JPEG: a Huffman table declares ", n,
+                      " codes, at most 256 are allowed");
       p += 17 + n;
     }
   }
@@ -100,12 +101,15 @@ inline std::string stb_reason(const std::string& format) {
   const char* r = stbi_failure_reason();
   if (r == nullptr) return "";
   const std::string s(r);
-  if (s == "unknown image type" || (s == "bad png sig" && format != "PNG") || (s == "no SOI" && format != "JPEG")) return "";
+  if (s == "unknown image type" || (s == "bad png sig" && format != "PNG") || (s == "no SOI" && format != "JPEG"))
+    return "";
   return " (stb_image: " + s + ")";
 }
 
 /// An image file's bytes (io::read_file_bytes). @throws vitmae::Error naming the file.
-inline std::vector<unsigned char> read_image_bytes(const std::string& path) { return io::read_file_bytes(path, "image"); }
+inline std::vector<unsigned char> read_image_bytes(const std::string& path) {
+  return io::read_file_bytes(path, "image");
+}
 
 }  // namespace vitmae::detail
 
@@ -124,8 +128,10 @@ inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = 
   int w = 0, h = 0, c = 0;
   const int len = static_cast<int>(bytes.size());
   if (stbi_info_from_memory(bytes.data(), len, &w, &h, &c) == 0) {
-    detail::require(!format.empty(), path, ": not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR");
-    detail::fail(path, ": cannot read the ", format, " header: truncated or corrupt ", format, detail::stb_reason(format));
+    detail::require(!format.empty(), path,
+                    ": not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR");
+    detail::fail(path, ": cannot read the ", format, " header: truncated or corrupt ", format,
+                 detail::stb_reason(format));
   }
   detail::require(w > 0 && h > 0, path, ": image has zero size (", w, "x", h, ")");
   detail::require(static_cast<std::int64_t>(w) * h <= max_pixels, path, ": image is ", w, "x", h, " = ",
@@ -182,8 +188,8 @@ namespace vitmae::io {
 inline void save_png(const std::string& path, const Image8& img) {
   detail::require_writable(path, img);
   std::string png;
-  detail::require(stbi_write_png_to_func(detail::append_to_string, &png, img.width, img.height, img.channels, img.data.data(),
-                                         img.width * img.channels) != 0,
+  detail::require(stbi_write_png_to_func(detail::append_to_string, &png, img.width, img.height, img.channels,
+                                         img.data.data(), img.width * img.channels) != 0,
                   path, ": PNG encoding failed");
   write_file_atomic(path, png);
 }
@@ -194,8 +200,8 @@ inline void save_jpeg(const std::string& path, const Image8& img, int quality = 
   detail::require_writable(path, img);
   detail::require(quality >= 1 && quality <= 100, path, ": JPEG quality must be in [1, 100], got ", quality);
   std::string jpg;
-  detail::require(stbi_write_jpg_to_func(detail::append_to_string, &jpg, img.width, img.height, img.channels, img.data.data(),
-                                         quality) != 0,
+  detail::require(stbi_write_jpg_to_func(detail::append_to_string, &jpg, img.width, img.height, img.channels,
+                                         img.data.data(), quality) != 0,
                   path, ": JPEG encoding failed");
   write_file_atomic(path, jpg);
 }
@@ -204,8 +210,9 @@ inline void save_jpeg(const std::string& path, const Image8& img, int quality = 
 inline void save_bmp(const std::string& path, const Image8& img) {
   detail::require_writable(path, img);
   std::string bmp;
-  detail::require(stbi_write_bmp_to_func(detail::append_to_string, &bmp, img.width, img.height, img.channels, img.data.data()) != 0,
-                  path, ": BMP encoding failed");
+  detail::require(
+      stbi_write_bmp_to_func(detail::append_to_string, &bmp, img.width, img.height, img.channels, img.data.data()) != 0,
+      path, ": BMP encoding failed");
   write_file_atomic(path, bmp);
 }
 
@@ -224,7 +231,8 @@ inline std::string image_format_for_path(const std::string& path) {
 /// at quality 95). @throws vitmae::Error for another extension, or when it cannot be written.
 inline void save_image(const std::string& path, const Image8& img) {
   const std::string format = image_format_for_path(path);
-  detail::require(!format.empty(), path, ": cannot tell the image format from the extension, expected .png, .jpg, .jpeg or .bmp");
+  detail::require(!format.empty(), path,
+                  ": cannot tell the image format from the extension, expected .png, .jpg, .jpeg or .bmp");
   if (format == "PNG") save_png(path, img);
   else if (format == "JPEG") save_jpeg(path, img);
   else save_bmp(path, img);

@@ -84,10 +84,11 @@ class RandomAccessFile {
   void read(std::uint64_t offset, void* dst, std::uint64_t n) const {
     auto* out = static_cast<char*>(dst);
     while (n > 0) {
-      const ssize_t got = ::pread(fd_, out, static_cast<size_t>(std::min<std::uint64_t>(n, 1u << 30)), static_cast<off_t>(offset));
+      const ssize_t got =
+          ::pread(fd_, out, static_cast<size_t>(std::min<std::uint64_t>(n, 1u << 30)), static_cast<off_t>(offset));
       if (got < 0 && errno == EINTR) continue;
-      detail::require(got > 0, path_, ": read failed at byte ", offset, got == 0 ? ": file shorter than expected" : ": ",
-                      got == 0 ? "" : std::strerror(errno));
+      detail::require(got > 0, path_, ": read failed at byte ", offset,
+                      got == 0 ? ": file shorter than expected" : ": ", got == 0 ? "" : std::strerror(errno));
       out += got;
       offset += static_cast<std::uint64_t>(got);
       n -= static_cast<std::uint64_t>(got);

@@ -34,7 +34,8 @@ std::string npy(const Scalar* data, const std::vector<std::int64_t>& shape) {
   std::string header = "{'descr': '" + std::string(descr) + "', 'fortran_order': False, 'shape': (" + dims + "), }";
   while ((10 + header.size() + 1) % 64 != 0) header.push_back(' ');  // 10: magic, version and length
   header.push_back('\n');
-  detail::require(header.size() <= 65535, "npy: the header of shape ", detail::shape_str(shape), " does not fit format 1.0");
+  detail::require(header.size() <= 65535, "npy: the header of shape ", detail::shape_str(shape),
+                  " does not fit format 1.0");
   std::string out("\x93NUMPY\x01\x00", 8);
   out.push_back(static_cast<char>(header.size() & 0xff));
   out.push_back(static_cast<char>(header.size() >> 8));

@@ -40,9 +40,9 @@ struct Value {
   bool b = false;
   std::int64_t i = 0;
   double f = 0;
-  std::string s, s2;                       // Str/Bytes; Global: module (s) and name (s2)
-  std::vector<Ptr> items;                  // Tuple, List
-  std::vector<std::pair<Ptr, Ptr>> dict;   // Dict, in insertion order
+  std::string s, s2;                      // Str/Bytes; Global: module (s) and name (s2)
+  std::vector<Ptr> items;                 // Tuple, List
+  std::vector<std::pair<Ptr, Ptr>> dict;  // Dict, in insertion order
   StorageRef storage;
   TensorRef tensor;
 
@@ -52,20 +52,24 @@ struct Value {
     return v;
   }
   const char* kind_name() const {
-    static const char* names[] = {"None", "bool", "int", "float", "str", "bytes", "tuple", "list", "dict", "global", "storage", "tensor"};
+    static const char* names[] = {"None",  "bool", "int",  "float",  "str",     "bytes",
+                                  "tuple", "list", "dict", "global", "storage", "tensor"};
     return names[static_cast<int>(kind)];
   }
 };
 
 /// The storage dtypes torch.save names.
 inline bool storage_dtype(const std::string& name, DType& out) {
-  static const std::pair<const char*, DType> table[] = {
-      {"FloatStorage", DType::F32}, {"HalfStorage", DType::F16},  {"BFloat16Storage", DType::BF16},
-      {"DoubleStorage", DType::F64}, {"LongStorage", DType::I64}, {"IntStorage", DType::I32},
-      {"ShortStorage", DType::I16},  {"CharStorage", DType::I8},  {"ByteStorage", DType::U8},
-      {"BoolStorage", DType::BOOL}};
+  static const std::pair<const char*, DType> table[] = {{"FloatStorage", DType::F32},     {"HalfStorage", DType::F16},
+                                                        {"BFloat16Storage", DType::BF16}, {"DoubleStorage", DType::F64},
+                                                        {"LongStorage", DType::I64},      {"IntStorage", DType::I32},
+                                                        {"ShortStorage", DType::I16},     {"CharStorage", DType::I8},
+                                                        {"ByteStorage", DType::U8},       {"BoolStorage", DType::BOOL}};
   for (const auto& [n, d] : table)
-    if (name == n) { out = d; return true; }
+    if (name == n) {
+      out = d;
+      return true;
+    }
   return false;
 }
 
@@ -82,18 +86,38 @@ class Unpickler {
     while (true) {
       const unsigned char op = u8();
       switch (op) {
-        case 0x80: u8(); break;                      // PROTO
-        case 0x95: take(8); break;                   // FRAME: framing is only a hint
-        case '.': {                                  // STOP
-          detail::require(stack_.size() == 1, where_, ": pickle ends with ", stack_.size(), " values on the stack, expected 1");
+        case 0x80:
+          u8();
+          break;  // PROTO
+        case 0x95:
+          take(8);
+          break;     // FRAME: framing is only a hint
+        case '.': {  // STOP
+          detail::require(stack_.size() == 1, where_, ": pickle ends with ", stack_.size(),
+                          " values on the stack, expected 1");
           return stack_.back();
         }
-        case '(': marks_.push_back(stack_.size()); break;  // MARK
-        case '}': push(Value::make(Value::Kind::Dict)); break;
-        case ']': push(Value::make(Value::Kind::List)); break;
-        case ')': push(Value::make(Value::Kind::Tuple)); break;
-        case 't': { auto t = Value::make(Value::Kind::Tuple); t->items = pop_mark(); push(t); break; }
-        case 0x85: case 0x86: case 0x87: {            // TUPLE1..3
+        case '(':
+          marks_.push_back(stack_.size());
+          break;  // MARK
+        case '}':
+          push(Value::make(Value::Kind::Dict));
+          break;
+        case ']':
+          push(Value::make(Value::Kind::List));
+          break;
+        case ')':
+          push(Value::make(Value::Kind::Tuple));
+          break;
+        case 't': {
+          auto t = Value::make(Value::Kind::Tuple);
+          t->items = pop_mark();
+          push(t);
+          break;
+        }
+        case 0x85:
+        case 0x86:
+        case 0x87: {  // TUPLE1..3
           const std::size_t n = op - 0x84u;
           need(n);
           auto t = Value::make(Value::Kind::Tuple);
@@ -102,40 +126,106 @@ class Unpickler {
           push(t);
           break;
         }
-        case 'l': { auto l = Value::make(Value::Kind::List); l->items = pop_mark(); push(l); break; }
-        case 'd': { auto d = Value::make(Value::Kind::Dict); set_items(*d, pop_mark()); push(d); break; }
-        case 'a': { auto v = pop(); expect(top(), Value::Kind::List, "APPEND").items.push_back(v); break; }
-        case 'e': { auto vs = pop_mark(); auto& l = expect(top(), Value::Kind::List, "APPENDS"); l.items.insert(l.items.end(), vs.begin(), vs.end()); break; }
-        case 's': { auto v = pop(); auto k = pop(); expect(top(), Value::Kind::Dict, "SETITEM").dict.emplace_back(k, v); break; }
-        case 'u': { auto kv = pop_mark(); set_items(expect(top(), Value::Kind::Dict, "SETITEMS"), kv); break; }
-        case 'q': memo_put(u8()); break;              // BINPUT
-        case 'r': memo_put(le<std::uint32_t>()); break;  // LONG_BINPUT
-        case 0x94: memo_put(memo_.size()); break;     // MEMOIZE
-        case 'h': push(memo_get(u8())); break;        // BINGET
-        case 'j': push(memo_get(le<std::uint32_t>())); break;  // LONG_BINGET
-        case 'c': {                                   // GLOBAL "module\nname\n"
+        case 'l': {
+          auto l = Value::make(Value::Kind::List);
+          l->items = pop_mark();
+          push(l);
+          break;
+        }
+        case 'd': {
+          auto d = Value::make(Value::Kind::Dict);
+          set_items(*d, pop_mark());
+          push(d);
+          break;
+        }
+        case 'a': {
+          auto v = pop();
+          expect(top(), Value::Kind::List, "APPEND").items.push_back(v);
+          break;
+        }
+        case 'e': {
+          auto vs = pop_mark();
+          auto& l = expect(top(), Value::Kind::List, "APPENDS");
+          l.items.insert(l.items.end(), vs.begin(), vs.end());
+          break;
+        }
+        case 's': {
+          auto v = pop();
+          auto k = pop();
+          expect(top(), Value::Kind::Dict, "SETITEM").dict.emplace_back(k, v);
+          break;
+        }
+        case 'u': {
+          auto kv = pop_mark();
+          set_items(expect(top(), Value::Kind::Dict, "SETITEMS"), kv);
+          break;
+        }
+        case 'q':
+          memo_put(u8());
+          break;  // BINPUT
+        case 'r':
+          memo_put(le<std::uint32_t>());
+          break;  // LONG_BINPUT
+        case 0x94:
+          memo_put(memo_.size());
+          break;  // MEMOIZE
+        case 'h':
+          push(memo_get(u8()));
+          break;  // BINGET
+        case 'j':
+          push(memo_get(le<std::uint32_t>()));
+          break;     // LONG_BINGET
+        case 'c': {  // GLOBAL "module\nname\n"
           const std::string module = line(), name = line();
           push(global(module, name));
           break;
         }
-        case 0x93: {                                  // STACK_GLOBAL
+        case 0x93: {  // STACK_GLOBAL
           auto name = pop(), module = pop();
           detail::require(module->kind == Value::Kind::Str && name->kind == Value::Kind::Str, where_,
                           ": STACK_GLOBAL expects two strings");
           push(global(module->s, name->s));
           break;
         }
-        case 'Q': push(persistent_load(pop())); break;  // BINPERSID
-        case 'R': { auto args = pop(); auto fn = pop(); push(reduce(*fn, *args)); break; }
-        case 'b': pop(); need(1); break;              // BUILD: state of OrderedDict/_metadata, not needed
-        case 'J': push_int(le<std::int32_t>()); break;
-        case 'K': push_int(u8()); break;
-        case 'M': push_int(le<std::uint16_t>()); break;
-        case 0x8a: push_int(long_bytes(u8())); break;  // LONG1
-        case 0x8b: push_int(long_bytes(le<std::uint32_t>())); break;  // LONG4
-        case 'N': push(Value::make(Value::Kind::None)); break;
-        case 0x88: case 0x89: { auto v = Value::make(Value::Kind::Bool); v->b = op == 0x88; push(v); break; }
-        case 'G': {                                   // BINFLOAT, big-endian
+        case 'Q':
+          push(persistent_load(pop()));
+          break;  // BINPERSID
+        case 'R': {
+          auto args = pop();
+          auto fn = pop();
+          push(reduce(*fn, *args));
+          break;
+        }
+        case 'b':
+          pop();
+          need(1);
+          break;  // BUILD: state of OrderedDict/_metadata, not needed
+        case 'J':
+          push_int(le<std::int32_t>());
+          break;
+        case 'K':
+          push_int(u8());
+          break;
+        case 'M':
+          push_int(le<std::uint16_t>());
+          break;
+        case 0x8a:
+          push_int(long_bytes(u8()));
+          break;  // LONG1
+        case 0x8b:
+          push_int(long_bytes(le<std::uint32_t>()));
+          break;  // LONG4
+        case 'N':
+          push(Value::make(Value::Kind::None));
+          break;
+        case 0x88:
+        case 0x89: {
+          auto v = Value::make(Value::Kind::Bool);
+          v->b = op == 0x88;
+          push(v);
+          break;
+        }
+        case 'G': {  // BINFLOAT, big-endian
           const unsigned char* b = take(8);
           std::uint64_t u = 0;
           for (int k = 0; k < 8; ++k) u = (u << 8) | b[k];
@@ -144,15 +234,33 @@ class Unpickler {
           push(v);
           break;
         }
-        case 'X': push_str(Value::Kind::Str, le<std::uint32_t>()); break;
-        case 0x8c: push_str(Value::Kind::Str, u8()); break;
-        case 0x8d: push_str(Value::Kind::Str, le<std::uint64_t>()); break;
-        case 'B': push_str(Value::Kind::Bytes, le<std::uint32_t>()); break;
-        case 'C': push_str(Value::Kind::Bytes, u8()); break;
-        case 0x8e: push_str(Value::Kind::Bytes, le<std::uint64_t>()); break;
-        case '0': pop(); break;                       // POP
-        case '1': pop_mark(); break;                  // POP_MARK
-        case '2': push(top()); break;                 // DUP
+        case 'X':
+          push_str(Value::Kind::Str, le<std::uint32_t>());
+          break;
+        case 0x8c:
+          push_str(Value::Kind::Str, u8());
+          break;
+        case 0x8d:
+          push_str(Value::Kind::Str, le<std::uint64_t>());
+          break;
+        case 'B':
+          push_str(Value::Kind::Bytes, le<std::uint32_t>());
+          break;
+        case 'C':
+          push_str(Value::Kind::Bytes, u8());
+          break;
+        case 0x8e:
+          push_str(Value::Kind::Bytes, le<std::uint64_t>());
+          break;
+        case '0':
+          pop();
+          break;  // POP
+        case '1':
+          pop_mark();
+          break;  // POP_MARK
+        case '2':
+          push(top());
+          break;  // DUP
         default:
           detail::fail(where_, ": unsupported pickle opcode 0x", hex(op), " ('", printable(op), "') at byte ",
                        static_cast<long>(p_ - start_ - 1), ": a state dict does not use it");
@@ -200,7 +308,11 @@ class Unpickler {
     detail::require(stack_.size() < kMaxStack, where_, ": pickle stack grows past ", kMaxStack, " values");
     stack_.push_back(std::move(v));
   }
-  void push_int(std::int64_t i) { auto v = Value::make(Value::Kind::Int); v->i = i; push(v); }
+  void push_int(std::int64_t i) {
+    auto v = Value::make(Value::Kind::Int);
+    v->i = i;
+    push(v);
+  }
   void push_str(Value::Kind k, std::uint64_t n) {
     auto v = Value::make(k);
     const unsigned char* b = take(n);
@@ -217,7 +329,10 @@ class Unpickler {
     stack_.pop_back();
     return v;
   }
-  Ptr& top() { need(1); return stack_.back(); }
+  Ptr& top() {
+    need(1);
+    return stack_.back();
+  }
   std::vector<Ptr> pop_mark() {
     detail::require(!marks_.empty(), where_, ": pickle MARK missing");
     const std::size_t m = marks_.back();
@@ -259,9 +374,10 @@ class Unpickler {
   }
 
   Ptr persistent_load(const Ptr& pid) {
-    detail::require(pid->kind == Value::Kind::Tuple && pid->items.size() == 5 && pid->items[0]->kind == Value::Kind::Str &&
-                        pid->items[0]->s == "storage" && pid->items[1]->kind == Value::Kind::Global &&
-                        pid->items[2]->kind == Value::Kind::Str && pid->items[4]->kind == Value::Kind::Int,
+    detail::require(pid->kind == Value::Kind::Tuple && pid->items.size() == 5 &&
+                        pid->items[0]->kind == Value::Kind::Str && pid->items[0]->s == "storage" &&
+                        pid->items[1]->kind == Value::Kind::Global && pid->items[2]->kind == Value::Kind::Str &&
+                        pid->items[4]->kind == Value::Kind::Int,
                     where_, ": unsupported persistent id: expected ('storage', type, key, location, numel)");
     auto v = Value::make(Value::Kind::Storage);
     detail::require(storage_dtype(pid->items[1]->s2, v->storage.dtype), where_, ": unsupported storage type '",
@@ -283,8 +399,8 @@ class Unpickler {
   }
 
   Ptr reduce(const Value& fn, const Value& args) {
-    detail::require(fn.kind == Value::Kind::Global && args.kind == Value::Kind::Tuple, where_,
-                    ": pickle REDUCE on a ", fn.kind_name(), " with ", args.kind_name(), " arguments");
+    detail::require(fn.kind == Value::Kind::Global && args.kind == Value::Kind::Tuple, where_, ": pickle REDUCE on a ",
+                    fn.kind_name(), " with ", args.kind_name(), " arguments");
     const std::string name = fn.s + "." + fn.s2;
     if (name == "collections.OrderedDict") {
       detail::require(args.items.empty(), where_, ": OrderedDict with arguments is not supported");
@@ -299,7 +415,8 @@ class Unpickler {
       v->tensor.offset = args.items[1]->i;
       v->tensor.size = int_tuple(args.items[2], "size");
       v->tensor.stride = int_tuple(args.items[3], "stride");
-      detail::require(v->tensor.size.size() == v->tensor.stride.size(), where_, ": tensor size and stride differ in length");
+      detail::require(v->tensor.size.size() == v->tensor.stride.size(), where_,
+                      ": tensor size and stride differ in length");
       return v;
     }
     if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state") {

@@ -76,7 +76,8 @@ class PytorchSource : public TensorSource {
     std::int64_t last = t.offset;
     detail::require(t.offset >= 0, where(), ": tensor '", name, "' has a negative storage offset");
     for (size_t d = 0; d < t.size.size(); ++d) {
-      detail::require(t.size[d] >= 0 && t.stride[d] >= 0, where(), ": tensor '", name, "' has a negative size or stride");
+      detail::require(t.size[d] >= 0 && t.stride[d] >= 0, where(), ": tensor '", name,
+                      "' has a negative size or stride");
       if (t.size[d] == 0) empty = true;
       else {
         detail::require(t.size[d] < (std::int64_t(1) << 40) && t.stride[d] < (std::int64_t(1) << 40), where(),
@@ -106,7 +107,8 @@ class PytorchSource : public TensorSource {
       expect *= t.size[d];
     }
     if (contiguous) {
-      convert_elements(t.storage.dtype, base + t.offset * static_cast<std::int64_t>(es), static_cast<std::size_t>(n), dst);
+      convert_elements(t.storage.dtype, base + t.offset * static_cast<std::int64_t>(es), static_cast<std::size_t>(n),
+                       dst);
       return;
     }
     std::vector<std::int64_t> idx(t.size.size(), 0);

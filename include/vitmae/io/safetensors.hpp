@@ -22,8 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vitmae/io/dtype.hpp"
 #include "vitmae/error.hpp"
+#include "vitmae/io/dtype.hpp"
 #include "vitmae/io/file.hpp"
 #include "vitmae/io/mapped_file.hpp"
 #include "vitmae/tensor.hpp"
@@ -67,7 +67,8 @@ class SafetensorsFile {
     const TensorInfo& t = info(name);
     const std::uint64_t n = static_cast<std::uint64_t>(t.numel()), es = dtype_size(t.dtype);
     const std::uint64_t at = data_start_ + t.begin;
-    if ((std::is_same_v<Scalar, float> && t.dtype == DType::F32) || (std::is_same_v<Scalar, double> && t.dtype == DType::F64)) {
+    if ((std::is_same_v<Scalar, float> && t.dtype == DType::F32) ||
+        (std::is_same_v<Scalar, double> && t.dtype == DType::F64)) {
       file_->read(at, dst, n * es);
       return;
     }
@@ -96,10 +97,10 @@ class SafetensorsFile {
                     " bytes, expected at least 8 (the header length)");
     std::uint64_t n = 0;
     file_->read(0, &n, 8);
-    detail::require(n <= kMaxHeaderBytes, p, ": safetensors header length ", n,
-                    " is larger than the limit of ", kMaxHeaderBytes, " bytes");
-    detail::require(n <= size - 8, p, ": safetensors header length ", n,
-                    " is larger than the file (", size, " bytes): file truncated or not safetensors");
+    detail::require(n <= kMaxHeaderBytes, p, ": safetensors header length ", n, " is larger than the limit of ",
+                    kMaxHeaderBytes, " bytes");
+    detail::require(n <= size - 8, p, ": safetensors header length ", n, " is larger than the file (", size,
+                    " bytes): file truncated or not safetensors");
     data_start_ = 8 + n;
     const std::uint64_t data_size = size - data_start_;
     std::string text(static_cast<size_t>(n), '\0');
@@ -123,8 +124,7 @@ class SafetensorsFile {
       detail::fail(p, ": safetensors header is not valid JSON (", e.what(), ")");
     }
     detail::require(duplicate.empty(), p, ": duplicate tensor name '", duplicate, "' in the header");
-    detail::require(header.is_object(), p, ": safetensors header must be a JSON object, got ",
-                    header.type_name());
+    detail::require(header.is_object(), p, ": safetensors header must be a JSON object, got ", header.type_name());
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
     std::vector<std::string> range_names;
     for (auto it = header.begin(); it != header.end(); ++it) {
@@ -153,25 +153,25 @@ class SafetensorsFile {
       // Element count, checked for overflow against the file size.
       std::uint64_t numel = 1;
       for (const auto& d : *sh) {
-        detail::require(d.is_number_integer() && d.get<std::int64_t>() >= 0, where,
-                        ": shape ", sh->dump(), " must hold non-negative integers");
+        detail::require(d.is_number_integer() && d.get<std::int64_t>() >= 0, where, ": shape ", sh->dump(),
+                        " must hold non-negative integers");
         const auto dim = static_cast<std::uint64_t>(d.get<std::int64_t>());
-        detail::require(dim == 0 || numel <= std::numeric_limits<std::uint64_t>::max() / dim / 8, where,
-                        ": shape ", sh->dump(), " has an element count that overflows");
+        detail::require(dim == 0 || numel <= std::numeric_limits<std::uint64_t>::max() / dim / 8, where, ": shape ",
+                        sh->dump(), " has an element count that overflows");
         numel *= dim;
         t.shape.push_back(static_cast<std::int64_t>(dim));
       }
       for (const auto& o : *off)
-        detail::require(o.is_number_unsigned() || (o.is_number_integer() && o.get<std::int64_t>() >= 0),
-                        where, ": data_offsets ", off->dump(), " must be non-negative integers");
+        detail::require(o.is_number_unsigned() || (o.is_number_integer() && o.get<std::int64_t>() >= 0), where,
+                        ": data_offsets ", off->dump(), " must be non-negative integers");
       t.begin = (*off)[0].get<std::uint64_t>();
       t.end = (*off)[1].get<std::uint64_t>();
       detail::require(t.begin <= t.end, where, ": data_offsets ", off->dump(), " are reversed");
-      detail::require(t.end <= data_size, where, ": data_offsets ", off->dump(),
-                      " run past the data section (", data_size, " bytes): file truncated?");
-      detail::require(t.end - t.begin == numel * dtype_size(t.dtype), where, ": data_offsets span ",
-                      t.end - t.begin, " bytes, expected shape ", sh->dump(), " x ", dtype_name(t.dtype),
-                      " = ", numel * dtype_size(t.dtype));
+      detail::require(t.end <= data_size, where, ": data_offsets ", off->dump(), " run past the data section (",
+                      data_size, " bytes): file truncated?");
+      detail::require(t.end - t.begin == numel * dtype_size(t.dtype), where, ": data_offsets span ", t.end - t.begin,
+                      " bytes, expected shape ", sh->dump(), " x ", dtype_name(t.dtype), " = ",
+                      numel * dtype_size(t.dtype));
       ranges.emplace_back(t.begin, t.end);
       range_names.push_back(name);
       detail::require(tensors_.emplace(name, std::move(t)).second, p, ": duplicate tensor name '", name, "'");
@@ -208,12 +208,33 @@ class SafetensorsWriter {
     for (std::int64_t i = 0; i < n; ++i) {
       const Scalar v = src[i];
       switch (dtype) {
-        case DType::F64: { const double x = static_cast<double>(v); std::memcpy(out + 8 * i, &x, 8); break; }
-        case DType::F32: { const float x = static_cast<float>(v); std::memcpy(out + 4 * i, &x, 4); break; }
-        case DType::F16: { const std::uint16_t x = detail::float_to_f16(static_cast<float>(v)); std::memcpy(out + 2 * i, &x, 2); break; }
-        case DType::BF16: { const std::uint16_t x = detail::float_to_bf16(static_cast<float>(v)); std::memcpy(out + 2 * i, &x, 2); break; }
-        case DType::I64: { const std::int64_t x = static_cast<std::int64_t>(v); std::memcpy(out + 8 * i, &x, 8); break; }
-        default: detail::fail("SafetensorsWriter: cannot write '", name, "' as ", dtype_name(dtype));
+        case DType::F64: {
+          const double x = static_cast<double>(v);
+          std::memcpy(out + 8 * i, &x, 8);
+          break;
+        }
+        case DType::F32: {
+          const float x = static_cast<float>(v);
+          std::memcpy(out + 4 * i, &x, 4);
+          break;
+        }
+        case DType::F16: {
+          const std::uint16_t x = detail::float_to_f16(static_cast<float>(v));
+          std::memcpy(out + 2 * i, &x, 2);
+          break;
+        }
+        case DType::BF16: {
+          const std::uint16_t x = detail::float_to_bf16(static_cast<float>(v));
+          std::memcpy(out + 2 * i, &x, 2);
+          break;
+        }
+        case DType::I64: {
+          const std::int64_t x = static_cast<std::int64_t>(v);
+          std::memcpy(out + 8 * i, &x, 8);
+          break;
+        }
+        default:
+          detail::fail("SafetensorsWriter: cannot write '", name, "' as ", dtype_name(dtype));
       }
     }
     add_raw(name, dtype, shape, std::move(bytes));
@@ -241,7 +262,8 @@ class SafetensorsWriter {
     if (!metadata_.empty()) header["__metadata__"] = metadata_;
     std::uint64_t offset = 0;
     for (const auto& e : entries_) {
-      header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes.size()}}};
+      header[e.name] = {
+          {"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.bytes.size()}}};
       offset += e.bytes.size();
     }
     std::string h = header.dump();

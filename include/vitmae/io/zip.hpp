@@ -36,7 +36,8 @@ class ZipArchive {
  private:
   template <class T>
   T le(std::uint64_t at) const {
-    detail::require(at + sizeof(T) <= file_->size(), path(), ": zip structure runs past the end of the file (truncated?)");
+    detail::require(at + sizeof(T) <= file_->size(), path(),
+                    ": zip structure runs past the end of the file (truncated?)");
     T v;
     std::memcpy(&v, file_->data() + at, sizeof(T));
     return v;
@@ -89,9 +90,18 @@ class ZipArchive {
         const std::uint16_t id = le<std::uint16_t>(e), len = le<std::uint16_t>(e + 2);
         if (id == 0x0001) {
           std::uint64_t f = e + 4;
-          if (usize == 0xffffffffu) { usize = le<std::uint64_t>(f); f += 8; }
-          if (csize == 0xffffffffu) { csize = le<std::uint64_t>(f); f += 8; }
-          if (local == 0xffffffffu) { local = le<std::uint64_t>(f); f += 8; }
+          if (usize == 0xffffffffu) {
+            usize = le<std::uint64_t>(f);
+            f += 8;
+          }
+          if (csize == 0xffffffffu) {
+            csize = le<std::uint64_t>(f);
+            f += 8;
+          }
+          if (local == 0xffffffffu) {
+            local = le<std::uint64_t>(f);
+            f += 8;
+          }
         }
         e += 4 + len;
       }

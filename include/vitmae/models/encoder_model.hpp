@@ -9,16 +9,16 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/weights/checkpoint.hpp"
 #include "vitmae/config.hpp"
-#include "vitmae/weights/init.hpp"
 #include "vitmae/modules/embeddings.hpp"
 #include "vitmae/modules/encoder.hpp"
 #include "vitmae/modules/layer_norm.hpp"
 #include "vitmae/ops/random_masking.hpp"
 #include "vitmae/parameter.hpp"
-#include "vitmae/weights/state_dict.hpp"
 #include "vitmae/vit_config.hpp"
+#include "vitmae/weights/checkpoint.hpp"
+#include "vitmae/weights/init.hpp"
+#include "vitmae/weights/state_dict.hpp"
 
 namespace vitmae {
 
@@ -90,13 +90,17 @@ struct EncoderModel {
   /// constructor values (zeros, LayerNorm ones; see Storage for the other choices); call
   /// init_weights for a random start. @throws vitmae::Error when the config is invalid.
   explicit EncoderModel(const config_type& c, Storage s = Storage::zeros)
-      : config((detail::validate_for(c, s), c)), embeddings(c, s), encoder(c, s), layernorm(c.hidden_size, c.layer_norm_eps, s) {}
+      : config((detail::validate_for(c, s), c)),
+        embeddings(c, s),
+        encoder(c, s),
+        layernorm(c.hidden_size, c.layer_norm_eps, s) {}
 
   /// ViTModel's forward: pixel_values [B, C, H, W] -> y = sequence_output (B*(1+L), hidden),
   /// samples stacked. hidden_states / attentions as in Encoder::forward.
   /// @throws vitmae::Error on bad shapes.
   void forward(const Tensor<Scalar>& pixel_values, const ForwardOptions& opts, Matrix<Scalar>& y, Cache& c,
-               std::vector<Matrix<Scalar>>* hidden_states = nullptr, std::vector<Matrix<Scalar>>* attentions = nullptr) const {
+               std::vector<Matrix<Scalar>>* hidden_states = nullptr,
+               std::vector<Matrix<Scalar>>* attentions = nullptr) const {
     embeddings.forward(pixel_values, opts.interpolate_pos_encoding, c.tokens, c.embeddings);
     encode(1 + c.embeddings.num_patches, y, c, hidden_states, attentions);
   }
@@ -153,7 +157,8 @@ struct EncoderModel {
     c.encoder.for_backward = false;
     Matrix<Scalar> y;
     std::vector<Matrix<Scalar>> hs, at;
-    forward(pixel_values, noise, opts, y, c, opts.output_hidden_states ? &hs : nullptr, opts.output_attentions ? &at : nullptr);
+    forward(pixel_values, noise, opts, y, c, opts.output_hidden_states ? &hs : nullptr,
+            opts.output_attentions ? &at : nullptr);
     return output(pixel_values.size(0), y, c, hs, at);
   }
 
@@ -166,9 +171,11 @@ struct EncoderModel {
   /// ViTMAE: noise (B, L) for pixel_values [B, C, H, W] from `rng`.
   template <class Engine>
   Matrix<Scalar> noise_for(const Tensor<Scalar>& pixel_values, Engine& rng) const {
-    detail::require(pixel_values.dim() == 4, "ViTMAEModel.forward: pixel_values must be [batch, channels, height, width], got ",
+    detail::require(pixel_values.dim() == 4,
+                    "ViTMAEModel.forward: pixel_values must be [batch, channels, height, width], got ",
                     detail::shape_str(pixel_values.shape));
-    return ops::uniform_noise<Scalar>(pixel_values.size(0), num_patches_for(pixel_values.size(2), pixel_values.size(3)), rng);
+    return ops::uniform_noise<Scalar>(pixel_values.size(0), num_patches_for(pixel_values.size(2), pixel_values.size(3)),
+                                      rng);
   }
 
   /// ViTMAE: the per-sample outputs of a forward (y and c as forward filled them).
@@ -204,10 +211,11 @@ struct EncoderModel {
   /// sin-cos values; any other missing tensor is an error listing them.
   void load_weights(const io::TensorSource& source, Int8Weights int8_weights = Int8Weights::dequantised) {
     const bool prefixed = source.contains(std::string("vit.") + kPatchWeightKey);
-    detail::require(prefixed || source.contains(kPatchWeightKey), source.where(), ": not a ViTMAE checkpoint: it has neither 'vit.",
-                    kPatchWeightKey, "' nor '", kPatchWeightKey, "'");
-    load_state_dict(*this, source, prefixed ? "vit." : "", prefixed ? std::vector<std::string>{"decoder."} : std::vector<std::string>{},
-                    int8_weights)
+    detail::require(prefixed || source.contains(kPatchWeightKey), source.where(),
+                    ": not a ViTMAE checkpoint: it has neither 'vit.", kPatchWeightKey, "' nor '", kPatchWeightKey,
+                    "'");
+    load_state_dict(*this, source, prefixed ? "vit." : "",
+                    prefixed ? std::vector<std::string>{"decoder."} : std::vector<std::string>{}, int8_weights)
         .require_complete(source);
   }
 
@@ -228,7 +236,6 @@ struct EncoderModel {
     save_checkpoint(*this, config, dir, dtype, "ViTMAEModel");
   }
 };
-
 
 /// ViTMAEModel: the encoder with ViTMAE's masked embeddings.
 template <class Scalar = float>

@@ -40,10 +40,10 @@ struct ReconstructionLoss {
       : patch_size(c.patch_size), num_channels(c.num_channels), norm_pix_loss(c.norm_pix_loss) {}
 
   /// image (C, H*W) -> its target (L, p*p*C) in `target`, the raw patches in `patches`.
-  void target_of(const Eigen::Ref<const Matrix<Scalar>>& image, Index height, Index width, Matrix<Scalar>& patches, Matrix<Scalar>& target,
-                 ColVector<Scalar>& mean, ColVector<Scalar>& var) const {
-    detail::require(image.rows() == num_channels, "forward_loss: image has ", image.rows(), " channels, expected num_channels = ",
-                    num_channels);
+  void target_of(const Eigen::Ref<const Matrix<Scalar>>& image, Index height, Index width, Matrix<Scalar>& patches,
+                 Matrix<Scalar>& target, ColVector<Scalar>& mean, ColVector<Scalar>& var) const {
+    detail::require(image.rows() == num_channels, "forward_loss: image has ", image.rows(),
+                    " channels, expected num_channels = ", num_channels);
     ops::patchify_into<Scalar>(image, height, width, patch_size, patches);  // (L, P)
     target = patches;
     if (norm_pix_loss) {
@@ -55,13 +55,15 @@ struct ReconstructionLoss {
   /// logits: (B*(1+L), P), each sample's CLS row first (ignored); mask (B, L). Returns the sum
   /// over masked patches of the per-patch mean squared error and the number of masked patches:
   /// the loss is their ratio (NaN when nothing is masked: 0/0, as in the reference).
-  std::pair<Scalar, Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& logits, const Matrix<Scalar>& mask,
-                                    Cache& c) const {
-    detail::require(pixel_values.dim() == 4, "forward_loss: pixel_values must be [batch, channels, height, width], got ",
+  std::pair<Scalar, Scalar> forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& logits,
+                                    const Matrix<Scalar>& mask, Cache& c) const {
+    detail::require(pixel_values.dim() == 4,
+                    "forward_loss: pixel_values must be [batch, channels, height, width], got ",
                     detail::shape_str(pixel_values.shape));
-    const Index B = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3), L = mask.cols(), TL = 1 + L;
-    detail::require(logits.rows() == B * TL, "forward_loss: ", logits.rows(), " prediction rows for ", B, " samples of ", L,
-                    " patches");
+    const Index B = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3), L = mask.cols(),
+                TL = 1 + L;
+    detail::require(logits.rows() == B * TL, "forward_loss: ", logits.rows(), " prediction rows for ", B,
+                    " samples of ", L, " patches");
     c.height = H, c.width = W, c.mask = mask;
     c.patches.resize(B * L, logits.cols());
     c.target.resize(B * L, logits.cols());
@@ -74,8 +76,8 @@ struct ReconstructionLoss {
     Scalar num = 0;
     for (Index b = 0; b < B; ++b) {
       target_of(image_view(pixel_values, b), H, W, patches, target, mean, var);
-      detail::require(target.rows() == L && target.cols() == logits.cols(), "forward_loss: predictions (", L, ", ", logits.cols(),
-                      ") do not match the target (", target.rows(), ", ", target.cols(), ")");
+      detail::require(target.rows() == L && target.cols() == logits.cols(), "forward_loss: predictions (", L, ", ",
+                      logits.cols(), ") do not match the target (", target.rows(), ", ", target.cols(), ")");
       c.patches.middleRows(b * L, L) = patches;
       c.target.middleRows(b * L, L) = target;
       if (norm_pix_loss) {
@@ -91,7 +93,8 @@ struct ReconstructionLoss {
   /// d loss / d logits into dlogits (B*(1+L), P; CLS rows zero) for loss = num / den: 2 (pred -
   /// target) / P * mask / den. When dpixels is given, adds the gradient through the target
   /// (the reference does not detach it) into dpixels (B, C*H*W).
-  void backward(const Matrix<Scalar>& logits, const Cache& c, Scalar den, Matrix<Scalar>& dlogits, Matrix<Scalar>* dpixels) const {
+  void backward(const Matrix<Scalar>& logits, const Cache& c, Scalar den, Matrix<Scalar>& dlogits,
+                Matrix<Scalar>* dpixels) const {
     const Index B = c.mask.rows(), L = c.mask.cols(), TL = 1 + L, P = logits.cols();
     dlogits.setZero(B * TL, P);
     Matrix<Scalar> dt;
@@ -103,7 +106,8 @@ struct ReconstructionLoss {
       if (!dpixels) continue;
       dt = -dlogits.middleRows(b * TL + 1, L);  // d target = -d pred
       if (norm_pix_loss)
-        ops::normalize_patches_backward<Scalar>(c.patches.middleRows(b * L, L), c.mean.segment(b * L, L), c.var.segment(b * L, L), dt);
+        ops::normalize_patches_backward<Scalar>(c.patches.middleRows(b * L, L), c.mean.segment(b * L, L),
+                                                c.var.segment(b * L, L), dt);
       const Matrix<Scalar> di = ops::unpatchify(dt, c.height, c.width, patch_size, num_channels);  // (C, H*W)
       dpixels->row(b) += Eigen::Map<const RowVector<Scalar>>(di.data(), di.size());
     }
@@ -114,11 +118,11 @@ struct ReconstructionLoss {
 /// attentions) plus the encoder's last_hidden_state.
 template <class Scalar = float>
 struct PreTrainingOutput {
-  Scalar loss = Scalar(0);             // NaN when nothing is masked (0/0, as in the reference)
-  std::vector<Matrix<Scalar>> logits;  // B x (L, p*p*C), patch order restored
-  Matrix<Scalar> mask;                 // (B, L)
-  IndexMatrix ids_restore;             // (B, L)
-  std::vector<Matrix<Scalar>> last_hidden_state;                // B x (1+K, hidden)
+  Scalar loss = Scalar(0);                        // NaN when nothing is masked (0/0, as in the reference)
+  std::vector<Matrix<Scalar>> logits;             // B x (L, p*p*C), patch order restored
+  Matrix<Scalar> mask;                            // (B, L)
+  IndexMatrix ids_restore;                        // (B, L)
+  std::vector<Matrix<Scalar>> last_hidden_state;  // B x (1+K, hidden)
   std::vector<std::vector<Matrix<Scalar>>> hidden_states, attentions;  // as ModelOutput's
 };
 
@@ -134,12 +138,14 @@ struct ForPreTraining {
     typename Model<Scalar>::Cache vit;
     typename Decoder<Scalar>::Cache decoder;
     typename ReconstructionLoss<Scalar>::Cache loss;
-    Matrix<Scalar> latent, logits;    // the encoder's output (B*(1+K), hidden); (B*(1+L), P)
+    Matrix<Scalar> latent, logits;  // the encoder's output (B*(1+K), hidden); (B*(1+L), P)
     Matrix<Scalar> dlogits, dlatent;
-    Scalar num = 0, den = 0;          // the loss is num / den
+    Scalar num = 0, den = 0;  // the loss is num / den
 
     /// f(layer gradients) after each encoder and decoder layer's backward (LayerStackCache).
-    void on_layer_done(const std::function<void(Layer<Scalar>&)>& f) { vit.encoder.layer_done = decoder.layers.layer_done = f; }
+    void on_layer_done(const std::function<void(Layer<Scalar>&)>& f) {
+      vit.encoder.layer_done = decoder.layers.layer_done = f;
+    }
   };
 
   explicit ForPreTraining(const Config& c, Storage s = Storage::zeros) : vit(c, s), decoder(c, s) {}
@@ -178,8 +184,8 @@ struct ForPreTraining {
 
   /// One sample's share of the loss: (sum over masked patches of the per-patch mean squared
   /// error, number of masked patches); pred (L, p*p*C) in patch order.
-  std::pair<Scalar, Scalar> loss_terms(const Matrix<Scalar>& image, Index height, Index width, const Matrix<Scalar>& pred,
-                                       const RowVector<Scalar>& mask_row) const {
+  std::pair<Scalar, Scalar> loss_terms(const Matrix<Scalar>& image, Index height, Index width,
+                                       const Matrix<Scalar>& pred, const RowVector<Scalar>& mask_row) const {
     Tensor<Scalar> px(std::vector<Index>{1, image.rows(), height, width});
     Eigen::Map<Matrix<Scalar>>(px.ptr(), image.rows(), image.cols()) = image;
     Matrix<Scalar> logits(1 + pred.rows(), pred.cols());
@@ -192,7 +198,8 @@ struct ForPreTraining {
   /// The forward on a batch with everything the backward needs kept in c; returns the loss.
   /// Like HF's forward: pixel_values [B, C, H, W], noise (B, L).
   Scalar forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise, const ForwardOptions& opts, Cache& c,
-                 std::vector<Matrix<Scalar>>* hidden_states = nullptr, std::vector<Matrix<Scalar>>* attentions = nullptr) const {
+                 std::vector<Matrix<Scalar>>* hidden_states = nullptr,
+                 std::vector<Matrix<Scalar>>* attentions = nullptr) const {
     vit.forward(pixel_values, noise, opts, c.latent, c.vit, hidden_states, attentions);
     const Index B = pixel_values.size(0), L = c.vit.embeddings.num_patches;
     IndexMatrix ids_restore(B, L);
@@ -228,7 +235,8 @@ struct ForPreTraining {
     c.vit.encoder.for_backward = c.decoder.layers.for_backward = false;
     std::vector<Matrix<Scalar>> hs, at;
     PreTrainingOutput<Scalar> out;
-    out.loss = forward(pixel_values, noise, opts, c, opts.output_hidden_states ? &hs : nullptr, opts.output_attentions ? &at : nullptr);
+    out.loss = forward(pixel_values, noise, opts, c, opts.output_hidden_states ? &hs : nullptr,
+                       opts.output_attentions ? &at : nullptr);
     const Index B = pixel_values.size(0), L = c.vit.embeddings.num_patches;
     ModelOutput<Scalar> enc = vit.output(B, c.latent, c.vit, hs, at);
     out.mask = std::move(enc.mask);
@@ -241,15 +249,17 @@ struct ForPreTraining {
   }
 
   template <class Engine, class = typename Engine::result_type>
-  PreTrainingOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, Engine& rng, const ForwardOptions& opts = {}) const {
+  PreTrainingOutput<Scalar> forward(const Tensor<Scalar>& pixel_values, Engine& rng,
+                                    const ForwardOptions& opts = {}) const {
     return forward(pixel_values, vit.noise_for(pixel_values, rng), opts);
   }
 
   /// HF forward_loss on per-sample predictions (L, p*p*C). NaN when nothing is masked.
-  Scalar forward_loss(const Tensor<Scalar>& pixel_values, const std::vector<Matrix<Scalar>>& pred, const Matrix<Scalar>& mask) const {
+  Scalar forward_loss(const Tensor<Scalar>& pixel_values, const std::vector<Matrix<Scalar>>& pred,
+                      const Matrix<Scalar>& mask) const {
     const Index B = pixel_values.size(0), L = mask.cols();
-    detail::require(static_cast<Index>(pred.size()) == B && mask.rows() == B, "forward_loss: batch of ", B, " images but ",
-                    pred.size(), " predictions and ", mask.rows(), " mask rows");
+    detail::require(static_cast<Index>(pred.size()) == B && mask.rows() == B, "forward_loss: batch of ", B,
+                    " images but ", pred.size(), " predictions and ", mask.rows(), " mask rows");
     Matrix<Scalar> logits = Matrix<Scalar>::Zero(B * (1 + L), B > 0 ? pred[0].cols() : 0);
     for (Index b = 0; b < B; ++b) logits.middleRows(b * (1 + L) + 1, L) = pred[static_cast<size_t>(b)];
     typename ReconstructionLoss<Scalar>::Cache c;

@@ -7,11 +7,11 @@
 #pragma once
 
 #include "vitmae/error.hpp"
-#include "vitmae/models/for_pre_training.hpp"
 #include "vitmae/io/safetensors.hpp"
+#include "vitmae/models/for_pre_training.hpp"
 #include "vitmae/models/model.hpp"
-#include "vitmae/tensor.hpp"
 #include "vitmae/models/vit_for_image_classification.hpp"
+#include "vitmae/tensor.hpp"
 
 #include <cstdint>
 #include <map>
@@ -38,7 +38,8 @@ template <class Scalar>
 std::optional<Matrix<Scalar>> read_noise(const io::SafetensorsFile& in) {
   if (!in.contains("noise")) return std::nullopt;
   const Tensor<Scalar> n = in.get<Scalar>("noise");
-  detail::require(n.dim() == 2, in.path(), ": 'noise' has shape ", detail::shape_str(n.shape), ", expected [batch, num_patches]");
+  detail::require(n.dim() == 2, in.path(), ": 'noise' has shape ", detail::shape_str(n.shape),
+                  ", expected [batch, num_patches]");
   return Matrix<Scalar>(Eigen::Map<const Matrix<Scalar>>(n.ptr(), n.size(0), n.size(1)));
 }
 
@@ -49,7 +50,8 @@ template <class Scalar>
 std::optional<Labels<Scalar>> read_labels(const io::SafetensorsFile& in) {
   if (!in.contains("labels")) return std::nullopt;
   const io::DType type = in.info("labels").dtype;
-  if (type == io::DType::I64 || type == io::DType::I32) return Labels<Scalar>::of_classes(in.get<std::int64_t>("labels").data);
+  if (type == io::DType::I64 || type == io::DType::I32)
+    return Labels<Scalar>::of_classes(in.get<std::int64_t>("labels").data);
   const Tensor<Scalar> t = in.get<Scalar>("labels");
   detail::require(t.dim() == 1 || t.dim() == 2, in.path(), ": 'labels' must be [batch] or [batch, num_labels], got ",
                   detail::shape_str(t.shape));
@@ -61,8 +63,8 @@ namespace detail {
 /// B per-sample matrices, each (rows, cols), as one tensor: [B, rows, cols], or [B, heads,
 /// T, T] for attention probabilities (rows = heads * T, cols = T).
 template <class Scalar>
-void add_stacked(io::SafetensorsWriter& w, const std::string& name, const std::vector<Matrix<Scalar>>& per_sample, bool attention,
-                 io::DType dtype) {
+void add_stacked(io::SafetensorsWriter& w, const std::string& name, const std::vector<Matrix<Scalar>>& per_sample,
+                 bool attention, io::DType dtype) {
   const std::int64_t B = static_cast<std::int64_t>(per_sample.size());
   const std::int64_t rows = B ? per_sample[0].rows() : 0, cols = B ? per_sample[0].cols() : 0;
   std::vector<Scalar> flat;
@@ -71,8 +73,8 @@ void add_stacked(io::SafetensorsWriter& w, const std::string& name, const std::v
     require(m.rows() == rows && m.cols() == cols, "add_outputs: '", name, "' has samples of different sizes");
     flat.insert(flat.end(), m.data(), m.data() + m.size());
   }
-  const std::vector<std::int64_t> shape =
-      attention ? std::vector<std::int64_t>{B, cols ? rows / cols : 0, cols, cols} : std::vector<std::int64_t>{B, rows, cols};
+  const std::vector<std::int64_t> shape = attention ? std::vector<std::int64_t>{B, cols ? rows / cols : 0, cols, cols}
+                                                    : std::vector<std::int64_t>{B, rows, cols};
   w.add(name, flat.data(), shape, dtype);
 }
 
@@ -80,13 +82,16 @@ void add_stacked(io::SafetensorsWriter& w, const std::string& name, const std::v
 template <class Scalar>
 void add_layers(io::SafetensorsWriter& w, const std::vector<std::vector<Matrix<Scalar>>>& hidden_states,
                 const std::vector<std::vector<Matrix<Scalar>>>& attentions, io::DType dtype) {
-  for (size_t i = 0; i < hidden_states.size(); ++i) add_stacked(w, "hidden_states." + std::to_string(i), hidden_states[i], false, dtype);
-  for (size_t i = 0; i < attentions.size(); ++i) add_stacked(w, "attentions." + std::to_string(i), attentions[i], true, dtype);
+  for (size_t i = 0; i < hidden_states.size(); ++i)
+    add_stacked(w, "hidden_states." + std::to_string(i), hidden_states[i], false, dtype);
+  for (size_t i = 0; i < attentions.size(); ++i)
+    add_stacked(w, "attentions." + std::to_string(i), attentions[i], true, dtype);
 }
 
 /// mask [B, L] in `dtype` and ids_restore [B, L] as I64.
 template <class Scalar>
-void add_masking(io::SafetensorsWriter& w, const Matrix<Scalar>& mask, const IndexMatrix& ids_restore, io::DType dtype) {
+void add_masking(io::SafetensorsWriter& w, const Matrix<Scalar>& mask, const IndexMatrix& ids_restore,
+                 io::DType dtype) {
   w.add("mask", mask.data(), {mask.rows(), mask.cols()}, dtype);
   w.add("ids_restore", ids_restore.data(), {ids_restore.rows(), ids_restore.cols()}, io::DType::I64);
 }
@@ -128,7 +133,8 @@ void add_outputs(io::SafetensorsWriter& w, const ClassificationOutput<Scalar>& o
 /// Writes a forward's outputs (any of the three) to `path`, as add_outputs() names them, with
 /// `metadata` as the file's __metadata__. @throws vitmae::Error when the file cannot be written.
 template <class Output>
-void save_outputs(const std::string& path, const Output& out, io::DType dtype, const std::map<std::string, std::string>& metadata = {}) {
+void save_outputs(const std::string& path, const Output& out, io::DType dtype,
+                  const std::map<std::string, std::string>& metadata = {}) {
   io::SafetensorsWriter w;
   add_outputs(w, out, dtype);
   for (const auto& [k, v] : metadata) w.set_metadata(k, v);

@@ -15,15 +15,15 @@
 #include <string>
 #include <vector>
 
-#include "vitmae/weights/checkpoint.hpp"
-#include "vitmae/weights/init.hpp"
 #include "vitmae/models/encoder_model.hpp"
 #include "vitmae/modules/embeddings.hpp"
 #include "vitmae/modules/encoder.hpp"
 #include "vitmae/modules/layer_norm.hpp"
 #include "vitmae/modules/linear.hpp"
-#include "vitmae/weights/state_dict.hpp"
 #include "vitmae/vit_config.hpp"
+#include "vitmae/weights/checkpoint.hpp"
+#include "vitmae/weights/init.hpp"
+#include "vitmae/weights/state_dict.hpp"
 
 namespace vitmae {
 
@@ -67,14 +67,16 @@ struct ClassificationLoss {
     const std::string type = resolved(labels.integer);
     if (dlogits) dlogits->setZero(B, N);
     if (type == "single_label_classification") {
-      detail::require(labels.integer, "ViTForImageClassification: problem_type single_label_classification needs integer labels");
-      detail::require(label_smoothing >= 0.0 && label_smoothing <= 1.0, "label_smoothing must be in [0, 1], got ", label_smoothing);
+      detail::require(labels.integer,
+                      "ViTForImageClassification: problem_type single_label_classification needs integer labels");
+      detail::require(label_smoothing >= 0.0 && label_smoothing <= 1.0, "label_smoothing must be in [0, 1], got ",
+                      label_smoothing);
       const Scalar eps = static_cast<Scalar>(label_smoothing);
       Index counted = 0;
       for (Index b = 0; b < B; ++b) {
         const std::int64_t y = labels.classes[static_cast<size_t>(b)];
-        detail::require(y == kIgnoreIndex || (y >= 0 && y < N), "ViTForImageClassification: label ", y, " of sample ", b,
-                        " is out of range: the model has ", N, " labels (0 ... ", N - 1, "; -100 is ignored)");
+        detail::require(y == kIgnoreIndex || (y >= 0 && y < N), "ViTForImageClassification: label ", y, " of sample ",
+                        b, " is out of range: the model has ", N, " labels (0 ... ", N - 1, "; -100 is ignored)");
         counted += y != kIgnoreIndex;
       }
       Scalar sum = 0;
@@ -98,8 +100,8 @@ struct ClassificationLoss {
     const Matrix<Scalar> t = labels.integer ? integer_targets<Scalar>(labels, B) : labels.targets;
     if (type == "regression") {
       const Index n = B * N;
-      detail::require(t.size() == n, "ViTForImageClassification: regression labels have ", t.size(), " values, expected ", n,
-                      " (batch ", B, " x num_labels ", N, ")");
+      detail::require(t.size() == n, "ViTForImageClassification: regression labels have ", t.size(),
+                      " values, expected ", n, " (batch ", B, " x num_labels ", N, ")");
       Scalar sum = 0;  // logits and t are row-major: element i of each is sample i / N, label i % N
       for (Index i = 0; i < n; ++i) {
         const Scalar d = logits.data()[i] - t.data()[i];
@@ -108,9 +110,10 @@ struct ClassificationLoss {
       }
       return sum / static_cast<Scalar>(n);
     }
-    detail::require(type == "multi_label_classification", "ViTForImageClassification: unknown problem_type '", type, "'");
-    detail::require(t.rows() == B && t.cols() == N, "ViTForImageClassification: multi-label targets have shape (", t.rows(), ", ",
-                    t.cols(), "), expected (", B, ", ", N, ")");
+    detail::require(type == "multi_label_classification", "ViTForImageClassification: unknown problem_type '", type,
+                    "'");
+    detail::require(t.rows() == B && t.cols() == N, "ViTForImageClassification: multi-label targets have shape (",
+                    t.rows(), ", ", t.cols(), "), expected (", B, ", ", N, ")");
     Scalar sum = 0;
     const Scalar n = static_cast<Scalar>(B * N);
     for (Index b = 0; b < B; ++b)
@@ -136,9 +139,9 @@ struct ClassificationLoss {
 /// ViTImageClassifierOutput, per sample like ModelOutput: last_hidden_state[b] (1+L, hidden).
 template <class Scalar = float>
 struct ClassificationOutput {
-  std::optional<Scalar> loss;                     // when labels were given
-  Matrix<Scalar> logits;                          // (B, num_labels), or (B, hidden) with num_labels 0
-  std::vector<Matrix<Scalar>> last_hidden_state;  // B x (1+L, hidden), after the final layernorm
+  std::optional<Scalar> loss;                              // when labels were given
+  Matrix<Scalar> logits;                                   // (B, num_labels), or (B, hidden) with num_labels 0
+  std::vector<Matrix<Scalar>> last_hidden_state;           // B x (1+L, hidden), after the final layernorm
   std::vector<std::vector<Matrix<Scalar>>> hidden_states;  // [layer][b]: inputs of each layer, then the last output
   std::vector<std::vector<Matrix<Scalar>>> attentions;     // [layer][b]: (heads*(1+L), 1+L)
 };
@@ -195,17 +198,16 @@ struct ViTForImageClassification {
 
   /// The forward on a batch: logits land in c.logits (B, N); returns the loss of `labels` (HF's
   /// problem_type rules, see ClassificationLoss) or NaN without labels. Keep `c` for backward.
-  Scalar forward(const Tensor<Scalar>& pixel_values, const ForwardOptions& opts, Cache& c, const Labels<Scalar>* labels = nullptr,
-                 double label_smoothing = 0.0, std::vector<Matrix<Scalar>>* hidden_states = nullptr,
+  Scalar forward(const Tensor<Scalar>& pixel_values, const ForwardOptions& opts, Cache& c,
+                 const Labels<Scalar>* labels = nullptr, double label_smoothing = 0.0,
+                 std::vector<Matrix<Scalar>>* hidden_states = nullptr,
                  std::vector<Matrix<Scalar>>* attentions = nullptr) const {
     vit.forward(pixel_values, opts, c.sequence, c.vit, hidden_states, attentions);
     const Index B = pixel_values.size(0), T = c.vit.seq_len;
     c.cls.resize(B, vit.config.hidden_size);
     for (Index b = 0; b < B; ++b) c.cls.row(b) = c.sequence.row(b * T);  // sequence_output[:, 0, :]
-    if (num_labels() > 0)
-      classifier.forward(c.cls, c.logits);
-    else
-      c.logits = c.cls;  // nn.Identity
+    if (num_labels() > 0) classifier.forward(c.cls, c.logits);
+    else c.logits = c.cls;  // nn.Identity
     if (!labels) return std::numeric_limits<Scalar>::quiet_NaN();
     return loss_of(label_smoothing).forward(c.logits, *labels, &c.dlogits);
   }
@@ -213,13 +215,12 @@ struct ViTForImageClassification {
   /// After forward with labels: adds every parameter's gradient of the loss into g; dpixels,
   /// when given, receives dL/dpixel_values (B, C*H*W) (added to). `dlogits_scale` multiplies
   /// the loss's gradient (a slice of a larger batch passes its share).
-  void backward(Cache& c, ViTForImageClassification& g, Matrix<Scalar>* dpixels = nullptr, Scalar dlogits_scale = Scalar(1)) const {
+  void backward(Cache& c, ViTForImageClassification& g, Matrix<Scalar>* dpixels = nullptr,
+                Scalar dlogits_scale = Scalar(1)) const {
     const Index B = c.cls.rows(), T = c.vit.seq_len;
     if (dlogits_scale != Scalar(1)) c.dlogits *= dlogits_scale;
-    if (num_labels() > 0)
-      classifier.backward(c.cls, c.dlogits, g.classifier, &c.dcls);
-    else
-      c.dcls = c.dlogits;
+    if (num_labels() > 0) classifier.backward(c.cls, c.dlogits, g.classifier, &c.dcls);
+    else c.dcls = c.dlogits;
     c.dsequence.setZero(B * T, vit.config.hidden_size);
     for (Index b = 0; b < B; ++b) c.dsequence.row(b * T) = c.dcls.row(b);
     vit.backward(c.dsequence, c.vit, g.vit, dpixels);
@@ -277,13 +278,15 @@ struct ViTForImageClassification {
       const auto mt = j.find("model_type");
       from_mae = mt != j.end() && mt->is_string() && mt->get<std::string>() == "vit_mae";
       detail::require(mt == j.end() || !mt->is_string() || from_mae || mt->get<std::string>() == "vit", config_path,
-                      ": model_type '", mt == j.end() ? std::string() : mt->dump(), "' is neither \"vit\" nor \"vit_mae\"");
+                      ": model_type '", mt == j.end() ? std::string() : mt->dump(),
+                      "' is neither \"vit\" nor \"vit_mae\"");
     }
     ViTConfig config;
     if (from_mae) {
-      detail::require(o.labels.has_value(), path,
-                      ": an MAE checkpoint has no classifier: give the labels (ClassifierLoadOptions::labels, --num-labels "
-                      "or --labels)");
+      detail::require(
+          o.labels.has_value(), path,
+          ": an MAE checkpoint has no classifier: give the labels (ClassifierLoadOptions::labels, --num-labels "
+          "or --labels)");
       const Config mae = o.preset.empty() ? Config::from_json(j, config_path) : Config::preset(o.preset);
       config = ViTConfig::from_mae(mae, *o.labels);
     } else {
@@ -304,11 +307,10 @@ struct ViTForImageClassification {
       char how[96];
       std::snprintf(how, sizeof how, " (truncated normal, std %g, seed %llu; bias 0)", config.initializer_range,
                     static_cast<unsigned long long>(o.seed));
-      if (weights->contains("classifier.weight"))
-        out_notes.back() += how;
+      if (weights->contains("classifier.weight")) out_notes.back() += how;
       else
-        out_notes.push_back("classifier.weight and classifier.bias are not in " + weights->where() + ": drawn afresh for " +
-                            std::to_string(config.num_labels()) + " labels" + how);
+        out_notes.push_back("classifier.weight and classifier.bias are not in " + weights->where() +
+                            ": drawn afresh for " + std::to_string(config.num_labels()) + " labels" + how);
     }
     return m;
   }
@@ -341,8 +343,8 @@ struct ViTForImageClassification {
   bool load_weights(const io::TensorSource& source, bool from_mae, bool relabel, const std::string& config_path,
                     std::vector<std::string>& notes) {
     const bool prefixed = source.contains(std::string("vit.") + kPatchWeightKey);
-    detail::require(prefixed || source.contains(kPatchWeightKey), source.where(), ": not a ViT checkpoint: it has neither 'vit.",
-                    kPatchWeightKey, "' nor '", kPatchWeightKey, "'");
+    detail::require(prefixed || source.contains(kPatchWeightKey), source.where(),
+                    ": not a ViT checkpoint: it has neither 'vit.", kPatchWeightKey, "' nor '", kPatchWeightKey, "'");
     const std::string pre = prefixed ? "vit." : "";
     // The encoder; the classifier is read below only when its shape fits.
     LoadReport r = load_state_dict(vit, source, pre, {"decoder.", "pooler.", "vit.pooler.", "classifier."});
@@ -350,8 +352,8 @@ struct ViTForImageClassification {
     for (size_t i = 0; i < r.missing.size(); ++i) {
       const bool table = r.missing[i] == "embeddings.position_embeddings";
       if (table && from_mae) {  // ViTMAE's fixed table, not stored: its sin-cos values
-        vit.embeddings.position_embeddings =
-            ops::get_2d_sincos_pos_embed<Scalar>(config().hidden_size, config().grid_size(), config().grid_size(), true);
+        vit.embeddings.position_embeddings = ops::get_2d_sincos_pos_embed<Scalar>(
+            config().hidden_size, config().grid_size(), config().grid_size(), true);
         notes.push_back("embeddings.position_embeddings is not in " + source.where() +
                         ": the MAE's fixed 2-D sin-cos table is used (learned from here on)");
         continue;
@@ -359,22 +361,26 @@ struct ViTForImageClassification {
       lacking.push_back(pre + r.missing[i]);
     }
     detail::require(lacking.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", join_names(lacking));
-    detail::require(r.unexpected.empty(), "load_state_dict: ", source.where(), ": unexpected tensors: ", join_names(r.unexpected));
+    detail::require(r.unexpected.empty(), "load_state_dict: ", source.where(),
+                    ": unexpected tensors: ", join_names(r.unexpected));
     bool dropped_decoder = false, dropped_pooler = false;
     for (const std::string& n : source.names()) {
       dropped_decoder = dropped_decoder || n.rfind("decoder.", 0) == 0;
       dropped_pooler = dropped_pooler || n.rfind("pooler.", 0) == 0 || n.rfind("vit.pooler.", 0) == 0;
     }
-    if (dropped_decoder) notes.push_back("the MAE decoder's tensors in " + source.where() + " are not used by the classifier");
-    if (dropped_pooler) notes.push_back("the pooler's tensors in " + source.where() + " are not used (ViTForImageClassification has none)");
+    if (dropped_decoder)
+      notes.push_back("the MAE decoder's tensors in " + source.where() + " are not used by the classifier");
+    if (dropped_pooler)
+      notes.push_back("the pooler's tensors in " + source.where() +
+                      " are not used (ViTForImageClassification has none)");
     if (num_labels() == 0 || !source.contains("classifier.weight")) return false;
     const std::vector<std::int64_t> ws = source.shape("classifier.weight");
     if (ws != std::vector<std::int64_t>{num_labels(), config().hidden_size}) {
-      detail::require(relabel, source.where(), ": classifier.weight has shape ", detail::shape_str(ws), ", but ", config_path,
-                      " gives ", num_labels(), " labels (id2label) and hidden_size ", config().hidden_size, ": expected [",
-                      num_labels(), ", ", config().hidden_size, "]");
-      notes.push_back("classifier.weight in " + source.where() + " has shape " + detail::shape_str(ws) + ", the model " +
-                      std::to_string(num_labels()) + " labels: the classifier is drawn afresh");
+      detail::require(relabel, source.where(), ": classifier.weight has shape ", detail::shape_str(ws), ", but ",
+                      config_path, " gives ", num_labels(), " labels (id2label) and hidden_size ", config().hidden_size,
+                      ": expected [", num_labels(), ", ", config().hidden_size, "]");
+      notes.push_back("classifier.weight in " + source.where() + " has shape " + detail::shape_str(ws) +
+                      ", the model " + std::to_string(num_labels()) + " labels: the classifier is drawn afresh");
       return false;
     }
     load_state_dict(classifier, source, "classifier.", {""}).require_complete(source);  // {""}: the rest is not its

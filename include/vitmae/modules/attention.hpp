@@ -31,8 +31,10 @@ struct SelfAttention {
 
   SelfAttention() = default;
   explicit SelfAttention(const EncoderConfig& c, Storage s = Storage::zeros)
-      : query(c.hidden_size, c.hidden_size, c.qkv_bias, s), key(c.hidden_size, c.hidden_size, c.qkv_bias, s),
-        value(c.hidden_size, c.hidden_size, c.qkv_bias, s), num_attention_heads(c.num_attention_heads) {}
+      : query(c.hidden_size, c.hidden_size, c.qkv_bias, s),
+        key(c.hidden_size, c.hidden_size, c.qkv_bias, s),
+        value(c.hidden_size, c.hidden_size, c.qkv_bias, s),
+        num_attention_heads(c.num_attention_heads) {}
 
   /// Runs f(b, h) for every (sequence, head) pair, one pair per thread when it pays.
   template <class F>
@@ -131,7 +133,8 @@ template <class Scalar = float>
 struct SelfOutput {
   Linear<Scalar> dense;
   SelfOutput() = default;
-  explicit SelfOutput(const EncoderConfig& c, Storage s = Storage::zeros) : dense(c.hidden_size, c.hidden_size, true, s) {}
+  explicit SelfOutput(const EncoderConfig& c, Storage s = Storage::zeros)
+      : dense(c.hidden_size, c.hidden_size, true, s) {}
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     m.dense.visit_parameters(prefix + "dense.", visit);

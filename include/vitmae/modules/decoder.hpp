@@ -39,9 +39,11 @@ struct Decoder {
   explicit Decoder(const Config& c, Storage s = Storage::zeros)
       : decoder_embed(c.hidden_size, c.decoder_hidden_size, true, s),
         mask_token(detail::zeros<RowVector<Scalar>>(s, c.decoder_hidden_size)),
-        decoder_pos_embed(detail::allocated<Matrix<Scalar>>(s, [&] {
-          return ops::get_2d_sincos_pos_embed<Scalar>(c.decoder_hidden_size, c.grid_size(), c.grid_size(), true);
-        })),
+        decoder_pos_embed(detail::allocated<Matrix<Scalar>>(
+            s,
+            [&] {
+              return ops::get_2d_sincos_pos_embed<Scalar>(c.decoder_hidden_size, c.grid_size(), c.grid_size(), true);
+            })),
         decoder_layers(detail::layers<Scalar>(c.decoder_config(), s)),
         decoder_norm(c.decoder_hidden_size, c.layer_norm_eps, s),
         decoder_pred(c.decoder_hidden_size, c.patch_size * c.patch_size * c.num_channels, true, s),
@@ -75,7 +77,8 @@ struct Decoder {
   void forward(const Matrix<Scalar>& latents, const IndexMatrix& ids_restore, bool interpolate_pos_encoding,
                Matrix<Scalar>& logits, Cache& c) const {
     const Index B = ids_restore.rows(), L = ids_restore.cols();
-    detail::require(B > 0 && latents.rows() % B == 0, "ViTMAEDecoder: ", latents.rows(), " latent rows for ", B, " samples");
+    detail::require(B > 0 && latents.rows() % B == 0, "ViTMAEDecoder: ", latents.rows(), " latent rows for ", B,
+                    " samples");
     const Index K = latents.rows() / B - 1, T = 1 + K, TL = 1 + L;
     detail::require(K <= L, "ViTMAEDecoder: ", K, " kept tokens but only ", L, " patches");
     const Matrix<Scalar> pos = position_table(L, interpolate_pos_encoding);  // (1+L, Dd)
@@ -122,7 +125,8 @@ struct Decoder {
     const Index width = m.decoder_embed.out_features();
     const Index positions = m.decoder_pos_embed.size() > 0 ? m.decoder_pos_embed.rows() : m.num_positions;
     detail::visit_tensor(visit, prefix + "mask_token", m.mask_token, {1, 1, width}, ParamKind::token);
-    detail::visit_tensor(visit, prefix + "decoder_pos_embed", m.decoder_pos_embed, {1, positions, width}, ParamKind::fixed_table);
+    detail::visit_tensor(visit, prefix + "decoder_pos_embed", m.decoder_pos_embed, {1, positions, width},
+                         ParamKind::fixed_table);
     m.decoder_embed.visit_parameters(prefix + "decoder_embed.", visit);
     for (size_t i = 0; i < m.decoder_layers.size(); ++i)
       m.decoder_layers[i].visit_parameters(prefix + "decoder_layers." + std::to_string(i) + ".", visit);

@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "vitmae/config.hpp"
-#include "vitmae/vit_config.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/ops/interpolate.hpp"
 #include "vitmae/ops/random_masking.hpp"
 #include "vitmae/ops/sincos_pos_embed.hpp"
+#include "vitmae/vit_config.hpp"
 
 namespace vitmae {
 
@@ -53,7 +53,8 @@ Matrix<Scalar> position_table_for(const Matrix<Scalar>& table, Index patch_size,
                   " patch rows, expected a square grid");
   Matrix<Scalar> out(1 + new_h * new_w, table.cols());  // (1+L', hidden)
   out.row(0) = table.row(0);
-  out.bottomRows(new_h * new_w) = ops::bicubic_resize<Scalar>(table.bottomRows(num_positions), side, side, new_h, new_w);
+  out.bottomRows(new_h * new_w) =
+      ops::bicubic_resize<Scalar>(table.bottomRows(num_positions), side, side, new_h, new_w);
   return out;
 }
 
@@ -69,8 +70,8 @@ void position_table_for_backward(const Matrix<Scalar>& dused, Index patch_size, 
   }
   const Index side = static_cast<Index>(std::sqrt(static_cast<double>(num_positions)));
   dtable.row(0) += dused.row(0);
-  dtable.bottomRows(num_positions) +=
-      ops::bicubic_resize_adjoint<Scalar>(dused.bottomRows(dused.rows() - 1), side, side, height / patch_size, width / patch_size);
+  dtable.bottomRows(num_positions) += ops::bicubic_resize_adjoint<Scalar>(
+      dused.bottomRows(dused.rows() - 1), side, side, height / patch_size, width / patch_size);
 }
 
 /// HF names: projection.weight (hidden, C, p, p), projection.bias.
@@ -81,8 +82,10 @@ struct PatchEmbeddings {
 
   PatchEmbeddings() = default;
   explicit PatchEmbeddings(const EncoderConfig& c, Storage s = Storage::zeros)
-      : projection(c.num_channels, c.hidden_size, c.patch_size, s), image_size(c.image_size),
-        patch_size(c.patch_size), num_channels(c.num_channels) {}
+      : projection(c.num_channels, c.hidden_size, c.patch_size, s),
+        image_size(c.image_size),
+        patch_size(c.patch_size),
+        num_channels(c.num_channels) {}
 
   /// HF's num_patches: (image_size / patch_size)^2 patches of the configured size.
   Index num_patches() const { return patch_size > 0 ? (image_size / patch_size) * (image_size / patch_size) : 0; }
@@ -92,7 +95,8 @@ struct PatchEmbeddings {
   /// configured one. @throws vitmae::Error naming what is off.
   void forward(const Tensor<Scalar>& pixel_values, bool interpolate_pos_encoding, Matrix<Scalar>& cols,
                Matrix<Scalar>& y) const {
-    detail::require(pixel_values.dim() == 4, "ViTMAEPatchEmbeddings: pixel_values must be [batch, channels, height, width], got ",
+    detail::require(pixel_values.dim() == 4,
+                    "ViTMAEPatchEmbeddings: pixel_values must be [batch, channels, height, width], got ",
                     detail::shape_str(pixel_values.shape));
     const Index B = pixel_values.size(0), C = pixel_values.size(1), H = pixel_values.size(2), W = pixel_values.size(3);
     detail::require(C == num_channels, "ViTMAEPatchEmbeddings: pixel_values have ", C,
@@ -150,24 +154,28 @@ struct TokenEmbeddings {
 
   TokenEmbeddings() = default;
   TokenEmbeddings(const EncoderConfig& c, Matrix<Scalar> table, Storage s)
-      : cls_token(detail::zeros<RowVector<Scalar>>(s, c.hidden_size)), position_embeddings(std::move(table)),
-        patch_embeddings(c, s), hidden_size(c.hidden_size) {}
+      : cls_token(detail::zeros<RowVector<Scalar>>(s, c.hidden_size)),
+        position_embeddings(std::move(table)),
+        patch_embeddings(c, s),
+        hidden_size(c.hidden_size) {}
 
   /// The position table for an input of height x width (see position_table_for).
   Matrix<Scalar> position_table(Index height, Index width, bool interpolate_pos_encoding) const {
-    return position_table_for(position_embeddings, patch_embeddings.patch_size, height, width, interpolate_pos_encoding);
+    return position_table_for(position_embeddings, patch_embeddings.patch_size, height, width,
+                              interpolate_pos_encoding);
   }
 
   /// pixel_values [B, C, H, W] -> c.patches (B*L, hidden): each patch projected plus its
   /// position (embeddings + position_embeddings[:, 1:, :]); returns the position table used
   /// (1+L, hidden), whose row 0 the CLS token gets.
-  Matrix<Scalar> patches_with_positions(const Tensor<Scalar>& pixel_values, bool interpolate_pos_encoding, PatchCache<Scalar>& c,
-                                        const char* where) const {
+  Matrix<Scalar> patches_with_positions(const Tensor<Scalar>& pixel_values, bool interpolate_pos_encoding,
+                                        PatchCache<Scalar>& c, const char* where) const {
     patch_embeddings.forward(pixel_values, interpolate_pos_encoding, c.cols, c.patches);  // (B*L, hidden)
     const Index B = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3);
     const Index L = B > 0 ? c.patches.rows() / B : 0;
     Matrix<Scalar> pos = position_table(H, W, interpolate_pos_encoding);  // (1+L, hidden)
-    detail::require(pos.rows() == L + 1, where, ": ", L, " patches but the position table has ", pos.rows() - 1, " patch rows");
+    detail::require(pos.rows() == L + 1, where, ": ", L, " patches but the position table has ", pos.rows() - 1,
+                    " patch rows");
     c.height = H, c.width = W, c.num_patches = L;
     for (Index b = 0; b < B; ++b) c.patches.middleRows(b * L, L) += pos.bottomRows(L);
     return pos;
@@ -181,9 +189,11 @@ struct TokenEmbeddings {
 
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
-    const Index positions = m.position_embeddings.size() > 0 ? m.position_embeddings.rows() : 1 + m.patch_embeddings.num_patches();
+    const Index positions =
+        m.position_embeddings.size() > 0 ? m.position_embeddings.rows() : 1 + m.patch_embeddings.num_patches();
     detail::visit_tensor(visit, prefix + "cls_token", m.cls_token, {1, 1, m.hidden_size}, ParamKind::token);
-    detail::visit_tensor(visit, prefix + "position_embeddings", m.position_embeddings, {1, positions, m.hidden_size}, TableKind);
+    detail::visit_tensor(visit, prefix + "position_embeddings", m.position_embeddings, {1, positions, m.hidden_size},
+                         TableKind);
     m.patch_embeddings.visit_parameters(prefix + "patch_embeddings.", visit);
   }
   VITMAE_VISIT_PARAMETERS
@@ -206,16 +216,21 @@ struct Embeddings : detail::TokenEmbeddings<Scalar, ParamKind::fixed_table> {
 
   Embeddings() = default;
   explicit Embeddings(const EncoderConfig& c, Storage s = Storage::zeros)
-      : Base(c, detail::allocated<Matrix<Scalar>>(s, [&] {
-          return ops::get_2d_sincos_pos_embed<Scalar>(c.hidden_size, c.grid_size(), c.grid_size(), true);
-        }), s) {}
+      : Base(c,
+             detail::allocated<Matrix<Scalar>>(s,
+                                               [&] {
+                                                 return ops::get_2d_sincos_pos_embed<Scalar>(
+                                                     c.hidden_size, c.grid_size(), c.grid_size(), true);
+                                               }),
+             s) {}
 
   /// pixel_values [B, C, H, W], noise (B, L) -> y (B*(1+K), hidden): per sample the CLS token,
   /// then the K kept patches in shuffled order (HF's random_masking). c.masking holds the masks.
   void forward(const Tensor<Scalar>& pixel_values, const Matrix<Scalar>& noise, double mask_ratio,
                bool interpolate_pos_encoding, Matrix<Scalar>& y, Cache& c) const {
     // embeddings = embeddings + position_embeddings[:, 1:, :]
-    const Matrix<Scalar> pos = this->patches_with_positions(pixel_values, interpolate_pos_encoding, c, "ViTMAEEmbeddings");
+    const Matrix<Scalar> pos =
+        this->patches_with_positions(pixel_values, interpolate_pos_encoding, c, "ViTMAEEmbeddings");
     const Index B = pixel_values.size(0), L = c.num_patches;
     detail::require(noise.rows() == B && noise.cols() == L, "ViTMAEEmbeddings: noise has shape [", noise.rows(), ", ",
                     noise.cols(), "], expected [batch, num_patches] = [", B, ", ", L, "]");
@@ -288,7 +303,8 @@ struct ViTEmbeddings : detail::TokenEmbeddings<Scalar, ParamKind::token> {
       c.dpos += dy.middleRows(b * T, T);
       c.dpatches.middleRows(b * L, L) = dy.middleRows(b * T + 1, L);
     }
-    position_table_for_backward(c.dpos, patch_embeddings.patch_size, c.height, c.width, c.interpolate, g.position_embeddings);
+    position_table_for_backward(c.dpos, patch_embeddings.patch_size, c.height, c.width, c.interpolate,
+                                g.position_embeddings);
     this->patches_backward(c, g, dpixels);
   }
 };

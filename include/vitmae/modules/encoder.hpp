@@ -83,7 +83,8 @@ struct Encoder {
   /// sequences of seq_len tokens (see SelfAttention). hidden_states / attentions as HF's
   /// output_hidden_states / output_attentions (see detail::layer_stack_forward).
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c,
-               std::vector<Matrix<Scalar>>* hidden_states = nullptr, std::vector<Matrix<Scalar>>* attentions = nullptr) const {
+               std::vector<Matrix<Scalar>>* hidden_states = nullptr,
+               std::vector<Matrix<Scalar>>* attentions = nullptr) const {
     detail::layer_stack_forward(layer, x, seq_len, y, c, hidden_states, attentions);
   }
   void backward(const Matrix<Scalar>& dy, Index seq_len, Cache& c, Encoder& g, Matrix<Scalar>& dx) const {
@@ -92,7 +93,8 @@ struct Encoder {
 
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
-    for (size_t i = 0; i < m.layer.size(); ++i) m.layer[i].visit_parameters(prefix + "layer." + std::to_string(i) + ".", visit);
+    for (size_t i = 0; i < m.layer.size(); ++i)
+      m.layer[i].visit_parameters(prefix + "layer." + std::to_string(i) + ".", visit);
   }
   VITMAE_VISIT_PARAMETERS
 };

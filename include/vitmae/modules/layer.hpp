@@ -53,7 +53,8 @@ template <class Scalar = float>
 struct Output {
   Linear<Scalar> dense;
   Output() = default;
-  explicit Output(const EncoderConfig& c, Storage s = Storage::zeros) : dense(c.intermediate_size, c.hidden_size, true, s) {}
+  explicit Output(const EncoderConfig& c, Storage s = Storage::zeros)
+      : dense(c.intermediate_size, c.hidden_size, true, s) {}
   void forward(const Matrix<Scalar>& h, const Matrix<Scalar>& input, Matrix<Scalar>& y) const {
     dense.forward(h, y);  // (tokens, hidden)
     detail::add_rows(y, input);
@@ -94,7 +95,10 @@ struct Layer {
 
   Layer() = default;
   explicit Layer(const EncoderConfig& c, Storage s = Storage::zeros)
-      : attention(c, s), intermediate(c, s), output(c, s), layernorm_before(c.hidden_size, c.layer_norm_eps, s),
+      : attention(c, s),
+        intermediate(c, s),
+        output(c, s),
+        layernorm_before(c.hidden_size, c.layer_norm_eps, s),
         layernorm_after(c.hidden_size, c.layer_norm_eps, s) {}
 
   /// x: (tokens, hidden) -> y, same shape; tokens stack sequences of seq_len (see SelfAttention).

@@ -22,18 +22,21 @@ struct LayerNorm {
 
   /// What the backward needs: the normalised input and each row's 1/sqrt(var + eps).
   struct Cache {
-    Matrix<Scalar> xhat;   // (tokens, hidden)
+    Matrix<Scalar> xhat;     // (tokens, hidden)
     ColVector<Scalar> rstd;  // (tokens)
   };
 
   LayerNorm() = default;
   LayerNorm(Index hidden, double eps_, Storage s = Storage::zeros)
       : weight(detail::allocated<RowVector<Scalar>>(s, [&] { return RowVector<Scalar>::Ones(hidden); })),
-        bias(detail::zeros<RowVector<Scalar>>(s, hidden)), eps(static_cast<Scalar>(eps_)), normalized_shape(hidden) {}
+        bias(detail::zeros<RowVector<Scalar>>(s, hidden)),
+        eps(static_cast<Scalar>(eps_)),
+        normalized_shape(hidden) {}
 
   /// x: (tokens, hidden) -> y, same shape, biased variance like torch. Fills `cache` when given.
   void forward(const Matrix<Scalar>& x, Matrix<Scalar>& y, Cache* cache = nullptr) const {
-    detail::require(x.cols() == weight.size(), "LayerNorm: input has ", x.cols(), " features, expected ", weight.size());
+    detail::require(x.cols() == weight.size(), "LayerNorm: input has ", x.cols(), " features, expected ",
+                    weight.size());
     y.resize(x.rows(), x.cols());  // (tokens, hidden)
     if (cache) {
       cache->xhat.resize(x.rows(), x.cols());

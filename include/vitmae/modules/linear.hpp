@@ -7,9 +7,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "vitmae/detail/gemm.hpp"
 #include "vitmae/detail/int8.hpp"
 #include "vitmae/detail/packed.hpp"
-#include "vitmae/detail/gemm.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/parameter.hpp"
 #include "vitmae/tensor.hpp"
@@ -84,7 +84,8 @@ struct WeightForms {
                     std::vector<Index> shape) {
     if (!released(w, q, p)) return visit_tensor(visit, std::move(name), w, std::move(shape), ParamKind::weight);
     if constexpr (!std::is_base_of_v<ModulesOnly, std::decay_t<V>>)
-      throw Error(name + ": the model's float weights were released for inference (pack_for_inference); call "
+      throw Error(name +
+                  ": the model's float weights were released for inference (pack_for_inference); call "
                   "vitmae::unpack(model) before saving, loading, training or reading its parameters");
   }
 };
@@ -142,8 +143,10 @@ struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
 
   Linear() = default;
   Linear(Index in, Index out, bool with_bias = true, Storage s = Storage::zeros)
-      : detail::WeightFormsOf<Linear<Scalar>, Scalar>(out, in), weight(detail::new_weight<Scalar>(out, in, s)),
-        bias(detail::zeros<RowVector<Scalar>>(s, with_bias ? out : 0)), has_bias(with_bias) {}
+      : detail::WeightFormsOf<Linear<Scalar>, Scalar>(out, in),
+        weight(detail::new_weight<Scalar>(out, in, s)),
+        bias(detail::zeros<RowVector<Scalar>>(s, with_bias ? out : 0)),
+        has_bias(with_bias) {}
 
   using Forms = detail::WeightForms<Scalar>;
   using detail::WeightFormsOf<Linear<Scalar>, Scalar>::in_features;
@@ -166,7 +169,8 @@ struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
   void backward(const Matrix<Scalar>& x, const Matrix<Scalar>& dy, Linear& g, Matrix<Scalar>* dx,
                 bool accumulate = false) const {
     detail::require(int8.empty(), "Linear: an int8 model is for inference only (no backward)");
-    detail::require(packed.empty(), "Linear: a model packed for inference has no backward (vitmae::unpack(model) first)");
+    detail::require(packed.empty(),
+                    "Linear: a model packed for inference has no backward (vitmae::unpack(model) first)");
     detail::gemm_tn_add(dy, x, g.weight);  // (out, in)
     if (has_bias) g.bias += dy.colwise().sum();
     if (dx) detail::gemm_nn(dy, weight, *dx, accumulate);  // (tokens, in)
@@ -176,7 +180,9 @@ struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
   static void parameters(Self& m, const std::string& prefix, V& visit) {
     detail::visit_module(visit, m);
     Forms::visit(visit, prefix + "weight", m.weight, m.int8, m.packed, {m.out_features(), m.in_features()});
-    if (m.has_bias) detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size() > 0 ? m.bias.size() : m.out_features()}, ParamKind::bias);
+    if (m.has_bias)
+      detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size() > 0 ? m.bias.size() : m.out_features()},
+                           ParamKind::bias);
   }
   VITMAE_VISIT_PARAMETERS
 };
@@ -196,8 +202,10 @@ struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
   PatchConv2d() = default;
   PatchConv2d(Index channels, Index hidden, Index patch, Storage s = Storage::zeros)
       : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar>(hidden, channels * patch * patch),
-        weight(detail::new_weight<Scalar>(hidden, channels * patch * patch, s)), bias(detail::zeros<RowVector<Scalar>>(s, hidden)),
-        in_channels(channels), kernel_size(patch) {}
+        weight(detail::new_weight<Scalar>(hidden, channels * patch * patch, s)),
+        bias(detail::zeros<RowVector<Scalar>>(s, hidden)),
+        in_channels(channels),
+        kernel_size(patch) {}
 
   /// image (C, H*W) -> rows [row0, row0 + nh*nw) of cols (.., C*p*p): each patch flattened in the
   /// (c, kh, kw) order of the weight; like the convolution, pixels that do not fill a patch are dropped.
@@ -231,7 +239,8 @@ struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
   /// dcols is given, dcols = dy W.
   void backward(const Matrix<Scalar>& cols, const Matrix<Scalar>& dy, PatchConv2d& g, Matrix<Scalar>* dcols) const {
     detail::require(int8.empty(), "PatchConv2d: an int8 model is for inference only (no backward)");
-    detail::require(packed.empty(), "PatchConv2d: a model packed for inference has no backward (vitmae::unpack(model) first)");
+    detail::require(packed.empty(),
+                    "PatchConv2d: a model packed for inference has no backward (vitmae::unpack(model) first)");
     detail::gemm_tn_add(dy, cols, g.weight);
     g.bias += dy.colwise().sum();
     if (dcols) detail::gemm_nn(dy, weight, *dcols, false);
@@ -244,7 +253,8 @@ struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
     detail::visit_module(visit, m);
     Forms::visit(visit, prefix + "weight", m.weight, m.int8, m.packed,
                  {m.out_features(), m.in_channels, m.kernel_size, m.kernel_size});
-    detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size() > 0 ? m.bias.size() : m.out_features()}, ParamKind::bias);
+    detail::visit_tensor(visit, prefix + "bias", m.bias, {m.bias.size() > 0 ? m.bias.size() : m.out_features()},
+                         ParamKind::bias);
   }
   VITMAE_VISIT_PARAMETERS
 };

@@ -55,11 +55,10 @@ CubicTaps<Scalar> cubic_taps(Index in_size, Index out_size, double scale_factor)
 template <class Scalar>
 Matrix<Scalar> bicubic_resize(const Matrix<Scalar>& grid, Index in_h, Index in_w, Index out_h, Index out_w,
                               double scale_factor_h = 0.0, double scale_factor_w = 0.0) {
-  vitmae::detail::require(grid.rows() == in_h * in_w, "bicubic_resize: table has ", grid.rows(),
-                          " rows, expected ", in_h, "x", in_w);
+  vitmae::detail::require(grid.rows() == in_h * in_w, "bicubic_resize: table has ", grid.rows(), " rows, expected ",
+                          in_h, "x", in_w);
   vitmae::detail::require(in_h > 0 && in_w > 0 && out_h > 0 && out_w > 0,
-                          "bicubic_resize: sizes must be positive, got ", in_h, "x", in_w, " -> ",
-                          out_h, "x", out_w);
+                          "bicubic_resize: sizes must be positive, got ", in_h, "x", in_w, " -> ", out_h, "x", out_w);
   const auto th = detail_interp::cubic_taps<Scalar>(in_h, out_h, scale_factor_h);
   const auto tw = detail_interp::cubic_taps<Scalar>(in_w, out_w, scale_factor_w);
   const Index D = grid.cols();
@@ -94,7 +93,8 @@ Matrix<Scalar> bicubic_resize_adjoint(const Matrix<Scalar>& dout, Index in_h, In
         const Index iy = th.index[static_cast<size_t>(oy)][a];
         for (size_t b = 0; b < 4; ++b)
           din.row(iy * in_w + tw.index[static_cast<size_t>(ox)][b]) +=
-              (th.weight[static_cast<size_t>(oy)][a] * tw.weight[static_cast<size_t>(ox)][b]) * dout.row(oy * out_w + ox);
+              (th.weight[static_cast<size_t>(oy)][a] * tw.weight[static_cast<size_t>(ox)][b]) *
+              dout.row(oy * out_w + ox);
       }
   return din;
 }

@@ -14,12 +14,12 @@ namespace vitmae::ops {
 /// patch projection. @throws vitmae::Error unless p divides H and W.
 /// The same into `out`, whose storage is reused when it has the size already.
 template <class Scalar>
-void patchify_into(const Eigen::Ref<const Matrix<Scalar>>& image, Index height, Index width, Index patch_size, Matrix<Scalar>& out) {
+void patchify_into(const Eigen::Ref<const Matrix<Scalar>>& image, Index height, Index width, Index patch_size,
+                   Matrix<Scalar>& out) {
   const Index C = image.rows(), p = patch_size;
   detail::require(image.cols() == height * width, "patchify: image has ", image.cols(),
                   " pixels per channel, expected ", height, "x", width);
-  detail::require(p > 0 && height % p == 0 && width % p == 0,
-                  "patchify: image size ", height, "x", width,
+  detail::require(p > 0 && height % p == 0 && width % p == 0, "patchify: image size ", height, "x", width,
                   " is not divisible by the patch size ", p);
   const Index nh = height / p, nw = width / p;
   out.resize(nh * nw, p * p * C);  // (L, p*p*C)
@@ -39,13 +39,11 @@ Matrix<Scalar> patchify(const Matrix<Scalar>& image, Index height, Index width, 
 
 /// Inverse of patchify: (L, p*p*C) -> (C, H*W). @throws vitmae::Error on a size mismatch.
 template <class Scalar>
-Matrix<Scalar> unpatchify(const Matrix<Scalar>& patches, Index height, Index width, Index patch_size,
-                          Index channels) {
+Matrix<Scalar> unpatchify(const Matrix<Scalar>& patches, Index height, Index width, Index patch_size, Index channels) {
   const Index p = patch_size, C = channels;
   const Index nh = height / p, nw = width / p;
-  detail::require(nh * nw == patches.rows(), "unpatchify: ", patches.rows(),
-                  " patches do not tile a ", height, "x", width, " image with patch size ", p,
-                  ", expected ", nh * nw);
+  detail::require(nh * nw == patches.rows(), "unpatchify: ", patches.rows(), " patches do not tile a ", height, "x",
+                  width, " image with patch size ", p, ", expected ", nh * nw);
   detail::require(patches.cols() == p * p * C, "unpatchify: patches have ", patches.cols(),
                   " values, expected patch_size^2 * num_channels = ", p * p * C);
   Matrix<Scalar> image(C, nh * p * nw * p);  // (C, H*W)
@@ -91,7 +89,8 @@ void normalize_patches_backward(const Matrix<Scalar>& raw, const ColVector<Scala
     xc = (raw.row(l).array() - mean(l)).matrix();
     const Scalar sd = std::sqrt(var(l) + Scalar(1e-6));
     g = dy.row(l);
-    dy.row(l) = ((g.array() - g.mean()) / sd - xc.array() * (g.dot(xc) / (static_cast<Scalar>(P - 1) * sd * sd * sd))).matrix();
+    dy.row(l) =
+        ((g.array() - g.mean()) / sd - xc.array() * (g.dot(xc) / (static_cast<Scalar>(P - 1) * sd * sd * sd))).matrix();
   }
 }
 

@@ -28,8 +28,8 @@ inline void sincos_1d(Index embed_dim, double pos, double* out) {
 /// The CLS row is zeros. @throws vitmae::Error unless embed_dim is a multiple of 4.
 template <class Scalar>
 Matrix<Scalar> get_2d_sincos_pos_embed(Index embed_dim, Index grid_h, Index grid_w, bool add_cls_token) {
-  detail::require(embed_dim > 0 && embed_dim % 4 == 0, "get_2d_sincos_pos_embed: embed_dim ",
-                  embed_dim, " must be a positive multiple of 4 (HF: 'embed_dim must be even')");
+  detail::require(embed_dim > 0 && embed_dim % 4 == 0, "get_2d_sincos_pos_embed: embed_dim ", embed_dim,
+                  " must be a positive multiple of 4 (HF: 'embed_dim must be even')");
   const Index offset = add_cls_token ? 1 : 0;
   Matrix<Scalar> table = Matrix<Scalar>::Zero(offset + grid_h * grid_w, embed_dim);
   std::vector<double> a(static_cast<size_t>(embed_dim / 2)), b(a.size());

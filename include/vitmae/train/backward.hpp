@@ -11,10 +11,10 @@
 
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/models/for_pre_training.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 #include "vitmae/parameter.hpp"
 #include "vitmae/train/grads.hpp"
 #include "vitmae/train/overlap.hpp"
-#include "vitmae/models/vit_for_image_classification.hpp"
 
 namespace vitmae::train {
 
@@ -24,8 +24,8 @@ namespace vitmae::train {
 /// count of masked patches: a slice of a larger batch then returns its share of that batch's
 /// loss and gradients. `cache`, when given, keeps the activations' buffers between calls.
 template <class S>
-S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, const Matrix<S>& noise, ForPreTraining<S>& grads,
-                   typename ForPreTraining<S>::Cache::Gradient* dpixels = nullptr,
+S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, const Matrix<S>& noise,
+                   ForPreTraining<S>& grads, typename ForPreTraining<S>::Cache::Gradient* dpixels = nullptr,
                    typename ForPreTraining<S>::scalar_type loss_denominator = S(0), const ForwardOptions& opts = {},
                    typename ForPreTraining<S>::Cache* cache = nullptr) {
   typename ForPreTraining<S>::Cache local;
@@ -41,10 +41,10 @@ S forward_backward(const ForPreTraining<S>& m, const Tensor<S>& pixel_values, co
 /// scales the gradients (a slice of a larger batch passes its share of the batch).
 template <class S>
 S forward_backward(const ViTForImageClassification<S>& m, const Tensor<S>& pixel_values, const Labels<S>& labels,
-                   ViTForImageClassification<S>& grads, typename ViTForImageClassification<S>::Cache::Gradient* dpixels = nullptr,
-                   double label_smoothing = 0.0,
-                   const ForwardOptions& opts = {}, typename ViTForImageClassification<S>::Cache* cache = nullptr,
-                   S dloss_scale = S(1)) {
+                   ViTForImageClassification<S>& grads,
+                   typename ViTForImageClassification<S>::Cache::Gradient* dpixels = nullptr,
+                   double label_smoothing = 0.0, const ForwardOptions& opts = {},
+                   typename ViTForImageClassification<S>::Cache* cache = nullptr, S dloss_scale = S(1)) {
   typename ViTForImageClassification<S>::Cache local;
   typename ViTForImageClassification<S>::Cache& c = cache ? *cache : local;
   const S loss = m.forward(pixel_values, opts, c, &labels, label_smoothing);
@@ -154,7 +154,8 @@ class ParallelBackward {
     const double mask_ratio = opts.mask_ratio ? *opts.mask_ratio : m.config().mask_ratio;
     const S den = static_cast<S>((loss_batch > 0 ? loss_batch : B) * (L - ops::num_kept(L, mask_ratio)));
     return slices_.run(m, B, threads, grads, [&](Index b0, Index b1, Model& g, typename Model::Cache& c) {
-      if (b0 == 0 && b1 == B) return forward_backward(m, pixel_values, noise, g, static_cast<Matrix<S>*>(nullptr), den, opts, &c);
+      if (b0 == 0 && b1 == B)
+        return forward_backward(m, pixel_values, noise, g, static_cast<Matrix<S>*>(nullptr), den, opts, &c);
       return forward_backward(m, batch_slice(pixel_values, b0, b1), Matrix<S>(noise.middleRows(b0, b1 - b0)), g,
                               static_cast<Matrix<S>*>(nullptr), den, opts, &c);
     });
@@ -182,7 +183,8 @@ class ParallelClassifierBackward {
     const Index P = pixel_values.size(0), B = labels.batch();
     detail::require(pixel_values.dim() == 4 && first >= 0 && first + P <= B, "forward_backward: pixel_values has ", P,
                     " images from ", first, " but there are ", B, " labels");
-    const bool counts_labels = labels.integer && m.loss_of(label_smoothing).resolved(true) == "single_label_classification";
+    const bool counts_labels =
+        labels.integer && m.loss_of(label_smoothing).resolved(true) == "single_label_classification";
     auto counted = [&](Index b0, Index b1) {  // samples [b0, b1) of the labels' batch
       if (!counts_labels) return b1 - b0;
       Index n = 0;
@@ -202,15 +204,13 @@ class ParallelClassifierBackward {
         return loss;
       };
       if (total == 0) return skipped(std::numeric_limits<S>::quiet_NaN());  // 0/0, as one thread (and torch) gives
-      if (n == 0) return skipped(S(0));  // nothing of this slice counts
+      if (n == 0) return skipped(S(0));                                     // nothing of this slice counts
       Labels<S> part = labels;
-      if (labels.integer)
-        part.classes.assign(labels.classes.begin() + b0, labels.classes.begin() + b1);
-      else
-        part.targets = labels.targets.middleRows(b0, b1 - b0);
+      if (labels.integer) part.classes.assign(labels.classes.begin() + b0, labels.classes.begin() + b1);
+      else part.targets = labels.targets.middleRows(b0, b1 - b0);
       const S share = static_cast<S>(n) / static_cast<S>(total);
-      return share * forward_backward(m, batch_slice(pixel_values, s0, s1), part, g, nullptr, label_smoothing, opts, &c,
-                                      share);
+      return share *
+             forward_backward(m, batch_slice(pixel_values, s0, s1), part, g, nullptr, label_smoothing, opts, &c, share);
     });
   }
 

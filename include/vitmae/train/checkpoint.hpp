@@ -29,7 +29,8 @@ inline std::string loss_csv(const std::vector<StepRecord>& history) {
   std::ostringstream s;
   s.precision(9);
   s << "step,loss,lr,grad_norm,seconds\n";
-  for (const auto& h : history) s << h.step << ',' << h.loss << ',' << h.lr << ',' << h.grad_norm << ',' << h.seconds << '\n';
+  for (const auto& h : history)
+    s << h.step << ',' << h.loss << ',' << h.lr << ',' << h.grad_norm << ',' << h.seconds << '\n';
   return s.str();
 }
 
@@ -72,7 +73,8 @@ class CheckpointRotation {
     std::error_code ec;
     for (std::filesystem::directory_iterator it(out_, ec), end; !ec && it != end; it.increment(ec)) {
       const std::string n = it->path().filename().string();
-      if (n.rfind("checkpoint-", 0) == 0 && n.size() > 11 && n.size() < 30 && n.find_first_not_of("0123456789", 11) == std::string::npos)
+      if (n.rfind("checkpoint-", 0) == 0 && n.size() > 11 && n.size() < 30 &&
+          n.find_first_not_of("0123456789", 11) == std::string::npos)
         steps_.push_back(std::stol(n.substr(11)));
     }
     std::sort(steps_.begin(), steps_.end());
@@ -123,15 +125,18 @@ void resume(T& trainer, const std::string& dir) {
   const nlohmann::json mine_all = trainer.state_json();
   const bool same_world = st.value("world_size", 1) == mine_all.value("world_size", 1);
   for (const auto& [key, mine] : mine_all.items()) {
-    if (key == "step" || key == "history" || key == "history_columns" || key == "world_size" || key == "args" || !st.contains(key))
+    if (key == "step" || key == "history" || key == "history_columns" || key == "world_size" || key == "args" ||
+        !st.contains(key))
       continue;
     if (key == "threads" && !same_world) continue;
     if (st[key] != mine)
-      throw RequestError(detail::concat("vitmae: ", state_path, ": the checkpoint was trained with ", key, " ", st[key].dump(),
-                                        ", this run asks for ", mine.dump(), "; a resumed run must keep it"));
+      throw RequestError(detail::concat("vitmae: ", state_path, ": the checkpoint was trained with ", key, " ",
+                                        st[key].dump(), ", this run asks for ", mine.dump(),
+                                        "; a resumed run must keep it"));
   }
   if (step < 0 || step > opts.steps)
-    throw RequestError(detail::concat("vitmae: ", state_path, ": step ", step, " is beyond this run's ", opts.steps, " steps"));
+    throw RequestError(
+        detail::concat("vitmae: ", state_path, ": step ", step, " is beyond this run's ", opts.steps, " steps"));
   M loaded = M::from_pretrained(dir);
   if (loaded.config().to_json() != trainer.model().config().to_json())
     throw RequestError(detail::concat("vitmae: ", dir, "/config.json: the checkpoint's model differs from this run's"));
@@ -152,7 +157,8 @@ void resume(T& trainer, const std::string& dir) {
   if (st.contains("history") && st["history"].is_array())
     for (const auto& h : st["history"])
       if (h.is_array() && h.size() == 5)
-        history.push_back({h[0].get<long>(), h[1].get<double>(), h[2].get<double>(), h[3].get<double>(), h[4].get<double>()});
+        history.push_back(
+            {h[0].get<long>(), h[1].get<double>(), h[2].get<double>(), h[3].get<double>(), h[4].get<double>()});
   trainer.restore(std::move(loaded), step, std::move(history));
 }
 

@@ -13,14 +13,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
-#include <chrono>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,15 +39,15 @@ namespace vitmae::train {
 // ---------------------------------------------------------------- augmentation
 
 struct AugmentOptions {
-  double scale_min = 0.2, scale_max = 1.0;         // of the image's area
+  double scale_min = 0.2, scale_max = 1.0;              // of the image's area
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;  // width / height
-  bool hflip = true;                               // mirror with probability 1/2
-  bool random_crop = true;                         // false: resize the whole image (no crop)
+  bool hflip = true;                                    // mirror with probability 1/2
+  bool random_crop = true;                              // false: resize the whole image (no crop)
   // Beyond MAE's recipe, for small datasets (each with probability 1/2, off by default):
-  bool vflip = false;                              // upside down
-  bool transpose = false;                          // swap rows and columns (square views only);
-                                                   // with both flips: all 8 rotations/reflections
-  bool channel_shuffle = false;                    // a random permutation of the RGB channels
+  bool vflip = false;            // upside down
+  bool transpose = false;        // swap rows and columns (square views only);
+                                 // with both flips: all 8 rotations/reflections
+  bool channel_shuffle = false;  // a random permutation of the RGB channels
 };
 
 struct CropBox {
@@ -83,8 +83,10 @@ inline CropBox random_resized_crop_box(int height, int width, const AugmentOptio
 inline io::Image8 crop(const io::Image8& in, const CropBox& b) {
   detail::require(b.top >= 0 && b.left >= 0 && b.height > 0 && b.width > 0 && b.top + b.height <= in.height &&
                       b.left + b.width <= in.width,
-                  "crop: box ", b.width, "x", b.height, "+", b.left, "+", b.top, " is outside the ", in.width, "x", in.height, " image");
-  io::Image8 out{b.width, b.height, in.channels, std::vector<std::uint8_t>(static_cast<size_t>(b.width) * b.height * in.channels)};
+                  "crop: box ", b.width, "x", b.height, "+", b.left, "+", b.top, " is outside the ", in.width, "x",
+                  in.height, " image");
+  io::Image8 out{b.width, b.height, in.channels,
+                 std::vector<std::uint8_t>(static_cast<size_t>(b.width) * b.height * in.channels)};
   const size_t row = static_cast<size_t>(b.width) * in.channels;
   for (int y = 0; y < b.height; ++y)
     std::copy_n(&in.data[(static_cast<size_t>(b.top + y) * in.width + b.left) * in.channels], row, &out.data[y * row]);
@@ -102,7 +104,8 @@ inline io::Image8 hflip(const io::Image8& in) {
 inline io::Image8 vflip(const io::Image8& in) {
   io::Image8 out = in;
   const size_t row = static_cast<size_t>(in.width) * in.channels;
-  for (int y = 0; y < in.height; ++y) std::copy_n(&in.data[static_cast<size_t>(in.height - 1 - y) * row], row, &out.data[y * row]);
+  for (int y = 0; y < in.height; ++y)
+    std::copy_n(&in.data[static_cast<size_t>(in.height - 1 - y) * row], row, &out.data[y * row]);
   return out;
 }
 
@@ -117,8 +120,10 @@ inline io::Image8 transpose(const io::Image8& in) {
 /// One training view of an image: crop box, PIL resize to the processor's size with its
 /// resample filter, flip. Draws from `rng` in torchvision's order (crop, then flip), then the
 /// optional extras in the order vflip, transpose, channel permutation.
-inline io::Image8 augment(const io::Image8& img, const ImageProcessor& proc, const AugmentOptions& o, std::mt19937_64& rng) {
-  const CropBox box = o.random_crop ? random_resized_crop_box(img.height, img.width, o, rng) : CropBox{0, 0, img.height, img.width};
+inline io::Image8 augment(const io::Image8& img, const ImageProcessor& proc, const AugmentOptions& o,
+                          std::mt19937_64& rng) {
+  const CropBox box =
+      o.random_crop ? random_resized_crop_box(img.height, img.width, o, rng) : CropBox{0, 0, img.height, img.width};
   io::Image8 view = detail::pil_resize(box.height == img.height && box.width == img.width ? img : crop(img, box),
                                        static_cast<int>(proc.width), static_cast<int>(proc.height),
                                        static_cast<detail::Resample>(proc.resample));
@@ -183,7 +188,8 @@ std::vector<std::string> decode_all(size_t n, int threads, Decode&& decode, cons
     }
   };
   std::vector<std::thread> pool;
-  struct Join {  // whatever happens on this thread (a thread that cannot start, a throwing progress), the pool is joined
+  struct Join {  // whatever happens on this thread (a thread that cannot start, a throwing progress), the pool is
+                 // joined
     std::vector<std::thread>& threads;
     ~Join() {
       for (auto& t : threads)
@@ -220,7 +226,8 @@ inline void require_list_file(const std::string& path, const char* expected) {
   const std::string start(head, static_cast<size_t>(got));
   const bool image = start.rfind("\x89PNG", 0) == 0 || start.rfind("\xFF\xD8\xFF", 0) == 0;
   const bool binary = image || start.find('\0') != std::string::npos;
-  require(!binary, "dataset ", path, ": ", image ? "an image" : "a binary file", ", not a dataset (expected ", expected, ")");
+  require(!binary, "dataset ", path, ": ", image ? "an image" : "a binary file", ", not a dataset (expected ", expected,
+          ")");
 }
 
 }  // namespace vitmae::detail
@@ -267,7 +274,8 @@ class ImageDataset {
       detail::require(!ec, "dataset ", path, ": cannot list the folder: ", ec.message());
       for (; it != end; it.increment(ec)) {
         detail::require(!ec, "dataset ", path, ": cannot list the folder: ", ec.message());
-        if (it->is_regular_file(entry_ec) && is_image_name(it->path().string())) d.files_.push_back(it->path().string());
+        if (it->is_regular_file(entry_ec) && is_image_name(it->path().string()))
+          d.files_.push_back(it->path().string());
       }
       std::sort(d.files_.begin(), d.files_.end());
     } else {
@@ -284,7 +292,8 @@ class ImageDataset {
         d.files_.push_back(p.is_absolute() ? p.string() : (base / p).string());
       }
     }
-    detail::require(!d.files_.empty(), "dataset ", path, ": no image files found (looked for .png .jpg .jpeg .bmp .gif .tga .ppm .pgm .pnm .psd)");
+    detail::require(!d.files_.empty(), "dataset ", path,
+                    ": no image files found (looked for .png .jpg .jpeg .bmp .gif .tga .ppm .pgm .pnm .psd)");
     d.cache_ = std::make_shared<Cache>();
     return d;
   }
@@ -294,7 +303,8 @@ class ImageDataset {
   /// order, with the decoder's reason. Without such a pass, the first unreadable image a batch
   /// needs ends the run (its loader rethrows the error naming the file).
   std::vector<SkippedImage> find_unreadable(int threads = 1, const Progress& progress = {}) {
-    const std::vector<std::string> errors = detail::decode_all(files_.size(), threads, [&](size_t i) { image(i); }, progress);
+    const std::vector<std::string> errors = detail::decode_all(
+        files_.size(), threads, [&](size_t i) { image(i); }, progress);
     std::vector<SkippedImage> out;
     for (size_t i = 0; i < errors.size(); ++i)
       if (!errors[i].empty()) out.push_back({files_[i], errors[i]});
@@ -306,7 +316,8 @@ class ImageDataset {
   /// @throws vitmae::Error when none of the images can be read.
   std::vector<SkippedImage> skip_unreadable(int threads = 1, const Progress& progress = {}) {
     const size_t n = files_.size();
-    const std::vector<std::string> errors = detail::decode_all(n, threads, [&](size_t i) { image(i); }, progress);
+    const std::vector<std::string> errors = detail::decode_all(
+        n, threads, [&](size_t i) { image(i); }, progress);
 
     std::vector<SkippedImage> skipped;
     std::vector<std::string> kept;
@@ -326,7 +337,8 @@ class ImageDataset {
         kept.push_back(files_[i]);
       }
     }
-    detail::require(!kept.empty(), "dataset: none of the ", n, " images can be read; the first: ", skipped.front().reason);
+    detail::require(!kept.empty(), "dataset: none of the ", n,
+                    " images can be read; the first: ", skipped.front().reason);
     files_ = std::move(kept);
     cache_ = std::move(cache);
     return skipped;
@@ -343,7 +355,8 @@ class ImageDataset {
       auto it = cache_->images.find(i);
       if (it != cache_->images.end()) return it->second;
     }
-    auto img = std::make_shared<const io::Image8>(shrink_to_shorter_side(io::load_image(files_.at(i), channels_), shorter_side_));
+    auto img = std::make_shared<const io::Image8>(
+        shrink_to_shorter_side(io::load_image(files_.at(i), channels_), shorter_side_));
     std::lock_guard<std::mutex> lock(cache_->mutex);
     const auto bytes = static_cast<std::int64_t>(img->data.size());
     if (cache_->bytes + bytes <= cache_budget_ && !cache_->images.count(i)) {
@@ -377,9 +390,16 @@ class DataLoader {
  public:
   DataLoader(Dataset data, ImageProcessor proc, AugmentOptions aug, int batch, std::uint64_t seed, int workers = 1,
              int prefetch = 2, long first_batch = 0, std::pair<Index, Index> slice = {0, 0})
-      : data_(std::move(data)), proc_(std::move(proc)), aug_(aug), batch_(batch), seed_(seed),
-        first_(slice.second > 0 ? slice.first : 0), end_(slice.second > 0 ? slice.second : batch), next_(first_batch),
-        produce_(first_batch), prefetch_(std::max(1, prefetch)) {
+      : data_(std::move(data)),
+        proc_(std::move(proc)),
+        aug_(aug),
+        batch_(batch),
+        seed_(seed),
+        first_(slice.second > 0 ? slice.first : 0),
+        end_(slice.second > 0 ? slice.second : batch),
+        next_(first_batch),
+        produce_(first_batch),
+        prefetch_(std::max(1, prefetch)) {
     detail::require(batch > 0, "DataLoader: batch size must be positive, got ", batch);
     detail::require(first_ >= 0 && first_ < end_ && end_ <= batch, "DataLoader: the slice [", first_, ", ", end_,
                     ") is not within a batch of ", batch);

@@ -23,8 +23,8 @@ class DataParallel {
   DataParallel(std::shared_ptr<World> world, Index batch, const char* trainer)
       : world_(world ? std::move(world) : single_process()), sum_(alone() ? nullptr : new OverlappedSum<S>(*world_)) {
     const int ranks = world_->size();  // (a batch of none is the trainer's own error)
-    detail::require(batch <= 0 || batch >= ranks, trainer, ": a batch of ", batch, " images cannot be split over ", ranks,
-                    " ranks: give each rank at least one (--batch ", ranks, " or more)");
+    detail::require(batch <= 0 || batch >= ranks, trainer, ": a batch of ", batch, " images cannot be split over ",
+                    ranks, " ranks: give each rank at least one (--batch ", ranks, " or more)");
   }
 
   World& world() const { return *world_; }

@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -18,21 +18,21 @@
 #include <utility>
 #include <vector>
 
-#include "vitmae/weights/checkpoint.hpp"
 #include "vitmae/images/image_processor.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/labelled.hpp"
-#include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/loop.hpp"
+#include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/world.hpp"
-#include "vitmae/models/vit_for_image_classification.hpp"
+#include "vitmae/weights/checkpoint.hpp"
 
 namespace vitmae::train {
 
 /// The shared recipe (train/loop.hpp) with MAE's fine-tuning defaults (main_finetune.py: blr
 /// 1e-3, min_lr 1e-6, betas 0.9/0.999) and the two options only fine-tuning has.
 struct FineTuneOptions : TrainOptions {
-  double layer_decay = 0.75;     // lr x layer_decay^(num_layers+1-layer_id); 1: none
+  double layer_decay = 0.75;  // lr x layer_decay^(num_layers+1-layer_id); 1: none
   double label_smoothing = 0.1;
 
   FineTuneOptions() {
@@ -45,7 +45,8 @@ struct FineTuneOptions : TrainOptions {
   void validate(const char* who) const {
     TrainOptions::validate(who);
     detail::require(layer_decay > 0 && layer_decay <= 1, who, ": layer_decay must be in (0, 1], got ", layer_decay);
-    detail::require(label_smoothing >= 0 && label_smoothing < 1, who, ": label_smoothing must be in [0, 1), got ", label_smoothing);
+    detail::require(label_smoothing >= 0 && label_smoothing < 1, who, ": label_smoothing must be in [0, 1), got ",
+                    label_smoothing);
   }
 };
 
@@ -71,12 +72,13 @@ struct ClassifierFineTuning : JobBase<FineTuneOptions> {
 
   void check_model(const Model& m) const { require_no_dropout(m.config(), name); }
   void check(const Batch& b, Index b0, Index b1, Index batch, bool alone) const {
-    detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == batch, name,
-                    ": a batch must hold ", b1 - b0, " images", alone ? "" : " (this rank's slice)", " and ", batch, " labels, got ",
-                    detail::shape_str(b.pixels.shape), " and ", b.labels.size());
+    detail::require(b.pixels.dim() == 4 && b.pixels.size(0) == b1 - b0 && static_cast<Index>(b.labels.size()) == batch,
+                    name, ": a batch must hold ", b1 - b0, " images", alone ? "" : " (this rank's slice)", " and ",
+                    batch, " labels, got ", detail::shape_str(b.pixels.shape), " and ", b.labels.size());
   }
   S compute(Backward& backward, const Model& m, const Batch& b, Model& grads, long, Index b0) const {
-    return backward.run(m, b.pixels, Labels<S>::of_classes(b.labels), grads, opts.threads, opts.label_smoothing, {}, b0);
+    return backward.run(m, b.pixels, Labels<S>::of_classes(b.labels), grads, opts.threads, opts.label_smoothing, {},
+                        b0);
   }
   double lr_scale(const Model& m, const Parameter<S>& p) const {
     return layer_decay_scale(p.name, static_cast<long>(m.config().num_hidden_layers), opts.layer_decay);
@@ -91,13 +93,13 @@ struct ClassifierFineTuning : JobBase<FineTuneOptions> {
 template <class S>
 using ClassifierTrainer = TrainingLoop<ClassifierFineTuning<S>>;
 
-/// The classes (in row order) that fine-tuning from `path` trains, for the training set `data`. A ViT classifier's rows keep their names: its id2label is
-/// returned when it holds every class of the data, so that each class maps to the row trained
-/// for it. A checkpoint without a classifier (an MAE checkpoint, a bare encoder) takes the
-/// data's classes, and so does `relabel`: the classifier is then drawn afresh (`*fresh`).
+/// The classes (in row order) that fine-tuning from `path` trains, for the training set `data`. A ViT classifier's rows
+/// keep their names: its id2label is returned when it holds every class of the data, so that each class maps to the row
+/// trained for it. A checkpoint without a classifier (an MAE checkpoint, a bare encoder) takes the data's classes, and
+/// so does `relabel`: the classifier is then drawn afresh (`*fresh`).
 /// @throws vitmae::RequestError naming a class the checkpoint's id2label does not have.
-inline std::vector<std::string> classes_for_fine_tuning(const std::string& path, const LabelledDataset& data, bool relabel,
-                                                        bool* fresh = nullptr) {
+inline std::vector<std::string> classes_for_fine_tuning(const std::string& path, const LabelledDataset& data,
+                                                        bool relabel, bool* fresh = nullptr) {
   const std::vector<std::string>& data_classes = data.classes;
   const std::string& data_name = data.name();
   if (fresh) *fresh = false;
@@ -117,8 +119,9 @@ inline std::vector<std::string> classes_for_fine_tuning(const std::string& path,
       std::string have;
       for (size_t k = 0; k < rows.size() && k < 12; ++k) have += (k ? ", " : "") + rows[k];
       if (rows.size() > 12) have += ", ...";
-      throw RequestError(detail::concat("vitmae: ", config_path, ": class '", name, "' of ", data_name, " is not one of the checkpoint's ",
-                                        rows.size(), " labels (", have, "); --relabel draws a fresh classifier for the data's classes"));
+      throw RequestError(detail::concat("vitmae: ", config_path, ": class '", name, "' of ", data_name,
+                                        " is not one of the checkpoint's ", rows.size(), " labels (", have,
+                                        "); --relabel draws a fresh classifier for the data's classes"));
     }
   return rows;
 }
@@ -139,18 +142,21 @@ struct ClassifierSource {
 /// @throws vitmae::Error (the file, what was expected) or RequestError (a class unknown to
 /// the checkpoint's id2label without relabel; a resumed checkpoint of other classes).
 template <class S>
-ViTForImageClassification<S> fine_tuning_classifier(const ClassifierSource& from, LabelledDataset& train, std::vector<std::string>* notes) {
+ViTForImageClassification<S> fine_tuning_classifier(const ClassifierSource& from, LabelledDataset& train,
+                                                    std::vector<std::string>* notes) {
   const std::string& path = from.init.empty() ? from.resume : from.init;
   bool fresh = false;
   if (!path.empty()) {
     require_trainable_weights(path);
-    const std::vector<std::string> rows = classes_for_fine_tuning(path, train, from.relabel && from.resume.empty(), &fresh);
+    const std::vector<std::string> rows =
+        classes_for_fine_tuning(path, train, from.relabel && from.resume.empty(), &fresh);
     if (rows != train.classes) train.use_classes_of(rows, train.name(), "the checkpoint's");
   }
   std::optional<ViTForImageClassification<S>> m;
   if (!from.resume.empty()) {
     m.emplace(ViTForImageClassification<S>::from_pretrained(from.resume));
-    detail::require(m->config().id2label == train.classes, from.resume, "/config.json: the checkpoint's classes differ from the training set's");
+    detail::require(m->config().id2label == train.classes, from.resume,
+                    "/config.json: the checkpoint's classes differ from the training set's");
   } else if (!from.init.empty()) {
     ClassifierLoadOptions lo;
     lo.labels = train.classes;
@@ -162,14 +168,16 @@ ViTForImageClassification<S> fine_tuning_classifier(const ClassifierSource& from
       init_weights(m->classifier, m->config().initializer_range, rng, InitScheme::vit);
       const std::string why = "--relabel: " + from.init + "'s classifier is for other classes: drawn afresh for the " +
                               std::to_string(train.classes.size()) + " classes of " + train.name();
-      if (!said.empty() && said.back().find("classifier.weight") != std::string::npos) said.back() = why;  // one line about it
+      if (!said.empty() && said.back().find("classifier.weight") != std::string::npos)
+        said.back() = why;  // one line about it
       else said.push_back(why);
     }
     if (notes) notes->insert(notes->end(), said.begin(), said.end());
   } else {
     const nlohmann::json j = io::read_json_file(from.config, "config file");
-    ViTConfig c = j.value("model_type", std::string()) == "vit_mae" ? ViTConfig::from_mae(Config::from_json(j, from.config), train.classes)
-                                                                    : ViTConfig::from_json(j, from.config);
+    ViTConfig c = j.value("model_type", std::string()) == "vit_mae"
+                      ? ViTConfig::from_mae(Config::from_json(j, from.config), train.classes)
+                      : ViTConfig::from_json(j, from.config);
     c.id2label = train.classes;
     c.validate(from.config);
     m.emplace(c);
@@ -183,8 +191,8 @@ ViTForImageClassification<S> fine_tuning_classifier(const ClassifierSource& from
 /// What evaluate measures on a labelled set.
 struct Evaluation {
   long count = 0;
-  double top1 = 0, top5 = 0;  // fractions in [0, 1]; top5 NaN with 5 classes or fewer (always 1 there)
-  double loss = 0;            // mean cross-entropy (no smoothing)
+  double top1 = 0, top5 = 0;                 // fractions in [0, 1]; top5 NaN with 5 classes or fewer (always 1 there)
+  double loss = 0;                           // mean cross-entropy (no smoothing)
   std::vector<std::vector<long>> confusion;  // [true class][predicted class]
 
   /// Per-class accuracy (NaN for a class with no sample).
@@ -203,15 +211,17 @@ struct Evaluation {
   template <class S>
   static Evaluation of(const Matrix<S>& logits, const std::vector<std::int64_t>& y) {
     const Index N = logits.cols();
-    detail::require(static_cast<size_t>(logits.rows()) == y.size(), "evaluation: ", logits.rows(), " rows of logits for ", y.size(),
-                    " labels");
+    detail::require(static_cast<size_t>(logits.rows()) == y.size(), "evaluation: ", logits.rows(),
+                    " rows of logits for ", y.size(), " labels");
     Evaluation e;
     e.confusion.assign(static_cast<size_t>(N), std::vector<long>(static_cast<size_t>(N), 0));
     for (size_t k = 0; k < y.size(); ++k)
-      detail::require(y[k] >= 0 && y[k] < N, "evaluation: label ", y[k], " of sample ", k, " is out of range: ", N, " classes");
+      detail::require(y[k] >= 0 && y[k] < N, "evaluation: label ", y[k], " of sample ", k, " is out of range: ", N,
+                      " classes");
     e.count = static_cast<long>(y.size());
     if (e.count == 0) return e;
-    e.loss = static_cast<double>(ClassificationLoss{"single_label_classification", N, 0.0}.forward<S>(logits, Labels<S>::of_classes(y), nullptr));
+    e.loss = static_cast<double>(ClassificationLoss{"single_label_classification", N, 0.0}.forward<S>(
+        logits, Labels<S>::of_classes(y), nullptr));
     const Index k5 = std::min<Index>(5, N);
     if (N <= 5) e.top5 = std::nan("");
     std::vector<Index> order(static_cast<size_t>(N));
@@ -249,7 +259,8 @@ struct Evaluation {
       const long n = std::accumulate(confusion[c].begin(), confusion[c].end(), 0L);
       char v[32] = "";
       if (n) std::snprintf(v, sizeof v, "%.6f", acc[c]);
-      out += std::to_string(c) + "," + csv_field(c < classes.size() ? classes[c] : std::to_string(c)) + "," + std::to_string(n) + "," + v + "\n";
+      out += std::to_string(c) + "," + csv_field(c < classes.size() ? classes[c] : std::to_string(c)) + "," +
+             std::to_string(n) + "," + v + "\n";
     }
     return out;
   }
@@ -280,7 +291,8 @@ struct Evaluation {
 /// (resize and normalisation, no augmentation) with `channels`; opts.interpolate_pos_encoding is
 /// set when the images' size is not the model's `image_size`.
 template <class S, class F>
-void for_each_batch(const LabelledDataset& data, const ImageProcessor& proc, int channels, Index image_size, int batch, F&& f) {
+void for_each_batch(const LabelledDataset& data, const ImageProcessor& proc, int channels, Index image_size, int batch,
+                    F&& f) {
   for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch)) {
     const size_t n = std::min(data.size() - start, static_cast<size_t>(batch));
     std::vector<io::Image8> imgs;
@@ -296,7 +308,8 @@ void for_each_batch(const LabelledDataset& data, const ImageProcessor& proc, int
 /// augmentation), `batch` at a time. @throws vitmae::Error when the set's classes are not the
 /// model's labels.
 template <class S>
-Evaluation evaluate(const ViTForImageClassification<S>& m, const LabelledDataset& data, const ImageProcessor& proc, int batch = 64) {
+Evaluation evaluate(const ViTForImageClassification<S>& m, const LabelledDataset& data, const ImageProcessor& proc,
+                    int batch = 64) {
   const Index N = m.num_labels();
   detail::require(static_cast<Index>(data.classes.size()) == N, "evaluate: the set has ", data.classes.size(),
                   " classes, the model ", N, " labels");

@@ -37,19 +37,25 @@ class LabelledDataset {
   std::int64_t label(size_t i) const { return labels_.at(i); }
   const std::vector<std::int64_t>& labels() const { return labels_; }
   /// The file of sample i, or "FILE#k" for the k-th image of an IDX file.
-  std::string source(size_t i) const { return files_.empty() ? idx_name_ + "#" + std::to_string(index_.at(i)) : files_.at(i); }
+  std::string source(size_t i) const {
+    return files_.empty() ? idx_name_ + "#" + std::to_string(index_.at(i)) : files_.at(i);
+  }
 
   /// Sample i's image with `channels` channels (PIL's conversions). @throws vitmae::Error naming
   /// the file when it cannot be decoded.
   io::Image8 image(size_t i, int channels) const {
-    if (files_.empty()) return shrink_to_shorter_side(io::to_channels((*memory_)[static_cast<size_t>(index_.at(i))], channels), shorter_side_);
+    if (files_.empty())
+      return shrink_to_shorter_side(io::to_channels((*memory_)[static_cast<size_t>(index_.at(i))], channels),
+                                    shorter_side_);
     return shrink_to_shorter_side(io::load_image(files_.at(i), channels), shorter_side_);
   }
   /// Images whose shorter side is longer than `n` are shrunk to it on decoding
   /// (shrink_to_shorter_side; 0, the default: full size).
   void set_shorter_side(int n) { shorter_side_ = n; }
   /// The same with the channels set_channels chose (what DataLoader reads).
-  std::shared_ptr<const io::Image8> image(size_t i) const { return std::make_shared<const io::Image8>(image(i, channels_)); }
+  std::shared_ptr<const io::Image8> image(size_t i) const {
+    return std::make_shared<const io::Image8>(image(i, channels_));
+  }
   int channels() const { return channels_; }
   void set_channels(int c) { channels_ = c; }
 
@@ -72,7 +78,8 @@ class LabelledDataset {
       std::vector<std::string> files;
       fs::recursive_directory_iterator it(dir, fs::directory_options::follow_directory_symlink, ec), end;
       for (; !ec && it != end; it.increment(ec))
-        if (it->is_regular_file(entry_ec) && ImageDataset::is_image_name(it->path().string())) files.push_back(it->path().string());
+        if (it->is_regular_file(entry_ec) && ImageDataset::is_image_name(it->path().string()))
+          files.push_back(it->path().string());
       detail::require(!ec, "dataset ", dir.string(), ": cannot list the folder: ", ec.message());
       detail::require(!files.empty(), "dataset ", dir.string(), ": class '", d.classes[c], "' has no image files");
       std::sort(files.begin(), files.end());
@@ -96,7 +103,8 @@ class LabelledDataset {
     namespace fs = std::filesystem;
     std::ifstream in(path);
     detail::require(in.good(), "dataset ", path, ": cannot open the list file");
-    detail::require_list_file(path, "a folder root/<class>/<images>, a list file of 'path<TAB>label' lines or fashion-mnist:DIR:SPLIT");
+    detail::require_list_file(
+        path, "a folder root/<class>/<images>, a list file of 'path<TAB>label' lines or fashion-mnist:DIR:SPLIT");
     const fs::path base = fs::path(path).parent_path();
     struct Row {
       std::string file, label;
@@ -110,19 +118,22 @@ class LabelledDataset {
       if (s == std::string::npos || line[s] == '#') continue;
       const size_t tab = line.find('\t', s);
       const size_t sep = tab != std::string::npos ? tab : line.find_last_of(' ');
-      detail::require(sep != std::string::npos && sep > s, "dataset ", path, ":", n, ": expected 'path<TAB>label' or 'path label', got '",
-                      line, "'");
+      detail::require(sep != std::string::npos && sep > s, "dataset ", path, ":", n,
+                      ": expected 'path<TAB>label' or 'path label', got '", line, "'");
       const std::string file = line.substr(s, line.find_last_not_of(" \t", sep) + 1 - s);
       const size_t l = line.find_first_not_of(" \t", sep);
       const fs::path p(file);
       rows.push_back({p.is_absolute() ? p.string() : (base / p).string(), line.substr(l), n});
     }
     detail::require(!rows.empty(), "dataset ", path, ": no 'path<TAB>label' lines");
-    auto is_index = [](const std::string& v) { return !v.empty() && v.size() < 10 && v.find_first_not_of("0123456789") == std::string::npos; };
+    auto is_index = [](const std::string& v) {
+      return !v.empty() && v.size() < 10 && v.find_first_not_of("0123456789") == std::string::npos;
+    };
     LabelledDataset d;
     d.name_ = path;
     const bool given = !classes.empty();
-    const bool numbers = !given && std::all_of(rows.begin(), rows.end(), [&](const Row& r) { return is_index(r.label); });
+    const bool numbers =
+        !given && std::all_of(rows.begin(), rows.end(), [&](const Row& r) { return is_index(r.label); });
     std::vector<long> values;
     for (const Row& r : rows)
       if (numbers) values.push_back(std::stol(r.label));
@@ -145,7 +156,8 @@ class LabelledDataset {
       d.files_.push_back(r.file);
       d.lines_.push_back(r.line);
       d.labels_.push_back(indices ? std::stol(r.label)
-                                  : d.class_index(numbers ? std::to_string(std::stol(r.label)) : r.label, given, path + ":" + std::to_string(r.line)));
+                                  : d.class_index(numbers ? std::to_string(std::stol(r.label)) : r.label, given,
+                                                  path + ":" + std::to_string(r.line)));
     }
     return d;
   }
@@ -154,8 +166,10 @@ class LabelledDataset {
   /// bytes, 0x00000801 labels [N] of bytes; big-endian sizes), gzip-compressed or not.
   /// @throws vitmae::Error naming the file: a wrong magic number, a truncated body, counts that
   /// differ, a label out of range of `classes`.
-  static LabelledDataset idx(const std::string& images_path, const std::string& labels_path, std::vector<std::string> classes) {
-    const std::vector<std::uint8_t> img = io::read_maybe_gzip(images_path, "IDX"), lab = io::read_maybe_gzip(labels_path, "IDX");
+  static LabelledDataset idx(const std::string& images_path, const std::string& labels_path,
+                             std::vector<std::string> classes) {
+    const std::vector<std::uint8_t> img = io::read_maybe_gzip(images_path, "IDX"),
+                                    lab = io::read_maybe_gzip(labels_path, "IDX");
     auto be32 = [](const std::vector<std::uint8_t>& b, size_t at) {
       return (static_cast<std::uint32_t>(b[at]) << 24) | (static_cast<std::uint32_t>(b[at + 1]) << 16) |
              (static_cast<std::uint32_t>(b[at + 2]) << 8) | static_cast<std::uint32_t>(b[at + 3]);
@@ -165,8 +179,8 @@ class LabelledDataset {
     detail::require(lab.size() >= 8 && be32(lab, 0) == 0x801, labels_path, ": not an IDX label file (magic number ",
                     lab.size() >= 4 ? be32(lab, 0) : 0u, ", expected 2049 = 0x00000801: unsigned bytes, 1 dimension)");
     const std::uint64_t n = be32(img, 4), rows = be32(img, 8), cols = be32(img, 12), nl = be32(lab, 4);
-    detail::require(rows > 0 && cols > 0 && rows <= 65536 && cols <= 65536, images_path, ": image size ", rows, "x", cols,
-                    " is not plausible");
+    detail::require(rows > 0 && cols > 0 && rows <= 65536 && cols <= 65536, images_path, ": image size ", rows, "x",
+                    cols, " is not plausible");
     detail::require(img.size() - 16 == n * rows * cols, images_path, ": truncated or oversized body: ", img.size() - 16,
                     " bytes of pixels, the header says ", n, " images of ", rows, "x", cols, " = ", n * rows * cols);
     detail::require(lab.size() - 8 == nl, labels_path, ": truncated or oversized body: ", lab.size() - 8,
@@ -195,8 +209,10 @@ class LabelledDataset {
   /// dataset-fashion-mnist: /usr/share/datasets/fashion-mnist).
   static LabelledDataset fashion_mnist(const std::string& dir, const std::string& split) {
     if (split != "train" && split != "t10k")  // a mistyped request, not a damaged file
-      throw RequestError("vitmae: dataset fashion-mnist:" + dir + ":" + split + ": SPLIT must be train or t10k, got '" + split + "'");
-    return idx(dir + "/" + split + "-images-idx3-ubyte.gz", dir + "/" + split + "-labels-idx1-ubyte.gz", fashion_mnist_classes());
+      throw RequestError("vitmae: dataset fashion-mnist:" + dir + ":" + split + ": SPLIT must be train or t10k, got '" +
+                         split + "'");
+    return idx(dir + "/" + split + "-images-idx3-ubyte.gz", dir + "/" + split + "-labels-idx1-ubyte.gz",
+               fashion_mnist_classes());
   }
 
   /// Whether `spec` names Fashion-MNIST's IDX files (fashion-mnist:DIR:SPLIT), as open() reads it.
@@ -236,7 +252,8 @@ class LabelledDataset {
   std::vector<SkippedImage> find_unreadable(int threads = 1, const Progress& progress = {}) const {
     std::vector<SkippedImage> out;
     if (files_.empty()) return out;
-    const std::vector<std::string> errors = detail::decode_all(files_.size(), threads, [&](size_t i) { image(i, channels_); }, progress);
+    const std::vector<std::string> errors = detail::decode_all(
+        files_.size(), threads, [&](size_t i) { image(i, channels_); }, progress);
     for (size_t i = 0; i < errors.size(); ++i)
       if (!errors[i].empty()) out.push_back({files_[i], errors[i]});
     return out;
@@ -247,7 +264,8 @@ class LabelledDataset {
   std::vector<SkippedImage> skip_unreadable(int threads = 1, const Progress& progress = {}) {
     const std::vector<SkippedImage> bad = find_unreadable(threads, progress);
     if (bad.empty()) return bad;
-    detail::require(bad.size() < size(), "dataset ", name_, ": none of the ", size(), " images can be read; the first: ", bad.front().reason);
+    detail::require(bad.size() < size(), "dataset ", name_, ": none of the ", size(),
+                    " images can be read; the first: ", bad.front().reason);
     std::vector<size_t> keep;
     for (size_t i = 0, k = 0; i < size(); ++i) {
       if (k < bad.size() && files_[i] == bad[k].file) {
@@ -272,10 +290,8 @@ class LabelledDataset {
     for (size_t p : positions) {
       detail::require(p < size(), "select: position ", p, " of a dataset of ", size());
       d.labels_.push_back(labels_[p]);
-      if (files_.empty())
-        d.index_.push_back(index_[p]);
-      else
-        d.files_.push_back(files_[p]);
+      if (files_.empty()) d.index_.push_back(index_[p]);
+      else d.files_.push_back(files_[p]);
       if (!lines_.empty()) d.lines_.push_back(lines_[p]);
     }
     return d;
@@ -289,8 +305,8 @@ class LabelledDataset {
     std::vector<size_t> count(classes.size(), 0);
     for (std::int64_t y : labels_) ++count[static_cast<size_t>(y)];
     for (size_t c = 0; c < count.size(); ++c)
-      detail::require(count[c] == 0 || count[c] > per_class, name_, ": class '", classes[c], "' has ", count[c], " images: ", asked,
-                      " would leave none to train on");
+      detail::require(count[c] == 0 || count[c] > per_class, name_, ": class '", classes[c], "' has ", count[c],
+                      " images: ", asked, " would leave none to train on");
     std::vector<size_t> rest;
     LabelledDataset out = per_class_subset(per_class, seed ^ seed_streams::holdout, &rest);
     *this = select(rest);
@@ -311,8 +327,9 @@ class LabelledDataset {
     for (size_t c = 0; c < classes.size(); ++c) {
       std::vector<size_t>& v = by_class[c];
       if (v.empty()) continue;  // a class no sample has (integer labels with gaps)
-      detail::require(v.size() >= per_class, "dataset ", name_.empty() ? std::string("(unnamed)") : name_, ": class '", classes[c], "' has ",
-                      v.size(), " images, fewer than ", asked.empty() ? "the " + std::to_string(per_class) + " asked for" : asked);
+      detail::require(v.size() >= per_class, "dataset ", name_.empty() ? std::string("(unnamed)") : name_, ": class '",
+                      classes[c], "' has ", v.size(), " images, fewer than ",
+                      asked.empty() ? "the " + std::to_string(per_class) + " asked for" : asked);
       shuffle(v, rng);
       keep.insert(keep.end(), v.begin(), v.begin() + static_cast<std::ptrdiff_t>(per_class));
     }
@@ -333,7 +350,8 @@ class LabelledDataset {
 
   /// Re-labels this set (validation, test) by the class names of the set a model was trained
   /// on. @throws vitmae::Error naming this set (`name`) and a class the training set does not have.
-  void use_classes_of(const std::vector<std::string>& train_classes, const std::string& name = "", const std::string& whose = "the training set's") {
+  void use_classes_of(const std::vector<std::string>& train_classes, const std::string& name = "",
+                      const std::string& whose = "the training set's") {
     std::vector<std::int64_t> map(classes.size(), -1);
     std::vector<bool> used(classes.size(), false);
     for (std::int64_t y : labels_) used[static_cast<size_t>(y)] = true;
@@ -347,7 +365,8 @@ class LabelledDataset {
             if (!lines_.empty()) where += ":" + std::to_string(lines_[i]);
             break;
           }
-        detail::fail("dataset ", where, ": class '", classes[c], "' is not one of ", whose, " ", train_classes.size(), " classes");
+        detail::fail("dataset ", where, ": class '", classes[c], "' is not one of ", whose, " ", train_classes.size(),
+                     " classes");
       }
       map[c] = it - train_classes.begin();
     }
@@ -359,7 +378,7 @@ class LabelledDataset {
   std::vector<std::string> files_;  // one per sample (file-backed sets)
   std::vector<std::int64_t> labels_;
   std::vector<std::int64_t> index_;  // IDX-backed sets: the image's index in memory_
-  std::vector<long> lines_;         // list files: each sample's line
+  std::vector<long> lines_;          // list files: each sample's line
   std::string idx_name_, name_;
   std::shared_ptr<const std::vector<io::Image8>> memory_;
   int channels_ = 3, shorter_side_ = 0;
@@ -367,10 +386,11 @@ class LabelledDataset {
   std::int64_t class_index(const std::string& label, bool numeric_allowed, const std::string& where) const {
     const auto it = std::find(classes.begin(), classes.end(), label);
     if (it != classes.end()) return it - classes.begin();
-    if (numeric_allowed && !label.empty() && label.find_first_not_of("0123456789") == std::string::npos && label.size() < 10) {
+    if (numeric_allowed && !label.empty() && label.find_first_not_of("0123456789") == std::string::npos &&
+        label.size() < 10) {
       const std::int64_t y = std::stoll(label);
-      detail::require(y < static_cast<std::int64_t>(classes.size()), "dataset ", where, ": label ", y, " is out of range: ",
-                      classes.size(), " classes");
+      detail::require(y < static_cast<std::int64_t>(classes.size()), "dataset ", where, ": label ", y,
+                      " is out of range: ", classes.size(), " classes");
       return y;
     }
     detail::fail("dataset ", where, ": label '", label, "' is not one of the ", classes.size(), " classes");

@@ -16,15 +16,15 @@
 #include <vector>
 
 #include "vitmae/images/image_processor.hpp"
-#include "vitmae/weights/init.hpp"
+#include "vitmae/io/safetensors.hpp"
+#include "vitmae/models/vit_for_image_classification.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/random.hpp"
-#include "vitmae/io/safetensors.hpp"
 #include "vitmae/train/finetune.hpp"
-#include "vitmae/train/loop.hpp"
 #include "vitmae/train/labelled.hpp"
+#include "vitmae/train/loop.hpp"
 #include "vitmae/train/optimizer.hpp"
-#include "vitmae/models/vit_for_image_classification.hpp"
+#include "vitmae/weights/init.hpp"
 
 namespace vitmae::train {
 
@@ -47,8 +47,8 @@ inline ProbeFeatures probe_features_from(const std::string& name) {
 /// augmentation), one row per image, `batch` images at a time through the frozen encoder.
 /// `progress(done, total)` is called as each batch starts, counting it in.
 template <class S>
-Matrix<S> extract_features(const ViTModel<S>& vit, const LabelledDataset& data, const ImageProcessor& proc, ProbeFeatures kind,
-                           int batch = 256, const Progress& progress = {}) {
+Matrix<S> extract_features(const ViTModel<S>& vit, const LabelledDataset& data, const ImageProcessor& proc,
+                           ProbeFeatures kind, int batch = 256, const Progress& progress = {}) {
   Matrix<S> out;
   for_each_batch<S>(data, proc, static_cast<int>(vit.config.num_channels), vit.config.image_size, batch,
                     [&](Index start, Index B, const Tensor<S>& px, const ForwardOptions& opts) {
@@ -67,10 +67,8 @@ Matrix<S> extract_features(const ViTModel<S>& vit, const LabelledDataset& data, 
                       if (out.size() == 0) out.resize(static_cast<Index>(data.size()), H);
                       for (Index b = 0; b < B; ++b) {
                         auto row = out.row(start + b);
-                        if (kind == ProbeFeatures::cls)
-                          row = seq.row(b * T);
-                        else
-                          row = seq.middleRows(b * T + 1, T - 1).colwise().mean();
+                        if (kind == ProbeFeatures::cls) row = seq.row(b * T);
+                        else row = seq.middleRows(b * T + 1, T - 1).colwise().mean();
                       }
                     });
   return out;
@@ -106,7 +104,9 @@ struct LinearProbe {
     LinearProbe p;
     p.mean = X.colwise().mean();
     const RowVector<S> var = (X.rowwise() - p.mean).array().square().colwise().mean();
-    p.inv_std = (var.array() + S(1e-6)).unaryExpr([](S x) { return S(1) / std::sqrt(x); }).matrix();  // (Eigen's rsqrt is an estimate)
+    p.inv_std = (var.array() + S(1e-6))
+                    .unaryExpr([](S x) { return S(1) / std::sqrt(x); })
+                    .matrix();  // (Eigen's rsqrt is an estimate)
     p.classifier = Linear<S>(X.cols(), classes);
     auto init_rng = seeded_rng(seed, seed_streams::probe);
     init_weights(p, 0.01, init_rng, InitScheme::vit);
@@ -122,8 +122,9 @@ struct LinearProbe {
   /// into a ViTForImageClassification's classifier.
   /// @throws vitmae::Error when the classifier was quantised or packed for inference.
   Linear<S> folded() const {
-    detail::require(classifier.int8.empty() && !classifier.packed_for_inference(),
-                    "LinearProbe::folded: the classifier is int8 or packed for inference (dequantize / unpack it first)");
+    detail::require(
+        classifier.int8.empty() && !classifier.packed_for_inference(),
+        "LinearProbe::folded: the classifier is int8 or packed for inference (dequantize / unpack it first)");
     Linear<S> l = classifier;
     l.weight = (classifier.weight.array().rowwise() * inv_std.array()).matrix();
     l.bias = classifier.bias - (l.weight * mean.transpose()).transpose();
@@ -166,8 +167,8 @@ class FeatureBatches {
  public:
   FeatureBatches(const Matrix<S>& x, const std::vector<std::int64_t>& y, Index batch, std::uint64_t seed)
       : x_(x), y_(y), batch_(batch), seed_(seed) {
-    detail::require(x.rows() > 0 && static_cast<size_t>(x.rows()) == y.size(), "linear probe: ", x.rows(), " feature rows for ", y.size(),
-                    " labels");
+    detail::require(x.rows() > 0 && static_cast<size_t>(x.rows()) == y.size(), "linear probe: ", x.rows(),
+                    " feature rows for ", y.size(), " labels");
   }
 
   LabelledFeatures<S> next() {
@@ -212,18 +213,21 @@ struct LinearProbing : JobBase<ProbeOptions> {
   using JobBase::JobBase;
 
   void check_model(const Model& m) const {
-    detail::require(m.classifier.out_features() >= 2, name, ": needs at least 2 classes, got ", m.classifier.out_features());
+    detail::require(m.classifier.out_features() >= 2, name, ": needs at least 2 classes, got ",
+                    m.classifier.out_features());
   }
   void check(const Batch& b, Index b0, Index b1, Index batch, bool) const {
-    detail::require(b.x.rows() == b1 - b0 && static_cast<Index>(b.labels.size()) == batch, name, ": a batch must hold ", batch,
-                    " rows and labels, got ", b.x.rows(), " and ", b.labels.size());
+    detail::require(b.x.rows() == b1 - b0 && static_cast<Index>(b.labels.size()) == batch, name, ": a batch must hold ",
+                    batch, " rows and labels, got ", b.x.rows(), " and ", b.labels.size());
   }
   S compute(Backward&, const Model& m, const Batch& b, Model& grads, long, Index) const {
     const Index classes = m.classifier.out_features();
     for (size_t i = 0; i < b.labels.size(); ++i)
-      detail::require(b.labels[i] >= 0 && b.labels[i] < classes, name, ": label ", b.labels[i], " is out of range: ", classes, " classes");
+      detail::require(b.labels[i] >= 0 && b.labels[i] < classes, name, ": label ", b.labels[i],
+                      " is out of range: ", classes, " classes");
     Matrix<S> logits = m.classifier.forward(b.x), dlogits;
-    const S loss = ClassificationLoss{"single_label_classification", classes, 0.0}.forward(logits, Labels<S>::of_classes(b.labels), &dlogits);
+    const S loss = ClassificationLoss{"single_label_classification", classes, 0.0}.forward(
+        logits, Labels<S>::of_classes(b.labels), &dlogits);
     m.classifier.backward(b.x, dlogits, grads.classifier, nullptr);
     return loss;
   }
@@ -259,11 +263,12 @@ template <class S>
 LinearProbe<S> train_linear_probe(const Matrix<S>& X, const std::vector<std::int64_t>& y, Index classes, ProbeOptions o,
                                   const std::function<void(long, const LinearProbe<S>&, double)>& on_epoch = {}) {
   const Index N = X.rows();
-  detail::require(N > 0 && static_cast<size_t>(N) == y.size(), "linear probe: ", N, " feature rows for ", y.size(), " labels");
+  detail::require(N > 0 && static_cast<size_t>(N) == y.size(), "linear probe: ", N, " feature rows for ", y.size(),
+                  " labels");
   detail::require(classes >= 2, "linear probe: needs at least 2 classes, got ", classes);
   for (size_t i = 0; i < y.size(); ++i)
-    detail::require(y[i] >= 0 && y[i] < classes, "linear probe: label ", y[i], " of sample ", i, " is out of range: ", classes,
-                    " classes");
+    detail::require(y[i] >= 0 && y[i] < classes, "linear probe: label ", y[i], " of sample ", i,
+                    " is out of range: ", classes, " classes");
   const long per_epoch = std::max<long>(1, (N + o.batch - 1) / o.batch);
   if (o.epochs > 0) o.steps = o.epochs * per_epoch;
   ProbeTraining<S> probe(X, y, classes, o);

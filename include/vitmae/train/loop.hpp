@@ -32,30 +32,30 @@
 #include <utility>
 #include <vector>
 
-#include "vitmae/weights/checkpoint.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/data_parallel.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/world.hpp"
+#include "vitmae/weights/checkpoint.hpp"
 
 namespace vitmae::train {
 
 /// The recipe every training job shares. Its defaults are MAE's pre-training recipe; a job's
 /// Options (FineTuneOptions) may set others.
 struct TrainOptions {
-  long steps = 1000;            // optimiser steps in the whole run (the schedule's length)
-  int batch = 64;               // images per micro-batch
-  int accum = 1;                // micro-batches per optimiser step (gradient accumulation)
-  double base_lr = 1.5e-4;      // lr = base_lr * batch * accum / 256 (MAE's rule) ...
-  double lr = 0;                // ... unless this absolute peak learning rate is positive
-  double min_lr = 0;            // cosine floor
-  long warmup_steps = -1;       // linear warm-up; -1: 5% of steps (MAE: 40 of 800 epochs)
-  double weight_decay = 0.05;   // AdamW's decoupled decay (on weights only: optimizer.hpp)
+  long steps = 1000;           // optimiser steps in the whole run (the schedule's length)
+  int batch = 64;              // images per micro-batch
+  int accum = 1;               // micro-batches per optimiser step (gradient accumulation)
+  double base_lr = 1.5e-4;     // lr = base_lr * batch * accum / 256 (MAE's rule) ...
+  double lr = 0;               // ... unless this absolute peak learning rate is positive
+  double min_lr = 0;           // cosine floor
+  long warmup_steps = -1;      // linear warm-up; -1: 5% of steps (MAE: 40 of 800 epochs)
+  double weight_decay = 0.05;  // AdamW's decoupled decay (on weights only: optimizer.hpp)
   double beta1 = 0.9, beta2 = 0.95;
-  double clip_grad = 0;         // max gradient norm; 0: no clipping (MAE's default)
+  double clip_grad = 0;  // max gradient norm; 0: no clipping (MAE's default)
   std::uint64_t seed = 0;
-  int threads = 1;              // threads over the batch in forward/backward
+  int threads = 1;  // threads over the batch in forward/backward
 
   double peak_lr() const { return lr > 0 ? lr : base_lr * batch * accum / 256.0; }
   long warmup() const { return warmup_steps >= 0 ? warmup_steps : steps / 20; }
@@ -65,18 +65,23 @@ struct TrainOptions {
     detail::require(steps > 0, who, ": steps must be positive, got ", steps);
     detail::require(batch > 0 && accum > 0, who, ": batch and accum must be positive, got ", batch, " and ", accum);
     detail::require(threads > 0, who, ": threads must be positive, got ", threads);
-    for (auto [opt, v] : {std::pair<const char*, double>{"base_lr", base_lr}, {"lr", lr}, {"min_lr", min_lr},
-                          {"weight_decay", weight_decay}, {"clip_grad", clip_grad}})
+    for (auto [opt, v] : {std::pair<const char*, double>{"base_lr", base_lr},
+                          {"lr", lr},
+                          {"min_lr", min_lr},
+                          {"weight_decay", weight_decay},
+                          {"clip_grad", clip_grad}})
       detail::require(std::isfinite(v) && v >= 0, who, ": ", opt, " must be a finite number >= 0, got ", v);
-    detail::require(peak_lr() > 0, who, ": the peak learning rate must be positive (base_lr ", base_lr, ", lr ", lr, ")");
+    detail::require(peak_lr() > 0, who, ": the peak learning rate must be positive (base_lr ", base_lr, ", lr ", lr,
+                    ")");
     for (auto [opt, v] : {std::pair<const char*, double>{"beta1", beta1}, {"beta2", beta2}})
       detail::require(v >= 0 && v < 1, who, ": ", opt, " must be in [0, 1), got ", v);
-    detail::require(warmup_steps >= -1, who, ": warmup_steps must be >= 0 (or -1: 5% of the steps), got ", warmup_steps);
+    detail::require(warmup_steps >= -1, who, ": warmup_steps must be >= 0 (or -1: 5% of the steps), got ",
+                    warmup_steps);
   }
 };
 
 struct StepRecord {
-  long step = 0;        // 1-based: the number of optimiser steps done
+  long step = 0;  // 1-based: the number of optimiser steps done
   double loss = 0, lr = 0, grad_norm = 0, seconds = 0;
 };
 
@@ -113,8 +118,9 @@ inline nlohmann::json trainer_state_json(long step, const TrainOptions& o, const
 template <class Config>
 void require_no_dropout(const Config& c, const char* who) {
   detail::require(c.hidden_dropout_prob == 0 && c.attention_probs_dropout_prob == 0, who,
-                  ": dropout is not implemented in training (config.json has hidden_dropout_prob ", c.hidden_dropout_prob,
-                  ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob, "; MAE and HF's defaults are 0): set them to 0");
+                  ": dropout is not implemented in training (config.json has hidden_dropout_prob ",
+                  c.hidden_dropout_prob, ", attention_probs_dropout_prob ", c.attention_probs_dropout_prob,
+                  "; MAE and HF's defaults are 0): set them to 0");
 }
 
 /// Refuses, before anything is built or written, a checkpoint a training run cannot start
@@ -123,8 +129,10 @@ void require_no_dropout(const Config& c, const char* who) {
 inline void require_trainable_weights(const std::string& path) {
   const std::shared_ptr<io::TensorSource> w = open_pretrained_weights(path);
   for (const std::string& n : w->names())
-    detail::require(!w->is_int8(n), w->where(), ": tensor '", n, "' is int8: an int8 checkpoint is for inference only; training starts ",
-                    "from float weights (vitmae-convert --input ", path, " --out DIR --dtype float32 gives them back, at int8's precision)");
+    detail::require(!w->is_int8(n), w->where(), ": tensor '", n,
+                    "' is int8: an int8 checkpoint is for inference only; training starts ",
+                    "from float weights (vitmae-convert --input ", path,
+                    " --out DIR --dtype float32 gives them back, at int8's precision)");
 }
 
 /// What a job has unless it says otherwise: its options (`opts`), one lr for every parameter,
@@ -136,7 +144,9 @@ struct JobBase {
 
   explicit JobBase(const Options& o) : opts(o) {}
   template <class Model, class P>
-  double lr_scale(const Model&, const P&) const { return 1.0; }
+  double lr_scale(const Model&, const P&) const {
+    return 1.0;
+  }
   void add_state(nlohmann::json&) const {}
 };
 
@@ -151,7 +161,10 @@ class TrainingLoop {
   /// `world`: the ranks of a data-parallel run (nullptr: this process alone).
   /// @throws vitmae::Error on options out of range or a model the job cannot train (dropout).
   TrainingLoop(Model model, Options o, std::shared_ptr<World> world = nullptr)
-      : opts_(checked(std::move(o))), job_(opts_), model_(std::move(model)), grads_(zero_grads_like(model_)),
+      : opts_(checked(std::move(o))),
+        job_(opts_),
+        model_(std::move(model)),
+        grads_(zero_grads_like(model_)),
         adam_(model_, AdamWOptions{opts_.beta1, opts_.beta2, 1e-8, opts_.weight_decay}),
         dp_(std::move(world), opts_.batch, Job::name) {
     job_.check_model(model_);
@@ -175,7 +188,9 @@ class TrainingLoop {
   void set_overlap(bool on) { backward_.set_overlap(dp_.set_overlap(on)); }
 
   /// The learning rate of step `s` (0-based), before the job's per-parameter scale.
-  double learning_rate(long s) const { return mae_learning_rate(s, opts_.warmup(), opts_.steps, opts_.peak_lr(), opts_.min_lr); }
+  double learning_rate(long s) const {
+    return mae_learning_rate(s, opts_.warmup(), opts_.steps, opts_.peak_lr(), opts_.min_lr);
+  }
 
   /// One optimiser step over `accum` micro-batches from next_batch() (this rank's slice of
   /// each, slice()). Returns its record. With several ranks, an error on any rank (a damaged
@@ -196,8 +211,9 @@ class TrainingLoop {
     // Every rank has the same loss and norm: all refuse a non-finite one together, before the
     // update, so that the weights and the optimiser's moments stay those of the last good step.
     together(dp_.world(), [&] {
-      detail::require(std::isfinite(loss) && std::isfinite(norm), Job::name, ": the loss became ", loss, " (gradient norm ", norm,
-                      ") at step ", step_ + 1, " (learning rate too high? try a lower --base-lr or --clip-grad)");
+      detail::require(std::isfinite(loss) && std::isfinite(norm), Job::name, ": the loss became ", loss,
+                      " (gradient norm ", norm, ") at step ", step_ + 1,
+                      " (learning rate too high? try a lower --base-lr or --clip-grad)");
     });
     const double lr = learning_rate(step_);
     adam_.step(model_, grads_, lr, [&](const Parameter<S>& p) { return job_.lr_scale(model_, p); });

@@ -63,7 +63,8 @@ class OutputFilter {
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
         pending.append(buf, static_cast<std::size_t>(n));
-        for (std::size_t end; (end = pending.find('\n')) != std::string::npos; pending.erase(0, end + 1)) pass(pending.substr(0, end + 1));
+        for (std::size_t end; (end = pending.find('\n')) != std::string::npos; pending.erase(0, end + 1))
+          pass(pending.substr(0, end + 1));
       }
       if (!pending.empty()) pass(pending);
     });
@@ -101,9 +102,9 @@ class OutputFilter {
 struct LostRank {
   int rank = -1;
   long pid = 0;
-  int signal = 0;            // the signal that ended it (9: SIGKILL); 0 when it exited, or when unknown
-  int exit_status = -1;      // its exit status when it exited; -1 when killed, or when unknown
-  int lowest_watcher = -1;   // the lowest rank that watches it (the other ranks on its machine)
+  int signal = 0;           // the signal that ended it (9: SIGKILL); 0 when it exited, or when unknown
+  int exit_status = -1;     // its exit status when it exited; -1 when killed, or when unknown
+  int lowest_watcher = -1;  // the lowest rank that watches it (the other ranks on its machine)
 };
 
 class MpiWorld : public World {
@@ -130,15 +131,18 @@ class MpiWorld : public World {
     for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS"})
       if (std::getenv(v)) {
         std::unique_ptr<OutputFilter> filter;
-        if (std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("OPAL_OUTPUT_STDERR_FD")) filter = std::make_unique<OutputFilter>();
+        if (std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("OPAL_OUTPUT_STDERR_FD"))
+          filter = std::make_unique<OutputFilter>();
         int provided = 0;
         MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
         auto w = std::shared_ptr<MpiWorld>(new MpiWorld(MPI_COMM_WORLD));
         w->owns_mpi_ = true;
         w->filter_ = std::move(filter);
         // OpenMP's threads compute while the main thread alone calls MPI: MPI_THREAD_FUNNELED.
-        detail::require(provided >= MPI_THREAD_FUNNELED, "MPI provides thread level ", provided, " (MPI_THREAD_SINGLE); "
-                        "vitmae's threads need MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED, ")");
+        detail::require(provided >= MPI_THREAD_FUNNELED, "MPI provides thread level ", provided,
+                        " (MPI_THREAD_SINGLE); "
+                        "vitmae's threads need MPI_THREAD_FUNNELED (",
+                        MPI_THREAD_FUNNELED, ")");
         return w;
       }
     return nullptr;
@@ -166,7 +170,8 @@ class MpiWorld : public World {
     for (int r = 0; r < size_; ++r) {
       if (r == rank_ || !same_machine_[static_cast<std::size_t>(r)]) continue;
 #ifdef SYS_pidfd_open
-      const int fd = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pids_[static_cast<std::size_t>(r)]), 0));
+      const int fd =
+          static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(pids_[static_cast<std::size_t>(r)]), 0));
 #else
       const int fd = -1;
 #endif
@@ -234,8 +239,8 @@ class MpiWorld : public World {
 
   std::vector<double> all_gather(const std::vector<double>& mine) override {
     std::vector<double> all(mine.size() * static_cast<std::size_t>(size_));
-    MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_DOUBLE, all.data(), static_cast<int>(mine.size()), MPI_DOUBLE,
-                  comm_);
+    MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_DOUBLE, all.data(), static_cast<int>(mine.size()),
+                  MPI_DOUBLE, comm_);
     return all;
   }
 
@@ -372,15 +377,16 @@ class MpiWorld : public World {
     op.rcounts[me] = 0;
     op.rdispls.resize(N);
     for (std::size_t r = 0; r < N; ++r) op.rdispls[r] = r == me ? 0 : static_cast<int>(r < me ? r : r - 1) * mine;
-    MPI_Ialltoallv(data, op.scounts.data(), op.displs.data(), type, op.in.data(), op.rcounts.data(), op.rdispls.data(), type,
-                   scatter_comm_, &op.request);
+    MPI_Ialltoallv(data, op.scounts.data(), op.displs.data(), type, op.in.data(), op.rcounts.data(), op.rdispls.data(),
+                   type, scatter_comm_, &op.request);
   }
 
   /// Phase 1 done: this rank's part summed in rank order, its all-gather started.
   void gather(Op& op) {
     if (op.type == MPI_FLOAT) add_pieces(static_cast<float*>(op.data), op);
     else add_pieces(static_cast<double*>(op.data), op);
-    MPI_Iallgatherv(MPI_IN_PLACE, 0, op.type, op.data, op.counts.data(), op.displs.data(), op.type, gather_comm_, &op.request);
+    MPI_Iallgatherv(MPI_IN_PLACE, 0, op.type, op.data, op.counts.data(), op.displs.data(), op.type, gather_comm_,
+                    &op.request);
     op.phase = 2;
   }
 
@@ -407,13 +413,13 @@ class MpiWorld : public World {
   std::size_t active_ = 0;
   bool owns_mpi_ = false;
   std::unique_ptr<OutputFilter> filter_;  // if_launched() under Open MPI
-  std::vector<long> pids_;           // every rank's process id
-  std::vector<bool> same_machine_;   // every rank's: on this machine
-  std::vector<pollfd> watched_;      // watch_ranks(): the other ranks of this machine (pidfds)
-  std::vector<int> watched_ranks_;   // their ranks
+  std::vector<long> pids_;                // every rank's process id
+  std::vector<bool> same_machine_;        // every rank's: on this machine
+  std::vector<pollfd> watched_;           // watch_ranks(): the other ranks of this machine (pidfds)
+  std::vector<int> watched_ranks_;        // their ranks
   std::function<void(const LostRank&)> lost_;
-  std::thread watcher_;              // polls watched_ while this rank computes
-  int stop_fd_ = -1;                 // a byte there stops the watcher
+  std::thread watcher_;  // polls watched_ while this rank computes
+  int stop_fd_ = -1;     // a byte there stops the watcher
 };
 
 }  // namespace vitmae::train

@@ -30,7 +30,8 @@ class AdamW {
  public:
   using S = typename M::scalar_type;
 
-  explicit AdamW(const M& model, AdamWOptions o = {}) : opts_(o), m_(zero_grads_like(model)), v_(zero_grads_like(model)) {}
+  explicit AdamW(const M& model, AdamWOptions o = {})
+      : opts_(o), m_(zero_grads_like(model)), v_(zero_grads_like(model)) {}
 
   const AdamWOptions& options() const { return opts_; }
   long step_count() const { return step_; }
@@ -71,10 +72,11 @@ class AdamW {
         const Index n = std::min(chunk, p[k].size - i);
         Eigen::Map<Array> w(p[k].data + i, n), mk(m[k].data + i, n), vk(v[k].data + i, n);
         const Eigen::Map<const Array> gr(g[k].data + i, n);
-        if (wd) w *= decay;                             // param.mul_(1 - lr * weight_decay)
-        mk += (gr - mk) * one_minus_b1;                 // exp_avg.lerp_(grad, 1 - beta1)
-        vk = vk * b2 + one_minus_b2 * gr * gr;          // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
-        w -= step_size * mk / (vk.unaryExpr(detail::ExactSqrt<S>()) / bc2_sqrt + eps);  // addcdiv_(exp_avg, denom, -step_size)
+        if (wd) w *= decay;                     // param.mul_(1 - lr * weight_decay)
+        mk += (gr - mk) * one_minus_b1;         // exp_avg.lerp_(grad, 1 - beta1)
+        vk = vk * b2 + one_minus_b2 * gr * gr;  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2)
+        w -= step_size * mk /
+             (vk.unaryExpr(detail::ExactSqrt<S>()) / bc2_sqrt + eps);  // addcdiv_(exp_avg, denom, -step_size)
       }
     });
   }
@@ -133,7 +135,8 @@ inline double layer_decay_scale(const std::string& name, long num_layers, double
 /// 0, then half-cosine decay to min_lr at total_steps. step counts from 0.
 inline double mae_learning_rate(long step, long warmup_steps, long total_steps, double peak_lr, double min_lr = 0.0) {
   if (step < warmup_steps) return peak_lr * static_cast<double>(step) / static_cast<double>(warmup_steps);
-  const double progress = static_cast<double>(step - warmup_steps) / static_cast<double>(std::max(1L, total_steps - warmup_steps));
+  const double progress =
+      static_cast<double>(step - warmup_steps) / static_cast<double>(std::max(1L, total_steps - warmup_steps));
   return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
 }
 

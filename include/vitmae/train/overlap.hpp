@@ -83,7 +83,8 @@ class OverlappedSum {
     for (std::size_t i = 0; i < used_; ++i) {
       const Packed& b = packed_[i];
       std::size_t at = 0;
-      for (const auto& p : b.params) std::copy_n(b.values.data() + at, p.size, p.data), at += static_cast<std::size_t>(p.size);
+      for (const auto& p : b.params)
+        std::copy_n(b.values.data() + at, p.size, p.data), at += static_cast<std::size_t>(p.size);
     }
     layers_.clear();  // the packed buffers stay, for the next micro-batch
     started_ = 0;
@@ -107,7 +108,8 @@ class OverlappedSum {
   void start(const std::vector<Parameter<S>>& all) {
     std::vector<Parameter<S>> params;  // the small ones
     for (const auto& p : all)
-      if (static_cast<std::size_t>(p.size) * sizeof(S) >= kInPlaceBytes) world_.start_sum(p.data, static_cast<std::size_t>(p.size));
+      if (static_cast<std::size_t>(p.size) * sizeof(S) >= kInPlaceBytes)
+        world_.start_sum(p.data, static_cast<std::size_t>(p.size));
       else params.push_back(p);
     if (params.empty()) return;
     if (packed_.size() <= used_) packed_.emplace_back();
@@ -117,7 +119,8 @@ class OverlappedSum {
     for (const auto& p : params) n += static_cast<std::size_t>(p.size);
     b.values.resize(n);
     std::size_t at = 0;
-    for (const auto& p : params) std::copy_n(p.data, p.size, b.values.data() + at), at += static_cast<std::size_t>(p.size);
+    for (const auto& p : params)
+      std::copy_n(p.data, p.size, b.values.data() + at), at += static_cast<std::size_t>(p.size);
     world_.start_sum(b.values.data(), n);
   }
 

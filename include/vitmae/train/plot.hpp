@@ -19,7 +19,8 @@ inline std::string loss_curve_svg(const std::vector<StepRecord>& h, int window =
   const double W = 720, H = 400, ml = 70, mr = 20, mt = 30, mb = 50;
   std::ostringstream s;
   s.precision(6);
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W << ' ' << H
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W
+    << ' ' << H
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   if (h.empty()) {
     s << "<text x=\"" << W / 2 << "\" y=\"" << H / 2 << "\" text-anchor=\"middle\">no steps yet</text>\n</svg>\n";
@@ -36,10 +37,12 @@ inline std::string loss_curve_svg(const std::vector<StepRecord>& h, int window =
   double lo = h[0].loss, hi = h[0].loss;
   for (const auto& r : h) lo = std::min(lo, r.loss), hi = std::max(hi, r.loss);
   if (hi <= lo) hi = lo + 1;
-  const double s0 = static_cast<double>(h.front().step), s1 = static_cast<double>(std::max(h.back().step, h.front().step + 1));
+  const double s0 = static_cast<double>(h.front().step),
+               s1 = static_cast<double>(std::max(h.back().step, h.front().step + 1));
   auto X = [&](double st) { return ml + (st - s0) / (s1 - s0) * (W - ml - mr); };
   auto Y = [&](double v) { return mt + (hi - v) / (hi - lo) * (H - mt - mb); };
-  s << "<line x1=\"" << ml << "\" y1=\"" << H - mb << "\" x2=\"" << W - mr << "\" y2=\"" << H - mb << "\" stroke=\"black\"/>\n";
+  s << "<line x1=\"" << ml << "\" y1=\"" << H - mb << "\" x2=\"" << W - mr << "\" y2=\"" << H - mb
+    << "\" stroke=\"black\"/>\n";
   s << "<line x1=\"" << ml << "\" y1=\"" << mt << "\" x2=\"" << ml << "\" y2=\"" << H - mb << "\" stroke=\"black\"/>\n";
   // At most ~max_points points a line: a long run keeps its shape (each kept point is the
   // extreme of its stride for the raw line) and the file stays small.
@@ -65,13 +68,14 @@ inline std::string loss_curve_svg(const std::vector<StepRecord>& h, int window =
   s << "<text x=\"" << ml - 6 << "\" y=\"" << mt + 4 << "\" text-anchor=\"end\">" << hi << "</text>\n";
   s << "<text x=\"" << ml - 6 << "\" y=\"" << H - mb << "\" text-anchor=\"end\">" << lo << "</text>\n";
   s << "<text x=\"" << ml << "\" y=\"" << H - mb + 18 << "\" text-anchor=\"middle\">" << h.front().step << "</text>\n";
-  s << "<text x=\"" << W - mr << "\" y=\"" << H - mb + 18 << "\" text-anchor=\"middle\">" << h.back().step << "</text>\n";
+  s << "<text x=\"" << W - mr << "\" y=\"" << H - mb + 18 << "\" text-anchor=\"middle\">" << h.back().step
+    << "</text>\n";
   s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">step</text>\n";
-  s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"18\" text-anchor=\"middle\">training loss (light: per step; dark: moving average of "
-    << window << ")</text>\n</svg>\n";
+  s << "<text x=\"" << (ml + W - mr) / 2
+    << "\" y=\"18\" text-anchor=\"middle\">training loss (light: per step; dark: moving average of " << window
+    << ")</text>\n</svg>\n";
   return s.str();
 }
-
 
 /// `text` with the characters XML gives a meaning to escaped, for an SVG text element.
 inline std::string svg_escape(const std::string& text) {
@@ -94,12 +98,13 @@ struct Series {
 
 /// Lines against a shared x axis as a standalone SVG (validation accuracy against step, say),
 /// the y range [y_lo, y_hi] (both 0: the data's), a legend in the top-left corner.
-inline std::string line_chart_svg(const std::vector<Series>& series, const std::string& title, const std::string& x_label,
-                                  double y_lo = 0, double y_hi = 0) {
+inline std::string line_chart_svg(const std::vector<Series>& series, const std::string& title,
+                                  const std::string& x_label, double y_lo = 0, double y_hi = 0) {
   const double W = 720, H = 400, ml = 70, mr = 20, mt = 30, mb = 50;
   std::ostringstream s;
   s.precision(6);
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W << ' ' << H
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W
+    << ' ' << H
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   double x0 = 0, x1 = 0, lo = 0, hi = 0;
   bool any = false;
@@ -117,7 +122,8 @@ inline std::string line_chart_svg(const std::vector<Series>& series, const std::
   if (x1 <= x0) x1 = x0 + 1;
   auto X = [&](double v) { return ml + (v - x0) / (x1 - x0) * (W - ml - mr); };
   auto Y = [&](double v) { return mt + (hi - std::min(hi, std::max(lo, v))) / (hi - lo) * (H - mt - mb); };
-  s << "<line x1=\"" << ml << "\" y1=\"" << H - mb << "\" x2=\"" << W - mr << "\" y2=\"" << H - mb << "\" stroke=\"black\"/>\n";
+  s << "<line x1=\"" << ml << "\" y1=\"" << H - mb << "\" x2=\"" << W - mr << "\" y2=\"" << H - mb
+    << "\" stroke=\"black\"/>\n";
   s << "<line x1=\"" << ml << "\" y1=\"" << mt << "\" x2=\"" << ml << "\" y2=\"" << H - mb << "\" stroke=\"black\"/>\n";
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& se = series[k];
@@ -125,27 +131,32 @@ inline std::string line_chart_svg(const std::vector<Series>& series, const std::
     for (const auto& [x, y] : se.points) s << X(x) << ',' << Y(y) << ' ';
     s << "\"/>\n";
     const double ly = mt + 16 + 16 * static_cast<double>(k);
-    s << "<line x1=\"" << ml + 12 << "\" y1=\"" << ly - 4 << "\" x2=\"" << ml + 32 << "\" y2=\"" << ly - 4 << "\" stroke=\"" << se.colour
-      << "\" stroke-width=\"2\"/>\n<text x=\"" << ml + 38 << "\" y=\"" << ly << "\">" << svg_escape(se.name) << "</text>\n";
+    s << "<line x1=\"" << ml + 12 << "\" y1=\"" << ly - 4 << "\" x2=\"" << ml + 32 << "\" y2=\"" << ly - 4
+      << "\" stroke=\"" << se.colour << "\" stroke-width=\"2\"/>\n<text x=\"" << ml + 38 << "\" y=\"" << ly << "\">"
+      << svg_escape(se.name) << "</text>\n";
   }
   s << "<text x=\"" << ml - 6 << "\" y=\"" << mt + 4 << "\" text-anchor=\"end\">" << hi << "</text>\n";
   s << "<text x=\"" << ml - 6 << "\" y=\"" << H - mb << "\" text-anchor=\"end\">" << lo << "</text>\n";
   s << "<text x=\"" << ml << "\" y=\"" << H - mb + 18 << "\" text-anchor=\"middle\">" << x0 << "</text>\n";
   s << "<text x=\"" << W - mr << "\" y=\"" << H - mb + 18 << "\" text-anchor=\"middle\">" << x1 << "</text>\n";
-  s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">" << svg_escape(x_label) << "</text>\n";
-  s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"18\" text-anchor=\"middle\">" << svg_escape(title) << "</text>\n</svg>\n";
+  s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">" << svg_escape(x_label)
+    << "</text>\n";
+  s << "<text x=\"" << (ml + W - mr) / 2 << "\" y=\"18\" text-anchor=\"middle\">" << svg_escape(title)
+    << "</text>\n</svg>\n";
   return s.str();
 }
 
 /// A confusion matrix [true][predicted] as a standalone SVG: one cell per pair, shaded by the
 /// fraction of the true class's samples, with its count; rows and columns named by `classes`.
-inline std::string confusion_svg(const std::vector<std::vector<long>>& confusion, const std::vector<std::string>& classes) {
+inline std::string confusion_svg(const std::vector<std::vector<long>>& confusion,
+                                 const std::vector<std::string>& classes) {
   const size_t n = confusion.size();
   const double cell = 44, ml = 120, mt = 110;
   const double W = ml + cell * static_cast<double>(n) + 20, H = mt + cell * static_cast<double>(n) + 40;
   std::ostringstream s;
   s.precision(4);
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W << ' ' << H
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" viewBox=\"0 0 " << W
+    << ' ' << H
     << "\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   auto name = [&](size_t i) { return svg_escape(i < classes.size() ? classes[i] : std::to_string(i)); };
   for (size_t r = 0; r < n; ++r) {
@@ -157,9 +168,10 @@ inline std::string confusion_svg(const std::vector<std::vector<long>>& confusion
       const double f = total ? static_cast<double>(confusion[r][c]) / static_cast<double>(total) : 0.0;
       const int shade = static_cast<int>(255 - 200 * f);
       const double x = ml + cell * static_cast<double>(c);
-      s << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cell << "\" height=\"" << cell << "\" fill=\"rgb(" << shade << ','
-        << shade << ",255)\" stroke=\"#ccc\"/>\n<text x=\"" << x + cell / 2 << "\" y=\"" << y + cell / 2 + 4
-        << "\" text-anchor=\"middle\" fill=\"" << (f > 0.6 ? "white" : "black") << "\">" << confusion[r][c] << "</text>\n";
+      s << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cell << "\" height=\"" << cell << "\" fill=\"rgb("
+        << shade << ',' << shade << ",255)\" stroke=\"#ccc\"/>\n<text x=\"" << x + cell / 2 << "\" y=\""
+        << y + cell / 2 + 4 << "\" text-anchor=\"middle\" fill=\"" << (f > 0.6 ? "white" : "black") << "\">"
+        << confusion[r][c] << "</text>\n";
     }
   }
   for (size_t c = 0; c < n; ++c) {

@@ -18,9 +18,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -81,16 +81,20 @@ void check_images(Dataset& data, bool skip, int threads, const std::string& prog
                   const std::function<void(const std::string&)>& say) {
   const size_t all = data.size();
   const Progress progress = progress_lines(program + ": checking the images of " + src, say);
-  const std::vector<SkippedImage> bad = skip ? data.skip_unreadable(threads, progress) : data.find_unreadable(threads, progress);
+  const std::vector<SkippedImage> bad =
+      skip ? data.skip_unreadable(threads, progress) : data.find_unreadable(threads, progress);
   if (!skip) {
     if (!bad.empty())
       throw Error("vitmae: " + bad.front().reason + " (" +
-                  (bad.size() > 1 ? std::to_string(bad.size()) + " of " + std::to_string(all) + " images cannot be read; " : std::string()) +
+                  (bad.size() > 1
+                       ? std::to_string(bad.size()) + " of " + std::to_string(all) + " images cannot be read; "
+                       : std::string()) +
                   "--skip-bad-images leaves out the images that cannot be read)");
     return;
   }
   if (bad.empty()) return say(detail::concat(program, ": --skip-bad-images: all ", all, " images can be read\n"));
-  say(detail::concat(program, ": --skip-bad-images: left out ", bad.size(), " of ", all, " images, which cannot be read:\n"));
+  say(detail::concat(program, ": --skip-bad-images: left out ", bad.size(), " of ", all,
+                     " images, which cannot be read:\n"));
   for (size_t i = 0; i < bad.size() && i < 10; ++i) say("  " + bad[i].reason + "\n");
   if (bad.size() > 10) say(detail::concat("  ... and ", bad.size() - 10, " more\n"));
 }
@@ -113,7 +117,8 @@ inline std::string fixed(double v, int digits) {
 template <class M, class = void>
 struct can_save_pretrained : std::false_type {};
 template <class M>
-struct can_save_pretrained<M, std::void_t<decltype(std::declval<const M&>().save_pretrained(std::string()))>> : std::true_type {};
+struct can_save_pretrained<M, std::void_t<decltype(std::declval<const M&>().save_pretrained(std::string()))>>
+    : std::true_type {};
 }  // namespace run_detail
 
 /// Records `dir` as the run's last complete checkpoint (every rank, once they agree it was
@@ -141,9 +146,11 @@ inline void watch_ranks(World& world, const std::string& program) {
         std::lock_guard<std::mutex> lock(run_detail::last_checkpoint().mutex);
         dir = run_detail::last_checkpoint().dir;
       }
-      const std::string how = lost.signal ? "was killed by signal " + std::to_string(lost.signal) + " (" + strsignal(lost.signal) + ")"
-                                          : std::string("ended without finishing");
-      const std::string then = dir.empty() ? "no checkpoint was written" : "the last checkpoint, " + dir + ", is complete";
+      const std::string how =
+          lost.signal ? "was killed by signal " + std::to_string(lost.signal) + " (" + strsignal(lost.signal) + ")"
+                      : std::string("ended without finishing");
+      const std::string then =
+          dir.empty() ? "no checkpoint was written" : "the last checkpoint, " + dir + ", is complete";
       std::fprintf(stderr, "%s: rank %d of %d %s; %s\n", program.c_str(), lost.rank, size, how.c_str(), then.c_str());
       std::fflush(stderr);
     }
@@ -180,7 +187,8 @@ class MetricsLog {
     std::istringstream in(std::string(bytes.begin(), bytes.end()));
     std::string line;
     std::getline(in, line);
-    detail::require(line + "\n" == header, path, ": expected the header ", std::string(header, std::strlen(header) - 1));
+    detail::require(line + "\n" == header, path, ": expected the header ",
+                    std::string(header, std::strlen(header) - 1));
     for (long n = 2; std::getline(in, line); ++n) {
       std::vector<std::string> f;
       std::istringstream cells(line);
@@ -188,7 +196,8 @@ class MetricsLog {
       char* end = nullptr;
       const double epoch = f.size() >= 6 ? std::strtod(f[1].c_str(), &end) : 0;
       detail::require(f.size() >= 6 && end && !*end, path, ": line ", n, " is not a row of numbers");
-      if (f.size() >= 7 && !f[6].empty()) accuracy_.points.emplace_back(epoch, 100 * std::strtod(f[6].c_str(), nullptr));
+      if (f.size() >= 7 && !f[6].empty())
+        accuracy_.points.emplace_back(epoch, 100 * std::strtod(f[6].c_str(), nullptr));
       text_ += line + "\n";
     }
   }
@@ -216,10 +225,13 @@ class MetricsLog {
 
  private:
   static std::string row(const StepRecord& r, double epoch, double images_per_s, const Evaluation* e) {
-    std::string out = std::to_string(r.step) + "," + run_detail::fixed(epoch, 3) + "," + run_detail::fixed(r.loss, 6) + "," + run_detail::fixed(r.lr, 9) + "," +
-                      run_detail::fixed(r.grad_norm, 6) + "," + run_detail::fixed(images_per_s, 2) + ",";
-    return out + (e ? run_detail::fixed(e->top1, 6) + "," + (e->has_top5() ? run_detail::fixed(e->top5, 6) : std::string()) + "," + run_detail::fixed(e->loss, 6) + "\n"
-                    : std::string(",,\n"));
+    std::string out = std::to_string(r.step) + "," + run_detail::fixed(epoch, 3) + "," + run_detail::fixed(r.loss, 6) +
+                      "," + run_detail::fixed(r.lr, 9) + "," + run_detail::fixed(r.grad_norm, 6) + "," +
+                      run_detail::fixed(images_per_s, 2) + ",";
+    return out +
+           (e ? run_detail::fixed(e->top1, 6) + "," + (e->has_top5() ? run_detail::fixed(e->top5, 6) : std::string()) +
+                    "," + run_detail::fixed(e->loss, 6) + "\n"
+              : std::string(",,\n"));
   }
   std::string path_, text_;
   std::ofstream file_;
@@ -228,19 +240,23 @@ class MetricsLog {
 
 /// What a run writes and says, besides the loop's options.
 struct RunSettings {
-  std::string program;           // names its lines ("vitmae-pretrain")
-  std::string out;               // OUT
-  std::string resume;            // the checkpoint it continues, or empty
-  long save_every = 500;         // OUT/checkpoint-STEP every N steps (0: none)
-  long keep = 2;                 // the newest N of them kept
-  long log_every = 0;            // the progress line every N steps (0: every step on a terminal, else 100 a run)
-  long epoch_steps = 1;          // steps an epoch (the metrics' epoch column; the default eval_every)
-  long eval_every = 0;           // with an evaluation: steps between them (0: an epoch)
-  std::string eval_name;         // what the evaluation scores ("held-out images"), for accuracy.svg
+  std::string program;               // names its lines ("vitmae-pretrain")
+  std::string out;                   // OUT
+  std::string resume;                // the checkpoint it continues, or empty
+  long save_every = 500;             // OUT/checkpoint-STEP every N steps (0: none)
+  long keep = 2;                     // the newest N of them kept
+  long log_every = 0;                // the progress line every N steps (0: every step on a terminal, else 100 a run)
+  long epoch_steps = 1;              // steps an epoch (the metrics' epoch column; the default eval_every)
+  long eval_every = 0;               // with an evaluation: steps between them (0: an epoch)
+  std::string eval_name;             // what the evaluation scores ("held-out images"), for accuracy.svg
   std::vector<std::string> classes;  // the evaluation's class names, for per_class.csv and the confusion matrix
-  enum class Final { checkpoint, model, none } final = Final::checkpoint;  // OUT/final: a checkpoint, the model alone, nothing
-  std::string data;              // the training set (its spec), and
-  long images = -1;              // how many images it has: data.json, which a resumed run must match (-1: not checked)
+  enum class Final {
+    checkpoint,
+    model,
+    none
+  } final = Final::checkpoint;  // OUT/final: a checkpoint, the model alone, nothing
+  std::string data;             // the training set (its spec), and
+  long images = -1;             // how many images it has: data.json, which a resumed run must match (-1: not checked)
 };
 
 /// A run of `loop` to its last step, with the outputs described at the top.
@@ -253,8 +269,13 @@ class TrainingRun {
   using Evaluate = std::function<Evaluation(const Model&)>;
 
   TrainingRun(Loop& loop, RunSettings s, ImageProcessor proc, Evaluate evaluate = {})
-      : loop_(loop), s_(std::move(s)), proc_(std::move(proc)), evaluate_(std::move(evaluate)), metrics_(""),
-        root_(world().rank() == 0), tty_(::isatty(2)) {
+      : loop_(loop),
+        s_(std::move(s)),
+        proc_(std::move(proc)),
+        evaluate_(std::move(evaluate)),
+        metrics_(""),
+        root_(world().rank() == 0),
+        tty_(::isatty(2)) {
     if (!s_.eval_every) s_.eval_every = s_.epoch_steps;
   }
 
@@ -274,15 +295,18 @@ class TrainingRun {
       const std::string path = io::join_path(s_.resume, "data.json");
       if (s_.images < 0 || !io::file_exists(path)) return;
       const nlohmann::json theirs = io::read_json_file(path, "checkpoint data");
-      const nlohmann::json n = theirs.contains("images") ? theirs["images"] : theirs.value("train_images", nlohmann::json());
+      const nlohmann::json n =
+          theirs.contains("images") ? theirs["images"] : theirs.value("train_images", nlohmann::json());
       if (n.is_number_integer() && n.get<long>() != s_.images)
         throw RequestError(detail::concat("vitmae: ", path, ": the run was trained on ", n.get<long>(), " images of ",
-                                          theirs.value("data", theirs.value("train", std::string("its data"))), ", this run has ", s_.images,
+                                          theirs.value("data", theirs.value("train", std::string("its data"))),
+                                          ", this run has ", s_.images,
                                           "; a resumed run must train on the same images"));
     });
     together(world(), [&] { require_same_weights(world(), loop_.model(), s_.resume.empty() ? source : s_.resume); });
     if (!s_.resume.empty())
-      say(detail::concat(s_.program, ": resuming from step ", loop_.step(), " of ", loop_.options().steps, " (", s_.resume, ")\n"));
+      say(detail::concat(s_.program, ": resuming from step ", loop_.step(), " of ", loop_.options().steps, " (",
+                         s_.resume, ")\n"));
   }
 
   /// Opens OUT (checks it can be created, removes a killed run's temporaries and an earlier
@@ -309,15 +333,18 @@ class TrainingRun {
       const double ips = static_cast<double>(done * images_per_step()) / std::max(train_seconds_, 1e-9);
       const bool evaluate_now = evaluate_ && (r.step % s_.eval_every == 0 || r.step == steps);
       const bool save_now = s_.save_every > 0 && r.step % s_.save_every == 0 && r.step != steps;
-      if (r.step % log_every == 0 || r.step == steps || evaluate_now) {  // images/s of training only; the ETA adds evaluations to come
-        const long evals_left = evaluate_ ? steps / s_.eval_every - r.step / s_.eval_every + (steps % s_.eval_every ? 1 : 0) : 0;
-        const double eta = train_seconds_ / static_cast<double>(done) * static_cast<double>(steps - r.step) +
-                           (evaluations ? eval_seconds / static_cast<double>(evaluations) : 0.0) * static_cast<double>(evals_left);
+      if (r.step % log_every == 0 || r.step == steps ||
+          evaluate_now) {  // images/s of training only; the ETA adds evaluations to come
+        const long evals_left =
+            evaluate_ ? steps / s_.eval_every - r.step / s_.eval_every + (steps % s_.eval_every ? 1 : 0) : 0;
+        const double eta =
+            train_seconds_ / static_cast<double>(done) * static_cast<double>(steps - r.step) +
+            (evaluations ? eval_seconds / static_cast<double>(evaluations) : 0.0) * static_cast<double>(evals_left);
         const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         char line[200];
-        std::snprintf(line, sizeof line, "%sstep %ld/%ld  loss %.4f  lr %.3e  %.1f img/s  elapsed %s  ETA %s%s", tty_ ? "\r" : "",
-                      r.step, steps, window_loss / static_cast<double>(window), r.lr, ips, hms(elapsed).c_str(), hms(eta).c_str(),
-                      tty_ && !evaluate_now && r.step != steps ? "   " : "\n");
+        std::snprintf(line, sizeof line, "%sstep %ld/%ld  loss %.4f  lr %.3e  %.1f img/s  elapsed %s  ETA %s%s",
+                      tty_ ? "\r" : "", r.step, steps, window_loss / static_cast<double>(window), r.lr, ips,
+                      hms(elapsed).c_str(), hms(eta).c_str(), tty_ && !evaluate_now && r.step != steps ? "   " : "\n");
         say(line);
         window_loss = 0, window = 0;
       }
@@ -328,13 +355,16 @@ class TrainingRun {
           const auto e0 = std::chrono::steady_clock::now();
           last_ = evaluate_(loop_.model());
           eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count(), ++evaluations;
-          say(detail::concat("epoch ", run_detail::fixed(epoch, 2), " (step ", r.step, "): validation ", last_.summary(), "\n"));
+          say(detail::concat("epoch ", run_detail::fixed(epoch, 2), " (step ", r.step, "): validation ",
+                             last_.summary(), "\n"));
         }
         metrics_.add(r, epoch, ips, evaluate_now ? &last_ : nullptr);
         if (save_now) save(rotation_->dir(r.step)), rotation_->added(r.step);
         if (evaluate_now || save_now) write_curves();
       });
-      if (save_now) note_checkpoint(io::join_path(s_.out, "checkpoint-" + std::to_string(r.step)));  // written: every rank knows it now
+      if (save_now)
+        note_checkpoint(
+            io::join_path(s_.out, "checkpoint-" + std::to_string(r.step)));  // written: every rank knows it now
     }
     trained_ = loop_.step() - first;
     wall_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -369,14 +399,16 @@ class TrainingRun {
     if (s_.final == RunSettings::Final::checkpoint) note_checkpoint(dir);
     if (root_)
       std::printf("trained %ld steps (%ld images) in %s, %.1f images/s; %s\n", trained_, trained_ * images_per_step(),
-                  hms(wall_seconds_).c_str(), trained_ ? static_cast<double>(trained_ * images_per_step()) / train_seconds_ : 0.0,
+                  hms(wall_seconds_).c_str(),
+                  trained_ ? static_cast<double>(trained_ * images_per_step()) / train_seconds_ : 0.0,
                   dir.empty() ? "no final model" : ("final model: " + dir).c_str());
     const auto& dp = loop_.data_parallel();
     if (world().size() > 1 && trained_ > 0)
       say(detail::concat(s_.program, ": summing the gradients over ", world().size(), " ranks took ",
-                         run_detail::fixed(1e3 * dp.reduce_seconds() / static_cast<double>(trained_), 1), " ms a step (",
-                         run_detail::fixed(100 * dp.reduce_seconds() / wall_seconds_, 1), "% of the time)",
-                         dp.overlaps() ? " after the backward, beyond what overlapping it hid" : "", "\n"));
+                         run_detail::fixed(1e3 * dp.reduce_seconds() / static_cast<double>(trained_), 1),
+                         " ms a step (", run_detail::fixed(100 * dp.reduce_seconds() / wall_seconds_, 1),
+                         "% of the time)", dp.overlaps() ? " after the backward, beyond what overlapping it hid" : "",
+                         "\n"));
     return dir;
   }
 
@@ -391,8 +423,10 @@ class TrainingRun {
     io::require_can_create(s_.out);
     io::remove_stale_temporaries(s_.out);  // what a killed run's atomic writes left
     MetricsLog log(io::join_path(s_.out, "metrics.csv"));
-    if (!s_.resume.empty()) log.resume(s_.resume, loop_.history(), s_.epoch_steps, images_per_step());  // read before anything goes
-    for (const char* f : {"metrics.csv", "loss.csv", "loss.svg", "accuracy.svg", "per_class.csv", "confusion.csv", "confusion.svg"})
+    if (!s_.resume.empty())
+      log.resume(s_.resume, loop_.history(), s_.epoch_steps, images_per_step());  // read before anything goes
+    for (const char* f :
+         {"metrics.csv", "loss.csv", "loss.svg", "accuracy.svg", "per_class.csv", "confusion.csv", "confusion.svg"})
       std::remove(io::join_path(s_.out, f).c_str());  // an earlier run's, never mixed with this one's
     std::error_code ec;
     std::filesystem::remove_all(io::join_path(s_.out, "final"), ec);
@@ -403,11 +437,13 @@ class TrainingRun {
   void save(const std::string& dir) {  // rank 0
     if constexpr (run_detail::can_save_pretrained<Model>::value) {
       std::vector<std::pair<std::string, std::string>> files{{"metrics.csv", metrics_.text()}};
-      if (s_.images >= 0) files.emplace_back("data.json", nlohmann::json{{"data", s_.data}, {"images", s_.images}}.dump(2) + "\n");
+      if (s_.images >= 0)
+        files.emplace_back("data.json", nlohmann::json{{"data", s_.data}, {"images", s_.images}}.dump(2) + "\n");
       save_checkpoint(loop_, dir, proc_, files);
     } else {
       (void)dir;
-      detail::fail(s_.program, ": this job's model cannot be saved as a checkpoint (save_every 0, Final::model or none)");
+      detail::fail(s_.program,
+                   ": this job's model cannot be saved as a checkpoint (save_every 0, Final::model or none)");
     }
   }
 
@@ -416,9 +452,10 @@ class TrainingRun {
     io::write_file_atomic(io::join_path(s_.out, "loss.csv"), loss_csv(loop_.history()));
     io::write_file_atomic(io::join_path(s_.out, "loss.svg"), loss_curve_svg(loop_.history()));
     if (evaluate_)
-      io::write_file_atomic(io::join_path(s_.out, "accuracy.svg"),
-                            line_chart_svg({metrics_.accuracy()}, "validation top-1 (%)" + (s_.eval_name.empty() ? "" : " on " + s_.eval_name),
-                                           "epoch"));
+      io::write_file_atomic(
+          io::join_path(s_.out, "accuracy.svg"),
+          line_chart_svg({metrics_.accuracy()},
+                         "validation top-1 (%)" + (s_.eval_name.empty() ? "" : " on " + s_.eval_name), "epoch"));
   }
 
   Loop& loop_;

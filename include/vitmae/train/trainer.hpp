@@ -52,7 +52,8 @@ struct MaePretraining : JobBase<TrainOptions> {
                     alone ? "" : " (this rank's slice)", ", got ", detail::shape_str(pixels.shape));
   }
   S compute(Backward& backward, const Model& m, const Batch& pixels, Model& grads, long micro, Index b0) const {
-    const Matrix<S> noise_rows = mae_noise<S>(opts.seed, micro, opts.batch, m.config().num_patches()).middleRows(b0, pixels.size(0));
+    const Matrix<S> noise_rows =
+        mae_noise<S>(opts.seed, micro, opts.batch, m.config().num_patches()).middleRows(b0, pixels.size(0));
     return backward.run(m, pixels, noise_rows, grads, opts.threads, {}, opts.batch);
   }
 };
@@ -77,7 +78,8 @@ inline ImageProcessor pretraining_processor(const std::string& source, const Con
 /// initialize_weights does, from `seed` (seed stream init_mae). `mask_ratio` above 0 replaces the
 /// config's.
 template <class S>
-ForPreTraining<S> pretraining_model(const std::string& source, const Config& config, std::uint64_t seed, double mask_ratio = -1) {
+ForPreTraining<S> pretraining_model(const std::string& source, const Config& config, std::uint64_t seed,
+                                    double mask_ratio = -1) {
   std::optional<ForPreTraining<S>> m;
   if (source.empty()) {
     m.emplace(config);

@@ -15,15 +15,15 @@
 #include <vector>
 
 #include "vitmae/config.hpp"
-#include "vitmae/parameter.hpp"
 #include "vitmae/io/checkpoint.hpp"
 #include "vitmae/io/file.hpp"
 #include "vitmae/io/json_file.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/io/tensor_source.hpp"
+#include "vitmae/parameter.hpp"
+#include "vitmae/vit_config.hpp"
 #include "vitmae/weights/quantize.hpp"
 #include "vitmae/weights/state_dict.hpp"
-#include "vitmae/vit_config.hpp"
 
 namespace vitmae {
 
@@ -31,9 +31,7 @@ namespace vitmae {
 inline constexpr const char* kPatchWeightKey = "embeddings.patch_embeddings.projection.weight";
 
 /// True when the names are timm's (the original MAE release), not HF's.
-inline bool has_timm_names(const io::TensorSource& s) {
-  return s.contains("patch_embed.proj.weight");
-}
+inline bool has_timm_names(const io::TensorSource& s) { return s.contains("patch_embed.proj.weight"); }
 
 /// Maps the MAE release's timm names to HF's ViTMAEForPreTraining names, splitting each
 /// attn.qkv into query, key and value (stacked in that order along dim 0). Names it does not
@@ -41,9 +39,11 @@ inline bool has_timm_names(const io::TensorSource& s) {
 inline std::unique_ptr<io::TensorSource> timm_to_hf(std::shared_ptr<io::TensorSource> base) {
   std::map<std::string, io::RenamedSource::Target> out;
   auto block = [&](const std::string& from, const std::string& to, const std::string& rest) -> bool {
-    static const std::pair<const char*, const char*> simple[] = {
-        {"norm1.", "layernorm_before."}, {"norm2.", "layernorm_after."}, {"attn.proj.", "attention.output.dense."},
-        {"mlp.fc1.", "intermediate.dense."}, {"mlp.fc2.", "output.dense."}};
+    static const std::pair<const char*, const char*> simple[] = {{"norm1.", "layernorm_before."},
+                                                                 {"norm2.", "layernorm_after."},
+                                                                 {"attn.proj.", "attention.output.dense."},
+                                                                 {"mlp.fc1.", "intermediate.dense."},
+                                                                 {"mlp.fc2.", "output.dense."}};
     for (const auto& [a, b] : simple)
       if (rest.rfind(a, 0) == 0) {
         out[to + b + rest.substr(std::string(a).size())] = {from + rest};
@@ -51,12 +51,13 @@ inline std::unique_ptr<io::TensorSource> timm_to_hf(std::shared_ptr<io::TensorSo
       }
     if (rest == "attn.qkv.weight" || rest == "attn.qkv.bias") {
       const std::vector<std::int64_t> s = base->shape(from + rest);
-      detail::require(!s.empty() && s[0] % 3 == 0, base->where(), ": '", from + rest, "' has shape ", detail::shape_str(s),
-                      ", expected 3 * hidden rows (query, key, value)");
+      detail::require(!s.empty() && s[0] % 3 == 0, base->where(), ": '", from + rest, "' has shape ",
+                      detail::shape_str(s), ", expected 3 * hidden rows (query, key, value)");
       const std::int64_t h = s[0] / 3;
       const std::string kind = rest.substr(9);  // "weight" / "bias"
       const char* parts[] = {"query.", "key.", "value."};
-      for (int k = 0; k < 3; ++k) out[to + "attention.attention." + parts[k] + kind] = {from + rest, k * h, (k + 1) * h};
+      for (int k = 0; k < 3; ++k)
+        out[to + "attention.attention." + parts[k] + kind] = {from + rest, k * h, (k + 1) * h};
       return true;
     }
     return false;
@@ -118,7 +119,8 @@ inline std::shared_ptr<io::TensorSource> open_pretrained_weights(const std::stri
 
 /// Config of a checkpoint: its config.json (beside a weights file, or in the folder), or a preset.
 inline Config checkpoint_config(const std::string& path, const std::string& preset) {
-  return preset.empty() ? load_config(io::join_path(io::checkpoint_folder(path), "config.json")) : Config::preset(preset);
+  return preset.empty() ? load_config(io::join_path(io::checkpoint_folder(path), "config.json"))
+                        : Config::preset(preset);
 }
 
 namespace detail {
@@ -146,18 +148,19 @@ inline std::vector<NamedSize> named_sizes(const Config& c) {
   std::vector<NamedSize> out = encoder_sizes(c);
   const std::int64_t P = c.patch_size * c.patch_size * c.num_channels;
   out.push_back({c.decoder_hidden_size, named("decoder_hidden_size", c.decoder_hidden_size), false, true});
-  out.push_back({c.decoder_intermediate_size, named("decoder_intermediate_size", c.decoder_intermediate_size), false, true});
+  out.push_back(
+      {c.decoder_intermediate_size, named("decoder_intermediate_size", c.decoder_intermediate_size), false, true});
   out.push_back({P,
-                 "patch_size " + std::to_string(c.patch_size) + "^2 * num_channels " + std::to_string(c.num_channels) + " = " +
-                     std::to_string(P) + " values per patch",
+                 "patch_size " + std::to_string(c.patch_size) + "^2 * num_channels " + std::to_string(c.num_channels) +
+                     " = " + std::to_string(P) + " values per patch",
                  false, true});
   return out;
 }
 /// The named sizes of ViT's config: the encoder's and the labels.
 inline std::vector<NamedSize> named_sizes(const ViTConfig& c) {
   std::vector<NamedSize> out = encoder_sizes(c);
-  out.push_back({static_cast<std::int64_t>(c.num_labels()), named("num_labels", static_cast<std::int64_t>(c.num_labels())) + " (id2label)",
-                 true, false});
+  out.push_back({static_cast<std::int64_t>(c.num_labels()),
+                 named("num_labels", static_cast<std::int64_t>(c.num_labels())) + " (id2label)", true, false});
   return out;
 }
 }  // namespace detail
@@ -201,7 +204,8 @@ struct has_decoder_member<M, std::void_t<decltype(std::declval<M&>().decoder)>> 
 /// `vit.` names). A source in neither of the model's layouts is left to load_weights, which
 /// says what it is. @throws vitmae::Error naming the first tensor that does not fit.
 template <class M>
-void check_weights_fit(const typename M::config_type& config, const io::TensorSource& source, const std::string& config_where) {
+void check_weights_fit(const typename M::config_type& config, const io::TensorSource& source,
+                       const std::string& config_where) {
   const std::string prefixed = std::string("vit.") + kPatchWeightKey;
   if constexpr (detail::has_decoder_member<M>::value) {
     if (!source.contains(prefixed) || !source.contains("decoder.decoder_pred.weight")) return;

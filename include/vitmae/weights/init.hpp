@@ -52,9 +52,14 @@ void init_weights(Module& module, double initializer_range, Engine& rng, InitSch
         }
         for (Index i = 0; i < p.size; ++i) p.data[i] = static_cast<S>(normal() * initializer_range);
         break;
-      case ParamKind::bias: p.values().setZero(); break;
-      case ParamKind::norm: p.values().setOnes(); break;
-      case ParamKind::fixed_table: break;
+      case ParamKind::bias:
+        p.values().setZero();
+        break;
+      case ParamKind::norm:
+        p.values().setOnes();
+        break;
+      case ParamKind::fixed_table:
+        break;
     }
   });
 }

@@ -10,8 +10,8 @@
 // oneDNN's matmul (see detail/packed.hpp), or, after quantize_int8, its float weights released.
 #pragma once
 
-#include "vitmae/io/tensor_source.hpp"
 #include "vitmae/detail/gemm.hpp"
+#include "vitmae/io/tensor_source.hpp"
 #include "vitmae/modules/linear.hpp"
 #include "vitmae/parameter.hpp"
 
@@ -124,8 +124,8 @@ bool is_packed(const M& model) {
 /// into it for inference only, as pack_for_inference leaves it (`int8`: quantised first, as
 /// quantize_int8). The float weights are allocated but not written before loading
 /// (Storage::unwritten: every one is then read, or the load throws and the model is gone), and
-/// an int8 checkpoint's weights go straight into the int8 layers (Int8Weights::kept) with the file's own integers and scales, their float weights
-/// released unwritten: the float model is never resident, so the resident peak is about the
+/// an int8 checkpoint's weights go straight into the int8 layers (Int8Weights::kept) with the file's own integers and
+/// scales, their float weights released unwritten: the float model is never resident, so the resident peak is about the
 /// int8 weights' size, not the float model's. (The address space still holds the float weights
 /// while loading.) `M m(config); m.load_weights(source); pack_for_inference(m);` gives the same
 /// float products; an int8 checkpoint's layers are then quantised again from the dequantised

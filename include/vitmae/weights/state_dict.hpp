@@ -10,13 +10,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "vitmae/detail/int8.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/io/safetensors.hpp"
 #include "vitmae/io/tensor_source.hpp"
-#include "vitmae/detail/int8.hpp"
 #include "vitmae/parameter.hpp"
-#include "vitmae/weights/quantize.hpp"
 #include "vitmae/tensor.hpp"
+#include "vitmae/weights/quantize.hpp"
 
 namespace vitmae {
 
@@ -49,7 +49,8 @@ struct LoadReport {
     for (size_t i = 0; i < missing.size(); ++i)
       if (missing_kind[i] != ParamKind::fixed_table) lacking.push_back(missing[i]);
     detail::require(lacking.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", join_names(lacking));
-    detail::require(unexpected.empty(), "load_state_dict: ", source.where(), ": unexpected tensors: ", join_names(unexpected));
+    detail::require(unexpected.empty(), "load_state_dict: ", source.where(),
+                    ": unexpected tensors: ", join_names(unexpected));
   }
 };
 
@@ -91,8 +92,9 @@ inline void check_state_dict_shapes(const std::vector<TensorSpec>& specs, const 
     }
     std::string asks;
     for (size_t k = 0; k < why.size(); ++k) asks += (k ? (k + 1 == why.size() ? " and " : ", ") : "") + why[k];
-    detail::fail("load_state_dict: ", source.where(), ": '", key, "' has shape ", detail::shape_str(found), ", expected ",
-                 detail::shape_str(t.shape), asks.empty() ? std::string() : " (" + config_where + " asks for " + asks + ")");
+    detail::fail("load_state_dict: ", source.where(), ": '", key, "' has shape ", detail::shape_str(found),
+                 ", expected ", detail::shape_str(t.shape),
+                 asks.empty() ? std::string() : " (" + config_where + " asks for " + asks + ")");
   }
   detail::require(missing.empty(), "load_state_dict: ", source.where(), ": missing tensors: ", join_names(missing));
 }
@@ -145,16 +147,17 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
     used.insert(key);
     const std::vector<std::int64_t> expected(p.shape.begin(), p.shape.end());
     const std::vector<std::int64_t> found = source.shape(key);
-    detail::require(detail::squeeze_leading(found) == detail::squeeze_leading(expected), "load_state_dict: ",
-                    source.where(), ": '", key, "' has shape ", detail::shape_str(found), ", expected ",
-                    detail::shape_str(expected));
+    detail::require(detail::squeeze_leading(found) == detail::squeeze_leading(expected),
+                    "load_state_dict: ", source.where(), ": '", key, "' has shape ", detail::shape_str(found),
+                    ", expected ", detail::shape_str(expected));
     if (p.kind != ParamKind::weight || !source.is_int8(key)) return source.read(key, p.data);
     // An int8 checkpoint: the integers times "<key>_scale" (one per output channel).
     const std::string sk = key + "_scale";
     detail::require(source.contains(sk), "load_state_dict: ", source.where(), ": '", key, "' is int8 but '", sk,
                     "' (its per-channel scales) is missing");
-    detail::require(expected[0] > 0 && source.shape(sk) == std::vector<std::int64_t>{expected[0]}, "load_state_dict: ", source.where(),
-                    ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)), ", expected [", expected[0], "]");
+    detail::require(expected[0] > 0 && source.shape(sk) == std::vector<std::int64_t>{expected[0]},
+                    "load_state_dict: ", source.where(), ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)),
+                    ", expected [", expected[0], "]");
     used.insert(sk);
     report.int8 = true;
     using S = std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>;
@@ -197,14 +200,15 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
 /// (per output channel, as quantize_int8) with "<name>_scale" (float32, one per output channel);
 /// everything else float32.
 template <class Module>
-void add_state_dict(const Module& module, io::SafetensorsWriter& writer, const std::string& key_prefix, io::DType dtype) {
+void add_state_dict(const Module& module, io::SafetensorsWriter& writer, const std::string& key_prefix,
+                    io::DType dtype) {
   module.visit_parameters("", [&](const auto& p) {
     const std::vector<std::int64_t> shape(p.shape.begin(), p.shape.end());
     if (dtype != io::DType::I8) return writer.add(key_prefix + p.name, p.data, shape, dtype);
     if (p.kind != ParamKind::weight) return writer.add(key_prefix + p.name, p.data, shape, io::DType::F32);
-    const Matrix<float> w =
-        Eigen::Map<const Matrix<std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>>>(p.data, shape[0], p.size / shape[0])
-            .template cast<float>();
+    const Matrix<float> w = Eigen::Map<const Matrix<std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>>>(
+                                p.data, shape[0], p.size / shape[0])
+                                .template cast<float>();
     const detail::Int8Weight q = detail::Int8Weight::of(w);
     writer.add_raw(key_prefix + p.name, io::DType::I8, shape,
                    std::string(reinterpret_cast<const char*>(q.q.data()), static_cast<size_t>(q.q.size())));
