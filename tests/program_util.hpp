@@ -3,11 +3,21 @@
 // defines the programs' paths). A file takes the ones it calls with a using-declaration.
 #pragma once
 
+#include "program_messages.hpp"
 #include "test_util.hpp"
 
 #include <filesystem>
 #include <string>
 #include <vector>
+
+/// `r_` (a test::Run) exited with `status` and its stderr holds `phrase`, one of
+/// program_messages.hpp's: a message is matched by its exit code and one stable phrase.
+#define CHECK_SAYS(r_, status_, phrase)                       \
+  do {                                                        \
+    INFO("stderr: " << (r_).err);                             \
+    CHECK((r_).status == (status_));                          \
+    CHECK((r_).err.find(phrase) != std::string::npos);        \
+  } while (false)
 
 namespace test {
 

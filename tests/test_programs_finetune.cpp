@@ -98,8 +98,8 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   std::filesystem::copy_file(dir + "/val/dark/0.png", dir + "/val2/cloudy/0.png");
   r = run("--train " + dir + "/train --val " + dir + "/val2 --out " + dir + "/run2 --config " + dir + "/config.json --steps 2",
           VITMAE_FINETUNE_EXE);
-  CHECK(r.status == 1);
-  CHECK(r.err == "vitmae: dataset " + dir + "/val2: class 'cloudy' is not one of the training set's 2 classes\n");
+  CHECK_SAYS(r, 1, messages::finetune::kNotATrainingClass);
+  CHECK(r.err.find("'cloudy'") != std::string::npos);
   CHECK_FALSE(io::file_exists(dir + "/run2/metrics.csv"));
   CHECK(run("--train a --val b --out c", VITMAE_FINETUNE_EXE).status == 2);
   CHECK(run("--train a --val b --holdout 2 --out c --config x", VITMAE_FINETUNE_EXE).status == 2);
@@ -124,17 +124,19 @@ TEST_CASE("vitmae-finetune learns a two-class folder from scratch and writes its
   r = run("--resume " + dir + "/whole/checkpoint-4 --out " + dir + "/alone", VITMAE_FINETUNE_EXE);
   INFO(r.err);
   REQUIRE(r.status == 0);
-  CHECK(r.err.find("vitmae-finetune: resuming from step 4 of 8 (" + dir + "/whole/checkpoint-4)") != std::string::npos);
+  CHECK(r.err.find(std::string(messages::finetune::kResumingFrom) + "4 of 8") != std::string::npos);
   CHECK(test::slurp(dir + "/whole/final/model.safetensors") == test::slurp(dir + "/alone/final/model.safetensors"));
   // A refused resume is a usage error (exit 2), one line naming both values.
   r = run(common + "--seed 4 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed2", VITMAE_FINETUNE_EXE);
-  CHECK(r.status == 2);
-  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the run was started with --seed 0, this run gives --seed 4; "
-                 "a resumed run must keep it (leave the flag out to keep it)\n");
+  CHECK_SAYS(r, 2, messages::finetune::kResumeFlagChanged);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find("--seed 0") != std::string::npos);
+  CHECK(r.err.find("--seed 4") != std::string::npos);
   r = run("--steps 9 --resume " + dir + "/whole/checkpoint-4 --out " + dir + "/resumed3", VITMAE_FINETUNE_EXE);
-  CHECK(r.status == 2);
-  CHECK(r.err == "vitmae: " + dir + "/whole/checkpoint-4/trainer_state.json: the run was started with --steps 8, this run gives "
-                 "--steps 9; a resumed run must keep it (leave the flag out to keep it)\n");
+  CHECK_SAYS(r, 2, messages::finetune::kResumeFlagChanged);
+  CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+  CHECK(r.err.find("--steps 8") != std::string::npos);
+  CHECK(r.err.find("--steps 9") != std::string::npos);
 
   // --holdout: N images per class out of the training set validate, the rest train.
   r = run("--train " + dir + "/train --holdout 4 --out " + dir + "/held --config " + dir +
@@ -184,7 +186,8 @@ TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the
     "num_attention_heads": 2, "intermediate_size": 32, "image_size": 8, "patch_size": 4, "num_channels": 3})");
   const std::string model = " --out " + dir + "/out --config " + dir + "/config.json --steps 1 --batch 2";
   struct Case {
-    std::string train, val, message;
+    std::string train, val, file;
+    const char* phrase;
   };
   std::filesystem::create_directories(dir + "/empty/a");
   std::filesystem::create_directories(dir + "/empty/b");
@@ -192,15 +195,15 @@ TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the
   io::write_file_atomic(dir + "/train.txt", "train/a/1.png 0\ntrain/b/1.png 1\n");
   io::write_file_atomic(dir + "/val.txt", "val/a/1.png 7\n");
   const std::vector<Case> cases{
-      {dir + "/empty", dir + "/val", "vitmae: dataset " + dir + "/empty/b: class 'b' has no image files\n"},
-      {dir + "/train.txt", dir + "/val.txt", "vitmae: dataset " + dir + "/val.txt:1: class '7' is not one of the training set's 2 classes\n"},
+      {dir + "/empty", dir + "/val", dir + "/empty/b", messages::finetune::kClassWithoutImages},
+      {dir + "/train.txt", dir + "/val.txt", dir + "/val.txt:1", messages::finetune::kNotATrainingClass},
   };
   for (const Case& c : cases) {
     INFO(c.train);
     const RunResult r = run("--train " + c.train + " --val " + c.val + model, VITMAE_FINETUNE_EXE);
-    CHECK(r.status == 1);
+    CHECK_SAYS(r, 1, c.phrase);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK(r.err.find(c.message) != std::string::npos);
+    CHECK(r.err.find(c.file) != std::string::npos);
     CHECK_FALSE(io::dir_exists(dir + "/out"));
   }
   // IDX files with a wrong magic number or a truncated body (via the library's IDX reader the
@@ -212,10 +215,9 @@ TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the
     std::filesystem::copy_file(test::data("idx/labels-idx1-ubyte.gz"), fm + "/train-labels-idx1-ubyte.gz");
     const RunResult r = run("--train fashion-mnist:" + fm + ":train --val " + dir + "/val" + model, VITMAE_FINETUNE_EXE);
     INFO(r.err);
-    CHECK(r.status == 1);
+    CHECK_SAYS(r, 1, std::string(bad).rfind("bad", 0) == 0 ? messages::finetune::kIdxBadMagic : messages::finetune::kIdxTruncated);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     CHECK(r.err.find(fm + "/train-images-idx3-ubyte.gz: ") != std::string::npos);
-    CHECK(r.err.find(std::string(bad).rfind("bad", 0) == 0 ? "magic number" : "truncated") != std::string::npos);
     CHECK_FALSE(io::dir_exists(dir + "/out"));
   }
   // A classifier whose id2label and classifier.weight disagree.
@@ -232,9 +234,8 @@ TEST_CASE("vitmae-finetune and vitmae-classify on bad input: one line naming the
     io::write_file_atomic(dir + "/cls3/config.json", j.dump());
     const RunResult r = run("--model " + dir + "/cls3 --image " + dir + "/val/a/1.png", VITMAE_CLASSIFY_EXE);
     INFO(r.err);
-    CHECK(r.status == 1);
+    CHECK_SAYS(r, 1, messages::classify::kLabelsDisagree);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    CHECK(r.err.find("classifier.weight") != std::string::npos);
   }
 }
 
@@ -272,8 +273,8 @@ TEST_CASE("list files: 'path<TAB>label' lines take labels with spaces") {
   io::write_file_atomic(dir + "/bad.txt", boots[0] + "\tBag\n" + boots[1] + "\n");
   const Run bad = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/bad.txt --val " + dir + "/list.txt --config " + dir +
                                                              "/vit.json --steps 1 --out " + dir + "/bad");
-  CHECK(bad.status == 1);
-  CHECK(bad.err == "vitmae: dataset " + dir + "/bad.txt:2: expected 'path<TAB>label' or 'path label', got '" + boots[1] + "'\n");
+  CHECK_SAYS(bad, 1, messages::finetune::kBadListLine);
+  CHECK(bad.err.find(dir + "/bad.txt:2") != std::string::npos);
 }
 
 TEST_CASE("integer labels with gaps: 1-based labels leave class 0 empty, and --holdout and --labels-per-class still work") {
@@ -316,16 +317,13 @@ TEST_CASE("fine-tuning from a classifier keeps its rows' names: the data's class
   grey_pngs(dir + "/data/bag", "b", 2, 70);
   const std::string args = "--data " + dir + "/data --val " + dir + "/data --init " + dir + "/cls --steps 1 --batch 8 --threads 1 --out ";
   const Run unknown = test::run_program(VITMAE_FINETUNE_EXE, args + dir + "/run2");
-  CHECK(unknown.status == 2);
-  CHECK(unknown.err == "vitmae: " + dir + "/cls/config.json: class 'bag' of " + dir +
-                           "/data is not one of the checkpoint's 3 labels (top, shoe, other); --relabel draws a fresh classifier for "
-                           "the data's classes\n");
+  CHECK_SAYS(unknown, 2, messages::finetune::kUnknownClass);
+  CHECK(unknown.err.find("'bag'") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(dir + "/run2"));
   const Run relabel = test::run_program(VITMAE_FINETUNE_EXE, args + dir + "/run3 --relabel");
   INFO(relabel.err);
   CHECK(relabel.status == 0);
-  CHECK(relabel.err.find("vitmae-finetune: --relabel: " + dir + "/cls's classifier is for other classes: drawn afresh for the 4 classes of " +
-                         dir + "/data\n") != std::string::npos);
+  CHECK(relabel.err.find(messages::finetune::kRelabelled) != std::string::npos);
   CHECK(relabel.err.find("classifier.weight") == std::string::npos);  // one line about the head, not two
   CHECK(vitmae::ViTConfig::load(dir + "/run3/final/config.json").id2label == std::vector<std::string>{"bag", "other", "shoe", "top"});
 }
@@ -368,25 +366,22 @@ TEST_CASE("smaller messages: a mistyped split is a usage error, a subset too lar
   const std::string vit = tiny_vit_config(dir);
   Run r = test::run_program(VITMAE_FINETUNE_EXE, "--data fashion-mnist:" + test::data("fashion-mnist") + ":tain --holdout 1 --config " +
                                                      vit + " --out " + dir + "/o");
-  CHECK(r.status == 2);
-  CHECK(r.err == "vitmae: dataset fashion-mnist:" + test::data("fashion-mnist") + ":tain: SPLIT must be train or t10k, got 'tain'\n");
+  CHECK_SAYS(r, 2, messages::finetune::kSplitMustBe);
   grey_pngs(dir + "/data/a", "a", 3, 30);
   grey_pngs(dir + "/data/b", "b", 5, 200);
   r = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/data --val " + dir + "/data --labels-per-class 4 --config " + vit +
                                                  " --out " + dir + "/o");
-  CHECK(r.status == 1);
-  CHECK(r.err == "vitmae: dataset " + dir + "/data: class 'a' has 3 images, fewer than --labels-per-class 4\n");
+  CHECK_SAYS(r, 1, messages::finetune::kFewerThanLabelsPerClass);
   io::write_file_atomic(dir + "/val.txt", dir + "/data/a/a-0.png\ta\n\n# comment\n" + dir + "/data/a/a-1.png\tc\n");
   r = test::run_program(VITMAE_FINETUNE_EXE, "--data " + dir + "/data --val " + dir + "/val.txt --config " + vit + " --out " + dir + "/o");
-  CHECK(r.status == 1);
-  CHECK(r.err == "vitmae: dataset " + dir + "/val.txt:4: class 'c' is not one of the training set's 2 classes\n");
+  CHECK_SAYS(r, 1, messages::finetune::kNotATrainingClass);
+  CHECK(r.err.find(dir + "/val.txt:4") != std::string::npos);
   // A truncated .gz says it is truncated, not what its last bytes happen to say.
   const std::string gz = test::slurp(test::data("fashion-mnist/t1k-images-idx3-ubyte.gz"));
   io::write_file_atomic(dir + "/t10k-images-idx3-ubyte.gz", gz.substr(0, gz.size() / 2));
   std::filesystem::copy_file(test::data("fashion-mnist/t1k-labels-idx1-ubyte.gz"), dir + "/t10k-labels-idx1-ubyte.gz");
   r = test::run_program(VITMAE_FINETUNE_EXE, "--data fashion-mnist:" + dir + ":t10k --holdout 1 --config " + vit + " --out " + dir + "/o");
-  CHECK(r.status == 1);
-  CHECK(r.err.rfind("vitmae: " + dir + "/t10k-images-idx3-ubyte.gz: truncated or corrupt gzip file", 0) == 0);
+  CHECK_SAYS(r, 1, messages::finetune::kTruncatedGzip);
   CHECK_FALSE(std::filesystem::exists(dir + "/o"));
 }
 
@@ -421,8 +416,7 @@ TEST_CASE("the linear probe trains on the one loop: --steps exact, a metrics row
   const Run m = test::run_program(VITMAE_FINETUNE_EXE, common + "--probe-features mean --out " + dir + "/mean");
   INFO(m.err);
   REQUIRE(m.status == 0);
-  CHECK(m.err.find("vitmae-finetune: --probe-features mean: no " + dir + "/mean/final (a ViTForImageClassification classifies the CLS "
-                   "token); the head and its normalisation are in " + dir + "/mean/probe.safetensors\n") != std::string::npos);
+  CHECK(m.err.find(messages::finetune::kProbeMeanNoFinal) != std::string::npos);
   const io::SafetensorsFile probe(dir + "/mean/probe.safetensors");
   CHECK(probe.info("classifier.weight").shape == std::vector<std::int64_t>{10, 96});
   CHECK(probe.info("mean").shape == std::vector<std::int64_t>{96});
@@ -518,26 +512,25 @@ TEST_CASE("vitmae-evaluate refuses a class the model lacks, a damaged image and 
   const std::string model = " --model " + dir + "/model";
   io::write_file_atomic(dir + "/list.txt", dir + "/set/a/0.png a\n" + dir + "/set/b/0.png Zebra\n");
   Run r = test::run_program(VITMAE_EVALUATE_EXE, model + " --data " + dir + "/list.txt --out " + dir + "/out");
-  CHECK(r.status == 1);
-  CHECK(r.err == "vitmae: dataset " + dir + "/list.txt:2: class 'Zebra' is not one of the model's 3 classes\n");
+  CHECK_SAYS(r, 1, messages::evaluate::kNotAModelClass);
+  CHECK(r.err.find(dir + "/list.txt:2") != std::string::npos);
   CHECK(r.out.empty());
   CHECK_FALSE(std::filesystem::exists(dir + "/out"));
 
   io::write_file_atomic(dir + "/set/c/broken.png", "not a PNG");
   r = test::run_program(VITMAE_EVALUATE_EXE, model + " --data " + dir + "/set --out " + dir + "/out");
-  CHECK(r.status == 1);
+  CHECK_SAYS(r, 1, messages::evaluate::kSkipBadImagesHint);
   CHECK(r.err.find(dir + "/set/c/broken.png") != std::string::npos);
-  CHECK(r.err.find("--skip-bad-images") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(dir + "/out"));
   r = test::run_program(VITMAE_EVALUATE_EXE, model + " --data " + dir + "/set --skip-bad-images --out " + dir + "/out");
-  CHECK(r.status == 0);
-  CHECK(r.err.find("vitmae-evaluate: --skip-bad-images: left out 1 of 7 images, which cannot be read:") != std::string::npos);
+  CHECK_SAYS(r, 0, messages::evaluate::kLeftOut);
+  CHECK(r.err.find("1 of 7 images") != std::string::npos);
   CHECK(r.out.find("(6 images, 3 classes)") != std::string::npos);
   CHECK(lines_of(test::slurp(dir + "/out/per_class.csv")).size() == 4);
 
   r = test::run_program(VITMAE_EVALUATE_EXE, "--data " + dir + "/set");
-  CHECK(r.status == 2);
-  CHECK(r.err.rfind("vitmae-evaluate: --model and --data are required\nusage: vitmae-evaluate --model DIR --data SRC", 0) == 0);
+  CHECK_SAYS(r, 2, messages::evaluate::kRequired);
+  CHECK(r.err.find(messages::cli::kSynopsis) != std::string::npos);
   CHECK(r.out.empty());
 }
 
