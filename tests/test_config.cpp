@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// ViTMAEConfig: HF defaults, config.json reading and writing, validation errors.
+// ViTMAEConfig and ViTConfig (config.hpp, vit_config.hpp): HF's defaults and presets, config.json
+// reading and writing, validation errors naming the key, and models too large for validate().
 #include "test_util.hpp"
 
 #include <fstream>
@@ -101,5 +102,78 @@ TEST_CASE("config files: missing and malformed files name the file") {
   const std::string dir = test::tmp_dir("config_bad");
   std::ofstream(dir + "/config.json") << "{\"hidden_size\": 64,";
   CHECK_THROWS_WITH_AS(vitmae::load_config(dir + "/config.json"), doctest::Contains("config.json: not valid JSON"),
+                       vitmae::Error);
+}
+
+TEST_CASE("presets have the MAE release's sizes") {
+  const auto b = vitmae::Config::preset("mae-vit-base");
+  CHECK(b.hidden_size == 768);
+  CHECK(b.layer_norm_eps == 1e-6);
+  const auto l = vitmae::Config::preset("mae-vit-large");
+  CHECK(l.hidden_size == 1024);
+  CHECK(l.num_hidden_layers == 24);
+  CHECK(l.num_attention_heads == 16);
+  const auto h = vitmae::Config::preset("mae-vit-huge");
+  CHECK(h.hidden_size == 1280);
+  CHECK(h.num_hidden_layers == 32);
+  CHECK(h.patch_size == 14);
+  CHECK(h.decoder_hidden_size == 512);
+  CHECK_THROWS_WITH_AS(vitmae::Config::preset("mae-vit-giant"), doctest::Contains("unknown name 'mae-vit-giant'"),
+                       vitmae::Error);
+}
+
+TEST_CASE("a config whose model is too large is refused by validate(), naming the sizes") {
+  vitmae::Config c;  // the issue's: image_size 65536, patch 1
+  c.image_size = 65536;
+  c.patch_size = 1;
+  double count = 0;
+  for (const auto& t : vitmae::tensor_specs<vitmae::ForPreTraining<float>>(c)) {  // allocates nothing
+    double n = 1;
+    for (auto d : t.shape) n *= static_cast<double>(d);
+    count += n;
+  }
+  char expected_count[64];
+  std::snprintf(expected_count, sizeof expected_count, "%.0f", count);
+  CHECK(std::string(expected_count) == "5497668815875");
+  CHECK_THROWS_WITH_AS(
+      c.validate("config.json"),
+      "vitmae: config.json: the model would have 5497668815875 parameters (21990.7 GB as float32), more than the "
+      "limit of 4000000000: check image_size 65536 / patch_size 1 (4294967296 patches), hidden_size 768 x "
+      "num_hidden_layers 12, decoder_hidden_size 512 x decoder_num_hidden_layers 8",
+      vitmae::Error);
+  // Just below the limit passes; MAE's largest is far below.
+  vitmae::Config huge = vitmae::Config::preset("mae-vit-huge");
+  CHECK_NOTHROW(huge.validate());
+  huge.num_hidden_layers = 5000;
+  CHECK_THROWS_WITH_AS(huge.validate(), doctest::Contains("more than the limit of 4000000000"), vitmae::Error);
+}
+
+TEST_CASE("ViTConfig: HF's fields and defaults, id2label rules, errors naming the key") {
+  const vitmae::ViTConfig d;
+  CHECK(d.hidden_size == 768);
+  CHECK(d.encoder_stride == 16);
+  CHECK(d.num_labels() == 2);
+  CHECK(d.id2label[1] == "LABEL_1");
+  const auto c = vitmae::load_vit_config(test::data("hf_vit/cls_tiny/config.json"));
+  CHECK(c.num_labels() == 10);
+  CHECK(c.id2label[9] == "Ankle boot");
+  CHECK(c.label_id("Sneaker") == 7);
+  const auto j = c.to_json();
+  CHECK(j["model_type"] == "vit");
+  CHECK(j["architectures"][0] == "ViTForImageClassification");
+  CHECK(j["label2id"]["Dress"] == 3);
+  CHECK(j["id2label"]["3"] == "Dress");
+  const auto back = vitmae::ViTConfig::from_json(j);
+  CHECK(back.id2label == c.id2label);
+  CHECK(back.hidden_size == c.hidden_size);
+  CHECK(vitmae::ViTConfig::from_json(nlohmann::json{{"num_labels", 5}}).num_labels() == 5);
+  CHECK_THROWS_WITH_AS(vitmae::ViTConfig::from_json(nlohmann::json{{"id2label", {{"0", "a"}, {"2", "b"}}}}, "x.json"),
+                       doctest::Contains("x.json: 'id2label' key '2' is not a class index in 0 ... 1"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(vitmae::ViTConfig::from_json(nlohmann::json{{"problem_type", "ranking"}}, "x.json"),
+                       doctest::Contains("x.json: 'problem_type' must be null"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(
+      vitmae::ViTConfig::from_json(nlohmann::json{{"hidden_size", 10}, {"num_attention_heads", 3}}, "x.json"),
+      doctest::Contains("'hidden_size' 10 is not a multiple of 'num_attention_heads' 3"), vitmae::Error);
+  CHECK_THROWS_WITH_AS(c.label_id("Hat"), doctest::Contains("label 'Hat' is not one of the model's 10 labels"),
                        vitmae::Error);
 }

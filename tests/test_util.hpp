@@ -13,6 +13,7 @@
 #include <fstream>
 #include <initializer_list>
 #include <iterator>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -148,6 +149,80 @@ std::vector<Scalar> flatten(const std::vector<vitmae::Matrix<Scalar>>& ms) {
   std::vector<Scalar> v;
   for (const auto& m : ms) v.insert(v.end(), m.data(), m.data() + m.size());
   return v;
+}
+
+// Helpers several test files share. A file takes the ones it calls with a using-declaration
+// (`using test::processor;`): the test executable is a unity build, where two files' own copies
+// of a helper would clash in one translation unit.
+
+/// Copies a file (cp); the test case fails when it cannot.
+inline void copy(const std::string& from, const std::string& to) {
+  REQUIRE(std::system(("cp '" + from + "' '" + to + "'").c_str()) == 0);
+}
+
+/// What the library's image loader says after the file's name when a file is not an image.
+inline const char* const kNotAnImage = ": not a readable image: expected PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR";
+
+/// `fixture`'s weights copied into `dir` beside its config.json with the sizes (hidden
+/// 2048, 48 layers, MLP 8192: a 9.6 GB model beside a 64-wide checkpoint); returns the message
+/// that must refuse it.
+inline std::string oversized_config_beside(const std::string& fixture, const std::string& dir) {
+  copy(test::data(fixture + "/model.safetensors"), dir + "/model.safetensors");
+  nlohmann::json j = vitmae::io::read_json_file(test::data(fixture + "/config.json"));
+  j["hidden_size"] = 2048;
+  j["num_hidden_layers"] = 48;
+  j["intermediate_size"] = 8192;
+  vitmae::io::write_file_atomic(dir + "/config.json", j.dump(2));
+  return "vitmae: load_state_dict: " + dir +
+         "/model.safetensors: 'vit.embeddings.cls_token' has shape [1, 1, 64], "
+         "expected [1, 1, 2048] (" +
+         dir + "/config.json asks for hidden_size 2048)";
+}
+
+/// name -> shape of every tensor a safetensors file holds.
+inline std::map<std::string, std::vector<std::int64_t>> file_names(const std::string& path) {
+  std::map<std::string, std::vector<std::int64_t>> names;
+  const vitmae::io::SafetensorsFile f(path);
+  for (const auto& [n, info] : f.tensors()) names[n] = info.shape;
+  return names;
+}
+
+/// The labels of an hf_vit fixture: I64 [B] class indices, F32 [B, N] multi-label targets, F32 [B]
+/// regression targets.
+template <class Scalar>
+vitmae::Labels<Scalar> fixture_labels(const vitmae::io::SafetensorsFile& f, const std::string& name = "labels") {
+  if (f.tensors().at(name).dtype == vitmae::io::DType::I64) {
+    const auto t = f.get<std::int64_t>(name);
+    return vitmae::Labels<Scalar>::of_classes(t.data);
+  }
+  const auto t = f.get<Scalar>(name);
+  const vitmae::Index B = t.size(0), N = t.dim() > 1 ? t.size(1) : 1;
+  return vitmae::Labels<Scalar>::of_targets(Eigen::Map<const vitmae::Matrix<Scalar>>(t.ptr(), B, N));
+}
+
+/// A small random ViT classifier's config (8x8, 2 channels, hidden 8, one layer) for finite
+/// differences and quick training.
+inline vitmae::ViTConfig small_config(vitmae::Index labels, const char* act = "gelu") {
+  vitmae::ViTConfig c;
+  c.hidden_size = 8, c.num_hidden_layers = 1, c.num_attention_heads = 2, c.intermediate_size = 12;
+  c.image_size = 8, c.patch_size = 4, c.num_channels = 2, c.hidden_act = act;
+  c.id2label = vitmae::ViTConfig::default_labels(labels);
+  return c;
+}
+
+/// hf/tiny's config at 16x16 pixels (16 patches): seconds of training.
+inline vitmae::Config tiny16_config() {
+  vitmae::Config c = vitmae::load_config(test::data("hf/tiny/config.json"));
+  c.image_size = 16;
+  return c;
+}
+
+/// A ViTImageProcessor resizing to size x size with PIL's bicubic.
+inline vitmae::ImageProcessor processor(int size) {
+  vitmae::ImageProcessor p;
+  p.height = p.width = size;
+  p.resample = 3;
+  return p;
 }
 
 }  // namespace test

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// outputs.hpp: a forward's inputs read from and its outputs written to safetensors under HF's
-// names, round-tripped on the tiny fixtures and compared with PyTorch's tensors; io/npy.hpp: the
-// .npy format 1.0 bytes, header checked byte for byte.
+// The inference API on top of the models: a forward's inputs read from and its outputs written to
+// safetensors under HF's names (outputs.hpp), compared with PyTorch's tensors, and .npy format 1.0
+// (io/npy.hpp); the pipelines (pipelines.hpp: image files to features and to top-k classes), the
+// FLOP counts vitmae-bench reports (flops.hpp) and the reconstruction panels (visualize.hpp).
 #include "test_util.hpp"
 
+#include <vitmae/images/pipelines.hpp>
 #include <vitmae/io/npy.hpp>
+#include <vitmae/models/flops.hpp>
 #include <vitmae/models/outputs.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <set>
 
@@ -33,7 +37,15 @@ void check_written(const io::SafetensorsFile& got, const io::SafetensorsFile& fi
   test::check_close(name, written.data(), static_cast<long>(written.size()), fixture.get<double>(name), atol);
 }
 
+const std::vector<std::string>& pipeline_photos() {
+  static const std::vector<std::string> p{test::data("images/chelsea.png"), test::data("images/camera.png"),
+                                          test::data("images/rocket.jpg")};
+  return p;
+}
+
 }  // namespace
+
+// ---------------------------------------------------------------- outputs written out
 
 TEST_CASE("add_outputs: ViTMAEForPreTraining's outputs under HF's names, as PyTorch's, read back bit for bit") {
   const io::SafetensorsFile in(test::data("hf/tiny/io.safetensors"));
@@ -180,4 +192,142 @@ TEST_CASE(
   const std::string path = test::tmp_dir("npy") + "/x.npy";
   io::save_npy(path, x.data(), {2, 3});
   CHECK(test::slurp(path) == b);
+}
+
+// ---------------------------------------------------------------- pipelines and FLOP counts
+
+TEST_CASE("top_classes: softmax or sigmoid scores, best first, ties in class order, at most num_labels") {
+  vitmae::ViTConfig c;
+  c.id2label = {"a", "b", "c"};
+  vitmae::Matrix<float> logits(2, 3);
+  logits << 0.f, std::log(3.f), 0.f,  // exp: 1, 3, 1 -> 0.2, 0.6, 0.2
+      5.f, 5.f, 5.f;                  // all equal: class order
+  auto top = vitmae::top_classes(c, logits, 2);
+  REQUIRE(top.size() == 2);
+  REQUIRE(top[0].size() == 2);
+  CHECK(top[0][0].index == 1);
+  CHECK(top[0][0].label == "b");
+  CHECK(top[0][0].score == doctest::Approx(0.6).epsilon(1e-7));
+  CHECK(top[0][1].index == 0);
+  CHECK(top[0][1].score == doctest::Approx(0.2).epsilon(1e-7));
+  CHECK(top[1][0].index == 0);
+  CHECK(top[1][1].index == 1);
+  CHECK(top[1][0].score == doctest::Approx(1.0 / 3));
+  CHECK(vitmae::top_classes(c, logits, 10)[0].size() == 3);
+
+  c.problem_type = "multi_label_classification";  // each logit through the sigmoid, independently
+  top = vitmae::top_classes(c, logits, 3);
+  CHECK(top[0][0].score == doctest::Approx(0.75).epsilon(1e-7));  // sigmoid(ln 3) = 3 / 4
+  CHECK(top[0][1].score == doctest::Approx(0.5));
+  CHECK(top[1][2].score == doctest::Approx(1 / (1 + std::exp(-5.0))));
+
+  vitmae::ViTConfig one;
+  one.id2label = {"x"};
+  const vitmae::Matrix<double> z = vitmae::Matrix<double>::Constant(1, 1, -std::log(4.0));
+  CHECK(vitmae::top_classes(one, z, 5)[0][0].score == doctest::Approx(0.2));  // one label: sigmoid, 1 / (1 + 4)
+  CHECK_THROWS_WITH_AS(vitmae::top_classes(one, logits, 1),
+                       "vitmae: top_classes: logits have 3 columns, expected num_labels = 1", vitmae::Error);
+}
+
+TEST_CASE(
+    "image_features: each image's CLS and mean patch token as the model's forward gives them, whatever the batch") {
+  const std::string dir = test::data("hf/tiny");
+  auto model = vitmae::ViTMAEModel<float>::from_pretrained(dir);
+  model.config.mask_ratio = 0.5;  // masked: the noise stream must not depend on the batch either
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(dir, model.config);
+  std::vector<std::pair<size_t, size_t>> batches;
+  std::mt19937_64 rng2(7), rng1(7), rng_ref(7);
+  const vitmae::ImageFeatures<float> f2 = vitmae::image_features(
+      model, proc, pipeline_photos(), 2, rng2, [&](size_t b, size_t e) { batches.emplace_back(b, e); });
+  CHECK(batches == std::vector<std::pair<size_t, size_t>>{{0, 2}, {2, 3}});
+  const vitmae::ImageFeatures<float> f1 = vitmae::image_features(model, proc, pipeline_photos(), 1, rng1);
+  REQUIRE(f2.cls.rows() == 3);
+  REQUIRE(f2.cls.cols() == 64);
+  for (vitmae::Index i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    const auto px = proc.preprocess<float>({vitmae::io::load_image(pipeline_photos()[static_cast<size_t>(i)], 3)});
+    const vitmae::Matrix<float> h = model.forward(px, rng_ref).last_hidden_state[0];  // (1 + 32, 64)
+    REQUIRE(h.rows() == 33);
+    const vitmae::RowVector<float> mean = h.bottomRows(32).colwise().mean();
+    CHECK((f1.cls.row(i) - h.row(0)).cwiseAbs().maxCoeff() == 0.f);  // batch 1: the same computation
+    CHECK((f1.mean.row(i) - mean).cwiseAbs().maxCoeff() == 0.f);
+    CHECK((f2.cls.row(i) - h.row(0)).cwiseAbs().maxCoeff() <= 1e-5f);  // a batch's products are stacked: float rounding
+    CHECK((f2.mean.row(i) - mean).cwiseAbs().maxCoeff() <= 1e-5f);
+  }
+  const vitmae::ImageFeatures<float> pooled = vitmae::pool_features(
+      std::vector<vitmae::Matrix<float>>{(vitmae::Matrix<float>(3, 2) << 1, 2, 3, 4, 5, 8).finished()});
+  CHECK(pooled.cls == (vitmae::Matrix<float>(1, 2) << 1, 2).finished());
+  CHECK(pooled.mean == (vitmae::Matrix<float>(1, 2) << 4, 6).finished());
+  CHECK_THROWS_WITH_AS(vitmae::image_features(model, proc, {test::data("images/truncated.jpg")}, 1, rng1),
+                       doctest::Contains("truncated.jpg"), vitmae::Error);
+}
+
+TEST_CASE("classify_images: top_classes of each image's logits, in input order, the same in batches") {
+  const std::string dir = test::data("hf_vit/cls_tiny");
+  const auto model = vitmae::ViTForImageClassification<float>::from_pretrained(dir);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(dir, model.config().mae_config());
+  const auto top = vitmae::classify_images(model, proc, pipeline_photos(), 3, 2);
+  REQUIRE(top.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    const auto px = proc.preprocess<float>({vitmae::io::load_image(pipeline_photos()[i], 3)});
+    const vitmae::Matrix<float> logits = model.forward(px).logits;  // (1, 10)
+    const vitmae::RowVector<double> z = logits.row(0).cast<double>();
+    const double sum = (z.array() - z.maxCoeff()).exp().sum();
+    REQUIRE(top[i].size() == 3);
+    vitmae::Index best = 0;
+    z.maxCoeff(&best);
+    CHECK(top[i][0].index == best);
+    CHECK(top[i][0].label == model.config().id2label[static_cast<size_t>(best)]);
+    CHECK(top[i][0].score == doctest::Approx(1.0 / sum).epsilon(1e-5));  // exp(max - max) / sum
+    CHECK(top[i][0].score >= top[i][1].score);
+    CHECK(top[i][1].score >= top[i][2].score);
+  }
+}
+
+TEST_CASE("forward_flops: a hand count on the tiny config, and vit-mae-base as the bench page's table reports it") {
+  const vitmae::Config tiny = vitmae::load_config(test::data("hf/tiny/config.json"));
+  // One encoder layer on 17 tokens of 64 (MLP 128): 2*17*64*192 + 2*17*64*64 + 4*17*64*128 + 4*17*17*64.
+  CHECK(vitmae::layer_flops(17, 64, 128) == 1188096.0);
+  // Encoder at mask 0.75: the patch projection 2*64*48*64 plus 2 layers on 1 + 16 tokens.
+  CHECK(vitmae::forward_flops(tiny, false, 0.75) == 2 * 64 * 48 * 64 + 2 * 1188096.0);
+  CHECK(vitmae::forward_flops(tiny, true, 0.75) == 6250240.0);
+  CHECK(vitmae::forward_flops(tiny, false, 0.0) == 11076096.0);
+  vitmae::ViTConfig vit = vitmae::ViTConfig::from_mae(tiny, vitmae::ViTConfig::default_labels(10));
+  CHECK(vitmae::forward_flops(vit) == 11076096.0 + 2 * 64 * 10);  // the classifier on the CLS token
+  // vit-mae-base (HF's defaults): pretrain_b1 19.56 GFLOP, features_b1 35.13, finetune_b8 843.1 = 3 x 8 x 35.13.
+  const vitmae::Config base;
+  CHECK(vitmae::forward_flops(base, true, base.mask_ratio) / 1e9 == doctest::Approx(19.56).epsilon(5e-4));
+  CHECK(vitmae::forward_flops(base, false, 0.0) / 1e9 == doctest::Approx(35.13).epsilon(5e-4));
+  vit = vitmae::ViTConfig::from_mae(base, vitmae::ViTConfig::default_labels(1000));
+  CHECK(3 * 8 * vitmae::forward_flops(vit) / 1e9 == doctest::Approx(843.1).epsilon(5e-4));
+}
+
+// ---------------------------------------------------------------- reconstruction panels
+
+TEST_CASE("norm_pix_loss panels never use a masked patch's own statistics") {
+  // Changing the hidden content of a masked patch must not change how its prediction is shown.
+  const auto m = vitmae::ViTMAEForPreTraining<double>::from_pretrained(test::data("hf/tiny_normpix_gelu_new"));
+  REQUIRE(m.config().norm_pix_loss);
+  const auto proc = vitmae::ImageProcessor::for_checkpoint(test::data("hf/tiny_normpix_gelu_new"), m.config());
+  const auto px = proc.preprocess<double>({io::load_image(test::data("images/coffee.png"), 3)});
+  std::mt19937_64 rng(3);
+  const auto out = m.forward(px, rng);
+  const vitmae::RowVector<double> mask = out.mask.row(0);
+  vitmae::Matrix<double> img = vitmae::image_of(px, 0);
+  const vitmae::Matrix<double> shown = vitmae::predicted_pixels(m, img, 32, 32, out.logits[0], mask);
+  vitmae::Index l = 0;
+  while (mask(l) == 0.0) ++l;  // the first masked patch
+  const vitmae::Index y0 = (l / 8) * 4, x0 = (l % 8) * 4;
+  for (vitmae::Index y = 0; y < 4; ++y)
+    for (vitmae::Index x = 0; x < 4; ++x) img.col((y0 + y) * 32 + x0 + x) *= 5.0;  // new hidden content
+  const vitmae::Matrix<double> shown2 = vitmae::predicted_pixels(m, img, 32, 32, out.logits[0], mask);
+  CHECK(shown2.row(l) == shown.row(l));
+  // Visible patches are shown with their own statistics: de-normalising the prediction there.
+  vitmae::Index v = 0;
+  while (mask(v) != 0.0) ++v;
+  const vitmae::Matrix<double> patches = m.patchify(vitmae::image_of(px, 0), 32, 32);
+  const double mean = patches.row(v).mean();
+  const double var = (patches.row(v).array() - mean).square().sum() / 47.0;
+  CHECK(shown(v, 0) == doctest::Approx(out.logits[0](v, 0) * std::sqrt(var + 1e-6) + mean));
 }

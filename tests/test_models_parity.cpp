@@ -1,13 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
-// Golden end-to-end tests: every case of the reference fixtures (tests/data/hf, tests/data/formats),
-// produced by HF transformers' ViTMAEForPreTraining in PyTorch, reproduced through the API.
+// Golden end-to-end tests of the models: every case of the reference fixtures (tests/data/hf,
+// tests/data/formats, tests/data/hf_vit), produced by HF transformers in PyTorch, reproduced
+// through the API (ViTMAEForPreTraining, ViTMAEModel, ViTForImageClassification).
 #include "test_util.hpp"
 
 #include <string>
 
+namespace io = vitmae::io;
+using test::fixture_labels;
+
 namespace {
 
 using vitmae::Index;
+using vitmae::Matrix;
 
 /// Runs the checkpoint in `dir` on its io.safetensors and checks every output it holds.
 /// float32 within 1e-4 absolute of the float32 references; float64 within 1e-12 of the `*_f64`
@@ -100,6 +105,61 @@ void check_case(const std::string& dir, bool packed = false) {
   }
 }
 
+/// Runs the case's checkpoint on its io.safetensors and checks every output it holds: float32
+/// within 1e-4 of the float32 references; float64 within 1e-12 of the `*_f64` ones (every
+/// operation in float64) where the case has them, else 1e-4 of the float32 ones.
+template <class Scalar>
+void check_classifier_case(const std::string& dir) {
+  INFO("case " << dir);
+  const io::SafetensorsFile f(test::data(dir + "/io.safetensors"));
+  const auto model = vitmae::ViTForImageClassification<Scalar>::from_pretrained(test::data(dir));
+  vitmae::ForwardOptions opts;
+  opts.interpolate_pos_encoding = f.metadata().at("interpolate_pos_encoding") == "true";
+  opts.output_hidden_states = opts.output_attentions = true;
+  const auto labels = fixture_labels<Scalar>(f);
+  const auto out = model.forward(f.get<Scalar>("pixel_values"), &labels, opts);
+
+  const bool f64 = std::is_same_v<Scalar, double>;
+  auto expected = [&](const std::string& name) {
+    const bool have64 = f64 && f.contains(name + "_f64");
+    return std::make_pair(f.get<double>(have64 ? name + "_f64" : name), have64 ? 1e-12 : 1e-4);
+  };
+  {
+    auto [e, t] = expected("logits");
+    test::check_close("logits", out.logits.data(), static_cast<long>(out.logits.size()), e, t);
+  }
+  {
+    auto [e, t] = expected("loss");
+    REQUIRE(out.loss.has_value());
+    test::check_close("loss", &*out.loss, 1, e, t);
+  }
+  {
+    auto [e, t] = expected("last_hidden_state");
+    const auto got = test::flatten(out.last_hidden_state);
+    test::check_close("last_hidden_state", got.data(), static_cast<long>(got.size()), e, t);
+  }
+  const Index layers = model.config().num_hidden_layers;
+  REQUIRE(static_cast<Index>(out.hidden_states.size()) == layers + 1);
+  REQUIRE(static_cast<Index>(out.attentions.size()) == layers);
+  for (Index i = 0; i <= layers; ++i) {
+    const auto got = test::flatten(out.hidden_states[static_cast<size_t>(i)]);
+    test::check_close("hidden_states." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                      f.get<double>("hidden_states." + std::to_string(i)), 1e-4);
+  }
+  for (Index i = 0; i < layers; ++i) {
+    const auto got = test::flatten(out.attentions[static_cast<size_t>(i)]);
+    test::check_close("attentions." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                      f.get<double>("attentions." + std::to_string(i)), 1e-4);
+  }
+  if (f.contains("loss_label_smoothing_0.1")) {  // torch's CrossEntropyLoss(label_smoothing=0.1) of the float32 logits
+    const Scalar smoothed = model.loss_of(0.1).forward(out.logits, labels, static_cast<Matrix<Scalar>*>(nullptr));
+    test::check_close("loss_label_smoothing_0.1", &smoothed, 1, f.get<double>("loss_label_smoothing_0.1"), 1e-4);
+  }
+}
+
+const char* const kCases[] = {"hf_vit/cls_tiny", "hf_vit/cls_interp_48", "hf_vit/cls_multilabel",
+                              "hf_vit/cls_regression", "hf_vit/cls_from_mae_tiny"};
+
 }  // namespace
 
 TEST_CASE_TEMPLATE("parity hf/tiny (gelu, qkv bias, mask 0.75, batch 2)", Scalar, float, double) {
@@ -151,4 +211,8 @@ TEST_CASE("float64 forward matches the reference to 1e-12 relative on train_step
   const double loss = model.forward(batch, n).loss;
   INFO("loss " << loss << " reference " << ref);
   CHECK(std::abs(loss - ref) <= 1e-12 * std::abs(ref));
+}
+
+TEST_CASE_TEMPLATE("ViTForImageClassification matches transformers on every hf_vit case", Scalar, float, double) {
+  for (const char* c : kCases) check_classifier_case<Scalar>(c);
 }

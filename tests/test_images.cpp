@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-// Images: stb decoding of every sample file (against an independent PNG decoder), channel
-// conversion, the loader's errors, and ViTImageProcessor parity with PIL/HF.
+// Images (io/image.hpp, image_processor.hpp): stb decoding of every sample file (against an
+// independent PNG decoder), channel conversion, the loader's errors as whole lines, writing PNG,
+// JPEG and BMP, and ViTImageProcessor's parity with PIL/HF and its defaults.
 #include "test_util.hpp"
 
 #include <vitmae/images/image_processor.hpp>
 
 #include <fstream>
+#include <thread>
 
 namespace io = vitmae::io;
+using test::kNotAnImage;
 
 namespace {
 
@@ -91,6 +94,72 @@ TEST_CASE("image errors name the file: missing, empty, not an image, truncated, 
   CHECK_NOTHROW(io::load_image_raw(test::data("images/chelsea.png"), 135300));
 }
 
+TEST_CASE("image errors are whole lines that name the file and the right format") {
+  const std::string notice = test::data("images/NOTICE");
+  CHECK_THROWS_WITH_AS(io::load_image_raw(notice), ("vitmae: " + notice + kNotAnImage).c_str(), vitmae::Error);
+  // stb_image's failure reason is per thread and null in a new one: it must not cut the message.
+  std::string in_thread;
+  std::thread([&] {
+    try {
+      io::load_image_raw(notice);
+    } catch (const vitmae::Error& e) {
+      in_thread = e.what();
+    }
+  }).join();
+  CHECK(in_thread == "vitmae: " + notice + kNotAnImage);
+
+  const std::string folder = test::data("images");
+  CHECK_THROWS_WITH_AS(io::load_image_raw(folder),
+                       ("vitmae: " + folder + ": is a directory, expected an image file").c_str(), vitmae::Error);
+  // A JPEG cut inside its header tables: stb's loader fails without a reason of its own and its
+  // last reason is the PNG test's "bad png sig", which must not be shown.
+  const std::string truncated = test::data("images/truncated.jpg");
+  CHECK_THROWS_WITH_AS(io::load_image_raw(truncated),
+                       ("vitmae: " + truncated + ": cannot decode image: truncated or corrupt JPEG").c_str(),
+                       vitmae::Error);
+  const std::string dir = test::tmp_dir("new_user_messages");
+  const std::string rocket = test::slurp(test::data("images/rocket.jpg"));
+  io::write_file_atomic(dir + "/half.jpg", rocket.substr(0, rocket.size() / 2));
+  CHECK_THROWS_WITH_AS(
+      io::load_image_raw(dir + "/half.jpg"),
+      ("vitmae: " + dir + "/half.jpg: cannot decode image: truncated or corrupt JPEG (stb_image: expected marker)")
+          .c_str(),
+      vitmae::Error);
+  io::write_file_atomic(dir + "/head.jpg", rocket.substr(0, 300));
+  CHECK_THROWS_WITH_AS(io::load_image_raw(dir + "/head.jpg"),
+                       ("vitmae: " + dir + "/head.jpg: cannot read the JPEG header: truncated or corrupt JPEG").c_str(),
+                       vitmae::Error);
+  const std::string chelsea = test::slurp(test::data("images/chelsea.png"));
+  io::write_file_atomic(dir + "/half.png", chelsea.substr(0, chelsea.size() / 2));
+  CHECK_THROWS_WITH_AS(
+      io::load_image_raw(dir + "/half.png"),
+      ("vitmae: " + dir + "/half.png: cannot decode image: truncated or corrupt PNG (stb_image: outofdata)").c_str(),
+      vitmae::Error);
+}
+
+TEST_CASE("io::save_image writes PNG, JPEG or BMP as the extension says, and refuses others") {
+  const std::string dir = test::tmp_dir("new_user_save_image");
+  const io::Image8 img = io::load_image(test::data("images/chelsea.png"), 3);
+  for (const auto& [name, magic] : std::vector<std::pair<std::string, std::string>>{{"/a.png", "\x89PNG\r\n\x1a\n"},
+                                                                                    {"/a.jpeg", "\xff\xd8\xff"},
+                                                                                    {"/a.Jpg", "\xff\xd8\xff"},
+                                                                                    {"/a.bmp", "BM"}}) {
+    INFO(name);
+    io::save_image(dir + name, img);
+    CHECK(test::slurp(dir + name).substr(0, magic.size()) == magic);
+    const io::Image8 back = io::load_image_raw(dir + name);
+    CHECK(back.width == img.width);
+    CHECK(back.height == img.height);
+  }
+  CHECK(io::load_image_raw(dir + "/a.bmp").data == img.data);
+  CHECK_THROWS_WITH_AS(io::save_image(dir + "/x.tiff", img),
+                       ("vitmae: " + dir +
+                        "/x.tiff: cannot tell the image format from the extension, expected .png, .jpg, .jpeg or .bmp")
+                           .c_str(),
+                       vitmae::Error);
+  CHECK_FALSE(io::file_exists(dir + "/x.tiff"));
+}
+
 TEST_CASE("ViTImageProcessor parity: PIL 8-bit resize exact and pixel_values within 1/255/std") {
   const io::SafetensorsFile ref(test::data("preprocess/preprocess.safetensors"));
   int compared = 0;
@@ -166,6 +235,20 @@ TEST_CASE("preprocessor_config.json: HF's fields, defaults, errors, round trip")
   // Without a preprocessor_config.json the processor takes the model's image size.
   const auto cfg = vitmae::load_config(test::data("hf/tiny/config.json"));
   CHECK(vitmae::ImageProcessor::for_checkpoint(test::data("hf/tiny"), cfg).height == 32);
+}
+
+TEST_CASE(
+    "without preprocessor_config.json, ViTImageProcessor's defaults at the model's size, one statistic a channel") {
+  const std::string in = test::data("hf/tiny_gray_p8");  // a grey model without preprocessor_config.json
+  REQUIRE_FALSE(io::file_exists(in + "/preprocessor_config.json"));
+  const vitmae::Config grey = vitmae::load_config(in + "/config.json");
+  const vitmae::ImageProcessor g = vitmae::ImageProcessor::for_checkpoint(in, grey);
+  nlohmann::json expected = nlohmann::json::parse(R"({"do_normalize": true, "do_rescale": true, "do_resize": true,
+      "image_mean": [0.5], "image_processor_type": "ViTImageProcessor", "image_std": [0.5], "resample": 2,
+      "size": {"height": 48, "width": 48}})");
+  expected["rescale_factor"] = 1.0 / 255.0;
+  CHECK(g.to_json() == expected);
+  CHECK(g.preprocess<float>({io::load_image(test::data("images/camera.png"), 1)}).size(1) == 1);
 }
 
 TEST_CASE("nearest and lanczos resizes: sizes, constants preserved, nearest picks source pixels") {
