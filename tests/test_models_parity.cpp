@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Golden end-to-end tests of the models: every case of the reference fixtures (tests/data/hf,
 // tests/data/formats, tests/data/hf_vit), produced by HF transformers in PyTorch, reproduced
-// through the API (ViTMAEForPreTraining, ViTMAEModel, ViTForImageClassification).
+// through the API (ViTMAEForPreTraining, ViTMAEModel, ViTForImageClassification). The fixtures
+// have float64 references for the outputs only: float64 hidden_states and attentions are held to
+// an independent float64 encoder written with loops (naive_encoder.hpp), itself held to PyTorch's.
+#include "naive_encoder.hpp"
 #include "test_util.hpp"
 
 #include <string>
@@ -14,10 +17,49 @@ namespace {
 using vitmae::Index;
 using vitmae::Matrix;
 
+/// The hidden_states.i and attentions.i a forward gave on the case in `dir` (its io.safetensors
+/// `io`): float32 within 1e-4 of PyTorch's (float32) ones; float64 within 1e-12 of the independent
+/// float64 encoder's, whose last_hidden_state is first held to PyTorch's float64 one at 1e-12.
+template <class Scalar>
+void check_layers(const std::string& dir, const vitmae::io::SafetensorsFile& io,
+                  const std::vector<std::vector<Matrix<Scalar>>>& hidden_states,
+                  const std::vector<std::vector<Matrix<Scalar>>>& attentions) {
+  if (!io.contains("hidden_states.0")) return;
+  const bool f64 = std::is_same_v<Scalar, double>;
+  test::naive::Encoded naive;
+  if (f64) {
+    naive = test::naive::encode(dir);
+    const auto ref = io.get<double>("last_hidden_state_f64");
+    test::naive::check_close_to("the naive encoder's last_hidden_state against PyTorch's float64 one", ref.ptr(),
+                                static_cast<long>(ref.numel()), naive.last_hidden_state, 1e-12);
+  }
+  for (size_t i = 0; io.contains("hidden_states." + std::to_string(i)); ++i) {
+    REQUIRE(i < hidden_states.size());
+    const auto got = test::flatten(hidden_states[i]);
+    if (f64)
+      test::naive::check_close_to("hidden_states." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                                  naive.hidden_states[i], 1e-12);
+    else
+      test::check_close("hidden_states." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                        io.get<double>("hidden_states." + std::to_string(i)), 1e-4);
+  }
+  for (size_t i = 0; io.contains("attentions." + std::to_string(i)); ++i) {
+    REQUIRE(i < attentions.size());
+    const auto got = test::flatten(attentions[i]);  // per sample (heads*T, T) = [heads, T, T]
+    if (f64)
+      test::naive::check_close_to("attentions." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                                  naive.attentions[i], 1e-12);
+    else
+      test::check_close("attentions." + std::to_string(i), got.data(), static_cast<long>(got.size()),
+                        io.get<double>("attentions." + std::to_string(i)), 1e-4);
+  }
+}
+
 /// Runs the checkpoint in `dir` on its io.safetensors and checks every output it holds.
 /// float32 within 1e-4 absolute of the float32 references; float64 within 1e-12 of the `*_f64`
 /// references (every operation in float64, the softmax included) where the case has them (else
-/// 1e-4 of the float32 ones); mask and ids_restore exactly.
+/// 1e-4 of the float32 ones), and hidden_states and attentions within 1e-12 of the independent
+/// float64 encoder's (held to last_hidden_state_f64 first); mask and ids_restore exactly.
 /// `packed`: the model made inference-only by pack_for_inference first (float; the same tolerances).
 template <class Scalar>
 void check_case(const std::string& dir, bool packed = false) {
@@ -91,23 +133,13 @@ void check_case(const std::string& dir, bool packed = false) {
     test::check_close("patchified_pixel_values", got.data(), static_cast<long>(got.size()),
                       io.get<double>("patchified_pixel_values"), 0.0);
   }
-  for (size_t i = 0; io.contains("hidden_states." + std::to_string(i)); ++i) {
-    REQUIRE(i < out.hidden_states.size());
-    const auto got = test::flatten(out.hidden_states[i]);
-    test::check_close("hidden_states." + std::to_string(i), got.data(), static_cast<long>(got.size()),
-                      io.get<double>("hidden_states." + std::to_string(i)), 1e-4);
-  }
-  for (size_t i = 0; io.contains("attentions." + std::to_string(i)); ++i) {
-    REQUIRE(i < out.attentions.size());
-    const auto got = test::flatten(out.attentions[i]);  // per sample (heads*T, T) = [heads, T, T]
-    test::check_close("attentions." + std::to_string(i), got.data(), static_cast<long>(got.size()),
-                      io.get<double>("attentions." + std::to_string(i)), 1e-4);
-  }
+  check_layers<Scalar>(dir, io, out.hidden_states, out.attentions);
 }
 
 /// Runs the case's checkpoint on its io.safetensors and checks every output it holds: float32
 /// within 1e-4 of the float32 references; float64 within 1e-12 of the `*_f64` ones (every
-/// operation in float64) where the case has them, else 1e-4 of the float32 ones.
+/// operation in float64) where the case has them, else 1e-4 of the float32 ones; hidden_states
+/// and attentions as check_layers says.
 template <class Scalar>
 void check_classifier_case(const std::string& dir) {
   INFO("case " << dir);
@@ -141,16 +173,8 @@ void check_classifier_case(const std::string& dir) {
   const Index layers = model.config().num_hidden_layers;
   REQUIRE(static_cast<Index>(out.hidden_states.size()) == layers + 1);
   REQUIRE(static_cast<Index>(out.attentions.size()) == layers);
-  for (Index i = 0; i <= layers; ++i) {
-    const auto got = test::flatten(out.hidden_states[static_cast<size_t>(i)]);
-    test::check_close("hidden_states." + std::to_string(i), got.data(), static_cast<long>(got.size()),
-                      f.get<double>("hidden_states." + std::to_string(i)), 1e-4);
-  }
-  for (Index i = 0; i < layers; ++i) {
-    const auto got = test::flatten(out.attentions[static_cast<size_t>(i)]);
-    test::check_close("attentions." + std::to_string(i), got.data(), static_cast<long>(got.size()),
-                      f.get<double>("attentions." + std::to_string(i)), 1e-4);
-  }
+  REQUIRE(f.contains("hidden_states." + std::to_string(layers)));
+  check_layers<Scalar>(dir, f, out.hidden_states, out.attentions);
   if (f.contains("loss_label_smoothing_0.1")) {  // torch's CrossEntropyLoss(label_smoothing=0.1) of the float32 logits
     const Scalar smoothed = model.loss_of(0.1).forward(out.logits, labels, static_cast<Matrix<Scalar>*>(nullptr));
     test::check_close("loss_label_smoothing_0.1", &smoothed, 1, f.get<double>("loss_label_smoothing_0.1"), 1e-4);
@@ -215,4 +239,43 @@ TEST_CASE("float64 forward matches the reference to 1e-12 relative on train_step
 
 TEST_CASE_TEMPLATE("ViTForImageClassification matches transformers on every hf_vit case", Scalar, float, double) {
   for (const char* c : kCases) check_classifier_case<Scalar>(c);
+}
+
+TEST_CASE(
+    "the independent float64 encoder (loops, no library module) reproduces PyTorch's float64 last_hidden_state within "
+    "1e-12") {
+  // Every fixture case with hidden states: the MAE's (masked by the fixture's ids) and the ViT
+  // classifiers' (every patch, learned tables, one interpolated).
+  for (const std::string dir :
+       {"hf/tiny", "hf/tiny_normpix_gelu_new", "hf/tiny_gray_p8", "hf/tiny_no_mask", "hf/tiny_interp_48",
+        "hf/tiny_tables", "hf/tiny_tables_interp_40", "hf_vit/cls_tiny", "hf_vit/cls_interp_48",
+        "hf_vit/cls_multilabel", "hf_vit/cls_regression", "hf_vit/cls_from_mae_tiny"}) {
+    INFO(dir);
+    const vitmae::io::SafetensorsFile io(test::data(dir + "/io.safetensors"));
+    const test::naive::Encoded naive = test::naive::encode(dir);
+    const auto ref = io.get<double>("last_hidden_state_f64");
+    test::naive::check_close_to("last_hidden_state_f64", ref.ptr(), static_cast<long>(ref.numel()),
+                                naive.last_hidden_state, 1e-12);
+    // Its layers agree with PyTorch's float32 ones as float32 allows.
+    for (size_t i = 0; i < naive.hidden_states.size(); ++i) {
+      const auto h = io.get<double>("hidden_states." + std::to_string(i));
+      test::naive::check_close_to("hidden_states." + std::to_string(i), h.ptr(), static_cast<long>(h.numel()),
+                                  naive.hidden_states[i], 1e-4);
+    }
+    for (size_t i = 0; i < naive.attentions.size(); ++i) {
+      const auto a = io.get<double>("attentions." + std::to_string(i));
+      test::naive::check_close_to("attentions." + std::to_string(i), a.ptr(), static_cast<long>(a.numel()),
+                                  naive.attentions[i], 1e-4);
+    }
+    // The MAE checkpoints hold the fixed 2-D sin-cos table (as float32), but for tiny_tables*'s.
+    const nlohmann::json cfg = vitmae::io::read_json_file(test::data(dir + "/config.json"));
+    if (dir.rfind("hf/tiny_tables", 0) != 0 && cfg.value("model_type", std::string()) == "vit_mae") {
+      const long d = cfg.at("hidden_size"),
+                 g = static_cast<long>(cfg.at("image_size")) / static_cast<long>(cfg.at("patch_size"));
+      const vitmae::io::SafetensorsFile weights(test::data(dir + "/model.safetensors"));
+      const auto stored = weights.get<double>("vit.embeddings.position_embeddings");
+      test::naive::check_close_to("vit.embeddings.position_embeddings", stored.ptr(), static_cast<long>(stored.numel()),
+                                  test::naive::sincos_table(d, g), 1e-7);
+    }
+  }
 }

@@ -2,6 +2,7 @@
 // The inference programs end to end: vitmae-run reproduces every fixture (float32, float64, int8,
 // every checkpoint format, the classifiers), vitmae-convert, vitmae-reconstruct (the panel, its
 // numbers, the bundled model), vitmae-embed and vitmae-classify; their errors, exit codes and outputs.
+#include "naive_encoder.hpp"
 #include "program_util.hpp"
 #include "test_util.hpp"
 
@@ -30,7 +31,8 @@ using test::sanitizer_could_not_start;
 namespace {
 
 /// Runs vitmae-run on a fixture case and compares every tensor of the output that the
-/// fixture also has. float64 compares against the `*_f64` references where they exist.
+/// fixture also has. float64 compares against the `*_f64` references where they exist, and its
+/// hidden_states and attentions against the independent float64 encoder's (naive_encoder.hpp).
 void check_cli_case(const std::string& dir, const std::string& dtype, const std::string& model = "") {
   INFO("case " << dir << " dtype " << dtype << " model " << model);
   const std::string in = test::data(dir + "/io.safetensors");
@@ -60,6 +62,9 @@ void check_cli_case(const std::string& dir, const std::string& dtype, const std:
     const auto g = got.get<double>(name);
     test::check_close(name, g.ptr(), static_cast<long>(g.numel()), ref.get<double>(use64 ? n64 : name), tol);
   }
+  const bool f64 = dtype == "float64" && ref.contains("hidden_states.0");
+  test::naive::Encoded naive;  // formats/mae_original holds hf/tiny's weights and inputs
+  if (f64) naive = test::naive::encode(dir, io::file_exists(test::data(dir + "/model.safetensors")) ? "" : "hf/tiny");
   for (size_t i = 0; ref.contains("hidden_states." + std::to_string(i)); ++i)
     for (const std::string kind : {"hidden_states.", "attentions."}) {
       const std::string name = kind + std::to_string(i);
@@ -67,7 +72,10 @@ void check_cli_case(const std::string& dir, const std::string& dtype, const std:
       REQUIRE(got.contains(name));
       CHECK(got.info(name).shape == ref.info(name).shape);
       const auto g = got.get<double>(name);
-      test::check_close(name, g.ptr(), static_cast<long>(g.numel()), ref.get<double>(name), 1e-4);
+      if (f64)
+        test::naive::check_close_to(name, g.ptr(), static_cast<long>(g.numel()),
+                                    kind == "hidden_states." ? naive.hidden_states[i] : naive.attentions[i], 1e-12);
+      else test::check_close(name, g.ptr(), static_cast<long>(g.numel()), ref.get<double>(name), 1e-4);
     }
 }
 
