@@ -89,6 +89,46 @@ inline std::string image_signature(const std::vector<unsigned char>& b) {
   return "";
 }
 
+/// The width and height a PNG, JPEG, GIF or BMP header declares, read without decoding: {0, 0}
+/// for another format or a header too short to tell. A decompression bomb is caught here, at its
+/// header, even where stb_image refuses the header itself (it stops at 2^30 bytes of pixels).
+struct DeclaredSize {
+  std::int64_t width = 0, height = 0;
+};
+inline DeclaredSize declared_image_size(const std::vector<unsigned char>& b) {
+  const auto be16 = [&](size_t i) { return std::int64_t(b[i]) << 8 | b[i + 1]; };
+  const auto be32 = [&](size_t i) { return be16(i) << 16 | be16(i + 2); };
+  const auto le16 = [&](size_t i) { return std::int64_t(b[i + 1]) << 8 | b[i]; };
+  const auto le32 = [&](size_t i) {
+    return static_cast<std::int64_t>(
+        static_cast<std::int32_t>(static_cast<std::uint32_t>(le16(i + 2) << 16 | le16(i))));
+  };
+  const std::string format = image_signature(b);
+  if (format == "PNG" && b.size() >= 24 && std::memcmp(b.data() + 12, "IHDR", 4) == 0) return {be32(16), be32(20)};
+  if (format == "GIF" && b.size() >= 10) return {le16(6), le16(8)};
+  if (format == "BMP" && b.size() >= 26) {
+    const std::int64_t h = le32(22);
+    return {le32(18), h < 0 ? -h : h};  // a negative height is a top-down bitmap
+  }
+  if (format == "JPEG") {  // the first start-of-frame marker: SOF0-SOF15 but DHT, JPG and DAC
+    for (size_t i = 2; i + 9 < b.size();) {
+      if (b[i] != 0xFF) return {};
+      const unsigned m = b[i + 1];
+      if (m == 0xFF) {
+        ++i;
+        continue;
+      }
+      if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) return {be16(i + 7), be16(i + 5)};
+      if (m == 0xD8 || (m >= 0xD0 && m <= 0xD7) || m == 0x01) {
+        i += 2;
+        continue;
+      }
+      i += 2 + static_cast<size_t>(be16(i + 2));
+    }
+  }
+  return {};
+}
+
 }  // namespace vitmae::io
 
 namespace vitmae::detail {
@@ -115,16 +155,22 @@ inline std::vector<unsigned char> read_image_bytes(const std::string& path) {
 
 namespace vitmae::io {
 
-/// Decodes an image file with stb_image, keeping its own channel count (1 grey, 2 grey+alpha,
-/// 3 RGB, 4 RGBA; palettes are expanded). @throws vitmae::Error naming the file when it is
-/// missing, a folder, empty, not an image, truncated or corrupt (naming the format its
-/// signature announces), or larger than max_pixels.
-inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = kDefaultMaxPixels) {
-  const std::vector<unsigned char> bytes = detail::read_image_bytes(path);
+/// Decodes an image held in memory (a file's bytes, an upload) with stb_image, keeping its own
+/// channel count (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; palettes are expanded). The size its
+/// header declares is checked against max_pixels before any pixel is decoded (a decompression
+/// bomb is refused at its header). @throws vitmae::Error naming `path` (the file or upload) when
+/// the bytes are empty, not an image, truncated or corrupt (naming the format their signature
+/// announces), of zero size, or larger than max_pixels.
+inline Image8 decode_image(const std::vector<unsigned char>& bytes, const std::string& path,
+                           std::int64_t max_pixels = kDefaultMaxPixels) {
   detail::require(!bytes.empty(), path, ": image file is empty");
   detail::require(bytes.size() < (1u << 31), path, ": image file is larger than 2 GiB");
   check_jpeg_huffman_tables(bytes, path);
   const std::string format = image_signature(bytes);
+  const DeclaredSize declared = declared_image_size(bytes);
+  detail::require(declared.width * declared.height <= max_pixels, path, ": image is ", declared.width, "x",
+                  declared.height, " = ", declared.width * declared.height, " pixels, more than the limit of ",
+                  max_pixels, " (raise max_pixels to read it)");
   int w = 0, h = 0, c = 0;
   const int len = static_cast<int>(bytes.size());
   if (stbi_info_from_memory(bytes.data(), len, &w, &h, &c) == 0) {
@@ -160,6 +206,12 @@ inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = 
   return img;
 }
 
+/// Decodes an image file (see decode_image). @throws vitmae::Error naming the file when it is
+/// missing, a folder, or cannot be decoded.
+inline Image8 load_image_raw(const std::string& path, std::int64_t max_pixels = kDefaultMaxPixels) {
+  return decode_image(detail::read_image_bytes(path), path, max_pixels);
+}
+
 /// Decodes an image and converts it to `channels` (see to_channels).
 inline Image8 load_image(const std::string& path, int channels, std::int64_t max_pixels = kDefaultMaxPixels) {
   return to_channels(load_image_raw(path, max_pixels), channels);
@@ -184,15 +236,19 @@ inline void append_to_string(void* ctx, void* data, int size) {
 
 namespace vitmae::io {
 
-/// Writes a PNG atomically. @throws vitmae::Error naming the file when it cannot be written.
-inline void save_png(const std::string& path, const Image8& img) {
-  detail::require_writable(path, img);
+/// `img` encoded as a PNG file's bytes (stb_image_write). `what` names it in errors.
+/// @throws vitmae::Error when the image is empty or malformed.
+inline std::string encode_png(const Image8& img, const std::string& what = "PNG") {
+  detail::require_writable(what, img);
   std::string png;
   detail::require(stbi_write_png_to_func(detail::append_to_string, &png, img.width, img.height, img.channels,
                                          img.data.data(), img.width * img.channels) != 0,
-                  path, ": PNG encoding failed");
-  write_file_atomic(path, png);
+                  what, ": PNG encoding failed");
+  return png;
 }
+
+/// Writes a PNG atomically. @throws vitmae::Error naming the file when it cannot be written.
+inline void save_png(const std::string& path, const Image8& img) { write_file_atomic(path, encode_png(img, path)); }
 
 /// Writes a baseline JPEG (stb_image_write, 4:2:0 below quality 90, none from 90 up; alpha is
 /// dropped) atomically. @throws vitmae::Error naming the file when it cannot be written.
