@@ -8,15 +8,19 @@
 #include "server_page.hpp"  // generated from examples/server/page by CMake
 
 #include <httplib.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <vitmae/cli/inference_flags.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -179,6 +183,8 @@ class Server {
     http_.set_read_timeout(a_.timeout_s);
     http_.set_write_timeout(a_.timeout_s);
     http_.set_keep_alive_timeout(5);
+    http_.set_tcp_nodelay(true);           // else Nagle and delayed ACKs hold each answer's last segment 40 ms
+    http_.set_keep_alive_max_count(1000);  // cpp-httplib's 5 makes a client reconnect every 5 requests
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (a_.api_key.empty() || !(req.path.rfind("/v1/", 0) == 0 || req.path == "/metrics"))
         return httplib::Server::HandlerResponse::Unhandled;
@@ -306,6 +312,7 @@ class Server {
   void embeddings(const httplib::Request& req, httplib::Response& res) {
     const Request r = read_request(req, a_.max_images);
     const vitmae_server::ServedModel& m = model_for(r, Route::embeddings);
+    vitmae_server::Batcher::Preparing preparing(batcher_, &m);
     const std::string pooling = r.get("pooling", "cls");
     if (pooling != "cls" && pooling != "mean")
       throw HttpError(400, "pooling must be cls or mean, got '" + pooling + "'");
@@ -315,7 +322,7 @@ class Server {
     job.key = {Route::embeddings, 0.0};
     job.images = uploads(r, m);
     job.noise = seeded_noise(job.images.size(), m.num_patches(), seed);
-    batcher_.run(job);
+    batcher_.run(job, preparing);
     nlohmann::json data = nlohmann::json::array();
     for (size_t i = 0; i < job.results.size(); ++i) {
       const vitmae::RowVector<float>& e = pooling == "cls" ? job.results[i].cls : job.results[i].mean;
@@ -327,13 +334,14 @@ class Server {
   void classify(const httplib::Request& req, httplib::Response& res) {
     const Request r = read_request(req, a_.max_images);
     const vitmae_server::ServedModel& m = model_for(r, Route::classify);
+    vitmae_server::Batcher::Preparing preparing(batcher_, &m);
     const long top_k = static_cast<long>(r.integer("top_k", 5, 1, 1000000));
     vitmae_server::Job job;
     job.model = &m;
     job.key = {Route::classify, 0.0};
     job.images = uploads(r, m);
     job.noise = vitmae::Matrix<float>(static_cast<vitmae::Index>(job.images.size()), 0);
-    batcher_.run(job);
+    batcher_.run(job, preparing);
     vitmae::Matrix<float> logits(static_cast<vitmae::Index>(job.results.size()), job.results[0].logits.size());
     for (size_t i = 0; i < job.results.size(); ++i) logits.row(static_cast<vitmae::Index>(i)) = job.results[i].logits;
     nlohmann::json data = nlohmann::json::array();
@@ -350,6 +358,7 @@ class Server {
   void reconstruct(const httplib::Request& req, httplib::Response& res) {
     const Request r = read_request(req, a_.max_images);
     const vitmae_server::ServedModel& m = model_for(r, Route::reconstruct);
+    vitmae_server::Batcher::Preparing preparing(batcher_, &m);
     if (r.images.size() != 1)
       throw HttpError(400, "/v1/reconstruct takes one image, got " + std::to_string(r.images.size()));
     const std::string format = r.get("format", "png");
@@ -383,7 +392,7 @@ class Server {
     job.key = {Route::reconstruct, ratio};
     job.images = uploads(r, m);
     job.noise = noise;
-    batcher_.run(job);
+    batcher_.run(job, preparing);
     const vitmae_server::ImageResult& out = job.results[0];
     const auto rec = m.reconstruction(job.images[0], out);
     const std::string png = vitmae::io::encode_png(rec.panel, "the panel");
@@ -464,6 +473,10 @@ int main(int argc, char** argv) {
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
+    // glibc gives each thread that allocates an arena of its own: with --http-threads decoding
+    // images, resident memory creeps up as each one's arena fills. Two arenas keep it flat (and
+    // the batcher trims the heaps when idle).
+    mallopt(M_ARENA_MAX, 2);
 
     std::vector<std::unique_ptr<vitmae_server::ServedModel>> models;
     for (const auto& [name, dir] : folders) {

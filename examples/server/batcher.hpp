@@ -3,6 +3,11 @@
 // that arrive within `wait` of each other run as one forward of at most `max_batch` images, on
 // one worker thread (the forward itself uses every --threads core).
 //
+// While the worker runs a forward, the requests that arrive queue up and make the next batch:
+// under load, batches form without waiting. A request that finds the worker idle waits up to
+// `wait` only while other requests for its model are still being decoded (announced by
+// a Preparing guard), so a lone client is never delayed.
+//
 // Fairness: the next batch goes to the request that has waited longest since it was last served,
 // and is filled round-robin, one image per request in turn, from the requests that share its
 // model and key. A request of many images is cut across batches, and a request that arrives
@@ -12,10 +17,12 @@
 #include "metrics.hpp"
 #include "models.hpp"
 
+#include <malloc.h>
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -48,12 +55,39 @@ class Batcher {
   Batcher& operator=(const Batcher&) = delete;
   ~Batcher() { stop(); }
 
-  /// Runs `job`'s images in batches with the others' and returns when all are done.
+  /// A request for `model` being decoded, from its handler's start to its run() (or its error).
+  class Preparing {
+   public:
+    Preparing(Batcher& b, const ServedModel* model) : b_(b), model_(model) {
+      std::lock_guard<std::mutex> lock(b_.m_);
+      ++b_.preparing_[model_];
+    }
+    Preparing(const Preparing&) = delete;
+    Preparing& operator=(const Preparing&) = delete;
+    ~Preparing() {
+      {
+        std::lock_guard<std::mutex> lock(b_.m_);
+        if (!done_) --b_.preparing_[model_];
+      }
+      b_.work_.notify_all();
+    }
+
+   private:
+    friend class Batcher;
+    Batcher& b_;
+    const ServedModel* model_;
+    bool done_ = false;
+  };
+
+  /// Runs `job`'s images in batches with the others' and returns when all are done; `p`
+  /// announced it while it was being prepared.
   /// @throws std::runtime_error with the forward's message when one failed.
-  void run(Job& job) {
+  void run(Job& job, Preparing& p) {
     job.results.assign(job.images.size(), {});
-    if (job.images.empty()) return;
     std::unique_lock<std::mutex> lock(m_);
+    if (!p.done_) --preparing_[p.model_];
+    p.done_ = true;
+    if (job.images.empty()) return;
     job.last_served = std::chrono::steady_clock::now();
     jobs_.push_back(&job);
     depth(job.model->name);
@@ -90,14 +124,25 @@ class Batcher {
 
   void loop() {
     std::unique_lock<std::mutex> lock(m_);
+    bool trimmed = true;
     for (;;) {
-      work_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+      // Idle for kTrimAfter after a batch: the freed request buffers go back to the system, so
+      // resident memory between bursts does not depend on how the last one fragmented the heap.
+      if (!work_.wait_for(lock, kTrimAfter, [&] { return stopping_ || !jobs_.empty(); }) && !trimmed) {
+        lock.unlock();
+        malloc_trim(0);
+        lock.lock();
+        trimmed = true;
+        continue;
+      }
+      if (jobs_.empty() && !stopping_) continue;
       if (jobs_.empty()) return;  // stopping, nothing left
+      trimmed = false;
       const auto by_wait = [](const Job* a, const Job* b) { return a->last_served < b->last_served; };
       Job* first = *std::min_element(jobs_.begin(), jobs_.end(), by_wait);
-      if (!first->served) {  // a new request waits up to `wait` for others to join its batch
+      if (!first->served) {  // a new request waits up to `wait` for those being prepared
         const auto deadline = first->last_served + wait_;
-        while (!stopping_ && pending(first->model, first->key) < max_batch_ &&
+        while (!stopping_ && pending(first->model, first->key) < max_batch_ && preparing_[first->model] > 0 &&
                std::chrono::steady_clock::now() < deadline)
           work_.wait_until(lock, deadline);
       }
@@ -153,12 +198,14 @@ class Batcher {
     }
   }
 
+  static constexpr std::chrono::milliseconds kTrimAfter{200};
   const std::size_t max_batch_;
   const std::chrono::microseconds wait_;
   Metrics& metrics_;
   std::mutex m_;
   std::condition_variable work_, done_;
-  std::vector<Job*> jobs_;  // jobs with images not yet handed out
+  std::vector<Job*> jobs_;                       // jobs with images not yet handed out
+  std::map<const ServedModel*, int> preparing_;  // requests being decoded, by model
   bool stopping_ = false;
   std::thread worker_;  // last: it starts once the rest is built
 };
