@@ -6,6 +6,7 @@
 #include "server/metrics.hpp"
 #include "server/models.hpp"
 #include "server_page.hpp"  // generated from examples/server/page by CMake
+// (after Eigen: httplib.h includes <resolv.h>, whose `_res` macro breaks Eigen's products)
 
 #include <httplib.h>
 #include <malloc.h>

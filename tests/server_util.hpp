@@ -3,6 +3,12 @@
 // loopback port as a child process, multipart forms, the one-line JSON errors.
 #pragma once
 
+// Eigen first: httplib.h includes <resolv.h>, whose `_res` macro would rename a parameter of
+// Eigen's products.
+#include "test_util.hpp"
+#include "vitmae/io/image.hpp"
+#include "vitmae/tensor.hpp"
+
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -19,10 +25,6 @@
 #include <regex>
 #include <string>
 #include <vector>
-
-#include "test_util.hpp"
-#include "vitmae/io/image.hpp"
-#include "vitmae/tensor.hpp"
 
 extern char** environ;
 
