@@ -222,4 +222,39 @@ TEST_CASE("vitmae-server: concurrent requests run in batches, each with its batc
   CHECK(server.stop() == 0);
 }
 
+TEST_CASE("vitmae-server: an encoder-only ViTMAEModel folder serves embeddings, not reconstructions") {
+  const std::string dir = test::tmp_dir("server_encoder") + "/encoder";
+  const auto model = vitmae::ViTMAEModel<float>::from_pretrained(VITMAE_BUNDLED_MODEL);
+  model.save_pretrained(dir);
+  test::copy(std::string(VITMAE_BUNDLED_MODEL) + "/preprocessor_config.json", dir + "/preprocessor_config.json");
+  ServerProcess server({"--model", dir, "--dtype", "int8"});
+  httplib::Client cli = server.client();
+  auto models = cli.Get("/v1/models");
+  REQUIRE(models);
+  const auto m = nlohmann::json::parse(models->body)["models"][0];
+  CHECK(m["name"] == "encoder");  // named by its folder
+  CHECK(m["kind"] == "mae-encoder");
+  CHECK(m["dtype"] == "int8");
+  CHECK(m["routes"] == nlohmann::json{"/v1/embeddings"});
+  auto r = cli.Post("/v1/embeddings?pooling=mean", test::slurp(kPhoto), "image/png");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  // int8 against the float32 library: the cosine of the mean features.
+  auto f32 = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(VITMAE_BUNDLED_MODEL);
+  f32.config.mask_ratio = 0;
+  std::mt19937_64 rng(0);
+  const auto ref = vitmae::image_features(f32, vitmae::ImageProcessor::for_checkpoint(VITMAE_BUNDLED_MODEL, f32.config),
+                                          {kPhoto}, 1, rng);
+  const auto e = nlohmann::json::parse(r->body)["data"][0]["embedding"].get<std::vector<float>>();
+  const Eigen::Map<const vitmae::RowVector<float>> got(e.data(), static_cast<vitmae::Index>(e.size()));
+  const double cosine = got.dot(ref.mean.row(0)) / (got.norm() * ref.mean.row(0).norm());
+  MESSAGE("int8 server against the float32 library, cosine " << cosine);
+  CHECK(cosine > 0.99);
+  r = cli.Post("/v1/reconstruct", test::slurp(kPhoto), "image/png");
+  REQUIRE(r);
+  CHECK(r->status == 404);  // no loaded model has a decoder
+  CHECK(error_of(r).find("no loaded model serves /v1/reconstruct") != std::string::npos);
+  CHECK(server.stop() == 0);
+}
+
 #endif  // VITMAE_SERVER_EXE

@@ -116,8 +116,19 @@ TEST_CASE("vitmae-server: SIGTERM lets the requests in flight finish, then it ex
       std::to_string(body.size()) + "\r\n\r\n";
   const std::string first = head + body.substr(0, body.size() / 2), rest = body.substr(body.size() / 2);
   REQUIRE(send(fd, first.data(), first.size(), 0) == static_cast<ssize_t>(first.size()));
+  // Once a later connection is answered, the server has taken this one (accepted in order, served
+  // by a pool that starts tasks in order) and is reading its body.
+  auto health = server.client().Get("/health");
+  REQUIRE(health);
+  REQUIRE(health->status == 200);
   std::atomic<int> status{-2};
   std::thread stopper([&] { status = server.stop(); });  // SIGTERM, then waits for the exit
+  struct JoinAtExit {
+    std::thread& t;
+    ~JoinAtExit() {
+      if (t.joinable()) t.join();
+    }
+  } join_at_exit{stopper};
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   CHECK(status == -2);  // still serving the upload
   REQUIRE(send(fd, rest.data(), rest.size(), 0) == static_cast<ssize_t>(rest.size()));
@@ -125,7 +136,7 @@ TEST_CASE("vitmae-server: SIGTERM lets the requests in flight finish, then it ex
   char buf[4096];
   for (ssize_t n; (n = recv(fd, buf, sizeof buf, 0)) > 0;) response.append(buf, static_cast<size_t>(n));
   close(fd);
-  stopper.join();
+  stopper.join();  // (JoinAtExit joins it when a REQUIRE above ends the test first)
   CHECK(response.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
   CHECK(response.find("\"embedding\"") != std::string::npos);
   CHECK(status == 0);
