@@ -17,8 +17,13 @@ using test::Run;
     defined(VITMAE_CLASSIFY_EXE) && defined(VITMAE_FINETUNE_EXE)
 
 TEST_CASE("every program's --help explains every flag it names, with its default") {
-  for (const std::string exe : {VITMAE_RUN_EXE, VITMAE_CONVERT_EXE, VITMAE_RECONSTRUCT_EXE, VITMAE_EMBED_EXE,
-                                VITMAE_PRETRAIN_EXE, VITMAE_EVALUATE_EXE, VITMAE_CLASSIFY_EXE, VITMAE_FINETUNE_EXE}) {
+  std::vector<std::string> programs{VITMAE_RUN_EXE,      VITMAE_CONVERT_EXE,  VITMAE_RECONSTRUCT_EXE,
+                                    VITMAE_EMBED_EXE,    VITMAE_PRETRAIN_EXE, VITMAE_EVALUATE_EXE,
+                                    VITMAE_CLASSIFY_EXE, VITMAE_FINETUNE_EXE};
+#ifdef VITMAE_SERVER_EXE
+  programs.push_back(VITMAE_SERVER_EXE);
+#endif
+  for (const std::string& exe : programs) {
     INFO(exe);
     const Run help = test::run_program(exe, "--help");
     REQUIRE(help.status == 0);

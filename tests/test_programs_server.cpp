@@ -249,7 +249,7 @@ TEST_CASE("vitmae-server: an encoder-only ViTMAEModel folder serves embeddings, 
   const Eigen::Map<const vitmae::RowVector<float>> got(e.data(), static_cast<vitmae::Index>(e.size()));
   const double cosine = got.dot(ref.mean.row(0)) / (got.norm() * ref.mean.row(0).norm());
   MESSAGE("int8 server against the float32 library, cosine " << cosine);
-  CHECK(cosine > 0.99);
+  CHECK(cosine > 0.9999);  // measured 0.999998
   r = cli.Post("/v1/reconstruct", test::slurp(kPhoto), "image/png");
   REQUIRE(r);
   CHECK(r->status == 404);  // no loaded model has a decoder

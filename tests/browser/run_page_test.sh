@@ -4,6 +4,8 @@
 # 'listening on http://HOST:PORT' from its first stdout line, runs page_test.mjs against it, then
 # stops the server with SIGTERM and expects exit status 0.
 # Usage: tests/browser/run_page_test.sh SERVER_EXE IMAGE SCREENSHOT_PNG [--api-key KEY]
+# (--api-key KEY goes to the server, which then requires it, and to page_test.mjs, which types it
+# into the page's form when the page asks.)
 # Prints 'skipped: ...' and exits 0 when chromium, node or puppeteer-core is missing.
 set -uo pipefail
 if [[ $# -lt 3 ]]; then
@@ -29,7 +31,7 @@ fi
 
 tmp=$(mktemp -d)
 : >"$tmp/stdout" # there before the server opens it
-"$server" --port 0 </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
+"$server" --port 0 "$@" </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
 pid=$!
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
