@@ -137,6 +137,9 @@ std::string base64(const std::string& in) {
   return out;
 }
 
+/// The path a page file is served at: "/" for index.html, else its own.
+std::string page_route(const vitmae_server::PageFile& f) { return std::string(f.path) == "/index.html" ? "/" : f.path; }
+
 bool is_image_content_type(const std::string& type) {
   const std::string t = type.substr(0, type.find(';'));
   return t.rfind("image/", 0) == 0 || t == "application/octet-stream";
@@ -207,8 +210,7 @@ class Server {
       metrics_.request(route_label(req.path), res.status);
     });
     for (const vitmae_server::PageFile& f : vitmae_server::kPage) {
-      const std::string path = std::string(f.path) == "/index.html" ? "/" : f.path;
-      http_.Get(path, [&f](const httplib::Request&, httplib::Response& res) {
+      http_.Get(page_route(f), [&f](const httplib::Request&, httplib::Response& res) {
         res.set_content(reinterpret_cast<const char*>(f.data), f.size, f.type);
         res.set_header("Cache-Control", "no-cache");
       });
@@ -238,7 +240,7 @@ class Server {
     for (const char* r : {"/v1/embeddings", "/v1/classify", "/v1/reconstruct", "/v1/models", "/health", "/metrics"})
       if (path == r) return r;
     for (const vitmae_server::PageFile& f : vitmae_server::kPage)
-      if (path == f.path || (path == "/" && std::string(f.path) == "/index.html")) return "page";
+      if (path == page_route(f)) return "page";
     return "other";
   }
 
@@ -293,7 +295,6 @@ class Server {
   std::vector<vitmae_server::Upload> uploads(const Request& r, const vitmae_server::ServedModel& m) const {
     std::vector<vitmae_server::Upload> out;
     for (const auto& [what, bytes] : r.images) {
-      if (bytes.empty()) throw HttpError(400, what + ": empty, not an image");
       const std::vector<unsigned char> data(bytes.begin(), bytes.end());
       const vitmae::io::DeclaredSize d = vitmae::io::declared_image_size(data);
       if (d.width * d.height > a_.max_pixels)
@@ -302,6 +303,20 @@ class Server {
       out.push_back(m.prepare(vitmae::io::decode_image(data, what, a_.max_pixels)));
     }
     return out;
+  }
+
+  // Decodes a request's images for `m` (announced to the batcher meanwhile, so that a batch
+  // forming waits for them) and runs them under `key`, with one row of `noise` per image.
+  vitmae_server::Job run_job(const Request& r, const vitmae_server::ServedModel& m, vitmae_server::BatchKey key,
+                             vitmae::Matrix<float> noise) {
+    vitmae_server::Batcher::Preparing preparing(batcher_, &m);
+    vitmae_server::Job job;
+    job.model = &m;
+    job.key = key;
+    job.images = uploads(r, m);
+    job.noise = std::move(noise);
+    batcher_.run(job, preparing);
+    return job;
   }
 
   // Each request's noise: `seed` drives one stream over its images in order, as the programs do.
@@ -313,17 +328,12 @@ class Server {
   void embeddings(const httplib::Request& req, httplib::Response& res) {
     const Request r = read_request(req, a_.max_images);
     const vitmae_server::ServedModel& m = model_for(r, Route::embeddings);
-    vitmae_server::Batcher::Preparing preparing(batcher_, &m);
     const std::string pooling = r.get("pooling", "cls");
     if (pooling != "cls" && pooling != "mean")
       throw HttpError(400, "pooling must be cls or mean, got '" + pooling + "'");
     const auto seed = static_cast<std::uint64_t>(r.integer("seed", 0, 0, INT64_MAX));
-    vitmae_server::Job job;
-    job.model = &m;
-    job.key = {Route::embeddings, 0.0};
-    job.images = uploads(r, m);
-    job.noise = seeded_noise(job.images.size(), m.num_patches(), seed);
-    batcher_.run(job, preparing);
+    const vitmae_server::Job job =
+        run_job(r, m, {Route::embeddings, 0.0}, seeded_noise(r.images.size(), m.num_patches(), seed));
     nlohmann::json data = nlohmann::json::array();
     for (size_t i = 0; i < job.results.size(); ++i) {
       const vitmae::RowVector<float>& e = pooling == "cls" ? job.results[i].cls : job.results[i].mean;
@@ -335,14 +345,9 @@ class Server {
   void classify(const httplib::Request& req, httplib::Response& res) {
     const Request r = read_request(req, a_.max_images);
     const vitmae_server::ServedModel& m = model_for(r, Route::classify);
-    vitmae_server::Batcher::Preparing preparing(batcher_, &m);
     const long top_k = static_cast<long>(r.integer("top_k", 5, 1, 1000000));
-    vitmae_server::Job job;
-    job.model = &m;
-    job.key = {Route::classify, 0.0};
-    job.images = uploads(r, m);
-    job.noise = vitmae::Matrix<float>(static_cast<vitmae::Index>(job.images.size()), 0);
-    batcher_.run(job, preparing);
+    const vitmae_server::Job job =
+        run_job(r, m, {Route::classify, 0.0}, vitmae::Matrix<float>(static_cast<vitmae::Index>(r.images.size()), 0));
     vitmae::Matrix<float> logits(static_cast<vitmae::Index>(job.results.size()), job.results[0].logits.size());
     for (size_t i = 0; i < job.results.size(); ++i) logits.row(static_cast<vitmae::Index>(i)) = job.results[i].logits;
     nlohmann::json data = nlohmann::json::array();
@@ -359,7 +364,6 @@ class Server {
   void reconstruct(const httplib::Request& req, httplib::Response& res) {
     const Request r = read_request(req, a_.max_images);
     const vitmae_server::ServedModel& m = model_for(r, Route::reconstruct);
-    vitmae_server::Batcher::Preparing preparing(batcher_, &m);
     if (r.images.size() != 1)
       throw HttpError(400, "/v1/reconstruct takes one image, got " + std::to_string(r.images.size()));
     const std::string format = r.get("format", "png");
@@ -388,12 +392,7 @@ class Server {
         throw HttpError(400, "mask_ratio must be in (0, 1), got " + r.get("mask_ratio", std::to_string(ratio)));
       noise = seeded_noise(1, L, seed);
     }
-    vitmae_server::Job job;
-    job.model = &m;
-    job.key = {Route::reconstruct, ratio};
-    job.images = uploads(r, m);
-    job.noise = noise;
-    batcher_.run(job, preparing);
+    const vitmae_server::Job job = run_job(r, m, {Route::reconstruct, ratio}, std::move(noise));
     const vitmae_server::ImageResult& out = job.results[0];
     const auto rec = m.reconstruction(job.images[0], out);
     const std::string png = vitmae::io::encode_png(rec.panel, "the panel");

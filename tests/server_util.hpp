@@ -148,12 +148,4 @@ inline std::string error_of(const httplib::Result& r) {
   return j["error"].get<std::string>();
 }
 
-inline double max_abs_diff(const std::vector<float>& a, const vitmae::RowVector<float>& b) {
-  REQUIRE(static_cast<vitmae::Index>(a.size()) == b.size());
-  double d = 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    d = std::max(d, std::abs(static_cast<double>(a[i]) - static_cast<double>(b(static_cast<vitmae::Index>(i)))));
-  return d;
-}
-
 }  // namespace server_test
