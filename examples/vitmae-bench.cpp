@@ -20,6 +20,17 @@
 #include <cblas.h>
 #include <vitmae/train.hpp>
 
+#if defined(__AVX512BF16__)
+#define VITMAE_BENCH_BF16 1
+#else
+#define VITMAE_BENCH_BF16 0
+#endif
+#if defined(__AVX512VNNI__)
+#define VITMAE_BENCH_VNNI 1
+#else
+#define VITMAE_BENCH_VNNI 0
+#endif
+
 extern "C" void openblas_set_num_threads(int);
 
 namespace {
@@ -34,19 +45,21 @@ vitmae::cli::CommandLine command_line(Args& a) {
   vitmae::cli::CommandLine cl(
       "vitmae-bench",
       "usage: vitmae-bench [--threads N] [--runs N] [--json] [--model DIR] [--no-load] [--no-train]\n"
-      "                    [--backend onednn|eigen] [--save-model DIR] [--dtype float32|int8|all]\n"
+      "                    [--backend onednn|eigen] [--save-model DIR]\n"
+      "                    [--dtype float32|bfloat16|int8|all]\n"
       "                    [--no-pack]\n"
       "Prints JSON lines, then (without --json) a summary. Times, after a warm-up, the median of N\n"
       "runs of pretrain_b1, features_b1 and pretrain_b8 on vit-mae-base (HF defaults, the library's\n"
       "random init, or --model DIR); efficiency = achieved GFLOP/s / the machine's fp32 FMA peak,\n"
       "measured first with the same threads (OpenBLAS's 2048^3 sgemm is printed beside it, for\n"
-      "information). Then training steps (forward, backward, AdamW; counted as 3x the forward's\n"
+      "information; bfloat16 and int8 rows against the bf16 and VNNI dot-product peaks). Then training steps (forward, "
+      "backward, AdamW; counted as 3x the forward's\n"
       "FLOPs): train_b8 on vit-mae-base and train_small_b64 on the bundled model's shape, and\n"
       "fine-tuning steps of ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and\n"
       "finetune_fmnist_b64 (examples/fashion-mnist/vit-28.json), the time from_pretrained takes on a\n"
       "saved copy of the model, and peak RSS. The inference rows time a copy of the model made ready\n"
       "by vitmae::pack_for_inference, as vitmae-run, vitmae-embed and vitmae-reconstruct run it\n"
-      "(weights packed once for oneDNN; int8: the float weights released).\n");
+      "(weights packed once for oneDNN; int8: the float weights released; bfloat16: vitmae::to_bfloat16).\n");
   vitmae::cli::add_inference_flags(cl, a,
                                    {"the ViTMAEForPreTraining checkpoint to time (default: vit-mae-base, HF's\n"
                                     "defaults, the library's random init)",
@@ -55,9 +68,10 @@ vitmae::cli::CommandLine command_line(Args& a) {
   cl.integer("--runs", "N", a.runs, 1, 100000,
              "timed runs a row, after a warm-up (default " + std::to_string(a.runs) + ")");
   cl.toggle("--json", a.json_only, true, "only the JSON lines (default: off, a summary after them)");
-  vitmae::cli::choice(cl, "--dtype", "T", a.dtypes, {"float32", "int8", "all"},
-                      "the inference rows in float32, in int8 (rows named *_int8: Linear layers\n"
-                      "and the patch projection quantised, the same FLOPs counted), or both\n(default all)");
+  vitmae::cli::choice(cl, "--dtype", "T", a.dtypes, {"float32", "bfloat16", "int8", "all"},
+                      "the inference rows in float32, in bfloat16 (rows *_bf16; skipped, saying so,\n"
+                      "on a CPU without bf16 products), in int8 (rows *_int8: Linear layers and the\n"
+                      "patch projection quantised, the same FLOPs counted), or all (default all)");
   vitmae::cli::choice(cl, "--backend", "B", a.backend, {"onednn", "eigen"},
                       "onednn or eigen: where float products run (default oneDNN when the build has\nit, else Eigen)");
   cl.toggle("--no-pack", a.pack, false, "time the model as loaded, not packed for inference (default: off)");
@@ -149,6 +163,58 @@ double fma_peak_gflops(int threads, int runs, const char** isa) {
   return best;
 }
 
+/// The same for the CPU's bfloat16 dot products (AVX512_BF16's vdpbf16ps: 32 bf16 pairs into 16
+/// float lanes, 64 FLOP) and its int8 ones (AVX512_VNNI's vpdpbusd: 64 uint8 x int8 products
+/// into 16 int32 lanes, 128 OP), when this build targets them; 0 otherwise. GFLOP/s or GOP/s.
+double dot_peak(bool bf16, int threads, int runs) {
+  constexpr int chains = 16;
+  const long iters = 30000000;
+  double best = 0;
+  (void)threads, (void)iters;
+  for (int r = 0; r < std::max(runs, 5) && (bf16 ? VITMAE_BENCH_BF16 : VITMAE_BENCH_VNNI); ++r) {
+    float sink = 0;
+    int ran = 1;
+    const double t = now();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+#endif
+    {
+#ifdef _OPENMP
+#pragma omp single
+      ran = omp_get_num_threads();
+#endif
+#if VITMAE_BENCH_BF16
+      if (bf16) {
+        __m512 acc[chains];
+        const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3380);  // 1, ~6e-8
+        for (int i = 0; i < chains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+        for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+          for (int i = 0; i < chains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+        }
+        for (int i = 0; i < chains; ++i) sink += _mm512_reduce_add_ps(acc[i]);
+      }
+#endif
+#if VITMAE_BENCH_VNNI
+      if (!bf16) {
+        __m512i acc[chains];
+        const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
+        for (int i = 0; i < chains; ++i) acc[i] = _mm512_set1_epi32(i);
+        for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 16
+          for (int i = 0; i < chains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+        }
+        for (int i = 0; i < chains; ++i) sink += static_cast<float>(_mm512_reduce_add_epi32(acc[i]));
+      }
+#endif
+    }
+    const double dt = now() - t;
+    if (sink == 1.2345f) std::printf(" ");
+    best = std::max(best, (bf16 ? 64.0 : 128.0) * chains * static_cast<double>(iters) * ran / dt / 1e9);
+  }
+  return best;
+}
+
 std::string cpu_model() {
   std::ifstream in("/proc/cpuinfo");
   for (std::string line; std::getline(in, line);)
@@ -194,6 +260,13 @@ int main(int argc, char** argv) {
         "{\"workload\": \"fma_peak\", \"threads\": %d, \"isa\": \"%s\", \"GFLOPs\": %.1f, \"cpu\": \"%s\", "
         "\"backend\": \"%s\"}\n",
         threads, isa, yard_gflops, cpu.c_str(), vitmae::backend_name(vitmae::product_backend()));
+    const double bf16_gflops = dot_peak(true, threads, a.runs), int8_gops = dot_peak(false, threads, a.runs);
+    if (bf16_gflops > 0)
+      std::printf("{\"workload\": \"bf16_peak\", \"threads\": %d, \"isa\": \"avx512_bf16\", \"GFLOPs\": %.1f}\n",
+                  threads, bf16_gflops);
+    if (int8_gops > 0)
+      std::printf("{\"workload\": \"int8_peak\", \"threads\": %d, \"isa\": \"avx512_vnni\", \"GOPs\": %.1f}\n", threads,
+                  int8_gops);
     const int n = 2048;
     std::vector<float> A(static_cast<size_t>(n) * n, 0.5f), B(A.size(), 0.25f), C(A.size());
     const Timing ty = time_runs(
@@ -224,19 +297,20 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> summary;
     const char* dtype = "float32";
+    double peak = yard_gflops;  // the row's yardstick: the fp32, bf16 or int8 peak
     // A row: `flop` per run; `images` a run, for images/s (training rows).
     auto report = [&](const std::string& name, const Timing& t, double flop, int images = 0) {
       const double gflop = flop / 1e9, gflops = gflop / (t.median_ms / 1e3), per_s = images / (t.median_ms / 1e3);
       char line[256];
       std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name.c_str(), t.median_ms,
-                    gflops, gflops / yard_gflops);
+                    gflops, gflops / peak);
       summary.push_back(line +
                         (images ? "  " + std::to_string(static_cast<int>(per_s + 0.5)) + " images/s" : std::string()));
       std::printf(
           "{\"workload\": \"%s\", \"threads\": %d, \"dtype\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.3f, "
           "\"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
           name.c_str(), threads, dtype, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop,
-          gflops, gflops / yard_gflops);
+          gflops, gflops / peak);
       if (images) std::printf(", \"images_per_s\": %.1f", per_s);
       std::printf("}\n");
       std::fflush(stdout);
@@ -260,7 +334,7 @@ int main(int argc, char** argv) {
         if (sink == 12345.f) std::printf(" ");
       }
     };
-    if (a.dtypes != "int8") {
+    if (a.dtypes == "float32" || a.dtypes == "all") {
       if (!a.pack) inference_rows(model, "");
       else {
         vitmae::ForPreTraining<float> p = model;
@@ -268,14 +342,26 @@ int main(int argc, char** argv) {
         inference_rows(p, "");
       }
     }
-    if (a.dtypes != "float32") {
+    if (a.dtypes == "bfloat16" || a.dtypes == "all") {
+      if (!vitmae::bfloat16_supported() || vitmae::product_backend() != vitmae::Backend::onednn) {
+        std::printf("# no bfloat16 rows: %s\n", vitmae::product_backend() != vitmae::Backend::onednn
+                                                    ? "bfloat16 products run on oneDNN"
+                                                    : "this CPU has no bfloat16 products (AVX512_BF16 or AMX)");
+      } else {
+        vitmae::ForPreTraining<float> h = model;
+        vitmae::to_bfloat16(h);
+        dtype = "bfloat16", peak = bf16_gflops > 0 ? bf16_gflops : 2 * yard_gflops;
+        inference_rows(h, "_bf16");
+      }
+    }
+    if (a.dtypes == "int8" || a.dtypes == "all") {
       vitmae::ForPreTraining<float> q = model;
       vitmae::quantize_int8(q);
       if (a.pack) vitmae::pack_for_inference(q);
-      dtype = "int8";
+      dtype = "int8", peak = int8_gops > 0 ? int8_gops : 4 * yard_gflops;
       inference_rows(q, "_int8");
-      dtype = "float32";
     }
+    dtype = "float32", peak = yard_gflops;
     if (a.train) {
       // One optimiser step = forward + backward + AdamW on a fixed batch (threads over the batch).
       auto train_case = [&](const char* name, const vitmae::ForPreTraining<float>& m, int batch) {

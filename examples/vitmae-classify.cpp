@@ -21,7 +21,7 @@ vitmae::cli::CommandLine command_line(Args& a) {
   vitmae::cli::CommandLine cl(
       "vitmae-classify",
       "usage: vitmae-classify --model DIR [--top K] [--json] [--batch N] [--threads N]\n"
-      "                       [--dtype float32|int8] IMAGE [IMAGE ...]\n"
+      "                       [--dtype float32|bfloat16|int8] IMAGE [IMAGE ...]\n"
       "Runs a ViTForImageClassification checkpoint on images and prints each one's top-K classes with\n"
       "their probabilities (the softmax of the logits; the sigmoid for multi-label checkpoints and one\n"
       "label, as HF's pipeline), named by the checkpoint's id2label.\n"
@@ -33,7 +33,7 @@ vitmae::cli::CommandLine command_line(Args& a) {
       cl, a,
       {"(required) a ViT classification folder (config.json model_type \"vit\"),\n"
        "such as vitmae-finetune writes (OUT/final) or vitmae-convert makes of an MAE checkpoint",
-       {"float32", "int8"},
+       {"float32", "bfloat16", "int8"},
        true});
   cl.section("Flags");
   cl.list("--image", "PATH", a.images, "the same as IMAGE, repeatable (default: none)");
@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-classify", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
+    a.dtype = vitmae::cli::usable_dtype("vitmae-classify", a.dtype);
     if (a.model.empty() || a.images.empty())
       throw vitmae::cli::UsageError("--model and at least one image are required");
     vitmae::cli::set_threads(a.threads);

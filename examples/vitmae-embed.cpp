@@ -24,12 +24,12 @@ vitmae::cli::CommandLine command_line(Args& a) {
       "vitmae-embed",
       "usage: vitmae-embed --model DIR --image PATH [--image PATH ...] --out FEATURES.safetensors\n"
       "                    [--npy PREFIX] [--batch N] [--mask-ratio R] [--seed N] [--threads N]\n"
-      "                    [--dtype float32|int8]\n"
+      "                    [--dtype float32|bfloat16|int8]\n"
       "Per image, the CLS token and the mean of the patch tokens of ViTMAEModel's last_hidden_state.\n");
   vitmae::cli::add_inference_flags(cl, a,
                                    {"(required) an HF checkpoint folder (its preprocessor_config.json decides the\n"
                                     "preprocessing; without one, ViTImageProcessor's defaults at the model's size)",
-                                    {"float32", "int8"},
+                                    {"float32", "bfloat16", "int8"},
                                     true});
   cl.section("Flags");
   cl.list("--image", "PATH", a.images, "(required, one or more) an image: PNG, JPEG, BMP, TGA, GIF, PNM, PSD or HDR");
@@ -51,11 +51,13 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-embed", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
+    a.dtype = vitmae::cli::usable_dtype("vitmae-embed", a.dtype);
     if (a.model.empty() || a.images.empty() || a.out.empty())
       throw vitmae::cli::UsageError("--model, --image and --out are required");
     vitmae::cli::set_threads(a.threads);
     vitmae::cli::doing("loading the model " + a.model);
-    auto model = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(a.model, "", a.dtype == "int8");
+    auto model =
+        vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(a.model, "", vitmae::cli::precision_of(a.dtype));
     model.config.mask_ratio = a.mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(a.model, model.config);
     std::mt19937_64 rng(a.seed);

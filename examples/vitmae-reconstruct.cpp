@@ -22,7 +22,7 @@ vitmae::cli::CommandLine command_line(Args& a) {
   vitmae::cli::CommandLine cl(
       "vitmae-reconstruct",
       "usage: vitmae-reconstruct [--model DIR] [--image PATH ...] [--out PANEL] [--mask-ratio R]\n"
-      "                          [--seed N] [--threads N] [--dtype float32|int8]\n"
+      "                          [--seed N] [--threads N] [--dtype float32|bfloat16|int8]\n"
       "Hides part of each image, lets the model paint it back and writes a panel, one row per image:\n"
       "original | masked | reconstruction | reconstruction + visible. Prints per image the masked-patch\n"
       "loss (the model's normalised pixel space) and the loss of filling masked patches with the mean\n"
@@ -62,11 +62,13 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-reconstruct", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
+    a.dtype = vitmae::cli::usable_dtype("vitmae-reconstruct", a.dtype);
     check(a);
     vitmae::cli::set_threads(a.threads);
     using Scalar = float;
     vitmae::cli::doing("loading the model " + a.model);
-    auto model = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<Scalar>>(a.model, "", a.dtype == "int8");
+    auto model = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<Scalar>>(a.model, "",
+                                                                                  vitmae::cli::precision_of(a.dtype));
     if (a.mask_ratio > 0) model.config().mask_ratio = a.mask_ratio;
     const auto proc = vitmae::ImageProcessor::for_checkpoint(a.model, model.config());
     vitmae::cli::doing("reconstructing " + std::to_string(a.images.size()) + " image" +

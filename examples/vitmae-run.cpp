@@ -21,7 +21,7 @@ vitmae::cli::CommandLine command_line(Args& a) {
   vitmae::cli::CommandLine cl(
       "vitmae-run",
       "usage: vitmae-run --model DIR --input IN.safetensors --output OUT.safetensors\n"
-      "                  [--interpolate-pos-encoding] [--dtype float32|float64|int8]\n"
+      "                  [--interpolate-pos-encoding] [--dtype float32|float64|bfloat16|int8]\n"
       "                  [--hidden-states] [--attentions] [--seed N] [--preset NAME] [--threads N]\n"
       "Runs a checkpoint on pixel_values (and noise) and writes every output HF gives, under HF's names;\n"
       "prints one line saying what ran and what it wrote.\n");
@@ -29,7 +29,7 @@ vitmae::cli::CommandLine command_line(Args& a) {
                                    {"(required) an HF checkpoint folder (safetensors, sharded, pytorch_model.bin)\n"
                                     "or an MAE-release folder or .pth file; a ViT classifier (config.json\n"
                                     "model_type \"vit\") runs as ViTForImageClassification",
-                                    {"float32", "float64", "int8"}});
+                                    {"float32", "float64", "bfloat16", "int8"}});
   cl.section("Flags");
   cl.text("--input", "IN", a.input,
           "(required) a safetensors file holding pixel_values [B,C,H,W] and optionally\n"
@@ -110,7 +110,7 @@ void run_mae(const Args& a, const vitmae::Config& config, const vitmae::io::Tens
   constexpr bool pretraining = std::is_same_v<M, vitmae::ForPreTraining<Scalar>>;
   vitmae::cli::doing("allocating the model of " + vitmae::checkpoint_config_name(a.model, a.preset) + " (" +
                      vitmae::cli::model_size(config, pretraining) + ")");
-  const M model = vitmae::load_for_inference<M>(config, weights, a.dtype == "int8");
+  const M model = vitmae::load_for_inference<M>(config, weights, vitmae::cli::precision_of(a.dtype));
   vitmae::cli::doing(forward_activity(a, pixels));
   const auto out = model.forward(pixels, *noise, a.forward);
   if constexpr (pretraining) write(a, "ViTMAEForPreTraining", pixels, out, static_cast<double>(out.loss));
@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-run", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
+    a.dtype = vitmae::cli::usable_dtype("vitmae-run", a.dtype);
     if (a.model.empty() || a.input.empty() || a.output.empty())
       throw vitmae::cli::UsageError("--model, --input and --output are required");
     if (!a.preset.empty()) vitmae::cli::check_preset(a.preset);

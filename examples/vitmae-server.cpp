@@ -44,7 +44,7 @@ vitmae::cli::CommandLine command_line(Args& a) {
   vitmae::cli::CommandLine cl(
       "vitmae-server",
       "usage: vitmae-server [--model [NAME=]DIR ...] [--port N] [--host ADDR] [--api-key KEY]\n"
-      "                     [--dtype float32|int8] [--threads N] [--max-batch N] [--batch-wait-ms MS]\n"
+      "                     [--dtype float32|bfloat16|int8] [--threads N] [--max-batch N] [--batch-wait-ms MS]\n"
       "Serves models over HTTP: POST /v1/embeddings, /v1/classify and /v1/reconstruct, GET /v1/models,\n"
       "/health and /metrics (Prometheus), and a web page at /. Concurrent requests for one model run\n"
       "as one forward pass. The first line it prints is 'listening on http://HOST:PORT'; SIGINT or\n"
@@ -55,9 +55,11 @@ vitmae::cli::CommandLine command_line(Args& a) {
           "encoder (embeddings) or a ViT classifier (classification), named NAME or by the\n"
           "folder (default: the bundled photo-mae, examples/model, and the Fashion-MNIST\nfashion-mnist-mae and "
           "fashion-mnist-classifier)");
-  vitmae::cli::choice(cl, "--dtype", "T", a.dtype, {"float32", "int8"},
-                      "float32 or int8 (default float32): the precision of the products; int8: the\n"
-                      "Linear layers and the patch projection in int8, about half the time");
+  vitmae::cli::choice(cl, "--dtype", "T", a.dtype, {"float32", "bfloat16", "int8"},
+                      "float32, bfloat16 or int8 (default float32): the precision of the products;\n"
+                      "bfloat16 and int8: the Linear layers and the patch projection in bfloat16\n"
+                      "(float32 sums; AVX512_BF16 or AMX, elsewhere float32, saying so) or int8,\n"
+                      "each about half the time");
   cl.integer("--threads", "N", a.threads, 1, 1024, "threads for the matrix products (default: all cores)");
   cl.integer("--max-batch", "N", a.max_batch, 1, 4096, "images per forward pass at most (default 16)");
   cl.integer("--batch-wait-ms", "MS", a.batch_wait_ms, 0, 10000,
@@ -463,6 +465,7 @@ int main(int argc, char** argv) {
   vitmae::cli::CommandLine cl = command_line(a);
   return vitmae::cli::run_main("vitmae-server", cl.head().c_str(), [&] {
     cl.parse(argc, argv);
+    a.dtype = vitmae::cli::usable_dtype("vitmae-server", a.dtype);
     const auto folders = model_folders(a);
     vitmae::cli::set_threads(a.threads);
     // SIGINT and SIGTERM are taken by one thread (sigwait), blocked in every other one, which

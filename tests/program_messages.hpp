@@ -12,6 +12,9 @@ namespace cli {
 inline constexpr const char* kUnknownArgument = "unknown argument";
 inline constexpr const char* kPresetExpects = "--preset expects mae-vit-base, mae-vit-large or mae-vit-huge";
 inline constexpr const char* kSynopsis = "\nusage: ";  // the synopsis on the lines after a usage error
+// --dtype bfloat16 without bf16 products: "PROGRAM: --dtype bfloat16: WHY; running float32", one line
+inline constexpr const char* kBfloat16Fallback = ": --dtype bfloat16: ";
+inline constexpr const char* kRunningFloat32 = "; running float32\n";
 }  // namespace cli
 
 /// The image loader (io/image.hpp, io/file.hpp), as every program that reads images passes it on.
@@ -43,7 +46,7 @@ namespace run {
 using cli::kPresetExpects;
 using cli::kUnknownArgument;
 inline constexpr const char* kRequired = "--model, --input and --output are required";
-inline constexpr const char* kDtypeExpects = "--dtype expects float32, float64 or int8";
+inline constexpr const char* kDtypeExpects = "--dtype expects float32, float64, bfloat16 or int8";
 inline constexpr const char* kCannotOpenConfig = "cannot open config file";
 inline constexpr const char* kNotSafetensors = "safetensors header length";
 inline constexpr const char* kWrongChannels = "channels, expected num_channels";

@@ -130,6 +130,55 @@ TEST_CASE("vitmae-run --dtype int8: float32 output near the fixture's, mask and 
   }
 }
 
+TEST_CASE("vitmae-run --dtype bfloat16: near the fixture's float32, masks exact, float32 where the CPU has no bf16") {
+  const std::string in = test::data("hf/tiny/io.safetensors");
+  const io::SafetensorsFile ref(in);
+  const std::string out = test::tmp_dir("cli_bf16") + "/out.safetensors";
+  const std::string args = "--model " + test::data("hf/tiny") + " --input " + in + " --output " + out;
+  const RunResult r = run(args + " --dtype bfloat16");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const io::SafetensorsFile got(out);
+  CHECK(got.info("last_hidden_state").dtype == io::DType::F32);
+  if (vitmae::bfloat16_supported()) {
+    CHECK(r.err.find(messages::cli::kRunningFloat32) == std::string::npos);
+    for (const char* name : {"last_hidden_state", "logits"}) {
+      const auto g = got.get<double>(name), w = ref.get<double>(name);
+      REQUIRE(g.numel() == w.numel());
+      const Eigen::Map<const Eigen::VectorXd> a(g.ptr(), g.numel()), b(w.ptr(), w.numel());
+      const double cosine = a.dot(b) / (a.norm() * b.norm()), gap = (a - b).cwiseAbs().maxCoeff();
+      MESSAGE(std::string(name) << ": bf16 against PyTorch float32: 1 - cosine " << 1 - cosine
+                                << ", largest difference " << gap);
+      CHECK(cosine >= 0.9999);
+      CHECK(gap > 0);  // bf16's rounding shows: it did not run float32
+    }
+    CHECK(std::abs(got.get<double>("loss").data[0] / ref.get<double>("loss").data[0] - 1) <= 0.005);
+  } else {
+    MESSAGE("no bfloat16 products here: only the float32 fallback is checked");
+  }
+  for (const char* name : {"mask", "ids_restore"}) {
+    const auto g = got.get<double>(name);
+    test::check_close(name, g.ptr(), static_cast<long>(g.numel()), ref.get<double>(name), 0.0);
+  }
+  // Where oneDNN may not use bf16 instructions: one line saying so, and float32's very output.
+  const std::string out32 = test::tmp_dir("cli_bf16_32") + "/out.safetensors";
+  REQUIRE(
+      run("--model " + test::data("hf/tiny") + " --input " + in + " --output " + out32 + " --dtype float32").status ==
+      0);
+  const RunResult no = test::run_program(
+      std::string("DNNL_MAX_CPU_ISA=AVX512_CORE_VNNI ") + VITMAE_RUN_EXE,
+      "--model " + test::data("hf/tiny") + " --input " + in + " --output " + out + " --dtype bfloat16");
+  INFO(no.err);
+  REQUIRE(no.status == 0);
+  CHECK(no.err.find(std::string("vitmae-run") + messages::cli::kBfloat16Fallback) == 0);
+  CHECK(no.err.find(messages::cli::kRunningFloat32) != std::string::npos);
+  const io::SafetensorsFile a(out), b(out32);
+  for (const char* name : {"last_hidden_state", "logits", "loss"}) {
+    CAPTURE(name);
+    CHECK(a.get<float>(name).data == b.get<float>(name).data);
+  }
+}
+
 TEST_CASE("vitmae-run runs ViT classifiers: every hf_vit case (float32 and float64)") {
   for (const char* c : {"hf_vit/cls_tiny", "hf_vit/cls_interp_48", "hf_vit/cls_multilabel", "hf_vit/cls_regression",
                         "hf_vit/cls_from_mae_tiny"})

@@ -55,14 +55,14 @@ class ServedModel {
   std::string name, path, dtype;
   std::string kind;  // "mae" (encoder and decoder), "mae-encoder" or "classifier"
 
-  /// Loads the folder `dir` for inference in `dtype` ("float32" or "int8").
+  /// Loads the folder `dir` for inference in `dtype` ("float32", "bfloat16" or "int8").
   /// @throws vitmae::Error naming the folder when it holds no model vitmae reads.
   static std::unique_ptr<ServedModel> load(const std::string& name, const std::string& dir, const std::string& dtype) {
     auto m = std::make_unique<ServedModel>();
     m->name = name;
     m->path = dir;
     m->dtype = dtype;
-    const bool int8 = dtype == "int8";
+    const vitmae::Precision precision = vitmae::cli::precision_of(dtype);
     if (vitmae::checkpoint_model_type(dir) == "vit") {
       m->kind = "classifier";
       m->classifier_.emplace(vitmae::ViTForImageClassification<float>::from_pretrained(dir));
@@ -76,10 +76,10 @@ class ServedModel {
       const auto weights = vitmae::open_pretrained_weights(dir);
       if (vitmae::ForPreTraining<float>::has_decoder(*weights)) {
         m->kind = "mae";
-        m->mae_.emplace(vitmae::load_for_inference<vitmae::ForPreTraining<float>>(config, *weights, int8));
+        m->mae_.emplace(vitmae::load_for_inference<vitmae::ForPreTraining<float>>(config, *weights, precision));
       } else {
         m->kind = "mae-encoder";
-        m->encoder_.emplace(vitmae::load_for_inference<vitmae::Model<float>>(config, *weights, int8));
+        m->encoder_.emplace(vitmae::load_for_inference<vitmae::Model<float>>(config, *weights, precision));
       }
       m->config_ = config;
       m->config_json_ = config.to_json(m->kind == "mae" ? "ViTMAEForPreTraining" : "ViTMAEModel");

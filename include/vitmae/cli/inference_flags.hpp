@@ -49,9 +49,9 @@ struct InferenceArgs {
 
 /// Which of the shared flags a program takes.
 struct InferenceFlags {
-  std::string model_help;                              // --model's help: what folder, required or its default
-  std::vector<std::string> dtypes{"float32", "int8"};  // --dtype's values (none: no --dtype)
-  bool batch = false;                                  // --batch
+  std::string model_help;  // --model's help: what folder, required or its default
+  std::vector<std::string> dtypes{"float32", "bfloat16", "int8"};  // --dtype's values (none: no --dtype)
+  bool batch = false;                                              // --batch
 };
 
 /// Declares the shared flags `f` names on `cl`, in a section of their own, writing into `a`
@@ -64,10 +64,16 @@ inline void add_inference_flags(CommandLine& cl, InferenceArgs& a, const Inferen
     const bool f64 = std::find(f.dtypes.begin(), f.dtypes.end(), "float64") != f.dtypes.end();
     const std::string values = one_of(f.dtypes) + " (default " + a.dtype + "): the precision of the products";
     choice(cl, "--dtype", "T", a.dtype, f.dtypes,
-           values + (f64 ? "\nand of the output; int8: the Linear layers and the patch projection in int8\n"
-                           "(weights per channel, activations per token), about half the time, the output\nfloat32"
-                         : "; int8: the\nLinear layers and the patch projection in int8 (weights per channel,\n"
-                           "activations per token), about half the time"));
+           values +
+               (f64 ? "\nand of the output; bfloat16 and int8: the Linear layers and the patch\n"
+                      "projection in bfloat16 (float32 sums) or int8 (weights per channel,\n"
+                      "activations per token), each about half the time, the output float32"
+                    : ";\nbfloat16 and int8: the Linear layers and the patch projection in bfloat16\n"
+                      "(float32 sums) or int8 (weights per channel, activations per token), each\n"
+                      "about half the time") +
+               (std::find(f.dtypes.begin(), f.dtypes.end(), "bfloat16") != f.dtypes.end()
+                    ? "; bfloat16 needs AVX512_BF16 or AMX (elsewhere: float32,\nsaying so)"
+                    : ""));
   }
   if (f.batch)
     cl.integer("--batch", "N", a.batch, 1, 4096, "images per forward pass (default " + std::to_string(a.batch) + ")");

@@ -103,12 +103,39 @@ inline std::vector<std::string> read_label_names(const std::string& path) {
   return names;
 }
 
-/// Makes a loaded model ready for inference in `dtype` (--dtype, inference_flags.hpp): int8
-/// quantises its Linear layers and patch projection; then its weights are packed for oneDNN
-/// (float) or its float weights released (int8) (vitmae::pack_for_inference).
+/// The products --dtype names: "int8", "bfloat16", else float32 (float64 models are double).
+inline vitmae::Precision precision_of(const std::string& dtype) {
+  return dtype == "int8"       ? vitmae::Precision::int8
+         : dtype == "bfloat16" ? vitmae::Precision::bfloat16
+                               : vitmae::Precision::float32;
+}
+
+/// --dtype bfloat16 where there are no bfloat16 products (a CPU without AVX512_BF16 or AMX, a
+/// build without oneDNN, VITMAE_BACKEND=eigen): says so on one line of stderr and gives
+/// "float32"; any other dtype as given.
+inline std::string usable_dtype(const std::string& program, const std::string& dtype) {
+  if (dtype != "bfloat16") return dtype;
+  const char* why = !vitmae::onednn_available() ? "this build of vitmae has no oneDNN"
+                    : vitmae::product_backend() != vitmae::Backend::onednn
+                        ? "the products are set to Eigen (VITMAE_BACKEND=eigen)"
+                    : !vitmae::bfloat16_supported() ? "this CPU has no bfloat16 products (AVX512_BF16 or AMX)"
+                                                    : nullptr;
+  if (!why) return dtype;
+  std::fprintf(stderr, "%s: --dtype bfloat16: %s; running float32\n", program.c_str(), why);
+  return "float32";
+}
+
+/// Makes a loaded model ready for inference in `dtype` (--dtype, inference_flags.hpp, after
+/// usable_dtype): int8 quantises its Linear layers and patch projection; bfloat16 packs their
+/// weights as bfloat16 (vitmae::to_bfloat16); otherwise its weights are packed for oneDNN (float)
+/// or its float weights released (int8) (vitmae::pack_for_inference).
 template <class M>
 void apply_dtype(M& model, const std::string& dtype) {
   if constexpr (std::is_same_v<typename M::scalar_type, float>) {
+    if (dtype == "bfloat16") {
+      vitmae::to_bfloat16(model);
+      return;
+    }
     if (dtype == "int8") vitmae::quantize_int8(model);
     vitmae::pack_for_inference(model);
   }

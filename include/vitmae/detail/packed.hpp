@@ -5,15 +5,21 @@
 // the layout it asks for reaches 0.9-0.97 (and ONNX Runtime packs its weights once too).
 //
 // The packed weight replaces the float weight (the same bytes, in oneDNN's order): unpacking
-// gives back the exact weight. A product splits its rows (tokens) across threads, each range one
-// single-threaded matmul on the whole packed weight, writing its rows of the output in place.
+// gives back the exact weight. A bfloat16 weight (to_bfloat16) holds the weight rounded to
+// bfloat16 (to nearest even, as torch's .to(torch.bfloat16)), half the bytes; its products round
+// their input the same way and accumulate in float32 (oneDNN's bf16 matmul: AVX512_BF16, AMX),
+// as torch.autocast("cpu", dtype=torch.bfloat16) runs a Linear layer. A product splits its rows (tokens) across
+// threads, each range one single-threaded matmul on the whole packed weight, writing its rows of the output in place.
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -27,10 +33,45 @@
 #endif
 
 namespace vitmae {
+
+/// True when this build has oneDNN and the CPU has bfloat16 products (AVX512_BF16 or AMX; oneDNN's
+/// effective ISA, which DNNL_MAX_CPU_ISA may lower): to_bfloat16 needs them.
+inline bool bfloat16_supported() {
+#ifdef VITMAE_WITH_ONEDNN
+  static const bool yes = [] {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
+  }();
+  return yes;
+#else
+  return false;
+#endif
+}
+
 namespace detail {
 
+/// x rounded to bfloat16 (to nearest even; NaN stays NaN), element by element: a loop of
+/// integer operations the compiler vectorises.
+inline void round_to_bf16(const float* __restrict x, Index n, std::uint16_t* __restrict y) {
+  for (Index i = 0; i < n; ++i) {
+    std::uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    const std::uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    y[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+  }
+}
+
+/// A bfloat16 value as float (exact).
+inline float widen_bf16(std::uint16_t h) {
+  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
 #ifdef VITMAE_WITH_ONEDNN
-/// oneDNN matmul primitives y (m, n) = x (m, k) W + bias, W packed,
+/// oneDNN matmul primitives y (m, n) = x (m, k) W + bias, W packed (x and W float32, or both
+/// bfloat16 with y and bias float32),
 /// one per shape, created on first use (0.1-1 ms) and kept. Each runs on the calling thread with
 /// that thread's scratchpad, so threads may run the same primitive at once.
 class PackedMatmuls {
@@ -47,33 +88,36 @@ class PackedMatmuls {
 
   /// The layout oneDNN wants for a (k, n) weight (here the same for every number of tokens; a
   /// product whose primitive wants another computes on the unpacked weight).
-  dnnl::memory::desc weight_layout(Index n, Index k) { return get(64, n, k, false)->pd.weights_desc(); }
+  dnnl::memory::desc weight_layout(Index n, Index k, bool bf16) {
+    return get(64, n, k, false, bf16)->pd.weights_desc();
+  }
 
   /// The primitive for `m` tokens, weights in the layout it picks (oneDNN's reference code runs
   /// blocked weights given to it explicitly, 1000 times slower).
   /// @throws dnnl::error when oneDNN has none.
-  std::shared_ptr<const Entry> get(Index m, Index n, Index k, bool bias) {
-    const Key key{m, n, k, bias};
+  std::shared_ptr<const Entry> get(Index m, Index n, Index k, bool bias, bool bf16) {
+    const Key key{m, n, k, bias, bf16};
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       const auto it = entries_.find(key);
       if (it != entries_.end()) return it->second;
     }
-    auto entry = create(m, n, k, bias);
+    auto entry = create(m, n, k, bias, bf16);
     const std::lock_guard<std::mutex> lock(mutex_);
     if (entries_.size() >= 1024) entries_.clear();  // many shapes seen once (image sizes): start over
     return entries_.emplace(key, std::move(entry)).first->second;
   }
 
  private:
-  using Key = std::tuple<Index, Index, Index, bool>;
+  using Key = std::tuple<Index, Index, Index, bool, bool>;
   PackedMatmuls() : engine_(dnnl::engine::kind::cpu, 0) {}
 
-  std::shared_ptr<const Entry> create(Index m, Index n, Index k, bool bias) const {
+  std::shared_ptr<const Entry> create(Index m, Index n, Index k, bool bias, bool bf16) const {
     using dims = dnnl::memory::dims;
     using dt = dnnl::memory::data_type;
-    const dnnl::memory::desc x({m, k}, dt::f32, dims{k, 1});
-    const dnnl::memory::desc weights({k, n}, dt::f32, dnnl::memory::format_tag::any);
+    const dt in = bf16 ? dt::bf16 : dt::f32;
+    const dnnl::memory::desc x({m, k}, in, dims{k, 1});
+    const dnnl::memory::desc weights({k, n}, in, dnnl::memory::format_tag::any);
     const dnnl::memory::desc y({m, n}, dt::f32, dims{n, 1});
     const dnnl::memory::desc b = bias ? dnnl::memory::desc({1, n}, dt::f32, dims{n, 1}) : dnnl::memory::desc();
     dnnl::primitive_attr attr;
@@ -89,34 +133,40 @@ class PackedMatmuls {
 };
 #endif
 
-/// A float weight (out, in) in oneDNN's packed layout.
+/// A float weight (out, in) in oneDNN's packed layout, as float32 or rounded to bfloat16.
 struct PackedWeight {
   Index out = 0, in = 0;
+  bool bf16 = false;  // the values are bfloat16 (std::uint16_t), the products bf16 x bf16 -> float32
 #ifdef VITMAE_WITH_ONEDNN
   dnnl::memory memory;                     // the (in, out) weight in oneDNN's layout; shared (read-only) by copies
   std::shared_ptr<Matrix<float>> storage;  // memory's bytes when they are the float weight's own
   // When the layout stores each `panel` output columns contiguously (AVX-512: 64 columns of all
-  // `padded_in` rows, in 16-row blocks), a range of whole panels is itself a packed weight.
-  Index panel = 0, padded_in = 0;
+  // `padded_in` rows, in blocks of `row_block` rows; bf16 with each row block stored as pairs of
+  // rows, `pair` 2, element (k, c) of a block at (k / 2) 2 panel + 2 c + k % 2), a range of whole
+  // panels is itself a packed weight.
+  Index panel = 0, padded_in = 0, row_block = 0, pair = 1;
 #endif
 
   bool empty() const { return out == 0; }
 
-  /// Packs w, in w's own storage where the layout has no padding (no memory allocated, none
-  /// touched for the first time); w is left empty.
+  /// Packs w (as bfloat16 when `bfloat16`), in w's own storage where the layout is float32 with
+  /// no padding (no memory allocated, none touched for the first time); w is left empty.
   /// @throws vitmae::Error when this build has no oneDNN or oneDNN cannot pack it.
-  static PackedWeight of(Matrix<float>&& w) {
+  static PackedWeight of(Matrix<float>&& w, bool bfloat16 = false) {
     PackedWeight p;
+    p.bf16 = bfloat16;
 #ifdef VITMAE_WITH_ONEDNN
     try {
       p.out = w.rows(), p.in = w.cols();
       PackedMatmuls& cache = PackedMatmuls::instance();
-      const dnnl::memory::desc layout = cache.weight_layout(w.rows(), w.cols());
+      const dnnl::memory::desc layout = cache.weight_layout(w.rows(), w.cols(), p.bf16);
       const dnnl_memory_desc_t& d = layout.data;
       const auto& b = d.format_desc.blocking;
-      if (d.format_kind == dnnl_blocked && panel_layout(layout, b.inner_blks[0], b.inner_blks[1], d.padded_dims[0])) {
-        p.panel = b.inner_blks[1], p.padded_in = d.padded_dims[0], p.row_block = b.inner_blks[0];
-        if (layout.get_size() == static_cast<size_t>(w.size()) * sizeof(float)) {  // in place
+      const Index pair = p.bf16 && b.inner_nblks == 3 ? b.inner_blks[2] : 1;
+      const Index row_block = b.inner_blks[0] * pair, panel = b.inner_blks[1];
+      if (d.format_kind == dnnl_blocked && panel_layout(layout, p.bf16, row_block, panel, d.padded_dims[0], pair)) {
+        p.panel = panel, p.padded_in = d.padded_dims[0], p.row_block = row_block, p.pair = pair;
+        if (!p.bf16 && layout.get_size() == static_cast<size_t>(w.size()) * sizeof(float)) {  // in place
           std::vector<std::vector<float>> scratch(static_cast<size_t>(available_threads()),
                                                   std::vector<float>(static_cast<size_t>(p.panel * p.in)));
           p.storage = std::make_shared<Matrix<float>>(std::move(w));
@@ -139,7 +189,7 @@ struct PackedWeight {
     } catch (const dnnl::error& e) {
       if (p.storage && w.size() == 0) w = std::move(*p.storage);  // (moved before oneDNN failed; not yet packed)
       throw Error(std::string("pack_for_inference: oneDNN cannot pack a ") + std::to_string(p.out) + " x " +
-                  std::to_string(p.in) + " weight: " + e.what());
+                  std::to_string(p.in) + (p.bf16 ? " bfloat16" : "") + " weight: " + e.what());
     }
 #else
     (void)w;
@@ -147,7 +197,7 @@ struct PackedWeight {
 #endif
   }
 
-  /// The weight (out, in) again, the same values.
+  /// The weight (out, in) again, the same values (a bfloat16 weight's, widened).
   Matrix<float> unpacked() const {
     Matrix<float> w(out, in);
 #ifdef VITMAE_WITH_ONEDNN
@@ -168,22 +218,30 @@ struct PackedWeight {
   }
 
 #ifdef VITMAE_WITH_ONEDNN
-  Index row_block = 0;
-
   static dnnl::memory::desc plain_desc(Index in, Index out) {
     return dnnl::memory::desc({in, out}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, in});
   }
   /// True when `layout` stores each `panel` columns of all `padded_in` rows contiguously, in
-  /// blocks of `row_block` rows (the layout a range of whole panels of a packed weight has).
-  static bool panel_layout(const dnnl::memory::desc& layout, Index row_block, Index panel, Index padded_in) {
+  /// blocks of `row_block` rows (bf16: of row_block / pair pairs of rows), the layout a range of
+  /// whole panels of a packed weight has.
+  static bool panel_layout(const dnnl::memory::desc& layout, bool bf16, Index row_block, Index panel, Index padded_in,
+                           Index pair) {
     const dnnl_memory_desc_t& d = layout.data;
     const auto& b = d.format_desc.blocking;
-    return d.format_kind == dnnl_blocked && d.offset0 == 0 && d.padded_dims[0] == padded_in && b.inner_nblks == 2 &&
-           b.inner_idxs[0] == 0 && b.inner_idxs[1] == 1 && b.inner_blks[0] == row_block && b.inner_blks[1] == panel &&
-           b.strides[0] == row_block * panel && b.strides[1] == padded_in * panel;
+    const bool blocks = bf16 ? b.inner_nblks == 3 && b.inner_idxs[2] == 0 && b.inner_blks[2] == pair && pair == 2
+                             : b.inner_nblks == 2 && pair == 1;
+    return d.format_kind == dnnl_blocked && blocks && d.data_type == (bf16 ? dnnl_bf16 : dnnl_f32) && d.offset0 == 0 &&
+           d.padded_dims[0] == padded_in && b.inner_idxs[0] == 0 && b.inner_idxs[1] == 1 &&
+           b.inner_blks[0] * pair == row_block && b.inner_blks[1] == panel && b.strides[0] == row_block * panel &&
+           b.strides[1] == padded_in * panel;
   }
-  /// Packs the float weight held in `storage` where it is: without padding, panel i is rows
-  /// [i panel, (i + 1) panel) of the weight, the same bytes, so each is copied out (into the
+  /// Where element (k, c) of a panel is, from the panel's start.
+  Index panel_offset(Index k, Index c) const {
+    const Index k0 = k / row_block * row_block, kk = k - k0;
+    return k0 * panel + kk / pair * pair * panel + c * pair + kk % pair;
+  }
+  /// Packs the float weight held in `storage` where it is (float32): without padding, panel i is
+  /// rows [i panel, (i + 1) panel) of the weight, the same bytes, so each is copied out (into the
   /// running thread's `scratch`, allocated before anything moved) and packed back.
   void pack_in_place(std::vector<std::vector<float>>& scratch) {
     float* data = storage->data();
@@ -206,40 +264,48 @@ struct PackedWeight {
   }
   /// Packs every panel of w (out, in) into the (allocated) packed memory.
   void pack_panels(const float* w) const {
-    float* packed = static_cast<float*>(memory.get_data_handle());
     parallel_for(static_cast<size_t>((out + panel - 1) / panel), [&](size_t i) {
       const Index c0 = static_cast<Index>(i) * panel;
-      pack_panel(w + c0 * in, std::min(panel, out - c0), packed + c0 * padded_in);
+      if (bf16)
+        pack_panel(w + c0 * in, std::min(panel, out - c0),
+                   static_cast<std::uint16_t*>(memory.get_data_handle()) + c0 * padded_in);
+      else
+        pack_panel(w + c0 * in, std::min(panel, out - c0),
+                   static_cast<float*>(memory.get_data_handle()) + c0 * padded_in);
     });
   }
   /// One panel: `cols` rows of w (`in` floats each, from `rows`) into dst, the panel's
-  /// (padded_in, panel) values in blocks of row_block rows: element (k, c) at
-  /// (k / row_block) row_block panel + (k % row_block) panel + c. Padding is written 0. (oneDNN's
-  /// reorder transposes slowly: 15 ms for a 768 x 3072 weight.)
-  void pack_panel(const float* rows, Index cols, float* dst) const {
+  /// (padded_in, panel) values at panel_offset (bf16: rounded to nearest even). Padding is
+  /// written 0. (oneDNN's reorder transposes slowly: 15 ms for a 768 x 3072 weight.)
+  template <class T>
+  void pack_panel(const float* rows, Index cols, T* dst) const {
+    auto put = [](T& to, float v) {
+      if constexpr (std::is_same_v<T, float>) to = v;
+      else round_to_bf16(&v, 1, &to);
+    };
     for (Index k0 = 0; k0 < padded_in; k0 += row_block) {
-      float* tile = dst + k0 * panel;
+      T* tile = dst + k0 * panel;
       const Index n = std::max<Index>(0, std::min(row_block, in - k0));  // rows of w left in this block
       for (Index c = 0; c < panel; ++c) {
         const float* row = c < cols ? rows + c * in + k0 : nullptr;
-        if (row && n == row_block)
-          for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row[k];
-        else
-          for (Index k = 0; k < row_block; ++k) tile[k * panel + c] = row && k < n ? row[k] : 0.f;
+        if (pair == 1)
+          for (Index k = 0; k < row_block; ++k) put(tile[k * panel + c], row && k < n ? row[k] : 0.f);
+        else  // pairs of rows: (k, c) at (k / 2) 2 panel + 2 c + k % 2
+          for (Index k = 0; k < row_block; ++k)
+            put(tile[(k >> 1) * 2 * panel + 2 * c + (k & 1)], row && k < n ? row[k] : 0.f);
       }
     }
   }
   /// The inverse of pack_panels: the packed values back into w (out, in).
   void unpack_panels(float* w) const {
-    const float* packed = static_cast<const float*>(memory.get_data_handle());
     parallel_for(static_cast<size_t>((out + panel - 1) / panel), [&](size_t i) {
       const Index c0 = static_cast<Index>(i) * panel, cols = std::min(panel, out - c0);
-      for (Index k0 = 0; k0 < in; k0 += row_block) {
-        const float* tile = packed + c0 * padded_in + k0 * panel;
-        const Index n = std::min(row_block, in - k0);
-        for (Index c = 0; c < cols; ++c)
-          for (Index k = 0; k < n; ++k) w[(c0 + c) * in + k0 + k] = tile[k * panel + c];
-      }
+      for (Index c = 0; c < cols; ++c)
+        for (Index k = 0; k < in; ++k) {
+          const Index at = c0 * padded_in + panel_offset(k, c);
+          w[(c0 + c) * in + k] = bf16 ? widen_bf16(static_cast<const std::uint16_t*>(memory.get_data_handle())[at])
+                                      : static_cast<const float*>(memory.get_data_handle())[at];
+        }
     });
   }
 #endif
@@ -260,21 +326,34 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       std::min<Index>(x.rows(), product_flops(x.rows(), w.out, w.in) >= 4e6 ? available_threads() : 1);
   const Index panels = w.panel > 0 ? (w.out + w.panel - 1) / w.panel : 0;
   const bool by_columns = threads > 1 && x.rows() / threads < 128 && panels >= threads;
+  // A bfloat16 weight multiplies x rounded to bfloat16, rounded once here for every part.
+  thread_local std::vector<std::uint16_t> x16;
+  if (w.bf16) {
+    x16.resize(static_cast<size_t>(x.size()));
+    round_to_bf16(x.data(), x.size(), x16.data());
+  }
+  const std::vector<std::uint16_t>& xb = x16;  // (the calling thread's, read by the workers)
   bool failed = false;
   // Rows [r0, r0 + rows) times columns [c0, c0 + n) (the whole width, or whole panels).
   auto run = [&](Index r0, Index rows, Index c0, Index n) {
     try {
       PackedMatmuls& cache = PackedMatmuls::instance();
-      const auto entry = cache.get(rows, n, w.in, b.size() != 0);
+      const auto entry = cache.get(rows, n, w.in, b.size() != 0, w.bf16);
       const bool whole = n == w.out;
       const dnnl::memory::desc layout = entry->pd.weights_desc();
       // The whole weight in the layout packed, or whole panels of it (a range of panels in the
       // same panel layout); anything else: the plain weight.
-      const bool fits =
-          whole ? layout == w.memory.get_desc() : PackedWeight::panel_layout(layout, w.row_block, w.panel, w.padded_in);
-      if (!fits) {
-        Matrix<float> part;
-        gemm_nt(Matrix<float>(x.middleRows(r0, rows)), Matrix<float>(w.unpacked().middleRows(c0, n)),
+      const bool fits = whole ? layout == w.memory.get_desc()
+                              : PackedWeight::panel_layout(layout, w.bf16, w.row_block, w.panel, w.padded_in, w.pair);
+      if (!fits) {  // (bf16: the same rounded values, multiplied in float32)
+        Matrix<float> part, xs = x.middleRows(r0, rows);
+        if (w.bf16)
+          xs = xs.unaryExpr([](float v) {
+            std::uint16_t h;
+            round_to_bf16(&v, 1, &h);
+            return widen_bf16(h);
+          });
+        gemm_nt(xs, Matrix<float>(w.unpacked().middleRows(c0, n)),
                 b.size() != 0 ? RowVector<float>(b.segment(c0, n)) : RowVector<float>(), part);
         y.block(r0, c0, rows, n) = part;
         return;
@@ -287,10 +366,15 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
       std::unordered_map<int, dnnl::memory> args{
           {DNNL_ARG_SRC,
-           dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data() + r0 * x.cols()))},
-          {DNNL_ARG_WEIGHTS, whole ? w.memory
-                                   : dnnl::memory(layout, cache.engine(),
-                                                  static_cast<float*>(w.memory.get_data_handle()) + c0 * w.padded_in)},
+           w.bf16 ? dnnl::memory(entry->pd.src_desc(), cache.engine(),
+                                 const_cast<std::uint16_t*>(xb.data() + r0 * x.cols()))
+                  : dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data() + r0 * x.cols()))},
+          {DNNL_ARG_WEIGHTS,
+           whole ? w.memory
+                 : dnnl::memory(
+                       layout, cache.engine(),
+                       static_cast<char*>(w.memory.get_data_handle()) +
+                           c0 * w.padded_in * static_cast<Index>(w.bf16 ? sizeof(std::uint16_t) : sizeof(float)))},
           {DNNL_ARG_DST,
            dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() + r0 * y.cols() : part.data())},
           {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, cache.engine(), scratch.data())}};

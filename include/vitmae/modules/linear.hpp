@@ -58,16 +58,16 @@ struct WeightForms {
     gemm_nt(x, w, b, y);
   }
   /// Releases the float weight: an int8 weight keeps its integers; otherwise the weight is packed
-  /// for oneDNN. Returns false (nothing done) for double, for a float weight when the products
-  /// run on Eigen, or when already released.
-  static bool pack(Matrix<Scalar>& w, const Int8Weight& q, PackedWeight& p) {
+  /// for oneDNN (as bfloat16 when `bf16`). Returns false (nothing done) for double, for a float
+  /// weight when the products run on Eigen, or when already released.
+  static bool pack(Matrix<Scalar>& w, const Int8Weight& q, PackedWeight& p, bool bf16) {
     if constexpr (std::is_same_v<Scalar, float>) {
       if (released(w, q, p) || (q.empty() && product_backend() != Backend::onednn)) return false;
-      if (q.empty()) p = PackedWeight::of(std::move(w));
+      if (q.empty()) p = PackedWeight::of(std::move(w), bf16);
       w = Matrix<Scalar>();
       return true;
     }
-    (void)w, (void)q, (void)p;
+    (void)w, (void)q, (void)p, (void)bf16;
     return false;
   }
   /// The float weight again: exactly the packed one, or the int8 weight's dequantised values.
@@ -112,8 +112,10 @@ struct WeightFormsOf {
     Forms::unpack(m.weight, m.int8, m.packed);
     m.int8 = Int8Weight();
   }
-  /// pack_for_inference / unpack for this layer (see WeightForms).
-  bool pack() { return Forms::pack(self().weight, self().int8, self().packed); }
+  /// pack_for_inference (to_bfloat16: `bf16`) / unpack for this layer (see WeightForms).
+  bool pack(bool bf16 = false) { return Forms::pack(self().weight, self().int8, self().packed, bf16); }
+  /// True when the forward's products are bfloat16 (to_bfloat16).
+  bool bfloat16() const { return self().packed.bf16 && !self().packed.empty(); }
   void unpack() { Forms::unpack(self().weight, self().int8, self().packed); }
   bool packed_for_inference() const { return Forms::released(self().weight, self().int8, self().packed); }
   Index out_features() const { return stored() ? Forms::rows(self().weight, self().int8, self().packed) : out_size; }

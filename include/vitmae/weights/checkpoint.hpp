@@ -239,9 +239,13 @@ PretrainedCheckpoint open_pretrained(const std::string& path, const std::string&
 /// from_pretrained does (open_pretrained). M: ViTMAEModel or ViTMAEForPreTraining.
 /// @throws vitmae::Error as from_pretrained.
 template <class M>
-M load_for_inference(const std::string& path, const std::string& preset = "", bool int8 = false) {
+M load_for_inference(const std::string& path, const std::string& preset, Precision precision) {
   const PretrainedCheckpoint c = open_pretrained<M>(path, preset);
-  return load_for_inference<M>(c.config, *c.weights, int8);
+  return load_for_inference<M>(c.config, *c.weights, precision);
+}
+template <class M>
+M load_for_inference(const std::string& path, const std::string& preset = "", bool int8 = false) {
+  return load_for_inference<M>(path, preset, int8 ? Precision::int8 : Precision::float32);
 }
 
 /// save_pretrained of a model: model.safetensors (HF names, "format": "pt" metadata, which

@@ -24,9 +24,24 @@ enum class Int8Weights {
   kept,         ///< straight into the int8 layers with the file's integers and scales, their float
                 ///< weights released unwritten (load_for_inference, whose model is built with
                 ///< Storage::unwritten); a double model still gets the dequantised values
+  bfloat16,     ///< every Linear and patch-projection weight (an int8 one dequantised) straight
+                ///< into a bfloat16 packed weight, as to_bfloat16 packs it, through one weight's
+                ///< worth of floats, its float weight released unwritten (load_for_inference
+                ///< with Precision::bfloat16); a double model gets the float values
 };
 
+/// The products of a model loaded for inference (load_for_inference): float32 (packed for
+/// oneDNN where the build has it), bfloat16 (to_bfloat16) or int8 (quantize_int8).
+enum class Precision { float32, bfloat16, int8 };
+
 namespace detail {
+/// Throws unless bfloat16 products can run here, naming `who` and why not.
+inline void require_bfloat16(const char* who) {
+  require(onednn_available(), who, ": this build of vitmae has no oneDNN (install libdnnl-dev and reconfigure)");
+  require(product_backend() == Backend::onednn, who,
+          ": bfloat16 products run on oneDNN, and the products are set to Eigen (VITMAE_BACKEND=eigen)");
+  require(bfloat16_supported(), who, ": this CPU has no bfloat16 products (AVX512_BF16 or AMX)");
+}
 struct Int8Switch : ModulesOnly {
   bool on = true;
   int modules = 0;
@@ -43,10 +58,10 @@ struct Int8Switch : ModulesOnly {
 /// How many float Linear and patch-projection layers there are, run in int8, or have their
 /// float weight released (is_int8, is_packed).
 struct FormCount : ModulesOnly {
-  int modules = 0, quantised = 0, released = 0;
+  int modules = 0, quantised = 0, released = 0, bf16 = 0;
   template <class L>
   void layer(const L& l) {
-    ++modules, quantised += !l.int8.empty(), released += l.packed_for_inference();
+    ++modules, quantised += !l.int8.empty(), released += l.packed_for_inference(), bf16 += l.bfloat16();
   }
   void module(const Linear<float>& l) { layer(l); }
   void module(const PatchConv2d<float>& c) { layer(c); }
@@ -67,10 +82,12 @@ void quantize_all_but_released(M& model) {
 }
 struct PackSwitch : ModulesOnly {
   bool on = true;
+  bool bf16 = false;  // (on) every layer float again, then packed as bfloat16
   int released = 0;
   template <class L>
   void layer(L& l) {
-    if (on) released += l.pack();
+    if (on && bf16) l.dequantize();  // (unpacks too)
+    if (on) released += l.pack(bf16);
     else l.unpack();
   }
   void module(Linear<float>& l) { layer(l); }
@@ -114,6 +131,34 @@ void unpack(M& model) {
   detail::walk_modules(model, detail::PackSwitch{{}, false});
 }
 
+/// Makes a float model inference-only with bfloat16 products, as torch.autocast("cpu",
+/// dtype=torch.bfloat16) runs its Linear layers: every Linear layer's and the patch projection's
+/// weight is rounded to bfloat16 (to nearest even) and packed for oneDNN's bf16 matmul (half the
+/// float32 bytes), and each product rounds its input the same way and accumulates in float32.
+/// Everything else (LayerNorm, softmax, GELU, the attention's own products, the residual stream,
+/// the loss) stays float32. An int8 or packed model is taken back to float first (an int8 one:
+/// its dequantised weights). The results do not depend on the number of threads. unpack(model)
+/// gives float32 products again, on the rounded weights. Returns how many weights are bfloat16.
+/// @throws vitmae::Error for a double model, a build without oneDNN, products set to Eigen, or a
+/// CPU without bfloat16 products (bfloat16_supported(): AVX512_BF16 or AMX), which oneDNN would
+/// only emulate, slower than float32.
+template <class M>
+int to_bfloat16(M& model) {
+  const detail::FormCount c = detail::walk_modules(model, detail::FormCount{});
+  detail::require(c.modules > 0, "to_bfloat16: bfloat16 products are for float models");
+  detail::require_bfloat16("to_bfloat16");
+  detail::PackSwitch s;
+  s.bf16 = true;
+  return detail::walk_modules(model, s).released;
+}
+
+/// True when every Linear layer and the patch projection of `model` has bfloat16 products.
+template <class M>
+bool is_bfloat16(const M& model) {
+  const detail::FormCount c = detail::walk_modules(model, detail::FormCount{});
+  return c.modules > 0 && c.bf16 == c.modules;
+}
+
 /// True when some weight of `model` was released by pack_for_inference.
 template <class M>
 bool is_packed(const M& model) {
@@ -130,16 +175,26 @@ bool is_packed(const M& model) {
 /// while loading.) `M m(config); m.load_weights(source); pack_for_inference(m);` gives the same
 /// float products; an int8 checkpoint's layers are then quantised again from the dequantised
 /// weights, whose scales may differ in the last bit. Until unpack(model) the model has no
-/// backward, and saving or training it throws (see pack_for_inference). checkpoint.hpp has the
-/// form that takes a checkpoint's path, which checks the weights against the config first.
-/// @throws vitmae::Error as load_weights.
+/// backward, and saving or training it throws (see pack_for_inference). Precision::bfloat16
+/// reads each Linear and patch-projection weight (F32, F16, BF16 or I8 in the file) into one
+/// weight's worth of floats and packs it as bfloat16 at once, its float weight released unwritten:
+/// the model is resident at its bfloat16 size, the same model as `to_bfloat16` of the loaded one.
+/// checkpoint.hpp has the form that takes a checkpoint's path, which checks the weights against
+/// the config first.
+/// @throws vitmae::Error as load_weights; for Precision::bfloat16 where there are no bfloat16
+/// products (see to_bfloat16), before reading anything.
+template <class M, class Config>
+M load_for_inference(const Config& config, const io::TensorSource& source, Precision precision) {
+  if (precision == Precision::bfloat16) detail::require_bfloat16("load_for_inference");  // (before anything is read)
+  M m(config, Storage::unwritten);
+  m.load_weights(source, precision == Precision::bfloat16 ? Int8Weights::bfloat16 : Int8Weights::kept);
+  if (precision == Precision::int8) detail::quantize_all_but_released(m);  // an int8 checkpoint's layers stay as loaded
+  if (precision != Precision::bfloat16) pack_for_inference(m);             // (bfloat16: packed as loaded)
+  return m;
+}
 template <class M, class Config>
 M load_for_inference(const Config& config, const io::TensorSource& source, bool int8 = false) {
-  M m(config, Storage::unwritten);
-  m.load_weights(source, Int8Weights::kept);
-  if (int8) detail::quantize_all_but_released(m);  // an int8 checkpoint's layers stay as loaded
-  pack_for_inference(m);
-  return m;
+  return load_for_inference<M>(config, source, int8 ? Precision::int8 : Precision::float32);
 }
 
 /// True when every Linear layer and the patch projection of `model` runs in int8.

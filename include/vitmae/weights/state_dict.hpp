@@ -100,23 +100,25 @@ inline void check_state_dict_shapes(const std::vector<TensorSpec>& specs, const 
 }
 
 namespace detail {
-/// load_state_dict's visitor: f(tensor, weight, int8) for every tensor; for the first tensor
-/// after a Linear or patch projection (float) was visited (its weight), that layer's float and
-/// int8 weights, otherwise nullptr (Int8Weights::kept loads int8 weights straight into `int8`).
+/// load_state_dict's visitor: f(tensor, weight, int8, packed) for every tensor; for the first
+/// tensor after a Linear or patch projection (float) was visited (its weight), that layer's float,
+/// int8 and packed weights, otherwise nullptr (Int8Weights::kept loads int8 weights straight into
+/// `int8`, Int8Weights::bfloat16 every weight into `packed`).
 template <class F>
 struct LoadVisitor {
   F f;
   Matrix<float>* weight = nullptr;
   Int8Weight* int8 = nullptr;
+  PackedWeight* packed = nullptr;
   template <class P>
   void operator()(const P& p) {
-    f(p, weight, int8);
-    weight = nullptr, int8 = nullptr;
+    f(p, weight, int8, packed);
+    weight = nullptr, int8 = nullptr, packed = nullptr;
   }
   template <class L>
   void module(L& l) {
     if constexpr (std::is_same_v<L, Linear<float>> || std::is_same_v<L, PatchConv2d<float>>)
-      weight = &l.weight, int8 = &l.int8;
+      weight = &l.weight, int8 = &l.int8, packed = &l.packed;
   }
 };
 template <class F>
@@ -136,8 +138,10 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
                            Int8Weights int8_weights = Int8Weights::dequantised) {
   LoadReport report;
   std::set<std::string> used;
-  auto visitor = detail::load_visitor([&](const auto& p, Matrix<float>* layer_weight, detail::Int8Weight* layer_int8) {
-    (void)layer_weight, (void)layer_int8;  // (for double models)
+  auto visitor = detail::load_visitor([&](const auto& p, Matrix<float>* layer_weight, detail::Int8Weight* layer_int8,
+                                          detail::PackedWeight* layer_packed) {
+    (void)layer_weight, (void)layer_int8, (void)layer_packed;  // (for double models)
+    using S = std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>;
     const std::string key = key_prefix + p.name;
     if (!source.contains(key)) {
       report.missing.push_back(p.name);
@@ -150,7 +154,24 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
     detail::require(detail::squeeze_leading(found) == detail::squeeze_leading(expected),
                     "load_state_dict: ", source.where(), ": '", key, "' has shape ", detail::shape_str(found),
                     ", expected ", detail::shape_str(expected));
-    if (p.kind != ParamKind::weight || !source.is_int8(key)) return source.read(key, p.data);
+    // Int8Weights::bfloat16: the weight read (or dequantised below) into one weight's worth of
+    // floats, then packed; the layer's float weight (never written) is released.
+    const bool to_bf16 = std::is_same_v<S, float> && int8_weights == Int8Weights::bfloat16 && layer_weight &&
+                         static_cast<const void*>(layer_weight->data()) == static_cast<const void*>(p.data);
+    Matrix<float> staged;
+    auto into_bf16 = [&] {
+      if constexpr (std::is_same_v<S, float>) {
+        *layer_packed = detail::PackedWeight::of(std::move(staged), true);
+        *layer_weight = Matrix<float>();
+      }
+    };
+    if (to_bf16) staged.resize(layer_weight->rows(), layer_weight->cols());
+    float* target = staged.data();
+    if (p.kind != ParamKind::weight || !source.is_int8(key)) {
+      if (!to_bf16) return source.read(key, p.data);
+      source.read(key, target);
+      return into_bf16();
+    }
     // An int8 checkpoint: the integers times "<key>_scale" (one per output channel).
     const std::string sk = key + "_scale";
     detail::require(source.contains(sk), "load_state_dict: ", source.where(), ": '", key, "' is int8 but '", sk,
@@ -159,8 +180,7 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
                     "load_state_dict: ", source.where(), ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)),
                     ", expected [", expected[0], "]");
     used.insert(sk);
-    report.int8 = true;
-    using S = std::remove_const_t<std::remove_pointer_t<decltype(p.data)>>;
+    report.int8 = !to_bf16;  // (bfloat16: the model runs in bfloat16)
     std::vector<S> scale(static_cast<size_t>(expected[0]));
     source.read(sk, scale.data());
     const Index rows = expected[0], row = p.size / rows;
@@ -173,6 +193,14 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
         *layer_int8 = detail::Int8Weight::of_stored(integers.data(), rows, row, scale.data());
         *layer_weight = Matrix<float>();
         return;
+      }
+    }
+    if (to_bf16) {
+      if constexpr (std::is_same_v<S, float>) {
+        source.read(key, target);
+        for (Index r = 0; r < rows; ++r)
+          for (Index k = 0; k < row; ++k) target[r * row + k] *= scale[static_cast<size_t>(r)];
+        return into_bf16();
       }
     }
     source.read(key, p.data);
