@@ -61,8 +61,13 @@ def main():
         for i in n.input:
             consumers[i].append(n)
     graph_outputs = {o.name for o in g.output}
+    identity = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity"}
 
     def constant(name, ndim):
+        """The float initializer of rank ndim that name is, or is an Identity of (torch's exporter
+        writes each repeat of a value, such as the zero biases of a fresh init, as an Identity of one)."""
+        while name in identity and name not in inits:
+            name = identity[name]
         t = inits.get(name)
         return t if t is not None and t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == ndim else None
 
@@ -98,6 +103,12 @@ def main():
         new_nodes.append(helper.make_node("DynamicQuantizeMatMul", inputs, [output],
                                           name=(n.name or output) + "_quant", domain="com.microsoft"))
         count["MatMul quantised"] += 1
+    while True:  # drop the Identity nodes the folded biases left unread
+        read = {i for n in new_nodes for i in n.input} | graph_outputs
+        kept_nodes = [n for n in new_nodes if n.op_type != "Identity" or n.output[0] in read]
+        if len(kept_nodes) == len(new_nodes):
+            break
+        new_nodes = kept_nodes
     del g.node[:]
     g.node.extend(new_nodes)
     used = {i for n in g.node for i in n.input}
