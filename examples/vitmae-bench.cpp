@@ -9,10 +9,13 @@
 #include <sys/resource.h>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,7 +62,9 @@ vitmae::cli::CommandLine command_line(Args& a) {
       "finetune_fmnist_b64 (examples/fashion-mnist/vit-28.json), the time from_pretrained takes on a\n"
       "saved copy of the model, and peak RSS. The inference rows time a copy of the model made ready\n"
       "by vitmae::pack_for_inference, as vitmae-run, vitmae-embed and vitmae-reconstruct run it\n"
-      "(weights packed once for oneDNN; int8: the float weights released; bfloat16: vitmae::to_bfloat16).\n");
+      "(weights packed once for oneDNN; int8: the float weights released; bfloat16: vitmae::to_bfloat16).\n"
+      "The *_int8 and *_bf16 rows carry cosine_to_float32: the cosine of their output (pretrain:\n"
+      "logits; features: last_hidden_state) to float32's on the same inputs.\n");
   vitmae::cli::add_inference_flags(cl, a,
                                    {"the ViTMAEForPreTraining checkpoint to time (default: vit-mae-base, HF's\n"
                                     "defaults, the library's random init)",
@@ -239,6 +244,24 @@ vitmae::Tensor<float> random_pixels(int batch, vitmae::Index channels, vitmae::I
   return t;
 }
 
+/// The rows of a model's per-sample output matrices, one after the other.
+std::vector<float> flatten(const std::vector<vitmae::Matrix<float>>& out) {
+  std::vector<float> v;
+  for (const auto& m : out) v.insert(v.end(), m.data(), m.data() + m.size());
+  return v;
+}
+
+double cosine(const std::vector<float>& x, const std::vector<float>& y) {
+  if (x.size() != y.size()) throw std::runtime_error("vitmae-bench: cosine of outputs of different sizes");
+  double xy = 0, xx = 0, yy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    xy += double(x[i]) * y[i];
+    xx += double(x[i]) * x[i];
+    yy += double(y[i]) * y[i];
+  }
+  return xy / std::sqrt(xx * yy);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -298,38 +321,63 @@ int main(int argc, char** argv) {
     std::vector<std::string> summary;
     const char* dtype = "float32";
     double peak = yard_gflops;  // the row's yardstick: the fp32, bf16 or int8 peak
-    // A row: `flop` per run; `images` a run, for images/s (training rows).
-    auto report = [&](const std::string& name, const Timing& t, double flop, int images = 0) {
+    // A row: `flop` per run; `images` a run, for images/s (training rows); `cos`, when not NaN, the
+    // cosine of a lower precision's output to float32's on the same inputs.
+    auto report = [&](const std::string& name, const Timing& t, double flop, int images = 0, double cos = NAN) {
       const double gflop = flop / 1e9, gflops = gflop / (t.median_ms / 1e3), per_s = images / (t.median_ms / 1e3);
       char line[256];
       std::snprintf(line, sizeof line, "# %-16s %10.1f ms %8.1f GFLOP/s  efficiency %.2f", name.c_str(), t.median_ms,
                     gflops, gflops / peak);
+      char cos_text[64] = "";
+      if (!std::isnan(cos)) std::snprintf(cos_text, sizeof cos_text, "  cosine to float32 %.6f", cos);
       summary.push_back(line +
-                        (images ? "  " + std::to_string(static_cast<int>(per_s + 0.5)) + " images/s" : std::string()));
+                        (images ? "  " + std::to_string(static_cast<int>(per_s + 0.5)) + " images/s" : std::string()) +
+                        cos_text);
       std::printf(
           "{\"workload\": \"%s\", \"threads\": %d, \"dtype\": \"%s\", \"backend\": \"%s\", \"median_ms\": %.3f, "
           "\"min_ms\": %.3f, \"GFLOP\": %.3f, \"GFLOPs\": %.1f, \"efficiency\": %.3f",
           name.c_str(), threads, dtype, vitmae::backend_name(vitmae::product_backend()), t.median_ms, t.min_ms, gflop,
           gflops, gflops / peak);
       if (images) std::printf(", \"images_per_s\": %.1f", per_s);
+      if (!std::isnan(cos)) std::printf(", \"cosine_to_float32\": %.7f", cos);
       std::printf("}\n");
       std::fflush(stdout);
     };
-    // The inference rows in float32, then (a quantised copy) in int8: the same GFLOP counted.
+    // The inference rows in float32, then (copies) in bfloat16 and int8: the same GFLOP counted. A
+    // row's output (pretrain: logits; features: last_hidden_state) on its inputs, computed once more
+    // after the timed runs: float32's is the reference of the others' cosine_to_float32 (with --dtype
+    // int8, float32's comes from the model as loaded, untimed).
+    auto inputs = [&](int batch) {
+      std::mt19937_64 prng(1), rng(2);
+      return std::make_pair(random_pixels(batch, c.num_channels, c.image_size, prng),
+                            vitmae::ops::uniform_noise<float>(batch, c.num_patches(), rng));
+    };
+    vitmae::ForwardOptions features;
+    features.mask_ratio = 0.0;
+    auto output = [&](const vitmae::ForPreTraining<float>& m, const std::string& name) {
+      const auto in = inputs(name == "pretrain_b8" ? 8 : 1);
+      return name == "features_b1" ? flatten(m.vit.forward(in.first, in.second, features).last_hidden_state)
+                                   : flatten(m.forward(in.first, in.second).logits);
+    };
+    std::map<std::string, std::vector<float>> reference;
     auto inference_rows = [&](const vitmae::ForPreTraining<float>& m, const std::string& suffix) {
+      auto row = [&](const std::string& name, const Timing& t, double flop) {
+        const std::vector<float> out = output(m, name);
+        if (suffix.empty()) reference[name] = out;
+        if (!reference.count(name)) reference[name] = output(model, name);
+        report(name + suffix, t, flop, 0, suffix.empty() ? NAN : cosine(out, reference[name]));
+      };
       for (int batch : {1, 8}) {
-        std::mt19937_64 prng(1), rng(2);
-        const vitmae::Tensor<float> px = random_pixels(batch, c.num_channels, c.image_size, prng);
-        const vitmae::Matrix<float> noise = vitmae::ops::uniform_noise<float>(batch, c.num_patches(), rng);
+        const auto in = inputs(batch);
+        const vitmae::Tensor<float>& px = in.first;
+        const vitmae::Matrix<float>& noise = in.second;
         float sink = 0;
         const Timing t = time_runs([&] { sink += m.forward(px, noise).loss; }, a.runs);
-        report((batch == 1 ? "pretrain_b1" : "pretrain_b8") + suffix, t,
-               vitmae::forward_flops(c, true, c.mask_ratio) * batch);
+        row(batch == 1 ? "pretrain_b1" : "pretrain_b8", t, vitmae::forward_flops(c, true, c.mask_ratio) * batch);
         if (batch == 1) {
-          vitmae::ForwardOptions o;
-          o.mask_ratio = 0.0;
-          const Timing tf = time_runs([&] { sink += m.vit.forward(px, noise, o).last_hidden_state[0](0, 0); }, a.runs);
-          report("features_b1" + suffix, tf, vitmae::forward_flops(c, false, 0.0));
+          const Timing tf =
+              time_runs([&] { sink += m.vit.forward(px, noise, features).last_hidden_state[0](0, 0); }, a.runs);
+          row("features_b1", tf, vitmae::forward_flops(c, false, 0.0));
         }
         if (sink == 12345.f) std::printf(" ");
       }
