@@ -42,8 +42,8 @@ const rows = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\
 const peak = rows.find((r) => r.workload === "fma_peak");
 const ort = rows.find((r) => r.runtime);
 // A column group a precision beyond float32: the rows both engines print as WORKLOAD + suffix.
-// bf16 is vitmae's alone (ONNX Runtime has no bf16 MatMul on its CPU provider): its time, its
-// ratio to vitmae's float32 and its cosine, when vitmae printed *_bf16 rows (a CPU with bf16).
+// bf16 is for vitmae alone (ONNX Runtime has no bf16 MatMul on its CPU provider): its time, its
+// ratio to the float32 of vitmae and its cosine, when vitmae printed *_bf16 rows (a CPU with bf16).
 const lower = [{ suffix: "_int8", label: "int8" }];
 const bf16 = rows.some((r) => r.workload === "features_b1_bf16");
 const head = ["workload", "threads", "peaks fp32 / bf16 / int8", "vitmae fp32 ms (efficiency)", "ORT fp32 ms",
