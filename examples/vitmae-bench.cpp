@@ -55,14 +55,15 @@ vitmae::cli::CommandLine command_line(Args& a) {
       "runs of pretrain_b1, features_b1 and pretrain_b8 on vit-mae-base (HF defaults, the library's\n"
       "random init, or --model DIR); efficiency = achieved GFLOP/s / the machine's fp32 FMA peak,\n"
       "measured first with the same threads (OpenBLAS's 2048^3 sgemm is printed beside it, for\n"
-      "information; bfloat16 and int8 rows against the bf16 and VNNI dot-product peaks). Then training steps (forward, "
-      "backward, AdamW; counted as 3x the forward's\n"
-      "FLOPs): train_b8 on vit-mae-base and train_small_b64 on the bundled model's shape, and\n"
-      "fine-tuning steps of ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and\n"
+      "information; bfloat16 and int8 rows against the bf16 and VNNI dot-product peaks). Then\n"
+      "training steps (forward, backward, AdamW; counted as 3x the forward's FLOPs): train_b8 on\n"
+      "vit-mae-base and train_small_b64 on the bundled model's shape, and fine-tuning steps of\n"
+      "ViTForImageClassification: finetune_b8 (vit-base shape, 1000 labels) and\n"
       "finetune_fmnist_b64 (examples/fashion-mnist/vit-28.json), the time from_pretrained takes on a\n"
       "saved copy of the model, and peak RSS. The inference rows time a copy of the model made ready\n"
       "by vitmae::pack_for_inference, as vitmae-run, vitmae-embed and vitmae-reconstruct run it\n"
-      "(weights packed once for oneDNN; int8: the float weights released; bfloat16: vitmae::to_bfloat16).\n"
+      "(weights packed once for oneDNN; int8: the float weights released; bfloat16:\n"
+      "vitmae::to_bfloat16); with bfloat16 rows, also train_b8_bf16 and finetune_b8_bf16 (--bf16).\n"
       "The *_int8 and *_bf16 rows carry cosine_to_float32: the cosine of their output (pretrain:\n"
       "logits; features: last_hidden_state) to float32's on the same inputs.\n");
   vitmae::cli::add_inference_flags(cl, a,
@@ -418,19 +419,29 @@ int main(int argc, char** argv) {
     dtype = "float32", peak = yard_gflops;
     if (a.train) {
       // One optimiser step = forward + backward + AdamW on a fixed batch (threads over the batch).
-      auto train_case = [&](const char* name, const vitmae::ForPreTraining<float>& m, int batch) {
+      // --bf16 (rows *_bf16): the products in bfloat16, against the bf16 peak.
+      const bool bf16_rows = (a.dtypes == "bfloat16" || a.dtypes == "all") && vitmae::bfloat16_supported() &&
+                             vitmae::product_backend() == vitmae::Backend::onednn;
+      auto train_case = [&](const std::string& name, const vitmae::ForPreTraining<float>& m, int batch,
+                            bool bf16 = false) {
         vitmae::train::TrainOptions o;
         o.batch = batch;
         o.steps = 1000000;
         o.threads = threads;
+        o.bf16 = bf16;
+        dtype = bf16 ? "bfloat16" : "float32", peak = !bf16             ? yard_gflops
+                                                      : bf16_gflops > 0 ? bf16_gflops
+                                                                        : 2 * yard_gflops;
         vitmae::train::Trainer<float> trainer(m, o);
         const vitmae::Config& mc = m.config();
         std::mt19937_64 rng(3);
         const vitmae::Tensor<float> px = random_pixels(batch, mc.num_channels, mc.image_size, rng);
         const Timing t = time_runs([&] { trainer.train_step([&] { return px; }); }, a.runs);
         report(name, t, 3 * vitmae::forward_flops(mc, true, mc.mask_ratio) * batch, batch);
+        dtype = "float32", peak = yard_gflops;
       };
       train_case("train_b8", model, 8);
+      if (bf16_rows) train_case("train_b8_bf16", model, 8, true);
       vitmae::ForPreTraining<float> small(vitmae::load_config(VITMAE_SMALL_CONFIG));
       std::mt19937_64 rng(0);
       small.init_weights(rng);
@@ -438,7 +449,7 @@ int main(int argc, char** argv) {
       // Fine-tuning steps (forward, backward, layer-decayed AdamW) of ViTForImageClassification:
       // vit-base-shaped with ImageNet's 1000 labels at batch 8, and the Fashion-MNIST ViT
       // (examples/fashion-mnist) at its batch, 64.
-      auto finetune_case = [&](const char* name, const vitmae::ViTConfig& vc, int batch) {
+      auto finetune_case = [&](const std::string& name, const vitmae::ViTConfig& vc, int batch, bool bf16 = false) {
         vitmae::ViTForImageClassification<float> clf(vc);
         std::mt19937_64 rng(4);
         clf.init_weights(rng);
@@ -446,13 +457,20 @@ int main(int argc, char** argv) {
         o.batch = batch;
         o.steps = 1000000;
         o.threads = threads;
+        o.bf16 = bf16;
+        dtype = bf16 ? "bfloat16" : "float32", peak = !bf16             ? yard_gflops
+                                                      : bf16_gflops > 0 ? bf16_gflops
+                                                                        : 2 * yard_gflops;
         vitmae::train::ClassifierTrainer<float> trainer(std::move(clf), o);
         vitmae::train::LabelledBatch<float> b{random_pixels(batch, vc.num_channels, vc.image_size, rng), {}};
         for (int i = 0; i < batch; ++i) b.labels.push_back(i % vc.num_labels());
         const Timing t = time_runs([&] { trainer.train_step([&] { return b; }); }, a.runs);
         report(name, t, 3 * vitmae::forward_flops(vc) * batch, batch);
+        dtype = "float32", peak = yard_gflops;
       };
-      finetune_case("finetune_b8", vitmae::ViTConfig::from_mae(c, vitmae::ViTConfig::default_labels(1000)), 8);
+      const vitmae::ViTConfig vit_base = vitmae::ViTConfig::from_mae(c, vitmae::ViTConfig::default_labels(1000));
+      finetune_case("finetune_b8", vit_base, 8);
+      if (bf16_rows) finetune_case("finetune_b8_bf16", vit_base, 8, true);
       const nlohmann::json fj = vitmae::io::read_json_file(VITMAE_FMNIST_CONFIG, "config file");
       vitmae::ViTConfig fc = vitmae::ViTConfig::from_json(fj, VITMAE_FMNIST_CONFIG);
       fc.id2label = vitmae::ViTConfig::default_labels(10);

@@ -269,3 +269,101 @@ TEST_CASE("load_for_inference in bfloat16: float, BF16 and int8 checkpoints pack
     else CHECK(gap <= 0.05f * want.logits[0].cwiseAbs().maxCoeff());
   }
 }
+
+TEST_CASE("bf16 training products: the GEMMs against float64 on the rounded operands, every transposition") {
+  if (bf16_test::skip()) return;
+  const test::RestoreBackendAndThreads restore;
+  std::mt19937_64 rng(13);
+  const Matrix<float> x = bf16_test::random(37, 70, rng), w = bf16_test::random(45, 70, rng),
+                      dy = bf16_test::random(37, 45, rng);
+  const vitmae::RowVector<float> bias = bf16_test::random(1, 45, rng);
+  auto r64 = [](const Matrix<float>& m) { return Matrix<double>(bf16_test::rounded(m).cast<double>()); };
+  auto check = [](const char* what, const Matrix<float>& got, const Matrix<double>& want) {
+    const double gap = (got.cast<double>() - want).cwiseAbs().maxCoeff(), scale = 1 + want.cwiseAbs().maxCoeff();
+    INFO(what << ": largest difference " << gap);
+    CHECK(gap <= 2e-6 * scale);
+  };
+  Matrix<float> y, dx, dw = Matrix<float>::Ones(45, 70), dx_acc = Matrix<float>::Ones(37, 70);
+  Matrix<float> y32;
+  d::gemm_nt(x, w, bias, y32);  // (float32, outside the scope)
+  for (const int threads : {1, 2}) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    const vitmae::BFloat16Products on;
+    d::gemm_nt(x, w, bias, y);  // the forward: x wᵀ + b
+    check("x wT + b", y, (r64(x) * r64(w).transpose()).rowwise() + bias.cast<double>());
+    d::gemm_nn(dy, w, dx, false);  // dx = dy w
+    check("dy w", dx, r64(dy) * r64(w));
+    d::gemm_nn(dy, w, dx_acc, true);  // dx += dy w
+    d::gemm_tn_add(dy, x, dw);        // dw += dyᵀ x
+    if (threads == 1) {
+      check("1 + dy w", dx_acc, (r64(dy) * r64(w)).array() + 1.0);
+      check("1 + dyT x", dw, (r64(dy).transpose() * r64(x)).array() + 1.0);
+    }
+  }
+  CHECK((y - y32).cwiseAbs().maxCoeff() > 0.f);  // the scope ended: float32 again
+  Matrix<float> after;
+  d::gemm_nt(x, w, bias, after);
+  CHECK((after - y32).cwiseAbs().maxCoeff() == 0.f);
+}
+
+TEST_CASE("--bf16 training: loss and gradients near float32's, the same bits again, options checked") {
+  const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
+  vitmae::Tensor<float> px({4, 3, 32, 32});
+  for (Index i = 0; i < static_cast<Index>(px.data.size()); ++i)
+    px.data[static_cast<size_t>(i)] = std::cos(0.013f * float(i * i % 977));
+  std::mt19937_64 rng(17);
+  const Matrix<float> noise = vitmae::ops::uniform_noise<float>(4, m.config().num_patches(), rng);
+  namespace train = vitmae::train;
+  train::TrainOptions o;
+  o.bf16 = true;
+  if (!vitmae::bfloat16_supported()) {
+    CHECK_THROWS_WITH_AS(train::Trainer<float>(m, o), doctest::Contains("bf16"), vitmae::Error);
+    MESSAGE("no bfloat16 products here: only the refusal is checked");
+    return;
+  }
+  auto g32 = train::zero_grads_like(m), g16 = train::zero_grads_like(m), again = train::zero_grads_like(m);
+  const float l32 = train::forward_backward(m, px, noise, g32);
+  float l16 = 0, l16b = 0;
+  {
+    const vitmae::BFloat16Products on;
+    l16 = train::forward_backward(m, px, noise, g16);
+    l16b = train::forward_backward(m, px, noise, again);
+  }
+  MESSAGE("hf/tiny, batch 4: loss float32 " << l32 << ", bf16 " << l16);
+  CHECK(l16 != l32);
+  CHECK(std::abs(l16 - l32) <= 0.01 * l32);
+  CHECK(l16b == l16);
+  double dot = 0, n32 = 0, n16 = 0;
+  size_t same = 0, all = 0;
+  vitmae::visit_lockstep(
+      g32,
+      [&](const vitmae::Parameter<float>& a, const vitmae::Parameter<float>& b, const vitmae::Parameter<float>& c) {
+        const auto u = a.values().cast<double>(), v = b.values().cast<double>();
+        dot += u.dot(v), n32 += u.squaredNorm(), n16 += v.squaredNorm();
+        ++all, same += (b.values() - c.values()).cwiseAbs().maxCoeff() == 0.f;
+      },
+      g16, again);
+  const double cosine = dot / std::sqrt(n32 * n16);
+  MESSAGE("the whole gradient: 1 - cosine to float32's " << 1 - cosine);
+  CHECK(cosine >= 0.999);
+  CHECK(cosine < 1.0);
+  CHECK(same == all);  // run again: the same bits
+  // The trainer holds the scope during its steps, records the option, and refuses double.
+  train::TrainOptions t = o;
+  t.batch = 4, t.steps = 2, t.lr = 1e-3;
+  train::Trainer<float> trainer(m, t);
+  t.bf16 = false;
+  train::Trainer<float> trainer32(m, t);
+  const double first = trainer.train_step([&] { return px; }).loss,
+               first32 = trainer32.train_step([&] { return px; }).loss;
+  CHECK(first != first32);
+  CHECK(std::abs(first - first32) <= 0.01 * first32);
+  CHECK(trainer.state_json()["bf16"] == true);
+  CHECK(trainer32.state_json()["bf16"] == false);
+  t.bf16 = true;
+  const auto m64 = vitmae::ViTMAEForPreTraining<double>::from_pretrained(test::data("hf/tiny"));
+  CHECK_THROWS_WITH_AS(train::Trainer<double>(m64, t), doctest::Contains("bf16 products are for float models"),
+                       vitmae::Error);
+}

@@ -8,11 +8,20 @@
 // may). The backend switch (Backend, set_product_backend) is public API, reached through vitmae.hpp.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
 
 #ifdef VITMAE_WITH_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl.hpp>
 #endif
 
 #include "vitmae/detail/parallel.hpp"
@@ -58,6 +67,133 @@ inline void set_product_backend(Backend b) {
 inline const char* backend_name(Backend b) { return b == Backend::onednn ? "onednn" : "eigen"; }
 
 namespace detail {
+inline std::atomic<int>& bf16_product_scopes() {
+  static std::atomic<int> n{0};
+  return n;
+}
+}  // namespace detail
+
+/// Mixed precision for training, as torch.autocast("cpu", dtype=torch.bfloat16) runs a Linear
+/// layer's forward and backward: while one of these lives (anywhere in the process), every float
+/// product of a Linear layer or the patch projection whose weight is not packed (the training
+/// forward, dX = dY W and dW += dYᵀ X) rounds both operands to bfloat16 (to nearest even) and sums
+/// in float32 through oneDNN's bf16 matmul; its output, the weights, the gradients' sums and every
+/// other operation stay float32. Packed models (inference) are not affected. TrainOptions::bf16
+/// (--bf16) holds one during each step. Needs oneDNN and bf16 products (bfloat16_supported()).
+class BFloat16Products {
+ public:
+  explicit BFloat16Products(bool on = true) : on_(on) {
+    if (on_) ++detail::bf16_product_scopes();
+  }
+  ~BFloat16Products() {
+    if (on_) --detail::bf16_product_scopes();
+  }
+  BFloat16Products(const BFloat16Products&) = delete;
+  BFloat16Products& operator=(const BFloat16Products&) = delete;
+
+ private:
+  bool on_;
+};
+
+namespace detail {
+/// True while a BFloat16Products lives.
+inline bool bf16_products() { return bf16_product_scopes().load(std::memory_order_relaxed) > 0; }
+
+/// x rounded to bfloat16 (to nearest even; NaN stays NaN), element by element: a loop of
+/// integer operations the compiler vectorises.
+inline void round_to_bf16(const float* __restrict x, Index n, std::uint16_t* __restrict y) {
+  for (Index i = 0; i < n; ++i) {
+    std::uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    const std::uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    y[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+  }
+}
+
+/// A bfloat16 value as float (exact).
+inline float widen_bf16(std::uint16_t h) {
+  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/// `rows` rows of `cols` values, `ld` apart, rounded to bfloat16 into `out` (rows x cols, packed).
+inline void round_rows_to_bf16(const float* a, Index rows, Index cols, Index ld, std::vector<std::uint16_t>& out) {
+  out.resize(static_cast<size_t>(rows * cols));
+  for (Index r = 0; r < rows; ++r) round_to_bf16(a + r * ld, cols, out.data() + r * cols);
+}
+
+#ifdef VITMAE_WITH_ONEDNN
+/// C = op(A) op(B) + beta C (beta 0 or 1) with A and B rounded to bfloat16 and float32 sums, on
+/// the calling thread: oneDNN's bf16 matmul on plain (strided) operands, one primitive per shape
+/// kept. Where oneDNN has none, dnnl_sgemm on the rounded values (the same products, summed in
+/// float32). Returns false only when that fails too.
+inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* a, Index lda, const float* b, Index ldb,
+                      float beta, float* c, Index ldc) {
+  thread_local std::vector<std::uint16_t> a16, b16;
+  const bool at = ta == 'T' || ta == 't', bt = tb == 'T' || tb == 't';
+  // The operands as stored: A (m, k) or, transposed, (k, m); B (k, n) or (n, k); packed tightly.
+  const Index a_cols = at ? m : k, b_cols = bt ? k : n;
+  round_rows_to_bf16(a, at ? k : m, a_cols, lda, a16);
+  round_rows_to_bf16(b, bt ? n : k, b_cols, ldb, b16);
+  using Key = std::tuple<Index, Index, Index, bool, bool, Index, bool>;
+  struct Entry {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul primitive;
+  };
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static std::mutex mutex;
+  static std::map<Key, std::shared_ptr<const Entry>> entries;
+  const Key key{m, n, k, at, bt, ldc, beta != 0.f};
+  std::shared_ptr<const Entry> entry;
+  try {
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      const auto it = entries.find(key);
+      if (it != entries.end()) entry = it->second;
+    }
+    using dims = dnnl::memory::dims;
+    using dt = dnnl::memory::data_type;
+    const dnnl::memory::desc src({m, k}, dt::bf16, at ? dims{1, a_cols} : dims{a_cols, 1});
+    const dnnl::memory::desc weights({k, n}, dt::bf16, bt ? dims{1, b_cols} : dims{b_cols, 1});
+    const dnnl::memory::desc dst({m, n}, dt::f32, dims{ldc, 1});
+    if (!entry) {
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (beta != 0.f) {
+        dnnl::post_ops po;
+        po.append_sum(beta);
+        attr.set_post_ops(po);
+      }
+      const OneOpenMPThread one;
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), attr, engine);
+      entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd)});
+      const std::lock_guard<std::mutex> lock(mutex);
+      if (entries.size() >= 1024) entries.clear();
+      entries.emplace(key, entry);
+    }
+    thread_local std::vector<char> scratch;
+    const dnnl::memory::desc scratch_desc = entry->pd.scratchpad_desc();
+    if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
+    thread_local dnnl::stream stream(engine);
+    const OneOpenMPThread one;
+    entry->primitive.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(src, engine, a16.data())},
+                                      {DNNL_ARG_WEIGHTS, dnnl::memory(weights, engine, b16.data())},
+                                      {DNNL_ARG_DST, dnnl::memory(dst, engine, c)},
+                                      {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, engine, scratch.data())}});
+    stream.wait();
+    return true;
+  } catch (const dnnl::error&) {
+    thread_local std::vector<float> af, bf;
+    af.resize(a16.size()), bf.resize(b16.size());
+    for (size_t i = 0; i < a16.size(); ++i) af[i] = widen_bf16(a16[i]);
+    for (size_t i = 0; i < b16.size(); ++i) bf[i] = widen_bf16(b16[i]);
+    const OneOpenMPThread one;
+    return dnnl_sgemm(ta, tb, m, n, k, 1.f, af.data(), a_cols, bf.data(), b_cols, beta, c, ldc) == dnnl_success;
+  }
+}
+#endif
 
 inline double product_flops(Index m, Index n, Index k) {
   return 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
@@ -73,6 +209,7 @@ bool onednn_gemm(char ta, char tb, Index m, Index n, Index k, const Scalar* a, I
 #ifdef VITMAE_WITH_ONEDNN
   if constexpr (std::is_same_v<Scalar, float>) {
     if (m <= 0 || n <= 0 || k <= 0 || product_backend() != Backend::onednn) return false;
+    if (bf16_products()) return gemm_bf16(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
     const OneOpenMPThread one;
     return dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc) == dnnl_success;
   }

@@ -50,25 +50,6 @@ inline bool bfloat16_supported() {
 
 namespace detail {
 
-/// x rounded to bfloat16 (to nearest even; NaN stays NaN), element by element: a loop of
-/// integer operations the compiler vectorises.
-inline void round_to_bf16(const float* __restrict x, Index n, std::uint16_t* __restrict y) {
-  for (Index i = 0; i < n; ++i) {
-    std::uint32_t u;
-    std::memcpy(&u, x + i, 4);
-    const std::uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    y[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
-  }
-}
-
-/// A bfloat16 value as float (exact).
-inline float widen_bf16(std::uint16_t h) {
-  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 #ifdef VITMAE_WITH_ONEDNN
 /// oneDNN matmul primitives y (m, n) = x (m, k) W + bias, W packed (x and W float32, or both
 /// bfloat16 with y and bias float32),

@@ -55,7 +55,9 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.95;
   double clip_grad = 0;  // max gradient norm; 0: no clipping (MAE's default)
   std::uint64_t seed = 0;
-  int threads = 1;  // threads over the batch in forward/backward
+  int threads = 1;    // threads over the batch in forward/backward
+  bool bf16 = false;  // mixed precision: the Linear and patch-projection products of the forward and
+                      // backward in bfloat16 with float32 sums (BFloat16Products), the rest float32
 
   double peak_lr() const { return lr > 0 ? lr : base_lr * batch * accum / 256.0; }
   long warmup() const { return warmup_steps >= 0 ? warmup_steps : steps / 20; }
@@ -77,6 +79,7 @@ struct TrainOptions {
       detail::require(v >= 0 && v < 1, who, ": ", opt, " must be in [0, 1), got ", v);
     detail::require(warmup_steps >= -1, who, ": warmup_steps must be >= 0 (or -1: 5% of the steps), got ",
                     warmup_steps);
+    if (bf16) detail::require_bfloat16((std::string(who) + ": bf16").c_str());
   }
 };
 
@@ -108,6 +111,7 @@ inline nlohmann::json trainer_state_json(long step, const TrainOptions& o, const
           {"clip_grad", o.clip_grad},
           {"seed", o.seed},
           {"threads", o.threads},
+          {"bf16", o.bf16},
           {"world_size", world_size},
           {"history_columns", {"step", "loss", "lr", "grad_norm", "seconds"}},
           {"history", history_json(history)}};
@@ -197,6 +201,7 @@ class TrainingLoop {
   /// image, a non-finite loss) is thrown on every rank as AgreedError, before the update.
   StepRecord train_step(const std::function<Batch()>& next_batch) {
     const auto t0 = std::chrono::steady_clock::now();
+    const BFloat16Products bf16(opts_.bf16);  // (the products of this step's forwards and backwards)
     zero_parameters(grads_);
     const Index b0 = slice().first, b1 = slice().second;  // (lambdas below capture them: not a structured binding)
     double loss = 0;
@@ -246,6 +251,7 @@ class TrainingLoop {
 
  private:
   static Options checked(Options o) {
+    detail::require(!o.bf16 || std::is_same_v<S, float>, Job::name, ": bf16 products are for float models");
     o.validate(Job::name);
     return o;
   }
