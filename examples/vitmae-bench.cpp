@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <cblas.h>
@@ -108,6 +109,29 @@ Timing time_runs(F&& f, int runs) {
   return {ms[ms.size() / 2], ms.front()};
 }
 
+/// Runs body(sink) on `threads` OpenMP threads at once (each adds its result to its `sink`, so that
+/// nothing is optimised away); returns the seconds taken and the threads the region really had.
+template <class F>
+std::pair<double, int> on_every_thread(int threads, F&& body) {
+  float sink = 0;
+  int ran = 1;
+  (void)threads;  // used by the OpenMP clause only
+  const double t = now();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+#endif
+  {
+#ifdef _OPENMP
+#pragma omp single
+    ran = omp_get_num_threads();
+#endif
+    body(sink);
+  }
+  const double dt = now() - t;
+  if (sink == 1.2345f) std::printf(" ");
+  return {dt, ran};
+}
+
 /// The machine's single-precision peak with `threads` threads: each thread runs independent FMA
 /// chains (more than latency x FMA ports, so the units never wait) on the widest vector ISA this
 /// build was compiled for. GFLOP/s, counting a fused multiply-add as 2.
@@ -138,21 +162,10 @@ double fma_peak_gflops(int threads, int runs, const char** isa) {
   auto sum = [](V a) { return a; };
   *isa = "scalar";
 #endif
-  (void)threads;                // used by the OpenMP clause only
   const long iters = 30000000;  // ~0.1 s a run on a 2020s core
   double best = 0;
   for (int r = 0; r < std::max(runs, 5); ++r) {
-    float sink = 0;
-    int ran = 1;  // the threads the region really had
-    const double t = now();
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
-#endif
-    {
-#ifdef _OPENMP
-#pragma omp single
-      ran = omp_get_num_threads();
-#endif
+    const auto [dt, ran] = on_every_thread(threads, [&](float& sink) {
       V acc[chains];
       const V m = set1(0.9999999f), c = set1(1e-7f);
       for (int i = 0; i < chains; ++i) acc[i] = set1(static_cast<float>(i));
@@ -161,9 +174,7 @@ double fma_peak_gflops(int threads, int runs, const char** isa) {
         for (int i = 0; i < chains; ++i) acc[i] = fma(acc[i], m, c);
       }
       for (int i = 0; i < chains; ++i) sink += sum(acc[i]);
-    }
-    const double dt = now() - t;
-    if (sink == 1.2345f) std::printf(" ");
+    });
     best = std::max(best, 2.0 * lanes * chains * static_cast<double>(iters) * ran / dt / 1e9);
   }
   return best;
@@ -176,18 +187,8 @@ double fma_peak_gflops(int threads, int runs, const char** isa) {
 template <int Chains>
 double dot_peak_run(bool bf16, int threads) {
   const long iters = 20000000;
-  float sink = 0;
-  int ran = 1;
-  (void)threads, (void)iters;
-  const double t = now();
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
-#endif
-  {
-#ifdef _OPENMP
-#pragma omp single
-    ran = omp_get_num_threads();
-#endif
+  const auto [dt, ran] = on_every_thread(threads, [&](float& sink) {
+    (void)sink, (void)iters, (void)bf16;
 #if VITMAE_BENCH_BF16
     if (bf16) {
       __m512 acc[Chains];
@@ -212,9 +213,7 @@ double dot_peak_run(bool bf16, int threads) {
       for (int i = 0; i < Chains; ++i) sink += static_cast<float>(_mm512_reduce_add_epi32(acc[i]));
     }
 #endif
-  }
-  const double dt = now() - t;
-  if (sink == 1.2345f) std::printf(" ");
+  });
   return (bf16 ? 64.0 : 128.0) * Chains * static_cast<double>(iters) * ran / dt / 1e9;
 }
 /// The best of several chain counts: the fastest differs by CPU (on the Zen 5 EPYC, 12 int8
@@ -328,6 +327,15 @@ int main(int argc, char** argv) {
     std::vector<std::string> summary;
     const char* dtype = "float32";
     double peak = yard_gflops;  // the row's yardstick: the fp32, bf16 or int8 peak
+    // The rows that follow are in `type` ("float32", "bfloat16" or "int8"), against its peak (a
+    // multiple of the fp32 one where this build cannot measure it).
+    auto rows_in = [&](const char* type) {
+      dtype = type;
+      peak = std::string(type) == "bfloat16" ? (bf16_gflops > 0 ? bf16_gflops : 2 * yard_gflops)
+             : std::string(type) == "int8"   ? (int8_gops > 0 ? int8_gops : 4 * yard_gflops)
+                                             : yard_gflops;
+    };
+    const char* no_bf16 = vitmae::bfloat16_unavailable();
     // A row: `flop` per run; `images` a run, for images/s (training rows); `cos`, when not NaN, the
     // cosine of a lower precision's output to float32's on the same inputs.
     auto report = [&](const std::string& name, const Timing& t, double flop, int images = 0, double cos = NAN) {
@@ -398,14 +406,12 @@ int main(int argc, char** argv) {
       }
     }
     if (a.dtypes == "bfloat16" || a.dtypes == "all") {
-      if (!vitmae::bfloat16_supported() || vitmae::product_backend() != vitmae::Backend::onednn) {
-        std::printf("# no bfloat16 rows: %s\n", vitmae::product_backend() != vitmae::Backend::onednn
-                                                    ? "bfloat16 products run on oneDNN"
-                                                    : "this CPU has no bfloat16 products (AVX512_BF16 or AMX)");
+      if (no_bf16) {
+        std::printf("# no bfloat16 rows: %s\n", no_bf16);
       } else {
         vitmae::ForPreTraining<float> h = model;
         vitmae::to_bfloat16(h);
-        dtype = "bfloat16", peak = bf16_gflops > 0 ? bf16_gflops : 2 * yard_gflops;
+        rows_in("bfloat16");
         inference_rows(h, "_bf16");
       }
     }
@@ -413,15 +419,14 @@ int main(int argc, char** argv) {
       vitmae::ForPreTraining<float> q = model;
       vitmae::quantize_int8(q);
       if (a.pack) vitmae::pack_for_inference(q);
-      dtype = "int8", peak = int8_gops > 0 ? int8_gops : 4 * yard_gflops;
+      rows_in("int8");
       inference_rows(q, "_int8");
     }
-    dtype = "float32", peak = yard_gflops;
+    rows_in("float32");
     if (a.train) {
       // One optimiser step = forward + backward + AdamW on a fixed batch (threads over the batch).
       // --bf16 (rows *_bf16): the products in bfloat16, against the bf16 peak.
-      const bool bf16_rows = (a.dtypes == "bfloat16" || a.dtypes == "all") && vitmae::bfloat16_supported() &&
-                             vitmae::product_backend() == vitmae::Backend::onednn;
+      const bool bf16_rows = (a.dtypes == "bfloat16" || a.dtypes == "all") && !no_bf16;
       auto train_case = [&](const std::string& name, const vitmae::ForPreTraining<float>& m, int batch,
                             bool bf16 = false) {
         vitmae::train::TrainOptions o;
@@ -429,16 +434,14 @@ int main(int argc, char** argv) {
         o.steps = 1000000;
         o.threads = threads;
         o.bf16 = bf16;
-        dtype = bf16 ? "bfloat16" : "float32", peak = !bf16             ? yard_gflops
-                                                      : bf16_gflops > 0 ? bf16_gflops
-                                                                        : 2 * yard_gflops;
+        rows_in(bf16 ? "bfloat16" : "float32");
         vitmae::train::Trainer<float> trainer(m, o);
         const vitmae::Config& mc = m.config();
         std::mt19937_64 rng(3);
         const vitmae::Tensor<float> px = random_pixels(batch, mc.num_channels, mc.image_size, rng);
         const Timing t = time_runs([&] { trainer.train_step([&] { return px; }); }, a.runs);
         report(name, t, 3 * vitmae::forward_flops(mc, true, mc.mask_ratio) * batch, batch);
-        dtype = "float32", peak = yard_gflops;
+        rows_in("float32");
       };
       train_case("train_b8", model, 8);
       if (bf16_rows) train_case("train_b8_bf16", model, 8, true);
@@ -458,15 +461,13 @@ int main(int argc, char** argv) {
         o.steps = 1000000;
         o.threads = threads;
         o.bf16 = bf16;
-        dtype = bf16 ? "bfloat16" : "float32", peak = !bf16             ? yard_gflops
-                                                      : bf16_gflops > 0 ? bf16_gflops
-                                                                        : 2 * yard_gflops;
+        rows_in(bf16 ? "bfloat16" : "float32");
         vitmae::train::ClassifierTrainer<float> trainer(std::move(clf), o);
         vitmae::train::LabelledBatch<float> b{random_pixels(batch, vc.num_channels, vc.image_size, rng), {}};
         for (int i = 0; i < batch; ++i) b.labels.push_back(i % vc.num_labels());
         const Timing t = time_runs([&] { trainer.train_step([&] { return b; }); }, a.runs);
         report(name, t, 3 * vitmae::forward_flops(vc) * batch, batch);
-        dtype = "float32", peak = yard_gflops;
+        rows_in("float32");
       };
       const vitmae::ViTConfig vit_base = vitmae::ViTConfig::from_mae(c, vitmae::ViTConfig::default_labels(1000));
       finetune_case("finetune_b8", vit_base, 8);

@@ -274,38 +274,41 @@ TEST_CASE("bf16 training products: the GEMMs against float64 on the rounded oper
   if (bf16_test::skip()) return;
   const test::RestoreBackendAndThreads restore;
   std::mt19937_64 rng(13);
-  const Matrix<float> x = bf16_test::random(37, 70, rng), w = bf16_test::random(45, 70, rng),
-                      dy = bf16_test::random(37, 45, rng);
-  const vitmae::RowVector<float> bias = bf16_test::random(1, 45, rng);
+  // 16.8 MFLOP a product: 2 threads split it into column blocks, each a strided product.
+  const Matrix<float> x = bf16_test::random(128, 256, rng), w = bf16_test::random(272, 256, rng),
+                      dy = bf16_test::random(128, 272, rng);
+  const vitmae::RowVector<float> bias = bf16_test::random(1, 272, rng);
   auto r64 = [](const Matrix<float>& m) { return Matrix<double>(bf16_test::rounded(m).cast<double>()); };
-  auto check = [](const char* what, const Matrix<float>& got, const Matrix<double>& want) {
+  auto check = [](const std::string& what, const Matrix<float>& got, const Matrix<double>& want) {
     const double gap = (got.cast<double>() - want).cwiseAbs().maxCoeff(), scale = 1 + want.cwiseAbs().maxCoeff();
     INFO(what << ": largest difference " << gap);
     CHECK(gap <= 2e-6 * scale);
   };
-  Matrix<float> y, dx, dw = Matrix<float>::Ones(45, 70), dx_acc = Matrix<float>::Ones(37, 70);
   Matrix<float> y32;
   d::gemm_nt(x, w, bias, y32);  // (float32, outside the scope)
+  std::vector<Matrix<float>> by_threads;
   for (const int threads : {1, 2}) {
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif
+    const std::string t = std::to_string(threads) + " threads: ";
+    Matrix<float> y, dx, dw = Matrix<float>::Ones(272, 256), dx_acc = Matrix<float>::Ones(128, 256);
     const vitmae::BFloat16Products on;
     d::gemm_nt(x, w, bias, y);  // the forward: x wᵀ + b
-    check("x wT + b", y, (r64(x) * r64(w).transpose()).rowwise() + bias.cast<double>());
+    check(t + "x wT + b", y, (r64(x) * r64(w).transpose()).rowwise() + bias.cast<double>());
     d::gemm_nn(dy, w, dx, false);  // dx = dy w
-    check("dy w", dx, r64(dy) * r64(w));
+    check(t + "dy w", dx, r64(dy) * r64(w));
     d::gemm_nn(dy, w, dx_acc, true);  // dx += dy w
-    d::gemm_tn_add(dy, x, dw);        // dw += dyᵀ x
-    if (threads == 1) {
-      check("1 + dy w", dx_acc, (r64(dy) * r64(w)).array() + 1.0);
-      check("1 + dyT x", dw, (r64(dy).transpose() * r64(x)).array() + 1.0);
-    }
+    check(t + "1 + dy w", dx_acc, (r64(dy) * r64(w)).array() + 1.0);
+    d::gemm_tn_add(dy, x, dw);  // dw += dyᵀ x
+    check(t + "1 + dyT x", dw, (r64(dy).transpose() * r64(x)).array() + 1.0);
+    CHECK((y - y32).cwiseAbs().maxCoeff() > 0.f);  // not float32
+    by_threads.push_back(y);
   }
-  CHECK((y - y32).cwiseAbs().maxCoeff() > 0.f);  // the scope ended: float32 again
+  CHECK((by_threads[0] - by_threads[1]).cwiseAbs().maxCoeff() == 0.f);  // the same bits on 1 or 2 threads
   Matrix<float> after;
   d::gemm_nt(x, w, bias, after);
-  CHECK((after - y32).cwiseAbs().maxCoeff() == 0.f);
+  CHECK((after - y32).cwiseAbs().maxCoeff() == 0.f);  // the scope ended: float32 again
 }
 
 TEST_CASE("--bf16 training: loss and gradients near float32's, the same bits again, options checked") {

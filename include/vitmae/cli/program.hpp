@@ -115,11 +115,7 @@ inline vitmae::Precision precision_of(const std::string& dtype) {
 /// "float32"; any other dtype as given.
 inline std::string usable_dtype(const std::string& program, const std::string& dtype) {
   if (dtype != "bfloat16") return dtype;
-  const char* why = !vitmae::onednn_available() ? "this build of vitmae has no oneDNN"
-                    : vitmae::product_backend() != vitmae::Backend::onednn
-                        ? "the products are set to Eigen (VITMAE_BACKEND=eigen)"
-                    : !vitmae::bfloat16_supported() ? "this CPU has no bfloat16 products (AVX512_BF16 or AMX)"
-                                                    : nullptr;
+  const char* why = vitmae::bfloat16_unavailable();
   if (!why) return dtype;
   std::fprintf(stderr, "%s: --dtype bfloat16: %s; running float32\n", program.c_str(), why);
   return "float32";

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -66,7 +67,33 @@ inline void set_product_backend(Backend b) {
 
 inline const char* backend_name(Backend b) { return b == Backend::onednn ? "onednn" : "eigen"; }
 
+/// Why bfloat16 products cannot run here, or nullptr when they can: oneDNN in the build, the
+/// products set to oneDNN, and a CPU with AVX512_BF16 or AMX (oneDNN's effective ISA, which
+/// DNNL_MAX_CPU_ISA may lower; elsewhere oneDNN only emulates them, slower than float32).
+inline const char* bfloat16_unavailable() {
+#ifdef VITMAE_WITH_ONEDNN
+  static const bool cpu = [] {
+    const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
+    const unsigned bf16 = static_cast<unsigned>(dnnl_cpu_isa_avx512_core_bf16);
+    return (isa & bf16) == bf16;  // (the ISAs are bit sets: AMX includes AVX512_BF16)
+  }();
+  if (product_backend() != Backend::onednn) return "the products are set to Eigen (VITMAE_BACKEND=eigen)";
+  if (!cpu) return "this CPU has no bfloat16 products (AVX512_BF16 or AMX)";
+  return nullptr;
+#else
+  return "this build of vitmae has no oneDNN (install libdnnl-dev and reconfigure)";
+#endif
+}
+
+/// True when bfloat16 products can run here (bfloat16_unavailable() has no reason against):
+/// to_bfloat16, load_for_inference(..., Precision::bfloat16) and BFloat16Products need them.
+inline bool bfloat16_supported() { return bfloat16_unavailable() == nullptr; }
+
 namespace detail {
+/// Throws unless bfloat16 products can run here, naming `who` and why not.
+inline void require_bfloat16(const char* who) {
+  if (const char* why = bfloat16_unavailable()) throw Error(std::string(who) + ": " + why);
+}
 inline std::atomic<int>& bf16_product_scopes() {
   static std::atomic<int> n{0};
   return n;
@@ -79,10 +106,13 @@ inline std::atomic<int>& bf16_product_scopes() {
 /// forward, dX = dY W and dW += dYᵀ X) rounds both operands to bfloat16 (to nearest even) and sums
 /// in float32 through oneDNN's bf16 matmul; its output, the weights, the gradients' sums and every
 /// other operation stay float32. Packed models (inference) are not affected. TrainOptions::bf16
-/// (--bf16) holds one during each step. Needs oneDNN and bf16 products (bfloat16_supported()).
+/// (--bf16) holds one during each step. The switch is process-wide: a float32 product of an
+/// unpacked model running on another thread meanwhile is bf16 too.
+/// @throws vitmae::Error (when `on`) where bfloat16 products cannot run (bfloat16_unavailable()).
 class BFloat16Products {
  public:
   explicit BFloat16Products(bool on = true) : on_(on) {
+    if (on_) detail::require_bfloat16("BFloat16Products");
     if (on_) ++detail::bf16_product_scopes();
   }
   ~BFloat16Products() {
@@ -118,6 +148,13 @@ inline float widen_bf16(std::uint16_t h) {
   return f;
 }
 
+/// v rounded to bfloat16, as float.
+inline float bf16_rounded(float v) {
+  std::uint16_t h;
+  round_to_bf16(&v, 1, &h);
+  return widen_bf16(h);
+}
+
 /// `rows` rows of `cols` values, `ld` apart, rounded to bfloat16 into `out` (rows x cols, packed).
 inline void round_rows_to_bf16(const float* a, Index rows, Index cols, Index ld, std::vector<std::uint16_t>& out) {
   out.resize(static_cast<size_t>(rows * cols));
@@ -125,6 +162,21 @@ inline void round_rows_to_bf16(const float* a, Index rows, Index cols, Index ld,
 }
 
 #ifdef VITMAE_WITH_ONEDNN
+/// gemm_bf16's way without a bf16 primitive: dnnl_sgemm on the rounded values.
+inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, const std::vector<std::uint16_t>& a16,
+                               Index a_cols, const std::vector<std::uint16_t>& b16, Index b_cols, float beta, float* c,
+                               Index ldc) {
+  try {
+    thread_local std::vector<float> af, bf;
+    af.resize(a16.size()), bf.resize(b16.size());
+    for (size_t i = 0; i < a16.size(); ++i) af[i] = widen_bf16(a16[i]);
+    for (size_t i = 0; i < b16.size(); ++i) bf[i] = widen_bf16(b16[i]);
+    const OneOpenMPThread one;
+    return dnnl_sgemm(ta, tb, m, n, k, 1.f, af.data(), a_cols, bf.data(), b_cols, beta, c, ldc) == dnnl_success;
+  } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
+    return false;
+  }
+}
 /// C = op(A) op(B) + beta C (beta 0 or 1) with A and B rounded to bfloat16 and float32 sums, on
 /// the calling thread: oneDNN's bf16 matmul on plain (strided) operands, one primitive per shape
 /// kept. Where oneDNN has none, dnnl_sgemm on the rounded values (the same products, summed in
@@ -141,6 +193,7 @@ inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* 
   struct Entry {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul primitive;
+    bool reference = false;  // oneDNN's reference code: dnnl_sgemm on the rounded values instead
   };
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   static std::mutex mutex;
@@ -168,11 +221,13 @@ inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* 
       }
       const OneOpenMPThread one;
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), attr, engine);
-      entry = std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd)});
+      const bool reference = std::string(pd.impl_info_str()).rfind("ref", 0) == 0;  // (slow: not used)
+      entry = std::make_shared<const Entry>(Entry{pd, reference ? dnnl::matmul() : dnnl::matmul(pd), reference});
       const std::lock_guard<std::mutex> lock(mutex);
       if (entries.size() >= 1024) entries.clear();
       entries.emplace(key, entry);
     }
+    if (entry->reference) return gemm_rounded_sgemm(ta, tb, m, n, k, a16, a_cols, b16, b_cols, beta, c, ldc);
     thread_local std::vector<char> scratch;
     const dnnl::memory::desc scratch_desc = entry->pd.scratchpad_desc();
     if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
@@ -185,12 +240,9 @@ inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* 
     stream.wait();
     return true;
   } catch (const dnnl::error&) {
-    thread_local std::vector<float> af, bf;
-    af.resize(a16.size()), bf.resize(b16.size());
-    for (size_t i = 0; i < a16.size(); ++i) af[i] = widen_bf16(a16[i]);
-    for (size_t i = 0; i < b16.size(); ++i) bf[i] = widen_bf16(b16[i]);
-    const OneOpenMPThread one;
-    return dnnl_sgemm(ta, tb, m, n, k, 1.f, af.data(), a_cols, bf.data(), b_cols, beta, c, ldc) == dnnl_success;
+    return gemm_rounded_sgemm(ta, tb, m, n, k, a16, a_cols, b16, b_cols, beta, c, ldc);
+  } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
+    return false;
   }
 }
 #endif

@@ -34,20 +34,6 @@
 
 namespace vitmae {
 
-/// True when this build has oneDNN and the CPU has bfloat16 products (AVX512_BF16 or AMX; oneDNN's
-/// effective ISA, which DNNL_MAX_CPU_ISA may lower): to_bfloat16 needs them.
-inline bool bfloat16_supported() {
-#ifdef VITMAE_WITH_ONEDNN
-  static const bool yes = [] {
-    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-    return isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx;
-  }();
-  return yes;
-#else
-  return false;
-#endif
-}
-
 namespace detail {
 
 #ifdef VITMAE_WITH_ONEDNN
@@ -279,14 +265,21 @@ struct PackedWeight {
   }
   /// The inverse of pack_panels: the packed values back into w (out, in).
   void unpack_panels(float* w) const {
+    const void* data = memory.get_data_handle();
+    const auto* f32 = static_cast<const float*>(data);
+    const auto* b16 = static_cast<const std::uint16_t*>(data);
     parallel_for(static_cast<size_t>((out + panel - 1) / panel), [&](size_t i) {
       const Index c0 = static_cast<Index>(i) * panel, cols = std::min(panel, out - c0);
-      for (Index c = 0; c < cols; ++c)
-        for (Index k = 0; k < in; ++k) {
-          const Index at = c0 * padded_in + panel_offset(k, c);
-          w[(c0 + c) * in + k] = bf16 ? widen_bf16(static_cast<const std::uint16_t*>(memory.get_data_handle())[at])
-                                      : static_cast<const float*>(memory.get_data_handle())[at];
+      for (Index k0 = 0; k0 < in; k0 += row_block) {
+        const Index n = std::min(row_block, in - k0), tile = c0 * padded_in + k0 * panel;
+        for (Index c = 0; c < cols; ++c) {
+          float* row = w + (c0 + c) * in + k0;
+          if (!bf16)
+            for (Index k = 0; k < n; ++k) row[k] = f32[tile + k * panel + c];
+          else
+            for (Index k = 0; k < n; ++k) row[k] = widen_bf16(b16[tile + (k >> 1) * 2 * panel + 2 * c + (k & 1)]);
         }
+      }
     });
   }
 #endif
@@ -328,12 +321,7 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
                               : PackedWeight::panel_layout(layout, w.bf16, w.row_block, w.panel, w.padded_in, w.pair);
       if (!fits) {  // (bf16: the same rounded values, multiplied in float32)
         Matrix<float> part, xs = x.middleRows(r0, rows);
-        if (w.bf16)
-          xs = xs.unaryExpr([](float v) {
-            std::uint16_t h;
-            round_to_bf16(&v, 1, &h);
-            return widen_bf16(h);
-          });
+        if (w.bf16) xs = xs.unaryExpr([](float v) { return bf16_rounded(v); });
         gemm_nt(xs, Matrix<float>(w.unpacked().middleRows(c0, n)),
                 b.size() != 0 ? RowVector<float>(b.segment(c0, n)) : RowVector<float>(), part);
         y.block(r0, c0, rows, n) = part;

@@ -18,8 +18,8 @@ namespace vitmae {
 
 namespace detail {
 /// A new float weight: zeros, allocated but not written (Storage::unwritten: load_for_inference
-/// writes every one, or releases it for an int8 weight, or the load throws and the model is
-/// gone), or none.
+/// writes every one, or releases it for an int8 or bfloat16 weight, or the load throws and the
+/// model is gone), or none.
 template <class Scalar>
 Matrix<Scalar> new_weight(Index rows, Index cols, Storage s) {
   if (s == Storage::none) return Matrix<Scalar>();

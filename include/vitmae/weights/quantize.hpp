@@ -35,13 +35,6 @@ enum class Int8Weights {
 enum class Precision { float32, bfloat16, int8 };
 
 namespace detail {
-/// Throws unless bfloat16 products can run here, naming `who` and why not.
-inline void require_bfloat16(const char* who) {
-  require(onednn_available(), who, ": this build of vitmae has no oneDNN (install libdnnl-dev and reconfigure)");
-  require(product_backend() == Backend::onednn, who,
-          ": bfloat16 products run on oneDNN, and the products are set to Eigen (VITMAE_BACKEND=eigen)");
-  require(bfloat16_supported(), who, ": this CPU has no bfloat16 products (AVX512_BF16 or AMX)");
-}
 struct Int8Switch : ModulesOnly {
   bool on = true;
   int modules = 0;
@@ -86,7 +79,8 @@ struct PackSwitch : ModulesOnly {
   int released = 0;
   template <class L>
   void layer(L& l) {
-    if (on && bf16) l.dequantize();  // (unpacks too)
+    if (on && bf16 && l.bfloat16()) return;  // (already: rounding again changes nothing)
+    if (on && bf16) l.dequantize();          // (unpacks too)
     if (on) released += l.pack(bf16);
     else l.unpack();
   }
@@ -149,7 +143,8 @@ int to_bfloat16(M& model) {
   detail::require_bfloat16("to_bfloat16");
   detail::PackSwitch s;
   s.bf16 = true;
-  return detail::walk_modules(model, s).released;
+  detail::walk_modules(model, s);
+  return detail::walk_modules(model, detail::FormCount{}).bf16;
 }
 
 /// True when every Linear layer and the patch projection of `model` has bfloat16 products.
@@ -185,11 +180,16 @@ bool is_packed(const M& model) {
 /// products (see to_bfloat16), before reading anything.
 template <class M, class Config>
 M load_for_inference(const Config& config, const io::TensorSource& source, Precision precision) {
-  if (precision == Precision::bfloat16) detail::require_bfloat16("load_for_inference");  // (before anything is read)
+  if (precision == Precision::bfloat16) {  // (before anything is read)
+    detail::require(std::is_same_v<typename M::scalar_type, float>,
+                    "load_for_inference: bfloat16 products are for float models");
+    detail::require_bfloat16("load_for_inference");
+  }
   M m(config, Storage::unwritten);
   m.load_weights(source, precision == Precision::bfloat16 ? Int8Weights::bfloat16 : Int8Weights::kept);
   if (precision == Precision::int8) detail::quantize_all_but_released(m);  // an int8 checkpoint's layers stay as loaded
-  if (precision != Precision::bfloat16) pack_for_inference(m);             // (bfloat16: packed as loaded)
+  if (precision == Precision::bfloat16) to_bfloat16(m);  // (packed as loaded: only a layer that was not)
+  else pack_for_inference(m);
   return m;
 }
 template <class M, class Config>

@@ -180,7 +180,7 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
                     "load_state_dict: ", source.where(), ": '", sk, "' has shape ", detail::shape_str(source.shape(sk)),
                     ", expected [", expected[0], "]");
     used.insert(sk);
-    report.int8 = !to_bf16;  // (bfloat16: the model runs in bfloat16)
+    if (!to_bf16) report.int8 = true;  // (bfloat16: the model runs in bfloat16, not int8)
     std::vector<S> scale(static_cast<size_t>(expected[0]));
     source.read(sk, scale.data());
     const Index rows = expected[0], row = p.size / rows;
@@ -213,7 +213,8 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
   // quantised again from its new weights (not left stale). The layers loaded straight into int8
   // (their float weights released: a model being loaded has no other released weight, whose
   // visit would have thrown) keep the checkpoint's integers and scales.
-  if (report.int8 || is_int8(module)) detail::quantize_all_but_released(module);
+  if (int8_weights != Int8Weights::bfloat16 && (report.int8 || is_int8(module)))
+    detail::quantize_all_but_released(module);
   for (const std::string& n : source.names()) {
     if (used.count(n)) continue;
     bool ignored = false;
