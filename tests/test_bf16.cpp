@@ -18,14 +18,8 @@ using vitmae::Matrix;
 namespace d = vitmae::detail;
 
 namespace bf16_test {
-float rounded(float v) { return d::bf16_to_float(d::float_to_bf16(v)); }
 Matrix<float> rounded(const Matrix<float>& m) {
-  return m.unaryExpr([](float v) { return rounded(v); });
-}
-Matrix<float> random(Index r, Index c, std::mt19937_64& rng) {
-  Matrix<float> m(r, c);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
-  return m;
+  return m.unaryExpr([](float v) { return d::bf16_rounded(v); });
 }
 double cosine(const vitmae::RowVector<float>& u, const vitmae::RowVector<float>& v) {
   return u.cast<double>().dot(v.cast<double>()) / (u.cast<double>().norm() * v.cast<double>().norm());
@@ -78,8 +72,8 @@ TEST_CASE("bfloat16 packed product: float64 on the rounded values, the same bits
   const test::RestoreBackendAndThreads restore;
   std::mt19937_64 rng(7);
   const Index in = 263, out = 197;  // not multiples of oneDNN's blocks (32 x 64)
-  const Matrix<float> w = bf16_test::random(out, in, rng);
-  const vitmae::RowVector<float> bias = bf16_test::random(1, out, rng);
+  const Matrix<float> w = test::uniform_matrix(out, in, rng);
+  const vitmae::RowVector<float> bias = test::uniform_matrix(1, out, rng);
   const d::PackedWeight p = d::PackedWeight::of(Matrix<float>(w), true);
   CHECK(p.bf16);
   CHECK(p.out == out);
@@ -88,7 +82,7 @@ TEST_CASE("bfloat16 packed product: float64 on the rounded values, the same bits
   // 131 tokens: 2 threads take whole panels of columns; 300: ranges of rows.
   for (const Index T : {Index(1), Index(131), Index(300)}) {
     CAPTURE(T);
-    const Matrix<float> x = bf16_test::random(T, in, rng);
+    const Matrix<float> x = test::uniform_matrix(T, in, rng);
 #ifdef _OPENMP
     omp_set_num_threads(2);
 #endif
@@ -275,9 +269,9 @@ TEST_CASE("bf16 training products: the GEMMs against float64 on the rounded oper
   const test::RestoreBackendAndThreads restore;
   std::mt19937_64 rng(13);
   // 16.8 MFLOP a product: 2 threads split it into column blocks, each a strided product.
-  const Matrix<float> x = bf16_test::random(128, 256, rng), w = bf16_test::random(272, 256, rng),
-                      dy = bf16_test::random(128, 272, rng);
-  const vitmae::RowVector<float> bias = bf16_test::random(1, 272, rng);
+  const Matrix<float> x = test::uniform_matrix(128, 256, rng), w = test::uniform_matrix(272, 256, rng),
+                      dy = test::uniform_matrix(128, 272, rng);
+  const vitmae::RowVector<float> bias = test::uniform_matrix(1, 272, rng);
   auto r64 = [](const Matrix<float>& m) { return Matrix<double>(bf16_test::rounded(m).cast<double>()); };
   auto check = [](const std::string& what, const Matrix<float>& got, const Matrix<double>& want) {
     const double gap = (got.cast<double>() - want).cwiseAbs().maxCoeff(), scale = 1 + want.cwiseAbs().maxCoeff();

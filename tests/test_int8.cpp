@@ -52,11 +52,7 @@ TEST_CASE("int8 quantisers: per-channel symmetric weights, per-row asymmetric ac
 TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any thread count, the same bits") {
   const Index T = 53, in = 300, out = 211;  // over split_columns' threshold
   std::mt19937_64 rng(9);
-  auto random = [&](Index r, Index c) {
-    Matrix<float> m(r, c);
-    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
-    return m;
-  };
+  auto random = [&](Index r, Index c) { return test::uniform_matrix(r, c, rng); };
   const Matrix<float> x = random(T, in) * 3.f, w = random(out, in) * 0.1f;
   const vitmae::RowVector<float> b = random(1, out);
   const d::Int8Weight qw = d::Int8Weight::of(w);
@@ -222,11 +218,7 @@ TEST_CASE("packed product: against a float64 loop, the same bits on 1 or 2 threa
   if (vitmae::product_backend() != vitmae::Backend::onednn) return;  // (pack_for_inference packs nothing then)
   const Index T = 131, in = 263, out = 197;
   std::mt19937_64 rng(7);
-  auto random = [&](Index r, Index c) {
-    Matrix<float> m(r, c);
-    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
-    return m;
-  };
+  auto random = [&](Index r, Index c) { return test::uniform_matrix(r, c, rng); };
   const Matrix<float> x = random(T, in), w = random(out, in);
   const vitmae::RowVector<float> bias = random(1, out);
 #ifdef _OPENMP

@@ -177,11 +177,7 @@ TEST_CASE("products: each backend against a float64 loop, oneDNN the same bits w
   namespace d = vitmae::detail;
   const Index T = 131, in = 263, out = 197;  // 13.6 MFLOP: over split_columns' threshold
   std::mt19937_64 rng(5);
-  auto random = [&](Index r, Index c) {
-    Matrix<float> m(r, c);
-    for (Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
-    return m;
-  };
+  auto random = [&](Index r, Index c) { return test::uniform_matrix(r, c, rng); };
   const Matrix<float> x = random(T, in), w = random(out, in), dy = random(T, out), acc0 = random(T, in),
                       g0 = random(out, in);
   const vitmae::RowVector<float> bias = random(1, out);

@@ -56,6 +56,15 @@ inline void write_dark_light_folders(const std::string& dir, int train, int val)
       }
 }
 
+/// A rows x cols float matrix of uniform values in [-1, 1) drawn from `rng` (vitmae::uniform53, in
+/// storage order).
+template <class Engine>
+vitmae::Matrix<float> uniform_matrix(vitmae::Index rows, vitmae::Index cols, Engine& rng) {
+  vitmae::Matrix<float> m(rows, cols);
+  for (vitmae::Index i = 0; i < m.size(); ++i) m.data()[i] = static_cast<float>(vitmae::uniform53(rng) * 2 - 1);
+  return m;
+}
+
 /// Restores the product backend and OpenMP's thread count when the test case leaves, even by an
 /// exception (tests that try each backend and thread count change both).
 struct RestoreBackendAndThreads {

@@ -25,6 +25,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
+#include "vitmae/detail/bf16.hpp"
 #include "vitmae/detail/parallel.hpp"
 #include "vitmae/error.hpp"
 #include "vitmae/tensor.hpp"
@@ -129,32 +130,6 @@ namespace detail {
 /// True while a BFloat16Products lives.
 inline bool bf16_products() { return bf16_product_scopes().load(std::memory_order_relaxed) > 0; }
 
-/// x rounded to bfloat16 (to nearest even; NaN stays NaN), element by element: a loop of
-/// integer operations the compiler vectorises.
-inline void round_to_bf16(const float* __restrict x, Index n, std::uint16_t* __restrict y) {
-  for (Index i = 0; i < n; ++i) {
-    std::uint32_t u;
-    std::memcpy(&u, x + i, 4);
-    const std::uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    y[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
-  }
-}
-
-/// A bfloat16 value as float (exact).
-inline float widen_bf16(std::uint16_t h) {
-  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-/// v rounded to bfloat16, as float.
-inline float bf16_rounded(float v) {
-  std::uint16_t h;
-  round_to_bf16(&v, 1, &h);
-  return widen_bf16(h);
-}
-
 /// `rows` rows of `cols` values, `ld` apart, rounded to bfloat16 into `out` (rows x cols, packed).
 inline void round_rows_to_bf16(const float* a, Index rows, Index cols, Index ld, std::vector<std::uint16_t>& out) {
   out.resize(static_cast<size_t>(rows * cols));
@@ -162,6 +137,51 @@ inline void round_rows_to_bf16(const float* a, Index rows, Index cols, Index ld,
 }
 
 #ifdef VITMAE_WITH_ONEDNN
+/// The CPU engine every oneDNN primitive of vitmae is made for and runs on.
+inline const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+/// oneDNN primitives kept by key (a shape): created on first use (0.1-1 ms) and shared by the
+/// threads. Many keys seen once (image sizes) start it over at 1024.
+template <class Key, class Entry>
+class PrimitiveCache {
+ public:
+  /// The entry of `key`, made by create() (a shared_ptr<const Entry>) the first time.
+  template <class Create>
+  std::shared_ptr<const Entry> get(const Key& key, Create&& create) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = entries_.find(key);
+      if (it != entries_.end()) return it->second;
+    }
+    std::shared_ptr<const Entry> entry = create();
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (entries_.size() >= 1024) entries_.clear();
+    return entries_.emplace(key, std::move(entry)).first->second;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<Key, std::shared_ptr<const Entry>> entries_;
+};
+
+/// Runs `primitive` (made by `pd` with a user scratchpad) on the calling thread alone, with that
+/// thread's stream and scratchpad, and waits for it.
+/// @throws dnnl::error as the primitive.
+inline void run_on_this_thread(const dnnl::primitive& primitive, const dnnl::primitive_desc_base& pd,
+                               std::unordered_map<int, dnnl::memory> args) {
+  thread_local dnnl::stream stream(cpu_engine());
+  thread_local std::vector<char> scratch;
+  const dnnl::memory::desc scratch_desc = pd.scratchpad_desc();
+  if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
+  args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, cpu_engine(), scratch.data()));
+  const OneOpenMPThread one;
+  primitive.execute(stream, args);
+  stream.wait();
+}
+
 /// gemm_bf16's way without a bf16 primitive: dnnl_sgemm on the rounded values.
 inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, const std::vector<std::uint16_t>& a16,
                                Index a_cols, const std::vector<std::uint16_t>& b16, Index b_cols, float beta, float* c,
@@ -169,8 +189,8 @@ inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, cons
   try {
     thread_local std::vector<float> af, bf;
     af.resize(a16.size()), bf.resize(b16.size());
-    for (size_t i = 0; i < a16.size(); ++i) af[i] = widen_bf16(a16[i]);
-    for (size_t i = 0; i < b16.size(); ++i) bf[i] = widen_bf16(b16[i]);
+    for (size_t i = 0; i < a16.size(); ++i) af[i] = bf16_to_float(a16[i]);
+    for (size_t i = 0; i < b16.size(); ++i) bf[i] = bf16_to_float(b16[i]);
     const OneOpenMPThread one;
     return dnnl_sgemm(ta, tb, m, n, k, 1.f, af.data(), a_cols, bf.data(), b_cols, beta, c, ldc) == dnnl_success;
   } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
@@ -195,23 +215,15 @@ inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* 
     dnnl::matmul primitive;
     bool reference = false;  // oneDNN's reference code: dnnl_sgemm on the rounded values instead
   };
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  static std::mutex mutex;
-  static std::map<Key, std::shared_ptr<const Entry>> entries;
-  const Key key{m, n, k, at, bt, ldc, beta != 0.f};
-  std::shared_ptr<const Entry> entry;
+  static PrimitiveCache<Key, Entry> entries;
+  const dnnl::engine& engine = cpu_engine();
   try {
-    {
-      const std::lock_guard<std::mutex> lock(mutex);
-      const auto it = entries.find(key);
-      if (it != entries.end()) entry = it->second;
-    }
     using dims = dnnl::memory::dims;
     using dt = dnnl::memory::data_type;
     const dnnl::memory::desc src({m, k}, dt::bf16, at ? dims{1, a_cols} : dims{a_cols, 1});
     const dnnl::memory::desc weights({k, n}, dt::bf16, bt ? dims{1, b_cols} : dims{b_cols, 1});
     const dnnl::memory::desc dst({m, n}, dt::f32, dims{ldc, 1});
-    if (!entry) {
+    const auto entry = entries.get(Key{m, n, k, at, bt, ldc, beta != 0.f}, [&] {
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (beta != 0.f) {
@@ -222,22 +234,13 @@ inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* 
       const OneOpenMPThread one;
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, weights, dst), attr, engine);
       const bool reference = std::string(pd.impl_info_str()).rfind("ref", 0) == 0;  // (slow: not used)
-      entry = std::make_shared<const Entry>(Entry{pd, reference ? dnnl::matmul() : dnnl::matmul(pd), reference});
-      const std::lock_guard<std::mutex> lock(mutex);
-      if (entries.size() >= 1024) entries.clear();
-      entries.emplace(key, entry);
-    }
+      return std::make_shared<const Entry>(Entry{pd, reference ? dnnl::matmul() : dnnl::matmul(pd), reference});
+    });
     if (entry->reference) return gemm_rounded_sgemm(ta, tb, m, n, k, a16, a_cols, b16, b_cols, beta, c, ldc);
-    thread_local std::vector<char> scratch;
-    const dnnl::memory::desc scratch_desc = entry->pd.scratchpad_desc();
-    if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
-    thread_local dnnl::stream stream(engine);
-    const OneOpenMPThread one;
-    entry->primitive.execute(stream, {{DNNL_ARG_SRC, dnnl::memory(src, engine, a16.data())},
-                                      {DNNL_ARG_WEIGHTS, dnnl::memory(weights, engine, b16.data())},
-                                      {DNNL_ARG_DST, dnnl::memory(dst, engine, c)},
-                                      {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, engine, scratch.data())}});
-    stream.wait();
+    run_on_this_thread(entry->primitive, entry->pd,
+                       {{DNNL_ARG_SRC, dnnl::memory(src, engine, a16.data())},
+                        {DNNL_ARG_WEIGHTS, dnnl::memory(weights, engine, b16.data())},
+                        {DNNL_ARG_DST, dnnl::memory(dst, engine, c)}});
     return true;
   } catch (const dnnl::error&) {
     return gemm_rounded_sgemm(ta, tb, m, n, k, a16, a_cols, b16, b_cols, beta, c, ldc);

@@ -15,9 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <tuple>
 #include <type_traits>
 #include <unordered_map>
@@ -51,7 +49,7 @@ class PackedMatmuls {
     static PackedMatmuls cache;
     return cache;
   }
-  const dnnl::engine& engine() const { return engine_; }
+  const dnnl::engine& engine() const { return cpu_engine(); }
 
   /// The layout oneDNN wants for a (k, n) weight (here the same for every number of tokens; a
   /// product whose primitive wants another computes on the unpacked weight).
@@ -63,21 +61,12 @@ class PackedMatmuls {
   /// blocked weights given to it explicitly, 1000 times slower).
   /// @throws dnnl::error when oneDNN has none.
   std::shared_ptr<const Entry> get(Index m, Index n, Index k, bool bias, bool bf16) {
-    const Key key{m, n, k, bias, bf16};
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      const auto it = entries_.find(key);
-      if (it != entries_.end()) return it->second;
-    }
-    auto entry = create(m, n, k, bias, bf16);
-    const std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.size() >= 1024) entries_.clear();  // many shapes seen once (image sizes): start over
-    return entries_.emplace(key, std::move(entry)).first->second;
+    return entries_.get({m, n, k, bias, bf16}, [&] { return create(m, n, k, bias, bf16); });
   }
 
  private:
   using Key = std::tuple<Index, Index, Index, bool, bool>;
-  PackedMatmuls() : engine_(dnnl::engine::kind::cpu, 0) {}
+  PackedMatmuls() = default;
 
   std::shared_ptr<const Entry> create(Index m, Index n, Index k, bool bias, bool bf16) const {
     using dims = dnnl::memory::dims;
@@ -90,13 +79,11 @@ class PackedMatmuls {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const OneOpenMPThread one;  // the primitive plans for the one thread that runs it
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x, weights, b, y), attr, engine_);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(x, weights, b, y), attr, cpu_engine());
     return std::make_shared<const Entry>(Entry{pd, dnnl::matmul(pd)});
   }
 
-  dnnl::engine engine_;
-  std::mutex mutex_;
-  std::map<Key, std::shared_ptr<const Entry>> entries_;
+  PrimitiveCache<Key, Entry> entries_;
 };
 #endif
 
@@ -202,11 +189,9 @@ struct PackedWeight {
            b.inner_blks[0] * pair == row_block && b.inner_blks[1] == panel && b.strides[0] == row_block * panel &&
            b.strides[1] == padded_in * panel;
   }
-  /// Where element (k, c) of a panel is, from the panel's start.
-  Index panel_offset(Index k, Index c) const {
-    const Index k0 = k / row_block * row_block, kk = k - k0;
-    return k0 * panel + kk / pair * pair * panel + c * pair + kk % pair;
-  }
+  /// Where element (k, c) of a row block (k < row_block) is, from the block's start: row k's
+  /// column c, or with pairs of rows (bf16), (k / 2) 2 panel + 2 c + k % 2.
+  Index in_block(Index k, Index c) const { return pair == 1 ? k * panel + c : (k >> 1) * 2 * panel + 2 * c + (k & 1); }
   /// Packs the float weight held in `storage` where it is (float32): without padding, panel i is
   /// rows [i panel, (i + 1) panel) of the weight, the same bytes, so each is copied out (into the
   /// running thread's `scratch`, allocated before anything moved) and packed back.
@@ -231,35 +216,31 @@ struct PackedWeight {
   }
   /// Packs every panel of w (out, in) into the (allocated) packed memory.
   void pack_panels(const float* w) const {
-    parallel_for(static_cast<size_t>((out + panel - 1) / panel), [&](size_t i) {
-      const Index c0 = static_cast<Index>(i) * panel;
-      if (bf16)
-        pack_panel(w + c0 * in, std::min(panel, out - c0),
-                   static_cast<std::uint16_t*>(memory.get_data_handle()) + c0 * padded_in);
-      else
-        pack_panel(w + c0 * in, std::min(panel, out - c0),
-                   static_cast<float*>(memory.get_data_handle()) + c0 * padded_in);
-    });
+    auto pack_all = [&](auto* packed) {
+      parallel_for(static_cast<size_t>((out + panel - 1) / panel), [&](size_t i) {
+        const Index c0 = static_cast<Index>(i) * panel;
+        pack_panel(w + c0 * in, std::min(panel, out - c0), packed + c0 * padded_in);
+      });
+    };
+    if (bf16) pack_all(static_cast<std::uint16_t*>(memory.get_data_handle()));
+    else pack_all(static_cast<float*>(memory.get_data_handle()));
   }
   /// One panel: `cols` rows of w (`in` floats each, from `rows`) into dst, the panel's
-  /// (padded_in, panel) values at panel_offset (bf16: rounded to nearest even). Padding is
-  /// written 0. (oneDNN's reorder transposes slowly: 15 ms for a 768 x 3072 weight.)
+  /// (padded_in, panel) values in blocks of row_block rows, each element at in_block (bf16:
+  /// rounded to nearest even). Padding is written 0. (oneDNN's reorder transposes slowly: 15 ms for a 768 x 3072
+  /// weight.)
   template <class T>
   void pack_panel(const float* rows, Index cols, T* dst) const {
     auto put = [](T& to, float v) {
       if constexpr (std::is_same_v<T, float>) to = v;
-      else round_to_bf16(&v, 1, &to);
+      else to = float_to_bf16(v);
     };
     for (Index k0 = 0; k0 < padded_in; k0 += row_block) {
       T* tile = dst + k0 * panel;
       const Index n = std::max<Index>(0, std::min(row_block, in - k0));  // rows of w left in this block
       for (Index c = 0; c < panel; ++c) {
         const float* row = c < cols ? rows + c * in + k0 : nullptr;
-        if (pair == 1)
-          for (Index k = 0; k < row_block; ++k) put(tile[k * panel + c], row && k < n ? row[k] : 0.f);
-        else  // pairs of rows: (k, c) at (k / 2) 2 panel + 2 c + k % 2
-          for (Index k = 0; k < row_block; ++k)
-            put(tile[(k >> 1) * 2 * panel + 2 * c + (k & 1)], row && k < n ? row[k] : 0.f);
+        for (Index k = 0; k < row_block; ++k) put(tile[in_block(k, c)], row && k < n ? row[k] : 0.f);
       }
     }
   }
@@ -274,10 +255,8 @@ struct PackedWeight {
         const Index n = std::min(row_block, in - k0), tile = c0 * padded_in + k0 * panel;
         for (Index c = 0; c < cols; ++c) {
           float* row = w + (c0 + c) * in + k0;
-          if (!bf16)
-            for (Index k = 0; k < n; ++k) row[k] = f32[tile + k * panel + c];
-          else
-            for (Index k = 0; k < n; ++k) row[k] = widen_bf16(b16[tile + (k >> 1) * 2 * panel + 2 * c + (k & 1)]);
+          for (Index k = 0; k < n; ++k)
+            row[k] = bf16 ? bf16_to_float(b16[tile + in_block(k, c)]) : f32[tile + in_block(k, c)];
         }
       }
     });
@@ -327,12 +306,8 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
         y.block(r0, c0, rows, n) = part;
         return;
       }
-      thread_local dnnl::stream stream(cache.engine());
-      thread_local std::vector<char> scratch;
       thread_local Matrix<float> part;
       if (!whole) part.resize(rows, n);
-      const dnnl::memory::desc scratch_desc = entry->pd.scratchpad_desc();
-      if (scratch.size() < scratch_desc.get_size()) scratch.resize(scratch_desc.get_size());
       std::unordered_map<int, dnnl::memory> args{
           {DNNL_ARG_SRC,
            w.bf16 ? dnnl::memory(entry->pd.src_desc(), cache.engine(),
@@ -345,14 +320,11 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
                        static_cast<char*>(w.memory.get_data_handle()) +
                            c0 * w.padded_in * static_cast<Index>(w.bf16 ? sizeof(std::uint16_t) : sizeof(float)))},
           {DNNL_ARG_DST,
-           dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() + r0 * y.cols() : part.data())},
-          {DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_desc, cache.engine(), scratch.data())}};
+           dnnl::memory(entry->pd.dst_desc(), cache.engine(), whole ? y.data() + r0 * y.cols() : part.data())}};
       if (b.size() != 0)
         args.emplace(DNNL_ARG_BIAS,
                      dnnl::memory(entry->pd.bias_desc(), cache.engine(), const_cast<float*>(b.data() + c0)));
-      const OneOpenMPThread one;
-      entry->primitive.execute(stream, args);
-      stream.wait();
+      run_on_this_thread(entry->primitive, entry->pd, std::move(args));
       if (!whole) y.block(r0, c0, rows, n) = part;
     } catch (const std::exception&) {  // (no exception may leave an OpenMP region)
 #ifdef _OPENMP

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "vitmae/detail/bf16.hpp"
 #include "vitmae/error.hpp"
 
 namespace vitmae::detail {
@@ -24,14 +25,7 @@ inline std::uint32_t float_to_bits(float f) {
   return u;
 }
 
-inline float bf16_to_float(std::uint16_t h) { return bits_to_float(static_cast<std::uint32_t>(h) << 16); }
-
-inline std::uint16_t float_to_bf16(float f) {
-  std::uint32_t u = float_to_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
-}
+// bfloat16 <-> float: detail/bf16.hpp (float_to_bf16, bf16_to_float).
 
 inline float f16_to_float(std::uint16_t h) {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;

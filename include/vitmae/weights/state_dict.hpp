@@ -154,23 +154,28 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
     detail::require(detail::squeeze_leading(found) == detail::squeeze_leading(expected),
                     "load_state_dict: ", source.where(), ": '", key, "' has shape ", detail::shape_str(found),
                     ", expected ", detail::shape_str(expected));
-    // Int8Weights::bfloat16: the weight read (or dequantised below) into one weight's worth of
-    // floats, then packed; the layer's float weight (never written) is released.
-    const bool to_bf16 = std::is_same_v<S, float> && int8_weights == Int8Weights::bfloat16 && layer_weight &&
-                         static_cast<const void*>(layer_weight->data()) == static_cast<const void*>(p.data);
+    // This tensor is a float Linear's or the patch projection's weight (Int8Weights::kept and
+    // ::bfloat16 put it elsewhere).
+    const bool layer_weight_here =
+        layer_weight && static_cast<const void*>(layer_weight->data()) == static_cast<const void*>(p.data);
+    // Int8Weights::bfloat16: the weight read (or dequantised below) into `dst`, one weight's worth
+    // of floats, then packed; the layer's float weight (never written) is released.
+    const bool to_bf16 = std::is_same_v<S, float> && int8_weights == Int8Weights::bfloat16 && layer_weight_here;
     Matrix<float> staged;
-    auto into_bf16 = [&] {
+    S* dst = p.data;
+    if constexpr (std::is_same_v<S, float>) {
+      if (to_bf16) staged.resize(layer_weight->rows(), layer_weight->cols()), dst = staged.data();
+    }
+    auto done = [&] {
       if constexpr (std::is_same_v<S, float>) {
+        if (!to_bf16) return;
         *layer_packed = detail::PackedWeight::of(std::move(staged), true);
         *layer_weight = Matrix<float>();
       }
     };
-    if (to_bf16) staged.resize(layer_weight->rows(), layer_weight->cols());
-    float* target = staged.data();
     if (p.kind != ParamKind::weight || !source.is_int8(key)) {
-      if (!to_bf16) return source.read(key, p.data);
-      source.read(key, target);
-      return into_bf16();
+      source.read(key, dst);
+      return done();
     }
     // An int8 checkpoint: the integers times "<key>_scale" (one per output channel).
     const std::string sk = key + "_scale";
@@ -185,7 +190,7 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
     source.read(sk, scale.data());
     const Index rows = expected[0], row = p.size / rows;
     if constexpr (std::is_same_v<S, float>) {
-      if (int8_weights == Int8Weights::kept && layer_weight && layer_weight->data() == p.data) {
+      if (int8_weights == Int8Weights::kept && layer_weight_here) {
         // Straight into the int8 layer, through one weight's worth of floats; the layer's float
         // weight (never written) is released.
         std::vector<float> integers(static_cast<size_t>(p.size));
@@ -195,17 +200,10 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
         return;
       }
     }
-    if (to_bf16) {
-      if constexpr (std::is_same_v<S, float>) {
-        source.read(key, target);
-        for (Index r = 0; r < rows; ++r)
-          for (Index k = 0; k < row; ++k) target[r * row + k] *= scale[static_cast<size_t>(r)];
-        return into_bf16();
-      }
-    }
-    source.read(key, p.data);
+    source.read(key, dst);
     for (Index r = 0; r < rows; ++r)
-      for (Index k = 0; k < row; ++k) p.data[r * row + k] *= scale[static_cast<size_t>(r)];
+      for (Index k = 0; k < row; ++k) dst[r * row + k] *= scale[static_cast<size_t>(r)];
+    done();
   });
   module.visit_parameters("", visitor);
   // An int8 checkpoint runs in int8: the float weights above are exactly its dequantised values,
