@@ -422,7 +422,6 @@ int main(int argc, char** argv) {
       rows_in("int8");
       inference_rows(q, "_int8");
     }
-    rows_in("float32");
     if (a.train) {
       // One optimiser step = forward + backward + AdamW on a fixed batch (threads over the batch).
       // --bf16 (rows *_bf16): the products in bfloat16, against the bf16 peak.
@@ -441,7 +440,6 @@ int main(int argc, char** argv) {
         const vitmae::Tensor<float> px = random_pixels(batch, mc.num_channels, mc.image_size, rng);
         const Timing t = time_runs([&] { trainer.train_step([&] { return px; }); }, a.runs);
         report(name, t, 3 * vitmae::forward_flops(mc, true, mc.mask_ratio) * batch, batch);
-        rows_in("float32");
       };
       train_case("train_b8", model, 8);
       if (bf16_rows) train_case("train_b8_bf16", model, 8, true);
@@ -467,7 +465,6 @@ int main(int argc, char** argv) {
         for (int i = 0; i < batch; ++i) b.labels.push_back(i % vc.num_labels());
         const Timing t = time_runs([&] { trainer.train_step([&] { return b; }); }, a.runs);
         report(name, t, 3 * vitmae::forward_flops(vc) * batch, batch);
-        rows_in("float32");
       };
       const vitmae::ViTConfig vit_base = vitmae::ViTConfig::from_mae(c, vitmae::ViTConfig::default_labels(1000));
       finetune_case("finetune_b8", vit_base, 8);
