@@ -397,7 +397,7 @@ TEST_CASE("vitmae-reconstruct writes the format --out names, atomically, and ref
   CHECK_FALSE(io::file_exists(dir + "/p.gif"));
 }
 
-TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which it never saw (10 seeds)") {
+TEST_CASE("the bundled model on chelsea.png, which it never saw: the ratio to the mean-fill baseline it ships with") {
   auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(VITMAE_BUNDLED_MODEL);
   CHECK(m.config().image_size == 64);
   CHECK(m.config().mask_ratio == 0.75);
@@ -414,7 +414,21 @@ TEST_CASE("the bundled model beats the mean-fill baseline on chelsea.png, which 
   }
   MESSAGE("chelsea, 10 seeds: masked-patch loss " << loss / 10 << ", mean-fill baseline " << baseline / 10 << ", ratio "
                                                   << loss / baseline);
-  CHECK(loss / baseline < 1.0);
+  // examples/model/heldout.txt: the figures reproduce.sh measured with heldout.sh (vitmae-reconstruct,
+  // seeds 0 to 9, Eigen's products on one thread): "NAME LOSS BASELINE RATIO" lines.
+  std::ifstream table(std::string(VITMAE_BUNDLED_MODEL) + "/heldout.txt");
+  std::string line;
+  double measured = std::nan("");
+  while (std::getline(table, line)) {
+    std::istringstream f(line);
+    std::string image;
+    double l = 0, b = 0, r = 0;
+    if (f >> image >> l >> b >> r && image == "chelsea.png") measured = r;
+  }
+  REQUIRE_MESSAGE(std::isfinite(measured), "examples/model/heldout.txt has no chelsea.png line");
+  CHECK(loss / baseline == doctest::Approx(measured).epsilon(0.002));  // the same figure, in the library
+  CHECK(loss / baseline <= measured + 0.005);                          // held at the measured value
+  CHECK(loss / baseline < 1.0);                                        // and below the baseline
 
   // The program's defaults are this model and this photo.
   const std::string dir = test::tmp_dir("reconstruct_default");
