@@ -13,7 +13,7 @@ run=$1 heldout=$2 out=$3
 here=$(dirname "$0")
 # Checkpoints already scored in OUT_DIR/heldout.csv (a run scored while it trains) are kept.
 if [ -f "$out/heldout.csv" ]; then cp "$out/heldout.csv" "$out/heldout.csv.tmp"; else echo "step,loss,ratio" > "$out/heldout.csv.tmp"; fi
-for dir in $(ls "$run" | sed -n 's/^checkpoint-\([0-9]*\)$/\1/p' | sort -n | sed "s|^|$run/checkpoint-|") "$run/final"; do
+for dir in $(ls -dv "$run"/checkpoint-*) "$run/final"; do  # -v: checkpoint-2000 before checkpoint-10000
   [ -f "$dir/model.safetensors" ] || continue  # no final model yet
   step=$(basename "$dir"); step=${step#checkpoint-}
   [ "$step" = final ] && step=$(tail -n 1 "$run/loss.csv" | cut -d, -f1)
