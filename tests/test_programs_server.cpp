@@ -120,7 +120,9 @@ TEST_CASE("vitmae-server: every route gives the library's own numbers for the sa
     opts.mask_ratio = 0.6;
     const auto out = model.forward(pixels, rng, opts);
     vitmae::PanelLayout layout;
-    layout.scale = vitmae::PanelLayout::scale_for(64, 64);
+    const int S = static_cast<int>(model.config().image_size), G = S / static_cast<int>(model.config().patch_size);
+    const size_t L = static_cast<size_t>(G) * G;
+    layout.scale = vitmae::PanelLayout::scale_for(S, S);
     const vitmae::io::Image8 panel =
         vitmae::make_panel({vitmae::reconstruction_images(model, no_resize, resized, vitmae::image_of(pixels, 0),
                                                           out.logits[0], vitmae::RowVector<float>(out.mask.row(0)))},
@@ -134,15 +136,15 @@ TEST_CASE("vitmae-server: every route gives the library's own numbers for the sa
     CHECK(j["loss"].get<double>() == doctest::Approx(static_cast<double>(out.loss)).epsilon(1e-6));
     CHECK(j["mean_fill_loss"].get<double>() > j["loss"].get<double>());
     CHECK(j["mask_ratio"] == 0.6);
-    CHECK(j["grid"] == nlohmann::json{8, 8});
+    CHECK(j["grid"] == nlohmann::json{G, G});
     const auto mask = j["mask"].get<std::vector<int>>();
-    REQUIRE(mask.size() == 64);
+    REQUIRE(mask.size() == L);
     int hidden = 0;
-    for (size_t l = 0; l < 64; ++l) {
+    for (size_t l = 0; l < L; ++l) {
       CHECK(mask[l] == static_cast<int>(out.mask(0, static_cast<vitmae::Index>(l))));
       hidden += mask[l];
     }
-    CHECK(hidden == 64 - 25);  // len_keep = int(64 * 0.4)
+    CHECK(hidden == static_cast<int>(L) - static_cast<int>(static_cast<double>(L) * (1 - 0.6)));  // HF's len_keep
     const vitmae::io::Image8 got = decode_png(base64_decode(j["panel_png"].get<std::string>()));
     CHECK(got.width == panel.width);
     CHECK(got.height == panel.height);
@@ -159,8 +161,8 @@ TEST_CASE("vitmae-server: every route gives the library's own numbers for the sa
     CHECK(png->get_header_value("X-Vitmae-Mask") == mask_text);
 
     // A given mask comes back as it was given.
-    std::string given(64, '1');
-    for (size_t l = 0; l < 64; l += 3) given[l] = '0';
+    std::string given(L, '1');
+    for (size_t l = 0; l < L; l += 3) given[l] = '0';
     auto g = cli.Post("/v1/reconstruct?model=photo-mae&format=json&mask=" + given, test::slurp(kPhoto), "image/png");
     REQUIRE(g);
     REQUIRE(g->status == 200);

@@ -8,7 +8,7 @@
 #
 # usage: examples/model/heldout.sh MODEL_DIR IMAGE...   (BUILD=DIR: the build folder, default build)
 # Eigen's products on one thread (VITMAE_BACKEND=eigen), so that the figures do not depend on the
-# machine's oneDNN; about 0.6 s an image with the bundled model.
+# machine's oneDNN; about 0.9 s an image with the bundled model.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 MODEL_DIR IMAGE..." >&2; exit 2; }
 build=${BUILD:-build}

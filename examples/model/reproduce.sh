@@ -6,10 +6,11 @@
 # held-out photographs with heldout.sh (heldout.csv, loss.svg, heldout.txt) and draws the panels.
 #
 # usage: examples/model/reproduce.sh [BUILD_DIR]   (default: build; run from the repository root)
-# Takes about 95 minutes on an idle 2-core machine: two MPI ranks of one thread each (259 images/s
-# on this project's 2-core AMD EPYC, against 245 for one process of two threads: the same bits,
-# tested). Without mpirun it runs one process of two threads, with the same result. The weights are
-# bit-reproducible for the same machine type (another CPU may round oneDNN's products differently).
+# Takes about 100 minutes on an idle 2-core machine (92 of training): two MPI ranks of one thread
+# each (69.9 images/s on this project's 2-core AMD EPYC, against 67.9 for one process of two
+# threads: the same bits, tested). Without mpirun it runs one process of two threads, with the same
+# result. The weights are bit-reproducible for the same machine type (another CPU may round
+# oneDNN's products differently).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
@@ -24,8 +25,8 @@ grep -E '^train\|' examples/model/photos.sh | awk -F'|' -v dir="$work/photos/tra
   for (i = 0; i < k; ++i) print dir "/" $4 }' > "$work/train.txt"
 
 train=("$build/examples/vitmae-pretrain" --data "$work/train.txt" --out "$work/run"
-  --config examples/model/train_config.json --steps 22000 --batch 64 --lr 1e-3 --min-lr 1e-5 --warmup 1500
-  --clip-grad 1 --seed 0 --scale-min 0.1 --save-every 2000 --keep 100 --log-every 500)
+  --config examples/model/train_config.json --steps 6000 --batch 64 --lr 1e-3 --min-lr 1e-5 --warmup 500
+  --clip-grad 1 --seed 0 --scale-min 0.1 --save-every 1000 --keep 100 --log-every 250)
 if command -v mpirun >/dev/null; then
   mpirun --allow-run-as-root -np 2 "${train[@]}" --threads 1 | tee "$work/train.log"
 else
