@@ -468,7 +468,7 @@ TEST_CASE("the bundled model on chelsea.png, which it never saw: the ratio to th
         for (int c = 0; c < 3; ++c) colour[c] += norm(0, (l / G) * P + y, (l % G) * P + x, c);
   }
   const int hidden = static_cast<int>(std::count(masked.begin(), masked.end(), true));
-  CHECK(hidden == L * 3 / 4);  // HF keeps int(L * (1 - 0.75)) patches
+  CHECK(hidden == L - static_cast<int>(L * (1 - 0.75)));  // HF's len_keep = int(L * (1 - mask_ratio))
   double recomputed = 0, drawn = 0;
   for (int l = 0; l < L; ++l) {
     if (!masked[static_cast<size_t>(l)]) continue;
