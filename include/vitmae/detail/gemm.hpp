@@ -258,18 +258,20 @@ inline double product_flops(Index m, Index n, Index k) {
 /// Returns false (nothing done) when the product is not for oneDNN: double, the Eigen backend,
 /// an empty dimension, or oneDNN failing (then Eigen computes it: callers run inside OpenMP
 /// regions, which an exception must not leave).
+/// With `bf16_scope` false, float32 even while a BFloat16Products lives.
 template <class Scalar>
 bool onednn_gemm(char ta, char tb, Index m, Index n, Index k, const Scalar* a, Index lda, const Scalar* b, Index ldb,
-                 float beta, Scalar* c, Index ldc) {
+                 float beta, Scalar* c, Index ldc, bool bf16_scope = true) {
 #ifdef VITMAE_WITH_ONEDNN
   if constexpr (std::is_same_v<Scalar, float>) {
     if (m <= 0 || n <= 0 || k <= 0 || product_backend() != Backend::onednn) return false;
-    if (bf16_products()) return gemm_bf16(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    if (bf16_scope && bf16_products()) return gemm_bf16(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
     const OneOpenMPThread one;
     return dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc) == dnnl_success;
   }
 #endif
-  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)beta, (void)c, (void)ldc;
+  (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)beta, (void)c, (void)ldc,
+      (void)bf16_scope;
   return false;
 }
 

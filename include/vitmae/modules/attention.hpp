@@ -48,6 +48,14 @@ struct SelfAttention {
     for (Index bh = 0; bh < pairs; ++bh) f(bh / num_attention_heads, bh % num_attention_heads);
   }
 
+  /// C (m, n) = op(A) op(B), row-major with leading dimensions, for one head on the calling thread:
+  /// oneDNN's sgemm for float with the oneDNN backend (float32 also under BFloat16Products, which
+  /// is for the Linear layers), else false and the caller computes it with Eigen.
+  static bool product(char ta, char tb, Index m, Index n, Index k, const Scalar* a, Index lda, const Scalar* b,
+                      Index ldb, Scalar* c, Index ldc) {
+    return detail::onednn_gemm(ta, tb, m, n, k, a, lda, b, ldb, 0.f, c, ldc, false);
+  }
+
   /// x: (B*T, hidden), B sequences of `seq_len` tokens stacked -> context (B*T, hidden).
   /// Sequences attend only within themselves. The probabilities stay in c.probs.
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& context, Cache& c) const {
@@ -73,15 +81,19 @@ struct SelfAttention {
     }
     const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
     context.resize(B * T, H * d);  // (B*T, hidden)
+    const Index ld = H * d;        // the row stride of q, k, v and context
+    auto at = [&](auto& m, Index b, Index h) { return m.data() + b * T * ld + h * d; };
     // The probabilities are kept (B*H*T, T) when the backward or output_attentions needs them;
     // otherwise each head's scores live in a small per-thread buffer that stays in cache.
     if (c.keep_probs) c.probs.resize(B * H * T, T);
     auto head = [&](auto&& scores, Index b, Index h) {
       // attention_scores = q @ kᵀ / sqrt(d); softmax(dim=-1)
-      scores.noalias() = c.q.block(b * T, h * d, T, d) * c.k.block(b * T, h * d, T, d).transpose();
+      if (!product('N', 'T', T, T, d, at(c.q, b, h), ld, at(c.k, b, h), ld, scores.data(), T))
+        scores.noalias() = c.q.block(b * T, h * d, T, d) * c.k.block(b * T, h * d, T, d).transpose();
       scores *= scale;
       ops::softmax_rows_inplace(scores);
-      context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
+      if (!product('N', 'N', T, d, T, scores.data(), T, at(c.v, b, h), ld, at(context, b, h), ld))
+        context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
     };
     for_each_head(B, T, d, [&](Index b, Index h) {
       if (c.keep_probs) {
@@ -103,16 +115,23 @@ struct SelfAttention {
     c.dq.resize(B * T, H * d);
     c.dk.resize(B * T, H * d);
     c.dv.resize(B * T, H * d);
+    const Index ld = H * d;  // the row stride of q, k, v, their gradients and dcontext
+    auto at = [&](auto& m, Index b, Index h) { return m.data() + b * T * ld + h * d; };
     for_each_head(B, T, d, [&](Index b, Index h) {
       const auto P = c.probs.middleRows((b * H + h) * T, T);
       const auto dc = dcontext.block(b * T, h * d, T, d);
-      c.dv.block(b * T, h * d, T, d).noalias() = P.transpose() * dc;
-      Matrix<Scalar> dS(T, T);
-      dS.noalias() = dc * c.v.block(b * T, h * d, T, d).transpose();  // dP
+      if (!product('T', 'N', T, d, T, P.data(), T, at(dcontext, b, h), ld, at(c.dv, b, h), ld))
+        c.dv.block(b * T, h * d, T, d).noalias() = P.transpose() * dc;
+      thread_local Matrix<Scalar> dS;
+      dS.resize(T, T);
+      if (!product('N', 'T', T, T, d, at(dcontext, b, h), ld, at(c.v, b, h), ld, dS.data(), T))
+        dS.noalias() = dc * c.v.block(b * T, h * d, T, d).transpose();  // dP
       const ColVector<Scalar> dot = (dS.array() * P.array()).rowwise().sum();
       dS = (P.array() * (dS.array().colwise() - dot.array())).matrix() * scale;
-      c.dq.block(b * T, h * d, T, d).noalias() = dS * c.k.block(b * T, h * d, T, d);
-      c.dk.block(b * T, h * d, T, d).noalias() = dS.transpose() * c.q.block(b * T, h * d, T, d);
+      if (!product('N', 'N', T, d, T, dS.data(), T, at(c.k, b, h), ld, at(c.dq, b, h), ld))
+        c.dq.block(b * T, h * d, T, d).noalias() = dS * c.k.block(b * T, h * d, T, d);
+      if (!product('T', 'N', T, d, T, dS.data(), T, at(c.q, b, h), ld, at(c.dk, b, h), ld))
+        c.dk.block(b * T, h * d, T, d).noalias() = dS.transpose() * c.q.block(b * T, h * d, T, d);
     });
     query.backward(x, c.dq, g.query, &dx);
     key.backward(x, c.dk, g.key, &dx, true);
