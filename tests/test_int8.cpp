@@ -50,12 +50,20 @@ TEST_CASE("int8 quantisers: per-channel symmetric weights, per-row asymmetric ac
 }
 
 TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any thread count, the same bits") {
-  const Index T = 53, in = 300, out = 211;  // over split_columns' threshold
+  const Index T = 130, in = 300, out = 211;  // 4.1 M int8 "FLOP" / 4: over the threshold of threads
   std::mt19937_64 rng(9);
   auto random = [&](Index r, Index c) { return test::uniform_matrix(r, c, rng); };
   const Matrix<float> x = random(T, in) * 3.f, w = random(out, in) * 0.1f;
   const vitmae::RowVector<float> b = random(1, out);
   const d::Int8Weight qw = d::Int8Weight::of(w);
+  const d::Int8Weight packed = [&] {  // oneDNN's matmul on the integers packed once (where the CPU has VNNI)
+    d::Int8Weight p = qw;
+    p.pack();
+    return p;
+  }();
+#ifdef VITMAE_WITH_ONEDNN
+  CHECK(bool(packed.packed) == d::onednn_int8_exact());
+#endif
   d::Int8Rows qx;
   d::Int8Rows::quantize(x, qx);
   // Independent: dequantise both sides in float64 and multiply with a plain loop.
@@ -73,22 +81,25 @@ TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any t
   const test::RestoreBackendAndThreads restore;
   Matrix<float> first;
   for (const vitmae::Backend be : backends)
-    for (int threads : {1, 2}) {
-      const std::string name = vitmae::backend_name(be);
-      CAPTURE(name);
-      CAPTURE(threads);
-      vitmae::set_product_backend(be);
+    for (int threads : {1, 2})
+      for (const d::Int8Weight* weight : {&qw, &packed}) {
+        const std::string name = vitmae::backend_name(be);
+        const bool is_packed = weight == &packed;
+        CAPTURE(name);
+        CAPTURE(threads);
+        CAPTURE(is_packed);
+        vitmae::set_product_backend(be);
 #ifdef _OPENMP
-      omp_set_num_threads(threads);
+        omp_set_num_threads(threads);
 #endif
-      Matrix<float> y;
-      d::gemm_nt_int8(x, qw, b, y);
-      CHECK((y.cast<double>() - want).cwiseAbs().maxCoeff() <= 1e-5 * (1 + want.cwiseAbs().maxCoeff()));
-      // and near the float product: the quantisation error, well under 1% of the output's range
-      CHECK((y.cast<double>() - exact).cwiseAbs().maxCoeff() <= 0.01 * exact.cwiseAbs().maxCoeff());
-      if (first.size() == 0) first = y;
-      CHECK((y - first).cwiseAbs().maxCoeff() == 0.f);  // integer sums: exact everywhere
-    }
+        Matrix<float> y;
+        d::gemm_nt_int8(x, *weight, b, y);
+        CHECK((y.cast<double>() - want).cwiseAbs().maxCoeff() <= 1e-5 * (1 + want.cwiseAbs().maxCoeff()));
+        // and near the float product: the quantisation error, well under 1% of the output's range
+        CHECK((y.cast<double>() - exact).cwiseAbs().maxCoeff() <= 0.01 * exact.cwiseAbs().maxCoeff());
+        if (first.size() == 0) first = y;
+        CHECK((y - first).cwiseAbs().maxCoeff() == 0.f);  // integer sums: exact everywhere
+      }
 }
 
 TEST_CASE("quantize_int8: every Linear and the patch projection, inference only, reversible") {

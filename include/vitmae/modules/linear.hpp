@@ -106,6 +106,7 @@ struct WeightFormsOf {
     Module& m = self();
     Forms::unpack(m.weight, m.int8, m.packed);
     m.int8 = Int8Weight::of(m.weight);
+    m.int8.pack();
   }
   void dequantize() {
     Module& m = self();

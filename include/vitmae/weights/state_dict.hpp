@@ -196,6 +196,7 @@ LoadReport load_state_dict(Module& module, const io::TensorSource& source, const
         std::vector<float> integers(static_cast<size_t>(p.size));
         source.read(key, integers.data());
         *layer_int8 = detail::Int8Weight::of_stored(integers.data(), rows, row, scale.data());
+        layer_int8->pack();
         *layer_weight = Matrix<float>();
         return;
       }
