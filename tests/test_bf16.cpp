@@ -315,6 +315,49 @@ TEST_CASE("bf16 training products: the GEMMs against float64 on the rounded oper
   CHECK((after - y32).cwiseAbs().maxCoeff() == 0.f);  // the scope ended: float32 again
 }
 
+TEST_CASE("bf16 training: each weight rounded once a step (RoundedWeightsOnce), the bits of a fresh rounding") {
+  if (bf16_test::skip()) return;
+  const test::RestoreBackendAndThreads restore;
+  std::mt19937_64 rng(19);
+  const Matrix<float> x = test::uniform_matrix(128, 256, rng), dy = test::uniform_matrix(128, 272, rng);
+  Matrix<float> w = test::uniform_matrix(272, 256, rng);
+  const vitmae::RowVector<float> bias = test::uniform_matrix(1, 272, rng);
+  const vitmae::BFloat16Products on;
+  auto fresh = [&](Matrix<float>& y, Matrix<float>& dx) {  // no cache: each product rounds w itself
+    d::gemm_nt(x, w, bias, y, true);
+    d::gemm_nn(dy, w, dx, false, true);
+  };
+  const d::RoundedWeightsUser user(true);
+  for (const int threads : {1, 2}) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    CAPTURE(threads);
+    for (int step = 0; step < 2; ++step) {  // the second step on changed weights: rounded again
+      CAPTURE(step);
+      Matrix<float> y0, dx0, y, dx, y_again;
+      fresh(y0, dx0);
+      {
+        const d::RoundedWeightsOnce once(true);
+        d::gemm_nt(x, w, bias, y, true);     // rounds w
+        d::gemm_nn(dy, w, dx, false, true);  // the same rows of w: its rounded copy
+        d::gemm_nt(x, w, bias, y_again, true);
+        CHECK((y - y0).cwiseAbs().maxCoeff() == 0.f);
+        CHECK((dx - dx0).cwiseAbs().maxCoeff() == 0.f);
+        CHECK((y_again - y0).cwiseAbs().maxCoeff() == 0.f);
+        // Within the step the weights must not change: a change is not seen (what the trainer
+        // guarantees, shown here).
+        const Matrix<float> saved = w;
+        w *= 2.f;
+        d::gemm_nt(x, w, bias, y_again, true);
+        CHECK((y_again - y0).cwiseAbs().maxCoeff() == 0.f);
+        w = saved;
+      }
+      w.array() += 0.25f;  // the optimiser's update, between steps
+    }
+  }
+}
+
 TEST_CASE("--bf16 training: loss and gradients near float32's, the same bits again, options checked") {
   const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));
   vitmae::Tensor<float> px({4, 3, 32, 32});

@@ -136,6 +136,109 @@ inline void round_rows_to_bf16(const float* a, Index rows, Index cols, Index ld,
   for (Index r = 0; r < rows; ++r) round_to_bf16(a + r * ld, cols, out.data() + r * cols);
 }
 
+/// Weights rounded to bfloat16 once per training step. While a RoundedWeightsOnce lives, a bf16
+/// product whose operand B is a weight (gemm_nt's and gemm_nn's `weight`: a Linear layer's or the
+/// patch projection's) takes its rounded copy from here, made by the first product of the step
+/// that needs it: a step multiplies each weight in the forward and again in the backward
+/// (dX = dY W), once per batch slice (thread), and rounding it every time cost 340 M values a
+/// step on vit-mae-base. The copy has the bits a fresh rounding has. The trainer holds one during
+/// a step's forwards and backwards, in which the weights do not change, and every new one starts a
+/// new generation: an entry of an earlier one is rounded again (in place, its buffer kept from
+/// step to step, unless a product still reads it) before it is used. The buffers are freed when
+/// the last RoundedWeightsUser (a bf16 trainer) is gone.
+class RoundedWeights {
+ public:
+  using Rounded = std::vector<std::uint16_t>;
+  static RoundedWeights& instance() {
+    static RoundedWeights cache;
+    return cache;
+  }
+  bool active() const { return scopes_.load(std::memory_order_relaxed) > 0; }
+  /// The rows x cols values at w, `ld` apart, rounded (rows x cols, packed), of this generation.
+  std::shared_ptr<const Rounded> get(const float* w, Index rows, Index cols, Index ld) {
+    std::shared_ptr<Entry> e;
+    unsigned long generation;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      generation = generation_;
+      std::shared_ptr<Entry>& slot = entries_[Key{w, rows, cols, ld}];
+      // (an entry of an earlier generation that a product still reads is left to it)
+      if (!slot || (slot->generation != generation && slot.use_count() > 1)) slot = std::make_shared<Entry>();
+      e = slot;
+    }
+    const std::lock_guard<std::mutex> lock(e->mutex);
+    if (e->generation != generation) {
+      round_rows_to_bf16(w, rows, cols, ld, e->values);
+      e->generation = generation;
+    }
+    return std::shared_ptr<const Rounded>(e, &e->values);
+  }
+  void begin() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    ++generation_;
+    ++scopes_;
+  }
+  void end() { --scopes_; }
+  void add_user() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    ++users_;
+  }
+  void remove_user() {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (--users_ == 0) entries_.clear();  // (products still running keep theirs alive)
+  }
+
+ private:
+  struct Entry {
+    std::mutex mutex;
+    unsigned long generation = 0;  // (0: none yet)
+    Rounded values;
+  };
+  using Key = std::tuple<const float*, Index, Index, Index>;
+  std::mutex mutex_;
+  std::map<Key, std::shared_ptr<Entry>> entries_;
+  unsigned long generation_ = 0;
+  int users_ = 0;
+  std::atomic<int> scopes_{0};
+};
+
+/// While alive (when `on`), weights are rounded to bfloat16 once (RoundedWeights): one step.
+class RoundedWeightsOnce {
+ public:
+  explicit RoundedWeightsOnce(bool on) : on_(on) {
+    if (on_) RoundedWeights::instance().begin();
+  }
+  ~RoundedWeightsOnce() {
+    if (on_) RoundedWeights::instance().end();
+  }
+  RoundedWeightsOnce(const RoundedWeightsOnce&) = delete;
+  RoundedWeightsOnce& operator=(const RoundedWeightsOnce&) = delete;
+
+ private:
+  bool on_;
+};
+
+/// Keeps RoundedWeights' buffers from step to step while alive (when `on`): a bf16 trainer's.
+class RoundedWeightsUser {
+ public:
+  explicit RoundedWeightsUser(bool on = false) : on_(on) {
+    if (on_) RoundedWeights::instance().add_user();
+  }
+  RoundedWeightsUser(const RoundedWeightsUser& o) : RoundedWeightsUser(o.on_) {}
+  RoundedWeightsUser& operator=(const RoundedWeightsUser& o) {
+    if (o.on_ && !on_) RoundedWeights::instance().add_user();
+    if (on_ && !o.on_) RoundedWeights::instance().remove_user();
+    on_ = o.on_;
+    return *this;
+  }
+  ~RoundedWeightsUser() {
+    if (on_) RoundedWeights::instance().remove_user();
+  }
+
+ private:
+  bool on_;
+};
+
 #ifdef VITMAE_WITH_ONEDNN
 /// The CPU engine every oneDNN primitive of vitmae is made for and runs on.
 inline const dnnl::engine& cpu_engine() {
@@ -184,13 +287,13 @@ inline void run_on_this_thread(const dnnl::primitive& primitive, const dnnl::pri
 
 /// gemm_bf16's way without a bf16 primitive: dnnl_sgemm on the rounded values.
 inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, const std::vector<std::uint16_t>& a16,
-                               Index a_cols, const std::vector<std::uint16_t>& b16, Index b_cols, float beta, float* c,
-                               Index ldc) {
+                               Index a_cols, const std::uint16_t* b16, Index b_cols, float beta, float* c, Index ldc) {
   try {
     thread_local std::vector<float> af, bf;
-    af.resize(a16.size()), bf.resize(b16.size());
+    const size_t b_size = static_cast<size_t>((tb == 'T' || tb == 't' ? n : k) * b_cols);
+    af.resize(a16.size()), bf.resize(b_size);
     for (size_t i = 0; i < a16.size(); ++i) af[i] = bf16_to_float(a16[i]);
-    for (size_t i = 0; i < b16.size(); ++i) bf[i] = bf16_to_float(b16[i]);
+    for (size_t i = 0; i < b_size; ++i) bf[i] = bf16_to_float(b16[i]);
     const OneOpenMPThread one;
     return dnnl_sgemm(ta, tb, m, n, k, 1.f, af.data(), a_cols, bf.data(), b_cols, beta, c, ldc) == dnnl_success;
   } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
@@ -200,15 +303,23 @@ inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, cons
 /// C = op(A) op(B) + beta C (beta 0 or 1) with A and B rounded to bfloat16 and float32 sums, on
 /// the calling thread: oneDNN's bf16 matmul on plain (strided) operands, one primitive per shape
 /// kept. Where oneDNN has none, dnnl_sgemm on the rounded values (the same products, summed in
-/// float32). Returns false only when that fails too.
+/// float32). Returns false only when that fails too. `b_weight`: B is a weight, rounded once per
+/// step while a RoundedWeightsOnce lives.
 inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* a, Index lda, const float* b, Index ldb,
-                      float beta, float* c, Index ldc) {
-  thread_local std::vector<std::uint16_t> a16, b16;
+                      float beta, float* c, Index ldc, bool b_weight = false) {
+  thread_local std::vector<std::uint16_t> a16, b16_own;
   const bool at = ta == 'T' || ta == 't', bt = tb == 'T' || tb == 't';
   // The operands as stored: A (m, k) or, transposed, (k, m); B (k, n) or (n, k); packed tightly.
   const Index a_cols = at ? m : k, b_cols = bt ? k : n;
   round_rows_to_bf16(a, at ? k : m, a_cols, lda, a16);
-  round_rows_to_bf16(b, bt ? n : k, b_cols, ldb, b16);
+  std::shared_ptr<const std::vector<std::uint16_t>> b16_kept;
+  try {
+    if (b_weight && RoundedWeights::instance().active())
+      b16_kept = RoundedWeights::instance().get(b, bt ? n : k, b_cols, ldb);
+  } catch (...) {  // (bad_alloc: rounded here instead)
+  }
+  if (!b16_kept) round_rows_to_bf16(b, bt ? n : k, b_cols, ldb, b16_own);
+  const std::uint16_t* b16 = b16_kept ? b16_kept->data() : b16_own.data();
   using Key = std::tuple<Index, Index, Index, bool, bool, Index, bool>;
   struct Entry {
     dnnl::matmul::primitive_desc pd;
@@ -239,7 +350,7 @@ inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* 
     if (entry->reference) return gemm_rounded_sgemm(ta, tb, m, n, k, a16, a_cols, b16, b_cols, beta, c, ldc);
     run_on_this_thread(entry->primitive, entry->pd,
                        {{DNNL_ARG_SRC, dnnl::memory(src, engine, a16.data())},
-                        {DNNL_ARG_WEIGHTS, dnnl::memory(weights, engine, b16.data())},
+                        {DNNL_ARG_WEIGHTS, dnnl::memory(weights, engine, const_cast<std::uint16_t*>(b16))},
                         {DNNL_ARG_DST, dnnl::memory(dst, engine, c)}});
     return true;
   } catch (const dnnl::error&) {
@@ -258,33 +369,36 @@ inline double product_flops(Index m, Index n, Index k) {
 /// Returns false (nothing done) when the product is not for oneDNN: double, the Eigen backend,
 /// an empty dimension, or oneDNN failing (then Eigen computes it: callers run inside OpenMP
 /// regions, which an exception must not leave).
-/// With `bf16_scope` false, float32 even while a BFloat16Products lives.
+/// With `bf16_scope` false, float32 even while a BFloat16Products lives; `b_weight`: B is a
+/// weight (gemm_bf16).
 template <class Scalar>
 bool onednn_gemm(char ta, char tb, Index m, Index n, Index k, const Scalar* a, Index lda, const Scalar* b, Index ldb,
-                 float beta, Scalar* c, Index ldc, bool bf16_scope = true) {
+                 float beta, Scalar* c, Index ldc, bool bf16_scope = true, bool b_weight = false) {
 #ifdef VITMAE_WITH_ONEDNN
   if constexpr (std::is_same_v<Scalar, float>) {
     if (m <= 0 || n <= 0 || k <= 0 || product_backend() != Backend::onednn) return false;
-    if (bf16_scope && bf16_products()) return gemm_bf16(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
+    if (bf16_scope && bf16_products()) return gemm_bf16(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc, b_weight);
     const OneOpenMPThread one;
     return dnnl_sgemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc) == dnnl_success;
   }
 #endif
   (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)beta, (void)c, (void)ldc,
-      (void)bf16_scope;
+      (void)bf16_scope, (void)b_weight;
   return false;
 }
 
 /// y = x wᵀ + b (x: (T, in), w: (out, in), b: (out) or empty for none; y resized to (T, out)
 /// only when its shape differs). Each column block starts from the bias and accumulates the
-/// product: one pass fewer than a product (which zeroes its output) and a bias add.
+/// product: one pass fewer than a product (which zeroes its output) and a bias add. `weight`: w
+/// is a layer's weight (RoundedWeights), not a temporary.
 template <class Scalar>
-void gemm_nt(const Matrix<Scalar>& x, const Matrix<Scalar>& w, const RowVector<Scalar>& b, Matrix<Scalar>& y) {
+void gemm_nt(const Matrix<Scalar>& x, const Matrix<Scalar>& w, const RowVector<Scalar>& b, Matrix<Scalar>& y,
+             bool weight = false) {
   y.resize(x.rows(), w.rows());
   split_columns(w.rows(), product_flops(x.rows(), w.rows(), x.cols()), [&](Index c0, Index n) {
     if (b.size() != 0) y.middleCols(c0, n).rowwise() = b.segment(c0, n);
     if (onednn_gemm('N', 'T', x.rows(), n, x.cols(), x.data(), x.cols(), w.data() + c0 * w.cols(), w.cols(),
-                    b.size() != 0 ? 1.f : 0.f, y.data() + c0, y.cols()))
+                    b.size() != 0 ? 1.f : 0.f, y.data() + c0, y.cols(), true, weight))
       return;
     if (b.size() == 0) {
       y.middleCols(c0, n).noalias() = x * w.middleRows(c0, n).transpose();
@@ -294,13 +408,15 @@ void gemm_nt(const Matrix<Scalar>& x, const Matrix<Scalar>& w, const RowVector<S
   });
 }
 
-/// y = a b, or y += a b when `accumulate` (a: (T, k), b: (k, n); y (T, n)).
+/// y = a b, or y += a b when `accumulate` (a: (T, k), b: (k, n); y (T, n)). `weight`: b is a
+/// layer's weight (RoundedWeights).
 template <class Scalar>
-void gemm_nn(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Matrix<Scalar>& y, bool accumulate) {
+void gemm_nn(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Matrix<Scalar>& y, bool accumulate,
+             bool weight = false) {
   if (!accumulate) y.resize(a.rows(), b.cols());
   split_columns(b.cols(), product_flops(a.rows(), b.cols(), a.cols()), [&](Index c0, Index n) {
     if (onednn_gemm('N', 'N', a.rows(), n, a.cols(), a.data(), a.cols(), b.data() + c0, b.cols(),
-                    accumulate ? 1.f : 0.f, y.data() + c0, y.cols()))
+                    accumulate ? 1.f : 0.f, y.data() + c0, y.cols(), true, weight))
       return;
     if (accumulate) y.middleCols(c0, n).noalias() += a * b.middleCols(c0, n);
     else y.middleCols(c0, n).noalias() = a * b.middleCols(c0, n);

@@ -55,7 +55,7 @@ struct WeightForms {
       if (!q.empty()) return gemm_nt_int8(x, q, b, y);
       if (!p.empty()) return gemm_nt_packed(x, p, b, y);
     }
-    gemm_nt(x, w, b, y);
+    gemm_nt(x, w, b, y, true);
   }
   /// Releases the float weight: an int8 weight keeps its integers; otherwise the weight is packed
   /// for oneDNN (as bfloat16 when `bf16`). Returns false (nothing done) for double, for a float
@@ -176,7 +176,7 @@ struct Linear : detail::WeightFormsOf<Linear<Scalar>, Scalar> {
                     "Linear: a model packed for inference has no backward (vitmae::unpack(model) first)");
     detail::gemm_tn_add(dy, x, g.weight);  // (out, in)
     if (has_bias) g.bias += dy.colwise().sum();
-    if (dx) detail::gemm_nn(dy, weight, *dx, accumulate);  // (tokens, in)
+    if (dx) detail::gemm_nn(dy, weight, *dx, accumulate, true);  // (tokens, in)
   }
 
   template <class Self, class V>
@@ -246,7 +246,7 @@ struct PatchConv2d : detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar> {
                     "PatchConv2d: a model packed for inference has no backward (vitmae::unpack(model) first)");
     detail::gemm_tn_add(dy, cols, g.weight);
     g.bias += dy.colwise().sum();
-    if (dcols) detail::gemm_nn(dy, weight, *dcols, false);
+    if (dcols) detail::gemm_nn(dy, weight, *dcols, false, true);
   }
 
   using detail::WeightFormsOf<PatchConv2d<Scalar>, Scalar>::out_features;

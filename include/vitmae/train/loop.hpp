@@ -201,7 +201,8 @@ class TrainingLoop {
   /// image, a non-finite loss) is thrown on every rank as AgreedError, before the update.
   StepRecord train_step(const std::function<Batch()>& next_batch) {
     const auto t0 = std::chrono::steady_clock::now();
-    const BFloat16Products bf16(opts_.bf16);  // (the products of this step's forwards and backwards)
+    const BFloat16Products bf16(opts_.bf16);               // (the products of this step's forwards and backwards)
+    const detail::RoundedWeightsOnce rounded(opts_.bf16);  // (each weight rounded once in the step)
     zero_parameters(grads_);
     const Index b0 = slice().first, b1 = slice().second;  // (lambdas below capture them: not a structured binding)
     double loss = 0;
@@ -266,6 +267,7 @@ class TrainingLoop {
   long step_ = 0;
   std::vector<StepRecord> history_;
   nlohmann::json run_args_;
+  detail::RoundedWeightsUser rounded_{opts_.bf16};  // (bf16: the weights' rounded copies kept between steps)
 };
 
 }  // namespace vitmae::train
