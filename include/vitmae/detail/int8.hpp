@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -157,6 +158,24 @@ struct Int8Rows {
     }
   }
 
+  /// lo = min(0, x), hi = max(0, x) over a row, in one pass of 16 lanes (Eigen's packets); false
+  /// when x holds a NaN or an infinity (a sum of x * 0 is NaN exactly then).
+  static bool range_row(const float* x, Index n, float& lo, float& hi) {
+    using Lanes = Eigen::Array<float, 16, 1>;
+    Lanes l = Lanes::Zero(), h = Lanes::Zero(), z = Lanes::Zero();
+    Index k = 0;
+    for (; k + 16 <= n; k += 16) {
+      const Eigen::Map<const Lanes> v(x + k);
+      l = l.min(v);
+      h = h.max(v);
+      z += v * 0.f;
+    }
+    lo = l.minCoeff(), hi = h.maxCoeff();
+    float zs = z.sum();
+    for (; k < n; ++k) lo = std::min(lo, x[k]), hi = std::max(hi, x[k]), zs += x[k] * 0.f;
+    return !std::isnan(zs);
+  }
+
   /// Quantises every row of x (rows split across threads).
   /// @throws vitmae::Error naming the first row that holds a NaN or an infinity.
   static void quantize(const Matrix<float>& x, Int8Rows& r) {
@@ -165,13 +184,12 @@ struct Int8Rows {
     r.zero.resize(x.rows());
     split_columns(x.rows(), 8.0 * static_cast<double>(x.size()), [&](Index r0, Index n) {
       for (Index i = r0; i < r0 + n; ++i) {
-        // NaN or infinity: no scale represents them; marked here, refused below (Eigen's
-        // allFinite() does not vectorise; a sum of x * 0 is NaN exactly when one is not finite).
-        if (std::isnan((x.row(i).array() * 0.f).sum())) {
+        // NaN or infinity: no scale represents them; marked here, refused below.
+        float lo, hi;
+        if (!range_row(x.row(i).data(), x.cols(), lo, hi)) {
           r.scale(i) = std::numeric_limits<float>::quiet_NaN();
           continue;
         }
-        const float lo = std::min(0.f, x.row(i).minCoeff()), hi = std::max(0.f, x.row(i).maxCoeff());
         float s = hi > lo ? (hi - lo) / 255.f : 1.f;
         if (!(1.f / s <= std::numeric_limits<float>::max())) s = 1.f;  // a subnormal range: all ~0
         const float z = std::clamp(std::round(-lo / s), 0.f, 255.f);
@@ -217,7 +235,10 @@ inline void int8_epilogue(const std::int32_t* __restrict acc, const Int8Rows& xr
 /// (T, out). With a packed weight (Int8Weight::pack) the rows (tokens) are split across the
 /// threads, each range one single-threaded matmul on the whole weight; otherwise column blocks,
 /// one per thread. Integer sums are exact, so the result does not depend on the way.
-inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y) {
+/// `after_row(i)`, when given, runs once row i of y is complete, while it is in cache (with a
+/// packed weight on the thread that computed it; otherwise after the whole product).
+inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y,
+                         const std::function<void(Index)>& after_row = {}) {
   require(xr.q.cols() == w.in_features(), "int8 Linear: input has ", xr.q.cols(), " features, expected ",
           w.in_features());
   thread_local Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> acc;
@@ -247,7 +268,10 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
         for (Index i = r0; i < r0 + rows; ++i)
           for (Index c = 0; c < out; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), w.q.row(c).data(), in);
       }
-      for (Index i = r0; i < r0 + rows; ++i) int8_epilogue(a.row(i).data(), xr, i, w, b, 0, out, y.row(i).data());
+      for (Index i = r0; i < r0 + rows; ++i) {
+        int8_epilogue(a.row(i).data(), xr, i, w, b, 0, out, y.row(i).data());
+        if (after_row) after_row(i);
+      }
     }
     return;
   }
@@ -268,14 +292,17 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
         for (Index c = c0; c < c0 + n; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), w.q.row(c).data(), in);
     for (Index i = 0; i < T; ++i) int8_epilogue(a.row(i).data() + c0, xr, i, w, b, c0, n, y.row(i).data() + c0);
   });
+  if (after_row)
+    for (Index i = 0; i < T; ++i) after_row(i);
 }
 
-/// y = x Wᵀ + b through the int8 product (x quantised here).
-inline void gemm_nt_int8(const Matrix<float>& x, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y) {
+/// y = x Wᵀ + b through the int8 product (x quantised here); after_row as above.
+inline void gemm_nt_int8(const Matrix<float>& x, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y,
+                         const std::function<void(Index)>& after_row = {}) {
   require(x.cols() == w.in_features(), "int8 Linear: input has ", x.cols(), " features, expected ", w.in_features());
   thread_local Int8Rows xq;
   Int8Rows::quantize(x, xq);
-  gemm_nt_int8(xq, w, b, y);
+  gemm_nt_int8(xq, w, b, y, after_row);
 }
 
 }  // namespace detail

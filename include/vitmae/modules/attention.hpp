@@ -90,8 +90,12 @@ struct SelfAttention {
       // attention_scores = q @ kᵀ / sqrt(d); softmax(dim=-1)
       if (!product('N', 'T', T, T, d, at(c.q, b, h), ld, at(c.k, b, h), ld, scores.data(), T))
         scores.noalias() = c.q.block(b * T, h * d, T, d) * c.k.block(b * T, h * d, T, d).transpose();
-      scores *= scale;
-      ops::softmax_rows_inplace(scores);
+      if constexpr (std::is_same_v<Scalar, float>) {
+        ops::scaled_softmax_rows_inplace(scores.data(), T, T, T, scale);
+      } else {
+        scores *= scale;
+        ops::softmax_rows_inplace(scores);
+      }
       if (!product('N', 'N', T, d, T, scores.data(), T, at(c.v, b, h), ld, at(context, b, h), ld))
         context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
     };

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "vitmae/config.hpp"
@@ -25,6 +26,17 @@ struct Intermediate {
 
   /// x: (tokens, hidden) -> z = dense(x) (kept for the backward) and y = act(z).
   void forward(const Matrix<Scalar>& x, Matrix<Scalar>& z, Matrix<Scalar>& y) const {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (!dense.int8.empty()) {  // int8: each row's activation as the product completes it, in cache
+        y.resize(x.rows(), dense.out_features());
+        detail::gemm_nt_int8(x, dense.int8, dense.bias, z, [&](Index i) {
+          auto row = y.row(i);
+          row = z.row(i);
+          ops::activate_inplace(act, row);
+        });
+        return;
+      }
+    }
     dense.forward(x, z);  // (tokens, intermediate)
     y.resize(z.rows(), z.cols());
     // (an activation costs about 8 additions an element: the rows split 8x earlier than an add)

@@ -4,7 +4,9 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace vitmae::ops {
 
@@ -16,6 +18,38 @@ inline void softmax_rows_inplace(Eigen::MatrixBase<Derived>& x) {
     const Scalar m = x.row(i).maxCoeff();
     x.row(i) = (x.row(i).array() - m).exp().matrix();
     x.row(i) /= x.row(i).sum();
+  }
+}
+
+/// Each of `rows` rows of `cols` floats (contiguous, `ld` apart) multiplied by `scale`, then
+/// softmax as above, one row at a time while it is in cache. The exponentials all go through
+/// Eigen's packets (16 lanes; a row's last cols % 16 values as one lane group padded with -inf,
+/// whose exponential is 0), none through libm's scalar expf.
+inline void scaled_softmax_rows_inplace(float* data, Eigen::Index rows, Eigen::Index cols, Eigen::Index ld,
+                                        float scale) {
+  using Lanes = Eigen::Array<float, 16, 1>;
+  const Eigen::Index body = cols / 16 * 16, tail = cols - body;
+  for (Eigen::Index i = 0; i < rows; ++i) {
+    float* x = data + i * ld;
+    Lanes top = Lanes::Constant(-std::numeric_limits<float>::infinity());
+    for (Eigen::Index k = 0; k < body; k += 16) {
+      Eigen::Map<Lanes> v(x + k);
+      v *= scale;
+      top = top.max(v);
+    }
+    Lanes last = Lanes::Constant(-std::numeric_limits<float>::infinity());
+    for (Eigen::Index k = 0; k < tail; ++k) last(k) = x[body + k] * scale;
+    const float m = std::max(top.maxCoeff(), last.maxCoeff());
+    Lanes sum = Lanes::Zero();
+    for (Eigen::Index k = 0; k < body; k += 16) {
+      Eigen::Map<Lanes> v(x + k);
+      v = (v - m).exp();
+      sum += v;
+    }
+    last = (last - m).exp();  // (the padding: exp(-inf) = 0)
+    const float total = sum.sum() + last.sum();
+    for (Eigen::Index k = 0; k < body; k += 16) Eigen::Map<Lanes>(x + k) /= total;
+    for (Eigen::Index k = 0; k < tail; ++k) x[body + k] = last(k) / total;
   }
 }
 
