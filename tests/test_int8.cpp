@@ -64,6 +64,11 @@ TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any t
 #ifdef VITMAE_WITH_ONEDNN
   CHECK(bool(packed.packed) == d::onednn_int8_exact());
 #endif
+  CHECK((packed.q.size() == 0) == d::onednn_int8_exact());  // packed: the integers' one copy
+  CHECK(packed.integers() == qw.q);                         // given back exactly
+  CHECK(packed.dequantized() == qw.dequantized());
+  CHECK(packed.out_features() == out);
+  CHECK(packed.in_features() == in);
   d::Int8Rows qx;
   d::Int8Rows::quantize(x, qx);
   // Independent: dequantise both sides in float64 and multiply with a plain loop.
@@ -194,7 +199,7 @@ TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as 
   vitmae::quantize_int8(q);
   const auto& a = q.vit.encoder.layer[1].intermediate.dense;
   const auto& b = back.vit.encoder.layer[1].intermediate.dense;
-  CHECK(a.int8.q == b.int8.q);  // the integers survive the round trip exactly
+  CHECK(a.int8.integers() == b.int8.integers());  // the integers survive the round trip exactly
   CHECK((a.int8.scale - b.int8.scale).cwiseAbs().maxCoeff() <= 1e-6f * a.int8.scale.cwiseAbs().maxCoeff());
   // the file's values, dequantised, are the float weights of the loaded model
   CHECK((b.weight - a.int8.dequantized()).cwiseAbs().maxCoeff() <= 1e-6f * a.weight.cwiseAbs().maxCoeff());
@@ -209,7 +214,7 @@ TEST_CASE("int8 checkpoints: I8 weights with per-channel scales, loaded back as 
   vitmae::quantize_int8(z);
   z.load_weights(*vitmae::open_pretrained_weights(test::data("hf/tiny")));
   CHECK(vitmae::is_int8(z));
-  CHECK(z.vit.encoder.layer[1].intermediate.dense.int8.q == a.int8.q);
+  CHECK(z.vit.encoder.layer[1].intermediate.dense.int8.integers() == a.int8.integers());
   // A float64 model loads the dequantised values (products in float64).
   const auto d = vitmae::ViTMAEForPreTraining<double>::from_pretrained(dir);
   CHECK(d.vit.encoder.layer[1].intermediate.dense.weight.cast<float>().isApprox(b.weight, 1e-6f));
@@ -323,7 +328,7 @@ TEST_CASE("pack_for_inference: float weights released (packed, or int8), inferen
   auto pq = m;
   vitmae::pack_for_inference(pq);
   vitmae::quantize_int8(pq);
-  CHECK(pq.vit.encoder.layer[1].output.dense.int8.q == q.vit.encoder.layer[1].output.dense.int8.q);
+  CHECK(pq.vit.encoder.layer[1].output.dense.int8.integers() == q.vit.encoder.layer[1].output.dense.int8.integers());
 
   // Nothing to pack in float64, nor for float products on Eigen (int8 weights are still released).
   auto f64 = vitmae::ViTMAEForPreTraining<double>::from_pretrained(test::data("hf/tiny"));
@@ -352,7 +357,7 @@ TEST_CASE(
   int layers = 0;
   auto same = [&](const auto& a, const auto& b) {  // the quantised model's integers and scales, exactly
     CHECK(b.weight.size() == 0);                   // released: no float weight was ever kept
-    CHECK(a.int8.q == b.int8.q);
+    CHECK(a.int8.integers() == b.int8.integers());
     CHECK(a.int8.scale == b.int8.scale);
     CHECK(a.int8.row_sum == b.int8.row_sum);
     ++layers;
@@ -381,7 +386,8 @@ TEST_CASE(
   // from_pretrained gives, packed.
   const auto enc = vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(m.config(), *source);
   CHECK(vitmae::is_int8(enc));
-  CHECK(enc.encoder.layer[1].intermediate.dense.int8.q == q.vit.encoder.layer[1].intermediate.dense.int8.q);
+  CHECK(enc.encoder.layer[1].intermediate.dense.int8.integers() ==
+        q.vit.encoder.layer[1].intermediate.dense.int8.integers());
   const auto f = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(
       m.config(), *vitmae::open_pretrained_weights(test::data("hf/tiny")));
   CHECK(!vitmae::is_int8(f));

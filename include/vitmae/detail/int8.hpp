@@ -72,20 +72,22 @@ inline std::shared_ptr<const Int8Matmul> int8_matmul(Index m, Index n, Index k) 
 /// dnnl_gemm_u8s8s32 packs them again on every call, at 0.5-0.9 of the packed matmul's speed
 /// (measured on vit-mae-base's shapes).
 struct Int8Weight {
-  Eigen::Matrix<std::int8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> q;  // (out, in)
-  RowVector<float> scale;                                                         // (out)
-  Eigen::Matrix<std::int32_t, 1, Eigen::Dynamic> row_sum;                         // (out): Σk q[c][k]
+  using Integers = Eigen::Matrix<std::int8_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Integers q;                                              // (out, in); released by pack() (integers() gives them back)
+  RowVector<float> scale;                                  // (out)
+  Eigen::Matrix<std::int32_t, 1, Eigen::Dynamic> row_sum;  // (out): Σk q[c][k]
+  Index out = 0, in = 0;                                   // the shape (q's, also once released)
 #ifdef VITMAE_WITH_ONEDNN
   std::shared_ptr<const dnnl::memory> packed;  // q as the (in, out) matmul weight; shared by copies
 #endif
 
-  /// Packs q for oneDNN's matmul (a copy: q stays, for saving and the other paths) when this
-  /// build has oneDNN and the CPU VNNI; otherwise, or when oneDNN cannot, does nothing (the
-  /// products then run through dnnl_gemm_u8s8s32 or a plain loop, with the same results).
+  /// Packs q for oneDNN's matmul and releases it (the packed integers are the only copy: an int8
+  /// model is no larger packed) when this build has oneDNN and the CPU VNNI; otherwise, or when
+  /// oneDNN cannot, does nothing (the products then run through dnnl_gemm_u8s8s32 or a plain
+  /// loop, with the same results).
   void pack() {
 #ifdef VITMAE_WITH_ONEDNN
-    packed.reset();
-    if (empty() || !onednn_int8_exact()) return;
+    if (empty() || packed || !onednn_int8_exact()) return;
     try {
       const auto mm = int8_matmul(64, out_features(), in_features());
       auto memory = std::make_shared<dnnl::memory>(mm->pd.weights_desc(), cpu_engine());
@@ -97,19 +99,44 @@ struct Int8Weight {
       dnnl::reorder(plain, *memory).execute(stream, plain, *memory);
       stream.wait();
       packed = std::move(memory);
+      q = Integers();
     } catch (const dnnl::error&) {
       packed.reset();
     }
 #endif
   }
 
-  bool empty() const { return q.size() == 0; }
-  Index out_features() const { return q.rows(); }
-  Index in_features() const { return q.cols(); }
+  /// The integers (out, in): q, or unpacked from the packed weight (a copy either way).
+  /// @throws vitmae::Error when oneDNN cannot unpack them.
+  Integers integers() const {
+#ifdef VITMAE_WITH_ONEDNN
+    if (q.size() == 0 && packed) {
+      Integers r(out, in);
+      try {
+        dnnl::memory plain(dnnl::memory::desc({in, out}, dnnl::memory::data_type::s8, dnnl::memory::dims{1, in}),
+                           cpu_engine(), r.data());
+        dnnl::memory source = *packed;
+        dnnl::stream stream(cpu_engine());
+        const OneOpenMPThread one;
+        dnnl::reorder(source, plain).execute(stream, source, plain);
+        stream.wait();
+      } catch (const dnnl::error& e) {
+        throw Error(std::string("int8 weight: oneDNN cannot unpack its integers: ") + e.what());
+      }
+      return r;
+    }
+#endif
+    return q;
+  }
+
+  bool empty() const { return out == 0; }
+  Index out_features() const { return out; }
+  Index in_features() const { return in; }
 
   /// Quantises w: scale = max|w[c]| / 127 (1 for an all-zero row), q = round(w / scale).
   static Int8Weight of(const Matrix<float>& w) {
     Int8Weight r;
+    r.out = w.rows(), r.in = w.cols();
     r.q.resize(w.rows(), w.cols());
     r.scale.resize(w.rows());
     r.row_sum.resize(w.rows());
@@ -133,6 +160,7 @@ struct Int8Weight {
   /// [-128, 127], as an I8 tensor reads) and its per-channel `scale`.
   static Int8Weight of_stored(const float* integers, Index out, Index in, const float* scale) {
     Int8Weight r;
+    r.out = out, r.in = in;
     r.q = Eigen::Map<const Matrix<float>>(integers, out, in).cast<std::int8_t>();
     r.scale = Eigen::Map<const RowVector<float>>(scale, out);
     r.row_sum = r.q.cast<std::int32_t>().rowwise().sum().transpose();
@@ -140,7 +168,9 @@ struct Int8Weight {
   }
 
   /// The weight as it multiplies: scale[c] * q[c][k].
-  Matrix<float> dequantized() const { return (q.cast<float>().array().colwise() * scale.transpose().array()).matrix(); }
+  Matrix<float> dequantized() const {
+    return (integers().cast<float>().array().colwise() * scale.transpose().array()).matrix();
+  }
 };
 
 /// Rows of x quantised to uint8: x ≈ scale[r] * (q[r][k] - zero[r]).
@@ -251,6 +281,7 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
     // Ranges of at least 16 rows (packed: 0.9 of the speed at 25 rows as at 200, measured).
     const Index threads =
         std::min<Index>(std::max<Index>(1, T / 16), product_flops(T, out, in) / 4 >= 4e6 ? available_threads() : 1);
+    bool failed = false;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(static_cast <int>(threads)) schedule(static, 1) if (threads > 1)
 #endif
@@ -264,32 +295,38 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
                                                         const_cast<std::uint8_t*>(xr.q.row(r0).data()))},
                             {DNNL_ARG_WEIGHTS, *w.packed},
                             {DNNL_ARG_DST, dnnl::memory(mm->pd.dst_desc(), cpu_engine(), a.row(r0).data())}});
-      } catch (...) {  // (another layout, or oneDNN failing: the plain loop below; no throw in a parallel region)
-        for (Index i = r0; i < r0 + rows; ++i)
-          for (Index c = 0; c < out; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), w.q.row(c).data(), in);
+      } catch (...) {  // (another layout, or oneDNN failing: the column blocks below; no throw in a parallel region)
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+        failed = true;
+        continue;
       }
       for (Index i = r0; i < r0 + rows; ++i) {
         int8_epilogue(a.row(i).data(), xr, i, w, b, 0, out, y.row(i).data());
         if (after_row) after_row(i);
       }
     }
-    return;
+    if (!failed) return;
   }
 #endif
+  // The integers as rows: q, or (a packed weight whose matmul could not run) unpacked here.
+  const Int8Weight::Integers unpacked = w.q.size() == 0 ? w.integers() : Int8Weight::Integers();
+  const Int8Weight::Integers& qi = w.q.size() == 0 ? unpacked : w.q;
   split_columns(out, product_flops(T, out, in) / 4, [&](Index c0, Index n) {
     bool done = false;
 #ifdef VITMAE_WITH_ONEDNN
     if (product_backend() == Backend::onednn && onednn_int8_exact() && T > 0 && in > 0) {
       const OneOpenMPThread one;
       const std::int32_t co = 0;
-      done = dnnl_gemm_u8s8s32('N', 'T', 'F', T, n, in, 1.f, xr.q.data(), in, 0, w.q.data() + c0 * in, in, 0, 0.f,
+      done = dnnl_gemm_u8s8s32('N', 'T', 'F', T, n, in, 1.f, xr.q.data(), in, 0, qi.data() + c0 * in, in, 0, 0.f,
                                a.data() + c0, out, &co) ==
              dnnl_success;  // (a failure falls back to the loop: no throw in a parallel region)
     }
 #endif
     if (!done)  // exact 32-bit dot products of contiguous rows (no Eigen integer GEMM to compile)
       for (Index i = 0; i < T; ++i)
-        for (Index c = c0; c < c0 + n; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), w.q.row(c).data(), in);
+        for (Index c = c0; c < c0 + n; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), qi.row(c).data(), in);
     for (Index i = 0; i < T; ++i) int8_epilogue(a.row(i).data() + c0, xr, i, w, b, c0, n, y.row(i).data() + c0);
   });
   if (after_row)
