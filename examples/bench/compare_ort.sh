@@ -50,7 +50,7 @@ const head = ["workload", "threads", "peaks fp32 / bf16 / int8", "vitmae fp32 ms
               "vitmae / ORT fp32"];
 if (bf16) head.push("vitmae bf16 ms (efficiency)", "bf16 / fp32", "vitmae bf16 cosine");
 for (const p of lower)
-  head.push(`vitmae ${p.label} ms`, `ORT ${p.label} ms`, `vitmae / ORT ${p.label}`,
+  head.push(`vitmae ${p.label} ms (efficiency)`, `ORT ${p.label} ms`, `vitmae / ORT ${p.label}`,
             `vitmae ${p.label} cosine`, `ORT ${p.label} cosine`);
 console.log(`# ${peak.cpu}; vitmae products: ${peak.backend}; ONNX Runtime ${ort.version}`);
 console.log(`| ${head.join(" | ")} |`);
