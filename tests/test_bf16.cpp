@@ -340,7 +340,7 @@ TEST_CASE("bf16 training: each weight rounded once a step (RoundedWeightsOnce), 
       {
         const d::RoundedWeightsOnce once(true);
         d::gemm_nt(x, w, bias, y, true);     // rounds w
-        d::gemm_nn(dy, w, dx, false, true);  // the same rows of w: its rounded copy
+        d::gemm_nn(dy, w, dx, false, true);  // (1 thread: the same entry as the forward's)
         d::gemm_nt(x, w, bias, y_again, true);
         CHECK((y - y0).cwiseAbs().maxCoeff() == 0.f);
         CHECK((dx - dx0).cwiseAbs().maxCoeff() == 0.f);

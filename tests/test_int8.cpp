@@ -47,6 +47,27 @@ TEST_CASE("int8 quantisers: per-channel symmetric weights, per-row asymmetric ac
   bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
   CHECK_THROWS_WITH_AS(d::Int8Rows::quantize(bad, r), doctest::Contains("row 1 of the input is not finite"),
                        vitmae::Error);
+
+  // Rows longer than the 16 lanes of one pass: the range found anywhere (body or tail), a NaN or
+  // an infinity caught there too.
+  Matrix<float> wide = Matrix<float>::Constant(3, 37, 0.5f);
+  wide(0, 20) = -2.f, wide(0, 35) = 6.5f;  // body and tail
+  wide(1, 3) = std::numeric_limits<float>::infinity();
+  wide(2, 17) = std::numeric_limits<float>::quiet_NaN();
+  for (Index row : {1, 2}) {
+    Matrix<float> one = wide;
+    one.row(3 - row) = Matrix<float>::Constant(1, 37, 0.5f);  // leave only this row bad
+    const std::string message = "row " + std::to_string(row) + " of the input is not finite";
+    CHECK_THROWS_WITH_AS(d::Int8Rows::quantize(one, r), doctest::Contains(message.c_str()), vitmae::Error);
+  }
+  wide.bottomRows(2).setConstant(0.5f);
+  d::Int8Rows::quantize(wide, r);
+  CHECK(r.scale(0) == doctest::Approx(8.5 / 255));  // [-2, 6.5]
+  CHECK(r.zero(0) == 60);                           // round(2 / (8.5 / 255)) = round(60.0)
+  CHECK(int(r.q(0, 20)) == 0);
+  CHECK(int(r.q(0, 35)) == 255);
+  CHECK(r.zero(1) == 0);  // [0, 0.5]: the range includes 0
+  CHECK(int(r.q(1, 0)) == 255);
 }
 
 TEST_CASE("int8 product: the quantised arithmetic in float64, any backend, any thread count, the same bits") {
@@ -404,15 +425,15 @@ TEST_CASE(
   // From a path, checked against its config first, as from_pretrained: the same model. A float
   // checkpoint with int8: the model quantize_int8 gives.
   const auto viapath = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(dir);
-  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.q ==
-        q.vit.encoder.layer[1].attention.attention.value.int8.q);
+  CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.integers() ==
+        q.vit.encoder.layer[1].attention.attention.value.int8.integers());
   CHECK(viapath.vit.encoder.layer[1].attention.attention.value.int8.scale ==
         q.vit.encoder.layer[1].attention.attention.value.int8.scale);
   const auto fq = vitmae::load_for_inference<vitmae::ViTMAEForPreTraining<float>>(test::data("hf/tiny"), "", true);
   CHECK(vitmae::is_int8(fq));
   CHECK(vitmae::is_packed(fq));
-  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.q ==
-        q.decoder.decoder_layers[0].intermediate.dense.int8.q);
+  CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.integers() ==
+        q.decoder.decoder_layers[0].intermediate.dense.int8.integers());
   CHECK(fq.decoder.decoder_layers[0].intermediate.dense.int8.scale ==
         q.decoder.decoder_layers[0].intermediate.dense.int8.scale);
   CHECK_THROWS_WITH_AS(vitmae::load_for_inference<vitmae::ViTMAEModel<float>>(dir, "mae-vit-base"),

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -145,7 +146,10 @@ inline void round_rows_to_bf16(const float* a, Index rows, Index cols, Index ld,
 /// a step's forwards and backwards, in which the weights do not change, and every new one starts a
 /// new generation: an entry of an earlier one is rounded again (in place, its buffer kept from
 /// step to step, unless a product still reads it) before it is used. The buffers are freed when
-/// the last RoundedWeightsUser (a bf16 trainer) is gone.
+/// the last RoundedWeightsUser (a bf16 trainer) is gone. The cache is process-wide: a Linear
+/// product under BFloat16Products on another thread, outside any trainer, while a trainer's step
+/// runs (a hand-written loop beside a Trainer) also takes cached copies, so its weights must not
+/// change during that step; trainers themselves are safe together (each step a new generation).
 class RoundedWeights {
  public:
   using Rounded = std::vector<std::uint16_t>;
@@ -157,13 +161,15 @@ class RoundedWeights {
   /// The rows x cols values at w, `ld` apart, rounded (rows x cols, packed), of this generation.
   std::shared_ptr<const Rounded> get(const float* w, Index rows, Index cols, Index ld) {
     std::shared_ptr<Entry> e;
-    unsigned long generation;
+    std::uint64_t generation;
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       generation = generation_;
       std::shared_ptr<Entry>& slot = entries_[Key{w, rows, cols, ld}];
-      // (an entry of an earlier generation that a product still reads is left to it)
-      if (!slot || (slot->generation != generation && slot.use_count() > 1)) slot = std::make_shared<Entry>();
+      // An entry claimed by an earlier generation that a product still reads is left to it; the
+      // threads of this generation share the one they claim.
+      if (!slot || (slot->claimed != generation && slot.use_count() > 1)) slot = std::make_shared<Entry>();
+      slot->claimed = generation;
       e = slot;
     }
     const std::lock_guard<std::mutex> lock(e->mutex);
@@ -177,6 +183,10 @@ class RoundedWeights {
     const std::lock_guard<std::mutex> lock(mutex_);
     ++generation_;
     ++scopes_;
+    // Entries no product claimed in the last step (another thread count's column blocks, a
+    // weight freed or moved) are dropped; products still holding one keep it alive.
+    for (auto it = entries_.begin(); it != entries_.end();)
+      it = it->second->claimed + 1 < generation_ ? entries_.erase(it) : std::next(it);
   }
   void end() { --scopes_; }
   void add_user() {
@@ -190,14 +200,15 @@ class RoundedWeights {
 
  private:
   struct Entry {
-    std::mutex mutex;
-    unsigned long generation = 0;  // (0: none yet)
+    std::uint64_t claimed = 0;     // the last generation that asked for it (guarded by mutex_)
+    std::mutex mutex;              // guards generation and values
+    std::uint64_t generation = 0;  // the generation values were rounded in (0: none yet)
     Rounded values;
   };
   using Key = std::tuple<const float*, Index, Index, Index>;
   std::mutex mutex_;
   std::map<Key, std::shared_ptr<Entry>> entries_;
-  unsigned long generation_ = 0;
+  std::uint64_t generation_ = 0;
   int users_ = 0;
   std::atomic<int> scopes_{0};
 };

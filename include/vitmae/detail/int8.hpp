@@ -275,6 +275,7 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
   const Index T = xr.q.rows(), out = w.out_features(), in = w.in_features();
   acc.resize(T, out);
   y.resize(T, out);
+  if (T == 0) return;
   auto& a = acc;  // the calling thread's buffer, shared with the workers below
 #ifdef VITMAE_WITH_ONEDNN
   if (w.packed && product_backend() == Backend::onednn && T > 0 && in > 0) {
@@ -310,7 +311,8 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
     if (!failed) return;
   }
 #endif
-  // The integers as rows: q, or (a packed weight whose matmul could not run) unpacked here.
+  // The integers as rows: q, or (a packed weight under the Eigen backend, or whose matmul could
+  // not run) unpacked here, on every call: slow, for a model packed and then switched to Eigen.
   const Int8Weight::Integers unpacked = w.q.size() == 0 ? w.integers() : Int8Weight::Integers();
   const Int8Weight::Integers& qi = w.q.size() == 0 ? unpacked : w.q;
   split_columns(out, product_flops(T, out, in) / 4, [&](Index c0, Index n) {
@@ -329,8 +331,10 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
         for (Index c = c0; c < c0 + n; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), qi.row(c).data(), in);
     for (Index i = 0; i < T; ++i) int8_epilogue(a.row(i).data() + c0, xr, i, w, b, c0, n, y.row(i).data() + c0);
   });
-  if (after_row)
-    for (Index i = 0; i < T; ++i) after_row(i);
+  if (after_row)  // (rows split over threads as the activation it runs would be)
+    split_rows(T, static_cast<double>(T * out) * 8, [&](Index r0, Index n) {
+      for (Index i = r0; i < r0 + n; ++i) after_row(i);
+    });
 }
 
 /// y = x Wᵀ + b through the int8 product (x quantised here); after_row as above.

@@ -24,7 +24,8 @@ inline void softmax_rows_inplace(Eigen::MatrixBase<Derived>& x) {
 /// Each of `rows` rows of `cols` floats (contiguous, `ld` apart) multiplied by `scale`, then
 /// softmax as above, one row at a time while it is in cache. The exponentials all go through
 /// Eigen's packets (16 lanes; a row's last cols % 16 values as one lane group padded with -inf,
-/// whose exponential is 0), none through libm's scalar expf.
+/// whose exponential Eigen's pexp clamps to about 3e-39: far below an ulp of the row's sum, which
+/// is at least 1), none through libm's scalar expf.
 inline void scaled_softmax_rows_inplace(float* data, Eigen::Index rows, Eigen::Index cols, Eigen::Index ld,
                                         float scale) {
   using Lanes = Eigen::Array<float, 16, 1>;
@@ -46,7 +47,7 @@ inline void scaled_softmax_rows_inplace(float* data, Eigen::Index rows, Eigen::I
       v = (v - m).exp();
       sum += v;
     }
-    last = (last - m).exp();  // (the padding: exp(-inf) = 0)
+    last = (last - m).exp();  // (the padding: about 3e-39 each, see above)
     const float total = sum.sum() + last.sum();
     for (Eigen::Index k = 0; k < body; k += 16) Eigen::Map<Lanes>(x + k) /= total;
     for (Eigen::Index k = 0; k < tail; ++k) x[body + k] = last(k) / total;
