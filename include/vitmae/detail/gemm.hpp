@@ -296,6 +296,16 @@ inline void run_on_this_thread(const dnnl::primitive& primitive, const dnnl::pri
   stream.wait();
 }
 
+/// Copies `from` into `to` (each in its own layout: packing or unpacking a weight) through
+/// oneDNN's reorder, on the calling thread alone, and waits for it.
+/// @throws dnnl::error as the reorder.
+inline void reorder_on_this_thread(dnnl::memory from, dnnl::memory to) {
+  dnnl::stream stream(cpu_engine());
+  const OneOpenMPThread one;
+  dnnl::reorder(from, to).execute(stream, from, to);
+  stream.wait();
+}
+
 /// gemm_bf16's way without a bf16 primitive: dnnl_sgemm on the rounded values.
 inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, const std::vector<std::uint16_t>& a16,
                                Index a_cols, const std::uint16_t* b16, Index b_cols, float beta, float* c, Index ldc) {

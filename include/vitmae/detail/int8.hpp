@@ -89,15 +89,8 @@ struct Int8Weight {
 #ifdef VITMAE_WITH_ONEDNN
     if (empty() || packed || !onednn_int8_exact()) return;
     try {
-      const auto mm = int8_matmul(64, out_features(), in_features());
-      auto memory = std::make_shared<dnnl::memory>(mm->pd.weights_desc(), cpu_engine());
-      dnnl::memory plain(dnnl::memory::desc({in_features(), out_features()}, dnnl::memory::data_type::s8,
-                                            dnnl::memory::dims{1, in_features()}),
-                         cpu_engine(), const_cast<std::int8_t*>(q.data()));
-      dnnl::stream stream(cpu_engine());
-      const OneOpenMPThread one;
-      dnnl::reorder(plain, *memory).execute(stream, plain, *memory);
-      stream.wait();
+      auto memory = std::make_shared<dnnl::memory>(int8_matmul(64, out, in)->pd.weights_desc(), cpu_engine());
+      reorder_on_this_thread(plain(const_cast<std::int8_t*>(q.data())), *memory);
       packed = std::move(memory);
       q = Integers();
     } catch (const dnnl::error&) {
@@ -113,13 +106,7 @@ struct Int8Weight {
     if (q.size() == 0 && packed) {
       Integers r(out, in);
       try {
-        dnnl::memory plain(dnnl::memory::desc({in, out}, dnnl::memory::data_type::s8, dnnl::memory::dims{1, in}),
-                           cpu_engine(), r.data());
-        dnnl::memory source = *packed;
-        dnnl::stream stream(cpu_engine());
-        const OneOpenMPThread one;
-        dnnl::reorder(source, plain).execute(stream, source, plain);
-        stream.wait();
+        reorder_on_this_thread(*packed, plain(r.data()));
       } catch (const dnnl::error& e) {
         throw Error(std::string("int8 weight: oneDNN cannot unpack its integers: ") + e.what());
       }
@@ -128,6 +115,14 @@ struct Int8Weight {
 #endif
     return q;
   }
+
+#ifdef VITMAE_WITH_ONEDNN
+  /// Integers (out, in) at `data`, row-major, as oneDNN's (in, out) matmul weight.
+  dnnl::memory plain(std::int8_t* data) const {
+    return dnnl::memory(dnnl::memory::desc({in, out}, dnnl::memory::data_type::s8, dnnl::memory::dims{1, in}),
+                        cpu_engine(), data);
+  }
+#endif
 
   bool empty() const { return out == 0; }
   Index out_features() const { return out; }
@@ -278,7 +273,7 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
   if (T == 0) return;
   auto& a = acc;  // the calling thread's buffer, shared with the workers below
 #ifdef VITMAE_WITH_ONEDNN
-  if (w.packed && product_backend() == Backend::onednn && T > 0 && in > 0) {
+  if (w.packed && product_backend() == Backend::onednn && in > 0) {
     // Ranges of at least 16 rows (packed: 0.9 of the speed at 25 rows as at 200, measured).
     const Index threads =
         std::min<Index>(std::max<Index>(1, T / 16), product_flops(T, out, in) / 4 >= 4e6 ? available_threads() : 1);

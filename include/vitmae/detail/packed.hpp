@@ -132,11 +132,7 @@ struct PackedWeight {
         }
       } else {  // another layout: oneDNN's reorder (w's rows are the (in, out) weight, strides (1, in))
         p.memory = dnnl::memory(layout, cache.engine());
-        dnnl::memory source(plain_desc(w.cols(), w.rows()), cache.engine(), w.data());
-        dnnl::stream stream(cache.engine());
-        const OneOpenMPThread one;
-        dnnl::reorder(source, p.memory).execute(stream, source, p.memory);
-        stream.wait();
+        reorder_on_this_thread(dnnl::memory(plain_desc(w.cols(), w.rows()), cache.engine(), w.data()), p.memory);
       }
       w = Matrix<float>();
       return p;
@@ -160,13 +156,7 @@ struct PackedWeight {
       unpack_panels(w.data());
       return w;
     }
-    PackedMatmuls& cache = PackedMatmuls::instance();
-    dnnl::memory target(plain_desc(in, out), cache.engine(), w.data());
-    dnnl::memory source = memory;  // (a handle: the packed weight itself)
-    dnnl::stream stream(cache.engine());
-    const OneOpenMPThread one;
-    dnnl::reorder(source, target).execute(stream, source, target);
-    stream.wait();
+    reorder_on_this_thread(memory, dnnl::memory(plain_desc(in, out), PackedMatmuls::instance().engine(), w.data()));
 #endif
     return w;
   }
