@@ -410,6 +410,61 @@ TEST_CASE("threads over the batch: the same loss and gradients as one thread") {
   CHECK(same_weights(g3, g3b));
 }
 
+TEST_CASE("gradients marked zero: the first product overwrites them, settling zeroes the rest") {
+  auto products = [](auto zero) {
+    using S = decltype(zero);
+    std::mt19937_64 rng(4);
+    std::normal_distribution<S> nd;
+    Matrix<S> a(37, 24), b(37, 40);
+    for (Index i = 0; i < a.size(); ++i) a.data()[i] = nd(rng);
+    for (Index i = 0; i < b.size(); ++i) b.data()[i] = nd(rng);
+    Matrix<S> plain = Matrix<S>::Zero(24, 40);
+    vitmae::detail::gemm_tn_add(a, b, plain);  // (on zeros in memory)
+    // Marked: its NaNs are never read; the second product adds.
+    Matrix<S> marked = Matrix<S>::Constant(24, 40, std::numeric_limits<S>::quiet_NaN());
+    vitmae::detail::PendingZeros::instance().add(marked.data(), sizeof(S) * static_cast<size_t>(marked.size()));
+    vitmae::detail::gemm_tn_add(a, b, marked);
+    CHECK(marked == plain);
+    vitmae::detail::gemm_tn_add(a, b, marked);
+    CHECK(marked == (plain * S(2)).eval());
+    // Settled without a product: zeros; settled twice or never marked: untouched.
+    Matrix<S> unwritten = Matrix<S>::Constant(5, 3, S(7));
+    vitmae::detail::PendingZeros::instance().add(unwritten.data(), sizeof(S) * 15);
+    vitmae::detail::PendingZeros::instance().settle(unwritten.data());
+    CHECK(unwritten.isZero(0));
+    unwritten.setConstant(S(7));
+    vitmae::detail::PendingZeros::instance().settle(unwritten.data());
+    CHECK(unwritten(4, 2) == S(7));
+  };
+  products(0.f);
+  products(0.0);
+
+  // A model's gradients holding a backward's values, marked zero, then a backward into them: the
+  // bits of a backward into zeros. Marked and never written: zero once settled.
+  const vitmae::Config c = tiny16_config();
+  const auto m = fresh_model(c);
+  vitmae::Tensor<float> px({2, 3, 16, 16});
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> nd;
+  for (auto& v : px.data) v = nd(rng);
+  const Matrix<float> noise = vitmae::ops::uniform_noise<float>(2, 16, rng);
+  auto zeros = train::zero_grads_like(m);
+  train::forward_backward(m, px, noise, zeros);
+  auto reused = train::zero_grads_like(m);
+  train::forward_backward(m, px, noise, reused);  // (stale gradients, about to be marked zero)
+  {
+    const train::DeferredZeros<vitmae::ForPreTraining<float>> marked(reused);
+    train::forward_backward(m, px, noise, reused);
+  }
+  CHECK(same_weights(zeros, reused));
+  auto untouched = m;  // marked, no backward: every parameter zero once settled
+  { const train::DeferredZeros<vitmae::ForPreTraining<float>> marked(untouched); }
+  untouched.visit_parameters("", [&](const vitmae::Parameter<float>& p) {
+    INFO(p.name);
+    CHECK(p.values().isZero(0));
+  });
+}
+
 TEST_CASE("trainer checkpoints: HF's names and shapes, bit-exact reload, loss curve files") {
   const vitmae::Config c = vitmae::load_config(test::data("hf/tiny/config.json"));
   train::TrainOptions o;

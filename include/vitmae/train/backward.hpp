@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -77,11 +78,16 @@ class BatchSlices {
         continue;
       }
       caches_[static_cast<size_t>(t)].on_layer_done([this, t](auto& layer) {
+        settle_parameters(layer);  // (what it hands over is read as it stands)
         overlap_->layer_done(t, layer);
         if (t == 0) overlap_->poll();  // slice 0 runs on the main thread, the one that calls MPI
       });
     }
-    if (n == 1) return job(Index(0), batch, grads, caches_[0]);
+    if (n == 1) {
+      const S loss = job(Index(0), batch, grads, caches_[0]);
+      settle_parameters(grads);
+      return loss;
+    }
     if (static_cast<int>(twins_.size()) != n - 1) twins_.assign(static_cast<size_t>(n - 1), zero_grads_like(m));
     std::vector<S> losses(static_cast<size_t>(n), S(0));
     std::vector<std::string> errors(static_cast<size_t>(n));
@@ -91,12 +97,14 @@ class BatchSlices {
     for (int t = 0; t < n; ++t) {
       try {
         M& g = t == 0 ? grads : twins_[static_cast<size_t>(t - 1)];
-        if (t > 0) zero_parameters(g);
+        std::optional<DeferredZeros<M>> zeros;  // (a twin starts at zero: its first products overwrite it)
+        if (t > 0) zeros.emplace(g);
         losses[static_cast<size_t>(t)] = job(batch * t / n, batch * (t + 1) / n, g, caches_[static_cast<size_t>(t)]);
       } catch (const std::exception& e) {
         errors[static_cast<size_t>(t)] = e.what();
       }
     }
+    settle_parameters(grads);  // (the trainer's gradients may start pending: train/loop.hpp)
     for (const auto& e : errors)
       if (!e.empty()) throw Error(e);
     add_twins(grads);

@@ -10,6 +10,7 @@
 
 #include "vitmae/error.hpp"
 #include "vitmae/train/backward.hpp"
+#include "vitmae/train/grads.hpp"
 #include "vitmae/train/overlap.hpp"
 #include "vitmae/train/world.hpp"
 
@@ -55,6 +56,7 @@ class DataParallel {
     if (a > 0 && world_->rank() > 0) zero_parameters(grads);
     together(*world_, std::forward<Load>(load));
     const S part = compute();
+    settle_parameters(grads);  // (what no product wrote of gradients marked zero: train/grads.hpp)
     if (alone()) return part;
     const auto t0 = std::chrono::steady_clock::now();
     sum_->finish(grads);  // everything, or what the overlapped layers left

@@ -35,6 +35,7 @@
 #include "vitmae/error.hpp"
 #include "vitmae/train/backward.hpp"
 #include "vitmae/train/data_parallel.hpp"
+#include "vitmae/train/grads.hpp"
 #include "vitmae/train/optimizer.hpp"
 #include "vitmae/train/world.hpp"
 #include "vitmae/weights/checkpoint.hpp"
@@ -203,7 +204,9 @@ class TrainingLoop {
     const auto t0 = std::chrono::steady_clock::now();
     const BFloat16Products bf16(opts_.bf16);               // (the products of this step's forwards and backwards)
     const detail::RoundedWeightsOnce rounded(opts_.bf16);  // (each weight rounded once in the step)
-    zero_parameters(grads_);
+    // The gradients start at zero; the weights' are only marked so (their first products
+    // overwrite them) and settled after each micro-batch's backward (DataParallel::micro_batch).
+    const DeferredZeros<Model> zeros(grads_);
     const Index b0 = slice().first, b1 = slice().second;  // (lambdas below capture them: not a structured binding)
     double loss = 0;
     for (int a = 0; a < opts_.accum; ++a) {
