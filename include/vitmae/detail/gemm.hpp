@@ -457,33 +457,45 @@ class PendingZeros {
     static PendingZeros pending;
     return pending;
   }
-  /// `bytes` at `data` are zero in meaning from now on, until taken or settled.
-  void add(void* data, size_t bytes) {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.insert_or_assign(data, bytes).second) count_.fetch_add(1, std::memory_order_relaxed);
+  /// `bytes` at `data` are zero in meaning from now on, until taken or settled. Where the table
+  /// cannot grow (bad_alloc), they are zeroed now instead.
+  void add(void* data, size_t bytes) noexcept {
+    try {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      if (entries_.insert_or_assign(data, bytes).second) count_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    } catch (...) {
+    }
+    std::memset(data, 0, bytes);
   }
-  /// True (and forgotten) when the buffer at `data` is pending: its first writer overwrites it.
-  bool take(const void* data) {
+  /// True (and forgotten) when the `bytes` at `data` are pending: their first writer overwrites
+  /// them. An entry of another size at that address (not one of this buffer) is dropped.
+  bool take(const void* data, size_t bytes) {
     if (count_.load(std::memory_order_relaxed) == 0) return false;
     const std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.erase(const_cast<void*>(data)) == 0) return false;
+    const auto it = entries_.find(const_cast<void*>(data));
+    if (it == entries_.end()) return false;
+    const bool same = it->second == bytes;
+    entries_.erase(it);
     count_.fetch_sub(1, std::memory_order_relaxed);
-    return true;
+    return same;
   }
-  /// Zeroes the buffer at `data` if it is still pending (no product wrote it), and forgets it.
-  void settle(void* data) {
-    size_t bytes = 0;
+  /// Zeroes the `bytes` at `data` if they are still pending (no product wrote them), and forgets them.
+  void settle(void* data, size_t bytes) noexcept {
     {
       if (count_.load(std::memory_order_relaxed) == 0) return;
       const std::lock_guard<std::mutex> lock(mutex_);
       const auto it = entries_.find(data);
       if (it == entries_.end()) return;
-      bytes = it->second;
+      const bool same = it->second == bytes;
       entries_.erase(it);
       count_.fetch_sub(1, std::memory_order_relaxed);
+      if (!same) return;
     }
     std::memset(data, 0, bytes);  // (all bits zero: 0.0 in float and double)
   }
+  /// How many buffers are pending (none between training steps).
+  size_t size() const { return count_.load(std::memory_order_relaxed); }
 
  private:
   std::mutex mutex_;
@@ -495,7 +507,7 @@ class PendingZeros {
 /// is pending zero (PendingZeros), y = aᵀ b: y is not read.
 template <class Scalar>
 void gemm_tn_add(const Matrix<Scalar>& a, const Matrix<Scalar>& b, Matrix<Scalar>& y) {
-  const bool overwrite = PendingZeros::instance().take(y.data());
+  const bool overwrite = PendingZeros::instance().take(y.data(), sizeof(Scalar) * static_cast<size_t>(y.size()));
   split_columns(a.cols(), product_flops(a.cols(), b.cols(), a.rows()), [&](Index r0, Index n) {
     if (onednn_gemm('T', 'N', n, b.cols(), a.rows(), a.data() + r0, a.cols(), b.data(), b.cols(), overwrite ? 0.f : 1.f,
                     y.data() + r0 * y.cols(), y.cols()))

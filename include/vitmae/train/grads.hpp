@@ -3,6 +3,7 @@
 // carry the HF names. What backward.hpp accumulates into and optimizer.hpp keeps its moments in.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "vitmae/detail/gemm.hpp"
@@ -34,19 +35,23 @@ void zero_parameters_deferred(M& m) {
 
 /// Zeroes the parameters of `m` (a model, a twin or a layer) that zero_parameters_deferred
 /// marked and no product wrote since.
+/// (noexcept: out of memory even for its list and then for the parameters' names, it terminates.)
 template <class M>
 void settle_parameters(M& m) noexcept {
   auto each_weight = [&](auto&& f) {
     m.visit_parameters("", [&](const auto& p) {
-      if (p.kind == ParamKind::weight) f(const_cast<void*>(static_cast<const void*>(p.data)));
+      if (p.kind == ParamKind::weight)
+        f(const_cast<void*>(static_cast<const void*>(p.data)), static_cast<size_t>(p.size) * sizeof(p.data[0]));
     });
   };
   try {
-    std::vector<void*> weights;
-    each_weight([&](void* w) { weights.push_back(w); });
-    detail::parallel_for(weights.size(), [&](size_t i) { detail::PendingZeros::instance().settle(weights[i]); });
+    std::vector<std::pair<void*, size_t>> weights;
+    each_weight([&](void* w, size_t bytes) { weights.emplace_back(w, bytes); });
+    detail::parallel_for(weights.size(), [&](size_t i) {
+      detail::PendingZeros::instance().settle(weights[i].first, weights[i].second);
+    });
   } catch (...) {  // (bad_alloc: one at a time)
-    each_weight([](void* w) { detail::PendingZeros::instance().settle(w); });
+    each_weight([](void* w, size_t bytes) { detail::PendingZeros::instance().settle(w, bytes); });
   }
 }
 
