@@ -41,6 +41,15 @@ vitmae::ForPreTraining<float> fresh_model(const vitmae::Config& c, std::uint64_t
   return m;
 }
 
+/// `batch` images of normal pixels for tiny16 (3 x 16 x 16) and their masking noise (16 patches).
+std::pair<vitmae::Tensor<float>, Matrix<float>> random_batch(Index batch) {
+  vitmae::Tensor<float> px({batch, 3, 16, 16});
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> nd;
+  for (auto& v : px.data) v = nd(rng);
+  Matrix<float> noise = vitmae::ops::uniform_noise<float>(batch, 16, rng);
+  return {std::move(px), std::move(noise)};
+}
 /// Every parameter of a and b, bit for bit.
 template <class S>
 bool same_weights(const vitmae::ForPreTraining<S>& a, const vitmae::ForPreTraining<S>& b) {
@@ -386,11 +395,9 @@ TEST_CASE("trainer: gradient accumulation and clipping equal hand-made steps") {
 TEST_CASE("threads over the batch: the same loss and gradients as one thread") {
   const vitmae::Config c = tiny16_config();
   const auto m = fresh_model(c);
-  vitmae::Tensor<float> px({5, 3, 16, 16});
-  std::mt19937_64 rng(9);
-  std::normal_distribution<float> nd;
-  for (auto& v : px.data) v = nd(rng);
-  const Matrix<float> noise = vitmae::ops::uniform_noise<float>(5, 16, rng);
+  const auto batch = random_batch(5);
+  const auto& px = batch.first;
+  const auto& noise = batch.second;
   auto g1 = train::zero_grads_like(m), g3 = train::zero_grads_like(m);
   const float l1 = train::forward_backward(m, px, noise, g1);
   train::ParallelBackward<float> pb;
@@ -448,11 +455,9 @@ TEST_CASE("gradients marked zero: the first product overwrites them, settling ze
   // bits of a backward into zeros. Marked and never written: zero once settled.
   const vitmae::Config c = tiny16_config();
   const auto m = fresh_model(c);
-  vitmae::Tensor<float> px({2, 3, 16, 16});
-  std::mt19937_64 rng(9);
-  std::normal_distribution<float> nd;
-  for (auto& v : px.data) v = nd(rng);
-  const Matrix<float> noise = vitmae::ops::uniform_noise<float>(2, 16, rng);
+  const auto batch = random_batch(2);  // (not a structured binding: lambdas capture px)
+  const auto& px = batch.first;
+  const auto& noise = batch.second;
   for (const bool bf16 : {false, true}) {  // (bf16: oneDNN's bf16 matmul without and with its sum)
     if (bf16 && !vitmae::bfloat16_supported()) continue;
     const vitmae::BFloat16Products scope(bf16);

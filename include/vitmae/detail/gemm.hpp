@@ -482,17 +482,7 @@ class PendingZeros {
   }
   /// Zeroes the `bytes` at `data` if they are still pending (no product wrote them), and forgets them.
   void settle(void* data, size_t bytes) noexcept {
-    {
-      if (count_.load(std::memory_order_relaxed) == 0) return;
-      const std::lock_guard<std::mutex> lock(mutex_);
-      const auto it = entries_.find(data);
-      if (it == entries_.end()) return;
-      const bool same = it->second == bytes;
-      entries_.erase(it);
-      count_.fetch_sub(1, std::memory_order_relaxed);
-      if (!same) return;
-    }
-    std::memset(data, 0, bytes);  // (all bits zero: 0.0 in float and double)
+    if (take(data, bytes)) std::memset(data, 0, bytes);  // (all bits zero: 0.0 in float and double)
   }
   /// How many buffers are pending (none between training steps).
   size_t size() const { return count_.load(std::memory_order_relaxed); }

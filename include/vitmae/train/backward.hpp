@@ -83,11 +83,7 @@ class BatchSlices {
         if (t == 0) overlap_->poll();  // slice 0 runs on the main thread, the one that calls MPI
       });
     }
-    if (n == 1) {
-      const S loss = job(Index(0), batch, grads, caches_[0]);
-      settle_parameters(grads);
-      return loss;
-    }
+    if (n == 1) return job(Index(0), batch, grads, caches_[0]);  // (the trainer settles `grads` after it)
     if (static_cast<int>(twins_.size()) != n - 1) twins_.assign(static_cast<size_t>(n - 1), zero_grads_like(m));
     std::vector<S> losses(static_cast<size_t>(n), S(0));
     std::vector<std::string> errors(static_cast<size_t>(n));
