@@ -201,34 +201,48 @@ struct Int8Rows {
     return !std::isnan(zs);
   }
 
+  /// Sized for `rows` rows of `cols` values, to be quantised one at a time (quantize_row_of).
+  void resize(Index rows, Index cols) {
+    q.resize(rows, cols);
+    scale.resize(rows);
+    zero.resize(rows);
+  }
+
+  /// Quantises x (q's width) into row i. A NaN or an infinity in x marks the row (no scale
+  /// represents them; refused by check_finite).
+  void quantize_row_of(const float* x, Index i) {
+    const Index n = q.cols();
+    float lo, hi;
+    if (!range_row(x, n, lo, hi)) {
+      scale(i) = std::numeric_limits<float>::quiet_NaN();
+      return;
+    }
+    float s = hi > lo ? (hi - lo) / 255.f : 1.f;
+    if (!(1.f / s <= std::numeric_limits<float>::max())) s = 1.f;  // a subnormal range: all ~0
+    const float z = std::clamp(std::round(-lo / s), 0.f, 255.f);
+    scale(i) = s;
+    zero(i) = static_cast<std::int32_t>(z);
+    // x / s + z >= 0 up to rounding: adding 0.5 and truncating rounds half up (a loop the
+    // compiler vectorises).
+    quantize_row(x, n, 1.f / s, z + 0.5f, q.row(i).data());
+  }
+
+  /// @throws vitmae::Error naming the first row that held a NaN or an infinity.
+  void check_finite() const {
+    for (Index i = 0; i < scale.size(); ++i)
+      if (std::isnan(scale(i)))
+        throw Error("int8 product: row " + std::to_string(i) +
+                    " of the input is not finite (NaN or infinity: int8 inference cannot represent it)");
+  }
+
   /// Quantises every row of x (rows split across threads).
   /// @throws vitmae::Error naming the first row that holds a NaN or an infinity.
   static void quantize(const Matrix<float>& x, Int8Rows& r) {
-    r.q.resize(x.rows(), x.cols());
-    r.scale.resize(x.rows());
-    r.zero.resize(x.rows());
+    r.resize(x.rows(), x.cols());
     split_columns(x.rows(), 8.0 * static_cast<double>(x.size()), [&](Index r0, Index n) {
-      for (Index i = r0; i < r0 + n; ++i) {
-        // NaN or infinity: no scale represents them; marked here, refused below.
-        float lo, hi;
-        if (!range_row(x.row(i).data(), x.cols(), lo, hi)) {
-          r.scale(i) = std::numeric_limits<float>::quiet_NaN();
-          continue;
-        }
-        float s = hi > lo ? (hi - lo) / 255.f : 1.f;
-        if (!(1.f / s <= std::numeric_limits<float>::max())) s = 1.f;  // a subnormal range: all ~0
-        const float z = std::clamp(std::round(-lo / s), 0.f, 255.f);
-        r.scale(i) = s;
-        r.zero(i) = static_cast<std::int32_t>(z);
-        // x / s + z >= 0 up to rounding: adding 0.5 and truncating rounds half up (a loop the
-        // compiler vectorises).
-        quantize_row(x.row(i).data(), x.cols(), 1.f / s, z + 0.5f, r.q.row(i).data());
-      }
+      for (Index i = r0; i < r0 + n; ++i) r.quantize_row_of(x.row(i).data(), i);
     });
-    for (Index i = 0; i < x.rows(); ++i)
-      if (std::isnan(r.scale(i)))
-        throw Error("int8 product: row " + std::to_string(i) +
-                    " of the input is not finite (NaN or infinity: int8 inference cannot represent it)");
+    r.check_finite();
   }
 };
 
@@ -256,22 +270,27 @@ inline void int8_epilogue(const std::int32_t* __restrict acc, const Int8Rows& xr
   for (Index c = 0; c < n; ++c) y[c] = static_cast<float>(acc[c] - z * rs[c]) * (sx * ws[c]) + bc[c];
 }
 
-/// y = x Wᵀ + b through the int8 product, x already quantised (b empty for none); y resized to
-/// (T, out). With a packed weight (Int8Weight::pack) the rows (tokens) are split across the
-/// threads, each range one single-threaded matmul on the whole weight; otherwise column blocks,
-/// one per thread. Integer sums are exact, so the result does not depend on the way.
-/// `after_row(i)`, when given, runs once row i of y is complete, while it is in cache (with a
-/// packed weight on the thread that computed it; otherwise after the whole product).
-inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y,
-                         const std::function<void(Index)>& after_row = {}) {
+/// The rows of y = x Wᵀ + b through the int8 product, x already quantised (b empty for none), one
+/// at a time: row i is written to row_at(i) (out floats), then after_row(i, that row) runs, when
+/// given, while it is in cache. With a packed weight (Int8Weight::pack) the rows (tokens) are
+/// split across the threads, each range one single-threaded matmul on the whole weight, and a row
+/// is finished on the thread that computed it; otherwise column blocks, one per thread, then the
+/// rows split across the threads. Integer sums are exact, so the result does not depend on the way.
+inline void gemm_nt_int8_rows(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b,
+                              const std::function<float*(Index)>& row_at,
+                              const std::function<void(Index, float*)>& after_row) {
   require(xr.q.cols() == w.in_features(), "int8 Linear: input has ", xr.q.cols(), " features, expected ",
           w.in_features());
   thread_local Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> acc;
   const Index T = xr.q.rows(), out = w.out_features(), in = w.in_features();
-  acc.resize(T, out);
-  y.resize(T, out);
   if (T == 0) return;
+  acc.resize(T, out);
   auto& a = acc;  // the calling thread's buffer, shared with the workers below
+  auto finish = [&](Index i) {
+    float* y = row_at(i);
+    int8_epilogue(a.row(i).data(), xr, i, w, b, 0, out, y);
+    if (after_row) after_row(i, y);
+  };
 #ifdef VITMAE_WITH_ONEDNN
   if (w.packed && product_backend() == Backend::onednn && in > 0) {
     // Ranges of at least 16 rows (packed: 0.9 of the speed at 25 rows as at 200, measured).
@@ -298,10 +317,7 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
         failed = true;
         continue;
       }
-      for (Index i = r0; i < r0 + rows; ++i) {
-        int8_epilogue(a.row(i).data(), xr, i, w, b, 0, out, y.row(i).data());
-        if (after_row) after_row(i);
-      }
+      for (Index i = r0; i < r0 + rows; ++i) finish(i);
     }
     if (!failed) return;
   }
@@ -324,12 +340,21 @@ inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVecto
     if (!done)  // exact 32-bit dot products of contiguous rows (no Eigen integer GEMM to compile)
       for (Index i = 0; i < T; ++i)
         for (Index c = c0; c < c0 + n; ++c) a(i, c) = dot_u8s8(xr.q.row(i).data(), qi.row(c).data(), in);
-    for (Index i = 0; i < T; ++i) int8_epilogue(a.row(i).data() + c0, xr, i, w, b, c0, n, y.row(i).data() + c0);
   });
-  if (after_row)  // (rows split over threads as the activation it runs would be)
-    split_rows(T, static_cast<double>(T * out) * 8, [&](Index r0, Index n) {
-      for (Index i = r0; i < r0 + n; ++i) after_row(i);
-    });
+  // (rows split over threads as the activation after_row runs would be)
+  split_rows(T, static_cast<double>(T * out) * 8, [&](Index r0, Index n) {
+    for (Index i = r0; i < r0 + n; ++i) finish(i);
+  });
+}
+
+/// y = x Wᵀ + b through the int8 product, x already quantised (b empty for none); y resized to
+/// (T, out). `after_row(i)`, when given, runs once row i of y is complete (gemm_nt_int8_rows).
+inline void gemm_nt_int8(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b, Matrix<float>& y,
+                         const std::function<void(Index)>& after_row = {}) {
+  y.resize(xr.q.rows(), w.out_features());
+  gemm_nt_int8_rows(
+      xr, w, b, [&](Index i) { return y.row(i).data(); },
+      after_row ? std::function<void(Index, float*)>([&](Index i, float*) { after_row(i); }) : nullptr);
 }
 
 /// y = x Wᵀ + b through the int8 product (x quantised here); after_row as above.
@@ -339,6 +364,28 @@ inline void gemm_nt_int8(const Matrix<float>& x, const Int8Weight& w, const RowV
   thread_local Int8Rows xq;
   Int8Rows::quantize(x, xq);
   gemm_nt_int8(xq, w, b, y, after_row);
+}
+
+/// act(x Wᵀ + b) quantised per row into yq, through the int8 product: each row activated and
+/// quantised while it is in cache, never stored in float (inference: an MLP's hidden layer, for
+/// its second product). `activate(row, n)` applies the activation in place.
+/// @throws vitmae::Error when a row of the activation is not finite.
+inline void gemm_nt_int8_quantized(const Int8Rows& xr, const Int8Weight& w, const RowVector<float>& b,
+                                   const std::function<void(float*, Index)>& activate, Int8Rows& yq) {
+  const Index out = w.out_features();
+  yq.resize(xr.q.rows(), out);
+  gemm_nt_int8_rows(
+      xr, w, b,
+      [&](Index) {
+        thread_local RowVector<float> row;  // (each thread's; aligned as Eigen allocates)
+        row.resize(out);
+        return row.data();
+      },
+      [&](Index i, float* y) {
+        activate(y, out);
+        yq.quantize_row_of(y, i);
+      });
+  yq.check_finite();
 }
 
 }  // namespace detail

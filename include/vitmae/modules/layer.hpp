@@ -46,6 +46,18 @@ struct Intermediate {
       ops::activate_inplace(act, rows);
     });
   }
+  /// int8 (dense quantised; inference): act(dense(x)) quantised per row into yq, for the next
+  /// int8 product. Each row is activated and quantised while it is in cache; z and act(z) are
+  /// not kept (no backward reads them).
+  void forward_quantized(const detail::Int8Rows& xq, detail::Int8Rows& yq) const {
+    detail::gemm_nt_int8_quantized(
+        xq, dense.int8, dense.bias,
+        [&](float* row, Index n) {
+          Eigen::Map<RowVector<float>> r(row, n);
+          ops::activate_inplace(act, r);
+        },
+        yq);
+  }
   /// dy: gradient of act(z); overwritten with the gradient of z, then dense's backward.
   void backward(const Matrix<Scalar>& x, const Matrix<Scalar>& z, Matrix<Scalar>& dy, Intermediate& g,
                 Matrix<Scalar>& dx) const {
@@ -70,6 +82,11 @@ struct Output {
   void forward(const Matrix<Scalar>& h, const Matrix<Scalar>& input, Matrix<Scalar>& y) const {
     dense.forward(h, y);  // (tokens, hidden)
     detail::add_rows(y, input);
+  }
+  /// int8 (dense quantised): h already quantised; the residual added to each row as the product
+  /// completes it.
+  void forward(const detail::Int8Rows& hq, const Matrix<float>& input, Matrix<float>& y) const {
+    detail::gemm_nt_int8(hq, dense.int8, dense.bias, y, [&](Index i) { y.row(i) += input.row(i); });
   }
   template <class Self, class V>
   static void parameters(Self& m, const std::string& prefix, V& visit) {
@@ -123,6 +140,17 @@ struct Layer {
     detail::add_rows(c.h, x);
     // layer_output = output(intermediate(layernorm_after(hidden_states)), hidden_states)
     layernorm_after.forward(c.h, c.ln2, &c.ln_after);
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (!intermediate.dense.int8.empty() && !output.dense.int8.empty()) {
+        // int8 (inference only): act(z) goes from one product to the next quantised, in cache;
+        // c.z and c.a are not kept (no backward reads them)
+        thread_local detail::Int8Rows xq, aq;
+        detail::Int8Rows::quantize(c.ln2, xq);
+        intermediate.forward_quantized(xq, aq);
+        output.forward(aq, c.h, y);
+        return;
+      }
+    }
     intermediate.forward(c.ln2, c.z, c.a);
     output.forward(c.a, c.h, y);
   }
