@@ -306,56 +306,49 @@ inline void reorder_on_this_thread(dnnl::memory from, dnnl::memory to) {
   stream.wait();
 }
 
-/// gemm_bf16's way without a bf16 primitive: dnnl_sgemm on the rounded values.
-inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, const std::vector<std::uint16_t>& a16,
-                               Index a_cols, const std::uint16_t* b16, Index b_cols, float beta, float* c, Index ldc) {
+/// gemm_bf16_rounded's way without a bf16 primitive: dnnl_sgemm on the rounded values widened.
+inline bool gemm_rounded_sgemm(char ta, char tb, Index m, Index n, Index k, const std::uint16_t* a16, Index lda,
+                               const std::uint16_t* b16, Index ldb, float beta, float* c, Index ldc) {
   try {
     thread_local std::vector<float> af, bf;
-    const size_t b_size = static_cast<size_t>((tb == 'T' || tb == 't' ? n : k) * b_cols);
-    af.resize(a16.size()), bf.resize(b_size);
-    for (size_t i = 0; i < a16.size(); ++i) af[i] = bf16_to_float(a16[i]);
-    for (size_t i = 0; i < b_size; ++i) bf[i] = bf16_to_float(b16[i]);
+    const bool at = ta == 'T' || ta == 't', bt = tb == 'T' || tb == 't';
+    auto widen = [](const std::uint16_t* x, Index rows, Index cols, Index ld, std::vector<float>& out) {
+      out.resize(static_cast<size_t>(rows * cols));
+      for (Index r = 0; r < rows; ++r)
+        for (Index j = 0; j < cols; ++j) out[static_cast<size_t>(r * cols + j)] = bf16_to_float(x[r * ld + j]);
+    };
+    const Index a_cols = at ? m : k, b_cols = bt ? k : n;
+    widen(a16, at ? k : m, a_cols, lda, af);
+    widen(b16, bt ? n : k, b_cols, ldb, bf);
     const OneOpenMPThread one;
     return dnnl_sgemm(ta, tb, m, n, k, 1.f, af.data(), a_cols, bf.data(), b_cols, beta, c, ldc) == dnnl_success;
   } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
     return false;
   }
 }
-/// C = op(A) op(B) + beta C (beta 0 or 1) with A and B rounded to bfloat16 and float32 sums, on
-/// the calling thread: oneDNN's bf16 matmul on plain (strided) operands, one primitive per shape
-/// kept. Where oneDNN has none, dnnl_sgemm on the rounded values (the same products, summed in
-/// float32). Returns false only when that fails too. `b_weight`: B is a weight, rounded once per
-/// step while a RoundedWeightsOnce lives.
-inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* a, Index lda, const float* b, Index ldb,
-                      float beta, float* c, Index ldc, bool b_weight = false) {
-  thread_local std::vector<std::uint16_t> a16, b16_own;
+
+/// C = op(A) op(B) + beta C (beta 0 or 1) on operands already rounded to bfloat16 (row-major,
+/// lda and ldb apart), with float32 sums, on the calling thread: oneDNN's bf16 matmul on the
+/// strided operands, one primitive per shape kept. Where oneDNN has none, dnnl_sgemm on the
+/// values widened (the same products, summed in float32). Returns false only when that fails too.
+inline bool gemm_bf16_rounded(char ta, char tb, Index m, Index n, Index k, const std::uint16_t* a16, Index lda,
+                              const std::uint16_t* b16, Index ldb, float beta, float* c, Index ldc) {
   const bool at = ta == 'T' || ta == 't', bt = tb == 'T' || tb == 't';
-  // The operands as stored: A (m, k) or, transposed, (k, m); B (k, n) or (n, k); packed tightly.
-  const Index a_cols = at ? m : k, b_cols = bt ? k : n;
-  round_rows_to_bf16(a, at ? k : m, a_cols, lda, a16);
-  std::shared_ptr<const std::vector<std::uint16_t>> b16_kept;
-  try {
-    if (b_weight && RoundedWeights::instance().active())
-      b16_kept = RoundedWeights::instance().get(b, bt ? n : k, b_cols, ldb);
-  } catch (...) {  // (bad_alloc: rounded here instead)
-  }
-  if (!b16_kept) round_rows_to_bf16(b, bt ? n : k, b_cols, ldb, b16_own);
-  const std::uint16_t* b16 = b16_kept ? b16_kept->data() : b16_own.data();
-  using Key = std::tuple<Index, Index, Index, bool, bool, Index, bool>;
+  using Key = std::tuple<Index, Index, Index, bool, bool, Index, Index, Index, bool>;
   struct Entry {
     dnnl::matmul::primitive_desc pd;
     dnnl::matmul primitive;
-    bool reference = false;  // oneDNN's reference code: dnnl_sgemm on the rounded values instead
+    bool reference = false;  // oneDNN's reference code: dnnl_sgemm on the widened values instead
   };
   static PrimitiveCache<Key, Entry> entries;
   const dnnl::engine& engine = cpu_engine();
   try {
     using dims = dnnl::memory::dims;
     using dt = dnnl::memory::data_type;
-    const dnnl::memory::desc src({m, k}, dt::bf16, at ? dims{1, a_cols} : dims{a_cols, 1});
-    const dnnl::memory::desc weights({k, n}, dt::bf16, bt ? dims{1, b_cols} : dims{b_cols, 1});
+    const dnnl::memory::desc src({m, k}, dt::bf16, at ? dims{1, lda} : dims{lda, 1});
+    const dnnl::memory::desc weights({k, n}, dt::bf16, bt ? dims{1, ldb} : dims{ldb, 1});
     const dnnl::memory::desc dst({m, n}, dt::f32, dims{ldc, 1});
-    const auto entry = entries.get(Key{m, n, k, at, bt, ldc, beta != 0.f}, [&] {
+    const auto entry = entries.get(Key{m, n, k, at, bt, lda, ldb, ldc, beta != 0.f}, [&] {
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (beta != 0.f) {
@@ -368,17 +361,46 @@ inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* 
       const bool reference = std::string(pd.impl_info_str()).rfind("ref", 0) == 0;  // (slow: not used)
       return std::make_shared<const Entry>(Entry{pd, reference ? dnnl::matmul() : dnnl::matmul(pd), reference});
     });
-    if (entry->reference) return gemm_rounded_sgemm(ta, tb, m, n, k, a16, a_cols, b16, b_cols, beta, c, ldc);
+    if (entry->reference) return gemm_rounded_sgemm(ta, tb, m, n, k, a16, lda, b16, ldb, beta, c, ldc);
     run_on_this_thread(entry->primitive, entry->pd,
-                       {{DNNL_ARG_SRC, dnnl::memory(src, engine, a16.data())},
+                       {{DNNL_ARG_SRC, dnnl::memory(src, engine, const_cast<std::uint16_t*>(a16))},
                         {DNNL_ARG_WEIGHTS, dnnl::memory(weights, engine, const_cast<std::uint16_t*>(b16))},
                         {DNNL_ARG_DST, dnnl::memory(dst, engine, c)}});
     return true;
   } catch (const dnnl::error&) {
-    return gemm_rounded_sgemm(ta, tb, m, n, k, a16, a_cols, b16, b_cols, beta, c, ldc);
+    return gemm_rounded_sgemm(ta, tb, m, n, k, a16, lda, b16, ldb, beta, c, ldc);
   } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
     return false;
   }
+}
+
+/// C = op(A) op(B) + beta C (beta 0 or 1) with A and B rounded to bfloat16 and float32 sums, on
+/// the calling thread (gemm_bf16_rounded). `b_weight`: B is a weight, rounded once per step while
+/// a RoundedWeightsOnce lives.
+inline bool gemm_bf16(char ta, char tb, Index m, Index n, Index k, const float* a, Index lda, const float* b, Index ldb,
+                      float beta, float* c, Index ldc, bool b_weight = false) {
+  thread_local std::vector<std::uint16_t> a16, b16_own;
+  const bool at = ta == 'T' || ta == 't', bt = tb == 'T' || tb == 't';
+  // The operands as stored: A (m, k) or, transposed, (k, m); B (k, n) or (n, k); packed tightly.
+  const Index a_cols = at ? m : k, b_cols = bt ? k : n;
+  try {
+    round_rows_to_bf16(a, at ? k : m, a_cols, lda, a16);
+  } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
+    return false;
+  }
+  std::shared_ptr<const std::vector<std::uint16_t>> b16_kept;
+  try {
+    if (b_weight && RoundedWeights::instance().active())
+      b16_kept = RoundedWeights::instance().get(b, bt ? n : k, b_cols, ldb);
+  } catch (...) {  // (bad_alloc: rounded here instead)
+  }
+  try {
+    if (!b16_kept) round_rows_to_bf16(b, bt ? n : k, b_cols, ldb, b16_own);
+  } catch (...) {
+    return false;
+  }
+  const std::uint16_t* b16 = b16_kept ? b16_kept->data() : b16_own.data();
+  return gemm_bf16_rounded(ta, tb, m, n, k, a16.data(), a_cols, b16, b_cols, beta, c, ldc);
 }
 #endif
 

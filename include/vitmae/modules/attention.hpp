@@ -4,8 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "vitmae/config.hpp"
 #include "vitmae/detail/gemm.hpp"
@@ -56,21 +59,55 @@ struct SelfAttention {
     return detail::onednn_gemm(ta, tb, m, n, k, a, lda, b, ldb, 0.f, c, ldc, false);
   }
 
+  /// True when the two products of each head run in bfloat16 (with float32 sums), as
+  /// torch.autocast runs torch.matmul: in the forward of a model whose projections are int8
+  /// (quantize_int8) or bfloat16 (to_bfloat16), on a CPU with bf16 products, when the
+  /// probabilities are not kept (no backward, no output_attentions). The scores, the softmax and
+  /// the context's sums stay float32. On vit-mae-base's features, the cosine to float32 moved
+  /// only in the 7th digit (int8 0.9998749 -> 0.9998752, bfloat16 0.9999932 both ways).
+  bool bf16_heads(const Cache& c) const {
+    if constexpr (std::is_same_v<Scalar, float>)
+      return !c.keep_probs &&
+             ((!query.int8.empty() && !key.int8.empty() && !value.int8.empty()) ||
+              (query.bfloat16() && key.bfloat16() && value.bfloat16())) &&
+             bfloat16_supported();
+    (void)c;
+    return false;
+  }
+
   /// x: (B*T, hidden), B sequences of `seq_len` tokens stacked -> context (B*T, hidden).
   /// Sequences attend only within themselves. The probabilities stay in c.probs.
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& context, Cache& c) const {
     const Index T = seq_len, B = x.rows() / T, H = num_attention_heads, d = query.out_features() / H;
     detail::require(T > 0 && B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T,
                     "-token sequences");
+    const Index ld = H * d;  // the row stride of q, k, v and context
+    // bf16_heads: q, k and v rounded to bfloat16 once, each row as its product completes it.
+    const bool bf16 = bf16_heads(c);
+    thread_local std::vector<std::uint16_t> q16_, k16_, v16_;
+    auto &q16 = q16_, &k16 = k16_, &v16 = v16_;  // (the calling thread's, for the workers)
     bool projected = false;
     if constexpr (std::is_same_v<Scalar, float>) {
+      if (bf16) q16.resize(static_cast<size_t>(B * T * ld)), k16.resize(q16.size()), v16.resize(q16.size());
+      // row i of y (resized by its product) rounded into y16
+      auto rounded = [ld](const Matrix<float>& y, std::vector<std::uint16_t>& y16) {
+        return [ld, m = &y, o = y16.data()](Index i) { detail::round_to_bf16(m->row(i).data(), ld, o + i * ld); };
+      };
       if (!query.int8.empty() && !key.int8.empty() && !value.int8.empty()) {
         // int8: x quantised once for the three projections.
         thread_local detail::Int8Rows xq;
         detail::Int8Rows::quantize(x, xq);
-        detail::gemm_nt_int8(xq, query.int8, query.bias, c.q);
-        detail::gemm_nt_int8(xq, key.int8, key.bias, c.k);
-        detail::gemm_nt_int8(xq, value.int8, value.bias, c.v);
+        using After = std::function<void(Index)>;
+        detail::gemm_nt_int8(xq, query.int8, query.bias, c.q, bf16 ? After(rounded(c.q, q16)) : nullptr);
+        detail::gemm_nt_int8(xq, key.int8, key.bias, c.k, bf16 ? After(rounded(c.k, k16)) : nullptr);
+        detail::gemm_nt_int8(xq, value.int8, value.bias, c.v, bf16 ? After(rounded(c.v, v16)) : nullptr);
+        projected = true;
+      } else if (bf16) {
+        query.forward(x, c.q), key.forward(x, c.k), value.forward(x, c.v);
+        const auto rq = rounded(c.q, q16), rk = rounded(c.k, k16), rv = rounded(c.v, v16);
+        detail::split_rows(B * T, static_cast<double>(B * T * ld) * 3, [&](Index r0, Index n) {
+          for (Index i = r0; i < r0 + n; ++i) rq(i), rk(i), rv(i);
+        });
         projected = true;
       }
     }
@@ -81,7 +118,6 @@ struct SelfAttention {
     }
     const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(d));
     context.resize(B * T, H * d);  // (B*T, hidden)
-    const Index ld = H * d;        // the row stride of q, k, v and context
     auto at = [&](auto& m, Index b, Index h) { return m.data() + b * T * ld + h * d; };
     // The probabilities are kept (B*H*T, T) when the backward or output_attentions needs them;
     // otherwise each head's scores live in a small per-thread buffer that stays in cache.
@@ -99,6 +135,25 @@ struct SelfAttention {
       if (!product('N', 'N', T, d, T, scores.data(), T, at(c.v, b, h), ld, at(context, b, h), ld))
         context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
     };
+#ifdef VITMAE_WITH_ONEDNN
+    // bf16_heads: the scores from the rounded q and k, the probabilities rounded for v. (false:
+    // oneDNN could not run them; that head in float32.)
+    auto head16 = [&](Matrix<Scalar>& scores, Index b, Index h) {
+      if constexpr (std::is_same_v<Scalar, float>) {
+        const Index o = b * T * ld + h * d;
+        if (!detail::gemm_bf16_rounded('N', 'T', T, T, d, q16.data() + o, ld, k16.data() + o, ld, 0.f, scores.data(),
+                                       T))
+          return false;
+        ops::scaled_softmax_rows_inplace(scores.data(), T, T, T, scale);
+        thread_local std::vector<std::uint16_t> p16;
+        p16.resize(static_cast<size_t>(T * T));
+        detail::round_to_bf16(scores.data(), T * T, p16.data());
+        return detail::gemm_bf16_rounded('N', 'N', T, d, T, p16.data(), T, v16.data() + o, ld, 0.f, at(context, b, h),
+                                         ld);
+      }
+      return false;
+    };
+#endif
     for_each_head(B, T, d, [&](Index b, Index h) {
       if (c.keep_probs) {
         head(c.probs.middleRows((b * H + h) * T, T), b, h);
@@ -106,6 +161,9 @@ struct SelfAttention {
       }
       thread_local Matrix<Scalar> scores;
       scores.resize(T, T);
+#ifdef VITMAE_WITH_ONEDNN
+      if (bf16 && head16(scores, b, h)) return;
+#endif
       head(scores, b, h);
     });
   }

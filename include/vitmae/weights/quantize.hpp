@@ -2,7 +2,8 @@
 // int8 inference: quantize_int8(model) switches every Linear layer and the patch projection of a
 // float model (ViTMAEModel, ViTMAEForPreTraining, ViTForImageClassification) to int8 products
 // (weights per output channel, activations per token at run time; see detail/int8.hpp). The
-// LayerNorms, softmax, GELU, attention's products and the loss stay in float. The float weights
+// LayerNorms, softmax, GELU and the loss stay in float; attention's two products per head run in
+// bfloat16 where the CPU has bf16 products (SelfAttention::bf16_heads), else float. The float weights
 // stay too (save_pretrained writes them) unless pack_for_inference releases them; a quantised
 // model has no backward.
 //
@@ -129,10 +130,12 @@ void unpack(M& model) {
 /// dtype=torch.bfloat16) runs its Linear layers: every Linear layer's and the patch projection's
 /// weight is rounded to bfloat16 (to nearest even) and packed for oneDNN's bf16 matmul (half the
 /// float32 bytes), and each product rounds its input the same way and accumulates in float32.
-/// Everything else (LayerNorm, softmax, GELU, the attention's own products, the residual stream,
-/// the loss) stays float32. An int8 or packed model is taken back to float first (an int8 one:
-/// its dequantised weights). The results do not depend on the number of threads. unpack(model)
-/// gives float32 products again, on the rounded weights. Returns how many weights are bfloat16.
+/// Attention's two products per head run in bf16 too (SelfAttention::bf16_heads: as autocast runs
+/// torch.matmul, with float32 scores), unless the probabilities are kept (output_attentions).
+/// Everything else (LayerNorm, softmax, GELU, the residual stream, the loss) stays float32. An
+/// int8 or packed model is taken back to float first (an int8 one: its dequantised weights). The
+/// results do not depend on the number of threads. unpack(model) gives float32 products again, on
+/// the rounded weights. Returns how many weights are bfloat16.
 /// @throws vitmae::Error for a double model, a build without oneDNN, products set to Eigen, or a
 /// CPU without bfloat16 products (bfloat16_supported(): AVX512_BF16 or AMX), which oneDNN would
 /// only emulate, slower than float32.
