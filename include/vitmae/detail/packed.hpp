@@ -254,6 +254,14 @@ struct PackedWeight {
 #endif
 };
 
+/// x rounded to bfloat16 into out (x's shape, row-major), the rows split over the threads.
+inline void round_rows_to_bf16_split(const Matrix<float>& x, std::vector<std::uint16_t>& out) {
+  out.resize(static_cast<size_t>(x.size()));
+  std::uint16_t* o = out.data();  // (the calling thread's, for the workers)
+  split_rows(x.rows(), static_cast<double>(x.size()),
+             [&](Index r0, Index n) { round_to_bf16(x.data() + r0 * x.cols(), n * x.cols(), o + r0 * x.cols()); });
+}
+
 /// y = x wᵀ + b with w packed (b: (out) or empty; y resized to (T, out) only when its shape
 /// differs). Split across the available threads, each part one single-threaded matmul: by rows
 /// (tokens) when each thread gets 128 or more, each range written in place; else (batch 1's 50
@@ -269,13 +277,11 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       std::min<Index>(x.rows(), product_flops(x.rows(), w.out, w.in) >= 4e6 ? available_threads() : 1);
   const Index panels = w.panel > 0 ? (w.out + w.panel - 1) / w.panel : 0;
   const bool by_columns = threads > 1 && x.rows() / threads < 128 && panels >= threads;
-  // A bfloat16 weight multiplies x rounded to bfloat16, rounded once here for every part.
-  thread_local std::vector<std::uint16_t> x16;
-  if (w.bf16) {
-    x16.resize(static_cast<size_t>(x.size()));
-    round_to_bf16(x.data(), x.size(), x16.data());
-  }
-  const std::vector<std::uint16_t>& xb = x16;  // (the calling thread's, read by the workers)
+  // A bfloat16 weight multiplies x rounded to bfloat16, rounded once here for every part (rows
+  // split over the threads: on one, the others waited for it).
+  thread_local std::vector<std::uint16_t> x16_own;
+  if (w.bf16) round_rows_to_bf16_split(x, x16_own);
+  const std::uint16_t* x16 = x16_own.data();  // (the calling thread's, read by the workers)
   bool failed = false;
   // Rows [r0, r0 + rows) times columns [c0, c0 + n) (the whole width, or whole panels).
   auto run = [&](Index r0, Index rows, Index c0, Index n) {
@@ -300,8 +306,7 @@ inline void gemm_nt_packed(const Matrix<float>& x, const PackedWeight& w, const 
       if (!whole) part.resize(rows, n);
       std::unordered_map<int, dnnl::memory> args{
           {DNNL_ARG_SRC,
-           w.bf16 ? dnnl::memory(entry->pd.src_desc(), cache.engine(),
-                                 const_cast<std::uint16_t*>(xb.data() + r0 * x.cols()))
+           w.bf16 ? dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<std::uint16_t*>(x16 + r0 * x.cols()))
                   : dnnl::memory(entry->pd.src_desc(), cache.engine(), const_cast<float*>(x.data() + r0 * x.cols()))},
           {DNNL_ARG_WEIGHTS,
            whole ? w.memory

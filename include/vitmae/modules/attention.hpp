@@ -144,10 +144,9 @@ struct SelfAttention {
         if (!detail::gemm_bf16_rounded('N', 'T', T, T, d, q16.data() + o, ld, k16.data() + o, ld, 0.f, scores.data(),
                                        T))
           return false;
-        ops::scaled_softmax_rows_inplace(scores.data(), T, T, T, scale);
         thread_local std::vector<std::uint16_t> p16;
         p16.resize(static_cast<size_t>(T * T));
-        detail::round_to_bf16(scores.data(), T * T, p16.data());
+        ops::scaled_softmax_rows_bf16(scores.data(), T, T, T, scale, p16.data());
         return detail::gemm_bf16_rounded('N', 'N', T, d, T, p16.data(), T, v16.data() + o, ld, 0.f, at(context, b, h),
                                          ld);
       }

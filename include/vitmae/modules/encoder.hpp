@@ -42,6 +42,7 @@ void layer_stack_forward(const std::vector<Layer<Scalar>>& layers, const Matrix<
     if (hidden_states) hidden_states->push_back(*in);
     Matrix<Scalar>& out = (n - 1 - i) % 2 == 0 ? y : c.buf;  // ping-pong so that the last output lands in y
     typename Layer<Scalar>::Cache& lc = c.layer[c.for_backward ? i : 0];
+    lc.for_backward = c.for_backward;
     lc.attention.attention.keep_probs = c.for_backward || attentions;
     layers[i].forward(*in, seq_len, out, lc);
     if (attentions) attentions->push_back(lc.attention.attention.probs);

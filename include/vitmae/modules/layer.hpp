@@ -110,6 +110,7 @@ struct Layer {
     typename Attention<Scalar>::Cache attention;
     Matrix<Scalar> ln1, h, ln2, z, a;  // layernorm_before(x), x + attention, layernorm_after(h), fc1 out, act(z)
     Matrix<Scalar> dh, da, dln, tmp;   // backward scratch
+    bool for_backward = true;          // false: a forward alone; the LayerNorms keep no statistics
 
     /// Exchanges the backward's scratch buffers (not the activations) with another cache's, so
     /// a stack of layers can run every backward in one hot set of buffers.
@@ -134,12 +135,12 @@ struct Layer {
   /// The attention probabilities stay in c.attention.attention.probs.
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c) const {
     // attention_output = attention(layernorm_before(hidden_states))
-    layernorm_before.forward(x, c.ln1, &c.ln_before);
+    layernorm_before.forward(x, c.ln1, c.for_backward ? &c.ln_before : nullptr);
     attention.forward(c.ln1, seq_len, c.h, c.attention);
     // hidden_states = attention_output + hidden_states
     detail::add_rows(c.h, x);
     // layer_output = output(intermediate(layernorm_after(hidden_states)), hidden_states)
-    layernorm_after.forward(c.h, c.ln2, &c.ln_after);
+    layernorm_after.forward(c.h, c.ln2, c.for_backward ? &c.ln_after : nullptr);
     if constexpr (std::is_same_v<Scalar, float>) {
       if (!intermediate.dense.int8.empty() && !output.dense.int8.empty()) {
         // int8 (inference only): act(z) goes from one product to the next quantised, in cache;
