@@ -244,90 +244,99 @@ TEST_CASE(
 
 TEST_CASE("attention heads in bf16 for int8 and bf16 models: float64 on the rounded q, k, v and probabilities") {
   const test::RestoreBackendAndThreads restore;
-  vitmae::EncoderConfig c;
-  c.hidden_size = 64, c.num_attention_heads = 4;
-  std::mt19937_64 rng(21);
-  vitmae::SelfAttention<float> att(c);
-  for (auto* l : {&att.query, &att.key, &att.value})
-    l->weight = test::uniform_matrix(64, 64, rng) * 0.3f, l->bias = test::uniform_matrix(1, 64, rng) * 0.1f;
-  const Index B = 2, T = 37, H = 4, dh = 16;  // (37: rows of scores that are not whole lanes)
-  const Matrix<float> x = test::uniform_matrix(B * T, 64, rng);
-  for (const std::string form : {"int8", "bfloat16", "float32"}) {
-    CAPTURE(form);
-    auto a = att;
-    if (form == "int8") vitmae::quantize_int8(a), vitmae::pack_for_inference(a);
-    if (form == "bfloat16") {
-      if (bf16_test::skip()) continue;
-      vitmae::to_bfloat16(a);
-    }
-    vitmae::SelfAttention<float>::Cache kept, alone;
-    alone.keep_probs = false;
-    CHECK_FALSE(a.bf16_heads(kept));  // (the probabilities kept: float32, as the backward needs)
-    CHECK(a.bf16_heads(alone) == (form != "float32" && vitmae::bfloat16_supported()));
-    Matrix<float> with_probs, ctx;
-    a.forward(x, T, with_probs, kept);
+  // (T = 37 and 131: rows of scores that are not whole lanes; 256 x 262: the projections and the
+  // roundings of q, k and v split over the threads too)
+  struct Shape {
+    Index hidden, B, T;
+  };
+  for (const Shape shape : {Shape{64, 2, 37}, Shape{256, 2, 131}})
+    for (const std::string form : {"int8", "bfloat16", "float32"}) {
+      const Index hidden = shape.hidden, B = shape.B, T = shape.T, H = 4, dh = hidden / H;
+      CAPTURE(hidden);
+      CAPTURE(form);
+      vitmae::EncoderConfig c;
+      c.hidden_size = hidden, c.num_attention_heads = H;
+      std::mt19937_64 rng(21);
+      vitmae::SelfAttention<float> att(c);
+      for (auto* l : {&att.query, &att.key, &att.value})
+        l->weight = test::uniform_matrix(hidden, hidden, rng) * (2.4f / std::sqrt(float(hidden))),
+        l->bias = test::uniform_matrix(1, hidden, rng) * 0.1f;
+      const Matrix<float> x = test::uniform_matrix(B * T, hidden, rng);
+      auto a = att;
+      if (form == "int8") vitmae::quantize_int8(a), vitmae::pack_for_inference(a);
+      if (form == "bfloat16") {
+        if (bf16_test::skip()) continue;
+        vitmae::to_bfloat16(a);
+      }
+      vitmae::SelfAttention<float>::Cache kept, alone;
+      alone.keep_probs = false;
+      CHECK_FALSE(a.bf16_heads(kept));  // (the probabilities kept: float32, as the backward needs)
+      CHECK(a.bf16_heads(alone) == (form != "float32" && vitmae::bfloat16_supported()));
+      Matrix<float> with_probs, ctx;
+      a.forward(x, T, with_probs, kept);
 #ifdef _OPENMP
-    omp_set_num_threads(2);
+      omp_set_num_threads(2);
 #endif
-    a.forward(x, T, ctx, alone);
-    if (!a.bf16_heads(alone)) {  // float32 either way: the same bits
-      CHECK((ctx - with_probs).cwiseAbs().maxCoeff() == 0.f);
-      continue;
-    }
-    // float64 on q, k, v rounded to bf16 (the products of the projections, kept in the cache), the
-    // probabilities rounded as float, summed in float64.
-    auto r16 = [](double v) { return double(d::bf16_to_float(bf16_test::reference_bf16(float(v)))); };
-    Matrix<double> want(B * T, 64);
-    // A probability within float32's error of a rounding boundary may round the other way: the
-    // outputs of its row are allowed that step (times |v|) more.
-    std::vector<double> slack(static_cast<size_t>(B * T * H), 0.0);
-    for (Index b = 0; b < B; ++b)
-      for (Index h = 0; h < H; ++h) {
-        Matrix<double> s(T, T);
-        for (Index i = 0; i < T; ++i)
-          for (Index j = 0; j < T; ++j) {
-            double acc = 0;
-            for (Index k = 0; k < dh; ++k)
-              acc += r16(alone.q(b * T + i, h * dh + k)) * r16(alone.k(b * T + j, h * dh + k));
-            s(i, j) = acc / std::sqrt(double(dh));
+      a.forward(x, T, ctx, alone);
+      if (!a.bf16_heads(alone)) {  // float32 either way: the same bits
+        CHECK((ctx - with_probs).cwiseAbs().maxCoeff() == 0.f);
+        continue;
+      }
+      // float64 on q, k, v rounded to bf16 (the products of the projections, kept in the cache), the
+      // probabilities rounded as float, summed in float64.
+      auto r16 = [](double v) { return double(d::bf16_to_float(bf16_test::reference_bf16(float(v)))); };
+      Matrix<double> want(B * T, hidden);
+      // A probability within float32's error of a rounding boundary may round the other way: the
+      // outputs of its row are allowed that step (times |v|) more.
+      std::vector<double> slack(static_cast<size_t>(B * T * H), 0.0);
+      for (Index b = 0; b < B; ++b)
+        for (Index h = 0; h < H; ++h) {
+          Matrix<double> s(T, T);
+          for (Index i = 0; i < T; ++i)
+            for (Index j = 0; j < T; ++j) {
+              double acc = 0;
+              for (Index k = 0; k < dh; ++k)
+                acc += r16(alone.q(b * T + i, h * dh + k)) * r16(alone.k(b * T + j, h * dh + k));
+              s(i, j) = acc / std::sqrt(double(dh));
+            }
+          for (Index i = 0; i < T; ++i) {
+            const double m = s.row(i).maxCoeff();
+            s.row(i) = (s.row(i).array() - m).exp().matrix();
+            s.row(i) /= s.row(i).sum();
+            for (Index j = 0; j < T; ++j) {
+              const double p = s(i, j);
+              s(i, j) = r16(p);
+              if (r16(p * (1 + 1e-6)) != r16(p * (1 - 1e-6)))
+                slack[static_cast<size_t>((b * T + i) * H + h)] += p / 128;
+            }
           }
-        for (Index i = 0; i < T; ++i) {
-          const double m = s.row(i).maxCoeff();
-          s.row(i) = (s.row(i).array() - m).exp().matrix();
-          s.row(i) /= s.row(i).sum();
-          for (Index j = 0; j < T; ++j) {
-            const double p = s(i, j);
-            s(i, j) = r16(p);
-            if (r16(p * (1 + 1e-6)) != r16(p * (1 - 1e-6))) slack[static_cast<size_t>((b * T + i) * H + h)] += p / 128;
-          }
+          for (Index i = 0; i < T; ++i)
+            for (Index k = 0; k < dh; ++k) {
+              double acc = 0;
+              for (Index j = 0; j < T; ++j) acc += s(i, j) * r16(alone.v(b * T + j, h * dh + k));
+              want(b * T + i, h * dh + k) = acc;
+            }
         }
-        for (Index i = 0; i < T; ++i)
-          for (Index k = 0; k < dh; ++k) {
-            double acc = 0;
-            for (Index j = 0; j < T; ++j) acc += s(i, j) * r16(alone.v(b * T + j, h * dh + k));
-            want(b * T + i, h * dh + k) = acc;
-          }
-      }
-    const double v_max = alone.v.cwiseAbs().maxCoeff();
-    double err = 0;  // float32 sums of exact products: about 1e-7 of |v|
-    size_t beyond = 0;
-    for (Index r = 0; r < B * T; ++r)
-      for (Index k = 0; k < 64; ++k) {
-        const double e = std::abs(double(ctx(r, k)) - want(r, k));
-        err = std::max(err, e);
-        beyond += e > (1e-5 + slack[static_cast<size_t>(r * H + k / dh)]) * v_max;
-      }
-    MESSAGE(form << ": bf16 heads within " << err / v_max << " |v| of float64 on the rounded operands");
-    CHECK(beyond == 0);
-    CHECK((ctx - with_probs).cwiseAbs().maxCoeff() > 0.f);  // not the float32 heads
-    CHECK((ctx - with_probs).cwiseAbs().maxCoeff() <= 0.02 * with_probs.cwiseAbs().maxCoeff());
+      const double v_max = alone.v.cwiseAbs().maxCoeff();
+      double err = 0;  // float32 sums of exact products: about 1e-7 of |v|
+      size_t beyond = 0;
+      for (Index r = 0; r < B * T; ++r)
+        for (Index k = 0; k < hidden; ++k) {
+          const double e = std::abs(double(ctx(r, k)) - want(r, k));
+          err = std::max(err, e);
+          beyond += e > (1e-5 + slack[static_cast<size_t>(r * H + k / dh)]) * v_max;
+        }
+      MESSAGE(form << ": bf16 heads within " << err / v_max << " |v| of float64 on the rounded operands");
+      CHECK(beyond == 0);
+      CHECK((ctx - with_probs).cwiseAbs().maxCoeff() > 0.f);  // not the float32 heads
+      CHECK((ctx - with_probs).cwiseAbs().maxCoeff() <= 0.02 * with_probs.cwiseAbs().maxCoeff());
 #ifdef _OPENMP
-    omp_set_num_threads(1);
+      omp_set_num_threads(1);
 #endif
-    Matrix<float> one;
-    a.forward(x, T, one, alone);
-    CHECK((one - ctx).cwiseAbs().maxCoeff() == 0.f);  // the same bits on 1 or 2 threads
-  }
+      Matrix<float> one;
+      a.forward(x, T, one, alone);
+      CHECK((one - ctx).cwiseAbs().maxCoeff() == 0.f);  // the same bits on 1 or 2 threads
+    }
 }
 
 TEST_CASE("load_for_inference in bfloat16: float, BF16 and int8 checkpoints packed as loaded, as to_bfloat16") {

@@ -374,13 +374,17 @@ inline void gemm_nt_int8_quantized(const Int8Rows& xr, const Int8Weight& w, cons
                                    const std::function<void(float*, Index)>& activate, Int8Rows& yq) {
   const Index out = w.out_features();
   yq.resize(xr.q.rows(), out);
+  // One scratch row a thread, allocated here (not in the threads, where an exception may not
+  // leave them), each a whole number of 64-byte lines after the first, so that every thread's row
+  // has the same alignment and activate() gives the same bits on any thread. (Called inside
+  // another parallel region, the product runs on this thread alone, whose number there may be
+  // any: hence the clamp.)
+  const Index stride = (out + 15) / 16 * 16, count = std::max(1, available_threads());
+  thread_local std::vector<float, Eigen::aligned_allocator<float>> rows_;
+  rows_.resize(static_cast<size_t>(count * stride));
+  float* const rows = rows_.data();
   gemm_nt_int8_rows(
-      xr, w, b,
-      [&](Index) {
-        thread_local RowVector<float> row;  // (each thread's; aligned as Eigen allocates)
-        row.resize(out);
-        return row.data();
-      },
+      xr, w, b, [rows, stride, count](Index) { return rows + std::min<Index>(thread_number(), count - 1) * stride; },
       [&](Index i, float* y) {
         activate(y, out);
         yq.quantize_row_of(y, i);

@@ -31,6 +31,15 @@ inline int available_threads() {
 
 namespace detail {
 
+/// The calling thread's number in its team (0 outside OpenMP).
+inline int thread_number() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 /// Calls f(begin, count) on blocks of [0, n) (multiples of 16), one per thread, when the work
 /// (`flops`) is worth it; otherwise f(0, n) on the calling thread.
 template <class F>

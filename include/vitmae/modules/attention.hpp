@@ -76,7 +76,8 @@ struct SelfAttention {
   }
 
   /// x: (B*T, hidden), B sequences of `seq_len` tokens stacked -> context (B*T, hidden).
-  /// Sequences attend only within themselves. The probabilities stay in c.probs.
+  /// Sequences attend only within themselves. The probabilities stay in c.probs when
+  /// c.keep_probs.
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& context, Cache& c) const {
     const Index T = seq_len, B = x.rows() / T, H = num_attention_heads, d = query.out_features() / H;
     detail::require(T > 0 && B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T,
@@ -145,7 +146,11 @@ struct SelfAttention {
                                        T))
           return false;
         thread_local std::vector<std::uint16_t> p16;
-        p16.resize(static_cast<size_t>(T * T));
+        try {
+          p16.resize(static_cast<size_t>(T * T));
+        } catch (...) {  // (bad_alloc: that head in float32; no exception may leave the region)
+          return false;
+        }
         ops::scaled_softmax_rows_bf16(scores.data(), T, T, T, scale, p16.data());
         return detail::gemm_bf16_rounded('N', 'N', T, d, T, p16.data(), T, v16.data() + o, ld, 0.f, at(context, b, h),
                                          ld);

@@ -104,7 +104,8 @@ struct Layer {
   LayerNorm<Scalar> layernorm_before, layernorm_after;
 
   /// The block's activations (what the backward reads) and its backward scratch. Kept between
-  /// calls, so a training loop allocates them once.
+  /// calls, so a training loop allocates them once. A forward alone (for_backward false) leaves the
+  /// LayerNorms' statistics unwritten, and an int8 MLP (inference only) leaves z and a unwritten.
   struct Cache {
     typename LayerNorm<Scalar>::Cache ln_before, ln_after;
     typename Attention<Scalar>::Cache attention;
@@ -164,6 +165,7 @@ struct Layer {
 
   /// dy: (tokens, hidden) -> dx, adding every parameter's gradient into g.
   void backward(const Matrix<Scalar>& dy, Index seq_len, Cache& c, Layer& g, Matrix<Scalar>& dx) const {
+    detail::require(c.for_backward, "Layer::backward: the forward ran without keeping activations (for_backward)");
     // y = h + fc2(a): the residual passes dy to h
     output.dense.backward(c.a, dy, g.output.dense, &c.da);
     intermediate.backward(c.ln2, c.z, c.da, g.intermediate, c.dln);

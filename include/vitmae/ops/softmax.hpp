@@ -73,7 +73,8 @@ inline void scaled_softmax_rows_inplace(float* data, Eigen::Index rows, Eigen::I
 
 /// The same probabilities rounded to bfloat16 (to nearest even) into `out` (rows x cols,
 /// packed) instead of written back: the bits of scaled_softmax_rows_inplace then
-/// detail::round_to_bf16, one pass fewer. `data` is left holding the exponentials.
+/// detail::round_to_bf16, one pass fewer. `data` is left holding the exponentials in its first
+/// cols / 16 * 16 columns and its input in the rest.
 inline void scaled_softmax_rows_bf16(float* data, Eigen::Index rows, Eigen::Index cols, Eigen::Index ld, float scale,
                                      std::uint16_t* out) {
   const Eigen::Index body = cols / 16 * 16, tail = cols - body;

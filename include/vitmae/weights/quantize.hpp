@@ -3,7 +3,8 @@
 // float model (ViTMAEModel, ViTMAEForPreTraining, ViTForImageClassification) to int8 products
 // (weights per output channel, activations per token at run time; see detail/int8.hpp). The
 // LayerNorms, softmax, GELU and the loss stay in float; attention's two products per head run in
-// bfloat16 where the CPU has bf16 products (SelfAttention::bf16_heads), else float. The float weights
+// bfloat16 where the CPU has bf16 products (SelfAttention::bf16_heads), else float, and in float
+// when the probabilities are kept (output_attentions). The float weights
 // stay too (save_pretrained writes them) unless pack_for_inference releases them; a quantised
 // model has no backward.
 //
