@@ -59,6 +59,9 @@ struct SelfAttention {
     return detail::onednn_gemm(ta, tb, m, n, k, a, lda, b, ldb, 0.f, c, ldc, false);
   }
 
+  /// True when query, key and value are all int8 (quantize_int8): x is quantised once for the three.
+  bool int8_projections() const { return !query.int8.empty() && !key.int8.empty() && !value.int8.empty(); }
+
   /// True when the two products of each head run in bfloat16 (with float32 sums), as
   /// torch.autocast runs torch.matmul: in the forward of a model whose projections are int8
   /// (quantize_int8) or bfloat16 (to_bfloat16), on a CPU with bf16 products, when the
@@ -67,9 +70,7 @@ struct SelfAttention {
   /// only in the 7th digit (int8 0.9998749 -> 0.9998752, bfloat16 0.9999932 both ways).
   bool bf16_heads(const Cache& c) const {
     if constexpr (std::is_same_v<Scalar, float>)
-      return !c.keep_probs &&
-             ((!query.int8.empty() && !key.int8.empty() && !value.int8.empty()) ||
-              (query.bfloat16() && key.bfloat16() && value.bfloat16())) &&
+      return !c.keep_probs && (int8_projections() || (query.bfloat16() && key.bfloat16() && value.bfloat16())) &&
              bfloat16_supported();
     (void)c;
     return false;
@@ -83,7 +84,7 @@ struct SelfAttention {
     detail::require(T > 0 && B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T,
                     "-token sequences");
     const Index ld = H * d;  // the row stride of q, k, v and context
-    // bf16_heads: q, k and v rounded to bfloat16 once, each row as its product completes it.
+    // bf16_heads: q, k and v rounded to bfloat16 once (int8: each row as its product completes it).
     const bool bf16 = bf16_heads(c);
     thread_local std::vector<std::uint16_t> q16_, k16_, v16_;
     auto &q16 = q16_, &k16 = k16_, &v16 = v16_;  // (the calling thread's, for the workers)
@@ -94,7 +95,7 @@ struct SelfAttention {
       auto rounded = [ld](const Matrix<float>& y, std::vector<std::uint16_t>& y16) {
         return [ld, m = &y, o = y16.data()](Index i) { detail::round_to_bf16(m->row(i).data(), ld, o + i * ld); };
       };
-      if (!query.int8.empty() && !key.int8.empty() && !value.int8.empty()) {
+      if (int8_projections()) {
         // int8: x quantised once for the three projections.
         thread_local detail::Int8Rows xq;
         detail::Int8Rows::quantize(x, xq);
@@ -105,10 +106,9 @@ struct SelfAttention {
         projected = true;
       } else if (bf16) {
         query.forward(x, c.q), key.forward(x, c.k), value.forward(x, c.v);
-        const auto rq = rounded(c.q, q16), rk = rounded(c.k, k16), rv = rounded(c.v, v16);
-        detail::split_rows(B * T, static_cast<double>(B * T * ld) * 3, [&](Index r0, Index n) {
-          for (Index i = r0; i < r0 + n; ++i) rq(i), rk(i), rv(i);
-        });
+        detail::round_rows_to_bf16_split(c.q, q16);
+        detail::round_rows_to_bf16_split(c.k, k16);
+        detail::round_rows_to_bf16_split(c.v, v16);
         projected = true;
       }
     }
