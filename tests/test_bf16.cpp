@@ -339,6 +339,187 @@ TEST_CASE("attention heads in bf16 for int8 and bf16 models: float64 on the roun
     }
 }
 
+TEST_CASE("bf16 training heads: the forward and backward products against float64 on the rounded operands") {
+  if (bf16_test::skip()) return;
+  const test::RestoreBackendAndThreads restore;
+  struct Shape {
+    Index hidden, B, T;
+  };
+  // (T = 37 and 131: rows that are not whole lanes; 256 wide: q, k, v and dcontext rounded with
+  // their rows split over the threads)
+  for (const Shape shape : {Shape{64, 2, 37}, Shape{256, 2, 131}}) {
+    const Index hidden = shape.hidden, B = shape.B, T = shape.T, H = 4, dh = hidden / H;
+    CAPTURE(hidden);
+    vitmae::EncoderConfig c;
+    c.hidden_size = hidden, c.num_attention_heads = H;
+    std::mt19937_64 rng(23);
+    vitmae::SelfAttention<float> att(c);
+    for (auto* l : {&att.query, &att.key, &att.value})
+      l->weight = test::uniform_matrix(hidden, hidden, rng) * (2.4f / std::sqrt(float(hidden))),
+      l->bias = test::uniform_matrix(1, hidden, rng) * 0.1f;
+    const Matrix<float> x = test::uniform_matrix(B * T, hidden, rng), dctx = test::uniform_matrix(B * T, hidden, rng);
+    struct Run {
+      vitmae::SelfAttention<float>::Cache c;
+      Matrix<float> ctx, dx;
+      vitmae::SelfAttention<float> g;
+    };
+    auto run = [&](bool bf16, int threads) {
+      Run r;
+      r.g = att;
+      for (auto* l : {&r.g.query, &r.g.key, &r.g.value}) l->weight.setZero(), l->bias.setZero();
+#ifdef _OPENMP
+      omp_set_num_threads(threads);
+#endif
+      (void)threads;
+      const vitmae::BFloat16Products scope(bf16);
+      CHECK(att.bf16_training_heads(r.c) == bf16);
+      att.forward(x, T, r.ctx, r.c);
+      CHECK(r.c.bf16 == bf16);
+      att.backward(x, T, dctx, r.c, r.g, r.dx);
+      return r;
+    };
+    const Run got = run(true, 2), one = run(true, 1), f32 = run(false, 2);
+    // float64 on the rounded operands: q, k, v as the projections gave them (kept in the cache),
+    // rounded; the probabilities and dS computed in float64 and rounded. A value within float32's
+    // error of a rounding boundary may round the other way: the outputs that sum it are allowed
+    // that step (times the largest operand it multiplies) more.
+    auto r16 = [](double v) { return double(d::bf16_to_float(bf16_test::reference_bf16(float(v)))); };
+    auto flips = [&](double v, double err) { return r16(v + err) != r16(v - err); };
+    const auto& q = got.c.q;
+    const auto& k = got.c.k;
+    const auto& v = got.c.v;
+    Matrix<double> ctx(B * T, hidden), dq(B * T, hidden), dk(B * T, hidden), dv(B * T, hidden);
+    Matrix<double> ctx_sum(B * T, hidden), dq_sum(B * T, hidden), dk_sum(B * T, hidden), dv_sum(B * T, hidden);
+    ctx_sum.setZero(), dq_sum.setZero(), dk_sum.setZero(), dv_sum.setZero();  // sums of |terms|
+    Matrix<double> no_slack = Matrix<double>::Zero(B * T, hidden), dq_slack = no_slack, dk_slack = no_slack;
+    double probs_err = 0;
+    const double scale = 1 / std::sqrt(double(dh));
+    for (Index b = 0; b < B; ++b)
+      for (Index h = 0; h < H; ++h) {
+        auto at = [&](const Matrix<float>& m, Index t, Index j) { return double(m(b * T + t, h * dh + j)); };
+        Matrix<double> P(T, T), dP(T, T), dS(T, T);
+        const Matrix<double> Pf = got.c.probs.middleRows((b * H + h) * T, T).cast<double>();
+        for (Index i = 0; i < T; ++i)
+          for (Index j = 0; j < T; ++j) {
+            double s = 0;
+            for (Index e = 0; e < dh; ++e) s += r16(at(q, i, e)) * r16(at(k, j, e));
+            P(i, j) = s * scale;
+          }
+        for (Index i = 0; i < T; ++i) {
+          P.row(i) = (P.row(i).array() - P.row(i).maxCoeff()).exp().matrix();
+          P.row(i) /= P.row(i).sum();
+          for (Index j = 0; j < T; ++j) probs_err = std::max(probs_err, std::abs(P(i, j) - Pf(i, j)));
+        }
+        // From here on the probabilities are the float32 ones kept (checked above), as the products
+        // and the backward read them. context = P16 v16, dv = P16ᵀ dc16, dP = dc16 v16ᵀ
+        for (Index i = 0; i < T; ++i)
+          for (Index e = 0; e < dh; ++e) {
+            double s = 0, s_abs = 0, t = 0, t_abs = 0;
+            for (Index j = 0; j < T; ++j) {
+              s += r16(Pf(i, j)) * r16(at(v, j, e)), s_abs += Pf(i, j) * std::abs(at(v, j, e));
+              t += r16(Pf(j, i)) * r16(at(dctx, j, e)), t_abs += Pf(j, i) * std::abs(at(dctx, j, e));
+            }
+            ctx(b * T + i, h * dh + e) = s, ctx_sum(b * T + i, h * dh + e) = s_abs;
+            dv(b * T + i, h * dh + e) = t, dv_sum(b * T + i, h * dh + e) = t_abs;
+          }
+        Matrix<double> dP_abs(T, T);  // the sums of |terms| of dP
+        for (Index i = 0; i < T; ++i)
+          for (Index j = 0; j < T; ++j) {
+            double s = 0, s_abs = 0;
+            for (Index e = 0; e < dh; ++e) {
+              const double t = r16(at(dctx, i, e)) * r16(at(v, j, e));
+              s += t, s_abs += std::abs(t);
+            }
+            dP(i, j) = s, dP_abs(i, j) = s_abs;
+          }
+        // dS = P ∘ (dP - rowsum(dP ∘ P)) / sqrt(d), in float64. float32's dP is within about 1e-7
+        // of its sum of |terms| (64 terms at most), its rowsum within that of P's dP_abs: err(i, j) is
+        // ten times the resulting bound on dS's float32 error.
+        Matrix<double> err(T, T);
+        for (Index i = 0; i < T; ++i) {
+          const double dot = (dP.row(i).array() * Pf.row(i).array()).sum();
+          const double dot_abs = (dP_abs.row(i).array() * Pf.row(i).array()).sum() + std::abs(dot);
+          for (Index j = 0; j < T; ++j) {
+            dS(i, j) = Pf(i, j) * (dP(i, j) - dot) * scale;
+            err(i, j) = 1e-5 * Pf(i, j) * (dP_abs(i, j) + dot_abs + std::abs(dP(i, j) - dot)) * scale;
+          }
+        }
+        // dq = dS16 k16, dk = dS16ᵀ q16
+        for (Index i = 0; i < T; ++i)
+          for (Index e = 0; e < dh; ++e) {
+            double s = 0, s_abs = 0, t = 0, t_abs = 0;
+            for (Index j = 0; j < T; ++j) {
+              const double a = dS(i, j), step = flips(a, err(i, j)) ? std::abs(a) / 128 + err(i, j) : 0;
+              s += r16(a) * r16(at(k, j, e)), s_abs += std::abs(a * at(k, j, e));
+              dq_slack(b * T + i, h * dh + e) += step * std::abs(at(k, j, e));
+              const double a_t = dS(j, i), step_t = flips(a_t, err(j, i)) ? std::abs(a_t) / 128 + err(j, i) : 0;
+              t += r16(a_t) * r16(at(q, j, e)), t_abs += std::abs(a_t * at(q, j, e));
+              dk_slack(b * T + i, h * dh + e) += step_t * std::abs(at(q, j, e));
+            }
+            dq(b * T + i, h * dh + e) = s, dq_sum(b * T + i, h * dh + e) = s_abs;
+            dk(b * T + i, h * dh + e) = t, dk_sum(b * T + i, h * dh + e) = t_abs;
+          }
+      }
+    CHECK(probs_err <= 1e-6);  // the probabilities kept are float32's softmax of the bf16 scores
+    // float32 sums of exact products: within 1e-5 of the sum of the terms' magnitudes (at most
+    // 131 terms: 131 x 6e-8 in the worst order), plus the slack of values on a boundary.
+    auto check = [&](const char* name, const Matrix<float>& m, const Matrix<double>& want, const Matrix<double>& sum,
+                     const Matrix<double>& slack) {
+      double worst = 0;
+      size_t beyond = 0, on_boundary = 0;
+      for (Index r = 0; r < want.rows(); ++r)
+        for (Index e = 0; e < want.cols(); ++e) {
+          const double diff = std::abs(double(m(r, e)) - want(r, e));
+          const double bound = 1e-5 * sum(r, e) + slack(r, e);
+          worst = std::max(worst, (diff - slack(r, e)) / std::max(sum(r, e), 1e-30));
+          on_boundary += slack(r, e) > 0;
+          beyond += diff > bound + 1e-30;
+          if (diff > bound + 1e-30 && beyond < 3)
+            MESSAGE("r " << r << " e " << e << " got " << m(r, e) << " want " << want(r, e) << " sum " << sum(r, e)
+                         << " diff/sum " << diff / sum(r, e));
+        }
+      MESSAGE(
+          std::string(name) << ": within " << worst << " of the sum of |terms| of float64 on the rounded operands ("
+                            << on_boundary << " of " << want.size()
+                            << " outputs sum values within float32's error of a rounding boundary, allowed that step)");
+      CHECK(beyond == 0);
+    };
+    check("context", got.ctx, ctx, ctx_sum, no_slack);
+    check("dv", got.c.dv, dv, dv_sum, no_slack);
+    check("dq", got.c.dq, dq, dq_sum, dq_slack);
+    check("dk", got.c.dk, dk, dk_sum, dk_slack);
+    // Not the float32 heads, but near them; the same bits on 1 or 2 threads.
+    struct Pair {
+      const char* name;
+      const Matrix<float>*a, *b;
+    };
+    for (const Pair p :
+         {Pair{"context", &got.ctx, &f32.ctx}, Pair{"dq", &got.c.dq, &f32.c.dq}, Pair{"dk", &got.c.dk, &f32.c.dk},
+          Pair{"dv", &got.c.dv, &f32.c.dv}, Pair{"dx", &got.dx, &f32.dx}}) {
+      CAPTURE(p.name);
+      const float diff = (*p.a - *p.b).cwiseAbs().maxCoeff();
+      CHECK(diff > 0.f);
+      CHECK(diff <= 0.03f * p.b->cwiseAbs().maxCoeff());
+    }
+    CHECK((got.ctx - one.ctx).cwiseAbs().maxCoeff() == 0.f);
+    CHECK((got.dx - one.dx).cwiseAbs().maxCoeff() == 0.f);
+    const vitmae::Linear<float>*g2[] = {&got.g.query, &got.g.key, &got.g.value},
+          *g1[] = {&one.g.query, &one.g.key, &one.g.value};
+    for (int i = 0; i < 3; ++i) {
+      CHECK((g2[i]->weight - g1[i]->weight).cwiseAbs().maxCoeff() == 0.f);
+      CHECK((g2[i]->bias - g1[i]->bias).cwiseAbs().maxCoeff() == 0.f);
+    }
+  }
+  // Packed projections (inference) keep the float32 heads when the probabilities are kept.
+  vitmae::EncoderConfig c;
+  c.hidden_size = 64, c.num_attention_heads = 4;
+  vitmae::SelfAttention<float> packed(c);
+  vitmae::pack_for_inference(packed);
+  vitmae::SelfAttention<float>::Cache kept;
+  const vitmae::BFloat16Products scope;
+  CHECK_FALSE(packed.bf16_training_heads(kept));
+}
+
 TEST_CASE("load_for_inference in bfloat16: float, BF16 and int8 checkpoints packed as loaded, as to_bfloat16") {
   if (bf16_test::skip()) return;
   const auto m = vitmae::ViTMAEForPreTraining<float>::from_pretrained(test::data("hf/tiny"));

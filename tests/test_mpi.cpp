@@ -170,6 +170,28 @@ TEST_CASE("mpirun -np 2 vitmae-pretrain: the bits of one process of 2 threads, a
   CHECK(other.err.find("threads 2") != std::string::npos);
 }
 
+TEST_CASE("mpirun -np 2 vitmae-pretrain --bf16: the bits of one process of 2 threads, not float32's") {
+  using namespace mpi_test;
+  if (!vitmae::bfloat16_supported()) {
+    MESSAGE("skipped: no bfloat16 products here (oneDNN and AVX512_BF16 or AMX)");
+    return;
+  }
+  const PretrainSetup s = pretrain_setup("mpi_pretrain_bf16");
+  const Run one = alone(VITMAE_PRETRAIN_EXE, s.common + "--bf16 --threads 2 --out " + s.dir + "/one");
+  INFO(one.err);
+  REQUIRE(one.status == 0);
+  const Run two = mpirun(2, VITMAE_PRETRAIN_EXE, s.common + "--bf16 --threads 1 --out " + s.dir + "/two");
+  INFO(two.err);
+  REQUIRE(two.status == 0);
+  same_files(s.dir + "/one/final", s.dir + "/two/final");
+  const Run f32 = alone(VITMAE_PRETRAIN_EXE, s.common + "--threads 2 --out " + s.dir + "/f32");
+  REQUIRE(f32.status == 0);
+  CHECK(test::slurp(s.dir + "/one/final/model.safetensors") != test::slurp(s.dir + "/f32/final/model.safetensors"));
+  const auto state = vitmae::io::read_json_file(s.dir + "/two/final/trainer_state.json");
+  CHECK(state["bf16"] == true);
+  CHECK(state["world_size"] == 2);
+}
+
 TEST_CASE("mpirun -np 3 vitmae-pretrain (slices of 1, 2 and 2 images): one process's loss curve, resumed by 2 ranks") {
   using namespace mpi_test;
   const PretrainSetup s = pretrain_setup("mpi_pretrain3");

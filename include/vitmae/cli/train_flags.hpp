@@ -114,10 +114,10 @@ inline void add_shared_flags(CommandLine& cl, TrainArgs& a, vitmae::train::Train
   cl.integer("--seed", "N", o.seed, 0, INT64_MAX,
              "seeds the initial weights, the data order, the augmentation (default 0)");
   cl.toggle("--bf16", o.bf16, true,
-            "mixed precision, as torch.autocast(\"cpu\", dtype=torch.bfloat16): the Linear and\n"
-            "patch-projection products of the forward and backward in bfloat16 with float32\n"
-            "sums; weights, gradients, AdamW and every other operation float32 (needs\n"
-            "AVX512_BF16 or AMX; default: off, float32 throughout)");
+            "mixed precision, as torch.autocast(\"cpu\", dtype=torch.bfloat16): the Linear,\n"
+            "patch-projection and attention products of the forward and backward in bfloat16\n"
+            "with float32 sums; weights, gradients, AdamW and every other operation float32\n"
+            "(needs AVX512_BF16 or AMX; default: off, float32 throughout)");
   cl.section("Augmentation (MAE's recipe: random resized crop, horizontal flip)");
   cl.number(
       "--scale-min", "X", a.aug.scale_min, [](double x) { return x > 0 && x <= 1; }, "in (0, 1]",

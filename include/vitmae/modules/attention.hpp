@@ -30,6 +30,10 @@ struct SelfAttention {
     Matrix<Scalar> q, k, v, probs;
     Matrix<Scalar> dq, dk, dv;
     bool keep_probs = true;  // false: a forward alone, nobody reads the probabilities
+    /// q, k and v rounded to bfloat16 (row-major, as q) when the heads ran in bf16 (bf16_heads
+    /// or bf16_training_heads; `bf16` then true: the backward's products are bf16 too)
+    std::vector<std::uint16_t> q16, k16, v16;
+    bool bf16 = false;
   };
 
   SelfAttention() = default;
@@ -52,11 +56,41 @@ struct SelfAttention {
   }
 
   /// C (m, n) = op(A) op(B), row-major with leading dimensions, for one head on the calling thread:
-  /// oneDNN's sgemm for float with the oneDNN backend (float32 also under BFloat16Products, which
-  /// is for the Linear layers), else false and the caller computes it with Eigen.
+  /// oneDNN's sgemm for float with the oneDNN backend (float32 even under BFloat16Products: the
+  /// bf16 heads round their operands once, see bf16_training_heads), else false and the caller
+  /// computes it with Eigen.
   static bool product(char ta, char tb, Index m, Index n, Index k, const Scalar* a, Index lda, const Scalar* b,
                       Index ldb, Scalar* c, Index ldc) {
     return detail::onednn_gemm(ta, tb, m, n, k, a, lda, b, ldb, 0.f, c, ldc, false);
+  }
+
+  /// C (m, n) = op(A) op(B) on operands rounded to bfloat16, float32 sums, on the calling thread
+  /// (detail::gemm_bf16_rounded); false when it did not run (no oneDNN, or oneDNN failed).
+  static bool gemm16(char ta, char tb, Index m, Index n, Index k, const std::uint16_t* a, Index lda,
+                     const std::uint16_t* b, Index ldb, Scalar* c, Index ldc) {
+#ifdef VITMAE_WITH_ONEDNN
+    if constexpr (std::is_same_v<Scalar, float>)
+      return detail::gemm_bf16_rounded(ta, tb, m, n, k, a, lda, b, ldb, 0.f, c, ldc);
+#endif
+    (void)ta, (void)tb, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)c, (void)ldc;
+    return false;
+  }
+
+  /// A head's (n, n) block rounded to bfloat16 into the calling thread's buffer, or nullptr when
+  /// that buffer cannot be allocated (the caller then multiplies in float32).
+  static const std::uint16_t* rounded_head(const Scalar* x, Index n) {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      thread_local std::vector<std::uint16_t> x16;
+      try {
+        x16.resize(static_cast<size_t>(n * n));
+      } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
+        return nullptr;
+      }
+      detail::round_to_bf16(x, n * n, x16.data());
+      return x16.data();
+    }
+    (void)x, (void)n;
+    return nullptr;
   }
 
   /// True when query, key and value are all int8 (quantize_int8): x is quantised once for the three.
@@ -76,6 +110,22 @@ struct SelfAttention {
     return false;
   }
 
+  /// True when a forward that keeps the probabilities (training) and its backward run the heads'
+  /// products in bfloat16 with float32 sums, as torch.autocast("cpu", dtype=torch.bfloat16) runs
+  /// torch.matmul: while a BFloat16Products lives (--bf16), with the oneDNN backend, for
+  /// projections that are not packed for inference (as the Linear layers' products). Forward:
+  /// S = q16 k16ᵀ, P = softmax(S / sqrt(d)) in float32 (kept), context = P16 v16. Backward:
+  /// dV = P16ᵀ dC16, dP = dC16 v16ᵀ, dS = P ∘ (dP - rowsum(dP ∘ P)) / sqrt(d) in float32,
+  /// dQ = dS16 k16, dK = dS16ᵀ q16 (x16: x rounded to nearest even). The same bits on any number of
+  /// threads. A product oneDNN cannot run is computed in float32 from the float operands.
+  bool bf16_training_heads(const Cache& c) const {
+    if constexpr (std::is_same_v<Scalar, float>)
+      return c.keep_probs && detail::bf16_products() && product_backend() == Backend::onednn &&
+             !query.packed_for_inference() && !key.packed_for_inference() && !value.packed_for_inference();
+    (void)c;
+    return false;
+  }
+
   /// x: (B*T, hidden), B sequences of `seq_len` tokens stacked -> context (B*T, hidden).
   /// Sequences attend only within themselves. The probabilities stay in c.probs when
   /// c.keep_probs.
@@ -84,10 +134,11 @@ struct SelfAttention {
     detail::require(T > 0 && B * T == x.rows(), "SelfAttention: ", x.rows(), " rows are not a whole number of ", T,
                     "-token sequences");
     const Index ld = H * d;  // the row stride of q, k, v and context
-    // bf16_heads: q, k and v rounded to bfloat16 once (int8: each row as its product completes it).
-    const bool bf16 = bf16_heads(c);
-    thread_local std::vector<std::uint16_t> q16_, k16_, v16_;
-    auto &q16 = q16_, &k16 = k16_, &v16 = v16_;  // (the calling thread's, for the workers)
+    // bf16_heads, bf16_training_heads: q, k and v rounded to bfloat16 once (int8: each row as its
+    // product completes it).
+    const bool bf16 = bf16_heads(c), train16 = bf16_training_heads(c);
+    c.bf16 = bf16 || train16;
+    auto &q16 = c.q16, &k16 = c.k16, &v16 = c.v16;
     bool projected = false;
     if constexpr (std::is_same_v<Scalar, float>) {
       if (bf16) q16.resize(static_cast<size_t>(B * T * ld)), k16.resize(q16.size()), v16.resize(q16.size());
@@ -104,7 +155,7 @@ struct SelfAttention {
         detail::gemm_nt_int8(xq, key.int8, key.bias, c.k, bf16 ? After(rounded(c.k, k16)) : nullptr);
         detail::gemm_nt_int8(xq, value.int8, value.bias, c.v, bf16 ? After(rounded(c.v, v16)) : nullptr);
         projected = true;
-      } else if (bf16) {
+      } else if (c.bf16) {
         query.forward(x, c.q), key.forward(x, c.k), value.forward(x, c.v);
         detail::round_rows_to_bf16_split(c.q, q16);
         detail::round_rows_to_bf16_split(c.k, k16);
@@ -123,9 +174,12 @@ struct SelfAttention {
     // The probabilities are kept (B*H*T, T) when the backward or output_attentions needs them;
     // otherwise each head's scores live in a small per-thread buffer that stays in cache.
     if (c.keep_probs) c.probs.resize(B * H * T, T);
+    // train16: the products from the rounded operands (head16 below is bf16_heads' form).
     auto head = [&](auto&& scores, Index b, Index h) {
+      const Index o = b * T * ld + h * d;
       // attention_scores = q @ kᵀ / sqrt(d); softmax(dim=-1)
-      if (!product('N', 'T', T, T, d, at(c.q, b, h), ld, at(c.k, b, h), ld, scores.data(), T))
+      if (!(train16 && gemm16('N', 'T', T, T, d, q16.data() + o, ld, k16.data() + o, ld, scores.data(), T)) &&
+          !product('N', 'T', T, T, d, at(c.q, b, h), ld, at(c.k, b, h), ld, scores.data(), T))
         scores.noalias() = c.q.block(b * T, h * d, T, d) * c.k.block(b * T, h * d, T, d).transpose();
       if constexpr (std::is_same_v<Scalar, float>) {
         ops::scaled_softmax_rows_inplace(scores.data(), T, T, T, scale);
@@ -133,18 +187,17 @@ struct SelfAttention {
         scores *= scale;
         ops::softmax_rows_inplace(scores);
       }
-      if (!product('N', 'N', T, d, T, scores.data(), T, at(c.v, b, h), ld, at(context, b, h), ld))
+      const std::uint16_t* p16 = train16 ? rounded_head(scores.data(), T) : nullptr;
+      if (!(p16 && gemm16('N', 'N', T, d, T, p16, T, v16.data() + o, ld, at(context, b, h), ld)) &&
+          !product('N', 'N', T, d, T, scores.data(), T, at(c.v, b, h), ld, at(context, b, h), ld))
         context.block(b * T, h * d, T, d).noalias() = scores * c.v.block(b * T, h * d, T, d);
     };
-#ifdef VITMAE_WITH_ONEDNN
     // bf16_heads: the scores from the rounded q and k, the probabilities rounded for v. (false:
     // oneDNN could not run them; that head in float32.)
     auto head16 = [&](Matrix<Scalar>& scores, Index b, Index h) {
       if constexpr (std::is_same_v<Scalar, float>) {
         const Index o = b * T * ld + h * d;
-        if (!detail::gemm_bf16_rounded('N', 'T', T, T, d, q16.data() + o, ld, k16.data() + o, ld, 0.f, scores.data(),
-                                       T))
-          return false;
+        if (!gemm16('N', 'T', T, T, d, q16.data() + o, ld, k16.data() + o, ld, scores.data(), T)) return false;
         thread_local std::vector<std::uint16_t> p16;
         try {
           p16.resize(static_cast<size_t>(T * T));
@@ -152,12 +205,10 @@ struct SelfAttention {
           return false;
         }
         ops::scaled_softmax_rows_bf16(scores.data(), T, T, T, scale, p16.data());
-        return detail::gemm_bf16_rounded('N', 'N', T, d, T, p16.data(), T, v16.data() + o, ld, 0.f, at(context, b, h),
-                                         ld);
+        return gemm16('N', 'N', T, d, T, p16.data(), T, v16.data() + o, ld, at(context, b, h), ld);
       }
       return false;
     };
-#endif
     for_each_head(B, T, d, [&](Index b, Index h) {
       if (c.keep_probs) {
         head(c.probs.middleRows((b * H + h) * T, T), b, h);
@@ -165,9 +216,7 @@ struct SelfAttention {
       }
       thread_local Matrix<Scalar> scores;
       scores.resize(T, T);
-#ifdef VITMAE_WITH_ONEDNN
       if (bf16 && head16(scores, b, h)) return;
-#endif
       head(scores, b, h);
     });
   }
@@ -183,20 +232,36 @@ struct SelfAttention {
     c.dv.resize(B * T, H * d);
     const Index ld = H * d;  // the row stride of q, k, v, their gradients and dcontext
     auto at = [&](auto& m, Index b, Index h) { return m.data() + b * T * ld + h * d; };
+    // The forward's heads ran in bf16 (bf16_training_heads): so do these products, on dcontext
+    // rounded once and the forward's rounded q, k and v.
+    bool bf16 = false;
+    thread_local std::vector<std::uint16_t> dc16_;
+    auto& dc16 = dc16_;  // (the calling thread's, for the workers)
+    if constexpr (std::is_same_v<Scalar, float>) {
+      bf16 = c.bf16 && c.q16.size() == static_cast<size_t>(c.q.size());
+      if (bf16) detail::round_rows_to_bf16_split(dcontext, dc16);
+    }
     for_each_head(B, T, d, [&](Index b, Index h) {
+      const Index o = b * T * ld + h * d;
       const auto P = c.probs.middleRows((b * H + h) * T, T);
       const auto dc = dcontext.block(b * T, h * d, T, d);
-      if (!product('T', 'N', T, d, T, P.data(), T, at(dcontext, b, h), ld, at(c.dv, b, h), ld))
+      const std::uint16_t* p16 = bf16 ? rounded_head(P.data(), T) : nullptr;
+      if (!(p16 && gemm16('T', 'N', T, d, T, p16, T, dc16.data() + o, ld, at(c.dv, b, h), ld)) &&
+          !product('T', 'N', T, d, T, P.data(), T, at(dcontext, b, h), ld, at(c.dv, b, h), ld))
         c.dv.block(b * T, h * d, T, d).noalias() = P.transpose() * dc;
       thread_local Matrix<Scalar> dS;
       dS.resize(T, T);
-      if (!product('N', 'T', T, T, d, at(dcontext, b, h), ld, at(c.v, b, h), ld, dS.data(), T))
+      if (!(bf16 && gemm16('N', 'T', T, T, d, dc16.data() + o, ld, c.v16.data() + o, ld, dS.data(), T)) &&
+          !product('N', 'T', T, T, d, at(dcontext, b, h), ld, at(c.v, b, h), ld, dS.data(), T))
         dS.noalias() = dc * c.v.block(b * T, h * d, T, d).transpose();  // dP
       const ColVector<Scalar> dot = (dS.array() * P.array()).rowwise().sum();
       dS = (P.array() * (dS.array().colwise() - dot.array())).matrix() * scale;
-      if (!product('N', 'N', T, d, T, dS.data(), T, at(c.k, b, h), ld, at(c.dq, b, h), ld))
+      const std::uint16_t* ds16 = bf16 ? rounded_head(dS.data(), T) : nullptr;  // (p16's buffer, read no more)
+      if (!(ds16 && gemm16('N', 'N', T, d, T, ds16, T, c.k16.data() + o, ld, at(c.dq, b, h), ld)) &&
+          !product('N', 'N', T, d, T, dS.data(), T, at(c.k, b, h), ld, at(c.dq, b, h), ld))
         c.dq.block(b * T, h * d, T, d).noalias() = dS * c.k.block(b * T, h * d, T, d);
-      if (!product('T', 'N', T, d, T, dS.data(), T, at(c.q, b, h), ld, at(c.dk, b, h), ld))
+      if (!(ds16 && gemm16('T', 'N', T, d, T, ds16, T, c.q16.data() + o, ld, at(c.dk, b, h), ld)) &&
+          !product('T', 'N', T, d, T, dS.data(), T, at(c.q, b, h), ld, at(c.dk, b, h), ld))
         c.dk.block(b * T, h * d, T, d).noalias() = dS.transpose() * c.q.block(b * T, h * d, T, d);
     });
     query.backward(x, c.dq, g.query, &dx);

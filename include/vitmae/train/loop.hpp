@@ -57,8 +57,9 @@ struct TrainOptions {
   double clip_grad = 0;  // max gradient norm; 0: no clipping (MAE's default)
   std::uint64_t seed = 0;
   int threads = 1;    // threads over the batch in forward/backward
-  bool bf16 = false;  // mixed precision: the Linear and patch-projection products of the forward and
-                      // backward in bfloat16 with float32 sums (BFloat16Products), the rest float32
+  bool bf16 = false;  // mixed precision: the Linear, patch-projection and attention products of the
+                      // forward and backward in bfloat16 with float32 sums (BFloat16Products), the
+                      // rest float32
 
   double peak_lr() const { return lr > 0 ? lr : base_lr * batch * accum / 256.0; }
   long warmup() const { return warmup_steps >= 0 ? warmup_steps : steps / 20; }
