@@ -462,27 +462,26 @@ TEST_CASE("bf16 training heads: the forward and backward products against float6
       }
     CHECK(probs_err <= 1e-6);  // the probabilities kept are float32's softmax of the bf16 scores
     // float32 sums of exact products: within 1e-5 of the sum of the terms' magnitudes (at most
-    // 131 terms: 131 x 6e-8 in the worst order), plus the slack of values on a boundary.
+    // 131 terms: 131 x 6e-8 in the worst order), plus the slack of values on a boundary. The slack
+    // is generous (a value is taken as on a boundary when within ten times float32's bound of its
+    // error), so the outputs that need it must also be few: products of the unrounded values would
+    // need it nearly everywhere.
     auto check = [&](const char* name, const Matrix<float>& m, const Matrix<double>& want, const Matrix<double>& sum,
                      const Matrix<double>& slack) {
       double worst = 0;
-      size_t beyond = 0, on_boundary = 0;
+      size_t beyond = 0, needed = 0;
       for (Index r = 0; r < want.rows(); ++r)
         for (Index e = 0; e < want.cols(); ++e) {
           const double diff = std::abs(double(m(r, e)) - want(r, e));
-          const double bound = 1e-5 * sum(r, e) + slack(r, e);
-          worst = std::max(worst, (diff - slack(r, e)) / std::max(sum(r, e), 1e-30));
-          on_boundary += slack(r, e) > 0;
-          beyond += diff > bound + 1e-30;
-          if (diff > bound + 1e-30 && beyond < 3)
-            MESSAGE("r " << r << " e " << e << " got " << m(r, e) << " want " << want(r, e) << " sum " << sum(r, e)
-                         << " diff/sum " << diff / sum(r, e));
+          worst = std::max(worst, diff / std::max(sum(r, e), 1e-30));
+          needed += diff > 1e-5 * sum(r, e);
+          beyond += diff > 1e-5 * sum(r, e) + slack(r, e) + 1e-30;
         }
-      MESSAGE(
-          std::string(name) << ": within " << worst << " of the sum of |terms| of float64 on the rounded operands ("
-                            << on_boundary << " of " << want.size()
-                            << " outputs sum values within float32's error of a rounding boundary, allowed that step)");
+      MESSAGE(std::string(name) << ": " << needed << " of " << want.size()
+                                << " outputs beyond 1e-5 of the sum of |terms| of float64 on the rounded operands (a"
+                                << " value on a rounding boundary; worst " << worst << ")");
       CHECK(beyond == 0);
+      CHECK(needed * 50 <= static_cast<size_t>(want.size()));
     };
     check("context", got.ctx, ctx, ctx_sum, no_slack);
     check("dv", got.c.dv, dv, dv_sum, no_slack);
