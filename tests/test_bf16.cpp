@@ -509,14 +509,33 @@ TEST_CASE("bf16 training heads: the forward and backward products against float6
       CHECK((g2[i]->bias - g1[i]->bias).cwiseAbs().maxCoeff() == 0.f);
     }
   }
-  // Packed projections (inference) keep the float32 heads when the probabilities are kept.
+  // Models for inference keep their heads when the probabilities are kept (output_attentions)
+  // under the scope: the same bits with or without it. Packed projections, and int8 ones
+  // (quantize_int8 alone keeps the float weights, for saving).
   vitmae::EncoderConfig c;
   c.hidden_size = 64, c.num_attention_heads = 4;
-  vitmae::SelfAttention<float> packed(c);
+  std::mt19937_64 rng(29);
+  vitmae::SelfAttention<float> att(c);
+  for (auto* l : {&att.query, &att.key, &att.value})
+    l->weight = test::uniform_matrix(64, 64, rng) * 0.3f, l->bias = test::uniform_matrix(1, 64, rng) * 0.1f;
+  const Matrix<float> x = test::uniform_matrix(2 * 37, 64, rng);
+  auto packed = att, int8 = att;
   vitmae::pack_for_inference(packed);
-  vitmae::SelfAttention<float>::Cache kept;
-  const vitmae::BFloat16Products scope;
-  CHECK_FALSE(packed.bf16_training_heads(kept));
+  vitmae::quantize_int8(int8);
+  for (const auto* m : {&packed, &int8}) {
+    CAPTURE(m == &int8);
+    vitmae::SelfAttention<float>::Cache without, with;
+    Matrix<float> y0, y1;
+    m->forward(x, 37, y0, without);
+    {
+      const vitmae::BFloat16Products scope;
+      CHECK_FALSE(m->bf16_training_heads(with));
+      m->forward(x, 37, y1, with);
+    }
+    CHECK_FALSE(with.bf16);
+    CHECK((y1 - y0).cwiseAbs().maxCoeff() == 0.f);
+    CHECK((with.probs - without.probs).cwiseAbs().maxCoeff() == 0.f);
+  }
 }
 
 TEST_CASE("load_for_inference in bfloat16: float, BF16 and int8 checkpoints packed as loaded, as to_bfloat16") {

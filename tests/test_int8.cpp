@@ -181,6 +181,13 @@ TEST_CASE("int8 MLP: fc1's rows activated and quantised for fc2 in cache, the bi
       layer.intermediate.forward(cache.ln2, z2, a2);
       layer.output.forward(a2, cache.h, again);
       CHECK((out - again).cwiseAbs().maxCoeff() == 0.f);
+      // ... and the attention's output projection adds the residual to its rows as it completes
+      // them: the bits of adding it after.
+      vitmae::Attention<float>::Cache ac;
+      Matrix<float> h;
+      layer.attention.forward(cache.ln1, T, h, ac);
+      h += x;
+      CHECK((cache.h - h).cwiseAbs().maxCoeff() == 0.f);
     }
   // A row that is not finite after the activation is refused, naming it.
   fc1.bias(3) = std::numeric_limits<float>::quiet_NaN();

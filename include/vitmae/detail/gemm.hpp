@@ -106,8 +106,9 @@ inline std::atomic<int>& bf16_product_scopes() {
 /// layer's forward and backward and torch.matmul: while one of these lives (anywhere in the
 /// process), every float product of a Linear layer or the patch projection whose weight is not
 /// packed (the training forward, dX = dY W and dW += dYᵀ X), and attention's two products per head
-/// and their backward (SelfAttention::bf16_training_heads), rounds both operands to bfloat16 (to
-/// nearest even) and sums in float32 through oneDNN's bf16 matmul; its output, the weights, the
+/// and their backward (SelfAttention::bf16_training_heads, in a forward that keeps the
+/// probabilities), rounds both operands to bfloat16 (to nearest even) and sums in float32 through
+/// oneDNN's bf16 matmul (a small head product: dnnl_sgemm on the rounded values); its output, the
 /// gradients' sums and every other operation (softmax included) stay float32. Packed models
 /// (inference) are not affected. TrainOptions::bf16 (--bf16) holds one during each step. The switch
 /// is process-wide: a float32 product of an unpacked model running on another thread meanwhile is

@@ -121,17 +121,19 @@ struct SelfAttention {
   }
 
   /// True when a forward that keeps the probabilities (training) and its backward run the heads'
-  /// products in bfloat16 with float32 sums, as torch.autocast("cpu", dtype=torch.bfloat16) runs
-  /// torch.matmul: while a BFloat16Products lives (--bf16), with the oneDNN backend, for
-  /// projections that are not packed for inference (as the Linear layers' products). Forward:
+  /// products in bfloat16 with float32 sums (gemm16), as torch.autocast("cpu", dtype=torch.bfloat16)
+  /// runs torch.matmul: while a BFloat16Products lives (--bf16), with the oneDNN backend, for
+  /// float projections (neither int8 nor packed for inference: the Linear layers' rule). Forward:
   /// S = q16 k16ᵀ, P = softmax(S / sqrt(d)) in float32 (kept), context = P16 v16. Backward:
   /// dV = P16ᵀ dC16, dP = dC16 v16ᵀ, dS = P ∘ (dP - rowsum(dP ∘ P)) / sqrt(d) in float32,
-  /// dQ = dS16 k16, dK = dS16ᵀ q16 (x16: x rounded to nearest even). The same bits on any number of
+  /// dQ = dS16 k16, dK = dS16ᵀ q16 (x16: x rounded to nearest even). The backward follows its
+  /// forward (Cache::bf16), whether or not the scope still lives. The same bits on any number of
   /// threads. A product oneDNN cannot run is computed in float32 from the float operands.
   bool bf16_training_heads(const Cache& c) const {
     if constexpr (std::is_same_v<Scalar, float>)
-      return c.keep_probs && detail::bf16_products() && product_backend() == Backend::onednn &&
-             !query.packed_for_inference() && !key.packed_for_inference() && !value.packed_for_inference();
+      return c.keep_probs && detail::bf16_products() && product_backend() == Backend::onednn && query.int8.empty() &&
+             key.int8.empty() && value.int8.empty() && !query.packed_for_inference() && !key.packed_for_inference() &&
+             !value.packed_for_inference();
     (void)c;
     return false;
   }
@@ -316,10 +318,24 @@ struct Attention {
   Attention() = default;
   explicit Attention(const EncoderConfig& c, Storage s = Storage::zeros) : attention(c, s), output(c, s) {}
 
-  /// x: (B*T, hidden) -> y (B*T, hidden), sequences of seq_len tokens.
-  void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c) const {
+  /// x: (B*T, hidden) -> y (B*T, hidden), sequences of seq_len tokens. With `residual` (the
+  /// layer's input, same shape), y = that + residual: an int8 output projection adds it to each
+  /// row as its product completes the row, in cache (the same bits as adding it after).
+  void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c,
+               const Matrix<Scalar>* residual = nullptr) const {
     attention.forward(x, seq_len, c.context, c.attention);
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (residual && !output.dense.int8.empty()) {
+        detail::require(residual->rows() == x.rows() && residual->cols() == output.dense.out_features(),
+                        "Attention: the residual is ", residual->rows(), " x ", residual->cols(), ", expected ",
+                        x.rows(), " x ", output.dense.out_features());
+        detail::gemm_nt_int8(c.context, output.dense.int8, output.dense.bias, y,
+                             [&](Index i) { y.row(i) += residual->row(i); });
+        return;
+      }
+    }
     output.dense.forward(c.context, y);  // (tokens, hidden)
+    if (residual) detail::add_rows(y, *residual);
   }
   void backward(const Matrix<Scalar>& x, Index seq_len, const Matrix<Scalar>& dy, Cache& c, Attention& g,
                 Matrix<Scalar>& dx) const {

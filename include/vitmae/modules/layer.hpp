@@ -137,9 +137,8 @@ struct Layer {
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c) const {
     // attention_output = attention(layernorm_before(hidden_states))
     layernorm_before.forward(x, c.ln1, c.for_backward ? &c.ln_before : nullptr);
-    attention.forward(c.ln1, seq_len, c.h, c.attention);
     // hidden_states = attention_output + hidden_states
-    detail::add_rows(c.h, x);
+    attention.forward(c.ln1, seq_len, c.h, c.attention, &x);
     // layer_output = output(intermediate(layernorm_after(hidden_states)), hidden_states)
     layernorm_after.forward(c.h, c.ln2, c.for_backward ? &c.ln_after : nullptr);
     if constexpr (std::is_same_v<Scalar, float>) {
