@@ -35,6 +35,15 @@ Matrix<float> rounded(const Matrix<float>& m) {
 double cosine(const vitmae::RowVector<float>& u, const vitmae::RowVector<float>& v) {
   return u.cast<double>().dot(v.cast<double>()) / (u.cast<double>().norm() * v.cast<double>().norm());
 }
+/// A SelfAttention of `hidden` features in 4 heads: weights uniform in [-w, w], biases in [-0.1, 0.1].
+vitmae::SelfAttention<float> random_attention(Index hidden, float w, std::mt19937_64& rng) {
+  vitmae::EncoderConfig c;
+  c.hidden_size = hidden, c.num_attention_heads = 4;
+  vitmae::SelfAttention<float> att(c);
+  for (auto* l : {&att.query, &att.key, &att.value})
+    l->weight = test::uniform_matrix(hidden, hidden, rng) * w, l->bias = test::uniform_matrix(1, hidden, rng) * 0.1f;
+  return att;
+}
 bool skip() {
   if (vitmae::bfloat16_supported()) return false;
   MESSAGE("skipped: no bfloat16 products here (oneDNN and AVX512_BF16 or AMX)");
@@ -254,13 +263,8 @@ TEST_CASE("attention heads in bf16 for int8 and bf16 models: float64 on the roun
       const Index hidden = shape.hidden, B = shape.B, T = shape.T, H = 4, dh = hidden / H;
       CAPTURE(hidden);
       CAPTURE(form);
-      vitmae::EncoderConfig c;
-      c.hidden_size = hidden, c.num_attention_heads = H;
       std::mt19937_64 rng(21);
-      vitmae::SelfAttention<float> att(c);
-      for (auto* l : {&att.query, &att.key, &att.value})
-        l->weight = test::uniform_matrix(hidden, hidden, rng) * (2.4f / std::sqrt(float(hidden))),
-        l->bias = test::uniform_matrix(1, hidden, rng) * 0.1f;
+      const auto att = bf16_test::random_attention(hidden, 2.4f / std::sqrt(float(hidden)), rng);
       const Matrix<float> x = test::uniform_matrix(B * T, hidden, rng);
       auto a = att;
       if (form == "int8") vitmae::quantize_int8(a), vitmae::pack_for_inference(a);
@@ -350,13 +354,8 @@ TEST_CASE("bf16 training heads: the forward and backward products against float6
   for (const Shape shape : {Shape{64, 2, 37}, Shape{256, 2, 131}}) {
     const Index hidden = shape.hidden, B = shape.B, T = shape.T, H = 4, dh = hidden / H;
     CAPTURE(hidden);
-    vitmae::EncoderConfig c;
-    c.hidden_size = hidden, c.num_attention_heads = H;
     std::mt19937_64 rng(23);
-    vitmae::SelfAttention<float> att(c);
-    for (auto* l : {&att.query, &att.key, &att.value})
-      l->weight = test::uniform_matrix(hidden, hidden, rng) * (2.4f / std::sqrt(float(hidden))),
-      l->bias = test::uniform_matrix(1, hidden, rng) * 0.1f;
+    const auto att = bf16_test::random_attention(hidden, 2.4f / std::sqrt(float(hidden)), rng);
     const Matrix<float> x = test::uniform_matrix(B * T, hidden, rng), dctx = test::uniform_matrix(B * T, hidden, rng);
     struct Run {
       vitmae::SelfAttention<float>::Cache c;
@@ -512,12 +511,8 @@ TEST_CASE("bf16 training heads: the forward and backward products against float6
   // Models for inference keep their heads when the probabilities are kept (output_attentions)
   // under the scope: the same bits with or without it. Packed projections, and int8 ones
   // (quantize_int8 alone keeps the float weights, for saving).
-  vitmae::EncoderConfig c;
-  c.hidden_size = 64, c.num_attention_heads = 4;
   std::mt19937_64 rng(29);
-  vitmae::SelfAttention<float> att(c);
-  for (auto* l : {&att.query, &att.key, &att.value})
-    l->weight = test::uniform_matrix(64, 64, rng) * 0.3f, l->bias = test::uniform_matrix(1, 64, rng) * 0.1f;
+  const auto att = bf16_test::random_attention(64, 0.3f, rng);
   const Matrix<float> x = test::uniform_matrix(2 * 37, 64, rng);
   auto packed = att, int8 = att;
   vitmae::pack_for_inference(packed);

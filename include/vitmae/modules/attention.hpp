@@ -69,7 +69,7 @@ struct SelfAttention {
   /// (detail::gemm_bf16_rounded) costs about 2 us a call whatever its size, so a product of fewer
   /// than 2^17 multiply-adds (Fashion-MNIST's heads: 13 x 13 x 32, 50 x 50 x 16) runs as dnnl_sgemm
   /// on the rounded values widened (detail::gemm_rounded_sgemm): the same exact products, summed
-  /// in float32 in another order, 3-6x faster there. Measured alone on the Zen 5 EPYC, 1 thread:
+  /// in float32 in another order, up to 6x faster there. Measured alone on the Zen 5 EPYC, 1 thread:
   /// 13 x 13 x 32 2.2 -> 0.33 us, 50 x 50 x 32 2.6 -> 2.1 us; from 50 x 50 x 64 on, oneDNN's bf16
   /// is as fast or faster (197 x 197 x 64: 16.6 against 29.2 us). The choice depends on the shape
   /// alone: the same bits on any number of threads or ranks.
@@ -86,18 +86,25 @@ struct SelfAttention {
     return false;
   }
 
-  /// A head's (n, n) block rounded to bfloat16 into the calling thread's buffer, or nullptr when
-  /// that buffer cannot be allocated (the caller then multiplies in float32).
+  /// The calling thread's buffer of (n, n) bfloat16 values for one head (one buffer a thread: each
+  /// use ends before the next), or nullptr when it cannot be allocated (the caller then multiplies
+  /// in float32).
+  static std::uint16_t* head_buffer(Index n) {
+    thread_local std::vector<std::uint16_t> x16;
+    try {
+      x16.resize(static_cast<size_t>(n * n));
+    } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
+      return nullptr;
+    }
+    return x16.data();
+  }
+
+  /// A head's (n, n) block rounded to bfloat16 into head_buffer, or nullptr (see there).
   static const std::uint16_t* rounded_head(const Scalar* x, Index n) {
     if constexpr (std::is_same_v<Scalar, float>) {
-      thread_local std::vector<std::uint16_t> x16;
-      try {
-        x16.resize(static_cast<size_t>(n * n));
-      } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
-        return nullptr;
-      }
-      detail::round_to_bf16(x, n * n, x16.data());
-      return x16.data();
+      std::uint16_t* x16 = head_buffer(n);
+      if (x16) detail::round_to_bf16(x, n * n, x16);
+      return x16;
     }
     (void)x, (void)n;
     return nullptr;
@@ -105,6 +112,12 @@ struct SelfAttention {
 
   /// True when query, key and value are all int8 (quantize_int8): x is quantised once for the three.
   bool int8_projections() const { return !query.int8.empty() && !key.int8.empty() && !value.int8.empty(); }
+  /// True when query, key and value are plain float weights: neither int8 nor packed for inference.
+  bool float_projections() const {
+    for (const auto* l : {&query, &key, &value})
+      if (!l->int8.empty() || l->packed_for_inference()) return false;
+    return true;
+  }
 
   /// True when the two products of each head run in bfloat16 (with float32 sums), as
   /// torch.autocast runs torch.matmul: in the forward of a model whose projections are int8
@@ -131,9 +144,7 @@ struct SelfAttention {
   /// threads. A product oneDNN cannot run is computed in float32 from the float operands.
   bool bf16_training_heads(const Cache& c) const {
     if constexpr (std::is_same_v<Scalar, float>)
-      return c.keep_probs && detail::bf16_products() && product_backend() == Backend::onednn && query.int8.empty() &&
-             key.int8.empty() && value.int8.empty() && !query.packed_for_inference() && !key.packed_for_inference() &&
-             !value.packed_for_inference();
+      return c.keep_probs && detail::bf16_products() && product_backend() == Backend::onednn && float_projections();
     (void)c;
     return false;
   }
@@ -153,13 +164,13 @@ struct SelfAttention {
     auto &q16 = c.q16, &k16 = c.k16, &v16 = c.v16;
     bool projected = false;
     if constexpr (std::is_same_v<Scalar, float>) {
-      if (bf16) q16.resize(static_cast<size_t>(B * T * ld)), k16.resize(q16.size()), v16.resize(q16.size());
-      // row i of y (resized by its product) rounded into y16
-      auto rounded = [ld](const Matrix<float>& y, std::vector<std::uint16_t>& y16) {
-        return [ld, m = &y, o = y16.data()](Index i) { detail::round_to_bf16(m->row(i).data(), ld, o + i * ld); };
-      };
       if (int8_projections()) {
-        // int8: x quantised once for the three projections.
+        // int8: x quantised once for the three projections; with bf16 heads, row i of y (resized
+        // by its product) rounded into y16 as the product completes it.
+        if (bf16) q16.resize(static_cast<size_t>(B * T * ld)), k16.resize(q16.size()), v16.resize(q16.size());
+        auto rounded = [ld](const Matrix<float>& y, std::vector<std::uint16_t>& y16) {
+          return [ld, m = &y, o = y16.data()](Index i) { detail::round_to_bf16(m->row(i).data(), ld, o + i * ld); };
+        };
         thread_local detail::Int8Rows xq;
         detail::Int8Rows::quantize(x, xq);
         using After = std::function<void(Index)>;
@@ -210,14 +221,10 @@ struct SelfAttention {
       if constexpr (std::is_same_v<Scalar, float>) {
         const Index o = b * T * ld + h * d;
         if (!gemm16('N', 'T', T, T, d, q16.data() + o, ld, k16.data() + o, ld, scores.data(), T)) return false;
-        thread_local std::vector<std::uint16_t> p16;
-        try {
-          p16.resize(static_cast<size_t>(T * T));
-        } catch (...) {  // (bad_alloc: that head in float32; no exception may leave the region)
-          return false;
-        }
-        ops::scaled_softmax_rows_bf16(scores.data(), T, T, T, scale, p16.data());
-        return gemm16('N', 'N', T, d, T, p16.data(), T, v16.data() + o, ld, at(context, b, h), ld);
+        std::uint16_t* p16 = head_buffer(T);
+        if (!p16) return false;
+        ops::scaled_softmax_rows_bf16(scores.data(), T, T, T, scale, p16);
+        return gemm16('N', 'N', T, d, T, p16, T, v16.data() + o, ld, at(context, b, h), ld);
       }
       return false;
     };
@@ -323,12 +330,13 @@ struct Attention {
   /// row as its product completes the row, in cache (the same bits as adding it after).
   void forward(const Matrix<Scalar>& x, Index seq_len, Matrix<Scalar>& y, Cache& c,
                const Matrix<Scalar>* residual = nullptr) const {
+    if (residual)
+      detail::require(residual->rows() == x.rows() && residual->cols() == output.dense.out_features(),
+                      "Attention: the residual is ", residual->rows(), " x ", residual->cols(), ", expected ", x.rows(),
+                      " x ", output.dense.out_features());
     attention.forward(x, seq_len, c.context, c.attention);
     if constexpr (std::is_same_v<Scalar, float>) {
       if (residual && !output.dense.int8.empty()) {
-        detail::require(residual->rows() == x.rows() && residual->cols() == output.dense.out_features(),
-                        "Attention: the residual is ", residual->rows(), " x ", residual->cols(), ", expected ",
-                        x.rows(), " x ", output.dense.out_features());
         detail::gemm_nt_int8(c.context, output.dense.int8, output.dense.bias, y,
                              [&](Index i) { y.row(i) += residual->row(i); });
         return;
