@@ -286,6 +286,8 @@ TEST_CASE("attention heads in bf16 for int8 and bf16 models: float64 on the roun
         CHECK((ctx - with_probs).cwiseAbs().maxCoeff() == 0.f);
         continue;
       }
+      CHECK(alone.heads_major);  // (each head dense: the layout the products below read)
+      CHECK_FALSE(kept.heads_major);
       // float64 on q, k, v rounded to bf16 (the products of the projections, kept in the cache), the
       // probabilities rounded as float, summed in float64.
       auto r16 = [](double v) { return double(d::bf16_to_float(bf16_test::reference_bf16(float(v)))); };

@@ -184,19 +184,28 @@ struct Int8Rows {
   }
 
   /// lo = min(0, x), hi = max(0, x) over a row, in one pass of 16 lanes (Eigen's packets); false
-  /// when x holds a NaN or an infinity (a sum of x * 0 is NaN exactly then).
+  /// when x holds a NaN or an infinity (a sum of x * 0 is NaN exactly then). Two sets of
+  /// accumulators, each chain half as long (the x * 0 sums' latency bounded the loop: 1.4% of an
+  /// int8 features_b1 in perf); min, max and a NaN do not depend on the order.
   static bool range_row(const float* x, Index n, float& lo, float& hi) {
     using Lanes = Eigen::Array<float, 16, 1>;
     Lanes l = Lanes::Zero(), h = Lanes::Zero(), z = Lanes::Zero();
+    Lanes l2 = Lanes::Zero(), h2 = Lanes::Zero(), z2 = Lanes::Zero();
     Index k = 0;
+    for (; k + 32 <= n; k += 32) {
+      const Eigen::Map<const Lanes> v(x + k), w(x + k + 16);
+      l = l.min(v), l2 = l2.min(w);
+      h = h.max(v), h2 = h2.max(w);
+      z += v * 0.f, z2 += w * 0.f;
+    }
     for (; k + 16 <= n; k += 16) {
       const Eigen::Map<const Lanes> v(x + k);
       l = l.min(v);
       h = h.max(v);
       z += v * 0.f;
     }
-    lo = l.minCoeff(), hi = h.maxCoeff();
-    float zs = z.sum();
+    lo = std::min(l.minCoeff(), l2.minCoeff()), hi = std::max(h.maxCoeff(), h2.maxCoeff());
+    float zs = z.sum() + z2.sum();
     for (; k < n; ++k) lo = std::min(lo, x[k]), hi = std::max(hi, x[k]), zs += x[k] * 0.f;
     return !std::isnan(zs);
   }

@@ -30,10 +30,13 @@ struct SelfAttention {
     Matrix<Scalar> q, k, v, probs;
     Matrix<Scalar> dq, dk, dv;
     bool keep_probs = true;  // false: a forward alone, nobody reads the probabilities
-    /// q, k and v rounded to bfloat16 (row-major, as q) when the heads ran in bf16 (bf16_heads
-    /// or bf16_training_heads; `bf16` then true: the backward's products are bf16 too)
+    /// q, k and v rounded to bfloat16 when the heads ran in bf16 (bf16_heads or
+    /// bf16_training_heads; `bf16` then true). bf16_training_heads: row-major, as q (the backward's
+    /// products are bf16 too). bf16_heads (inference, `heads_major`): each head's (T, d) block
+    /// dense, sequence b head h at (b * heads + h) * T * d, the layout oneDNN's fast bf16 kernels
+    /// take (see bf16_heads).
     std::vector<std::uint16_t> q16, k16, v16;
-    bool bf16 = false;
+    bool bf16 = false, heads_major = false;
   };
 
   SelfAttention() = default;
@@ -99,6 +102,25 @@ struct SelfAttention {
     return x16.data();
   }
 
+  /// The calling thread's buffer of (m, n) floats for one head's output, or nullptr when it cannot
+  /// be allocated (as head_buffer).
+  static float* head_output(Index m, Index n) {
+    thread_local std::vector<float> y;
+    try {
+      y.resize(static_cast<size_t>(m * n));
+    } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
+      return nullptr;
+    }
+    return y.data();
+  }
+
+  /// Token i's row of a projection (heads * d values) rounded to bfloat16 into y16 head-major:
+  /// head h's d values at ((b * heads + h) * T + t) * d, for i = b * T + t (Cache::heads_major).
+  void round_heads_major(const float* row, Index i, Index T, Index d, std::uint16_t* y16) const {
+    const Index H = num_attention_heads, b = i / T, t = i % T;
+    for (Index h = 0; h < H; ++h) detail::round_to_bf16(row + h * d, d, y16 + ((b * H + h) * T + t) * d);
+  }
+
   /// A head's (n, n) block rounded to bfloat16 into head_buffer, or nullptr (see there).
   static const std::uint16_t* rounded_head(const Scalar* x, Index n) {
     if constexpr (std::is_same_v<Scalar, float>) {
@@ -124,7 +146,11 @@ struct SelfAttention {
   /// (quantize_int8) or bfloat16 (to_bfloat16), on a CPU with bf16 products, when the
   /// probabilities are not kept (no backward, no output_attentions). The scores, the softmax and
   /// the context's sums stay float32. On vit-mae-base's features, the cosine to float32 moved
-  /// only in the 7th digit (int8 0.9998749 -> 0.9998752, bfloat16 0.9999932 both ways).
+  /// only in the 7th digit (int8 0.9998749 -> 0.9998752, bfloat16 0.9999932 both ways). q, k
+  /// and v are rounded head-major (Cache::heads_major) and each head's context is written dense,
+  /// then copied into its columns: with dense operands and output oneDNN 2.6 runs its brgemm
+  /// kernels, with strided ones a slower gemm (197 x 197 x 64 on the Zen 5 EPYC, 1 thread:
+  /// q kᵀ 15.8 -> 13.2 us, P v 15.8 -> 12.1 us).
   bool bf16_heads(const Cache& c) const {
     if constexpr (std::is_same_v<Scalar, float>)
       return !c.keep_probs && (int8_projections() || (query.bfloat16() && key.bfloat16() && value.bfloat16())) &&
@@ -161,6 +187,7 @@ struct SelfAttention {
     // product completes it).
     const bool bf16 = bf16_heads(c), train16 = bf16_training_heads(c);
     c.bf16 = bf16 || train16;
+    c.heads_major = bf16;
     auto &q16 = c.q16, &k16 = c.k16, &v16 = c.v16;
     bool projected = false;
     if constexpr (std::is_same_v<Scalar, float>) {
@@ -168,8 +195,8 @@ struct SelfAttention {
         // int8: x quantised once for the three projections; with bf16 heads, row i of y (resized
         // by its product) rounded into y16 as the product completes it.
         if (bf16) q16.resize(static_cast<size_t>(B * T * ld)), k16.resize(q16.size()), v16.resize(q16.size());
-        auto rounded = [ld](const Matrix<float>& y, std::vector<std::uint16_t>& y16) {
-          return [ld, m = &y, o = y16.data()](Index i) { detail::round_to_bf16(m->row(i).data(), ld, o + i * ld); };
+        auto rounded = [this, T, d](const Matrix<float>& y, std::vector<std::uint16_t>& y16) {
+          return [this, T, d, m = &y, o = y16.data()](Index i) { round_heads_major(m->row(i).data(), i, T, d, o); };
         };
         thread_local detail::Int8Rows xq;
         detail::Int8Rows::quantize(x, xq);
@@ -178,11 +205,22 @@ struct SelfAttention {
         detail::gemm_nt_int8(xq, key.int8, key.bias, c.k, bf16 ? After(rounded(c.k, k16)) : nullptr);
         detail::gemm_nt_int8(xq, value.int8, value.bias, c.v, bf16 ? After(rounded(c.v, v16)) : nullptr);
         projected = true;
-      } else if (c.bf16) {
+      } else if (train16) {
         query.forward(x, c.q), key.forward(x, c.k), value.forward(x, c.v);
         detail::round_rows_to_bf16_split(c.q, q16);
         detail::round_rows_to_bf16_split(c.k, k16);
         detail::round_rows_to_bf16_split(c.v, v16);
+        projected = true;
+      } else if (bf16) {
+        query.forward(x, c.q), key.forward(x, c.k), value.forward(x, c.v);
+        for (auto [y, y16] : {std::pair{&c.q, &q16}, std::pair{&c.k, &k16}, std::pair{&c.v, &v16}}) {
+          y16->resize(static_cast<size_t>(y->size()));
+          const Matrix<float>& m = *y;
+          std::uint16_t* o = y16->data();  // (the calling thread's, for the workers)
+          detail::split_rows(m.rows(), static_cast<double>(m.size()), [&](Index r0, Index n) {
+            for (Index i = r0; i < r0 + n; ++i) round_heads_major(m.row(i).data(), i, T, d, o);
+          });
+        }
         projected = true;
       }
     }
@@ -219,12 +257,15 @@ struct SelfAttention {
     // oneDNN could not run them; that head in float32.)
     auto head16 = [&](Matrix<Scalar>& scores, Index b, Index h) {
       if constexpr (std::is_same_v<Scalar, float>) {
-        const Index o = b * T * ld + h * d;
-        if (!gemm16('N', 'T', T, T, d, q16.data() + o, ld, k16.data() + o, ld, scores.data(), T)) return false;
+        const Index o = (b * H + h) * T * d;  // (heads_major)
+        if (!gemm16('N', 'T', T, T, d, q16.data() + o, d, k16.data() + o, d, scores.data(), T)) return false;
         std::uint16_t* p16 = head_buffer(T);
-        if (!p16) return false;
+        float* y = head_output(T, d);
+        if (!p16 || !y) return false;
         ops::scaled_softmax_rows_bf16(scores.data(), T, T, T, scale, p16);
-        return gemm16('N', 'N', T, d, T, p16, T, v16.data() + o, ld, at(context, b, h), ld);
+        if (!gemm16('N', 'N', T, d, T, p16, T, v16.data() + o, d, y, d)) return false;
+        context.block(b * T, h * d, T, d) = Eigen::Map<const Matrix<float>>(y, T, d);
+        return true;
       }
       return false;
     };
@@ -257,7 +298,7 @@ struct SelfAttention {
     thread_local std::vector<std::uint16_t> dc16_;
     auto& dc16 = dc16_;  // (the calling thread's, for the workers)
     if constexpr (std::is_same_v<Scalar, float>) {
-      bf16 = c.bf16 && c.q16.size() == static_cast<size_t>(c.q.size());
+      bf16 = c.bf16 && !c.heads_major && c.q16.size() == static_cast<size_t>(c.q.size());
       if (bf16) detail::round_rows_to_bf16_split(dcontext, dc16);
     }
     for_each_head(B, T, d, [&](Index b, Index h) {
