@@ -16,6 +16,8 @@ BUILD=${1:-build}
 WORK=${WORK:-/tmp/vitmae-ort}
 RUNS=${RUNS:-5}
 ROUNDS=${ROUNDS:-1}
+[[ "$RUNS" =~ ^[1-9][0-9]*$ && "$ROUNDS" =~ ^[1-9][0-9]*$ ]] ||
+  { echo "compare_ort.sh: RUNS and ROUNDS must be whole numbers of at least 1 (got RUNS=$RUNS ROUNDS=$ROUNDS)" >&2; exit 2; }
 need=()
 /usr/bin/python3 -c "import torch, numpy" 2>/dev/null || need+=(python3-torch python3-numpy)
 /usr/bin/python3 -c "import onnx" 2>/dev/null || need+=(python3-onnx)

@@ -216,7 +216,7 @@ struct SelfAttention {
         for (auto [y, y16] : {std::pair{&c.q, &q16}, std::pair{&c.k, &k16}, std::pair{&c.v, &v16}}) {
           y16->resize(static_cast<size_t>(y->size()));
           const Matrix<float>& m = *y;
-          std::uint16_t* o = y16->data();  // (the calling thread's, for the workers)
+          std::uint16_t* o = y16->data();  // (the cache's, shared by the workers: each writes its own rows)
           detail::split_rows(m.rows(), static_cast<double>(m.size()), [&](Index r0, Index n) {
             for (Index i = r0; i < r0 + n; ++i) round_heads_major(m.row(i).data(), i, T, d, o);
           });
