@@ -89,36 +89,36 @@ struct SelfAttention {
     return false;
   }
 
-  /// The calling thread's buffer of (n, n) bfloat16 values for one head (one buffer a thread: each
-  /// use ends before the next), or nullptr when it cannot be allocated (the caller then multiplies
-  /// in float32).
-  static std::uint16_t* head_buffer(Index n) {
-    thread_local std::vector<std::uint16_t> x16;
+  /// The calling thread's buffer of `size` values of type T for one head (one buffer a thread and
+  /// type: each use ends before the next), or nullptr when it cannot be allocated (the caller then
+  /// multiplies in float32).
+  template <class T>
+  static T* head_scratch(Index size) {
+    thread_local std::vector<T> x;
     try {
-      x16.resize(static_cast<size_t>(n * n));
+      x.resize(static_cast<size_t>(size));
     } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
       return nullptr;
     }
-    return x16.data();
+    return x.data();
   }
-
-  /// The calling thread's buffer of (m, n) floats for one head's output, or nullptr when it cannot
-  /// be allocated (as head_buffer).
-  static float* head_output(Index m, Index n) {
-    thread_local std::vector<float> y;
-    try {
-      y.resize(static_cast<size_t>(m * n));
-    } catch (...) {  // (bad_alloc: no exception may leave the caller's OpenMP region)
-      return nullptr;
-    }
-    return y.data();
-  }
+  /// The calling thread's buffer of (n, n) bfloat16 values for one head (head_scratch).
+  static std::uint16_t* head_buffer(Index n) { return head_scratch<std::uint16_t>(n * n); }
 
   /// Token i's row of a projection (heads * d values) rounded to bfloat16 into y16 head-major:
   /// head h's d values at ((b * heads + h) * T + t) * d, for i = b * T + t (Cache::heads_major).
   void round_heads_major(const float* row, Index i, Index T, Index d, std::uint16_t* y16) const {
     const Index H = num_attention_heads, b = i / T, t = i % T;
     for (Index h = 0; h < H; ++h) detail::round_to_bf16(row + h * d, d, y16 + ((b * H + h) * T + t) * d);
+  }
+  /// Every row of y rounded head-major into y16 (resized), the rows split over the threads: the
+  /// heads_major form of detail::round_rows_to_bf16_split.
+  void round_heads_major_split(const Matrix<float>& y, Index T, Index d, std::vector<std::uint16_t>& y16) const {
+    y16.resize(static_cast<size_t>(y.size()));
+    std::uint16_t* o = y16.data();  // (the caller's, shared by the workers: each writes its own rows)
+    detail::split_rows(y.rows(), static_cast<double>(y.size()), [&](Index r0, Index n) {
+      for (Index i = r0; i < r0 + n; ++i) round_heads_major(y.row(i).data(), i, T, d, o);
+    });
   }
 
   /// A head's (n, n) block rounded to bfloat16 into head_buffer, or nullptr (see there).
@@ -213,14 +213,9 @@ struct SelfAttention {
         projected = true;
       } else if (bf16) {
         query.forward(x, c.q), key.forward(x, c.k), value.forward(x, c.v);
-        for (auto [y, y16] : {std::pair{&c.q, &q16}, std::pair{&c.k, &k16}, std::pair{&c.v, &v16}}) {
-          y16->resize(static_cast<size_t>(y->size()));
-          const Matrix<float>& m = *y;
-          std::uint16_t* o = y16->data();  // (the cache's, shared by the workers: each writes its own rows)
-          detail::split_rows(m.rows(), static_cast<double>(m.size()), [&](Index r0, Index n) {
-            for (Index i = r0; i < r0 + n; ++i) round_heads_major(m.row(i).data(), i, T, d, o);
-          });
-        }
+        round_heads_major_split(c.q, T, d, q16);
+        round_heads_major_split(c.k, T, d, k16);
+        round_heads_major_split(c.v, T, d, v16);
         projected = true;
       }
     }
@@ -260,7 +255,7 @@ struct SelfAttention {
         const Index o = (b * H + h) * T * d;  // (heads_major)
         if (!gemm16('N', 'T', T, T, d, q16.data() + o, d, k16.data() + o, d, scores.data(), T)) return false;
         std::uint16_t* p16 = head_buffer(T);
-        float* y = head_output(T, d);
+        float* y = head_scratch<float>(T * d);
         if (!p16 || !y) return false;
         ops::scaled_softmax_rows_bf16(scores.data(), T, T, T, scale, p16);
         if (!gemm16('N', 'N', T, d, T, p16, T, v16.data() + o, d, y, d)) return false;
