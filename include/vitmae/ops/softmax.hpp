@@ -11,26 +11,49 @@
 
 #include "vitmae/detail/bf16.hpp"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace vitmae::ops {
 
-/// In place over each row, subtracting the row max first (what torch does for stability).
+/// In place over each row, subtracting the row max first (what torch does for stability), then
+/// multiplying by the reciprocal of the row's sum (as torch's CPU softmax does: 1 / sum, then a
+/// product a value).
 template <class Derived>
 inline void softmax_rows_inplace(Eigen::MatrixBase<Derived>& x) {
   using Scalar = typename Derived::Scalar;
   for (Eigen::Index i = 0; i < x.rows(); ++i) {
     const Scalar m = x.row(i).maxCoeff();
     x.row(i) = (x.row(i).array() - m).exp().matrix();
-    x.row(i) /= x.row(i).sum();
+    x.row(i) *= Scalar(1) / x.row(i).sum();
   }
 }
 
 namespace softmax_detail {
-/// scaled_softmax_rows_inplace's rows; finish(i, x, last, total) writes row i's probabilities
-/// (x / total for the body, last / total for the tail lanes).
+using Lanes = Eigen::Array<float, 16, 1>;
+
+/// The `tail` (< 16) values at x times scale in the first lanes, -inf in the others.
+inline Lanes tail_lanes(const float* x, Eigen::Index tail, float scale) {
+  Lanes last;
+#if defined(__AVX512F__)
+  // One masked load (no load past the row), not a loop of scalar stores into the lanes: the
+  // loop and its reload cost a quarter of a 197-wide row's softmax.
+  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const auto mask = static_cast<__mmask16>((1u << tail) - 1u);
+  _mm512_storeu_ps(last.data(), _mm512_mul_ps(_mm512_mask_loadu_ps(neg_inf, mask, x), _mm512_set1_ps(scale)));
+#else
+  last = Lanes::Constant(-std::numeric_limits<float>::infinity());
+  for (Eigen::Index k = 0; k < tail; ++k) last(k) = x[k] * scale;
+#endif
+  return last;
+}
+
+/// scaled_softmax_rows_inplace's rows; finish(i, x, last, r) writes row i's probabilities (x r
+/// for the body, last r for the tail lanes, r the reciprocal of the row's sum).
 template <class Finish>
 inline void scaled_softmax_rows(float* data, Eigen::Index rows, Eigen::Index cols, Eigen::Index ld, float scale,
                                 Finish&& finish) {
-  using Lanes = Eigen::Array<float, 16, 1>;
   const Eigen::Index body = cols / 16 * 16, tail = cols - body;
   for (Eigen::Index i = 0; i < rows; ++i) {
     float* x = data + i * ld;
@@ -40,9 +63,8 @@ inline void scaled_softmax_rows(float* data, Eigen::Index rows, Eigen::Index col
       v *= scale;
       top = top.max(v);
     }
-    Lanes last = Lanes::Constant(-std::numeric_limits<float>::infinity());
-    for (Eigen::Index k = 0; k < tail; ++k) last(k) = x[body + k] * scale;
-    const float m = std::max(top.maxCoeff(), last.maxCoeff());
+    Lanes last = tail_lanes(x + body, tail, scale);
+    const float m = top.max(last).maxCoeff();
     Lanes sum = Lanes::Zero();
     for (Eigen::Index k = 0; k < body; k += 16) {
       Eigen::Map<Lanes> v(x + k);
@@ -50,9 +72,23 @@ inline void scaled_softmax_rows(float* data, Eigen::Index rows, Eigen::Index col
       sum += v;
     }
     last = (last - m).exp();  // (the padding: about 3e-39 each, see above)
-    finish(i, x, last, sum.sum() + last.sum());
+    finish(i, x, last, 1.f / (sum.sum() + last.sum()));
   }
 }
+
+#if defined(__AVX512F__)
+/// 16 floats rounded to bfloat16 as detail::float_to_bf16 rounds each (to nearest even, a NaN
+/// quieted), in one register: the loop of float_to_bf16 after a product did not vectorise as well.
+inline __m256i round16_to_bf16(__m512 f) {
+  const __m512i u = _mm512_castps_si512(f);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
+  const __mmask16 nan =
+      _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
+}
+#endif
 }  // namespace softmax_detail
 
 /// Each of `rows` rows of `cols` floats (contiguous, `ld` apart) multiplied by `scale`, then
@@ -64,10 +100,10 @@ inline void scaled_softmax_rows_inplace(float* data, Eigen::Index rows, Eigen::I
                                         float scale) {
   const Eigen::Index body = cols / 16 * 16, tail = cols - body;
   softmax_detail::scaled_softmax_rows(data, rows, cols, ld, scale,
-                                      [&](Eigen::Index, float* x, const auto& last, float total) {
+                                      [&](Eigen::Index, float* x, const auto& last, float r) {
                                         for (Eigen::Index k = 0; k < body; k += 16)
-                                          Eigen::Map<Eigen::Array<float, 16, 1>>(x + k) /= total;
-                                        for (Eigen::Index k = 0; k < tail; ++k) x[body + k] = last(k) / total;
+                                          Eigen::Map<softmax_detail::Lanes>(x + k) *= r;
+                                        for (Eigen::Index k = 0; k < tail; ++k) x[body + k] = last(k) * r;
                                       });
 }
 
@@ -78,14 +114,19 @@ inline void scaled_softmax_rows_inplace(float* data, Eigen::Index rows, Eigen::I
 inline void scaled_softmax_rows_bf16(float* data, Eigen::Index rows, Eigen::Index cols, Eigen::Index ld, float scale,
                                      std::uint16_t* out) {
   const Eigen::Index body = cols / 16 * 16, tail = cols - body;
-  softmax_detail::scaled_softmax_rows(data, rows, cols, ld, scale,
-                                      [&](Eigen::Index i, const float* x, const auto& last, float total) {
-                                        std::uint16_t* __restrict o = out + i * cols;
-                                        for (Eigen::Index k = 0; k < body; ++k)
-                                          o[k] = detail::float_to_bf16(x[k] / total);
-                                        for (Eigen::Index k = 0; k < tail; ++k)
-                                          o[body + k] = detail::float_to_bf16(last(k) / total);
-                                      });
+  softmax_detail::scaled_softmax_rows(
+      data, rows, cols, ld, scale, [&](Eigen::Index i, const float* x, const auto& last, float r) {
+        std::uint16_t* __restrict o = out + i * cols;
+#if defined(__AVX512F__)
+        const __m512 rs = _mm512_set1_ps(r);
+        for (Eigen::Index k = 0; k < body; k += 16)
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k),
+                              softmax_detail::round16_to_bf16(_mm512_mul_ps(_mm512_loadu_ps(x + k), rs)));
+#else
+        for (Eigen::Index k = 0; k < body; ++k) o[k] = detail::float_to_bf16(x[k] * r);
+#endif
+        for (Eigen::Index k = 0; k < tail; ++k) o[body + k] = detail::float_to_bf16(last(k) * r);
+      });
 }
 
 }  // namespace vitmae::ops
