@@ -51,29 +51,31 @@ TEST_CASE_TEMPLATE("softmax rows sum to one and subtract the max", Scalar, float
   CHECK(x(1, 1) == doctest::Approx(1.0 / 3));  // no overflow
 }
 
-TEST_CASE("scaled softmax rows: float64 on the scaled rows at every tail width, the bf16 form the rounded bits") {
+TEST_CASE("scaled softmax rows: float64 at every tail width and sign of the scale, the bf16 form the rounded bits") {
   std::mt19937_64 rng(4);
-  for (Index cols : {1, 15, 16, 17, 37, 197}) {
-    CAPTURE(cols);
-    const Index rows = 3, ld = cols + 5;  // (rows ld apart; the gap untouched)
-    const float scale = 0.125f;
-    Matrix<float> x = test::uniform_matrix(rows, ld, rng) * 40.f;
-    Matrix<float> in = x, out16 = x;
-    ops::scaled_softmax_rows_inplace(x.data(), rows, cols, ld, scale);
-    std::vector<std::uint16_t> p16(static_cast<size_t>(rows * cols));
-    ops::scaled_softmax_rows_bf16(out16.data(), rows, cols, ld, scale, p16.data());
-    for (Index r = 0; r < rows; ++r) {
-      std::vector<double> e(static_cast<size_t>(cols));
-      double top = -INFINITY, sum = 0;
-      for (Index k = 0; k < cols; ++k) top = std::max(top, double(in(r, k) * scale));
-      for (Index k = 0; k < cols; ++k) sum += e[static_cast<size_t>(k)] = std::exp(double(in(r, k) * scale) - top);
-      for (Index k = 0; k < cols; ++k) {
-        CHECK(std::abs(x(r, k) - e[static_cast<size_t>(k)] / sum) <= 1e-6);
-        CHECK(p16[static_cast<size_t>(r * cols + k)] == vitmae::detail::float_to_bf16(x(r, k)));
+  // (a scale of 0 or below: the tail's padding lanes must stay -inf, not become NaN or +inf)
+  for (const float scale : {0.125f, 0.f, -0.5f})
+    for (Index cols : {1, 15, 16, 17, 37, 197}) {
+      CAPTURE(cols);
+      CAPTURE(scale);
+      const Index rows = 3, ld = cols + 5;  // (rows ld apart; the gap untouched)
+      Matrix<float> x = test::uniform_matrix(rows, ld, rng) * 40.f;
+      Matrix<float> in = x, out16 = x;
+      ops::scaled_softmax_rows_inplace(x.data(), rows, cols, ld, scale);
+      std::vector<std::uint16_t> p16(static_cast<size_t>(rows * cols));
+      ops::scaled_softmax_rows_bf16(out16.data(), rows, cols, ld, scale, p16.data());
+      for (Index r = 0; r < rows; ++r) {
+        std::vector<double> e(static_cast<size_t>(cols));
+        double top = -INFINITY, sum = 0;
+        for (Index k = 0; k < cols; ++k) top = std::max(top, double(in(r, k) * scale));
+        for (Index k = 0; k < cols; ++k) sum += e[static_cast<size_t>(k)] = std::exp(double(in(r, k) * scale) - top);
+        for (Index k = 0; k < cols; ++k) {
+          CHECK(std::abs(x(r, k) - e[static_cast<size_t>(k)] / sum) <= 1e-6);
+          CHECK(p16[static_cast<size_t>(r * cols + k)] == vitmae::detail::float_to_bf16(x(r, k)));
+        }
+        for (Index k = cols; k < ld; ++k) CHECK(x(r, k) == in(r, k));
       }
-      for (Index k = cols; k < ld; ++k) CHECK(x(r, k) == in(r, k));
     }
-  }
 }
 
 TEST_CASE("2-D sin-cos table: HF's layout (first half encodes the column, second the row)") {

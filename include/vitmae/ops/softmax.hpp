@@ -39,9 +39,11 @@ inline Lanes tail_lanes(const float* x, Eigen::Index tail, float scale) {
 #if defined(__AVX512F__)
   // One masked load (no load past the row), not a loop of scalar stores into the lanes: the
   // loop and its reload cost a quarter of a 197-wide row's softmax.
+  // (the padding stays -inf whatever the scale's sign: it is not multiplied)
   const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   const auto mask = static_cast<__mmask16>((1u << tail) - 1u);
-  _mm512_storeu_ps(last.data(), _mm512_mul_ps(_mm512_mask_loadu_ps(neg_inf, mask, x), _mm512_set1_ps(scale)));
+  _mm512_storeu_ps(last.data(),
+                   _mm512_mask_mul_ps(neg_inf, mask, _mm512_maskz_loadu_ps(mask, x), _mm512_set1_ps(scale)));
 #else
   last = Lanes::Constant(-std::numeric_limits<float>::infinity());
   for (Eigen::Index k = 0; k < tail; ++k) last(k) = x[k] * scale;
@@ -109,8 +111,10 @@ inline void scaled_softmax_rows_inplace(float* data, Eigen::Index rows, Eigen::I
 
 /// The same probabilities rounded to bfloat16 (to nearest even) into `out` (rows x cols,
 /// packed) instead of written back: the bits of scaled_softmax_rows_inplace then
-/// detail::round_to_bf16, one pass fewer. `data` is left holding the exponentials in its first
-/// cols / 16 * 16 columns and its input in the rest.
+/// detail::round_to_bf16, one pass fewer (but for the sign of a NaN: a row with a NaN is all
+/// NaN, and which operand's NaN a product keeps depends on the order the compiler gives its
+/// operands). `data` is left holding the exponentials in its first cols / 16 * 16 columns and its
+/// input in the rest.
 inline void scaled_softmax_rows_bf16(float* data, Eigen::Index rows, Eigen::Index cols, Eigen::Index ld, float scale,
                                      std::uint16_t* out) {
   const Eigen::Index body = cols / 16 * 16, tail = cols - body;
