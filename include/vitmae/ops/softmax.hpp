@@ -77,20 +77,6 @@ inline void scaled_softmax_rows(float* data, Eigen::Index rows, Eigen::Index col
     finish(i, x, last, 1.f / (sum.sum() + last.sum()));
   }
 }
-
-#if defined(__AVX512F__)
-/// 16 floats rounded to bfloat16 as detail::float_to_bf16 rounds each (to nearest even, a NaN
-/// quieted), in one register: the loop of float_to_bf16 after a product did not vectorise as well.
-inline __m256i round16_to_bf16(__m512 f) {
-  const __m512i u = _mm512_castps_si512(f);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
-  const __mmask16 nan =
-      _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-  return _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
-}
-#endif
 }  // namespace softmax_detail
 
 /// Each of `rows` rows of `cols` floats (contiguous, `ld` apart) multiplied by `scale`, then
@@ -125,7 +111,7 @@ inline void scaled_softmax_rows_bf16(float* data, Eigen::Index rows, Eigen::Inde
         const __m512 rs = _mm512_set1_ps(r);
         for (Eigen::Index k = 0; k < body; k += 16)
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + k),
-                              softmax_detail::round16_to_bf16(_mm512_mul_ps(_mm512_loadu_ps(x + k), rs)));
+                              detail::round16_to_bf16(_mm512_mul_ps(_mm512_loadu_ps(x + k), rs)));
 #else
         for (Eigen::Index k = 0; k < body; ++k) o[k] = detail::float_to_bf16(x[k] * r);
 #endif
